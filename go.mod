@@ -1,0 +1,3 @@
+module github.com/phr-project/phr
+
+go 1.26.8
