@@ -1,0 +1,133 @@
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/phr-project/phr/internal/store"
+)
+
+const versionCols = `v.seq, v.type, r.id, v.version, v.last_updated, v.deleted, v.method, v.json, v.blob`
+
+// scanVersion reads a row of versionCols.
+func scanVersion(sc interface{ Scan(...any) error }) (*store.Resource, error) {
+	var (
+		res  store.Resource
+		lu   int64
+		blob sql.NullString
+	)
+	if err := sc.Scan(&res.Seq, &res.Type, &res.ID, &res.Version, &lu, &res.Deleted, &res.Method, &res.JSON, &blob); err != nil {
+		return nil, err
+	}
+	res.LastUpdated = FromMicros(lu)
+	res.Blob = blob.String
+	return &res, nil
+}
+
+// Read implements store.Store.
+func (db *DB) Read(ctx context.Context, typ, id string) (*store.Resource, error) {
+	row := db.QueryRow(ctx, `SELECT `+versionCols+` FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.type = ? AND r.id = ?`, typ, id)
+	res, err := scanVersion(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%s: %w", typ, id, err)
+	}
+	return res, nil
+}
+
+// ReadVersion implements store.Store.
+func (db *DB) ReadVersion(ctx context.Context, typ, id string, version int64) (*store.Resource, error) {
+	row := db.QueryRow(ctx, `SELECT `+versionCols+` FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = ? WHERE r.type = ? AND r.id = ?`, version, typ, id)
+	res, err := scanVersion(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%s/_history/%d: %w", typ, id, version, err)
+	}
+	return res, nil
+}
+
+func historyWhere(q store.HistoryQuery, withPaging bool) (string, []any) {
+	var conds []string
+	var args []any
+	if q.ID != "" {
+		conds = append(conds, "v.rid = (SELECT rid FROM resource WHERE type = ? AND id = ?)")
+		args = append(args, q.Type, q.ID)
+	} else if q.Type != "" {
+		conds = append(conds, "v.type = ?")
+		args = append(args, q.Type)
+	}
+	if !q.Since.IsZero() {
+		conds = append(conds, "v.last_updated >= ?")
+		args = append(args, Micros(q.Since))
+	}
+	if withPaging && q.BeforeSeq > 0 {
+		conds = append(conds, "v.seq < ?")
+		args = append(args, q.BeforeSeq)
+	}
+	if len(conds) == 0 {
+		return "", nil
+	}
+	return " WHERE " + strings.Join(conds, " AND "), args
+}
+
+// History implements store.Store.
+func (db *DB) History(ctx context.Context, q store.HistoryQuery) ([]*store.Resource, error) {
+	where, args := historyWhere(q, true)
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	args = append(args, limit)
+	rows, err := db.Query(ctx, `SELECT `+versionCols+` FROM resource_version v JOIN resource r ON r.rid = v.rid`+where+` ORDER BY v.seq DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Resource
+	for rows.Next() {
+		res, err := scanVersion(rows)
+		if err != nil {
+			return nil, fmt.Errorf("history: %w", err)
+		}
+		out = append(out, res)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	return out, nil
+}
+
+// CountHistory implements store.Store.
+func (db *DB) CountHistory(ctx context.Context, q store.HistoryQuery) (int64, error) {
+	where, args := historyWhere(q, false)
+	var n int64
+	if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM resource_version v`+where, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count history: %w", err)
+	}
+	return n, nil
+}
+
+// GetKV implements store.Store.
+func (db *DB) GetKV(ctx context.Context, key string) ([]byte, error) {
+	var v []byte
+	err := db.QueryRow(ctx, `SELECT value FROM kv WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get setting %s: %w", key, err)
+	}
+	return v, nil
+}
+
+// PutKV implements store.Store.
+func (db *DB) PutKV(ctx context.Context, key string, value []byte) error {
+	return db.WriteTx(ctx, func(tx *Tx) error { return tx.PutKV(ctx, key, value) })
+}

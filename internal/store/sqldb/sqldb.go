@@ -1,0 +1,238 @@
+// Package sqldb implements store.Store over database/sql for both SQL
+// dialects phr supports. The sqlite and postgres packages open the
+// connections and choose the dialect; everything else - schema migrations,
+// versioned writes, index maintenance, history - is shared here so that
+// both stores behave the same and pass one conformance suite.
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/phr-project/phr/internal/store"
+)
+
+// Dialect is the SQL flavour of a database.
+type Dialect int
+
+// The supported dialects.
+const (
+	SQLite Dialect = iota + 1
+	Postgres
+)
+
+func (d Dialect) String() string {
+	if d == Postgres {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// DB is a store.Store over a SQL database.
+type DB struct {
+	dialect Dialect
+	// w runs write transactions; r serves reads. They are the same pool on
+	// PostgreSQL; on SQLite w has a single connection (SQLite has one writer)
+	// and r many read-only ones (WAL lets readers run beside the writer).
+	w, r *sql.DB
+	// wmu serialises write transactions on SQLite so that they queue in Go
+	// rather than spin on SQLITE_BUSY.
+	wmu   sync.Mutex
+	stmts sync.Map // query text -> *sql.Stmt, prepared on w or r
+	// IsConflict reports whether a driver error is a uniqueness or
+	// serialisation failure that a retry of the transaction may resolve.
+	isConflict func(error) bool
+}
+
+// Options configure New.
+type Options struct {
+	Dialect Dialect
+	Write   *sql.DB
+	Read    *sql.DB
+	// IsConflict classifies driver errors (see DB.isConflict).
+	IsConflict func(error) bool
+}
+
+// New wraps opened databases; call Migrate before use.
+func New(o Options) *DB {
+	if o.Read == nil {
+		o.Read = o.Write
+	}
+	if o.IsConflict == nil {
+		o.IsConflict = func(error) bool { return false }
+	}
+	return &DB{dialect: o.Dialect, w: o.Write, r: o.Read, isConflict: o.IsConflict}
+}
+
+// Dialect implements store.Store.
+func (db *DB) Dialect() string { return db.dialect.String() }
+
+// SQLDialect returns the dialect for packages that extend the store with
+// their own tables.
+func (db *DB) SQLDialect() Dialect { return db.dialect }
+
+// Close implements store.Store.
+func (db *DB) Close() error {
+	db.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
+	var errs []error
+	if db.r != db.w {
+		errs = append(errs, db.r.Close())
+	}
+	errs = append(errs, db.w.Close())
+	return errors.Join(errs...)
+}
+
+// Rebind turns the '?' placeholders of q into the dialect's ($1, $2... on
+// PostgreSQL). Queries are written once with '?'.
+func (db *DB) Rebind(q string) string { return Rebind(db.dialect, q) }
+
+// Rebind rewrites '?' placeholders for dialect d; '?' inside single-quoted
+// literals is left alone.
+func Rebind(d Dialect, q string) string {
+	if d != Postgres || !strings.Contains(q, "?") {
+		return q
+	}
+	var b strings.Builder
+	b.Grow(len(q) + 16)
+	n := 0
+	inStr := false
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case c == '\'':
+			inStr = !inStr
+			b.WriteByte(c)
+		case c == '?' && !inStr:
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// stmt returns a prepared statement for q (with '?' placeholders) on the
+// read or the write pool, preparing it once.
+func (db *DB) stmt(ctx context.Context, write bool, q string) (*sql.Stmt, error) {
+	key := q
+	pool := db.r
+	if write {
+		key = "w:" + q
+		pool = db.w
+	}
+	if s, ok := db.stmts.Load(key); ok {
+		return s.(*sql.Stmt), nil
+	}
+	s, err := pool.PrepareContext(ctx, db.Rebind(q))
+	if err != nil {
+		return nil, fmt.Errorf("prepare %q: %w", q, err)
+	}
+	if prev, loaded := db.stmts.LoadOrStore(key, s); loaded {
+		s.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return s, nil
+}
+
+// Query runs a read query (with '?' placeholders) on the read pool.
+func (db *DB) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	s, err := db.stmt(ctx, false, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.QueryContext(ctx, args...)
+}
+
+// QueryRow runs a single-row read query on the read pool.
+func (db *DB) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	s, err := db.stmt(ctx, false, q)
+	if err != nil {
+		return db.r.QueryRowContext(ctx, db.Rebind(q), args...)
+	}
+	return s.QueryRowContext(ctx, args...)
+}
+
+// Exec runs one statement outside any transaction on the write pool
+// (serialised with write transactions on SQLite).
+func (db *DB) Exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if db.dialect == SQLite {
+		db.wmu.Lock()
+		defer db.wmu.Unlock()
+	}
+	s, err := db.stmt(ctx, true, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.ExecContext(ctx, args...)
+}
+
+// Micros converts a time to the stored form (microseconds since the epoch).
+func Micros(t time.Time) int64 { return t.UnixMicro() }
+
+// FromMicros converts the stored form back to UTC time.
+func FromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+const maxRetries = 8
+
+// Write implements store.Store.
+func (db *DB) Write(ctx context.Context, fn func(store.Tx) error) error {
+	return db.WriteTx(ctx, func(tx *Tx) error { return fn(tx) })
+}
+
+// WriteTx is Write for extensions that need the concrete transaction (to
+// run their own statements in it).
+func (db *DB) WriteTx(ctx context.Context, fn func(*Tx) error) error {
+	var err error
+	for attempt := 0; attempt < maxRetries; attempt++ {
+		err = db.writeOnce(ctx, fn)
+		if err == nil || !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(time.Duration(attempt+1) * 3 * time.Millisecond)
+	}
+	return err
+}
+
+func (db *DB) writeOnce(ctx context.Context, fn func(*Tx) error) (err error) {
+	if db.dialect == SQLite {
+		db.wmu.Lock()
+		defer db.wmu.Unlock()
+	}
+	sqlTx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	tx := &Tx{db: db, tx: sqlTx, rids: map[resKey]ridVersion{}, stmts: map[string]*sql.Stmt{}, queued: map[int64]bool{}}
+	defer func() {
+		if err != nil {
+			sqlTx.Rollback()
+		}
+		tx.prepareNew(context.WithoutCancel(ctx))
+		if err != nil {
+			if db.isConflict(err) && !errors.Is(err, store.ErrConflict) {
+				err = fmt.Errorf("%w: %v", store.ErrConflict, err)
+			}
+		}
+	}()
+	if err = fn(tx); err != nil {
+		return err
+	}
+	if err = tx.flush(ctx); err != nil {
+		return err
+	}
+	if err = sqlTx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,401 @@
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/phr-project/phr/internal/store"
+)
+
+type resKey struct{ typ, id string }
+
+type ridVersion struct {
+	rid     int64
+	version int64
+}
+
+// Tx is a write transaction. Index entries are buffered and written in
+// multi-row inserts when the transaction commits or before it queries.
+type Tx struct {
+	db    *DB
+	tx    *sql.Tx
+	rids  map[resKey]ridVersion
+	stmts map[string]*sql.Stmt
+	pend  pending
+	// queued marks resources with index rows in pend; updating one of them
+	// again first flushes, so its superseded rows are cleared, not kept.
+	queued map[int64]bool
+	// unprepared are statements to prepare on the pool after the transaction.
+	unprepared []string
+}
+
+// pending holds index rows not yet inserted, as flat argument lists.
+type pending struct {
+	tables [numTables][]any
+	rows   [numTables]int
+	comp   []any
+	nComp  int
+	// clear lists resources whose old index rows must go before the
+	// pending rows are inserted.
+	clear []any
+}
+
+const (
+	tToken = iota
+	tString
+	tDate
+	tRef
+	tQuantity
+	tNumber
+	tURI
+	tComposite
+	numTables
+)
+
+var indexTables = [numTables]struct {
+	name string
+	cols []string
+}{
+	{"idx_token", []string{"rid", "type", "param", "system", "code", "text", "type_system", "type_code"}},
+	{"idx_string", []string{"rid", "type", "param", "norm", "exact"}},
+	{"idx_date", []string{"rid", "type", "param", "low", "high"}},
+	{"idx_ref", []string{"rid", "type", "param", "target_type", "target_id", "version", "url", "id_system", "id_value"}},
+	{"idx_quantity", []string{"rid", "type", "param", "value", "low", "high", "text", "system", "code", "unit"}},
+	{"idx_number", []string{"rid", "type", "param", "value", "low", "high", "text"}},
+	{"idx_uri", []string{"rid", "type", "param", "value"}},
+	{"idx_composite", []string{"rid", "type", "param", "parts"}},
+}
+
+// rowsPerInsert is how many rows one multi-row INSERT carries.
+const rowsPerInsert = 200
+
+// Stmt returns q (with '?' placeholders) prepared in this transaction.
+// Statements are prepared once on the write pool and reused by every
+// transaction; one first met inside a transaction is prepared in the
+// transaction (the pool's only SQLite connection is busy) and on the pool
+// once the transaction ends.
+func (t *Tx) Stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if s, ok := t.stmts[q]; ok {
+		return s, nil
+	}
+	var s *sql.Stmt
+	if ps, ok := t.db.stmts.Load("w:" + q); ok {
+		s = t.tx.StmtContext(ctx, ps.(*sql.Stmt))
+	} else {
+		var err error
+		s, err = t.tx.PrepareContext(ctx, t.db.Rebind(q))
+		if err != nil {
+			return nil, fmt.Errorf("prepare %q: %w", q, err)
+		}
+		t.unprepared = append(t.unprepared, q)
+	}
+	t.stmts[q] = s
+	return s, nil
+}
+
+// prepareNew prepares on the pool the statements this transaction met first.
+func (t *Tx) prepareNew(ctx context.Context) {
+	for _, q := range t.unprepared {
+		t.db.stmt(ctx, true, q)
+	}
+}
+
+// Exec runs a statement in the transaction.
+func (t *Tx) Exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	s, err := t.Stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.ExecContext(ctx, args...)
+}
+
+// Query runs a query in the transaction (pending index rows are written
+// first so that the query sees them).
+func (t *Tx) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if err := t.flush(ctx); err != nil {
+		return nil, err
+	}
+	s, err := t.Stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.QueryContext(ctx, args...)
+}
+
+// QueryRow runs a single-row query in the transaction.
+func (t *Tx) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	if err := t.flush(ctx); err != nil {
+		return t.tx.QueryRowContext(ctx, "SELECT 1 WHERE 1=0")
+	}
+	s, err := t.Stmt(ctx, q)
+	if err != nil {
+		return t.tx.QueryRowContext(ctx, t.db.Rebind(q), args...)
+	}
+	return s.QueryRowContext(ctx, args...)
+}
+
+// Dialect returns the transaction's SQL dialect.
+func (t *Tx) Dialect() Dialect { return t.db.dialect }
+
+// Current implements store.Tx.
+func (t *Tx) Current(ctx context.Context, typ, id string) (*store.Resource, error) {
+	var (
+		res     = store.Resource{Type: typ, ID: id}
+		rid, lu int64
+		blob    sql.NullString
+		err     error
+	)
+	if t.db.dialect == Postgres {
+		// Lock the resource row on its own: with a join, a row updated by
+		// the writer we waited for would fail the re-checked join condition
+		// and vanish from the result. The version row is then read in a
+		// second statement, whose fresh snapshot sees that writer's commit.
+		err = t.queryRow(ctx, `SELECT rid, version, seq, last_updated, deleted FROM resource WHERE type = ? AND id = ? FOR UPDATE`, typ, id).
+			Scan(&rid, &res.Version, &res.Seq, &lu, &res.Deleted)
+		if err == nil {
+			err = t.queryRow(ctx, `SELECT method, json, blob FROM resource_version WHERE seq = ?`, res.Seq).Scan(&res.Method, &res.JSON, &blob)
+		}
+	} else {
+		err = t.queryRow(ctx, `SELECT r.rid, r.version, r.seq, r.last_updated, r.deleted, v.method, v.json, v.blob
+			FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.type = ? AND r.id = ?`, typ, id).
+			Scan(&rid, &res.Version, &res.Seq, &lu, &res.Deleted, &res.Method, &res.JSON, &blob)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%s for update: %w", typ, id, err)
+	}
+	res.LastUpdated = FromMicros(lu)
+	res.Blob = blob.String
+	t.rids[resKey{typ, id}] = ridVersion{rid, res.Version}
+	return &res, nil
+}
+
+// Put implements store.Tx.
+func (t *Tx) Put(ctx context.Context, p *store.Put) error {
+	key := resKey{p.Type, p.ID}
+	cur, known := t.rids[key]
+	if !known && p.Version > 1 {
+		if _, err := t.Current(ctx, p.Type, p.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		cur, known = t.rids[key]
+	}
+	if (known && p.Version != cur.version+1) || (!known && p.Version != 1) {
+		return fmt.Errorf("%w: %s/%s version %d does not follow the current version", store.ErrConflict, p.Type, p.ID, p.Version)
+	}
+	lu := Micros(p.LastUpdated)
+	var blob any
+	if p.Blob != "" {
+		blob = p.Blob
+	}
+	var batch any
+	if p.Batch != 0 {
+		batch = p.Batch
+	}
+	var json any = p.JSON
+	if p.Deleted {
+		json = nil
+	}
+	var rid int64
+	if known {
+		rid = cur.rid
+		var seq int64
+		err := t.queryRow(ctx, `INSERT INTO resource_version (rid, type, version, last_updated, deleted, method, batch, blob, json)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
+			rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, json).Scan(&seq)
+		if err != nil {
+			return t.writeErr(err, p)
+		}
+		res, err := t.Exec(ctx, `UPDATE resource SET version = ?, seq = ?, last_updated = ?, deleted = ? WHERE rid = ? AND version = ?`,
+			p.Version, seq, lu, p.Deleted, rid, cur.version)
+		if err != nil {
+			return t.writeErr(err, p)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("%w: %s/%s changed concurrently", store.ErrConflict, p.Type, p.ID)
+		}
+		p.Seq = seq
+		if t.queued[rid] {
+			if err := t.flush(ctx); err != nil {
+				return err
+			}
+		}
+		t.pend.clear = append(t.pend.clear, rid)
+	} else {
+		var seq int64
+		if t.db.dialect == Postgres {
+			err := t.queryRow(ctx, `WITH s AS (SELECT nextval(pg_get_serial_sequence('resource_version', 'seq')) AS seq),
+				r AS (INSERT INTO resource (type, id, version, seq, last_updated, deleted) SELECT ?, ?, ?, s.seq, ?, ? FROM s RETURNING rid, seq)
+				INSERT INTO resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json)
+				SELECT r.seq, r.rid, ?, ?, ?, ?, ?, ?::bigint, ?::text, ?::bytea FROM r RETURNING rid, seq`,
+				p.Type, p.ID, p.Version, lu, p.Deleted,
+				p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, json).Scan(&rid, &seq)
+			if err != nil {
+				return t.writeErr(err, p)
+			}
+		} else {
+			err := t.queryRow(ctx, `INSERT INTO resource (type, id, version, seq, last_updated, deleted) VALUES (?, ?, ?, 0, ?, ?) RETURNING rid`,
+				p.Type, p.ID, p.Version, lu, p.Deleted).Scan(&rid)
+			if err != nil {
+				return t.writeErr(err, p)
+			}
+			err = t.queryRow(ctx, `INSERT INTO resource_version (rid, type, version, last_updated, deleted, method, batch, blob, json)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
+				rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, json).Scan(&seq)
+			if err != nil {
+				return t.writeErr(err, p)
+			}
+			if _, err := t.Exec(ctx, `UPDATE resource SET seq = ? WHERE rid = ?`, seq, rid); err != nil {
+				return t.writeErr(err, p)
+			}
+		}
+		p.Seq = seq
+	}
+	t.rids[key] = ridVersion{rid, p.Version}
+	if !p.Deleted {
+		t.queue(rid, p)
+		t.queued[rid] = true
+	}
+	if len(t.pend.clear) > 500 || t.pend.pendingRows() > 20000 {
+		return t.flush(ctx)
+	}
+	return nil
+}
+
+func (t *Tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	s, err := t.Stmt(ctx, q)
+	if err != nil {
+		return t.tx.QueryRowContext(ctx, t.db.Rebind(q), args...)
+	}
+	return s.QueryRowContext(ctx, args...)
+}
+
+func (t *Tx) writeErr(err error, p *store.Put) error {
+	if t.db.isConflict(err) {
+		return fmt.Errorf("%w: %s/%s: %v", store.ErrConflict, p.Type, p.ID, err)
+	}
+	return fmt.Errorf("write %s/%s version %d: %w", p.Type, p.ID, p.Version, err)
+}
+
+func (p *pending) pendingRows() int {
+	n := p.nComp
+	for _, r := range p.rows {
+		n += r
+	}
+	return n
+}
+
+func (p *pending) add(table int, args ...any) {
+	p.tables[table] = append(p.tables[table], args...)
+	p.rows[table]++
+}
+
+// queue buffers the index and compartment rows of a version.
+func (t *Tx) queue(rid int64, p *store.Put) {
+	typ := p.Type
+	for _, pat := range p.Patients {
+		t.pend.comp = append(t.pend.comp, pat, rid)
+		t.pend.nComp++
+	}
+	e := p.Index
+	if e == nil {
+		return
+	}
+	for _, x := range e.Tokens {
+		t.pend.add(tToken, rid, typ, x.Param, x.System, x.Code, x.Text, x.TypeSystem, x.TypeCode)
+	}
+	for _, x := range e.Strings {
+		t.pend.add(tString, rid, typ, x.Param, x.Norm, x.Exact)
+	}
+	for _, x := range e.Dates {
+		t.pend.add(tDate, rid, typ, x.Param, x.Low, x.High)
+	}
+	for _, x := range e.Refs {
+		t.pend.add(tRef, rid, typ, x.Param, x.Type, x.ID, x.Version, x.URL, x.IdentifierSystem, x.IdentifierValue)
+	}
+	for _, x := range e.Quantities {
+		t.pend.add(tQuantity, rid, typ, x.Param, x.Value, x.Low, x.High, x.Text, x.System, x.Code, x.Unit)
+	}
+	for _, x := range e.Numbers {
+		t.pend.add(tNumber, rid, typ, x.Param, x.Value, x.Low, x.High, x.Text)
+	}
+	for _, x := range e.URIs {
+		t.pend.add(tURI, rid, typ, x.Param, x.Value)
+	}
+	for _, x := range e.Composites {
+		parts, _ := json.Marshal(x.Parts)
+		t.pend.add(tComposite, rid, typ, x.Param, string(parts))
+	}
+}
+
+// flush deletes the superseded index rows and inserts the pending ones.
+func (t *Tx) flush(ctx context.Context) error {
+	if len(t.pend.clear) > 0 {
+		// Old index and compartment rows of updated resources go first.
+		for start := 0; start < len(t.pend.clear); start += rowsPerInsert {
+			ids := t.pend.clear[start:min(start+rowsPerInsert, len(t.pend.clear))]
+			in := "(" + strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",") + ")"
+			for _, tb := range indexTables {
+				if _, err := t.tx.ExecContext(ctx, t.db.Rebind("DELETE FROM "+tb.name+" WHERE rid IN "+in), ids...); err != nil {
+					return fmt.Errorf("clear %s: %w", tb.name, err)
+				}
+			}
+			if _, err := t.tx.ExecContext(ctx, t.db.Rebind("DELETE FROM compartment WHERE rid IN "+in), ids...); err != nil {
+				return fmt.Errorf("clear compartment: %w", err)
+			}
+		}
+		t.pend.clear = t.pend.clear[:0]
+	}
+	for i, tb := range indexTables {
+		if err := t.insertRows(ctx, tb.name, tb.cols, t.pend.tables[i], ""); err != nil {
+			return err
+		}
+		t.pend.tables[i] = t.pend.tables[i][:0]
+		t.pend.rows[i] = 0
+	}
+	conflict := " ON CONFLICT DO NOTHING"
+	if err := t.insertRows(ctx, "compartment", []string{"patient", "rid"}, t.pend.comp, conflict); err != nil {
+		return err
+	}
+	t.pend.comp = t.pend.comp[:0]
+	t.pend.nComp = 0
+	clear(t.queued)
+	return nil
+}
+
+// insertRows inserts flat args as rows of len(cols) values, many per statement.
+func (t *Tx) insertRows(ctx context.Context, table string, cols []string, args []any, suffix string) error {
+	nc := len(cols)
+	head := "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES "
+	one := "(" + strings.TrimSuffix(strings.Repeat("?,", nc), ",") + ")"
+	for len(args) > 0 {
+		n := min(len(args)/nc, rowsPerInsert)
+		q := head + strings.TrimSuffix(strings.Repeat(one+",", n), ",") + suffix
+		var err error
+		if n == rowsPerInsert {
+			_, err = t.Exec(ctx, q, args[:n*nc]...)
+		} else {
+			_, err = t.tx.ExecContext(ctx, t.db.Rebind(q), args[:n*nc]...)
+		}
+		if err != nil {
+			return fmt.Errorf("insert into %s: %w", table, err)
+		}
+		args = args[n*nc:]
+	}
+	return nil
+}
+
+// PutKV implements store.Tx.
+func (t *Tx) PutKV(ctx context.Context, key string, value []byte) error {
+	_, err := t.Exec(ctx, `INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+	if err != nil {
+		return fmt.Errorf("put setting %s: %w", key, err)
+	}
+	return nil
+}

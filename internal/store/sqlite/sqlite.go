@@ -1,0 +1,86 @@
+// Package sqlite opens the embedded SQLite store: one database file in the
+// data directory, written by one connection and read by several (WAL mode).
+//
+// The driver is modernc.org/sqlite, a pure-Go translation of SQLite, so that
+// `go run ./cmd/phr serve` works on a machine with only Go installed; see
+// tools/sqlitebench for the measurement behind the choice.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"runtime"
+	"strings"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/phr-project/phr/internal/store/sqldb"
+)
+
+// Open opens (creating if needed) the SQLite database at path and applies
+// the migrations (plus those in extra).
+func Open(ctx context.Context, path string, extra ...fs.FS) (*sqldb.DB, error) {
+	pragmas := []string{
+		"busy_timeout(10000)",
+		"journal_mode(WAL)",
+		"synchronous(NORMAL)",
+		"foreign_keys(0)",
+		"cache_size(-65536)",
+		"temp_store(MEMORY)",
+		"mmap_size(268435456)",
+	}
+	dsn := func(extraPragmas ...string) string {
+		v := url.Values{}
+		for _, p := range append(pragmas, extraPragmas...) {
+			v.Add("_pragma", p)
+		}
+		v.Set("_txlock", "immediate")
+		return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + v.Encode()
+	}
+	w, err := sql.Open("sqlite", dsn())
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", dsn("query_only(1)"))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	n := max(4, 2*runtime.GOMAXPROCS(0))
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	r.SetConnMaxLifetime(0)
+	db := sqldb.New(sqldb.Options{Dialect: sqldb.SQLite, Write: w, Read: r, IsConflict: isConflict})
+	if err := db.Migrate(ctx, extra...); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// isConflict reports constraint violations and busy errors, which a retry
+// of the transaction may resolve.
+func isConflict(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_CONSTRAINT:
+			return strings.Contains(se.Error(), "UNIQUE")
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return true
+		}
+	}
+	return false
+}
