@@ -81,6 +81,9 @@ var b64 = base64.RawURLEncoding
 // Each call draws a fresh random IV, so encrypting the same file again with
 // the same key (an SHL file updated later) is safe.
 func Encrypt(key, plaintext []byte, opts Options) (string, error) {
+	if err := checkArgs(key, opts); err != nil {
+		return "", err
+	}
 	var sb strings.Builder
 	sb.Grow(128 + b64.EncodedLen(len(plaintext)+TagSize))
 	var err error
@@ -108,8 +111,12 @@ func Encrypt(key, plaintext []byte, opts Options) (string, error) {
 // returning the number of bytes written. It is the variant for large files:
 // with Compress, only the compressed bytes are ever held in memory, the
 // ciphertext is produced in place over them, and the base64url text is
-// streamed to w rather than built as one string.
+// streamed to w rather than built as one string. On error, part of the JWE
+// may already have been written.
 func EncryptTo(w io.Writer, key []byte, r io.Reader, opts Options) (int64, error) {
+	if err := checkArgs(key, opts); err != nil {
+		return 0, err
+	}
 	var buf bytes.Buffer
 	if opts.Compress {
 		if err := deflate(&buf, r); err != nil {
@@ -121,6 +128,16 @@ func EncryptTo(w io.Writer, key []byte, r io.Reader, opts Options) (int64, error
 	cw := &countWriter{w: w}
 	err := seal(cw, key, buf.Bytes(), opts, opts.Compress)
 	return cw.n, err
+}
+
+func checkArgs(key []byte, opts Options) error {
+	if len(key) != KeySize {
+		return fmt.Errorf("jwe: key is %d bytes, A256GCM needs %d", len(key), KeySize)
+	}
+	if opts.ContentType == "" {
+		return errors.New("jwe: content type (cty) is required")
+	}
+	return nil
 }
 
 // flateWriters reuses compressors: each holds about 600 kB of state that
@@ -146,12 +163,6 @@ func deflate(dst *bytes.Buffer, r io.Reader) error {
 // seal encrypts data in place (it must have TagSize spare capacity or it is
 // reallocated) and writes the five compact segments to w.
 func seal(w io.Writer, key, data []byte, opts Options, zipped bool) error {
-	if len(key) != KeySize {
-		return fmt.Errorf("jwe: key is %d bytes, A256GCM needs %d", len(key), KeySize)
-	}
-	if opts.ContentType == "" {
-		return errors.New("jwe: content type (cty) is required")
-	}
 	h := Header{Alg: "dir", Enc: "A256GCM", Cty: opts.ContentType}
 	if zipped {
 		h.Zip = "DEF"
