@@ -3,6 +3,7 @@ module github.com/phr-project/phr
 go 1.26.8
 
 require (
+	github.com/boombuler/barcode v1.1.0
 	github.com/jackc/pgx/v5 v5.12.0
 	modernc.org/sqlite v1.62.0
 )
