@@ -230,7 +230,7 @@ func (st *state) object(v *fhirjson.Value, n *node) {
 				if choices[c].el == el {
 					dup = true
 					if choices[c].typ != f.typ {
-						mark := st.push(name)
+						mark := st.push(f.segment)
 						st.errorf(CodeStructure, val.Offset, "%s[x] has more than one type (%s and %s)", el.name, choices[c].typ, f.typ)
 						st.pop(mark)
 					}
