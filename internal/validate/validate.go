@@ -8,6 +8,20 @@
 // FHIRPath invariants beyond a few structural ones, profiles or
 // terminology outside the core definitions. Every issue names the
 // FHIRPath-style path and the JSON byte offset of the value at fault.
+//
+// Required bindings: a code element must hold a code of its value set. R4
+// has no Coding element with a required binding; for the 14 CodeableConcept
+// ones (Condition.clinicalStatus, AllergyIntolerance.verificationStatus...)
+// FHIR requires one coding from the value set, so a CodeableConcept with
+// only text, or only codings of other systems, is an error, and a coding
+// of the value set's own system with a code outside it is an error too.
+// Value sets the definitions cannot expand (mime types, currencies, UCUM,
+// two external ones: 18 elements) are not enforced.
+//
+// Resources are validated as they are written, so the walk allocates
+// nothing for a valid resource: lookups are precomputed per object type and
+// primitive formats use hand-written matchers proven equal to the R4
+// regexes (see primitive_test.go).
 package validate
 
 import (
