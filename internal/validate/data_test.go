@@ -145,3 +145,34 @@ func TestSynthea(t *testing.T) {
 		t.Errorf("conditional references in %s accepted without AllowConditionalReferences", files[len(files)-1])
 	}
 }
+
+// The FHIR Bundles shipped with the SMART Health Cards and Links examples
+// (fullUrls like "resource:0") must validate.
+func TestSmartHealthBundles(t *testing.T) {
+	var files []string
+	for _, dir := range []string{"smart-health-links", "smart-health-cards"} {
+		d := sharedData(t, dir)
+		m, _ := filepath.Glob(filepath.Join(d, "*.json"))
+		m2, _ := filepath.Glob(filepath.Join(d, "*", "*.json"))
+		files = append(append(files, m...), m2...)
+	}
+	checked := 0
+	for _, path := range files {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := fhirjson.Parse(data)
+		if err != nil || v.GetString("resourceType") == "" {
+			continue // manifests, keys and other non-FHIR JSON
+		}
+		checked++
+		for _, is := range Resource(v) {
+			t.Errorf("%s: %s", path, is)
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no FHIR resources found among the SMART examples")
+	}
+	t.Logf("%d FHIR files", checked)
+}

@@ -67,9 +67,13 @@ func (st *state) referenceType(r *fhirjson.Value) string {
 		}
 		return before
 	}
+	if !hasScheme(s) {
+		return st.relativeType(r)
+	}
+	// Absolute: any URI scheme, as Bundle fullUrls may use their own
+	// ("resource:0" in SMART Health Cards). The type is known when an
+	// http(s)-style URL ends in Type/id or Type/id/_history/vid.
 	if i := strings.Index(s, "://"); i > 0 {
-		// Absolute: the type is known when it ends in Type/id or
-		// Type/id/_history/vid.
 		segs := strings.Split(s[i+3:], "/")
 		n := len(segs)
 		if n >= 5 && segs[n-2] == "_history" && r4.IsResourceType(segs[n-4]) {
@@ -80,6 +84,30 @@ func (st *state) referenceType(r *fhirjson.Value) string {
 		}
 		return ""
 	}
+	return ""
+}
+
+// hasScheme reports whether s starts with a URI scheme
+// (ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":").
+func hasScheme(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
+		case i > 0 && (c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.'):
+		case i > 0 && c == ':':
+			return true
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// relativeType checks a relative reference: Type/id or
+// Type/id/_history/vid.
+func (st *state) relativeType(r *fhirjson.Value) string {
+	s := r.Str
 	typ, rest, _ := strings.Cut(s, "/")
 	id, hist, versioned := strings.Cut(rest, "/")
 	if !r4.IsResourceType(typ) {

@@ -118,6 +118,7 @@ func TestRules(t *testing.T) {
 		{"versioned ref", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/1/_history/2"}}`, "", "", ""},
 		{"absolute ref", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"https://x.org/fhir/Patient/1"}}`, "", "", ""},
 		{"urn uuid ref", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"urn:uuid:0b7e4b5c-1a35-4f4c-9b5b-6a0c2d3e4f5a"}}`, "", "", ""},
+		{"other scheme ref", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"resource:0"}}`, "", "", ""},
 		{"bad urn uuid", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"urn:uuid:x"}}`, CodeInvalid, "Observation.subject.reference", "invalid urn:uuid"},
 		{"bad history", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/1/history/2"}}`, CodeInvalid, "Observation.subject.reference", "expected Type/id/_history/version"},
 		{"unknown ref type", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Person1/1"}}`, CodeInvalid, "Observation.subject.reference", "not a resource type"},
