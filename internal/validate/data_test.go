@@ -176,3 +176,39 @@ func TestSmartHealthBundles(t *testing.T) {
 	}
 	t.Logf("%d FHIR files", checked)
 }
+
+// The NDJSON exports (one resource per line) validate; sample-bulk-10
+// keeps conditional references, so they are allowed here.
+func TestNDJSONExports(t *testing.T) {
+	opts := Options{AllowConditionalReferences: true}
+	n := 0
+	for _, dir := range []string{"sample-bulk-10", "derived-ndjson-blaze-10"} {
+		files, _ := filepath.Glob(filepath.Join(sharedData(t, dir), "*.ndjson"))
+		for _, path := range files {
+			if filepath.Base(path) == "log.ndjson" {
+				continue // an export log, not FHIR
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(f)
+			sc.Buffer(nil, 64<<20)
+			for line := 1; sc.Scan(); line++ {
+				v, err := fhirjson.Parse(sc.Bytes())
+				if err != nil {
+					t.Fatalf("%s:%d: %v", path, line, err)
+				}
+				n++
+				for _, is := range opts.Resource(v) {
+					t.Errorf("%s:%d: %s", path, line, is)
+				}
+			}
+			f.Close()
+			if err := sc.Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Logf("%d resources", n)
+}
