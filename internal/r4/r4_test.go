@@ -72,6 +72,19 @@ func TestTypes(t *testing.T) {
 	if len(rts) != 146 || !slices.IsSorted(rts) {
 		t.Errorf("ResourceTypes: %d types (want 146), sorted=%v", len(rts), slices.IsSorted(rts))
 	}
+	// The resource-types code system (bound to
+	// CapabilityStatement.rest.resource.type) lists the same types, plus
+	// the abstract Resource and DomainResource.
+	var codes []string
+	for _, c := range LookupElement("CapabilityStatement.rest.resource.type").Binding.Codes {
+		if c != "Resource" && c != "DomainResource" {
+			codes = append(codes, c)
+		}
+	}
+	slices.Sort(codes)
+	if !slices.Equal(codes, rts) {
+		t.Errorf("ResourceTypes differs from the resource-types code system:\n%v\n%v", rts, codes)
+	}
 	for _, n := range []string{"Patient", "Observation", "Bundle", "Parameters", "Binary"} {
 		if !IsResourceType(n) {
 			t.Errorf("IsResourceType(%s) = false", n)
