@@ -51,17 +51,19 @@ type compiler struct {
 	root tset // the context type, for %resource
 }
 
-func compileExpr(src string, in tset) (*Expr, error) {
+// compileExpr compiles src for inputs typed in, with %resource typed
+// root.
+func compileExpr(src string, in, root tset) (*Expr, error) {
 	a, err := parse(src)
 	if err != nil {
 		return nil, err
 	}
-	c := &compiler{src: src, root: in}
+	c := &compiler{src: src, root: root}
 	o, out, err := c.compile(a, in)
 	if err != nil {
 		return nil, err
 	}
-	return &Expr{src: src, root: o, out: out}, nil
+	return &Expr{src: src, root: o, out: out, rootTypes: root}, nil
 }
 
 func (c *compiler) errorf(a *ast, format string, args ...any) error {
@@ -109,7 +111,7 @@ func (c *compiler) compile1(a *ast, in tset) (op, tset, error) {
 		case "resource", "rootResource":
 			return opRoot{}, c.root, nil
 		case "context":
-			return opContext{}, c.root, nil
+			return opContext{}, unknown, nil
 		case "ucum":
 			return literal(fhirjson.String, "http://unitsofmeasure.org", sysString), known(sysTypes[sysString]), nil
 		case "sct":

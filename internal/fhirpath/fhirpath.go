@@ -110,8 +110,9 @@ func Resource(res *fhirjson.Value) (Node, error) {
 type Expr struct {
 	src  string
 	root op
-	// static result types (when known from the context type)
-	out tset
+	// static result types (when known from the context type), and the
+	// type of %resource
+	out, rootTypes tset
 }
 
 // String returns the expression's source text.
@@ -126,7 +127,7 @@ func (e *Expr) Empty() bool { return e.out.known && len(e.out.types) == 0 }
 // checked where the types are known from the expression itself (after a
 // root type name such as Observation.).
 func Compile(expr string) (*Expr, error) {
-	return compileExpr(expr, tset{})
+	return compileExpr(expr, unknown, unknown)
 }
 
 // CompileFor compiles expr for evaluation over resources (or other
@@ -139,7 +140,7 @@ func CompileFor(expr, contextType string) (*Expr, error) {
 	if t == nil {
 		return nil, fmt.Errorf("fhirpath: unknown type %q", contextType)
 	}
-	return compileExpr(expr, tset{known: true, types: []*typeInfo{t}})
+	return compileExpr(expr, known(t), known(t))
 }
 
 // MustCompile is Compile for expressions known to be valid (package-level
@@ -200,4 +201,32 @@ func (ev *Evaluator) put(s []Node) {
 		clear(s)
 		ev.free = append(ev.free, s[:0])
 	}
+}
+
+// ResultTypes returns the types the expression can yield, as far as the
+// compiler can tell from its context type (CompileFor) and the element
+// definitions; known is false when it cannot tell (after resolve(), for a
+// Compile without a root type name). The indexer uses it to check, when
+// it starts, that it can normalise everything a parameter can yield.
+func (e *Expr) ResultTypes() (types []string, known bool) {
+	if !e.out.known {
+		return nil, false
+	}
+	types = make([]string, len(e.out.types))
+	for i, t := range e.out.types {
+		types[i] = t.name
+	}
+	return types, true
+}
+
+// CompileRelative compiles expr for evaluation on the results of outer
+// (with the same %resource), checking its member names against the types
+// outer yields: the components of a composite search parameter are
+// written this way.
+func CompileRelative(expr string, outer *Expr) (*Expr, error) {
+	e, err := compileExpr(expr, outer.out, outer.rootTypes)
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
 }

@@ -62,14 +62,15 @@ type child struct {
 var (
 	typeCache  sync.Map // name -> *typeInfo
 	typeCreate sync.Mutex
-	sysTypes   [len(sysNames)]*typeInfo
+	sysTypes   = makeSysTypes()
 )
 
-func init() {
+func makeSysTypes() (ts [len(sysNames)]*typeInfo) {
 	for k := sysString; int(k) < len(sysNames); k++ {
-		sysTypes[k] = &typeInfo{name: "System." + sysNames[k], path: "System." + sysNames[k], sys: k, system: true, primitive: true}
-		sysTypes[k].once.Do(func() {}) // no children
+		ts[k] = &typeInfo{name: "System." + sysNames[k], path: "System." + sysNames[k], sys: k, system: true, primitive: true}
+		ts[k].once.Do(func() {}) // no children
 	}
+	return ts
 }
 
 // primitiveSys maps FHIR primitive types to the system type of their value.
