@@ -1,0 +1,467 @@
+package index
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/fhirpath"
+	"github.com/phr-project/phr/internal/r4"
+)
+
+// Extractor extracts the index entries of resources of one type. It holds
+// the type's search parameters compiled once; it is safe for concurrent
+// use.
+type Extractor struct {
+	resourceType string
+	params       []param
+	supported    []*r4.SearchParam
+	gaps         []Gap
+}
+
+type param struct {
+	sp    *r4.SearchParam
+	expr  *fhirpath.Expr
+	comps []component
+}
+
+type component struct {
+	typ  r4.ParamType
+	expr *fhirpath.Expr
+}
+
+// Gap is a standard search parameter, or a part of one, that extraction
+// leaves out, with the reason. Nothing is left out silently: the list is
+// fixed by a test.
+type Gap struct {
+	Code string
+	URL  string
+	// Partial is set when the parameter is indexed but some of the values
+	// its expression can yield are not (Types names them).
+	Partial bool
+	Types   []string
+	Reason  string
+}
+
+func (g Gap) String() string {
+	s := g.URL
+	if g.Partial {
+		s += " (" + strings.Join(g.Types, ", ") + ")"
+	}
+	return s + ": " + g.Reason
+}
+
+type lazy struct {
+	once sync.Once
+	x    *Extractor
+}
+
+var extractors = func() map[string]*lazy {
+	m := make(map[string]*lazy)
+	for _, rt := range r4.ResourceTypes() {
+		m[rt] = new(lazy)
+	}
+	return m
+}()
+
+// For returns the extractor for a resource type, compiling its search
+// parameters on first use.
+func For(resourceType string) (*Extractor, error) {
+	l := extractors[resourceType]
+	if l == nil {
+		return nil, fmt.Errorf("index: unknown resource type %q", resourceType)
+	}
+	l.once.Do(func() { l.x = newExtractor(resourceType) })
+	return l.x, nil
+}
+
+// Extract returns the index entries of a resource of the given type. An
+// error names each value that could not be indexed (an invalid date, a
+// decimal that is not one); the entries of everything else are returned
+// with it, so a caller may store what it can.
+func Extract(resourceType string, res *fhirjson.Value) (Entries, error) {
+	var e Entries
+	x, err := For(resourceType)
+	if err != nil {
+		return e, err
+	}
+	err = x.Append(&e, res)
+	return e, err
+}
+
+// Supported returns the search parameters of a resource type that
+// extraction indexes (all but those Unsupported lists as wholly left out),
+// sorted by code; nil for an unknown type.
+func Supported(resourceType string) []*r4.SearchParam {
+	x, err := For(resourceType)
+	if err != nil {
+		return nil
+	}
+	return x.supported
+}
+
+// Unsupported lists, for all resource types, the standard search
+// parameters or parts of them that extraction leaves out, sorted by URL.
+func Unsupported() []Gap {
+	byKey := map[string]int{}
+	var gaps []Gap
+	for _, rt := range r4.ResourceTypes() {
+		x, _ := For(rt)
+		for _, g := range x.gaps {
+			k := g.URL + "\x00" + g.Reason
+			i, ok := byKey[k]
+			if !ok {
+				byKey[k] = len(gaps)
+				g.Types = append([]string(nil), g.Types...)
+				gaps = append(gaps, g)
+				continue
+			}
+			// a shared parameter: the types left out for each base
+			for _, t := range g.Types {
+				if !slices.Contains(gaps[i].Types, t) {
+					gaps[i].Types = append(gaps[i].Types, t)
+				}
+			}
+			sort.Strings(gaps[i].Types)
+		}
+	}
+	sort.Slice(gaps, func(i, j int) bool {
+		if gaps[i].URL != gaps[j].URL {
+			return gaps[i].URL < gaps[j].URL
+		}
+		return gaps[i].Reason < gaps[j].Reason
+	})
+	return gaps
+}
+
+// newExtractor compiles the parameters of a type. A standard parameter
+// that cannot be compiled becomes a Gap rather than a failure: the test of
+// the Unsupported list is what keeps that at zero.
+func newExtractor(rt string) *Extractor {
+	x := &Extractor{resourceType: rt}
+	all := r4.SearchParams(rt)
+	codes := make([]string, 0, len(all))
+	for c := range all {
+		codes = append(codes, c)
+	}
+	sort.Strings(codes)
+	for _, code := range codes {
+		sp := all[code]
+		gap := Gap{Code: sp.Code, URL: sp.URL}
+		switch {
+		case sp.Type == r4.ParamSpecial:
+			gap.Reason = "special parameters have search logic of their own"
+		case sp.Expression == "":
+			gap.Reason = "no expression: " + noExpressionReason(sp.Code)
+		}
+		if gap.Reason != "" {
+			x.gaps = append(x.gaps, gap)
+			continue
+		}
+		p, gaps := compileParam(rt, sp)
+		x.gaps = append(x.gaps, gaps...)
+		if p == nil {
+			continue
+		}
+		x.supported = append(x.supported, sp)
+		if !p.expr.Empty() {
+			x.params = append(x.params, *p)
+		}
+	}
+	return x
+}
+
+func noExpressionReason(code string) string {
+	switch code {
+	case "_text":
+		return "searches the narrative, which needs full-text search"
+	case "_content":
+		return "searches the whole resource text, which needs full-text search"
+	case "_query":
+		return "names a custom named query, not a value"
+	}
+	return "nothing to evaluate"
+}
+
+// compileParam compiles one parameter for a type and checks that every
+// type of value its expression can yield has a normaliser.
+func compileParam(rt string, sp *r4.SearchParam) (*param, []Gap) {
+	gapOf := func(reason string) []Gap {
+		return []Gap{{Code: sp.Code, URL: sp.URL, Reason: reason}}
+	}
+	e, err := fhirpath.CompileFor(sp.Expression, rt)
+	if err != nil {
+		return nil, gapOf(err.Error())
+	}
+	p := &param{sp: sp, expr: e}
+	var gaps []Gap
+	if sp.Type == r4.ParamComposite {
+		if len(sp.Components) == 0 {
+			return nil, gapOf("composite without components")
+		}
+		for _, c := range sp.Components {
+			def := r4.SearchParamByURL(c.Definition)
+			if def == nil {
+				return nil, gapOf("component definition " + c.Definition + " is not a standard parameter")
+			}
+			ce, err := fhirpath.CompileRelative(c.Expression, e)
+			if err != nil {
+				return nil, gapOf("component " + c.Expression + ": " + err.Error())
+			}
+			p.comps = append(p.comps, component{typ: def.Type, expr: ce})
+		}
+		fixSwappedComponents(p.comps)
+		for _, c := range p.comps {
+			if g := typeGap(sp, c.typ, c.expr); g != nil {
+				gaps = append(gaps, *g)
+			}
+		}
+		return p, gaps
+	}
+	if g := typeGap(sp, sp.Type, e); g != nil {
+		gaps = append(gaps, *g)
+	}
+	return p, gaps
+}
+
+// fixSwappedComponents corrects composites of two components whose
+// definitions are given in the wrong order, as R4 does for
+// DocumentReference-relationship (its "code" component points at the
+// relatesto reference parameter and "target" at the relation token one):
+// when neither component's values fit its definition's type but each fits
+// the other's, the types are swapped. Search values are written in the
+// components' order (relationship=replaces$DocumentReference/1), so the
+// expressions keep theirs.
+func fixSwappedComponents(cs []component) {
+	if len(cs) != 2 {
+		return
+	}
+	fits := func(e *fhirpath.Expr, pt r4.ParamType) bool {
+		types, known := e.ResultTypes()
+		if !known {
+			return true
+		}
+		for _, t := range types {
+			if kindOf(pt, t) == vNone {
+				return false
+			}
+		}
+		return true
+	}
+	a, b := cs[0], cs[1]
+	if !fits(a.expr, a.typ) && !fits(b.expr, b.typ) && fits(a.expr, b.typ) && fits(b.expr, a.typ) {
+		cs[0].typ, cs[1].typ = b.typ, a.typ
+	}
+}
+
+// typeGap reports the result types of e that values of type pt cannot be
+// made from.
+func typeGap(sp *r4.SearchParam, pt r4.ParamType, e *fhirpath.Expr) *Gap {
+	types, known := e.ResultTypes()
+	if !known {
+		return nil
+	}
+	var bad []string
+	for _, t := range types {
+		if kindOf(pt, t) == vNone {
+			bad = append(bad, t)
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	sort.Strings(bad)
+	return &Gap{Code: sp.Code, URL: sp.URL, Partial: true, Types: bad, Reason: skipReason(pt, bad)}
+}
+
+func skipReason(pt r4.ParamType, types []string) string {
+	switch {
+	case pt == r4.ParamDate:
+		return "ages, ranges of ages and free text are not points in time"
+	case pt == r4.ParamQuantity && len(types) == 1 && types[0] == "SampledData":
+		return "sampled data is a series of values, not one quantity"
+	}
+	return fmt.Sprintf("no %s value can be made from %s", pt, strings.Join(types, ", "))
+}
+
+// valueKind is how a value is normalised.
+type valueKind uint8
+
+const (
+	vNone valueKind = iota
+	vText
+	vBool
+	vNumber
+	vDate
+	vCoding
+	vCodeableConcept
+	vIdentifier
+	vContactPoint
+	vHumanName
+	vAddress
+	vPeriod
+	vTiming
+	vReference
+	vAttachment
+	vResource
+	vQuantity
+	vMoney
+	vRange
+)
+
+// kindOf says how a value of FHIR (or system) type t is indexed by a
+// parameter of type pt; vNone when it cannot be.
+func kindOf(pt r4.ParamType, t string) valueKind {
+	switch t {
+	case "string", "markdown", "System.String":
+		if pt == r4.ParamToken || pt == r4.ParamString {
+			return vText
+		}
+	case "code", "id":
+		if pt == r4.ParamToken {
+			return vText
+		}
+	case "uri", "url", "canonical", "oid", "uuid":
+		switch pt {
+		case r4.ParamToken, r4.ParamReference, r4.ParamURI:
+			return vText
+		}
+	case "boolean", "System.Boolean":
+		if pt == r4.ParamToken {
+			return vBool
+		}
+	case "decimal", "integer", "positiveInt", "unsignedInt", "System.Decimal", "System.Integer":
+		if pt == r4.ParamNumber {
+			return vNumber
+		}
+	case "date", "dateTime", "instant", "System.Date", "System.DateTime":
+		if pt == r4.ParamDate {
+			return vDate
+		}
+	case "Coding":
+		if pt == r4.ParamToken {
+			return vCoding
+		}
+	case "CodeableConcept":
+		if pt == r4.ParamToken {
+			return vCodeableConcept
+		}
+	case "Identifier":
+		if pt == r4.ParamToken {
+			return vIdentifier
+		}
+	case "ContactPoint":
+		if pt == r4.ParamToken {
+			return vContactPoint
+		}
+	case "HumanName":
+		if pt == r4.ParamString {
+			return vHumanName
+		}
+	case "Address":
+		if pt == r4.ParamString {
+			return vAddress
+		}
+	case "Period":
+		if pt == r4.ParamDate {
+			return vPeriod
+		}
+	case "Timing":
+		if pt == r4.ParamDate {
+			return vTiming
+		}
+	case "Reference":
+		if pt == r4.ParamReference {
+			return vReference
+		}
+	case "Attachment":
+		if pt == r4.ParamReference {
+			return vAttachment
+		}
+	case "Quantity", "Age", "Duration", "Distance", "Count", "SimpleQuantity", "MoneyQuantity":
+		if pt == r4.ParamQuantity {
+			return vQuantity
+		}
+	case "Money":
+		if pt == r4.ParamQuantity {
+			return vMoney
+		}
+	case "Range":
+		if pt == r4.ParamQuantity || pt == r4.ParamNumber {
+			return vRange
+		}
+	default:
+		if pt == r4.ParamReference && r4.IsResourceType(t) {
+			return vResource
+		}
+	}
+	return vNone
+}
+
+var evaluators = sync.Pool{New: func() any { return new(state) }}
+
+// state is the scratch space of one extraction.
+type state struct {
+	ev    fhirpath.Evaluator
+	nodes []fhirpath.Node
+	sub   []fhirpath.Node
+	tmp   Entries
+	errs  []error
+}
+
+// Append extracts the index entries of res, a resource of the extractor's
+// type, and appends them to e (which may be reused across calls after
+// Reset). See Extract for errors.
+func (x *Extractor) Append(e *Entries, res *fhirjson.Value) error {
+	root, err := fhirpath.Resource(res)
+	if err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	if root.Type() != x.resourceType {
+		return fmt.Errorf("index: a %s resource given to the %s extractor", root.Type(), x.resourceType)
+	}
+	st := evaluators.Get().(*state)
+	defer evaluators.Put(st)
+	st.errs = st.errs[:0]
+	b := builder{e: e, st: st}
+	for i := range x.params {
+		p := &x.params[i]
+		b.start(p.sp.Code)
+		st.nodes, err = st.ev.Eval(p.expr, st.nodes[:0], root, root)
+		if err != nil {
+			st.errs = append(st.errs, fmt.Errorf("parameter %s: %w", p.sp.Code, err))
+			continue
+		}
+		if p.sp.Type == r4.ParamComposite {
+			b.composite(p, root, st.nodes)
+			continue
+		}
+		for _, n := range st.nodes {
+			b.add(p.sp.Type, n)
+		}
+	}
+	clear(st.nodes)
+	clear(st.sub)
+	if len(st.errs) > 0 {
+		err := errors.Join(st.errs...)
+		st.errs = st.errs[:0]
+		return fmt.Errorf("index: %s/%s: %w", x.resourceType, res.GetString("id"), err)
+	}
+	return nil
+}
+
+// Reset empties e, keeping its storage for reuse.
+func (e *Entries) Reset() {
+	e.Tokens = e.Tokens[:0]
+	e.Strings = e.Strings[:0]
+	e.Dates = e.Dates[:0]
+	e.Refs = e.Refs[:0]
+	e.Quantities = e.Quantities[:0]
+	e.Numbers = e.Numbers[:0]
+	e.URIs = e.URIs[:0]
+	e.Composites = e.Composites[:0]
+}
