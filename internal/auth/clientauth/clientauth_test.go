@@ -5,11 +5,8 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/sha512"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -25,66 +22,21 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/phr-project/phr/internal/auth/internal/jwstest"
 	"github.com/phr-project/phr/internal/auth/jwks"
 	"github.com/phr-project/phr/internal/auth/oauth"
 )
 
 const tokenURL = "https://phr.example/auth/token"
 
-// signJWT builds a compact JWS with the standard library only, so the
-// verifier is checked against an independent implementation of JWS.
-func signJWT(t testing.TB, alg string, key crypto.Signer, header, claims map[string]any) string {
+// signJWT signs with the standard-library JWS builder (see jwstest).
+func signJWT(t testing.TB, alg string, key any, header, claims map[string]any) string {
 	t.Helper()
-	h := map[string]any{"alg": alg, "typ": "JWT"}
-	for k, v := range header {
-		if v == nil {
-			delete(h, k)
-		} else {
-			h[k] = v
-		}
+	s, err := jwstest.Sign(alg, key, header, claims)
+	if err != nil {
+		t.Fatal(err)
 	}
-	hb, _ := json.Marshal(h)
-	cb, _ := json.Marshal(claims)
-	input := base64.RawURLEncoding.EncodeToString(hb) + "." + base64.RawURLEncoding.EncodeToString(cb)
-	var sig []byte
-	switch alg {
-	case "ES384", "ES256":
-		var digest []byte
-		if alg == "ES384" {
-			d := sha512.Sum384([]byte(input))
-			digest = d[:]
-		} else {
-			d := sha256.Sum256([]byte(input))
-			digest = d[:]
-		}
-		k := key.(*ecdsa.PrivateKey)
-		r, s, err := ecdsa.Sign(rand.Reader, k, digest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		size := (k.Curve.Params().BitSize + 7) / 8
-		sig = make([]byte, 2*size)
-		r.FillBytes(sig[:size])
-		s.FillBytes(sig[size:])
-	case "RS384":
-		d := sha512.Sum384([]byte(input))
-		var err error
-		sig, err = rsa.SignPKCS1v15(rand.Reader, key.(*rsa.PrivateKey), crypto.SHA384, d[:])
-		if err != nil {
-			t.Fatal(err)
-		}
-	case "RS256":
-		d := sha256.Sum256([]byte(input))
-		var err error
-		sig, err = rsa.SignPKCS1v15(rand.Reader, key.(*rsa.PrivateKey), crypto.SHA256, d[:])
-		if err != nil {
-			t.Fatal(err)
-		}
-	case "none":
-	default:
-		t.Fatalf("signJWT: alg %s", alg)
-	}
-	return input + "." + base64.RawURLEncoding.EncodeToString(sig)
+	return s
 }
 
 // registry is an in-memory client registry, the store's role.
@@ -226,14 +178,7 @@ func TestRejectedAssertions(t *testing.T) {
 		return c
 	}
 	ecKid := map[string]any{"kid": "ec-1"}
-	hs256 := func() string {
-		h, _ := json.Marshal(map[string]any{"alg": "HS256", "typ": "JWT", "kid": "ec-1"})
-		c, _ := json.Marshal(f.claims("inline"))
-		in := base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(c)
-		m := hmac.New(sha256.New, pubDER)
-		m.Write([]byte(in))
-		return in + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
-	}()
+	hs256 := signJWT(t, "HS256", pubDER, ecKid, f.claims("inline"))
 	replayed := signJWT(t, "ES384", f.ec, ecKid, f.claims("inline"))
 
 	cases := []struct {

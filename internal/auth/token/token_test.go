@@ -1,10 +1,8 @@
 package token
 
 import (
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -20,6 +18,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/phr-project/phr/internal/auth/internal/jwstest"
 	"github.com/phr-project/phr/internal/auth/oauth"
 )
 
@@ -100,12 +99,15 @@ func decodeSegment(t *testing.T, tok string, i int) map[string]any {
 	return m
 }
 
-// forge builds a compact JWS from a header and claims, signed by sign.
-func forge(header, claims map[string]any, sign func(input []byte) []byte) string {
-	h, _ := json.Marshal(header)
-	c, _ := json.Marshal(claims)
-	input := base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(c)
-	return input + "." + base64.RawURLEncoding.EncodeToString(sign([]byte(input)))
+// forge signs claims with the standard-library JWS builder (see jwstest),
+// with header entries added to {"alg": alg, "typ": "JWT"}.
+func forge(t *testing.T, alg string, key any, header, claims map[string]any) string {
+	t.Helper()
+	s, err := jwstest.Sign(alg, key, header, claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func TestVerifyRejects(t *testing.T) {
@@ -147,21 +149,17 @@ func TestVerifyRejects(t *testing.T) {
 			"not valid before"},
 		"issued in the future": {mustSign(iss, Claims{Subject: "u", Expiry: clk.t.Add(time.Hour), IssuedAt: clk.t.Add(10 * time.Minute)}),
 			"issued in the future"},
-		"wrong audience":   {mustSign(otherAud, sampleClaims(clk.t)), "aud"},
-		"wrong issuer":     {mustSign(otherIss, sampleClaims(clk.t)), "iss"},
-		"unknown kid":      {mustSign(stranger, sampleClaims(clk.t)), "kid"},
-		"tampered payload": {parts[0] + "." + base64.RawURLEncoding.EncodeToString(tc) + "." + parts[2], "signature does not verify"},
-		"alg none": {forge(map[string]any{"alg": "none", "typ": Type, "kid": key.ID}, validClaims,
-			func([]byte) []byte { return nil }), `alg "none"`},
-		"HS256 with the public key as secret": {forge(map[string]any{"alg": "HS256", "typ": Type, "kid": key.ID}, validClaims,
-			func(in []byte) []byte { m := hmac.New(sha256.New, pubDER); m.Write(in); return m.Sum(nil) }), `alg "HS256"`},
-		"ES256 header on an EdDSA key": {forge(map[string]any{"alg": "ES256", "typ": Type, "kid": key.ID}, validClaims,
-			func([]byte) []byte { return make([]byte, 64) }), `alg "ES256"`},
-		"no typ":  {untypedTok, "typ"},
-		"garbage": {"not.a.jwt", "not a compact JWS"},
-		"empty":   {"", "not a compact JWS"},
-		"no exp": {forge(map[string]any{"alg": "EdDSA", "typ": Type, "kid": key.ID}, map[string]any{"iss": testIss, "aud": testAud},
-			func(in []byte) []byte { s, _ := key.signer.Sign(rand.Reader, in, crypto.Hash(0)); return s }), "no exp"},
+		"wrong audience":                      {mustSign(otherAud, sampleClaims(clk.t)), "aud"},
+		"wrong issuer":                        {mustSign(otherIss, sampleClaims(clk.t)), "iss"},
+		"unknown kid":                         {mustSign(stranger, sampleClaims(clk.t)), "kid"},
+		"tampered payload":                    {parts[0] + "." + base64.RawURLEncoding.EncodeToString(tc) + "." + parts[2], "signature does not verify"},
+		"alg none":                            {forge(t, "none", nil, map[string]any{"typ": Type, "kid": key.ID}, validClaims), `alg "none"`},
+		"HS256 with the public key as secret": {forge(t, "HS256", pubDER, map[string]any{"typ": Type, "kid": key.ID}, validClaims), `alg "HS256"`},
+		"ES256 on an EdDSA issuer":            {forge(t, "ES256", mustP256(t), map[string]any{"typ": Type, "kid": key.ID}, validClaims), `alg "ES256"`},
+		"no typ":                              {untypedTok, "typ"},
+		"garbage":                             {"not.a.jwt", "not a compact JWS"},
+		"empty":                               {"", "not a compact JWS"},
+		"no exp":                              {forge(t, "EdDSA", key.signer, map[string]any{"typ": Type, "kid": key.ID}, map[string]any{"iss": testIss, "aud": testAud}), "no exp"},
 	}
 	for name, c := range cases {
 		_, err := iss.Verify(c.token)
@@ -177,6 +175,14 @@ func TestVerifyRejects(t *testing.T) {
 	if _, err := iss.Verify(good); err != nil {
 		t.Fatalf("good token rejected: %v", err)
 	}
+}
+
+func mustP256(t *testing.T) *ecdsa.PrivateKey {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 func TestCachedTokenStillExpires(t *testing.T) {
