@@ -172,15 +172,6 @@ func (c *Cache) Key(ctx context.Context, u, kid string) ([]jose.JSONWebKey, erro
 	return nil, fmt.Errorf("jwks %s: kid %q: %w", u, kid, ErrUnknownKID)
 }
 
-// Fetches reports how many times the set at u has been fetched; it lets
-// tests and metrics see whether caching works.
-func (c *Cache) Fetches(u string) int {
-	e := c.entry(u)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.fetches
-}
-
 // FetchJSON GETs a JSON document (a key set, an OpenID configuration) with
 // the Cache's client, URL policy and size limit, and returns it with the time
 // until which Cache-Control (or Expires) lets it be reused.

@@ -212,8 +212,9 @@ func (a Access) Filter() (params []Param, compartment bool, ok bool) {
 }
 
 // Access answers whether the resource scopes allow interaction i (one of
-// Create, Read, Update, Delete, Search; a combination asks for all of them) on
-// resourceType, and under which limits.
+// Create, Read, Update, Delete, Search) on resourceType, and under which
+// limits. A combination of interactions is answered conservatively: only
+// scopes that each grant all of it count, so ask one interaction at a time.
 func (g Grants) Access(i Interaction, resourceType string) Access {
 	var rules []Rule
 	for _, s := range g.scopes {
