@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -408,5 +409,55 @@ func BenchmarkSign(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestConcurrentVerify runs verifications of many tokens from several
+// goroutines through a cache small enough to evict constantly, while keys
+// rotate; run with -race it checks the cache's locking.
+func TestConcurrentVerify(t *testing.T) {
+	clk := &clock{time.Unix(1_800_000_000, 0)}
+	k, _ := GenerateKey(EdDSA)
+	iss, err := New(Config{Issuer: testIss, Audience: testAud, Signing: k, CacheSize: cacheShards, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks := make([]string, 64)
+	for n := range toks {
+		c := sampleClaims(clk.t)
+		c.Subject = fmt.Sprint("user-", n)
+		if toks[n], err = iss.Sign(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for n := range 200 {
+				i := (g*31 + n) % len(toks)
+				c, err := iss.Verify(toks[i])
+				if err != nil || c.Subject != fmt.Sprint("user-", i) {
+					errs <- fmt.Errorf("token %d: subject %q, err %v", i, c.Subject, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 20 {
+			if err := iss.SetKeys(k); err != nil {
+				errs <- err
+				return
+			}
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := iss.cache.len(); n > cacheShards {
+		t.Fatalf("cache holds %d entries, bound %d", n, cacheShards)
 	}
 }
