@@ -254,11 +254,11 @@ func parseFilter(q string) ([]Param, string) {
 		if !found || name == "" || value == "" {
 			return nil, fmt.Sprintf("%q is not name=value", part)
 		}
-		n, err := url.QueryUnescape(name)
+		n, err := url.PathUnescape(name)
 		if err != nil {
 			return nil, fmt.Sprintf("parameter name %q: bad percent-encoding", name)
 		}
-		v, err := url.QueryUnescape(value)
+		v, err := url.PathUnescape(value)
 		if err != nil {
 			return nil, fmt.Sprintf("parameter %q: bad percent-encoding in value %q", n, value)
 		}
@@ -339,16 +339,17 @@ func (s Scope) String() string {
 }
 
 // escapeQuery percent-encodes only what would break the scope syntax (space,
-// '&', '=', '%', '+', '#'), so token values such as "http://loinc.org|1234-5"
-// stay readable as SMART examples write them.
+// '&', '=', '%', '#'), so token values such as "http://loinc.org|1234-5"
+// stay readable as SMART examples write them. '+' is kept: scope queries are
+// not form-encoded, so it means itself (as in a time zone offset).
 func escapeQuery(s string) string {
-	if !strings.ContainsAny(s, " &=%+#") {
+	if !strings.ContainsAny(s, " &=%#") {
 		return s
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; c {
-		case ' ', '&', '=', '%', '+', '#':
+		case ' ', '&', '=', '%', '#':
 			fmt.Fprintf(&b, "%%%02X", c)
 		default:
 			b.WriteByte(c)

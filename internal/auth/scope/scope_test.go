@@ -54,6 +54,11 @@ func TestParseOneQuery(t *testing.T) {
 	if sc.String() != in {
 		t.Errorf("String() = %q, want %q", sc.String(), in)
 	}
+	// '+' means itself: scope queries are not form-encoded.
+	sc, _, err = ParseOne("user/Observation.s?date=ge2020-01-01T00:00:00+01:00")
+	if err != nil || sc.Filter[0].Value != "ge2020-01-01T00:00:00+01:00" {
+		t.Fatalf("plus sign: %+v %v", sc.Filter, err)
+	}
 	// Percent-encoded values are decoded, and re-encoded only where needed.
 	sc, _, err = ParseOne("user/Observation.s?code=a%26b")
 	if err != nil || sc.Filter[0].Value != "a&b" || sc.String() != "user/Observation.s?code=a%26b" {
@@ -294,4 +299,30 @@ func withinSome(r Rule, rules []Rule) bool {
 		}
 	}
 	return false
+}
+
+// FuzzParseOne checks that whatever parses is written back in a form that
+// parses to the same scope, so granted scopes survive the trip through a
+// token's scope claim. Run longer with go test -fuzz FuzzParseOne.
+func FuzzParseOne(f *testing.F) {
+	for _, s := range []string{
+		"patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
+		"user/*.cruds", "system/*.read", "launch/patient", "patient/Observation.s?code=a%26b&x=%25",
+		"user/Encounter.cd?a=b&a=b", "openid",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		sc, ok, err := ParseOne(s)
+		if err != nil || !ok {
+			return
+		}
+		back, ok, err := ParseOne(sc.String())
+		if err != nil || !ok {
+			t.Fatalf("ParseOne(%q).String() = %q does not parse: %v", s, sc.String(), err)
+		}
+		if !back.equal(sc) || back.V1 != sc.V1 {
+			t.Fatalf("ParseOne(%q) = %+v, but its String() %q parses to %+v", s, sc, sc.String(), back)
+		}
+	})
 }
