@@ -461,3 +461,26 @@ func TestConcurrentVerify(t *testing.T) {
 		t.Fatalf("cache holds %d entries, bound %d", n, cacheShards)
 	}
 }
+
+// FuzzVerify feeds mangled tokens to Verify: it must never panic, and
+// nothing but the genuine token's claims may come out (a different spelling
+// of the same JWS, such as other unused base64 bits, is no forgery). The
+// cache is off, so every input is checked.
+func FuzzVerify(f *testing.F) {
+	k, _ := GenerateKey(EdDSA)
+	iss, _ := New(Config{Issuer: testIss, Audience: testAud, Signing: k, CacheSize: -1})
+	good, _ := iss.Sign(sampleClaims(time.Now().Add(time.Hour)))
+	want, err := iss.Verify(good)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add(good[:len(good)-2])
+	f.Add("eyJhbGciOiJub25lIn0.e30.")
+	f.Add("..")
+	f.Fuzz(func(t *testing.T, tok string) {
+		if got, err := iss.Verify(tok); err == nil && got != want {
+			t.Fatalf("token %q verified with claims %+v", tok, got)
+		}
+	})
+}
