@@ -94,6 +94,9 @@ type Store interface {
 	// GetKV / PutKV keep small server settings such as signing keys.
 	GetKV(ctx context.Context, key string) ([]byte, error)
 	PutKV(ctx context.Context, key string, value []byte) error
+	// InitKV stores value under key unless the key exists, and returns
+	// what is stored: the first of several racing writers wins.
+	InitKV(ctx context.Context, key string, value []byte) ([]byte, error)
 	// Close releases the database.
 	Close() error
 }

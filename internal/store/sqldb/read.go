@@ -131,3 +131,11 @@ func (db *DB) GetKV(ctx context.Context, key string) ([]byte, error) {
 func (db *DB) PutKV(ctx context.Context, key string, value []byte) error {
 	return db.WriteTx(ctx, func(tx *Tx) error { return tx.PutKV(ctx, key, value) })
 }
+
+// InitKV implements store.Store.
+func (db *DB) InitKV(ctx context.Context, key string, value []byte) ([]byte, error) {
+	if _, err := db.Exec(ctx, `INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`, key, value); err != nil {
+		return nil, fmt.Errorf("init setting %s: %w", key, err)
+	}
+	return db.GetKV(ctx, key)
+}

@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/phr-project/phr/internal/server"
+)
+
+func init() {
+	register(command{name: "serve", summary: "run the FHIR server", run: runServe})
+}
+
+// storeFlags are the flags that locate the store.
+type storeFlags struct {
+	data, db string
+}
+
+func (s *storeFlags) add(f *flags) {
+	f.string(&s.data, "data", "phr-data", "data directory (SQLite database, keys, blobs)")
+	f.string(&s.db, "db", "", "database URL: empty for SQLite in the data directory, or postgres://...")
+}
+
+func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
+	f := newFlags("serve", "[flags]", errOut)
+	var (
+		cfg      server.Config
+		sf       storeFlags
+		logLevel string
+		grace    string
+		maxBody  string
+	)
+	f.string(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address (host:port)")
+	sf.add(f)
+	f.string(&cfg.BaseURL, "base-url", "", "public URL of the server used in absolute links (default: derived from --addr)")
+	f.string(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.string(&grace, "shutdown-grace", "30s", "how long running requests may take to finish on SIGTERM")
+	f.string(&maxBody, "max-body", "64MiB", "largest request body for ordinary FHIR interactions (imports stream without limit)")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if f.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %v", errUsage, f.Args())
+	}
+	if err := setupLogging(logLevel, errOut); err != nil {
+		return err
+	}
+	g, err := time.ParseDuration(grace)
+	if err != nil {
+		return fmt.Errorf("%w: --shutdown-grace: %v", errUsage, err)
+	}
+	if cfg.MaxBody, err = parseSize(maxBody); err != nil {
+		return fmt.Errorf("%w: --max-body: %v", errUsage, err)
+	}
+	cfg.DataDir, cfg.DB = sf.data, sf.db
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = server.BaseFromAddr(ln.Addr().String())
+	}
+	app, err := server.Open(ctx, cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer app.Close()
+	storeDesc := "SQLite in " + cfg.DataDir
+	tokenCmd := fmt.Sprintf("phr token --data %s --scope 'system/*.*'", shellQuote(cfg.DataDir))
+	if cfg.DB != "" {
+		storeDesc = "PostgreSQL"
+		tokenCmd = "phr token --db \"$PHR_DB\" --scope 'system/*.*'"
+	}
+	fmt.Fprintf(out, "phr listening on http://%s\n", ln.Addr())
+	fmt.Fprintf(out, "FHIR base:  %s/fhir   (store: %s)\n", app.Config.BaseURL, storeDesc)
+	fmt.Fprintf(out, "Get a token: %s\n", tokenCmd)
+	fmt.Fprintf(out, "Then:        curl -H \"Authorization: Bearer $TOKEN\" %s/fhir/metadata\n", app.Config.BaseURL)
+	slog.Info("serving", "addr", ln.Addr().String(), "base", app.Config.BaseURL)
+	return app.Serve(ctx, ln, g)
+}
+
+func shellQuote(s string) string {
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '/') {
+			return "'" + s + "'"
+		}
+	}
+	return s
+}
+
+// parseSize reads sizes like 64MiB, 10MB, 1GiB or a byte count.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	for _, u := range units {
+		if len(s) > len(u.suffix) && s[len(s)-len(u.suffix):] == u.suffix {
+			var n int64
+			if _, err := fmt.Sscanf(s[:len(s)-len(u.suffix)], "%d", &n); err != nil || n <= 0 {
+				return 0, fmt.Errorf("%q is not a size like 64MiB", s)
+			}
+			return n * u.mult, nil
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size like 64MiB", s)
+	}
+	return n, nil
+}

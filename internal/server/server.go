@@ -1,0 +1,227 @@
+// Package server assembles phr: it opens the store and the blob store,
+// builds the services and the HTTP handlers, and runs the HTTP server with
+// sane timeouts and a graceful shutdown. cmd/phr calls it; so do the
+// end-to-end tests, which start the real server on 127.0.0.1.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/phr-project/phr/internal/api"
+	"github.com/phr-project/phr/internal/auth/bearer"
+	"github.com/phr-project/phr/internal/auth/token"
+	"github.com/phr-project/phr/internal/blob"
+	"github.com/phr-project/phr/internal/records"
+	"github.com/phr-project/phr/internal/store/postgres"
+	"github.com/phr-project/phr/internal/store/sqldb"
+	"github.com/phr-project/phr/internal/store/sqlite"
+)
+
+// Config is the server configuration (flags and PHR_* variables).
+type Config struct {
+	// Addr is the listen address (host:port).
+	Addr string
+	// DataDir holds the SQLite file, blobs and other local state.
+	DataDir string
+	// DB is empty for SQLite in DataDir, or a postgres:// URL.
+	DB string
+	// BaseURL is the public URL of the server (without /fhir); derived
+	// from Addr when empty.
+	BaseURL string
+	// MaxBody caps ordinary request bodies.
+	MaxBody int64
+}
+
+// Defaults fills the zero fields of c.
+func (c *Config) Defaults() {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:8080"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "phr-data"
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = 64 << 20
+	}
+	if c.BaseURL == "" {
+		c.BaseURL = BaseFromAddr(c.Addr)
+	}
+	c.BaseURL = strings.TrimSuffix(c.BaseURL, "/")
+}
+
+// BaseFromAddr derives the public URL from a listen address: a wildcard
+// host becomes 127.0.0.1.
+func BaseFromAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// App is an assembled phr: store, services and handlers.
+type App struct {
+	Config  Config
+	Store   *sqldb.DB
+	Blobs   blob.Store
+	Records *records.Service
+	Tokens  *token.Issuer
+	FHIR    *api.Server
+	Auth    *bearer.Authenticator
+	mux     *http.ServeMux
+}
+
+// OpenStore opens the store the configuration names.
+func OpenStore(ctx context.Context, c Config) (*sqldb.DB, error) {
+	if c.DB != "" {
+		if !strings.HasPrefix(c.DB, "postgres://") && !strings.HasPrefix(c.DB, "postgresql://") {
+			return nil, fmt.Errorf("--db must be empty (SQLite in the data directory) or a postgres:// URL")
+		}
+		return postgres.Open(ctx, c.DB)
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	return sqlite.Open(ctx, filepath.Join(c.DataDir, "phr.db"))
+}
+
+// Open assembles an App from the configuration.
+func Open(ctx context.Context, c Config) (*App, error) {
+	c.Defaults()
+	st, err := OpenStore(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{Config: c, Store: st}
+	if err := a.build(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *App) build(ctx context.Context) error {
+	c := a.Config
+	blobs, err := blob.NewDir(filepath.Join(c.DataDir, "blobs"))
+	if err != nil {
+		return err
+	}
+	a.Blobs = blobs
+	a.Tokens, err = TokenIssuer(ctx, a.Store)
+	if err != nil {
+		return err
+	}
+	a.Auth = &bearer.Authenticator{Issuer: a.Tokens}
+	fhirBase := c.BaseURL + "/fhir"
+	a.Records = records.New(records.Options{Store: a.Store, Blobs: blobs, Validator: validator{}, Indexer: indexer{}, BaseURL: fhirBase})
+	a.FHIR = api.New(api.Options{Records: a.Records, Auth: a.Auth, BaseURL: fhirBase, MaxBody: c.MaxBody})
+	a.mux = http.NewServeMux()
+	a.mux.Handle("/fhir", a.FHIR)
+	a.mux.Handle("/fhir/", a.FHIR)
+	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := a.Store.QueryRow(r.Context(), "SELECT 1").Scan(new(int)); err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	return nil
+}
+
+// Handler returns the root HTTP handler.
+func (a *App) Handler() http.Handler { return logRequests(a.mux) }
+
+// Mux returns the root mux, for features that add routes.
+func (a *App) Mux() *http.ServeMux { return a.mux }
+
+// Close releases the store.
+func (a *App) Close() error { return a.Store.Close() }
+
+// HTTPServer returns an http.Server for the App with sane timeouts:
+// headers must arrive quickly; bodies and responses may stream for long
+// (imports and exports), bounded by idle timeouts on the connection.
+func (a *App) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+	}
+}
+
+// Serve serves on ln until ctx is done, then shuts down gracefully,
+// letting running requests finish for up to grace.
+func (a *App) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	srv := a.HTTPServer()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	slog.Info("shutting down", "grace", grace)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return err
+}
+
+// statusWriter records the status of a response for the request log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer
+// (flushing streamed responses, deadlines).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// logRequests logs each request at debug level (never the query string,
+// which may carry search terms, nor headers, which carry tokens).
+func logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !slog.Default().Enabled(r.Context(), slog.LevelDebug) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		slog.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "bytes", sw.bytes, "duration", time.Since(start))
+	})
+}
