@@ -97,6 +97,9 @@ func Resource(v *fhirjson.Value) []Issue { return Options{}.Resource(v) }
 // Resource validates one resource (and what it contains) and returns the
 // issues found, nil when there are none.
 func (o Options) Resource(v *fhirjson.Value) []Issue {
+	if v == nil {
+		return []Issue{{Severity: Error, Code: CodeStructure, Message: "no resource"}}
+	}
 	st := statePool.Get().(*state)
 	st.opts = o
 	st.s = getSchema()

@@ -168,6 +168,12 @@ func TestRules(t *testing.T) {
 	}
 }
 
+func TestNil(t *testing.T) {
+	if issues := Resource(nil); !HasErrors(issues) {
+		t.Errorf("nil resource accepted: %v", issues)
+	}
+}
+
 func TestConditionalOption(t *testing.T) {
 	v := mustParse(t, `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient?identifier=x|1"}}`)
 	if issues := (Options{AllowConditionalReferences: true}).Resource(v); issues != nil {
