@@ -161,7 +161,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.callOperation(w, r, op, seg)
 		return
 	}
-	if err := checkFormat(r); err != nil {
+	// Binary reads may ask for the raw content type.
+	rawBinary := len(seg) >= 2 && seg[0] == "Binary" && (r.Method == http.MethodGet || r.Method == http.MethodHead)
+	if err := checkFormat(r); err != nil && !rawBinary {
 		WriteError(w, r, err)
 		return
 	}
