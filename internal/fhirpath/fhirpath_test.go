@@ -414,3 +414,40 @@ func TestReferenceType(t *testing.T) {
 		}
 	}
 }
+
+func TestInputMembers(t *testing.T) {
+	for _, tc := range []struct {
+		expr string
+		want string // "" with ok false
+	}{
+		{"Observation.code", "code"},
+		{"Observation.code | Observation.component.code", "code component"},
+		{"(Observation.value as Quantity) | (Observation.component.value as SampledData)", "component value"},
+		{"Observation.subject.where(resolve() is Patient)", "subject"},
+		{"Observation.component.where(code.text = 'x').value", "component"},
+		{"Patient.name.given.first()", "name"},
+		{"Bundle.entry[0].resource", "entry"},
+		{"code", "code"},
+		{"value.as(Quantity) | value.as(Range)", "value"},
+		{"Observation.status = 'final'", "status"},
+		// yield something even without the elements, or use the input whole
+		{"Patient.deceased.exists() and Patient.deceased != false", ""},
+		{"Observation", ""},
+		{"Observation | Observation.component", ""},
+		{"%resource.referenceSeq.chromosome", ""},
+		{"Observation.component.where(%resource.status = 'final')", ""},
+		{"Observation.code.count()", ""},
+		{"Observation.code ~ 'x'", ""},
+		{"'x'", ""},
+	} {
+		e := MustCompile(tc.expr)
+		names, ok := e.InputMembers()
+		got := strings.Join(names, " ")
+		if !ok {
+			got = ""
+		}
+		if ok == (tc.want == "") || got != tc.want {
+			t.Errorf("InputMembers(%q) = %q, %v; want %q", tc.expr, names, ok, tc.want)
+		}
+	}
+}
