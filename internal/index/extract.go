@@ -54,6 +54,8 @@ type Gap struct {
 	Reason  string
 }
 
+// String is the gap in one line: the parameter's URL, the value types
+// left out if only some are, and the reason.
 func (g Gap) String() string {
 	s := g.URL
 	if g.Partial {

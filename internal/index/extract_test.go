@@ -415,3 +415,30 @@ func TestSkippingChangesNothing(t *testing.T) {
 		t.Error("no parameter has a presence mask")
 	}
 }
+
+func TestComposites(t *testing.T) {
+	// R4 gives DocumentReference-relationship's component definitions in
+	// the wrong order; the code stays a token and the target a reference.
+	e := mustExtract(t, readResource(t, "r4-spec-examples/documentreference-example.json"))
+	expectSome(t, e, map[string][]string{
+		"relationship": {"|appends $ DocumentReference/example"},
+		"relation":     {"|appends"},
+		"relatesto":    {"DocumentReference/example"},
+	})
+	// a usage context with a Range {low: 12 a}: open above
+	e = mustExtract(t, readResource(t, "r4-spec-examples/activitydefinition-administer-zika-virus-exposure-assessment.json"))
+	expectSome(t, e, map[string][]string{
+		"context-type":          {"http://terminology.hl7.org/CodeSystem/usage-context-type|age"},
+		"context-quantity":      {"12 [11.5, +Inf) | unit=a text="},
+		"context-type-quantity": {"http://terminology.hl7.org/CodeSystem/usage-context-type|age $ 12 [11.5, +Inf) | unit=a text="},
+		"context-type-value":    nil,
+	})
+	// characteristics coded by text only give no composite: composite
+	// values are matched by code
+	e = mustExtract(t, readResource(t, "r4-spec-examples/group-example.json"))
+	expectSome(t, e, map[string][]string{
+		"characteristic":       {"| text=gender", "| text=owner"},
+		"value":                {"| text=mixed", "| text=john smith"},
+		"characteristic-value": nil,
+	})
+}
