@@ -199,8 +199,11 @@ func LookupElement(path string) *Element {
 
 // SearchParams returns the search parameters of a concrete resource type
 // by code, including those defined on Resource and DomainResource (_id,
-// _lastUpdated, _text...); nil for an unknown type. The map is shared: do
-// not modify it.
+// _lastUpdated, _text...); nil for an unknown type. A parameter shared by
+// several types (clinical-code, clinical-patient...) comes with its
+// Expression narrowed to this type's part of the union ("Observation.code"),
+// which is what an indexer evaluates; SearchParamByURL gives it as
+// published. The map is shared: do not modify it.
 func SearchParams(resourceType string) map[string]*SearchParam {
 	return paramsByType[resourceType]
 }

@@ -1,6 +1,7 @@
 package r4
 
 import (
+	"regexp"
 	"slices"
 	"testing"
 )
@@ -71,6 +72,19 @@ func TestTypes(t *testing.T) {
 	rts := ResourceTypes()
 	if len(rts) != 146 || !slices.IsSorted(rts) {
 		t.Errorf("ResourceTypes: %d types (want 146), sorted=%v", len(rts), slices.IsSorted(rts))
+	}
+	// The resource-types code system (bound to
+	// CapabilityStatement.rest.resource.type) lists the same types, plus
+	// the abstract Resource and DomainResource.
+	var codes []string
+	for _, c := range LookupElement("CapabilityStatement.rest.resource.type").Binding.Codes {
+		if c != "Resource" && c != "DomainResource" {
+			codes = append(codes, c)
+		}
+	}
+	slices.Sort(codes)
+	if !slices.Equal(codes, rts) {
+		t.Errorf("ResourceTypes differs from the resource-types code system:\n%v\n%v", rts, codes)
 	}
 	for _, n := range []string{"Patient", "Observation", "Bundle", "Parameters", "Binary"} {
 		if !IsResourceType(n) {
@@ -151,6 +165,33 @@ func TestSearchParams(t *testing.T) {
 	}
 }
 
+// Every composite's components and every base and target must resolve.
+func TestSearchParamsConsistent(t *testing.T) {
+	for _, p := range AllSearchParams() {
+		for _, c := range p.Components {
+			if SearchParamByURL(c.Definition) == nil {
+				t.Errorf("%s: component %s does not resolve", p.URL, c.Definition)
+			}
+		}
+		for _, b := range p.Base {
+			if LookupType(b) == nil || LookupType(b).Kind != KindResource {
+				t.Errorf("%s: unknown base %s", p.URL, b)
+			}
+		}
+		for _, tt := range p.Targets {
+			if !IsResourceType(tt) {
+				t.Errorf("%s: unknown target %s", p.URL, tt)
+			}
+		}
+		if (p.Type == ParamComposite) != (len(p.Components) > 0) {
+			t.Errorf("%s: type %s with %d components", p.URL, p.Type, len(p.Components))
+		}
+		if p.Expression == "" && p.Code != "_text" && p.Code != "_content" && p.Code != "_query" {
+			t.Errorf("%s: no expression", p.URL)
+		}
+	}
+}
+
 func TestCompartment(t *testing.T) {
 	if got := PatientCompartmentParams("Observation"); !slices.Equal(got, []string{"subject", "performer"}) {
 		t.Errorf("Observation compartment params = %v", got)
@@ -212,5 +253,27 @@ func TestSplitUnion(t *testing.T) {
 		if r := ExpressionRoot(in); r != root {
 			t.Errorf("ExpressionRoot(%q) = %q, want %q", in, r, root)
 		}
+	}
+}
+
+// Every plain path in a search expression ("Patient.contact.name") must
+// resolve through LookupElement, following data types and
+// contentReference: the indexer depends on it.
+func TestExpressionPathsResolve(t *testing.T) {
+	simple := regexp.MustCompile(`^[A-Za-z]+(\.[a-zA-Z]+)+$`)
+	n := 0
+	for _, p := range AllSearchParams() {
+		for _, part := range SplitUnion(p.Expression) {
+			if !simple.MatchString(part) {
+				continue
+			}
+			n++
+			if LookupElement(part) == nil && LookupElement(part+"[x]") == nil {
+				t.Errorf("%s: %s does not resolve", p.URL, part)
+			}
+		}
+	}
+	if n < 1000 {
+		t.Errorf("only %d plain paths found; the test no longer covers the expressions", n)
 	}
 }
