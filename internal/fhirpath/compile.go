@@ -1,6 +1,7 @@
 package fhirpath
 
 import (
+	"sort"
 	"strconv"
 	"strings"
 	"unicode"
@@ -63,7 +64,135 @@ func compileExpr(src string, in, root tset) (*Expr, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Expr{src: src, root: o, out: out, rootTypes: root}, nil
+	e := &Expr{src: src, root: o, out: out, rootTypes: root}
+	names := map[string]bool{}
+	if !inputMembers(a, names) || !emptyWithout(a) {
+		e.members, e.membersKnown = nil, false
+	} else {
+		e.membersKnown = true
+		for n := range names {
+			e.members = append(e.members, n)
+		}
+		sort.Strings(e.members)
+	}
+	return e, nil
+}
+
+// inputMembers adds to names the elements of the input that a reads
+// (the first member after the input or its type name); it returns false
+// when a may use the input in another way (the input itself, $this,
+// %resource, %context, a function of the input), which makes the set
+// meaningless.
+func inputMembers(a *ast, names map[string]bool) bool {
+	switch a.kind {
+	case aString, aNumber, aBool, aEmpty, aDate:
+		return true
+	case aEnv:
+		switch a.name {
+		case "ucum", "sct", "loinc":
+			return true
+		}
+		return false
+	case aSpecial:
+		return false
+	case aParen:
+		return inputMembers(a.args[0], names)
+	case aMember:
+		switch {
+		case a.left == nil && isTypeName(a.name):
+			return false // the input itself
+		case a.left == nil:
+			names[a.name] = true
+			return true
+		case a.left.kind == aMember && a.left.left == nil && isTypeName(a.left.name):
+			names[a.name] = true
+			return true
+		}
+		return inputMembers(a.left, names)
+	case aFunc:
+		if a.left == nil {
+			return false
+		}
+		if !inputMembers(a.left, names) {
+			return false
+		}
+		// arguments are evaluated on the items of the left side, or are
+		// literals and type names; only variables reach back to the input
+		for _, arg := range a.args {
+			if usesVariables(arg) {
+				return false
+			}
+		}
+		return true
+	case aIndex, aType:
+		return inputMembers(a.left, names)
+	case aUnary:
+		return inputMembers(a.args[0], names)
+	case aBinary:
+		return inputMembers(a.args[0], names) && inputMembers(a.args[1], names)
+	}
+	return false
+}
+
+// emptyWithout reports whether a yields nothing when every member path
+// of its input yields nothing: member paths and the functions that map
+// empty to empty do; literals, exists(), count(), and, or... do not.
+func emptyWithout(a *ast) bool {
+	switch a.kind {
+	case aMember:
+		return a.left == nil || emptyWithout(a.left)
+	case aParen:
+		return emptyWithout(a.args[0])
+	case aIndex, aType:
+		return emptyWithout(a.left)
+	case aFunc:
+		switch a.name {
+		case "exists", "empty", "count", "all", "hasValue":
+			return false
+		}
+		return a.left != nil && emptyWithout(a.left)
+	case aBinary:
+		l, r := emptyWithout(a.args[0]), emptyWithout(a.args[1])
+		switch a.name {
+		case "|":
+			return l && r
+		case "=", "!=", "<", "<=", ">", ">=":
+			return l || r
+		case "in":
+			return l
+		case "contains":
+			return r
+		}
+	}
+	return false
+}
+
+func isTypeName(name string) bool {
+	r := []rune(name)
+	return unicode.IsUpper(r[0])
+}
+
+// usesVariables reports whether a refers to %resource or %context.
+func usesVariables(a *ast) bool {
+	if a == nil {
+		return false
+	}
+	if a.kind == aEnv {
+		switch a.name {
+		case "ucum", "sct", "loinc":
+		default:
+			return true
+		}
+	}
+	if usesVariables(a.left) {
+		return true
+	}
+	for _, x := range a.args {
+		if usesVariables(x) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *compiler) errorf(a *ast, format string, args ...any) error {

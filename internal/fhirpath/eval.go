@@ -146,8 +146,7 @@ func appendChildren(dst []Node, obj *fhirjson.Value, c *child) []Node {
 		}
 		for j, key := range c.keys {
 			if f.Name == key {
-				ext := obj.Get("_" + key)
-				dst = appendValues(dst, f.Value, ext, c.types[j])
+				dst = appendValues(dst, f.Value, underscore(obj, key), c.types[j])
 				break
 			}
 		}
@@ -166,6 +165,18 @@ func appendChildren(dst []Node, obj *fhirjson.Value, c *child) []Node {
 		}
 	}
 	return dst
+}
+
+// underscore returns the "_key" member of obj (a primitive's id and
+// extensions), or nil.
+func underscore(obj *fhirjson.Value, key string) *fhirjson.Value {
+	for i := range obj.Fields {
+		f := &obj.Fields[i]
+		if len(f.Name) == len(key)+1 && f.Name[0] == '_' && f.Name[1:] == key {
+			return f.Value
+		}
+	}
+	return nil
 }
 
 // appendValues appends one node per value (arrays are flattened; nulls,
@@ -617,15 +628,28 @@ func ReferenceType(ref string) string {
 		return ""
 	}
 	ref = strings.TrimSuffix(ref, "/")
-	// strip a trailing _history/version
-	segs := strings.Split(ref, "/")
-	if len(segs) >= 4 && segs[len(segs)-2] == "_history" {
-		segs = segs[:len(segs)-2]
+	// the last two segments, or the two before a trailing _history/v
+	typ, id := lastTwo(ref)
+	if typ == "_history" {
+		if i := strings.LastIndexByte(ref, '/'); i >= 0 {
+			if j := strings.LastIndexByte(ref[:i], '/'); j >= 0 {
+				typ, id = lastTwo(ref[:j])
+			}
+		}
 	}
-	if len(segs) >= 2 && isResourceName(segs[len(segs)-2]) && segs[len(segs)-1] != "" {
-		return segs[len(segs)-2]
+	if id != "" && isResourceName(typ) {
+		return typ
 	}
 	return ""
+}
+
+// lastTwo returns the last two '/'-separated segments of s.
+func lastTwo(s string) (string, string) {
+	i := strings.LastIndexByte(s, '/')
+	if i < 0 {
+		return "", ""
+	}
+	return s[strings.LastIndexByte(s[:i], '/')+1 : i], s[i+1:]
 }
 
 func isResourceName(s string) bool {

@@ -113,6 +113,20 @@ type Expr struct {
 	// static result types (when known from the context type), and the
 	// type of %resource
 	out, rootTypes tset
+	// the input's elements the expression reads, if that is all it uses
+	members      []string
+	membersKnown bool
+}
+
+// InputMembers returns the names of the input's elements the expression
+// reads ("code" and "component" for Observation.code |
+// Observation.component.code), with ok true when those are all it uses of
+// its input, so that an input without any of them must give an empty
+// result. Indexing uses it to skip, without evaluating them, the many
+// parameters whose elements a resource does not have. Choice elements are
+// named without their suffix ("value").
+func (e *Expr) InputMembers() (names []string, ok bool) {
+	return e.members, e.membersKnown
 }
 
 // String returns the expression's source text.
@@ -173,9 +187,17 @@ type Evaluator struct {
 	ctx  []Node
 }
 
-// Eval evaluates e with focus as the input collection (and %context) and
-// root as %resource, appending the results to dst.
-func (ev *Evaluator) Eval(e *Expr, dst []Node, root Node, focus ...Node) ([]Node, error) {
+// Eval evaluates e with focus as the input (and %context) and root as
+// %resource, appending the results to dst.
+func (ev *Evaluator) Eval(e *Expr, dst []Node, root, focus Node) ([]Node, error) {
+	ev.one[0] = focus
+	out, err := ev.EvalCollection(e, dst, root, ev.one[:])
+	ev.one[0] = Node{}
+	return out, err
+}
+
+// EvalCollection is Eval over an input collection of any size.
+func (ev *Evaluator) EvalCollection(e *Expr, dst []Node, root Node, focus []Node) ([]Node, error) {
 	ev.root = root
 	ev.ctx = focus
 	out, err := e.root.eval(ev, focus, dst)

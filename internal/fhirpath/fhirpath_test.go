@@ -2,10 +2,12 @@ package fhirpath
 
 import (
 	"errors"
+	"sort"
 	"strings"
 	"testing"
 
 	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/r4"
 )
 
 // render shows a result collection as "type:value" items, values as JSON
@@ -412,5 +414,112 @@ func TestReferenceType(t *testing.T) {
 		if got := ReferenceType(ref); got != want {
 			t.Errorf("ReferenceType(%q) = %q, want %q", ref, got, want)
 		}
+	}
+}
+
+func TestInputMembers(t *testing.T) {
+	for _, tc := range []struct {
+		expr string
+		want string // "" with ok false
+	}{
+		{"Observation.code", "code"},
+		{"Observation.code | Observation.component.code", "code component"},
+		{"(Observation.value as Quantity) | (Observation.component.value as SampledData)", "component value"},
+		{"Observation.subject.where(resolve() is Patient)", "subject"},
+		{"Observation.component.where(code.text = 'x').value", "component"},
+		{"Patient.name.given.first()", "name"},
+		{"Bundle.entry[0].resource", "entry"},
+		{"code", "code"},
+		{"value.as(Quantity) | value.as(Range)", "value"},
+		{"Observation.status = 'final'", "status"},
+		// yield something even without the elements, or use the input whole
+		{"Patient.deceased.exists() and Patient.deceased != false", ""},
+		{"Observation", ""},
+		{"Observation | Observation.component", ""},
+		{"%resource.referenceSeq.chromosome", ""},
+		{"Observation.component.where(%resource.status = 'final')", ""},
+		{"Observation.code.count()", ""},
+		{"Observation.code ~ 'x'", ""},
+		{"'x'", ""},
+	} {
+		e := MustCompile(tc.expr)
+		names, ok := e.InputMembers()
+		got := strings.Join(names, " ")
+		if !ok {
+			got = ""
+		}
+		if ok == (tc.want == "") || got != tc.want {
+			t.Errorf("InputMembers(%q) = %q, %v; want %q", tc.expr, names, ok, tc.want)
+		}
+	}
+}
+
+// TestSearchParameterSurvey compiles every standard search parameter's
+// expression (and its composite components) for every resource type it
+// applies to, and checks which functions and operators they use: the
+// survey the subset was chosen from.
+func TestSearchParameterSurvey(t *testing.T) {
+	used := map[string]bool{}
+	var walk func(a *ast)
+	walk = func(a *ast) {
+		if a == nil {
+			return
+		}
+		switch a.kind {
+		case aFunc:
+			used[a.name+"()"] = true
+		case aBinary, aType:
+			used[a.name] = true
+		case aIndex:
+			used["[]"] = true
+		case aEnv:
+			used["%"+a.name] = true
+		case aString:
+			used["'string'"] = true
+		case aBool:
+			used["boolean"] = true
+		}
+		walk(a.left)
+		for _, x := range a.args {
+			walk(x)
+		}
+	}
+	n := 0
+	for _, rt := range r4.ResourceTypes() {
+		for code, p := range r4.SearchParams(rt) {
+			if p.Expression == "" {
+				continue
+			}
+			e, err := CompileFor(p.Expression, rt)
+			if err != nil {
+				t.Errorf("%s %s: %v", rt, code, err)
+				continue
+			}
+			if e.Empty() {
+				t.Errorf("%s %s: %q yields nothing for %s", rt, code, p.Expression, rt)
+			}
+			for _, c := range p.Components {
+				if _, err := CompileRelative(c.Expression, e); err != nil {
+					t.Errorf("%s %s component %q: %v", rt, code, c.Expression, err)
+				}
+				a, _ := parse(c.Expression)
+				walk(a)
+			}
+			a, _ := parse(p.Expression)
+			walk(a)
+			n++
+		}
+	}
+	var got []string
+	for k := range used {
+		got = append(got, k)
+	}
+	sort.Strings(got)
+	want := "!= %resource 'string' = [] and as as() boolean exists() is resolve() where() |"
+	if strings.Join(got, " ") != want {
+		t.Errorf("the search parameters use %s; want %s", strings.Join(got, " "), want)
+	}
+	if n < 2000 {
+		t.Errorf("only %d (type, parameter) pairs compiled", n)
 	}
 }

@@ -39,6 +39,7 @@ type SyntaxError struct {
 	Msg string
 }
 
+// Error says what is wrong, at which column, in which expression.
 func (e *SyntaxError) Error() string {
 	return fmt.Sprintf("fhirpath: %s at column %d of %q", e.Msg, e.Pos, e.Expr)
 }

@@ -21,12 +21,19 @@ type Extractor struct {
 	params       []param
 	supported    []*r4.SearchParam
 	gaps         []Gap
+	// keyBits maps the JSON member names of the type's elements that
+	// parameters read to bits of a presence mask.
+	keyBits map[string]uint64
 }
 
 type param struct {
 	sp    *r4.SearchParam
 	expr  *fhirpath.Expr
 	comps []component
+	// mask has the bits of the elements the expression reads when that
+	// is all it uses (see fhirpath.Expr.InputMembers); a resource with
+	// none of them cannot give entries. Zero means always evaluate.
+	mask uint64
 }
 
 type component struct {
@@ -47,6 +54,8 @@ type Gap struct {
 	Reason  string
 }
 
+// String is the gap in one line: the parameter's URL, the value types
+// left out if only some are, and the reason.
 func (g Gap) String() string {
 	s := g.URL
 	if g.Partial {
@@ -172,7 +181,59 @@ func newExtractor(rt string) *Extractor {
 			x.params = append(x.params, *p)
 		}
 	}
+	x.presenceMasks()
 	return x
+}
+
+// presenceMasks gives each parameter whose expression reads only some
+// elements of the resource a mask of those elements, so that Append can
+// skip it for resources that have none of them: most resources have a
+// handful of a type's elements, and most parameters read one or two.
+func (x *Extractor) presenceMasks() {
+	// JSON member names of each element ("value" -> valueQuantity, ...)
+	keys := map[string][]string{}
+	if def := r4.LookupType(x.resourceType); def != nil {
+		for _, el := range def.Elements {
+			name, ok := strings.CutPrefix(el.Path, x.resourceType+".")
+			if !ok || strings.IndexByte(name, '.') >= 0 {
+				continue
+			}
+			if base, choice := strings.CutSuffix(name, "[x]"); choice {
+				for _, t := range el.Types {
+					k := base + strings.ToUpper(t[:1]) + t[1:]
+					keys[base] = append(keys[base], k, "_"+k)
+				}
+				continue
+			}
+			keys[name] = append(keys[name], name, "_"+name)
+		}
+	}
+	x.keyBits = map[string]uint64{}
+	bitOf := map[string]uint64{}
+	for i := range x.params {
+		p := &x.params[i]
+		names, ok := p.expr.InputMembers()
+		if !ok || len(names) == 0 {
+			continue
+		}
+		var mask uint64
+		for _, n := range names {
+			bit, seen := bitOf[n]
+			if !seen {
+				if len(bitOf) == 64 || len(keys[n]) == 0 {
+					mask = 0 // out of bits, or an element the keys do not cover
+					break
+				}
+				bit = 1 << len(bitOf)
+				bitOf[n] = bit
+				for _, k := range keys[n] {
+					x.keyBits[k] |= bit
+				}
+			}
+			mask |= bit
+		}
+		p.mask = mask
+	}
 }
 
 func noExpressionReason(code string) string {
@@ -410,7 +471,9 @@ type state struct {
 	nodes []fhirpath.Node
 	sub   []fhirpath.Node
 	tmp   Entries
+	parts [][]CompositePart
 	errs  []error
+	root  *fhirjson.Value
 }
 
 // Append extracts the index entries of res, a resource of the extractor's
@@ -427,9 +490,18 @@ func (x *Extractor) Append(e *Entries, res *fhirjson.Value) error {
 	st := evaluators.Get().(*state)
 	defer evaluators.Put(st)
 	st.errs = st.errs[:0]
+	st.root = res
+	defer func() { st.root = nil }()
 	b := builder{e: e, st: st}
+	var present uint64
+	for _, f := range res.Fields {
+		present |= x.keyBits[f.Name]
+	}
 	for i := range x.params {
 		p := &x.params[i]
+		if p.mask != 0 && p.mask&present == 0 {
+			continue
+		}
 		b.start(p.sp.Code)
 		st.nodes, err = st.ev.Eval(p.expr, st.nodes[:0], root, root)
 		if err != nil {
@@ -454,8 +526,18 @@ func (x *Extractor) Append(e *Entries, res *fhirjson.Value) error {
 	return nil
 }
 
-// Reset empties e, keeping its storage for reuse.
+// Reset empties e, keeping its storage for reuse: entries read from e
+// before (including what composite parts point at) are overwritten by the
+// next extraction into it.
 func (e *Entries) Reset() {
+	e.pTokens = e.pTokens[:0]
+	e.pStrings = e.pStrings[:0]
+	e.pDates = e.pDates[:0]
+	e.pRefs = e.pRefs[:0]
+	e.pQuantities = e.pQuantities[:0]
+	e.pNumbers = e.pNumbers[:0]
+	e.pURIs = e.pURIs[:0]
+	e.pParts = e.pParts[:0]
 	e.Tokens = e.Tokens[:0]
 	e.Strings = e.Strings[:0]
 	e.Dates = e.Dates[:0]

@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -42,10 +44,58 @@ func NormalizeString(s string) string {
 	if clean && (len(s) == 0 || s[len(s)-1] != ' ') {
 		return s
 	}
-	return normalizeSlow(s)
+	if v, ok := normCache.Load(s); ok {
+		return v.(string)
+	}
+	// ASCII: lower-case and collapse white space byte by byte
+	var b strings.Builder
+	b.Grow(len(s))
+	pending := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch c {
+		case ' ', '\t', '\n', '\r', '\v', '\f':
+			pending = b.Len() > 0
+			continue
+		}
+		if pending {
+			b.WriteByte(' ')
+			pending = false
+		}
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
+	n := b.String()
+	cacheNorm(s, n)
+	return n
+}
+
+// normCache remembers the normal forms of short strings: indexing sees the
+// same displays and texts ("Body Height", "Blood Pressure") on resource
+// after resource, and normalising them is most of what string and token
+// text indexing costs. It stops growing at normCacheMax entries.
+var (
+	normCache    sync.Map
+	normCacheLen atomic.Int64
+)
+
+const normCacheMax = 1 << 16
+
+func cacheNorm(s, n string) {
+	if len(s) <= 96 && normCacheLen.Load() < normCacheMax {
+		if _, loaded := normCache.LoadOrStore(s, n); !loaded {
+			normCacheLen.Add(1)
+		}
+	}
 }
 
 func normalizeSlow(s string) string {
+	if v, ok := normCache.Load(s); ok {
+		return v.(string)
+	}
+	orig := s
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
 			s = norm.NFD.String(s)
@@ -69,7 +119,9 @@ func normalizeSlow(s string) string {
 		}
 		b.WriteRune(unicode.ToLower(r))
 	}
-	return b.String()
+	n := b.String()
+	cacheNorm(orig, n)
+	return n
 }
 
 // DateRange returns the instants a date, dateTime or instant covers, in
@@ -230,37 +282,44 @@ func daysIn(year, month int) int {
 // either way: "1.5" is [1.45, 1.55), "100" is [99.5, 100.5), "1.50" is
 // [1.495, 1.505), "1e2" is [50, 150). The spec's number and quantity
 // searches compare against such ranges; low is inclusive, high exclusive.
+// The bounds are the float64 nearest to the exact decimal bounds.
 func DecimalRange(s string) (value, low, high float64, err error) {
 	i := 0
+	neg := false
 	if i < len(s) && s[i] == '-' {
+		neg = true
 		i++
 	}
+	// the digits written, as an integer mantissa m with value m*10^scale
+	var m uint64
+	digits := 0
 	intStart := i
 	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		m, digits = accumulate(m, digits, s[i])
 		i++
 	}
 	if i == intStart {
 		return 0, 0, 0, fmt.Errorf("invalid decimal %q: expected digits", s)
 	}
-	frac := 0
+	scale := 0
 	if i < len(s) && s[i] == '.' {
 		i++
 		j := i
 		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			m, digits = accumulate(m, digits, s[i])
 			i++
 		}
-		frac = i - j
-		if frac == 0 {
+		if i == j {
 			return 0, 0, 0, fmt.Errorf("invalid decimal %q: expected digits after the decimal point", s)
 		}
+		scale = j - i
 	}
-	exp := 0
 	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
 		e, err := strconv.Atoi(strings.TrimPrefix(s[i+1:], "+"))
-		if err != nil {
+		if err != nil || e > 400 || e < -400 {
 			return 0, 0, 0, fmt.Errorf("invalid decimal %q: bad exponent", s)
 		}
-		exp = e
+		scale += e
 		i = len(s)
 	}
 	if i != len(s) {
@@ -270,6 +329,45 @@ func DecimalRange(s string) (value, low, high float64, err error) {
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("invalid decimal %q: %w", s, err)
 	}
-	half := 5 * math.Pow10(exp-frac-1)
-	return value, value - half, value + half, nil
+	if digits > 17 {
+		// beyond what float64 holds anyway: bound by the value's own precision
+		half := 5 * math.Pow10(scale-1)
+		return value, value - half, value + half, nil
+	}
+	var lo, hi float64
+	if m == 0 {
+		hi = scaled(5, scale-1)
+		lo = -hi
+	} else {
+		lo, hi = scaled(10*m-5, scale-1), scaled(10*m+5, scale-1)
+	}
+	if neg {
+		lo, hi = -hi, -lo
+	}
+	return value, lo, hi, nil
+}
+
+// accumulate adds a digit to a mantissa, counting significant digits
+// (leading zeros are not).
+func accumulate(m uint64, digits int, c byte) (uint64, int) {
+	if digits > 17 {
+		return m, digits + 1
+	}
+	m = m*10 + uint64(c-'0')
+	if m != 0 {
+		digits++
+	}
+	return m, digits
+}
+
+// scaled returns x*10^k rounded once to the nearest float64.
+func scaled(x uint64, k int) float64 {
+	switch {
+	case k >= 0 && k <= 22 && x < 1<<53:
+		return float64(x) * math.Pow10(k)
+	case k < 0 && k >= -22 && x < 1<<53:
+		return float64(x) / math.Pow10(-k)
+	}
+	f, _ := strconv.ParseFloat(strconv.FormatUint(x, 10)+"e"+strconv.Itoa(k), 64)
+	return f
 }

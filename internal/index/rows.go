@@ -18,6 +18,16 @@ type Entries struct {
 	// Composites hold one entry per composite-parameter match, its
 	// components flattened into their own typed values.
 	Composites []Composite
+
+	// storage for the values composite parts point at, reused after Reset
+	pTokens     []Token
+	pStrings    []String
+	pDates      []Date
+	pRefs       []Ref
+	pQuantities []Quantity
+	pNumbers    []Number
+	pURIs       []URI
+	pParts      []CompositePart
 }
 
 // Len is the number of entries.
@@ -28,6 +38,13 @@ func (e *Entries) Len() int {
 
 // Token is a coded value: Coding, CodeableConcept, Identifier, code,
 // boolean, ContactPoint, id...
+//
+// A CodeableConcept gives one token per coding (Text: its display) and,
+// when it has text, one token with only Text. An Identifier gives System
+// and Code (its value), and TypeSystem/TypeCode per coding of its type
+// with Text its type's text. A ContactPoint gives its system ("phone",
+// "email") as System and its value as Code. Booleans are "true"/"false";
+// code, id, string and uri values are the Code with no System.
 type Token struct {
 	Param  string
 	System string
@@ -53,6 +70,8 @@ type String struct {
 // Date is a date, dateTime, instant or Period (or Timing bounds) as the
 // range of instants it covers, in microseconds since the Unix epoch (UTC).
 // Low/High are inclusive; open ends are math.MinInt64 / math.MaxInt64.
+// Partial values cover their whole precision and values without a time
+// zone are taken as UTC (see DateRange).
 type Date struct {
 	Param string
 	Low   int64
@@ -62,13 +81,20 @@ type Date struct {
 // Ref is a reference (or canonical) value.
 type Ref struct {
 	Param string
-	// Type and ID are set for relative ("Patient/1") and resolvable absolute
-	// references; Version for versioned references ("Patient/1/_history/2").
+	// Type and ID are set for relative references ("Patient/1", and
+	// canonicals written that way); Version for versioned references
+	// ("Patient/1/_history/2") and for the version of a canonical
+	// ("http://x/ValueSet/y|4.0.1").
 	Type    string
 	ID      string
 	Version string
-	// URL is the reference text as written when it is absolute or canonical
-	// (and not a reference to this server).
+	// URL is the reference as written when it is not relative: absolute
+	// URLs and canonicals (without a |version), "urn:uuid:..." and
+	// "urn:oid:..." references, contained references ("#id") and
+	// conditional references left unresolved ("Patient?identifier=x").
+	// Type is then set too when the text or the contained resource names
+	// one, for the :Type modifier; ID is not, since an absolute URL may
+	// point at another server.
 	URL string
 	// IdentifierSystem/IdentifierValue are Reference.identifier, for the
 	// :identifier modifier.
@@ -76,22 +102,29 @@ type Ref struct {
 	IdentifierValue  string
 }
 
-// Quantity is a Quantity (or Money, Age, Duration...) value.
+// Quantity is a Quantity (or Age, Duration, Distance, Count,
+// SimpleQuantity, MoneyQuantity, Money, Range) value.
 type Quantity struct {
 	Param string
 	// Value is the numeric value; Low/High the range its precision implies
-	// (1.5 covers [1.45, 1.55)).
+	// (1.5 covers [1.45, 1.55): Low inclusive, High exclusive). A
+	// comparator opens one side ("<5" is (-Inf, 5.5)); a Range covers
+	// its low bound's Low to its high bound's High, infinite where a bound
+	// is missing, with Value the low value (else the high one) and no Text.
 	Value float64
 	Low   float64
 	High  float64
 	// Text is the value's exact decimal text.
-	Text   string
+	Text string
+	// System and Code are the unit's (for Money: urn:iso:std:iso:4217 and
+	// the currency, which is also the Unit).
 	System string
 	Code   string
 	Unit   string
 }
 
-// Number is a number (decimal or integer) value with its precision range.
+// Number is a number (decimal or integer) value with its precision range
+// ([Low, High) as for Quantity; a Range gives its bounds as there).
 type Number struct {
 	Param string
 	Value float64

@@ -103,13 +103,21 @@ func (b *builder) token(k valueKind, v *fhirjson.Value) {
 	case vCoding:
 		b.coding(v)
 	case vCodeableConcept:
+		first := len(b.e.Tokens)
 		if list := v.Get("coding"); list != nil && list.Kind == fhirjson.Array {
 			for _, c := range list.Items {
 				b.coding(c)
 			}
 		}
 		if text := v.GetString("text"); text != "" {
-			b.addToken(Token{Text: NormalizeString(text)})
+			// a text that repeats a coding's display adds nothing
+			norm := NormalizeString(text)
+			for _, x := range b.e.Tokens[first:] {
+				if x.Text == norm {
+					return
+				}
+			}
+			b.addToken(Token{Text: norm})
 		}
 	case vIdentifier:
 		t := Token{System: v.GetString("system"), Code: v.GetString("value")}
@@ -142,7 +150,24 @@ func (b *builder) coding(c *fhirjson.Value) {
 	if c.Kind != fhirjson.Object {
 		return
 	}
-	b.addToken(Token{System: c.GetString("system"), Code: c.GetString("code"), Text: NormalizeString(c.GetString("display"))})
+	var t Token
+	var display string
+	for i := range c.Fields {
+		f := &c.Fields[i]
+		if f.Value.Kind != fhirjson.String {
+			continue
+		}
+		switch f.Name {
+		case "system":
+			t.System = f.Value.Str
+		case "code":
+			t.Code = f.Value.Str
+		case "display":
+			display = f.Value.Str
+		}
+	}
+	t.Text = NormalizeString(display)
+	b.addToken(t)
 }
 
 func (b *builder) addString(s string) {
@@ -305,17 +330,46 @@ func (b *builder) reference(k valueKind, n fhirpath.Node) {
 	r := Ref{Param: b.param}
 	switch k {
 	case vReference:
-		if ref := v.GetString("reference"); ref != "" {
+		var ref, typ string
+		var id *fhirjson.Value
+		for i := range v.Fields {
+			f := &v.Fields[i]
+			switch f.Name {
+			case "reference":
+				if f.Value.Kind == fhirjson.String {
+					ref = f.Value.Str
+				}
+			case "type":
+				if f.Value.Kind == fhirjson.String {
+					typ = f.Value.Str
+				}
+			case "identifier":
+				id = f.Value
+			}
+		}
+		if ref != "" {
 			parseReference(ref, &r)
+			if ref[0] == '#' {
+				r.Type = b.containedType(ref[1:])
+			}
 		}
 		if r.Type == "" {
-			r.Type = v.GetString("type")
+			r.Type = typ
 		}
-		if id := v.Get("identifier"); id != nil {
+		if id != nil {
 			r.IdentifierSystem, r.IdentifierValue = id.GetString("system"), id.GetString("value")
 		}
 	case vText: // canonical, uri, url
-		r.URL, r.Version, _ = strings.Cut(v.Str, "|")
+		url, version, _ := strings.Cut(v.Str, "|")
+		if url == "" {
+			return
+		}
+		parseReference(url, &r)
+		if r.URL == "" {
+			// written relative ("Library/x"), as some canonicals are
+			r.URL = url
+		}
+		r.Version = version
 	case vAttachment:
 		r.URL = v.GetString("url")
 	case vResource:
@@ -330,6 +384,21 @@ func (b *builder) reference(k valueKind, n fhirpath.Node) {
 		return
 	}
 	b.e.Refs = append(b.e.Refs, r)
+}
+
+// containedType returns the resource type of the contained resource with
+// the given id, or "".
+func (b *builder) containedType(id string) string {
+	list := b.st.root.Get("contained")
+	if list == nil || list.Kind != fhirjson.Array {
+		return ""
+	}
+	for _, c := range list.Items {
+		if c.GetString("id") == id {
+			return c.GetString("resourceType")
+		}
+	}
+	return ""
 }
 
 // parseReference fills r from a Reference.reference text. Relative
@@ -447,10 +516,12 @@ func (b *builder) number(k valueKind, v *fhirjson.Value) {
 // one entry per combination.
 func (b *builder) composite(p *param, root fhirpath.Node, bases []fhirpath.Node) {
 	st := b.st
-	var parts [][]CompositePart
+	for len(st.parts) < len(p.comps) {
+		st.parts = append(st.parts, nil)
+	}
 	for _, base := range bases {
-		parts = parts[:0]
-		for _, c := range p.comps {
+		n := 0
+		for i, c := range p.comps {
 			var err error
 			st.sub, err = st.ev.Eval(c.expr, st.sub[:0], root, base)
 			if err != nil {
@@ -463,35 +534,51 @@ func (b *builder) composite(p *param, root fhirpath.Node, bases []fhirpath.Node)
 			for _, n := range st.sub {
 				tb.add(c.typ, n)
 			}
-			parts = append(parts, compositeParts(&st.tmp))
+			st.parts[i] = b.e.compositeParts(st.parts[i][:0], &st.tmp)
+			if len(st.parts[i]) == 0 {
+				break // no combination without this component
+			}
+			n++
 		}
-		b.combine(parts)
+		if n == len(p.comps) {
+			b.combine(st.parts[:n])
+		}
 	}
 }
 
-// compositeParts copies the entries of one component.
-func compositeParts(e *Entries) []CompositePart {
-	var ps []CompositePart
-	for _, t := range e.Tokens {
-		ps = append(ps, CompositePart{Token: &t})
+// compositeParts appends to ps one part per entry of src, copying the
+// values into e's part storage.
+func (e *Entries) compositeParts(ps []CompositePart, src *Entries) []CompositePart {
+	for _, t := range src.Tokens {
+		if t.System == "" && t.Code == "" {
+			continue // text only: composite values are matched by code
+		}
+		e.pTokens = append(e.pTokens, t)
+		ps = append(ps, CompositePart{Token: &e.pTokens[len(e.pTokens)-1]})
 	}
-	for _, s := range e.Strings {
-		ps = append(ps, CompositePart{String: &s})
+	for _, x := range src.Strings {
+		e.pStrings = append(e.pStrings, x)
+		ps = append(ps, CompositePart{String: &e.pStrings[len(e.pStrings)-1]})
 	}
-	for _, d := range e.Dates {
-		ps = append(ps, CompositePart{Date: &d})
+	for _, x := range src.Dates {
+		e.pDates = append(e.pDates, x)
+		ps = append(ps, CompositePart{Date: &e.pDates[len(e.pDates)-1]})
 	}
-	for _, r := range e.Refs {
-		ps = append(ps, CompositePart{Ref: &r})
+	for _, x := range src.Refs {
+		e.pRefs = append(e.pRefs, x)
+		ps = append(ps, CompositePart{Ref: &e.pRefs[len(e.pRefs)-1]})
 	}
-	for _, q := range e.Quantities {
-		ps = append(ps, CompositePart{Quantity: &q})
+	for _, x := range src.Quantities {
+		e.pQuantities = append(e.pQuantities, x)
+		ps = append(ps, CompositePart{Quantity: &e.pQuantities[len(e.pQuantities)-1]})
 	}
-	for _, n := range e.Numbers {
-		ps = append(ps, CompositePart{Number: &n})
+	for _, x := range src.Numbers {
+		e.pNumbers = append(e.pNumbers, x)
+		ps = append(ps, CompositePart{Number: &e.pNumbers[len(e.pNumbers)-1]})
 	}
-	for _, u := range e.URIs {
-		ps = append(ps, CompositePart{URI: &u})
+	for _, x := range src.URIs {
+		e.pURIs = append(e.pURIs, x)
+		ps = append(ps, CompositePart{URI: &e.pURIs[len(e.pURIs)-1]})
 	}
 	return ps
 }
@@ -499,19 +586,19 @@ func compositeParts(e *Entries) []CompositePart {
 // combine appends one composite entry per combination of one part from
 // each component.
 func (b *builder) combine(parts [][]CompositePart) {
-	for _, p := range parts {
-		if len(p) == 0 {
-			return
-		}
+	var idx [8]int
+	if len(parts) > len(idx) {
+		b.errorf("more than %d components", len(idx))
+		return
 	}
-	idx := make([]int, len(parts))
+	e := b.e
 	for {
-		c := Composite{Param: b.param, Parts: make([]CompositePart, len(parts))}
+		start := len(e.pParts)
 		for i, p := range parts {
-			c.Parts[i] = p[idx[i]]
+			e.pParts = append(e.pParts, p[idx[i]])
 		}
-		b.e.Composites = append(b.e.Composites, c)
-		i := len(idx) - 1
+		e.Composites = append(e.Composites, Composite{Param: b.param, Parts: e.pParts[start:len(e.pParts):len(e.pParts)]})
+		i := len(parts) - 1
 		for ; i >= 0; i-- {
 			idx[i]++
 			if idx[i] < len(parts[i]) {
