@@ -32,7 +32,7 @@ func (s *Service) inlineBlob(ctx context.Context, doc *fhirjson.Value, key strin
 // WriteJSON writes the FHIR JSON of a stored version to w. A Binary's
 // content, kept in the blob store, is streamed in as base64 data.
 func (s *Service) WriteJSON(ctx context.Context, w io.Writer, res *store.Resource) error {
-	if res.Blob == "" {
+	if res.Blob == "" || bytes.Contains(res.JSON, []byte(`"data":`)) {
 		_, err := w.Write(res.JSON)
 		return err
 	}
@@ -69,7 +69,7 @@ func (s *Service) WriteJSON(ctx context.Context, w io.Writer, res *store.Resourc
 
 // JSON returns the FHIR JSON of a stored version (see WriteJSON).
 func (s *Service) JSON(ctx context.Context, res *store.Resource) ([]byte, error) {
-	if res.Blob == "" {
+	if res.Blob == "" || bytes.Contains(res.JSON, []byte(`"data":`)) {
 		return res.JSON, nil
 	}
 	var buf bytes.Buffer

@@ -81,12 +81,17 @@ func (s *Service) prepare(res *fhirjson.Value, typ, id string, version int64, at
 	p := &prepared{typ: typ, id: id, tree: res}
 	if typ == "Binary" {
 		if d := res.Get("data"); d != nil && d.Kind == fhirjson.String {
-			raw, err := base64.StdEncoding.DecodeString(d.Str)
+			// base64Binary may contain whitespace (line-wrapped base64).
+			raw, err := base64.StdEncoding.DecodeString(stripSpace(d.Str))
 			if err != nil {
 				return nil, fhir.Errorf(http.StatusBadRequest, "value", "Binary.data is not valid base64: %v", err).AtPath("Binary.data")
 			}
 			p.blobData = raw
-			res.Delete("data")
+			// The row keeps data only when its text is not the canonical
+			// encoding (so that it reads back exactly as sent).
+			if base64.StdEncoding.EncodeToString(raw) == d.Str {
+				res.Delete("data")
+			}
 		}
 	}
 	entries, err := s.indexer.Extract(typ, res)
@@ -513,4 +518,17 @@ func (s *Service) ConditionalDelete(ctx context.Context, typ, query string, o Wr
 		return &Result{Unchanged: true}, nil
 	}
 	return s.Delete(ctx, typ, match.ID, o)
+}
+
+// stripSpace removes the whitespace base64Binary allows.
+func stripSpace(s string) string {
+	if !strings.ContainsAny(s, " \t\r\n") {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if r == ' ' || r == '\t' || r == '\r' || r == '\n' {
+			return -1
+		}
+		return r
+	}, s)
 }
