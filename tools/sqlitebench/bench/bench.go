@@ -286,6 +286,12 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// dateValue is the k-th date (Unix seconds) of resource i, spread evenly over about 13
+// years so that a range query selects a predictable share of the resources.
+func dateValue(i, k int) int64 {
+	return 1_300_000_000 + int64((uint64(i)*2654435761+uint64(k)*40503)%400_000_000)
+}
+
 // resourceID is the id of the i-th resource; readers recompute it to pick random keys.
 func resourceID(i int) (typ, id string) {
 	return types[i%len(types)], fmt.Sprintf("%08x-%04x-4%03x", uint32(i)*2654435761, i%65536, i%4096)
@@ -429,7 +435,7 @@ func insertBatch(ctx context.Context, db *sql.DB, from, to int, docs [][]byte, g
 				strArgs = append(strArgs, rid, p, fmt.Sprintf("value %d %d", i%7919, k))
 			}
 			for k, p := range dateParams[:datesPer] {
-				lo := int64(1_300_000_000 + (i*37+k)%400_000_000)
+				lo := dateValue(i, k)
 				dateArgs = append(dateArgs, rid, p, lo, lo+86399)
 			}
 		}
@@ -479,7 +485,7 @@ func insertRows(ctx context.Context, tx *sql.Tx, from, to int, docs [][]byte) (i
 			}
 		}
 		for k, p := range dateParams[:datesPer] {
-			lo := int64(1_300_000_000 + (i*37+k)%400_000_000)
+			lo := dateValue(i, k)
 			if _, err := st.date.ExecContext(ctx, rid, p, lo, lo+86399); err != nil {
 				return rows, fmt.Errorf("date row: %w", err)
 			}
