@@ -48,9 +48,11 @@ type Config struct {
 	CacheKiB       int           // SQLite page cache per connection, in KiB
 	Synchronous    string        // PRAGMA synchronous (NORMAL is what the store will use with WAL)
 	TempStore      string        // PRAGMA temp_store
+	Clustered      bool          // index tables WITHOUT ROWID, keyed by the search columns
 	NoIndex        bool          // insert only resource rows, to show what the index rows cost
 	PageSize       int           // PRAGMA page_size, set before the database is created
 	AutoCheckpoint int           // PRAGMA wal_autocheckpoint, in pages
+	MmapBytes      int64         // PRAGMA mmap_size: read through a memory map shared by all connections
 	Dir            string        // where the database file goes (a temp dir when empty)
 }
 
@@ -61,6 +63,7 @@ type Result struct {
 	IndexRows  int
 	InsertTime time.Duration // wall time spent in insert transactions
 	InsertCPU  time.Duration // process CPU time (user+system) of the insert phase
+	InsertSys  time.Duration // the system (kernel) part of InsertCPU
 	Reads      int
 	ReadTime   time.Duration
 	ReadCPU    time.Duration // process CPU time (user+system) of the read phase
@@ -95,9 +98,11 @@ func Main(d Driver) {
 	flag.IntVar(&cfg.CacheKiB, "cache", 16384, "page cache per connection in KiB (SQLite's default is 2000)")
 	flag.StringVar(&cfg.Synchronous, "sync", "NORMAL", "PRAGMA synchronous value")
 	flag.StringVar(&cfg.TempStore, "temp", "MEMORY", "PRAGMA temp_store value")
+	flag.BoolVar(&cfg.Clustered, "clustered", false, "make the index tables WITHOUT ROWID, clustered on their search key")
 	flag.BoolVar(&cfg.NoIndex, "noindex", false, "insert resource rows only (no index rows; the count phase is skipped)")
 	flag.IntVar(&cfg.PageSize, "pagesize", 4096, "PRAGMA page_size for the new database")
 	flag.IntVar(&cfg.AutoCheckpoint, "autocheckpoint", 10000, "PRAGMA wal_autocheckpoint in pages (SQLite's default is 1000)")
+	flag.Int64Var(&cfg.MmapBytes, "mmap", 0, "PRAGMA mmap_size in bytes (0: read with pread into each connection's page cache)")
 	flag.StringVar(&cfg.Dir, "dir", "", "directory for the database file (default: a temp dir)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
@@ -119,11 +124,12 @@ func Main(d Driver) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", d.Name, err)
 		os.Exit(1)
 	}
-	fmt.Printf("driver=%s go=%s cpus=%d resources=%d index_rows=%d db_mb=%.0f cache_kib=%d sync=%s temp_store=%s page_size=%d autocheckpoint=%d\n",
-		res.Driver, runtime.Version(), runtime.NumCPU(), res.Resources, res.IndexRows, float64(res.FileBytes)/1e6, cfg.CacheKiB, cfg.Synchronous, cfg.TempStore, cfg.PageSize, cfg.AutoCheckpoint)
-	fmt.Printf("  insert: %.0f resources/s (%.0f index rows/s) in %v, group %d; CPU %v = %.0f µs/resource\n",
+	fmt.Printf("driver=%s go=%s cpus=%d resources=%d index_rows=%d db_mb=%.0f cache_kib=%d sync=%s temp_store=%s page_size=%d autocheckpoint=%d mmap=%d clustered=%v\n",
+		res.Driver, runtime.Version(), runtime.NumCPU(), res.Resources, res.IndexRows, float64(res.FileBytes)/1e6, cfg.CacheKiB, cfg.Synchronous, cfg.TempStore, cfg.PageSize, cfg.AutoCheckpoint, cfg.MmapBytes, cfg.Clustered)
+	fmt.Printf("  insert: %.0f resources/s (%.0f index rows/s) in %v, group %d; CPU %v = %.0f µs/resource (%.0f%% kernel)\n",
 		res.InsertsPerSec(), float64(res.IndexRows)/res.InsertTime.Seconds(), res.InsertTime.Round(time.Millisecond), cfg.Group,
-		res.InsertCPU.Round(time.Millisecond), float64(res.InsertCPU.Microseconds())/float64(res.Resources))
+		res.InsertCPU.Round(time.Millisecond), float64(res.InsertCPU.Microseconds())/float64(res.Resources),
+		100*res.InsertSys.Seconds()/res.InsertCPU.Seconds())
 	fmt.Printf("  read:   %.0f reads/s, p50 %v, p99 %v (%d readers, %d reads); CPU %.1f µs/read\n",
 		res.ReadsPerSec(), res.ReadP50.Round(time.Microsecond), res.ReadP99.Round(time.Microsecond), cfg.Readers, res.Reads,
 		float64(res.ReadCPU.Microseconds())/float64(max(res.Reads, 1)))
@@ -132,6 +138,7 @@ func Main(d Driver) {
 		fmt.Printf(" %s %v;", c.Name, c.Mean.Round(time.Microsecond))
 	}
 	fmt.Printf(" (mean of %d)\n", cfg.CountRounds)
+	fmt.Printf("  memory: max RSS %.0f MB\n", float64(maxRSS())/1e6)
 }
 
 const schema = `
@@ -145,6 +152,11 @@ CREATE TABLE resource_version (
   json         BLOB    NOT NULL,
   UNIQUE (type, id, version)
 );
+`
+
+// rowidIndexes are index tables as heaps with a secondary index: every index row
+// costs two B-tree inserts (the table and its index).
+const rowidIndexes = `
 CREATE TABLE idx_token (
   rid    INTEGER NOT NULL,
   param  TEXT    NOT NULL,
@@ -165,6 +177,31 @@ CREATE TABLE idx_date (
   hi    INTEGER NOT NULL
 );
 CREATE INDEX idx_date_lo ON idx_date (param, lo, hi);
+`
+
+// clusteredIndexes are the same index tables WITHOUT ROWID, clustered on the search
+// key: one B-tree insert per index row.
+const clusteredIndexes = `
+CREATE TABLE idx_token (
+  param  TEXT    NOT NULL,
+  code   TEXT    NOT NULL,
+  system TEXT    NOT NULL,
+  rid    INTEGER NOT NULL,
+  PRIMARY KEY (param, code, system, rid)
+) WITHOUT ROWID;
+CREATE TABLE idx_string (
+  param TEXT    NOT NULL,
+  value TEXT    NOT NULL,
+  rid   INTEGER NOT NULL,
+  PRIMARY KEY (param, value, rid)
+) WITHOUT ROWID;
+CREATE TABLE idx_date (
+  param TEXT    NOT NULL,
+  lo    INTEGER NOT NULL,
+  hi    INTEGER NOT NULL,
+  rid   INTEGER NOT NULL,
+  PRIMARY KEY (param, lo, hi, rid)
+) WITHOUT ROWID;
 `
 
 // Index rows per resource: tokens, strings and dates add up to 20.
@@ -199,7 +236,7 @@ func Run(ctx context.Context, d Driver, cfg Config) (Result, error) {
 
 	// page_size only takes effect on an empty database before it switches to WAL, and
 	// modernc sorts DSN pragmas by name, so create the database first, by hand.
-	if err := create(ctx, d, path, cfg.PageSize); err != nil {
+	if err := create(ctx, d, path, cfg.PageSize, cfg.Clustered); err != nil {
 		return res, err
 	}
 	pragmas := []Pragma{{"journal_mode", "WAL"},
@@ -207,7 +244,7 @@ func Run(ctx context.Context, d Driver, cfg Config) (Result, error) {
 		{"busy_timeout", "5000"}, {"cache_size", strconv.Itoa(-cfg.CacheKiB)},
 		// Multi-row INSERTs need a statement journal; on disk it costs a write syscall
 		// per page, so keep it (and other temporary data) in memory.
-		{"temp_store", cfg.TempStore}}
+		{"temp_store", cfg.TempStore}, {"mmap_size", strconv.FormatInt(cfg.MmapBytes, 10)}}
 	// One writer connection, as the store will have: SQLite serialises writers anyway.
 	w, err := sql.Open(d.SQLName, d.DSN(path, pragmas))
 	if err != nil {
@@ -230,12 +267,13 @@ func Run(ctx context.Context, d Driver, cfg Config) (Result, error) {
 	if ps != cfg.PageSize {
 		return res, fmt.Errorf("page_size is %d, want %d: the DSN did not apply the pragma", ps, cfg.PageSize)
 	}
-	cpu0 := cpuTime()
+	cpu0, sys0 := cpuTime(), sysTime()
 	n, spent, err := insertAll(ctx, w, cfg)
 	if err != nil {
 		return res, err
 	}
 	res.InsertCPU = cpuTime() - cpu0
+	res.InsertSys = sysTime() - sys0
 	res.InsertTime = spent
 	res.IndexRows = n
 
@@ -261,14 +299,18 @@ func Run(ctx context.Context, d Driver, cfg Config) (Result, error) {
 }
 
 // create makes the database file with the given page size, in WAL mode, with the schema.
-func create(ctx context.Context, d Driver, path string, pageSize int) error {
+func create(ctx context.Context, d Driver, path string, pageSize int, clustered bool) error {
+	indexes := rowidIndexes
+	if clustered {
+		indexes = clusteredIndexes
+	}
 	db, err := sql.Open(d.SQLName, d.DSN(path, nil))
 	if err != nil {
 		return fmt.Errorf("open to create: %w", err)
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	for _, q := range []string{"PRAGMA page_size = " + strconv.Itoa(pageSize), "PRAGMA journal_mode = WAL", schema} {
+	for _, q := range []string{"PRAGMA page_size = " + strconv.Itoa(pageSize), "PRAGMA journal_mode = WAL", schema, indexes} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("create database: %s: %w", strings.Fields(q)[:2], err)
 		}
@@ -290,6 +332,24 @@ func cpuTime() time.Duration {
 // years so that a range query selects a predictable share of the resources.
 func dateValue(i, k int) int64 {
 	return 1_300_000_000 + int64((uint64(i)*2654435761+uint64(k)*40503)%400_000_000)
+}
+
+// maxRSS is the peak resident set size of this process in bytes.
+func maxRSS() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Maxrss * 1024 // Linux reports KiB
+}
+
+// sysTime is the system (kernel) CPU time of this process so far.
+func sysTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Stime.Nano())
 }
 
 // resourceID is the id of the i-th resource; readers recompute it to pick random keys.
