@@ -570,7 +570,7 @@ func TestGeneratePassphrase(t *testing.T) {
 
 // TestZip64LargeEntry writes one encrypted entry of 4 GiB + 1 MiB, so that both its
 // sizes need ZIP64, then reads it back and, when 7z is installed, has 7-Zip test it.
-// It takes about a minute and 4.3 GB of temporary disk, so it runs only when
+// It takes about two minutes and 4.3 GB of temporary disk, so it runs only when
 // PHR_ZIPAES_LARGE=1.
 func TestZip64LargeEntry(t *testing.T) {
 	if os.Getenv("PHR_ZIPAES_LARGE") != "1" {
