@@ -2,7 +2,6 @@ package zipaes
 
 import (
 	"bytes"
-	"compress/flate"
 	"io"
 	"os"
 	"path/filepath"
@@ -45,9 +44,10 @@ func BenchmarkWriteNDJSON(b *testing.B) {
 		pass  string
 		level int
 	}{
-		{"aes/level6", testPass, flate.DefaultCompression},
-		{"aes/level1", testPass, flate.BestSpeed},
-		{"plain/level6", "", flate.DefaultCompression},
+		{"aes/default", testPass, DefaultLevel},
+		{"aes/level2", testPass, 2},
+		{"aes/level6", testPass, 6},
+		{"plain/default", "", DefaultLevel},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(total)

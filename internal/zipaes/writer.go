@@ -36,6 +36,12 @@ type FileHeader struct {
 	Modified time.Time
 }
 
+// DefaultLevel is the DEFLATE level a Writer uses unless told otherwise. On FHIR NDJSON,
+// measured with compress/flate on this project's test data, level 5 compresses to 8.5 %
+// (level 6, flate's default: 8.2 %) at about 1.4 times level 6's speed; level 2 is
+// about 2.2 times as fast at 9.7 %.
+const DefaultLevel = 5
+
 // Writer writes a ZIP archive as a stream. With a passphrase every file entry is
 // encrypted with WinZip AES-256 (AE-2); with an empty passphrase it writes a plain
 // zip, so one code path serves both the .sphr and the unencrypted exports.
@@ -62,7 +68,7 @@ func NewWriter(w io.Writer, passphrase string) *Writer {
 	zw := &Writer{
 		zw:    zip.NewWriter(w),
 		pass:  passphrase,
-		level: flate.DefaultCompression,
+		level: DefaultLevel,
 		names: make(map[string]struct{}),
 	}
 	// Plain entries go through archive/zip's own compression path; give it the
@@ -74,10 +80,9 @@ func NewWriter(w io.Writer, passphrase string) *Writer {
 	return zw
 }
 
-// SetLevel sets the DEFLATE level (flate.BestSpeed to flate.BestCompression, or
-// flate.DefaultCompression) for the entries created after it; it must be called
-// before the first entry. Level 6, the default, compresses FHIR NDJSON to about a
-// twelfth; level 1 is about half again as fast and a fifth larger.
+// SetLevel sets the DEFLATE level (flate.HuffmanOnly, flate.DefaultCompression or
+// flate.BestSpeed to flate.BestCompression) for all entries, instead of DefaultLevel;
+// it must be called before the first entry is created.
 func (w *Writer) SetLevel(level int) error {
 	if w.started {
 		return errors.New("zipaes: SetLevel after the first entry was created")

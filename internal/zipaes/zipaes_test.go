@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -570,7 +571,7 @@ func TestGeneratePassphrase(t *testing.T) {
 
 // TestZip64LargeEntry writes one encrypted entry of 4 GiB + 1 MiB, so that both its
 // sizes need ZIP64, then reads it back and, when 7z is installed, has 7-Zip test it.
-// It takes about a minute and 4.3 GB of temporary disk, so it runs only when
+// It takes about two minutes and 4.3 GB of temporary disk, so it runs only when
 // PHR_ZIPAES_LARGE=1.
 func TestZip64LargeEntry(t *testing.T) {
 	if os.Getenv("PHR_ZIPAES_LARGE") != "1" {
@@ -711,4 +712,45 @@ func TestBoundedMemory(t *testing.T) {
 			size>>20, float64(writeAlloc)/(1<<20), float64(readAlloc)/(1<<20), limit>>20)
 	}
 	t.Logf("64 MiB entry: %.1f MiB allocated writing, %.1f MiB reading", float64(writeAlloc)/(1<<20), float64(readAlloc)/(1<<20))
+}
+
+// TestAE1 reads AE-1 entries, whose CRC is stored and checked after the HMAC. 7-Zip
+// and this package write AE-2, so the test turns one of ours into AE-1 by changing
+// the vendor version and filling in the CRC.
+func TestAE1(t *testing.T) {
+	data := ndjsonBytes(50 << 10)
+	ae2 := writeArchive(t, testPass, []testEntry{{"a.ndjson", data, Deflate}})
+	ae1Field := appendAESExtra(nil, Deflate)
+	binary.LittleEndian.PutUint16(ae1Field[4:], vendorAE1)
+	base := bytes.ReplaceAll(ae2, appendAESExtra(nil, Deflate), ae1Field)
+	cd := bytes.LastIndex(base, []byte("PK\x01\x02"))
+	if cd < 0 {
+		t.Fatal("no central directory header")
+	}
+	for _, c := range []struct {
+		name string
+		crc  uint32
+		want error
+	}{
+		{"right CRC", crc32.ChecksumIEEE(data), nil},
+		{"wrong CRC", crc32.ChecksumIEEE(data) ^ 1, zip.ErrChecksum},
+	} {
+		archive := bytes.Clone(base)
+		binary.LittleEndian.PutUint32(archive[cd+16:], c.crc)
+		r, err := NewReader(bytes.NewReader(archive), int64(len(archive)), testPass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.File[0].aes.vendor != vendorAE1 {
+			t.Fatalf("%s: entry reads as vendor version %d, want AE-1", c.name, r.File[0].aes.vendor)
+		}
+		got, err := readEntry(t, r, "a.ndjson")
+		if c.want == nil {
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("%s: %d bytes, %v", c.name, len(got), err)
+			}
+		} else if !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
 }
