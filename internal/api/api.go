@@ -5,6 +5,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 	"sort"
 	"strconv"
@@ -43,6 +44,11 @@ type Operation struct {
 	Handler  OperationHandler
 	// Public operations do their own authentication (or none).
 	Public bool
+	// Resource is the operation's OperationDefinition as FHIR JSON (with
+	// an id). When set, the server serves it at
+	// [base]/OperationDefinition/[id] (without authentication, like
+	// metadata) and Definition defaults to that URL.
+	Resource []byte
 }
 
 // SearchHandler serves searches: typ is "" for system search; compType
@@ -97,8 +103,37 @@ func (s *Server) SetSearch(h SearchHandler) { s.search = h }
 func (s *Server) HandleOperation(op *Operation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if op.Resource != nil && op.Definition == "" {
+		if id := operationDefinitionID(op.Resource); id != "" {
+			op.Definition = s.base + "/OperationDefinition/" + id
+		}
+	}
 	s.ops = append(s.ops, op)
 	sort.SliceStable(s.ops, func(i, j int) bool { return s.ops[i].Name < s.ops[j].Name })
+}
+
+// operationDefinition returns the OperationDefinition with the given id
+// among the registered operations, or nil.
+func (s *Server) operationDefinition(id string) []byte {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, op := range s.ops {
+		if op.Resource != nil && operationDefinitionID(op.Resource) == id {
+			return op.Resource
+		}
+	}
+	return nil
+}
+
+func operationDefinitionID(def []byte) string {
+	var v struct {
+		ResourceType string `json:"resourceType"`
+		ID           string `json:"id"`
+	}
+	if json.Unmarshal(def, &v) != nil || v.ResourceType != "OperationDefinition" {
+		return ""
+	}
+	return v.ID
 }
 
 // AddCapability registers a function that adds to the CapabilityStatement.
@@ -160,6 +195,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if op := s.routeOperation(seg); op != nil && op.Public {
 		s.callOperation(w, r, op, seg)
 		return
+	}
+	if len(seg) == 2 && seg[0] == "OperationDefinition" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		if def := s.operationDefinition(seg[1]); def != nil {
+			w.Header().Set("Content-Type", "application/fhir+json; charset=utf-8")
+			w.Header().Set("Cache-Control", "public, max-age=3600")
+			w.Write(def)
+			return
+		}
 	}
 	// Binary reads may ask for the raw content type.
 	rawBinary := len(seg) >= 2 && seg[0] == "Binary" && (r.Method == http.MethodGet || r.Method == http.MethodHead)

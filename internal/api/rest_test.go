@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/phr-project/phr/internal/api"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/store/storetest"
 )
@@ -465,4 +466,22 @@ func TestPatientCompartment(t *testing.T) {
 		}
 		_ = http.StatusOK
 	})
+}
+
+func TestOperationDefinitionServed(t *testing.T) {
+	s := servertest.Start(t, "sqlite")
+	s.App.FHIR.HandleOperation(&api.Operation{
+		Name: "ping", System: true, Methods: []string{"GET"},
+		Resource: []byte(`{"resourceType":"OperationDefinition","id":"phr-ping","url":"http://example.org/OperationDefinition/phr-ping","name":"Ping","status":"active","kind":"operation","code":"ping","system":true,"type":false,"instance":false}`),
+		Handler:  func(w http.ResponseWriter, r *http.Request, typ, id string) { w.WriteHeader(204) },
+	})
+	def := expect(t, s.Do("GET", "OperationDefinition/phr-ping", "", nil), 200)
+	if def["code"] != "ping" {
+		t.Fatalf("definition: %v", def)
+	}
+	expect(t, s.Do("GET", "OperationDefinition/nope", "", nil), 401)
+	cs := string(s.Do("GET", "metadata", "", nil).Body)
+	if !strings.Contains(cs, s.URL+"/fhir/OperationDefinition/phr-ping") {
+		t.Fatalf("capability statement does not point at the definition: %s", cs)
+	}
 }
