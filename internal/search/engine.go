@@ -171,11 +171,31 @@ func (e *Engine) newBuilder(ctx context.Context, pl *plan) (*builder, error) {
 // where writes the WHERE condition of a plan on resource alias r.
 func (e *Engine) where(b *builder, pl *plan) error {
 	q := pl.q
-	b.w("r.deleted = " + b.falseLit())
 	single := ""
 	if len(q.types) == 1 {
 		single = q.types[0]
-		b.arg(" AND r.type = ?", single)
+	}
+	// Selective clauses (references, codes, strings, uris) are written as
+	// "r.rid IN (...)" lists, which the database intersects starting from
+	// one of them; the others are checked per candidate (EXISTS).
+	in := make([]bool, len(q.clauses))
+	anyIn := false
+	if single != "" {
+		for i, c := range q.clauses {
+			in[i] = selective(c)
+			anyIn = anyIn || in[i]
+		}
+	}
+	// With a driving "r.rid IN (...)" condition, SQLite must not start
+	// from the (type, id) index instead: a unary + keeps it off the type
+	// and deleted columns (PostgreSQL plans from statistics).
+	plus := ""
+	if b.dialect == sqldb.SQLite && (anyIn || pl.compartment != "" || pl.confined != "" && single != "" && !records.Shared(single)) {
+		plus = "+"
+	}
+	b.w(plus + "r.deleted = " + b.falseLit())
+	if single != "" {
+		b.arg(" AND "+plus+"r.type = ?", single)
 	} else if len(q.types) < len(r4.ResourceTypes()) {
 		b.w(" AND r.type IN (")
 		for i, t := range q.types {
@@ -186,10 +206,8 @@ func (e *Engine) where(b *builder, pl *plan) error {
 		}
 		b.w(")")
 	}
-	driven := false
 	if pl.compartment != "" {
 		b.arg(" AND r.rid IN (SELECT c.rid FROM compartment c WHERE c.patient = ?)", pl.compartment)
-		driven = true
 	}
 	if pl.confined != "" && pl.confined != pl.compartment {
 		var shared []string
@@ -199,10 +217,9 @@ func (e *Engine) where(b *builder, pl *plan) error {
 			}
 		}
 		switch {
-		case len(shared) == len(q.types) && single != "":
+		case len(shared) == len(q.types):
 		case len(shared) == 0:
 			b.arg(" AND r.rid IN (SELECT cc.rid FROM compartment cc WHERE cc.patient = ?)", pl.confined)
-			driven = true
 		default:
 			b.arg(" AND (r.rid IN (SELECT cc.rid FROM compartment cc WHERE cc.patient = ?) OR r.type IN (", pl.confined)
 			for i, t := range shared {
@@ -246,44 +263,26 @@ func (e *Engine) where(b *builder, pl *plan) error {
 		b.arg(" OR EXISTS (SELECT 1 FROM idx_date de WHERE de.rid = r.rid AND de.param <> '_lastUpdated' AND de.high >= ?", lo)
 		b.arg(" AND de.low <= ?))", hi)
 	}
-	best := -1
-	if !driven && single != "" {
-		best = driverClause(q.clauses)
-	}
 	for i, c := range q.clauses {
 		b.w(" AND ")
-		if err := b.cond("r", single, c, i == best); err != nil {
+		if err := b.cond("r", single, c, in[i]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// driverClause picks the clause most likely to select few resources, for
-// the database to start from; -1 for none.
-func driverClause(cs []*clause) int {
-	best, score := -1, 0
-	for i, c := range cs {
-		s := 0
-		if c.mod == "missing" || c.mod == "not" || c.inner != nil || c.hasType != "" || strings.HasPrefix(c.code, "_") {
-			continue
-		}
-		switch c.typ {
-		case r4.ParamReference:
-			s = 5
-		case r4.ParamToken:
-			s = 4
-			if c.mod == "text" {
-				s = 1
-			}
-		case r4.ParamString, r4.ParamURI:
-			s = 3
-		}
-		if s > score {
-			best, score = i, s
-		}
+// selective reports whether a clause is likely to select few resources
+// and can be written as a list of them.
+func selective(c *clause) bool {
+	if c.mod == "missing" || c.mod == "not" || c.mod == "text" || c.inner != nil || c.hasType != "" || strings.HasPrefix(c.code, "_") {
+		return false
 	}
-	return best
+	switch c.typ {
+	case r4.ParamReference, r4.ParamToken, r4.ParamString, r4.ParamURI:
+		return true
+	}
+	return false
 }
 
 // row is one resource of a result.
