@@ -11,15 +11,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/phr-project/phr/internal/api"
+	"github.com/phr-project/phr/internal/auth/authdb"
 	"github.com/phr-project/phr/internal/auth/bearer"
+	"github.com/phr-project/phr/internal/auth/oidc"
 	"github.com/phr-project/phr/internal/auth/token"
+	"github.com/phr-project/phr/internal/authserver"
 	"github.com/phr-project/phr/internal/blob"
+	"github.com/phr-project/phr/internal/clientip"
 	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/store/postgres"
 	"github.com/phr-project/phr/internal/store/sqldb"
@@ -39,6 +44,16 @@ type Config struct {
 	BaseURL string
 	// MaxBody caps ordinary request bodies.
 	MaxBody int64
+	// TokenTTL is the lifetime of access tokens issued by /auth/token
+	// (authserver.DefaultTokenTTL, 5 minutes, when zero).
+	TokenTTL time.Duration
+	// OIDC lists external OpenID issuers whose bearer tokens are accepted;
+	// OIDCScope is granted to their tokens that carry no SMART scope.
+	OIDC      []oidc.Issuer
+	OIDCScope string
+	// TrustedProxies may set X-Forwarded-For (client addresses for audit
+	// and rate limits).
+	TrustedProxies []netip.Prefix
 }
 
 // Defaults fills the zero fields of c.
@@ -80,7 +95,12 @@ type App struct {
 	Tokens  *token.Issuer
 	FHIR    *api.Server
 	Auth    *bearer.Authenticator
-	mux     *http.ServeMux
+	// AuthServer serves SMART discovery, /auth/token, /auth/authorize,
+	// /login, /logout and the admin API; it also holds web sessions.
+	AuthServer *authserver.Server
+	// Users holds clients, users, codes, refresh tokens and sessions.
+	Users *authdb.DB
+	mux   *http.ServeMux
 }
 
 // OpenStore opens the store the configuration names.
@@ -124,12 +144,23 @@ func (a *App) build(ctx context.Context) error {
 		return err
 	}
 	a.Auth = &bearer.Authenticator{Issuer: a.Tokens}
+	if len(c.OIDC) > 0 {
+		v, err := oidc.NewVerifier(nil, c.OIDC...)
+		if err != nil {
+			return err
+		}
+		a.Auth.External = append(a.Auth.External, bearer.OIDC{Verifier: v, DefaultScope: c.OIDCScope})
+	}
 	fhirBase := c.BaseURL + "/fhir"
 	a.Records = records.New(records.Options{Store: a.Store, Blobs: blobs, Validator: validator{}, Indexer: indexer{}, BaseURL: fhirBase})
 	a.FHIR = api.New(api.Options{Records: a.Records, Auth: a.Auth, BaseURL: fhirBase, MaxBody: c.MaxBody})
 	a.mux = http.NewServeMux()
 	a.mux.Handle("/fhir", a.FHIR)
 	a.mux.Handle("/fhir/", a.FHIR)
+	a.Users = authdb.New(a.Store)
+	a.AuthServer = authserver.New(authserver.Options{DB: a.Users, Tokens: a.Tokens, Auth: a.Auth, Records: a.Records,
+		BaseURL: c.BaseURL, TokenTTL: c.TokenTTL, ClientIP: &clientip.Resolver{Trusted: c.TrustedProxies}})
+	a.AuthServer.Register(a.mux)
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Store.QueryRow(r.Context(), "SELECT 1").Scan(new(int)); err != nil {
 			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
