@@ -247,7 +247,7 @@ func (s *Server) refresh(ctx context.Context, get func(string) string) (*tokenRe
 			return nil, err
 		}
 		narrowed := scope.Narrow(requested, scope.MustParse(g.Scope))
-		if narrowed.Empty() {
+		if narrowed.Empty() || narrowed.String() != scope.Narrow(requested, requested).String() {
 			return nil, oauth.Errorf(oauth.InvalidScope, "the requested scopes are not within the original grant (%s)", g.Scope)
 		}
 		g.Scope = narrowed.String()
