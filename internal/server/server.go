@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/phr-project/phr/internal/api"
+	"github.com/phr-project/phr/internal/audit"
 	"github.com/phr-project/phr/internal/auth/authdb"
 	"github.com/phr-project/phr/internal/auth/bearer"
 	"github.com/phr-project/phr/internal/auth/oidc"
@@ -98,6 +99,8 @@ type App struct {
 	// AuthServer serves SMART discovery, /auth/token, /auth/authorize,
 	// /login, /logout and the admin API; it also holds web sessions.
 	AuthServer *authserver.Server
+	// Audit records every FHIR API access as an AuditEvent.
+	Audit *audit.Log
 	// Users holds clients, users, codes, refresh tokens and sessions.
 	Users *authdb.DB
 	mux   *http.ServeMux
@@ -153,13 +156,15 @@ func (a *App) build(ctx context.Context) error {
 	}
 	fhirBase := c.BaseURL + "/fhir"
 	a.Records = records.New(records.Options{Store: a.Store, Blobs: blobs, Validator: validator{}, Indexer: indexer{}, BaseURL: fhirBase})
-	a.FHIR = api.New(api.Options{Records: a.Records, Auth: a.Auth, BaseURL: fhirBase, MaxBody: c.MaxBody})
+	ips := &clientip.Resolver{Trusted: c.TrustedProxies}
+	a.Audit = audit.New(audit.Options{Records: a.Records, DB: a.Store, ClientIP: ips.From})
+	a.FHIR = api.New(api.Options{Records: a.Records, Auth: audit.Capture(a.Auth), BaseURL: fhirBase, MaxBody: c.MaxBody})
 	a.mux = http.NewServeMux()
-	a.mux.Handle("/fhir", a.FHIR)
-	a.mux.Handle("/fhir/", a.FHIR)
+	a.mux.Handle("/fhir", a.Audit.Handler(a.FHIR))
+	a.mux.Handle("/fhir/", a.Audit.Handler(a.FHIR))
 	a.Users = authdb.New(a.Store)
 	a.AuthServer = authserver.New(authserver.Options{DB: a.Users, Tokens: a.Tokens, Auth: a.Auth, Records: a.Records,
-		BaseURL: c.BaseURL, TokenTTL: c.TokenTTL, ClientIP: &clientip.Resolver{Trusted: c.TrustedProxies}})
+		BaseURL: c.BaseURL, TokenTTL: c.TokenTTL, ClientIP: ips})
 	a.AuthServer.Register(a.mux)
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Store.QueryRow(r.Context(), "SELECT 1").Scan(new(int)); err != nil {
@@ -178,8 +183,13 @@ func (a *App) Handler() http.Handler { return logRequests(a.mux) }
 // Mux returns the root mux, for features that add routes.
 func (a *App) Mux() *http.ServeMux { return a.mux }
 
-// Close releases the store.
-func (a *App) Close() error { return a.Store.Close() }
+// Close stores pending audit events and releases the store.
+func (a *App) Close() error {
+	if a.Audit != nil {
+		a.Audit.Close()
+	}
+	return a.Store.Close()
+}
 
 // HTTPServer returns an http.Server for the App with sane timeouts:
 // headers must arrive quickly; bodies and responses may stream for long
