@@ -227,7 +227,7 @@ func (s *Service) Export(ctx context.Context, p *Params, w io.Writer, flush func
 		hw = newHashWriter(cw)
 		out = hw
 	}
-	e := &exporter{s: s, p: p, ctx: ctx, flush: flush, sharedDone: map[string]bool{}, binaries: map[string]bool{}}
+	e := &exporter{s: s, p: p, ctx: ctx, flush: flush, cw: cw, sharedDone: map[string]bool{}, binaries: map[string]bool{}}
 	if e.em, err = s.newEmitter(ctx, p, out); err != nil {
 		return st, err
 	}
@@ -281,6 +281,7 @@ type exporter struct {
 	ctx   context.Context
 	em    emitter
 	flush func()
+	cw    *countWriter
 
 	resources, outcomes int64
 	// single-patient exports: shared resources already written and Binary
@@ -605,6 +606,9 @@ func (e *exporter) page(q string, args []any, single bool) (int, int64, error) {
 		}
 		e.flush()
 	}
+	if e.p.Progress != nil {
+		e.p.Progress(e.resources, e.cw.n)
+	}
 	return n, r.rid, nil
 }
 
@@ -671,7 +675,11 @@ func wellFormed(b []byte) bool {
 // cover writes the Composition cover page of a patient's record.
 func (e *exporter) cover(patient, name string) error {
 	c := CoverPage(fhir.NewID(), patient, name, e.s.now(), e.p.Start, e.p.End)
-	return e.em.resource(&row{typ: "Composition", id: c.GetString("id"), json: c.Marshal()})
+	if err := e.em.resource(&row{typ: "Composition", id: c.GetString("id"), json: c.Marshal()}); err != nil {
+		return err
+	}
+	e.resources++
+	return nil
 }
 
 // CoverPage builds the Composition an export starts with: LOINC 11503-0

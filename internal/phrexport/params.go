@@ -40,6 +40,9 @@ type Params struct {
 	Sign bool
 	// FHIRNDJSON answers NDJSON as application/fhir+ndjson.
 	FHIRNDJSON bool
+	// Progress, when set, is called after each page with the resources
+	// and bytes written so far.
+	Progress func(resources, bytes int64)
 
 	// set by Prepare
 	startLow, endHigh int64
