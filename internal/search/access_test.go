@@ -80,6 +80,33 @@ func TestAccessControl(t *testing.T) {
 			if want := []string{"match:Practitioner/pr1"}; !slices.Equal(entries(b), want) {
 				t.Errorf("filtered revinclude: %v", entries(b))
 			}
+			// chained and _has conditions see only what the caller may see
+			if got, _ := f.ids(t, f.tok, "Practitioner?_has:Observation:performer:code=2093-3"); len(got) != 1 {
+				t.Errorf("admin _has: %v", got)
+			}
+			if got, _ := f.ids(t, p2, "Practitioner?_has:Observation:performer:code=2093-3"); len(got) != 0 {
+				t.Errorf("p2 learns about p1's observations through _has: %v", got)
+			}
+			if got, _ := f.ids(t, pr, "Practitioner?_has:Observation:performer:status=final"); len(got) != 0 {
+				t.Errorf("scope filters ignored in _has: %v", got)
+			}
+			if got, _ := f.ids(t, p2, "Organization?_has:Patient:organization:name=smith"); !slices.Equal(got, []string{"Organization/org1"}) {
+				t.Errorf("p2 _has on its own patient: %v", got)
+			}
+			if got, _ := f.ids(t, f.s.Token("patient/*.rs", "p3"), "Organization?_has:Patient:organization:name=smith"); len(got) != 0 {
+				t.Errorf("p3 learns about other patients through _has: %v", got)
+			}
+			if got, _ := f.ids(t, p2, "Observation?subject:Patient.name=smith"); !slices.Equal(got, []string{"Observation/o4"}) {
+				t.Errorf("p2 chained: %v", got)
+			}
+			r = f.s.Do("GET", "Patient?_has:Observation:patient:code=8867-4", f.s.Token("user/Patient.rs", ""), nil)
+			if r.Status != 403 {
+				t.Errorf("_has on a type the token cannot read: %d", r.Status)
+			}
+			r = f.s.Do("GET", "Observation?subject:Patient.name=smith", f.s.Token("user/Observation.rs", ""), nil)
+			if r.Status != 403 {
+				t.Errorf("chain into a type the token cannot read: %d", r.Status)
+			}
 			r = f.s.Do("GET", "Observation", "", nil)
 			if r.Status != 401 {
 				t.Errorf("no token: %d", r.Status)

@@ -91,6 +91,10 @@ type plan struct {
 	confined string
 	// filters are the caller's scope filters per type (alternatives).
 	filters map[string][][]*clause
+	// who is the caller (nil for the Matcher, which applies no access
+	// control): chained and _has conditions look only at resources it
+	// may see.
+	who access.Principal
 	// since, start and end are $everything's bounds (0: none).
 	since      int64
 	start, end int64
@@ -136,7 +140,7 @@ func (e *Engine) Match(ctx context.Context, typ string, v url.Values, limit int)
 }
 
 func (e *Engine) newBuilder(ctx context.Context, pl *plan) (*builder, error) {
-	b := &builder{dialect: e.db.SQLDialect(), base: e.base, now: e.Now()}
+	b := &builder{dialect: e.db.SQLDialect(), base: e.base, now: e.Now(), who: pl.who}
 	// composite clauses are resolved to resources first
 	var comps []*clause
 	collect := func(cs []*clause) {
@@ -541,6 +545,23 @@ func principal(ctx context.Context) (access.Principal, error) {
 // restrict adds the caller's compartment and scope filters to a plan.
 func restrict(p access.Principal, pl *plan) error {
 	pl.confined = p.Patient()
+	pl.who = p
+	// chained and _has conditions read other types: the caller must be
+	// allowed to read them
+	for _, c := range pl.q.clauses {
+		var inner []string
+		switch {
+		case c.hasType != "":
+			inner = []string{c.hasType}
+		case c.inner != nil:
+			inner = c.chainTypes
+		}
+		for _, t := range inner {
+			if !p.Allows(access.Read, t) {
+				return fhir.Forbidden("search parameter %s reads %s, which the access token does not allow", c.key, t)
+			}
+		}
+	}
 	for _, t := range pl.q.types {
 		fs := p.Filters(t)
 		if len(fs) == 0 {
