@@ -297,7 +297,8 @@ type row struct {
 	mode string
 }
 
-// sortKeys returns the effective sort: the requested keys then rid.
+// sortKinds returns the kind of each sort key's values as cursors carry
+// them: 'i' integers (instants), 'f' floats, 's' strings.
 func (q *query) sortKinds() []byte {
 	kinds := make([]byte, len(q.sort))
 	for i, k := range q.sort {
