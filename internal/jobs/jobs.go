@@ -79,7 +79,7 @@ type Job struct {
 	Expires time.Time
 }
 
-// Handler runs one attempt of a job. It should call Run.Progress now and
+// Handler runs one attempt of a job. It should call Run.Report now and
 // then and Run.Complete at the end. Returning an error wrapped with
 // Permanent fails the job; other errors retry it until MaxAttempts.
 type Handler func(ctx context.Context, run *Run) error
@@ -192,11 +192,17 @@ func micros(t time.Time) int64 {
 
 // Enqueue stores a new queued job and wakes a local worker.
 func (q *Queue) Enqueue(ctx context.Context, kind, owner string, params []byte) (*Job, error) {
+	return q.EnqueueID(ctx, fhir.NewID(), kind, owner, params)
+}
+
+// EnqueueID is Enqueue with an id chosen by the caller (who may have
+// stored data keyed by it first).
+func (q *Queue) EnqueueID(ctx context.Context, id, kind, owner string, params []byte) (*Job, error) {
 	if params == nil {
 		params = []byte{}
 	}
 	now := time.Now().UTC()
-	j := &Job{ID: fhir.NewID(), Kind: kind, State: Queued, Owner: owner, Params: params, MaxAttempts: q.o.MaxAttempts, Created: now, Updated: now}
+	j := &Job{ID: id, Kind: kind, State: Queued, Owner: owner, Params: params, MaxAttempts: q.o.MaxAttempts, Created: now, Updated: now}
 	_, err := q.db.Exec(ctx, `INSERT INTO job (id, kind, state, owner, params, max_attempts, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		j.ID, j.Kind, string(j.State), j.Owner, j.Params, j.MaxAttempts, micros(now), micros(now))
 	if err != nil {
@@ -221,16 +227,17 @@ func (q *Queue) Get(ctx context.Context, id string) (*Job, error) {
 	return j, nil
 }
 
-// Cancel marks a queued or running job cancelled (a running one's handler
-// is stopped by its next heartbeat, at once when it runs in this process)
-// and returns the job as it was before. Finished jobs are left as they are.
+// Cancel marks a job cancelled (a running one's handler is stopped by its
+// next heartbeat, at once when it runs in this process) and returns the
+// job as it was before. A finished job becomes cancelled too: its owner
+// withdrew it, and the feature removes what it produced.
 func (q *Queue) Cancel(ctx context.Context, id string) (*Job, error) {
 	j, err := q.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	now := micros(time.Now())
-	if _, err := q.db.Exec(ctx, `UPDATE job SET state = ?, updated = ?, finished = ? WHERE id = ? AND state IN ('queued', 'running')`,
+	if _, err := q.db.Exec(ctx, `UPDATE job SET state = ?, updated = ?, finished = ? WHERE id = ? AND state <> 'cancelled'`,
 		string(Cancelled), now, now, id); err != nil {
 		return nil, fmt.Errorf("cancel job %s: %w", id, err)
 	}
@@ -505,9 +512,9 @@ type Run struct {
 	completed bool
 }
 
-// Progress records the handler's progress (JSON). It returns ErrLost when
+// Report records the handler's progress (JSON). It returns ErrLost when
 // the worker no longer holds the job.
-func (r *Run) Progress(ctx context.Context, progress []byte) error {
+func (r *Run) Report(ctx context.Context, progress []byte) error {
 	res, err := r.q.db.Exec(ctx, `UPDATE job SET progress = ?, updated = ? WHERE id = ? AND worker = ? AND attempts = ? AND state = 'running'`,
 		progress, micros(time.Now()), r.ID, r.q.o.WorkerID, r.Attempts)
 	if err != nil {

@@ -41,7 +41,7 @@ func TestQueue(t *testing.T) {
 			t.Run("runs and completes", func(t *testing.T) {
 				q := jobs.New(db, jobs.Options{Workers: 2, Lease: time.Second, Poll: 50 * time.Millisecond})
 				q.Register("echo", func(ctx context.Context, r *jobs.Run) error {
-					if err := r.Progress(ctx, []byte(`{"n":1}`)); err != nil {
+					if err := r.Report(ctx, []byte(`{"n":1}`)); err != nil {
 						return err
 					}
 					return r.Complete(ctx, append([]byte("done:"), r.Params...), time.Now().Add(time.Hour), nil)
@@ -141,7 +141,7 @@ func TestQueue(t *testing.T) {
 					t.Fatalf("job = %+v", got)
 				}
 				// The old worker can no longer record anything.
-				if err := r.Progress(ctx, []byte("x")); !errors.Is(err, jobs.ErrLost) {
+				if err := r.Report(ctx, []byte("x")); !errors.Is(err, jobs.ErrLost) {
 					t.Fatalf("stale progress: %v", err)
 				}
 				if err := r.Complete(ctx, []byte("dead"), time.Time{}, nil); !errors.Is(err, jobs.ErrLost) {

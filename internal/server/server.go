@@ -20,6 +20,8 @@ import (
 	"github.com/phr-project/phr/internal/auth/bearer"
 	"github.com/phr-project/phr/internal/auth/token"
 	"github.com/phr-project/phr/internal/blob"
+	"github.com/phr-project/phr/internal/bulk"
+	"github.com/phr-project/phr/internal/jobs"
 	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/store/postgres"
 	"github.com/phr-project/phr/internal/store/sqldb"
@@ -39,6 +41,14 @@ type Config struct {
 	BaseURL string
 	// MaxBody caps ordinary request bodies.
 	MaxBody int64
+	// Workers, JobLease: background job workers of this process and their
+	// lease (bulk export); ExportExpiry keeps finished exports (default
+	// 24h); ExportRate is the shortest status polling interval (faster
+	// polls get 429).
+	Workers      int
+	JobLease     time.Duration
+	ExportExpiry time.Duration
+	ExportRate   time.Duration
 }
 
 // Defaults fills the zero fields of c.
@@ -80,6 +90,8 @@ type App struct {
 	Tokens  *token.Issuer
 	FHIR    *api.Server
 	Auth    *bearer.Authenticator
+	Jobs    *jobs.Queue
+	Bulk    *bulk.Service
 	mux     *http.ServeMux
 }
 
@@ -128,6 +140,9 @@ func (a *App) build(ctx context.Context) error {
 	a.Records = records.New(records.Options{Store: a.Store, Blobs: blobs, Validator: validator{}, Indexer: indexer{}, BaseURL: fhirBase})
 	a.FHIR = api.New(api.Options{Records: a.Records, Auth: a.Auth, BaseURL: fhirBase, MaxBody: c.MaxBody})
 	a.mux = http.NewServeMux()
+	a.Jobs = jobs.New(a.Store, jobs.Options{Workers: c.Workers, Lease: c.JobLease})
+	a.Bulk = bulk.New(bulk.Options{DB: a.Store, Records: a.Records, Blobs: blobs, Queue: a.Jobs, Auth: a.Auth, BaseURL: fhirBase, Expiry: c.ExportExpiry, MinPoll: c.ExportRate})
+	a.Bulk.Register(a.FHIR, a.mux)
 	a.mux.Handle("/fhir", a.FHIR)
 	a.mux.Handle("/fhir/", a.FHIR)
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -167,6 +182,10 @@ func (a *App) HTTPServer() *http.Server {
 // letting running requests finish for up to grace.
 func (a *App) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	srv := a.HTTPServer()
+	a.Jobs.Start()
+	defer a.Jobs.Stop()
+	a.Bulk.Start()
+	defer a.Bulk.Stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

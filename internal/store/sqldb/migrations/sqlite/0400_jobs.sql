@@ -25,6 +25,7 @@ CREATE INDEX job_expires ON job (expires);
 CREATE TABLE bulk_file (
   job      TEXT    NOT NULL,
   name     TEXT    NOT NULL,
+  kind     TEXT    NOT NULL,
   type     TEXT    NOT NULL,
   blob_key TEXT    NOT NULL,
   count    INTEGER NOT NULL,
@@ -33,6 +34,14 @@ CREATE TABLE bulk_file (
   PRIMARY KEY (job, name)
 );
 CREATE INDEX bulk_file_cid ON bulk_file (cid);
+
+-- The patients a patient-level export is confined to (Group members, the
+-- patient parameter, a patient token's patient).
+CREATE TABLE bulk_member (
+  job     TEXT NOT NULL,
+  patient TEXT NOT NULL,
+  PRIMARY KEY (job, patient)
+);
 
 -- Exports walk the current resources of a type in rid order.
 CREATE INDEX resource_type_rid ON resource (type, rid);
