@@ -131,6 +131,9 @@ func trimSuffix(s, suffix string) string {
 // is built after this one).
 func (s *Service) SetMatcher(m records.Matcher) { s.matcher = m }
 
+// Matcher returns the search used for _typeFilter (nil: none).
+func (s *Service) Matcher() records.Matcher { return s.matcher }
+
 // Start starts the expiry sweep; Stop ends it.
 func (s *Service) Start() {
 	s.mu.Lock()

@@ -329,6 +329,10 @@ func TestExportFlow(t *testing.T) {
 					t.Fatalf("counts %v", got)
 				}
 				wantError(t, e.s.Do("GET", "Group/nope/$export", reader, nil, kickHeaders...), 404, "")
+				// Groups are found by identifier like any resource.
+				if r := e.s.Do("GET", "Group?identifier="+url.QueryEscape("urn:test|cohort-1"), reader, nil); r.Status != 200 || !strings.Contains(string(r.Body), `"id":"g1"`) {
+					t.Fatalf("Group search: %d %s", r.Status, r.Body)
+				}
 			})
 
 			t.Run("patient parameter", func(t *testing.T) {
@@ -510,7 +514,21 @@ func TestExportFlow(t *testing.T) {
 				}
 			})
 
-			t.Run("typeFilter is refused without search", func(t *testing.T) {
+			t.Run("typeFilter", func(t *testing.T) {
+				// Two alternatives for Observation (OR); Patient unfiltered.
+				q := url.Values{"_type": {"Observation,Patient"}, "_typeFilter": {"Observation?subject=Patient/p1", "Observation?_id=p3-o2"}}
+				m := e.wait(reader, e.kick(reader, "$export?"+q.Encode()))
+				ids := e.ids(reader, m)
+				want := []string{"Observation/p1-o2", "Observation/p1-o3", "Observation/p3-o2", "Patient/p1", "Patient/p2", "Patient/p3"}
+				if !slices.Equal(ids, want) {
+					t.Fatalf("_typeFilter: %v, want %v", ids, want)
+				}
+				wantError(t, e.s.Do("GET", "$export?_typeFilter="+url.QueryEscape("Observation?nonsense-param=1"), reader, nil, kickHeaders...), 400, "_typeFilter")
+				wantError(t, e.s.Do("GET", "$export?_typeFilter="+url.QueryEscape("Nonsense?x=1"), reader, nil, kickHeaders...), 400, "_typeFilter")
+				// Without a search engine the filter is refused, never ignored.
+				m0 := e.s.App.Bulk.Matcher()
+				e.s.App.Bulk.SetMatcher(nil)
+				defer e.s.App.Bulk.SetMatcher(m0)
 				wantError(t, e.s.Do("GET", "$export?_typeFilter="+url.QueryEscape("Observation?code=8302-2"), reader, nil, kickHeaders...), 400, "_typeFilter")
 			})
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -139,6 +140,20 @@ func (s *Service) kickoff(w http.ResponseWriter, r *http.Request, typ, id string
 		api.WriteError(w, r, fhir.Errorf(http.StatusBadRequest, "not-supported",
 			"_typeFilter is not supported by this server yet (search is not available); it is refused rather than ignored, which would export more than asked for").AtPath("_typeFilter"))
 		return
+	}
+	for typ, queries := range req.TypeFilters {
+		for _, q := range queries {
+			// Check the query with the search engine now, so that a bad
+			// filter is a 400 here rather than a failed export later.
+			v, _ := url.ParseQuery(q)
+			if _, err := s.matcher.Match(ctx, typ, v, 1); err != nil {
+				if fe := fhir.AsError(err); fe.Status < 500 {
+					err = fhir.BadRequest("_typeFilter %s?%s: %s", typ, q, outcomeText(fe)).AtPath("_typeFilter")
+				}
+				api.WriteError(w, r, err)
+				return
+			}
+		}
 	}
 	if err := s.authorizeTypes(p, req); err != nil {
 		api.WriteError(w, r, err)
@@ -608,4 +623,13 @@ func progressKeys(b []byte) []string {
 		return nil
 	}
 	return p.Keys
+}
+
+// outcomeText joins the diagnostics of an error's issues.
+func outcomeText(e *fhir.Error) string {
+	var parts []string
+	for _, is := range e.Issues {
+		parts = append(parts, is.Diagnostics)
+	}
+	return strings.Join(parts, "; ")
 }

@@ -140,10 +140,10 @@ func (a *App) build(ctx context.Context) error {
 	fhirBase := c.BaseURL + "/fhir"
 	a.Records = records.New(records.Options{Store: a.Store, Blobs: blobs, Validator: validator{}, Indexer: indexer{}, BaseURL: fhirBase})
 	a.FHIR = api.New(api.Options{Records: a.Records, Auth: a.Auth, BaseURL: fhirBase, MaxBody: c.MaxBody})
-	search.Register(a.FHIR, a.Records, a.Store)
+	searchEngine := search.Register(a.FHIR, a.Records, a.Store)
 	a.mux = http.NewServeMux()
 	a.Jobs = jobs.New(a.Store, jobs.Options{Workers: c.Workers, Lease: c.JobLease})
-	a.Bulk = bulk.New(bulk.Options{DB: a.Store, Records: a.Records, Blobs: blobs, Queue: a.Jobs, Auth: a.Auth, BaseURL: fhirBase, Expiry: c.ExportExpiry, MinPoll: c.ExportRate})
+	a.Bulk = bulk.New(bulk.Options{DB: a.Store, Records: a.Records, Blobs: blobs, Queue: a.Jobs, Auth: a.Auth, Matcher: searchEngine, BaseURL: fhirBase, Expiry: c.ExportExpiry, MinPoll: c.ExportRate})
 	a.Bulk.Register(a.FHIR, a.mux)
 	a.mux.Handle("/fhir", a.FHIR)
 	a.mux.Handle("/fhir/", a.FHIR)
