@@ -21,6 +21,7 @@ import (
 	"github.com/phr-project/phr/internal/auth/token"
 	"github.com/phr-project/phr/internal/blob"
 	"github.com/phr-project/phr/internal/records"
+	"github.com/phr-project/phr/internal/shl"
 	"github.com/phr-project/phr/internal/store/postgres"
 	"github.com/phr-project/phr/internal/store/sqldb"
 	"github.com/phr-project/phr/internal/store/sqlite"
@@ -80,6 +81,7 @@ type App struct {
 	Tokens  *token.Issuer
 	FHIR    *api.Server
 	Auth    *bearer.Authenticator
+	SHL     *shl.Service
 	mux     *http.ServeMux
 }
 
@@ -138,6 +140,9 @@ func (a *App) build(ctx context.Context) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
+	if a.SHL, err = shl.Mount(ctx, a.mux, shl.Options{DB: a.Store, Records: a.Records, Auth: a.Auth, BaseURL: c.BaseURL, MaxBody: c.MaxBody}); err != nil {
+		return err
+	}
 	return nil
 }
 
