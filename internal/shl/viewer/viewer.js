@@ -188,11 +188,19 @@
     const content = $("content");
     content.textContent = "";
     let n = 0;
+    // Resources of all files are shown together, each once.
+    const seen = new Set();
+    const resources = [];
     for (const j of jwes) {
       const { header, text } = await decrypt(j, keyBytes);
       const cty = header.cty || "application/fhir+json";
       if (cty.startsWith("application/fhir+json") || cty === "application/json") {
-        render(resourcesOf(JSON.parse(text)), content);
+        for (const r of resourcesOf(JSON.parse(text))) {
+          const k = r.resourceType + "/" + r.id;
+          if (r.id && seen.has(k)) continue;
+          seen.add(k);
+          resources.push(r);
+        }
         n++;
       } else if (cty === "application/smart-health-card") {
         const vc = JSON.parse(text).verifiableCredential || [];
@@ -204,6 +212,11 @@
         sec.appendChild(el("div", "A " + cty + " file of " + text.length + " characters was shared; this viewer cannot show it."));
         content.appendChild(sec); n++;
       }
+    }
+    if (resources.length) {
+      const frag = document.createDocumentFragment();
+      render(resources, frag);
+      content.insertBefore(frag, content.firstChild);
     }
     status(n + " file(s) decrypted in this browser.");
   }
