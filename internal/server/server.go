@@ -31,6 +31,7 @@ import (
 	"github.com/phr-project/phr/internal/phrexport"
 	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/search"
+	"github.com/phr-project/phr/internal/shl"
 	"github.com/phr-project/phr/internal/store/postgres"
 	"github.com/phr-project/phr/internal/store/sqldb"
 	"github.com/phr-project/phr/internal/store/sqlite"
@@ -117,6 +118,7 @@ type App struct {
 	Users *authdb.DB
 	Jobs  *jobs.Queue
 	Bulk  *bulk.Service
+	SHL   *shl.Service
 	mux   *http.ServeMux
 }
 
@@ -193,6 +195,9 @@ func (a *App) build(ctx context.Context) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
+	if a.SHL, err = shl.Mount(ctx, a.mux, shl.Options{DB: a.Store, Records: a.Records, Auth: a.Auth, BaseURL: c.BaseURL, MaxBody: c.MaxBody}); err != nil {
+		return err
+	}
 	return nil
 }
 
