@@ -92,8 +92,8 @@ func (p *Portal) overview(q *req) error {
 	pid := q.pid
 	type spec struct {
 		title, anchor, typ string
-		params           url.Values
-		more             string
+		params             url.Values
+		more               string
 	}
 	specs := []spec{
 		{"Active problems", "problems", "Condition", url.Values{"clinical-status": {"active"}, "_sort": {"-onset-date"}, "_count": {"50"}}, "Condition"},
@@ -476,7 +476,7 @@ func (p *Portal) detail(q *req) error {
 	// History (newest first).
 	type version struct {
 		Version, Updated, Method, Source string
-		Deleted, Current            bool
+		Deleted, Current                 bool
 	}
 	var versions []version
 	hb, _, herr := q.api.get(typ + "/" + url.PathEscape(id) + "/_history?_count=100")
