@@ -78,6 +78,9 @@ type Portal struct {
 	o     Options
 	pages map[string]*template.Template
 	mux   *http.ServeMux
+	// features names the optional pages that are mounted (import,
+	// conflicts, export, share, manage/...), for the navigation.
+	features map[string]bool
 }
 
 // New returns a Portal.
@@ -89,7 +92,7 @@ func New(o Options) (*Portal, error) {
 		o.TokenTTL = 2 * time.Minute
 	}
 	o.BaseURL = strings.TrimSuffix(o.BaseURL, "/")
-	p := &Portal{o: o, pages: map[string]*template.Template{}}
+	p := &Portal{o: o, pages: map[string]*template.Template{}, features: map[string]bool{}}
 	if err := p.parseTemplates(); err != nil {
 		return nil, err
 	}
@@ -297,6 +300,7 @@ func (p *Portal) render(q *req, status int, name string, data map[string]any) er
 		data["PatientName"] = humanName(q.patient.get("name"))
 	}
 	data["Path"] = q.r.URL.Path
+	data["Features"] = p.features
 	var buf strings.Builder
 	if err := t.ExecuteTemplate(&buf, "layout.html", data); err != nil {
 		return fmt.Errorf("portal: render %s: %w", name, err)

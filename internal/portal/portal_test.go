@@ -24,8 +24,9 @@ import (
 // principals as the sign-in service makes them (patient users confined to
 // their compartment, admins unconfined), CSRF by form field or header.
 type testSessions struct {
-	mu sync.Mutex
-	m  map[string]*portal.Session
+	mu    sync.Mutex
+	m     map[string]*portal.Session
+	users map[string]testUser
 }
 
 const cookieName = "phr_test_session"
@@ -103,9 +104,17 @@ type env struct {
 
 func start(t *testing.T, dialect string) *env {
 	t.Helper()
-	ts := &testSessions{}
+	return startWith(t, dialect, &testSessions{}, nil)
+}
+
+// startWith starts a server with the portal on ts; more may add routes.
+func startWith(t *testing.T, dialect string, ts *testSessions, more func(*http.ServeMux)) *env {
+	t.Helper()
 	srv := servertest.Start(t, dialect, servertest.Options{Setup: func(app *server.App) {
 		mountPortal(t, app, ts)
+		if more != nil {
+			more(app.Mux())
+		}
 	}})
 	return &env{Server: srv, sessions: ts, t: t, client: &http.Client{
 		Timeout:       time.Minute,
