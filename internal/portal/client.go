@@ -64,7 +64,7 @@ type response struct {
 // its query). A status >= 400 is returned as a *fhir.Error carrying the
 // API's own OperationOutcome issues.
 func (c *client) do(method, path string, body io.Reader, header http.Header) (*response, error) {
-	req, err := http.NewRequestWithContext(c.ctx, method, c.base+"/fhir/"+strings.TrimPrefix(path, "/"), body)
+	req, err := http.NewRequestWithContext(c.ctx, method, c.base+fhirPath(path), body)
 	if err != nil {
 		return nil, fmt.Errorf("portal: build request %s: %w", path, err)
 	}
@@ -247,3 +247,94 @@ func (o obj) list(path ...any) []obj {
 
 // ref returns the "Type/id" of the resource.
 func (o obj) ref() string { return o.str("resourceType") + "/" + o.str("id") }
+
+// passthrough writes an in-process response straight to the browser,
+// keeping only the headers a download needs, so streams stay streams.
+type passthrough struct {
+	w      http.ResponseWriter
+	header http.Header
+	status int
+	// failed holds the (capped) body of an error answer, which is not
+	// passed through but shown as a portal error page.
+	failed *bytes.Buffer
+}
+
+// passHeaders are the API response headers a passed-through response keeps.
+var passHeaders = []string{"Content-Type", "Content-Disposition", "Content-Length", "X-Phr-Version", "Last-Modified", "Etag"}
+
+func (p *passthrough) Header() http.Header { return p.header }
+
+func (p *passthrough) WriteHeader(code int) {
+	if p.status != 0 {
+		return
+	}
+	p.status = code
+	if code >= 400 {
+		p.failed = &bytes.Buffer{}
+		return
+	}
+	for _, k := range passHeaders {
+		if v := p.header.Values(k); len(v) > 0 {
+			p.w.Header()[k] = v
+		}
+	}
+	p.w.WriteHeader(code)
+}
+
+func (p *passthrough) Write(b []byte) (int, error) {
+	if p.status == 0 {
+		p.WriteHeader(http.StatusOK)
+	}
+	if p.failed != nil {
+		if p.failed.Len() < 64<<10 {
+			p.failed.Write(b)
+		}
+		return len(b), nil
+	}
+	return p.w.Write(b)
+}
+
+// Flush lets streamed responses reach the browser as they are written.
+func (p *passthrough) Flush() {
+	if p.failed != nil {
+		return
+	}
+	if f, ok := p.w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// stream sends a request to the server's API (path is absolute, e.g.
+// /fhir/Bundle/$import) and writes the response through to w as it comes.
+// An error answer (status >= 400) is not written; it is returned as a
+// *fhir.Error with the API's issues, for the page to show.
+func (c *client) stream(w http.ResponseWriter, method, path string, body io.Reader, header http.Header) error {
+	req, err := http.NewRequestWithContext(c.ctx, method, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("portal: build request %s: %w", path, err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Authorization", "Bearer "+c.tok)
+	req.RemoteAddr = c.remote
+	req.RequestURI = req.URL.RequestURI()
+	pw := &passthrough{w: w, header: http.Header{}}
+	c.h.ServeHTTP(pw, req)
+	if pw.status == 0 {
+		pw.WriteHeader(http.StatusOK)
+	}
+	if pw.failed != nil {
+		return outcomeError(&response{Status: pw.status, Body: pw.failed.Bytes()})
+	}
+	return nil
+}
+
+// fhirPath makes an API path absolute: paths already under a root API
+// ("/fhir/...", "/shl...", "/admin/...") stay; others are FHIR paths.
+func fhirPath(p string) string {
+	if strings.HasPrefix(p, "/") {
+		return p
+	}
+	return "/fhir/" + p
+}

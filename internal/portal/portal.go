@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/phr-project/phr/internal/access"
@@ -61,8 +62,9 @@ type Sessions interface {
 
 // Options configure a Portal.
 type Options struct {
-	// FHIR serves the FHIR API (mounted at /fhir); the portal calls it in-process.
-	FHIR http.Handler
+	// API is the server's root handler (the FHIR API at /fhir and the other
+	// APIs: /shl, /admin); the portal calls it in-process.
+	API http.Handler
 	// Tokens mints the short-lived access tokens of those calls.
 	Tokens *token.Issuer
 	// Sessions is the sign-in service.
@@ -78,21 +80,20 @@ type Portal struct {
 	o     Options
 	pages map[string]*template.Template
 	mux   *http.ServeMux
-	// features names the optional pages that are mounted (import,
-	// conflicts, export, share, manage/...), for the navigation.
-	features map[string]bool
+	opsOnce sync.Once
+	ops     map[string]bool
 }
 
 // New returns a Portal.
 func New(o Options) (*Portal, error) {
-	if o.FHIR == nil || o.Tokens == nil || o.Sessions == nil {
-		return nil, errors.New("portal: FHIR, Tokens and Sessions are required")
+	if o.API == nil || o.Tokens == nil || o.Sessions == nil {
+		return nil, errors.New("portal: API, Tokens and Sessions are required")
 	}
 	if o.TokenTTL <= 0 {
 		o.TokenTTL = 2 * time.Minute
 	}
 	o.BaseURL = strings.TrimSuffix(o.BaseURL, "/")
-	p := &Portal{o: o, pages: map[string]*template.Template{}, features: map[string]bool{}}
+	p := &Portal{o: o, pages: map[string]*template.Template{}}
 	if err := p.parseTemplates(); err != nil {
 		return nil, err
 	}
@@ -195,7 +196,7 @@ func (p *Portal) page(h func(q *req) error) http.Handler {
 			p.fail(w, r, sess, err)
 			return
 		}
-		q := &req{w: w, r: r, sess: sess, api: &client{h: p.o.FHIR, base: p.o.BaseURL, tok: tok, ctx: r.Context(), remote: r.RemoteAddr}}
+		q := &req{w: w, r: r, sess: sess, api: &client{h: p.o.API, base: p.o.BaseURL, tok: tok, ctx: r.Context(), remote: r.RemoteAddr}}
 		if err := h(q); err != nil {
 			p.fail(w, r, sess, err)
 		}
@@ -300,7 +301,14 @@ func (p *Portal) render(q *req, status int, name string, data map[string]any) er
 		data["PatientName"] = humanName(q.patient.get("name"))
 	}
 	data["Path"] = q.r.URL.Path
-	data["Features"] = p.features
+	features := map[string]bool{}
+	if q.api != nil {
+		ops := p.operations(q)
+		features["export"] = ops["phr-export"]
+		features["import"] = ops["import"]
+		features["conflicts"] = ops["conflicts"]
+	}
+	data["Features"] = features
 	var buf strings.Builder
 	if err := t.ExecuteTemplate(&buf, "layout.html", data); err != nil {
 		return fmt.Errorf("portal: render %s: %w", name, err)

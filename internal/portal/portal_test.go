@@ -123,7 +123,7 @@ func startWith(t *testing.T, dialect string, ts *testSessions, more func(*http.S
 }
 
 func mountPortal(t *testing.T, app *server.App, ts *testSessions) {
-	p, err := portal.New(portal.Options{FHIR: app.FHIR, Tokens: app.Tokens, Sessions: ts, BaseURL: app.Config.BaseURL})
+	p, err := portal.New(portal.Options{API: app.Mux(), Tokens: app.Tokens, Sessions: ts, BaseURL: app.Config.BaseURL})
 	if err != nil {
 		t.Fatal(err)
 	}
