@@ -77,9 +77,9 @@ type Options struct {
 
 // Portal serves the portal pages.
 type Portal struct {
-	o     Options
-	pages map[string]*template.Template
-	mux   *http.ServeMux
+	o       Options
+	pages   map[string]*template.Template
+	mux     *http.ServeMux
 	opsOnce sync.Once
 	ops     map[string]bool
 }
