@@ -162,6 +162,21 @@ func (c *client) search(typ string, q url.Values) ([]obj, obj, error) {
 	return out, b, nil
 }
 
+// included returns the resources a search bundle included (_include),
+// by "Type/id".
+func included(b obj) map[string]obj {
+	out := map[string]obj{}
+	for _, e := range b.list("entry") {
+		if e.str("search", "mode") != "include" {
+			continue
+		}
+		if r := e.obj("resource"); r != nil {
+			out[r.ref()] = r
+		}
+	}
+	return out
+}
+
 // decode parses JSON keeping numbers as their exact text.
 func decode(b []byte) (obj, error) {
 	d := json.NewDecoder(bytes.NewReader(b))

@@ -97,7 +97,7 @@ func (p *Portal) overview(q *req) error {
 	}
 	specs := []spec{
 		{"Active problems", "problems", "Condition", url.Values{"clinical-status": {"active"}, "_sort": {"-onset-date"}, "_count": {"50"}}, "Condition"},
-		{"Current medications", "medications", "MedicationRequest", url.Values{"status": {"active"}, "_sort": {"-authoredon"}, "_count": {"50"}}, "MedicationRequest"},
+		{"Current medications", "medications", "MedicationRequest", url.Values{"status": {"active"}, "_sort": {"-authoredon"}, "_count": {"50"}, "_include": {"MedicationRequest:medication"}}, "MedicationRequest"},
 		{"Allergies", "allergies", "AllergyIntolerance", url.Values{"_count": {"50"}}, "AllergyIntolerance"},
 		{"Immunizations", "immunizations", "Immunization", url.Values{"_sort": {"-date"}, "_count": {"10"}}, "Immunization"},
 		{"Recent encounters", "encounters", "Encounter", url.Values{"_sort": {"-date"}, "_count": {"10"}}, "Encounter"},
@@ -110,12 +110,17 @@ func (p *Portal) overview(q *req) error {
 			defer wg.Done()
 			s.params.Set("patient", pid)
 			sec := section{Title: s.title, Anchor: s.anchor, More: "/p/" + url.PathEscape(pid) + "/timeline?type=" + s.more}
-			res, _, err := q.api.search(s.typ, s.params)
+			res, b, err := q.api.search(s.typ, s.params)
 			if err != nil {
 				sec.Err = fhir.AsError(err).Error()
 			}
+			inc := included(b)
 			for _, r := range res {
-				sec.Items = append(sec.Items, describe(pid, r))
+				it := describe(pid, r)
+				if m := inc[r.str("medicationReference", "reference")]; m != nil && it.Title == it.Type {
+					it.Title = codeText(m.get("code"))
+				}
+				sec.Items = append(sec.Items, it)
 			}
 			secs[i] = sec
 		}()

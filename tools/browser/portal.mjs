@@ -109,10 +109,10 @@ try {
     await page.keyboard.press("Tab");
     check((await page.evaluate(() => document.activeElement.className)) === "skip", "the first Tab focuses the skip link");
     await page.keyboard.press("Enter");
-    await page.setViewportSize({ width: 1200, height: 900 });
   });
 
   await step("other-patient", async () => {
+    await page.setViewportSize({ width: 1200, height: 900 });
     const o = cfg.other;
     const s1 = await status("/p/" + o.id + "/");
     check(s1 === 403 || s1 === 404, "another patient's summary answers " + s1);
