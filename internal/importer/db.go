@@ -121,3 +121,40 @@ func (imp *Importer) currentVersions(ctx context.Context, typ string, ids []stri
 func (imp *Importer) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	return imp.db.Query(ctx, q, args...)
 }
+
+// seenHashes marks out[hash] for the digests the source sent before.
+func (imp *Importer) seenHashes(ctx context.Context, source string, hashes []string, out map[string]bool) error {
+	return forChunks(hashes, func(args []any) error {
+		rows, err := imp.query(ctx, `SELECT hash FROM import_seen WHERE source = ? AND hash IN (`+placeholders(len(args))+`)`, append([]any{source}, args...)...)
+		if err != nil {
+			return fmt.Errorf("read digests: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var h string
+			if err := rows.Scan(&h); err != nil {
+				return err
+			}
+			out[h] = true
+		}
+		return rows.Err()
+	})
+}
+
+// identifiersOf returns the recorded identifiers of an imported resource.
+func (imp *Importer) identifiersOf(ctx context.Context, typ, id string) ([][2]string, error) {
+	rows, err := imp.query(ctx, `SELECT system, value FROM import_identifier WHERE type = ? AND local_id = ?`, typ, id)
+	if err != nil {
+		return nil, fmt.Errorf("read identifiers: %w", err)
+	}
+	defer rows.Close()
+	var out [][2]string
+	for rows.Next() {
+		var x [2]string
+		if err := rows.Scan(&x[0], &x[1]); err != nil {
+			return nil, err
+		}
+		out = append(out, x)
+	}
+	return out, rows.Err()
+}

@@ -205,7 +205,6 @@ func (r *Run) Bundle(rd io.Reader, name string) error {
 		}
 	}
 	for _, w := range warn {
-		w.Line = 1
 		w.Diagnostics = name + " line 1: " + w.Diagnostics
 		r.report(w)
 	}
@@ -220,7 +219,7 @@ func (r *Run) Bundle(rd io.Reader, name string) error {
 func (r *Run) bundleTree(b *fhirjson.Value, data []byte, line int) error {
 	entries := b.Get("entry")
 	if entries == nil || entries.Kind != fhirjson.Array {
-		r.report(fhir.Issue{Severity: "warning", Code: "required", Line: line, Diagnostics: fmt.Sprintf("%s line %d: the Bundle has no entries", r.fileName, line)})
+		r.report(fhir.Issue{Severity: "warning", Code: "required", Diagnostics: fmt.Sprintf("%s line %d: the Bundle has no entries", r.fileName, line)})
 		return nil
 	}
 	lineOf := func(v *fhirjson.Value) int {

@@ -66,6 +66,9 @@ type item struct {
 	// incoming is the rewritten resource JSON of a conflict.
 	incoming []byte
 	idents   [][2]string
+	// hash is the digest of the resource as received (canonical JSON).
+	hash string
+	seen bool
 }
 
 func (it *item) key() string { return it.typ + "/" + it.sid }
@@ -117,6 +120,11 @@ func parseItem(it *item) {
 		it.reject(issue("error", "structure", "", "expected a JSON object (a FHIR resource), found %s", v.Kind))
 		return
 	}
+	if x := v.Get("_id"); x != nil && x.Kind == fhirjson.String {
+		// A database key (MongoDB/Meteor) left in the export, not FHIR.
+		v.Delete("_id")
+		it.issues = append(it.issues, issue("warning", "structure", "_id", "removed \"_id\": %q, a database key that is not FHIR (FHIR's _id must be an object)", x.Str))
+	}
 	rt := v.Get("resourceType")
 	if rt == nil || rt.Kind != fhirjson.String {
 		it.reject(issue("error", "required", "resourceType", "the resource has no resourceType"))
@@ -133,11 +141,13 @@ func parseItem(it *item) {
 			return
 		}
 		it.sid = id.Str
-	} else {
+	}
+	sum := sha256.Sum256(v.AppendCanonical(nil))
+	it.hash = hex.EncodeToString(sum[:])
+	if it.sid == "" {
 		// No id: name it by its content, so that importing the same file
 		// again finds it instead of creating a copy.
-		sum := sha256.Sum256(v.AppendCanonical(nil))
-		it.sid = "h" + hex.EncodeToString(sum[:])[:40]
+		it.sid = "h" + it.hash[:40]
 	}
 	if meta := v.Get("meta"); meta != nil && meta.Kind == fhirjson.Object {
 		it.srcVer = meta.GetString("versionId")
@@ -233,6 +243,9 @@ func (r *Run) nextAt() time.Time {
 // identity map, then business identifiers, then the source's id when it is
 // free, else a new id.
 func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) error {
+	if len(r.ids) > 200000 {
+		clear(r.ids) // bounded memory; misses are looked up again
+	}
 	byType := map[string][]string{}
 	for _, it := range items {
 		if it.act == actReject {
@@ -350,6 +363,17 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 			continue
 		}
 		if match != "" {
+			// One shared identifier is not enough when another identifier
+			// of the same system disagrees (two people with one fake
+			// licence number are still two people).
+			theirs, err := r.imp.identifiersOf(ctx, it.typ, match)
+			if err != nil {
+				return err
+			}
+			if sys := contradiction(it.idents, theirs); sys != "" {
+				it.issues = append(it.issues, issue("warning", "informational", it.typ+".identifier", "an identifier matches %s/%s but their %s identifiers differ; imported as a separate resource", it.typ, match, sys))
+				continue
+			}
 			it.localID = match
 		}
 	}
@@ -383,31 +407,17 @@ func (r *Run) rewriteAll(ctx context.Context, items []*item, ch *chunk) error {
 		})
 	}
 	if len(need) > 0 {
+		// Targets this source sent before map through its identity map;
+		// others are kept as they are (unresolvable ones are reported by
+		// validation only when malformed).
 		known := map[string][3]string{}
-		taken := map[string]bool{}
 		for typ, ids := range need {
 			if err := r.imp.lookupIdentity(ctx, r.source, typ, ids, known); err != nil {
 				return err
 			}
-			var rest []string
-			for _, id := range ids {
-				if m, ok := known[typ+"/"+id]; ok {
-					r.ids[typ+"/"+id] = m[0]
-				} else {
-					rest = append(rest, id)
-				}
-			}
-			if err := r.imp.existing(ctx, typ, rest, taken); err != nil {
-				return err
-			}
-			for _, id := range rest {
-				k := typ + "/" + id
-				if taken[k] {
-					// The id is another source's: this source's resource,
-					// when it arrives, gets a new id; point there now.
-					r.ids[k] = fhir.NewID()
-				}
-			}
+		}
+		for k, m := range known {
+			r.ids[k] = m[0]
 		}
 	}
 	for _, it := range items {
@@ -556,6 +566,19 @@ func (r *Run) loadCurrent(ctx context.Context, items []*item) error {
 		}
 		byType[it.typ] = append(byType[it.typ], it.localID)
 	}
+	var hashes []string
+	for _, it := range items {
+		if it.hash != "" && it.act != actReject && !it.del {
+			hashes = append(hashes, it.hash)
+		}
+	}
+	seen := map[string]bool{}
+	if err := r.imp.seenHashes(ctx, r.source, hashes, seen); err != nil {
+		return err
+	}
+	for _, it := range items {
+		it.seen = it.hash != "" && seen[it.hash]
+	}
 	cur := map[string]*store.Resource{}
 	for typ, ids := range byType {
 		if err := r.imp.currentVersions(ctx, typ, ids, cur); err != nil {
@@ -591,6 +614,9 @@ func (r *Run) decide(items []*item) {
 			} else {
 				it.act = actCreate
 			}
+		case it.seen:
+			// An exact duplicate of something this source sent before.
+			it.act = actUnchanged
 		case sameContent(it.tree, it.cur):
 			it.act = actUnchanged
 		case metaSource(it.cur.JSON) == r.source:
@@ -882,6 +908,11 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 					return fmt.Errorf("record identity: %w", err)
 				}
 			}
+			if !it.seen && it.hash != "" {
+				if _, err := tx.Exec(ctx, `INSERT INTO import_seen (source, hash) VALUES (?, ?) ON CONFLICT DO NOTHING`, r.source, it.hash); err != nil {
+					return fmt.Errorf("record digest: %w", err)
+				}
+			}
 			if it.act == actCreate || it.act == actUpdate {
 				for _, idn := range it.idents {
 					if _, err := tx.Exec(ctx, `INSERT INTO import_identifier (type, system, value, local_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
@@ -942,18 +973,11 @@ func (r *Run) reportItem(it *item) {
 		prefix = where + " "
 	}
 	for _, is := range it.issues {
-		if it.act == actReject && is.Severity != "error" && is.Severity != "fatal" && is.Code != "" {
-			// keep warnings of rejected lines too
-		}
-		is.Line = it.line
 		is.Diagnostics = fmt.Sprintf("%sline %d: %s", prefix, it.line, is.Diagnostics)
-		if it.act == actReject && is.Severity != "error" && is.Severity != "fatal" {
-			// Keep the severity; the rejection itself is an error issue.
-		}
 		r.report(is)
 	}
 	if it.act == actConflict {
-		r.report(fhir.Issue{Severity: "warning", Code: "conflict", Line: it.line,
+		r.report(fhir.Issue{Severity: "warning", Code: "conflict",
 			Diagnostics: fmt.Sprintf("%sline %d: %s/%s differs from the current version %d (from %s); kept as a conflict to resolve", prefix, it.line, it.typ, it.localID, it.cur.Version, orUnknown(metaSource(it.cur.JSON)))})
 	}
 }
@@ -982,11 +1006,12 @@ func (r *Run) provenance(written []*item) (*records.Prepared, error) {
 // buildProvenance prepares a Provenance resource.
 func (imp *Importer) buildProvenance(at time.Time, targets []*fhirjson.Value, source, who, file string, batch int64, activity, reason string) (*records.Prepared, error) {
 	id := fhir.NewID()
-	agents := []*fhirjson.Value{
-		fhirjson.NewObject(
+	var agents []*fhirjson.Value
+	if source != "" {
+		agents = append(agents, fhirjson.NewObject(
 			fhirjson.Field{Name: "type", Value: codeable("http://terminology.hl7.org/CodeSystem/provenance-participant-type", "author", "Author")},
 			fhirjson.Field{Name: "who", Value: fhirjson.NewObject(fhirjson.Field{Name: "display", Value: fhirjson.NewString(source)})},
-		),
+		))
 	}
 	if who != "" {
 		agents = append(agents, fhirjson.NewObject(
@@ -1060,3 +1085,32 @@ func activityCode(activity string) *fhirjson.Value {
 }
 
 var _ = http.StatusOK
+
+// contradiction returns a system both identifier lists use with no value
+// in common ("" when none).
+func contradiction(a, b [][2]string) string {
+	vals := map[string]map[string]bool{}
+	for _, x := range b {
+		if vals[x[0]] == nil {
+			vals[x[0]] = map[string]bool{}
+		}
+		vals[x[0]][x[1]] = true
+	}
+	ours := map[string]bool{}
+	for _, x := range a {
+		if _, ok := vals[x[0]]; !ok {
+			continue
+		}
+		if vals[x[0]][x[1]] {
+			ours[x[0]] = true
+		} else if !ours[x[0]] {
+			ours[x[0]] = false
+		}
+	}
+	for sys, ok := range ours {
+		if !ok {
+			return sys
+		}
+	}
+	return ""
+}

@@ -32,6 +32,15 @@ CREATE TABLE import_identity (
 ) WITHOUT ROWID;
 CREATE INDEX import_identity_local ON import_identity (type, local_id);
 
+-- Content digests of what each source sent (canonical JSON as received):
+-- an exact duplicate of anything a source sent before is a no-op, even when
+-- a later version from it is current.
+CREATE TABLE import_seen (
+  source TEXT NOT NULL,
+  hash   TEXT NOT NULL,
+  PRIMARY KEY (source, hash)
+) WITHOUT ROWID;
+
 -- Business identifiers of imported resources, for matching the same
 -- clinical fact arriving from another source.
 CREATE TABLE import_identifier (
