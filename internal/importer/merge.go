@@ -344,7 +344,7 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 			if err != nil {
 				return err
 			}
-			if len(ids) == 0 && r.imp.Matcher != nil {
+			if len(ids) == 0 && r.imp.Matcher != nil && searchIdentifiers[it.typ] {
 				ids, err = r.imp.Matcher.Match(ctx, it.typ, url.Values{"identifier": {idn[0] + "|" + idn[1]}}, 2)
 				if err != nil {
 					return err
@@ -379,6 +379,11 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 	}
 	return nil
 }
+
+// searchIdentifiers are the types whose business identifiers are also
+// matched by search (resources written outside imports): the people and
+// places records are about, few in number, where a match matters most.
+var searchIdentifiers = map[string]bool{"Patient": true, "Practitioner": true, "Organization": true, "Location": true, "PractitionerRole": true}
 
 // rewriteAll rewrites the references of every item.
 func (r *Run) rewriteAll(ctx context.Context, items []*item, ch *chunk) error {

@@ -22,6 +22,7 @@ import (
 	"github.com/phr-project/phr/internal/blob"
 	"github.com/phr-project/phr/internal/importer"
 	"github.com/phr-project/phr/internal/records"
+	"github.com/phr-project/phr/internal/search"
 	"github.com/phr-project/phr/internal/store/postgres"
 	"github.com/phr-project/phr/internal/store/sqldb"
 	"github.com/phr-project/phr/internal/store/sqlite"
@@ -128,7 +129,10 @@ func (a *App) build(ctx context.Context) error {
 	fhirBase := c.BaseURL + "/fhir"
 	a.Records = records.New(records.Options{Store: a.Store, Blobs: blobs, Validator: validator{}, Indexer: indexer{}, BaseURL: fhirBase})
 	a.FHIR = api.New(api.Options{Records: a.Records, Auth: a.Auth, BaseURL: fhirBase, MaxBody: c.MaxBody})
-	importer.Register(a.FHIR, importer.New(a.Store, a.Records))
+	searchEngine := search.Register(a.FHIR, a.Records, a.Store)
+	imp := importer.New(a.Store, a.Records)
+	imp.Matcher = searchEngine
+	importer.Register(a.FHIR, imp)
 	a.mux = http.NewServeMux()
 	a.mux.Handle("/fhir", a.FHIR)
 	a.mux.Handle("/fhir/", a.FHIR)
