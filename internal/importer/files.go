@@ -53,32 +53,10 @@ func (r *Run) Path(p, passphrase string) error {
 		defer f.Close()
 		return r.File(f, filepath.Base(p), st.Size(), passphrase)
 	}
-	var files []string
-	err = filepath.WalkDir(p, func(fp string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if d.Name() == "__MACOSX" {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if importable(d.Name()) {
-			files = append(files, fp)
-		}
-		return nil
-	})
+	files, err := DirFiles(p)
 	if err != nil {
 		return err
 	}
-	sort.SliceStable(files, func(i, j int) bool {
-		ri, rj := typeRank(files[i]), typeRank(files[j])
-		if ri != rj {
-			return ri < rj
-		}
-		return files[i] < files[j]
-	})
 	for _, fp := range files {
 		rel, _ := filepath.Rel(p, fp)
 		f, err := os.Open(fp)
@@ -326,4 +304,37 @@ func (r *Run) reattach(it *item) ([]*item, error) {
 		it.tree = v
 	}
 	return extra, nil
+}
+
+// DirFiles lists the importable files under dir in load order: the
+// resources others point at (Patient, Organization, Location,
+// Practitioner...) first, skipping __MACOSX/ and .DS_Store.
+func DirFiles(dir string) ([]string, error) {
+	var files []string
+	err := filepath.WalkDir(dir, func(fp string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if d.Name() == "__MACOSX" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if importable(d.Name()) {
+			files = append(files, fp)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(files, func(i, j int) bool {
+		ri, rj := typeRank(files[i]), typeRank(files[j])
+		if ri != rj {
+			return ri < rj
+		}
+		return files[i] < files[j]
+	})
+	return files, nil
 }
