@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,13 +13,6 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 )
-
-func run(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	code := Main(args, &out, &errOut)
-	return code, out.String(), errOut.String()
-}
 
 func TestClientsAndUsersCommands(t *testing.T) {
 	dir := t.TempDir()
