@@ -95,6 +95,8 @@ type plan struct {
 	// control): chained and _has conditions look only at resources it
 	// may see.
 	who access.Principal
+	// lists marks the clauses written as resource lists (chosen once).
+	lists []bool
 	// since, start and end are $everything's bounds (0: none).
 	since      int64
 	start, end int64
@@ -141,6 +143,13 @@ func (e *Engine) Match(ctx context.Context, typ string, v url.Values, limit int)
 
 func (e *Engine) newBuilder(ctx context.Context, pl *plan) (*builder, error) {
 	b := &builder{dialect: e.db.SQLDialect(), base: e.base, now: e.Now(), who: pl.who}
+	if pl.lists == nil {
+		if err := e.chooseLists(ctx, b, pl); err != nil {
+			return nil, err
+		}
+		pl.lists = b.lists
+	}
+	b.lists = pl.lists
 	// composite clauses are resolved to resources first
 	var comps []*clause
 	collect := func(cs []*clause) {
@@ -179,16 +188,13 @@ func (e *Engine) where(b *builder, pl *plan) error {
 	if len(q.types) == 1 {
 		single = q.types[0]
 	}
-	// Selective clauses (references, codes, strings, uris) are written as
-	// "r.rid IN (...)" lists, which the database intersects starting from
-	// one of them; the others are checked per candidate (EXISTS).
-	in := make([]bool, len(q.clauses))
+	// Selective clauses (references, codes, strings, uris) that select
+	// few resources are written as "r.rid IN (list)", which the database
+	// intersects; the rest are checked per candidate (EXISTS).
+	in := b.lists
 	anyIn := false
-	if single != "" {
-		for i, c := range q.clauses {
-			in[i] = selective(c)
-			anyIn = anyIn || in[i]
-		}
+	for _, v := range in {
+		anyIn = anyIn || v
 	}
 	// With a driving "r.rid IN (...)" condition, SQLite must not start
 	// from the (type, id) index instead: a unary + keeps it off the type
@@ -210,8 +216,13 @@ func (e *Engine) where(b *builder, pl *plan) error {
 		}
 		b.w(")")
 	}
+	// the resource lists to intersect: compartments, then selective clauses
+	var lists []func() error
 	if pl.compartment != "" {
-		b.arg(" AND r.rid IN (SELECT c.rid FROM compartment c WHERE c.patient = ?)", pl.compartment)
+		lists = append(lists, func() error {
+			b.arg("SELECT c.rid FROM compartment c WHERE c.patient = ?", pl.compartment)
+			return nil
+		})
 	}
 	if pl.confined != "" && pl.confined != pl.compartment {
 		var shared []string
@@ -223,7 +234,10 @@ func (e *Engine) where(b *builder, pl *plan) error {
 		switch {
 		case len(shared) == len(q.types):
 		case len(shared) == 0:
-			b.arg(" AND r.rid IN (SELECT cc.rid FROM compartment cc WHERE cc.patient = ?)", pl.confined)
+			lists = append(lists, func() error {
+				b.arg("SELECT cc.rid FROM compartment cc WHERE cc.patient = ?", pl.confined)
+				return nil
+			})
 		default:
 			b.arg(" AND (r.rid IN (SELECT cc.rid FROM compartment cc WHERE cc.patient = ?) OR r.type IN (", pl.confined)
 			for i, t := range shared {
@@ -268,10 +282,95 @@ func (e *Engine) where(b *builder, pl *plan) error {
 		b.arg(" AND de.low <= ?))", hi)
 	}
 	for i, c := range q.clauses {
+		if in[i] {
+			lists = append(lists, func() error { return b.list(single, c) })
+		}
+	}
+	if b.dialect == sqldb.Postgres && len(lists) > 0 {
+		// One intersection of the lists: without table statistics (right
+		// after a bulk load) PostgreSQL may otherwise nest loops over them.
+		b.w(" AND r.rid IN (")
+		for i, l := range lists {
+			if i > 0 {
+				b.w(" INTERSECT ")
+			}
+			if err := l(); err != nil {
+				return err
+			}
+		}
+		b.w(")")
+	} else {
+		// SQLite starts from one list and looks the others up
+		for _, l := range lists {
+			b.w(" AND r.rid IN (")
+			if err := l(); err != nil {
+				return err
+			}
+			b.w(")")
+		}
+	}
+	for i, c := range q.clauses {
+		if in[i] {
+			continue
+		}
 		b.w(" AND ")
-		if err := b.cond("r", single, c, in[i]); err != nil {
+		if err := b.cond("r", single, c, false); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// probeCap bounds the index entries counted to judge how selective a
+// clause is.
+const probeCap = 4000
+
+// chooseLists decides which clauses of a single-type search are written
+// as resource lists: those of the selective kinds that match fewer than
+// probeCap index entries (counted with a bounded probe), or, when every
+// one matches more, the first of them (a list still beats checking every
+// resource of the type).
+func (e *Engine) chooseLists(ctx context.Context, b *builder, pl *plan) error {
+	q := pl.q
+	b.lists = make([]bool, len(q.clauses))
+	if len(q.types) != 1 {
+		return nil
+	}
+	typ := q.types[0]
+	first := -1
+	found := false
+	for i, c := range q.clauses {
+		if !selective(c) {
+			continue
+		}
+		if first < 0 {
+			first = i
+		}
+		pb := &builder{dialect: b.dialect, base: b.base, now: b.now}
+		pb.w("SELECT COUNT(*) FROM (")
+		if err := pb.list(typ, c); err != nil {
+			return err
+		}
+		pb.arg(" LIMIT ?) t", probeCap)
+		var n int
+		rows, err := e.db.QueryDynamic(ctx, pb.sb.String(), pb.args...)
+		if err != nil {
+			return fmt.Errorf("search: %w", err)
+		}
+		if rows.Next() {
+			err = rows.Scan(&n)
+		}
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("search: %w", err)
+		}
+		if n < probeCap {
+			b.lists[i] = true
+			found = true
+		}
+	}
+	if !found && first >= 0 && pl.compartment == "" && (pl.confined == "" || records.Shared(typ)) {
+		b.lists[first] = true
 	}
 	return nil
 }

@@ -30,6 +30,8 @@ type builder struct {
 	// who is the caller whose access limits chained and _has conditions
 	// (nil: no limits).
 	who access.Principal
+	// lists marks the query's clauses written as resource lists.
+	lists []bool
 }
 
 // innerAccess writes the conditions that keep a resource alias t of one
@@ -147,13 +149,34 @@ func (b *builder) cond(ra, typ string, c *clause, drive bool) error {
 		drive = false
 	}
 	if drive && typ != "" {
-		b.w(ra + ".rid IN (SELECT " + x + ".rid FROM " + tbl + " " + x + " WHERE ")
-		b.arg(x+".type = ?", typ)
-		b.arg(" AND "+x+".param = ?", c.code)
-	} else {
-		b.w("EXISTS (SELECT 1 FROM " + tbl + " " + x + " WHERE " + x + ".rid = " + ra + ".rid")
-		b.arg(" AND "+x+".param = ?", c.code)
+		b.w(ra + ".rid IN (")
+		if err := b.list(typ, c); err != nil {
+			return err
+		}
+		b.w(")")
+		return nil
 	}
+	b.w("EXISTS (SELECT 1 FROM " + tbl + " " + x + " WHERE " + x + ".rid = " + ra + ".rid")
+	b.arg(" AND "+x+".param = ?", c.code)
+	if err := b.values(x, c); err != nil {
+		return err
+	}
+	b.w(")")
+	return nil
+}
+
+// list writes a query of the resources of type typ that a selective
+// clause (see selective) matches: "SELECT x.rid FROM idx_... WHERE ...".
+func (b *builder) list(typ string, c *clause) error {
+	x := b.alias()
+	b.w("SELECT " + x + ".rid FROM " + tableOf(c.typ) + " " + x + " WHERE ")
+	b.arg(x+".type = ?", typ)
+	b.arg(" AND "+x+".param = ?", c.code)
+	return b.values(x, c)
+}
+
+// values writes " AND (value OR value...)" for the index row x.
+func (b *builder) values(x string, c *clause) error {
 	b.w(" AND (")
 	for i, v := range c.values {
 		if i > 0 {
@@ -165,7 +188,7 @@ func (b *builder) cond(ra, typ string, c *clause, drive bool) error {
 		}
 		b.w(")")
 	}
-	b.w("))")
+	b.w(")")
 	return nil
 }
 
