@@ -1,6 +1,7 @@
 package search_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -221,5 +222,40 @@ func TestPagingStable(t *testing.T) {
 				t.Errorf("after insert: %v", got)
 			}
 		})
+	}
+}
+
+// TestAuditEventsStayOutOfWildcards checks that the AuditEvents the server
+// writes for every access (they are in the patient compartment) do not
+// swamp wildcard retrievals, but can be asked for with _type.
+func TestAuditEventsStayOutOfWildcards(t *testing.T) {
+	f := setup(t, "sqlite")
+	p1 := f.s.Token("patient/*.rs", "p1")
+	for i := 0; i < 3; i++ {
+		f.ids(t, p1, "Observation?code=2093-3")
+		f.ids(t, p1, "Patient/p1")
+	}
+	if err := f.s.App.Audit.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	audits, _ := f.ids(t, f.tok, "AuditEvent?patient=p1")
+	if len(audits) < 6 {
+		t.Fatalf("expected the server's AuditEvents for p1, got %v", audits)
+	}
+	for _, q := range []string{"Patient/p1/$everything?_count=1000", "Patient/p1/*?_count=1000", "Patient?_id=p1&_revinclude=*", "Observation?_id=o1&_include=*&_revinclude=*"} {
+		_, b := f.ids(t, f.tok, q)
+		for _, e := range entries(b) {
+			if strings.Contains(e, "AuditEvent") {
+				t.Errorf("%s returned %s", q, e)
+			}
+		}
+	}
+	got, _ := f.ids(t, f.tok, "Patient/p1/$everything?_type=AuditEvent&_count=1000")
+	if len(got) < len(audits) {
+		t.Errorf("$everything?_type=AuditEvent: %d, want at least %d", len(got), len(audits))
+	}
+	got, _ = f.ids(t, f.tok, "Patient/p1/*?_type=AuditEvent&_count=1000")
+	if len(got) < len(audits) {
+		t.Errorf("Patient/p1/*?_type=AuditEvent: %d, want at least %d", len(got), len(audits))
 	}
 }
