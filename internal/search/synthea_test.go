@@ -63,9 +63,12 @@ func loadSynthea(t *testing.T, dialect string, patients int) *loaded {
 	}
 	t.Cleanup(func() { app.Close() })
 	start, cpu := time.Now(), cpuTime()
-	st, err := synthea.Load(ctx, app.Records, files)
-	if err != nil {
-		t.Fatalf("load: %v", err)
+	var st synthea.Stats
+	if os.Getenv("PHR_BENCH_REUSE") == "" {
+		// PHR_BENCH_REUSE=1 with PHR_BENCH_DATA queries a database loaded before
+		if st, err = synthea.Load(ctx, app.Records, files); err != nil {
+			t.Fatalf("load: %v", err)
+		}
 	}
 	l := &loaded{app: app, resouces: st.Resources, ingest: time.Since(start), ingestCPU: cpuTime() - cpu}
 	l.tok, err = app.Tokens.Sign(token.Claims{Subject: "bench", Scope: "system/*.*", Expiry: time.Now().Add(time.Hour)})
