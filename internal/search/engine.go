@@ -206,6 +206,12 @@ func (e *Engine) where(b *builder, pl *plan) error {
 	b.w(plus + "r.deleted = " + b.falseLit())
 	if single != "" {
 		b.arg(" AND "+plus+"r.type = ?", single)
+	} else if out := compartmentComplement(pl.compartment, q.types); out != nil {
+		// a compartment holds only its types: name the few left out
+		// (AuditEvent...) rather than the many kept
+		for _, t := range out {
+			b.arg(" AND r.type <> ?", t)
+		}
 	} else if len(q.types) < len(r4.ResourceTypes()) {
 		b.w(" AND r.type IN (")
 		for i, t := range q.types {
@@ -319,6 +325,30 @@ func (e *Engine) where(b *builder, pl *plan) error {
 		}
 	}
 	return nil
+}
+
+// compartmentComplement returns, for a search within a patient's
+// compartment over several types, the compartment's types that are not
+// among them (non-nil when there are fewer than 8); nil otherwise.
+func compartmentComplement(compartment string, types []string) []string {
+	if compartment == "" || len(types) < 2 {
+		return nil
+	}
+	out := []string{}
+	for _, t := range r4.ResourceTypes() {
+		if (t == "Patient" || len(r4.PatientCompartmentParams(t)) > 0) && !slices.Contains(types, t) {
+			out = append(out, t)
+		}
+	}
+	for _, t := range types {
+		if t != "Patient" && len(r4.PatientCompartmentParams(t)) == 0 {
+			return nil // a type outside the compartment: keep the plain list
+		}
+	}
+	if len(out) >= 8 {
+		return nil
+	}
+	return out
 }
 
 // probeCap bounds the index entries counted to judge how selective a

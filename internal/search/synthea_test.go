@@ -54,7 +54,10 @@ func loadSynthea(t *testing.T, dialect string, patients int) *loaded {
 		cfg.DataDir = d // keep the loaded SQLite database for inspection
 	}
 	if dialect == "postgres" {
-		cfg.DB = storetest.NewPostgresURL(t)
+		cfg.DB = os.Getenv("PHR_BENCH_PG_URL") // a database kept for inspection
+		if cfg.DB == "" {
+			cfg.DB = storetest.NewPostgresURL(t)
+		}
 	}
 	ctx := context.Background()
 	app, err := server.Open(ctx, cfg)
