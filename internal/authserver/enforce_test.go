@@ -1,0 +1,121 @@
+package authserver_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/phr-project/phr/internal/server/servertest"
+	"github.com/phr-project/phr/internal/store/storetest"
+)
+
+// bundleIDs returns "Type/id" of every entry resource of a Bundle response.
+func bundleIDs(t *testing.T, body []byte) []string {
+	t.Helper()
+	var b struct {
+		Entry []struct {
+			Resource struct {
+				ResourceType string `json:"resourceType"`
+				ID           string `json:"id"`
+			} `json:"resource"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(body, &b); err != nil {
+		t.Fatalf("not a Bundle: %v\n%s", err, body)
+	}
+	var out []string
+	for _, e := range b.Entry {
+		out = append(out, e.Resource.ResourceType+"/"+e.Resource.ID)
+	}
+	return out
+}
+
+// TestPatientConfinement checks that a patient token reaches only its own
+// compartment through every FHIR interaction on main: reads, searches
+// (including _include and compartment searches), history, writes and
+// transactions.
+func TestPatientConfinement(t *testing.T) {
+	for _, dialect := range storetest.Dialects() {
+		t.Run(dialect, func(t *testing.T) { testPatientConfinement(t, dialect) })
+	}
+}
+
+func testPatientConfinement(t *testing.T, dialect string) {
+	s := servertest.Start(t, dialect)
+	ann := create(t, s, "Patient", `{"resourceType":"Patient","name":[{"family":"Ann"}]}`)
+	bob := create(t, s, "Patient", `{"resourceType":"Patient","name":[{"family":"Bob"}]}`)
+	obs := func(p string) string {
+		return create(t, s, "Observation", `{"resourceType":"Observation","status":"final","code":{"text":"weight"},"subject":{"reference":"Patient/`+p+`"}}`)
+	}
+	annObs, bobObs := obs(ann), obs(bob)
+	tok := s.Token("patient/*.cruds", ann)
+
+	leaks := func(what string, r *servertest.Response) {
+		t.Helper()
+		if r.Status == 200 {
+			for _, id := range bundleIDs(t, r.Body) {
+				if id == "Patient/"+bob || id == "Observation/"+bobObs {
+					t.Errorf("%s: the patient token got %s", what, id)
+				}
+			}
+			return
+		}
+		if r.Status < 400 {
+			t.Errorf("%s: status %d", what, r.Status)
+		}
+	}
+	for _, path := range []string{"Patient/" + bob, "Observation/" + bobObs, "Observation/" + bobObs + "/_history/1"} {
+		if r := s.Do("GET", path, tok, nil); r.Status != http.StatusForbidden && r.Status != http.StatusNotFound {
+			t.Errorf("read %s: %d %s", path, r.Status, r.Body)
+		}
+	}
+	leaks("search", s.Do("GET", "Observation", tok, nil))
+	leaks("search by subject", s.Do("GET", "Observation?subject=Patient/"+bob, tok, nil))
+	leaks("_include", s.Do("GET", "Observation?_include=Observation:subject", tok, nil))
+	leaks("_revinclude", s.Do("GET", "Patient?_revinclude=Observation:subject", tok, nil))
+	leaks("compartment search", s.Do("GET", "Patient/"+bob+"/Observation", tok, nil))
+	leaks("system search", s.Do("GET", "?_type=Observation,Patient", tok, nil))
+	leaks("type history", s.Do("GET", "Observation/_history", tok, nil))
+	leaks("system history", s.Do("GET", "_history", tok, nil))
+	leaks("instance history", s.Do("GET", "Patient/"+bob+"/_history", tok, nil))
+	if r := s.Do("GET", "Observation/_history", tok, nil); r.Status == 200 && !strings.Contains(string(r.Body), annObs) {
+		t.Errorf("type history lacks the patient's own observation")
+	}
+
+	// Writes outside the compartment are refused.
+	if r := s.Do("POST", "Observation", tok, `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/`+bob+`"}}`); r.Status != http.StatusForbidden {
+		t.Errorf("create in another compartment: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do("PUT", "Observation/"+bobObs, tok, `{"resourceType":"Observation","id":"`+bobObs+`","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/`+ann+`"}}`); r.Status != http.StatusForbidden && r.Status != http.StatusNotFound {
+		t.Errorf("take over another patient's observation: %d %s", r.Status, r.Body)
+	}
+	// (A delete of a resource the token cannot see deletes nothing and may
+	// answer 204, so as not to reveal that it exists; checked below.)
+	if r := s.Do("DELETE", "Observation/"+bobObs, tok, nil); r.Status != http.StatusForbidden && r.Status != http.StatusNotFound && r.Status != http.StatusNoContent {
+		t.Errorf("delete another patient's observation: %d %s", r.Status, r.Body)
+	}
+	tx := `{"resourceType":"Bundle","type":"transaction","entry":[
+	 {"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/` + ann + `"}},"request":{"method":"POST","url":"Observation"}},
+	 {"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/` + bob + `"}},"request":{"method":"POST","url":"Observation"}}]}`
+	if r := s.Do("POST", "", tok, tx); r.Status < 400 {
+		t.Errorf("transaction writing into another compartment: %d %s", r.Status, r.Body)
+	}
+	batch := `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Observation/` + bobObs + `"}}]}`
+	if r := s.Do("POST", "", tok, batch); r.Status == 200 && strings.Contains(string(r.Body), `"weight"`) {
+		t.Errorf("batch read of another patient's observation: %s", r.Body)
+	}
+	// Bob's data is unchanged.
+	if r := s.Do("GET", "Observation/"+bobObs+"/_history", s.AdminToken(), nil); r.Status != 200 || len(bundleIDs(t, r.Body)) != 1 {
+		t.Errorf("another patient's observation changed: %d %s", r.Status, r.Body)
+	}
+	// Own writes work.
+	if r := s.Do("POST", "Observation", tok, `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/`+ann+`"}}`); r.Status != http.StatusCreated {
+		t.Errorf("create in own compartment: %d %s", r.Status, r.Body)
+	}
+	// A system token limited to Patient cannot read Observations.
+	sys := s.Token("system/Patient.rs", "")
+	if r := s.Do("GET", "Observation/"+annObs, sys, nil); r.Status != http.StatusForbidden {
+		t.Errorf("system/Patient.rs reading an Observation: %d", r.Status)
+	}
+}
