@@ -59,7 +59,7 @@ type Options struct {
 	DB *sqldb.DB
 	// QueueSize bounds the events waiting to be written (default 10000).
 	QueueSize int
-	// BatchSize is the most events written in one transaction (default 200).
+	// BatchSize is the most events written in one transaction (default 500).
 	BatchSize int
 	// Interval is the longest an event waits for its batch (default 1 s).
 	Interval time.Duration
@@ -84,7 +84,7 @@ func New(o Options) *Log {
 		o.QueueSize = 10_000
 	}
 	if o.BatchSize <= 0 {
-		o.BatchSize = 200
+		o.BatchSize = 500
 	}
 	if o.Interval <= 0 {
 		o.Interval = time.Second
