@@ -26,7 +26,9 @@ import (
 	"github.com/phr-project/phr/internal/authserver"
 	"github.com/phr-project/phr/internal/blob"
 	"github.com/phr-project/phr/internal/clientip"
+	"github.com/phr-project/phr/internal/phrexport"
 	"github.com/phr-project/phr/internal/records"
+	"github.com/phr-project/phr/internal/search"
 	"github.com/phr-project/phr/internal/store/postgres"
 	"github.com/phr-project/phr/internal/store/sqldb"
 	"github.com/phr-project/phr/internal/store/sqlite"
@@ -159,6 +161,8 @@ func (a *App) build(ctx context.Context) error {
 	ips := &clientip.Resolver{Trusted: c.TrustedProxies}
 	a.Audit = audit.New(audit.Options{Records: a.Records, DB: a.Store, ClientIP: ips.From})
 	a.FHIR = api.New(api.Options{Records: a.Records, Auth: audit.Capture(a.Auth), BaseURL: fhirBase, MaxBody: c.MaxBody})
+	search.Register(a.FHIR, a.Records, a.Store)
+	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens}).Register(a.FHIR, a.Auth)
 	a.mux = http.NewServeMux()
 	a.mux.Handle("/fhir", a.Audit.Handler(a.FHIR))
 	a.mux.Handle("/fhir/", a.Audit.Handler(a.FHIR))
