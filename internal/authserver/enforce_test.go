@@ -53,6 +53,7 @@ func testPatientConfinement(t *testing.T, dialect string) {
 
 	leaks := func(what string, r *servertest.Response) {
 		t.Helper()
+		t.Logf("%s: %d", what, r.Status)
 		if r.Status == 200 {
 			for _, id := range bundleIDs(t, r.Body) {
 				if id == "Patient/"+bob || id == "Observation/"+bobObs {
@@ -70,12 +71,22 @@ func testPatientConfinement(t *testing.T, dialect string) {
 			t.Errorf("read %s: %d %s", path, r.Status, r.Body)
 		}
 	}
-	leaks("search", s.Do("GET", "Observation", tok, nil))
+	has := func(what string, r *servertest.Response, want string) {
+		t.Helper()
+		leaks(what, r)
+		if r.Status != 200 || !strings.Contains(strings.Join(bundleIDs(t, r.Body), " "), want) {
+			t.Errorf("%s: %d, the patient's own %s missing", what, r.Status, want)
+		}
+	}
+	has("own search", s.Do("GET", "Observation", tok, nil), "Observation/"+annObs)
+	has("own _include", s.Do("GET", "Observation?_include=Observation:subject", tok, nil), "Patient/"+ann)
 	leaks("search by subject", s.Do("GET", "Observation?subject=Patient/"+bob, tok, nil))
 	leaks("_include", s.Do("GET", "Observation?_include=Observation:subject", tok, nil))
 	leaks("_revinclude", s.Do("GET", "Patient?_revinclude=Observation:subject", tok, nil))
 	leaks("compartment search", s.Do("GET", "Patient/"+bob+"/Observation", tok, nil))
 	leaks("system search", s.Do("GET", "?_type=Observation,Patient", tok, nil))
+	leaks("$everything of another patient", s.Do("GET", "Patient/"+bob+"/$everything", tok, nil))
+	has("own $everything", s.Do("GET", "Patient/"+ann+"/$everything", tok, nil), "Observation/"+annObs)
 	leaks("type history", s.Do("GET", "Observation/_history", tok, nil))
 	leaks("system history", s.Do("GET", "_history", tok, nil))
 	leaks("instance history", s.Do("GET", "Patient/"+bob+"/_history", tok, nil))
