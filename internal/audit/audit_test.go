@@ -176,6 +176,11 @@ func testAuditEvents(t *testing.T, dialect string) {
 	if find(bobEvents, "GET /fhir/Patient/"+bob) == nil || find(bobEvents, "GET /fhir/Observation/"+bobObs) == nil {
 		t.Errorf("the patient does not see accesses to his record (%d events)", len(bobEvents))
 	}
+	// Search by patient finds the accesses to a record.
+	r := s.Do("GET", "AuditEvent?patient="+bob+"&_count=200", admin, nil)
+	if r.Status != 200 || !strings.Contains(string(r.Body), "GET /fhir/Patient/"+bob) || strings.Contains(string(r.Body), "GET /fhir/Observation/"+annObs) {
+		t.Errorf("AuditEvent?patient=%s: %d %.300s", bob, r.Status, r.Body)
+	}
 	if r := s.Do("POST", "AuditEvent", annTok, `{"resourceType":"AuditEvent"}`); r.Status != http.StatusForbidden {
 		t.Errorf("a read-only patient token wrote an AuditEvent: %d", r.Status)
 	}
