@@ -9,10 +9,14 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/auth/pkce"
 	"github.com/phr-project/phr/internal/auth/token"
+	"github.com/phr-project/phr/internal/server"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/store/storetest"
 )
@@ -363,5 +367,54 @@ func TestSessions(t *testing.T) {
 	// Login without the form's CSRF cookie is refused.
 	if p := newBrowser(t).do("POST", s.URL+"/login", url.Values{"email": {"ann@example.org"}, "password": {"ann's long password"}, "csrf": {"x"}}); p.status != http.StatusForbidden {
 		t.Errorf("login without CSRF cookie: %d", p.status)
+	}
+}
+
+// TestAdminLaunchConfidentialApp: an admin launches a confidential app
+// (keys registered, private_key_jwt at the token endpoint) and picks the
+// patient on the consent page; the token lifetime follows --token-ttl.
+func TestAdminLaunchConfidentialApp(t *testing.T) {
+	s := servertest.Start(t, "sqlite", servertest.Options{Configure: func(c *server.Config) { c.TokenTTL = 90 * time.Second }})
+	pat := create(t, s, "Patient", `{"resourceType":"Patient"}`)
+	addUser(t, s, "root@example.org", "admin", "", "the admin's password")
+	app := newBackend(t, jose.ES384, "app-1")
+	redirect := "https://app.example/cb"
+	app.register(t, s, "patient/*.rs launch/patient", map[string]any{"redirect_uris": []string{redirect}})
+
+	verifier := token.NewID() + token.NewID() + "-abc"
+	authz := url.Values{"response_type": {"code"}, "client_id": {app.id}, "redirect_uri": {redirect}, "scope": {"launch/patient patient/*.rs"},
+		"state": {"s1"}, "aud": {s.FHIR + "/"}, "code_challenge": {pkce.Challenge(verifier)}, "code_challenge_method": {"S256"}}
+	b := newBrowser(t)
+	login := b.do("GET", s.URL+"/login?next="+url.QueryEscape("/auth/authorize?"+authz.Encode()), nil)
+	p := b.do("POST", s.URL+"/login", url.Values{"email": {"root@example.org"}, "password": {"the admin's password"}, "csrf": {csrfOf(t, login)}, "next": {"/auth/authorize?" + authz.Encode()}})
+	consent := b.do("GET", s.URL+p.location, nil)
+	if !strings.Contains(consent.body, `name="patient"`) {
+		t.Fatalf("the admin's consent page has no patient field:\n%s", consent.body)
+	}
+	f := hiddenFields(consent.body)
+	f.Set("decision", "approve")
+	f.Set("patient", "no-such-patient")
+	if bad := b.do("POST", s.URL+"/auth/authorize", f); bad.status != 400 || !strings.Contains(bad.body, "no patient") {
+		t.Fatalf("unknown patient picked: %d", bad.status)
+	}
+	f.Set("patient", pat)
+	p = b.do("POST", s.URL+"/auth/authorize", f)
+	cb, _ := url.Parse(p.location)
+	tf := url.Values{"grant_type": {"authorization_code"}, "code": {cb.Query().Get("code")}, "redirect_uri": {redirect}, "code_verifier": {verifier}}
+	// A confidential client must authenticate: client_id alone is refused.
+	tf.Set("client_id", app.id)
+	if r := postToken(t, s, tf); r.status != 401 || r.body["error"] != "invalid_client" {
+		t.Fatalf("confidential client without assertion: %d %v", r.status, r.body)
+	}
+	// (The failed attempt did not spend the code: client authentication
+	// comes first.)
+	tf.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+	tf.Set("client_assertion", app.assertion(t, s.URL+"/auth/token", assertionOpts{}))
+	r := postToken(t, s, tf)
+	if r.status != 200 || r.body["patient"] != pat || r.body["expires_in"] != float64(90) || r.body["need_patient_banner"] != true {
+		t.Fatalf("token: %d %v", r.status, r.body)
+	}
+	if g := s.Do("GET", "Patient/"+pat, r.body["access_token"].(string), nil); g.Status != 200 {
+		t.Fatalf("read: %d", g.Status)
 	}
 }
