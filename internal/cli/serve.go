@@ -85,6 +85,10 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 		tokenTTL string
 		oidcFl   oidcFlags
 		proxies  string
+		workers  string
+		jobLease string
+		expiry   string
+		rate     string
 	)
 	f.string(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address (host:port)")
 	sf.add(f)
@@ -95,11 +99,29 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&tokenTTL, "token-ttl", "5m", "lifetime of access tokens issued by /auth/token (expires_in)")
 	f.string(&proxies, "trusted-proxies", "", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed (audit, rate limits)")
 	oidcFl.add(f)
+	f.string(&workers, "workers", "2", "background jobs (bulk exports) this process runs at once")
+	f.string(&jobLease, "job-lease", "30s", "lease of a running job: another replica takes over a job whose worker stopped renewing it for this long")
+	f.string(&expiry, "export-expiry", "24h", "how long the files of a finished bulk export are kept")
+	f.string(&rate, "export-rate", "500ms", "shortest interval between status polls of one bulk export (faster polls get 429 + Retry-After)")
 	if err := f.parse(args); err != nil {
 		return err
 	}
 	if f.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %v", errUsage, f.Args())
+	}
+	if _, err := fmt.Sscanf(workers, "%d", &cfg.Workers); err != nil || cfg.Workers < 1 {
+		return fmt.Errorf("%w: --workers %q must be a positive number", errUsage, workers)
+	}
+	for _, d := range []struct {
+		name string
+		val  string
+		dst  *time.Duration
+	}{{"job-lease", jobLease, &cfg.JobLease}, {"export-expiry", expiry, &cfg.ExportExpiry}, {"export-rate", rate, &cfg.ExportRate}} {
+		v, err := time.ParseDuration(d.val)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("%w: --%s %q must be a positive duration like 30s", errUsage, d.name, d.val)
+		}
+		*d.dst = v
 	}
 	if err := setupLogging(logLevel, errOut); err != nil {
 		return err

@@ -25,10 +25,14 @@ import (
 	"github.com/phr-project/phr/internal/auth/token"
 	"github.com/phr-project/phr/internal/authserver"
 	"github.com/phr-project/phr/internal/blob"
+	"github.com/phr-project/phr/internal/bulk"
 	"github.com/phr-project/phr/internal/clientip"
+	"github.com/phr-project/phr/internal/importer"
+	"github.com/phr-project/phr/internal/jobs"
 	"github.com/phr-project/phr/internal/phrexport"
 	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/search"
+	"github.com/phr-project/phr/internal/shl"
 	"github.com/phr-project/phr/internal/store/postgres"
 	"github.com/phr-project/phr/internal/store/sqldb"
 	"github.com/phr-project/phr/internal/store/sqlite"
@@ -57,6 +61,14 @@ type Config struct {
 	// TrustedProxies may set X-Forwarded-For (client addresses for audit
 	// and rate limits).
 	TrustedProxies []netip.Prefix
+	// Workers, JobLease: background job workers of this process and their
+	// lease (bulk export); ExportExpiry keeps finished exports (default
+	// 24h); ExportRate is the shortest status polling interval (faster
+	// polls get 429).
+	Workers      int
+	JobLease     time.Duration
+	ExportExpiry time.Duration
+	ExportRate   time.Duration
 }
 
 // Defaults fills the zero fields of c.
@@ -105,6 +117,9 @@ type App struct {
 	Audit *audit.Log
 	// Users holds clients, users, codes, refresh tokens and sessions.
 	Users *authdb.DB
+	Jobs  *jobs.Queue
+	Bulk  *bulk.Service
+	SHL   *shl.Service
 	mux   *http.ServeMux
 }
 
@@ -161,9 +176,15 @@ func (a *App) build(ctx context.Context) error {
 	ips := &clientip.Resolver{Trusted: c.TrustedProxies}
 	a.Audit = audit.New(audit.Options{Records: a.Records, DB: a.Store, ClientIP: ips.From})
 	a.FHIR = api.New(api.Options{Records: a.Records, Auth: audit.Capture(a.Auth), BaseURL: fhirBase, MaxBody: c.MaxBody})
-	search.Register(a.FHIR, a.Records, a.Store)
+	searchEngine := search.Register(a.FHIR, a.Records, a.Store)
 	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens}).Register(a.FHIR, a.Auth)
+	imp := importer.New(a.Store, a.Records)
+	imp.Matcher = searchEngine
+	importer.Register(a.FHIR, imp)
 	a.mux = http.NewServeMux()
+	a.Jobs = jobs.New(a.Store, jobs.Options{Workers: c.Workers, Lease: c.JobLease})
+	a.Bulk = bulk.New(bulk.Options{DB: a.Store, Records: a.Records, Blobs: blobs, Queue: a.Jobs, Auth: a.Auth, Matcher: searchEngine, BaseURL: fhirBase, Expiry: c.ExportExpiry, MinPoll: c.ExportRate})
+	a.Bulk.Register(a.FHIR, a.mux)
 	a.mux.Handle("/fhir", a.Audit.Handler(a.FHIR))
 	a.mux.Handle("/fhir/", a.Audit.Handler(a.FHIR))
 	a.Users = authdb.New(a.Store)
@@ -178,6 +199,9 @@ func (a *App) build(ctx context.Context) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
+	if a.SHL, err = shl.Mount(ctx, a.mux, shl.Options{DB: a.Store, Records: a.Records, Auth: a.Auth, BaseURL: c.BaseURL, MaxBody: c.MaxBody}); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -212,6 +236,10 @@ func (a *App) HTTPServer() *http.Server {
 // letting running requests finish for up to grace.
 func (a *App) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	srv := a.HTTPServer()
+	a.Jobs.Start()
+	defer a.Jobs.Stop()
+	a.Bulk.Start()
+	defer a.Bulk.Stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
