@@ -65,6 +65,9 @@ type Options struct {
 	Interval time.Duration
 	// ClientIP finds the client address of a request.
 	ClientIP func(*http.Request) string
+	// Auth identifies callers of endpoints that authenticate on their own
+	// (bulk export files, SMART Health Link management).
+	Auth Authenticator
 }
 
 // Log writes AuditEvents in the background. Close it to flush.
@@ -270,6 +273,9 @@ func ref(s string) map[string]any { return map[string]any{"reference": s} }
 func (l *Log) resource(ctx context.Context, e Event) map[string]any {
 	seg := strings.FieldsFunc(strings.TrimPrefix(e.Path, "/fhir"), func(r rune) bool { return r == '/' })
 	sub, action := interaction(e.Method, seg)
+	if e.Path != "/fhir" && !strings.HasPrefix(e.Path, "/fhir/") {
+		sub, action = "operation", "E" // SMART Health Links
+	}
 	outcome := "0"
 	switch {
 	case e.Status >= 500:
