@@ -130,3 +130,29 @@ func testPatientConfinement(t *testing.T, dialect string) {
 		t.Errorf("system/Patient.rs reading an Observation: %d", r.Status)
 	}
 }
+
+// TestImportConfinement: a patient token's $import cannot write into
+// another patient's record.
+func TestImportConfinement(t *testing.T) {
+	s := servertest.Start(t, "sqlite")
+	ann := create(t, s, "Patient", `{"resourceType":"Patient"}`)
+	bob := create(t, s, "Patient", `{"resourceType":"Patient"}`)
+	tok := s.Token("patient/*.cruds", ann)
+	lines := `{"resourceType":"Observation","id":"a1","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/` + ann + `"}}
+{"resourceType":"Observation","id":"b1","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/` + bob + `"}}
+{"resourceType":"Patient","id":"` + bob + `","name":[{"family":"Taken over"}]}
+`
+	r := s.Do("POST", "Bundle/$import", tok, lines, "Content-Type", "application/x-ndjson")
+	t.Logf("$import by a patient token: %d", r.Status)
+	admin := s.AdminToken()
+	got := s.Do("GET", "Observation?subject=Patient/"+bob, admin, nil)
+	if ids := bundleIDs(t, got.Body); len(ids) != 0 {
+		t.Errorf("a patient token's import wrote into another record: %v", ids)
+	}
+	if own := s.Do("GET", "Observation?subject=Patient/"+ann, admin, nil); len(bundleIDs(t, own.Body)) != 1 {
+		t.Errorf("the patient's own line was not imported (status %d): %s", r.Status, r.Body)
+	}
+	if p := s.Do("GET", "Patient/"+bob, admin, nil); strings.Contains(string(p.Body), "Taken over") {
+		t.Error("a patient token's import changed another patient")
+	}
+}
