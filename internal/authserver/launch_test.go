@@ -1,6 +1,7 @@
 package authserver_test
 
 import (
+	"encoding/json"
 	"html"
 	"io"
 	"net/http"
@@ -143,14 +144,13 @@ func testAppLaunch(t *testing.T, dialect string) {
 	if p.status != http.StatusSeeOther || !strings.HasPrefix(p.location, "/auth/authorize?") {
 		t.Fatalf("login: %d %s", p.status, p.location)
 	}
-	// 3. consent page lists the scopes granted (openid/fhirUser dropped,
-	// Observation writes not registered for the app, Observation reads
+	// 3. consent page lists the scopes granted (Observation writes not registered for the app, Observation reads
 	// covered by patient/*.rs).
 	consent := b.do("GET", s.URL+p.location, nil)
 	if consent.status != 200 || !strings.Contains(consent.body, "Weight Tracker") {
 		t.Fatalf("consent: %d %s", consent.status, consent.body)
 	}
-	for _, want := range []string{"patient/*.rs", "launch/patient", "offline_access"} {
+	for _, want := range []string{"patient/*.rs", "launch/patient", "offline_access", "openid", "fhirUser"} {
 		if !strings.Contains(consent.body, want) {
 			t.Errorf("consent page does not list %s", want)
 		}
@@ -192,9 +192,10 @@ func testAppLaunch(t *testing.T, dialect string) {
 		t.Fatalf("token response: %v", r.body)
 	}
 	scopeGranted := r.body["scope"].(string)
-	if strings.Contains(scopeGranted, "openid") || !strings.Contains(scopeGranted, "patient/*.rs") {
+	if !strings.Contains(scopeGranted, "openid") || !strings.Contains(scopeGranted, "fhirUser") || !strings.Contains(scopeGranted, "patient/*.rs") {
 		t.Errorf("granted scope %q", scopeGranted)
 	}
+	checkIDToken(t, s, r.body["id_token"], clientID, s.FHIR+"/Patient/"+ann)
 	at := r.body["access_token"].(string)
 	if g := s.Do("GET", "Patient/"+ann, at, nil); g.Status != 200 {
 		t.Fatalf("read own patient: %d %s", g.Status, g.Body)
@@ -416,5 +417,44 @@ func TestAdminLaunchConfidentialApp(t *testing.T) {
 	}
 	if g := s.Do("GET", "Patient/"+pat, r.body["access_token"].(string), nil); g.Status != 200 {
 		t.Fatalf("read: %d", g.Status)
+	}
+}
+
+// checkIDToken verifies an ID token the way an app does: issuer and
+// jwks_uri from /.well-known/openid-configuration, RS256 signature, claims.
+func checkIDToken(t *testing.T, s *servertest.Server, raw any, clientID, fhirUser string) {
+	t.Helper()
+	tok, _ := raw.(string)
+	if tok == "" {
+		t.Fatal("no id_token with scope openid")
+	}
+	conf := s.Do("GET", "/.well-known/openid-configuration", "", nil).JSON(t)
+	if conf["issuer"] != s.URL {
+		t.Fatalf("openid-configuration issuer %v", conf["issuer"])
+	}
+	keys := s.Do("GET", conf["jwks_uri"].(string), "", nil)
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(keys.Body, &set); err != nil {
+		t.Fatal(err)
+	}
+	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		t.Fatalf("id_token: %v", err)
+	}
+	found := set.Key(jws.Signatures[0].Header.KeyID)
+	if len(found) != 1 {
+		t.Fatalf("id_token kid %q not in the JWKS", jws.Signatures[0].Header.KeyID)
+	}
+	payload, err := jws.Verify(found[0].Key)
+	if err != nil {
+		t.Fatalf("id_token signature: %v", err)
+	}
+	var c map[string]any
+	json.Unmarshal(payload, &c)
+	if c["iss"] != s.URL || c["aud"] != clientID || c["fhirUser"] != fhirUser || c["sub"] == "" {
+		t.Fatalf("id_token claims %v", c)
+	}
+	if exp, _ := c["exp"].(float64); int64(exp) < time.Now().Unix() {
+		t.Fatalf("id_token expired: %v", c["exp"])
 	}
 }

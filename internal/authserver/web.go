@@ -275,9 +275,6 @@ func (s *Server) checkAuthz(r *http.Request, q url.Values) (req *authzRequest, p
 		if sc.Kind == scope.Resource && sc.Context == scope.System {
 			continue // system/ scopes are for backend services, not people
 		}
-		if sc.Kind == scope.OpenID || sc.Kind == scope.FHIRUser {
-			continue // no id_token is issued (yet)
-		}
 		kept = append(kept, sc.String())
 	}
 	req.Granted, _ = scope.Parse(strings.Join(kept, " "))

@@ -544,3 +544,9 @@ func (d *DB) DeleteSession(ctx context.Context, hash string) error {
 	}
 	return nil
 }
+
+// InitSetting stores value under key unless a value is already there, and
+// returns the stored one (so replicas starting together agree).
+func (d *DB) InitSetting(ctx context.Context, key string, value []byte) ([]byte, error) {
+	return d.db.InitKV(ctx, key, value)
+}
