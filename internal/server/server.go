@@ -58,6 +58,9 @@ type Config struct {
 	// OIDCScope is granted to their tokens that carry no SMART scope.
 	OIDC      []oidc.Issuer
 	OIDCScope string
+	// TokenRate and LoginRate limit /auth/token and /login per client
+	// address and minute (0: the defaults, 120 and 10; negative: no limit).
+	TokenRate, LoginRate int
 	// TrustedProxies may set X-Forwarded-For (client addresses for audit
 	// and rate limits).
 	TrustedProxies []netip.Prefix
@@ -189,7 +192,7 @@ func (a *App) build(ctx context.Context) error {
 	a.mux.Handle("/fhir/", a.FHIR)
 	a.Users = authdb.New(a.Store)
 	a.AuthServer = authserver.New(authserver.Options{DB: a.Users, Tokens: a.Tokens, Auth: a.Auth, Records: a.Records,
-		BaseURL: c.BaseURL, TokenTTL: c.TokenTTL, ClientIP: ips})
+		BaseURL: c.BaseURL, TokenTTL: c.TokenTTL, ClientIP: ips, TokenRate: c.TokenRate, LoginRate: c.LoginRate})
 	a.AuthServer.Register(a.mux)
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Store.QueryRow(r.Context(), "SELECT 1").Scan(new(int)); err != nil {
