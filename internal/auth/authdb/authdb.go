@@ -120,6 +120,9 @@ func checkClient(c *Client) error {
 		if err != nil || !u.IsAbs() || (u.Scheme != "https" && u.Scheme != "http") {
 			return invalidf("jwks_url %q is not an absolute http(s) URL", c.JWKSURL)
 		}
+		if h := u.Hostname(); u.Scheme == "http" && h != "localhost" && h != "127.0.0.1" && h != "::1" {
+			return invalidf("jwks_url %q must use https (plain http only on localhost)", c.JWKSURL)
+		}
 	}
 	for _, r := range c.RedirectURIs {
 		u, err := url.Parse(r)
