@@ -37,30 +37,14 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// outcomeText extracts the diagnostics of an OperationOutcome body.
-func outcomeText(b []byte) string {
-	var oo struct {
-		ResourceType string
-		Issue        []struct{ Severity, Code, Diagnostics string }
-	}
-	if json.Unmarshal(b, &oo) != nil || oo.ResourceType != "OperationOutcome" {
-		return strings.TrimSpace(string(b[:min(len(b), 500)]))
-	}
-	var parts []string
-	for _, is := range oo.Issue {
-		parts = append(parts, is.Diagnostics)
-	}
-	return strings.Join(parts, "; ")
-}
-
-// progress counts what has been sent.
-type progress struct {
+// importProgress counts what has been sent.
+type importProgress struct {
 	bytes, lines atomic.Int64
 }
 
 type countReader struct {
 	r io.Reader
-	p *progress
+	p *importProgress
 }
 
 func (c countReader) Read(b []byte) (int, error) {
@@ -279,7 +263,7 @@ func copyFile(w io.Writer, fp string) error {
 // sendImport streams one upload to $import and prints the results.
 func sendImport(ctx context.Context, c *fhirClient, u upload, source, passphrase string, validate, quiet, tty bool, out, errOut io.Writer) error {
 	pr, pw := io.Pipe()
-	var prog progress
+	var prog importProgress
 	go func() { pw.CloseWithError(u.open(pw)) }()
 	q := url.Values{"source": {source}, "filename": {u.name}}
 	if validate {
