@@ -881,7 +881,23 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 	}
 	now := sqldb.Micros(time.Now())
 	err := r.imp.db.WriteTx(ctx, func(tx *sqldb.Tx) error {
+		// New resources go in multi-row statements; new versions one by one.
+		var fresh []*store.Put
 		for _, it := range written {
+			if it.act == actCreate && it.cur == nil {
+				fresh = append(fresh, it.prep.Put)
+			}
+		}
+		if prov != nil {
+			fresh = append(fresh, prov.Put)
+		}
+		if err := tx.PutNew(ctx, fresh); err != nil {
+			return err
+		}
+		for _, it := range written {
+			if it.act == actCreate && it.cur == nil {
+				continue
+			}
 			var put *store.Put
 			if it.act == actDelete {
 				put = &store.Put{Resource: store.Resource{Type: it.typ, ID: it.localID, Version: it.cur.Version + 1, LastUpdated: r.lastAt, Deleted: true, Method: "DELETE"}, Batch: r.sum.Batch}
@@ -892,11 +908,6 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 				put = it.prep.Put
 			}
 			if err := tx.Put(ctx, put); err != nil {
-				return err
-			}
-		}
-		if prov != nil {
-			if err := tx.Put(ctx, prov.Put); err != nil {
 				return err
 			}
 		}
