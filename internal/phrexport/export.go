@@ -27,6 +27,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
@@ -265,8 +266,8 @@ func (s *Service) Export(ctx context.Context, p *Params, w io.Writer, flush func
 	return st, nil
 }
 
-// row is one stored resource read for the export. json is only valid
-// until the next row is read.
+// row is one stored resource read for the export. id and json are only
+// valid until the next row is read (they point into the driver's buffers).
 type row struct {
 	rid  int64
 	typ  string
@@ -574,20 +575,27 @@ func (e *exporter) page(q string, args []any, single bool) (int, int64, error) {
 	}
 	defer rows.Close()
 	var (
-		n    int
-		r    row
-		js   sql.RawBytes
-		blob sql.NullString
+		n           int
+		r           row
+		typ, id, js sql.RawBytes
+		blob        sql.NullString
 	)
 	for rows.Next() {
-		if err := rows.Scan(&r.rid, &r.typ, &r.id, &js, &blob); err != nil {
+		if err := rows.Scan(&r.rid, &typ, &id, &js, &blob); err != nil {
 			return n, r.rid, fmt.Errorf("read resources: %w", err)
 		}
 		n++
+		// Type names come from a fixed set: no string per row for them.
+		if t, ok := typeNames[string(typ)]; ok {
+			r.typ = t
+		} else {
+			r.typ = string(typ)
+		}
+		r.id = unsafeString(id)
 		r.json, r.blob = js, blob.String
 		if single {
 			if records.Shared(r.typ) {
-				e.sharedDone[r.typ+"/"+r.id] = true
+				e.sharedDone[r.typ+"/"+r.id] = true // the concatenation copies
 			}
 			if bytes.Contains(r.json, []byte("Binary/")) {
 				e.findBinaries(r.json)
@@ -610,6 +618,23 @@ func (e *exporter) page(q string, args []any, single bool) (int, int64, error) {
 		e.p.Progress(e.resources, e.cw.n)
 	}
 	return n, r.rid, nil
+}
+
+var typeNames = func() map[string]string {
+	m := map[string]string{}
+	for _, t := range r4.ResourceTypes() {
+		m[t] = t
+	}
+	return m
+}()
+
+// unsafeString views b as a string without copying; the string must not
+// outlive b (see row).
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // findBinaries records the local Binary resources a resource points at
