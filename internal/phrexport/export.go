@@ -143,15 +143,16 @@ func (s *Service) Prepare(ctx context.Context, p *Params) error {
 		}
 		p.patientName = patientName(res.JSON)
 	}
-	all := len(p.Types) == 0
+	everything := len(p.Types) == 0
+	all := everything
 	universe := p.Types
-	if all {
+	if everything {
 		universe = r4.ResourceTypes()
 	}
 	p.types, p.excluded = nil, nil
 	for _, t := range universe {
-		if all && t == "AuditEvent" {
-			continue
+		if everything && t == "AuditEvent" {
+			continue // only when _type asks for it
 		}
 		if !pr.Allows(access.Read, t) {
 			all = false

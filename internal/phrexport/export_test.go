@@ -266,6 +266,14 @@ func (fx *fixture) testAccess(t *testing.T) {
 			t.Errorf("patient/Observation.rs exported %s", k)
 		}
 	}
+	// Scope filters cannot be applied to an export: the type is left out,
+	// and the export says so.
+	filtered := fx.srv.Token("patient/Patient.rs patient/Observation.rs?category=laboratory", "p1")
+	r = fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", filtered, nil)
+	ks = keys(lines(t, r.body))
+	if r.status != 200 || !has(ks, "Patient/p1") || has(ks, "Observation/obs-2012") || !bytes.Contains(r.body, []byte(`"severity":"warning"`)) || !bytes.Contains(r.body, []byte("Observation resources were left out")) {
+		t.Errorf("filtered scope: %d %v", r.status, ks)
+	}
 	if r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson&_type=Condition", obsOnly, nil); r.status != 403 {
 		t.Errorf("_type=Condition with patient/Observation.rs: %d", r.status)
 	}
