@@ -63,6 +63,7 @@ type Service struct {
 	tmpDir   string
 	now      func() time.Time
 	pageSize int
+	level    int
 	signer   Signer
 	// OnExport, when set, is called after every export (audit).
 	OnExport func(ctx context.Context, e Event)
@@ -80,6 +81,8 @@ type Options struct {
 	Signer Signer
 	// PageSize is the number of rows read per query (default 500).
 	PageSize int
+	// SPHRLevel is the DEFLATE level of .sphr archives (0: DefaultSPHRLevel).
+	SPHRLevel int
 	Now      func() time.Time
 }
 
@@ -91,7 +94,10 @@ func New(o Options) *Service {
 	if o.PageSize <= 0 {
 		o.PageSize = 500
 	}
-	return &Service{db: o.DB, rec: o.Records, base: strings.TrimSuffix(o.BaseURL, "/"), tmpDir: o.TempDir, now: o.Now, pageSize: o.PageSize, signer: o.Signer}
+	if o.SPHRLevel == 0 {
+		o.SPHRLevel = DefaultSPHRLevel
+	}
+	return &Service{db: o.DB, rec: o.Records, base: strings.TrimSuffix(o.BaseURL, "/"), tmpDir: o.TempDir, now: o.Now, pageSize: o.PageSize, level: o.SPHRLevel, signer: o.Signer}
 }
 
 // CanSign reports whether signed exports are offered.
