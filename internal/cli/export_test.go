@@ -12,13 +12,6 @@ import (
 	"github.com/phr-project/phr/internal/sphr"
 )
 
-func run(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	code := Main(args, &out, &errOut)
-	return code, out.String(), errOut.String()
-}
-
 func seed(t *testing.T) *servertest.Server {
 	s := servertest.Start(t, "sqlite")
 	tok := s.AdminToken()
