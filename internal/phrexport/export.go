@@ -678,6 +678,9 @@ func (e *exporter) emit(r *row) error {
 	if err := e.ctx.Err(); err != nil {
 		return err
 	}
+	if r.typ == "Composition" && sphr.IsCoverPage(r.json) {
+		return nil // a cover page an earlier export made and an import kept: each export makes its own
+	}
 	if !wellFormed(r.json) {
 		return e.outcome("error", "processing", fmt.Sprintf("%s/%s could not be exported: its stored JSON is damaged (%d bytes)", r.typ, r.id, len(r.json)))
 	}

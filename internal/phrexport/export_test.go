@@ -692,3 +692,38 @@ func exportedResources(t *testing.T, body []byte) map[string]string {
 	}
 	return out
 }
+
+// TestRoundTripImport: export Patient/p1 as .sphr, import it with
+// $import into an empty server, export again: the same resources (meta
+// aside) and the same attachment bytes (Binary/b1's data, d2's inline PDF).
+func TestRoundTripImport(t *testing.T) {
+	fx := setup(t, "sqlite")
+	r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "pw")
+	if r.status != 200 {
+		t.Fatalf("%d", r.status)
+	}
+	dst := servertest.Start(t, "sqlite")
+	admin := dst.AdminToken()
+	fx2 := &fixture{srv: dst}
+	ir := fx2.get(t, "POST", "Bundle/$import", admin, bytes.NewReader(r.body), "Content-Type", "application/zip", "X-PHR-Passphrase", "pw")
+	if ir.status >= 300 {
+		t.Fatalf("$import: %d %s", ir.status, ir.body)
+	}
+	first := exportedResources(t, fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", fx.admin, nil).body)
+	second := exportedResources(t, fx2.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", admin, nil).body)
+	for k, v := range first {
+		if second[k] != v {
+			t.Errorf("%s differs after export -> import -> export:\n%.400s\n%.400s", k, v, second[k])
+		}
+	}
+	for k := range second {
+		// The import records where the data came from: Provenance is the
+		// only thing it may add.
+		if _, ok := first[k]; !ok && !strings.HasPrefix(k, "Provenance/") {
+			t.Errorf("%s appeared after export -> import -> export: %.300s", k, second[k])
+		}
+	}
+	if len(first) < 12 {
+		t.Fatalf("only %d resources exported", len(first))
+	}
+}
