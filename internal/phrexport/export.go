@@ -83,7 +83,7 @@ type Options struct {
 	PageSize int
 	// SPHRLevel is the DEFLATE level of .sphr archives (0: DefaultSPHRLevel).
 	SPHRLevel int
-	Now      func() time.Time
+	Now       func() time.Time
 }
 
 // New returns a Service.
