@@ -727,3 +727,31 @@ func TestRoundTripImport(t *testing.T) {
 		t.Fatalf("only %d resources exported", len(first))
 	}
 }
+
+// TestAudited: an export is recorded as an AuditEvent naming the caller.
+func TestAudited(t *testing.T) {
+	fx := setup(t, "sqlite")
+	tok := fx.srv.Token("patient/*.rs", "p1")
+	if r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", tok, nil); r.status != 200 {
+		t.Fatal(r.status)
+	}
+	if err := fx.srv.App.Audit.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := fx.srv.App.Store.Query(t.Context(), `SELECT v.json FROM resource_version v WHERE v.type = 'AuditEvent'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows.Next() {
+		var b []byte
+		rows.Scan(&b)
+		if bytes.Contains(b, []byte("GET /fhir/Patient/p1/$phr-export")) && bytes.Contains(b, []byte(`"reference":"Patient/p1"`)) {
+			n++
+		}
+	}
+	rows.Close()
+	if n != 1 {
+		t.Fatalf("%d AuditEvents for the export, want 1", n)
+	}
+}
