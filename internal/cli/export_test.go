@@ -109,7 +109,7 @@ func TestExportRemote(t *testing.T) {
 	wd, _ := os.Getwd()
 	os.Chdir(dir)
 	defer os.Chdir(wd)
-	code, _, errOut = run(t, "export", "--server", s.URL+"/fhir", "--token", s.Token("patient/*.rs", "p1"), "--format", "sphr", "--passphrase", "pw")
+	code, _, errOut = run(t, "export", "--server", s.URL+"/fhir", "--token", s.Token("patient/*.rs", "p1"), "--format", "sphr", "--passphrase", "pass phrase")
 	if code != 0 || !strings.Contains(errOut, "wrote William-Sim-") {
 		t.Fatalf("patient export: %d %s", code, errOut)
 	}

@@ -27,6 +27,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/phr-project/phr/internal/access"
@@ -39,6 +40,9 @@ import (
 	"github.com/phr-project/phr/internal/store/sqldb"
 	"github.com/phr-project/phr/internal/zipaes"
 )
+
+// MinPassphrase is the shortest .sphr passphrase accepted from a user.
+const MinPassphrase = 8
 
 // Signer makes detached JWS signatures with the server's key.
 type Signer interface {
@@ -179,6 +183,9 @@ func (s *Service) Prepare(ctx context.Context, p *Params) error {
 	}
 	if p.Sign && s.signer == nil {
 		return fhir.Errorf(http.StatusBadRequest, "not-supported", "signed exports are not available on this server").AtPath("sign")
+	}
+	if p.Format == FormatSPHR && p.Passphrase != "" && utf8.RuneCountInString(p.Passphrase) < MinPassphrase {
+		return fhir.BadRequest("the .sphr passphrase has %d characters; use at least %d (or none, and the server generates a strong one)", utf8.RuneCountInString(p.Passphrase), MinPassphrase).AtPath("passphrase")
 	}
 	if p.Format == FormatSPHR && p.Passphrase == "" {
 		pass, err := zipaes.GeneratePassphrase()

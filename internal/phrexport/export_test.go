@@ -489,7 +489,7 @@ func (fx *fixture) check7z(t *testing.T, archive []byte, pass string) {
 }
 
 func (fx *fixture) testSign(t *testing.T) {
-	r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr&sign=true", fx.admin, nil, "X-PHR-Passphrase", "pw")
+	r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr&sign=true", fx.admin, nil, "X-PHR-Passphrase", "pass phrase")
 	sig := r.trailer.Get("X-PHR-Signature")
 	if r.status != 200 || sig == "" {
 		t.Fatalf("signature trailer: %d %v", r.status, r.trailer)
@@ -515,11 +515,18 @@ func (fx *fixture) testBadRequests(t *testing.T) {
 		"Bundle/$phr-export?outputformat=ndjson":            "outputformat",
 		"Bundle/$phr-export?outputFormat=sphr&passphrase=x": "passphrase",
 		"Bundle/$phr-export?_since=yesterday":               "_since",
+		"Bundle/$phr-export?outputFormat=ndjson&sign=maybe": "sign",
 	} {
 		r := fx.get(t, "GET", strings.ReplaceAll(path, " ", "%20"), fx.admin, nil)
 		if r.status != 400 || !bytes.Contains(r.body, []byte(`"expression":["`+where+`"]`)) {
 			t.Errorf("%s: %d %s", path, r.status, r.body)
 		}
+	}
+	if r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "short"); r.status != 400 || !bytes.Contains(r.body, []byte("at least 8")) {
+		t.Errorf("short passphrase: %d %s", r.status, r.body)
+	}
+	if r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", fx.admin, nil, "X-PHR-Passphrase", "a long passphrase"); r.status != 400 {
+		t.Errorf("passphrase with ndjson: %d", r.status)
 	}
 	if r := fx.get(t, "GET", "Patient/nobody/$phr-export", fx.admin, nil); r.status != 404 {
 		t.Errorf("unknown patient: %d", r.status)
@@ -605,8 +612,8 @@ func (fx *fixture) testInlineErrors(t *testing.T) {
 		t.Errorf("bundle with errors: valid %v", json.Valid(r.body))
 	}
 	// The .sphr holds the outcome line in its .phr.
-	r = fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "pw")
-	rd, err := sphr.Open(bytes.NewReader(r.body), int64(len(r.body)), "pw")
+	r = fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "pass phrase")
+	rd, err := sphr.Open(bytes.NewReader(r.body), int64(len(r.body)), "pass phrase")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -631,11 +638,11 @@ func (fx *fixture) testInlineErrors(t *testing.T) {
 // resources (meta aside), the same attachment bytes.
 func TestRoundTrip(t *testing.T) {
 	fx := setup(t, "sqlite")
-	r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "pw")
+	r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "pass phrase")
 	if r.status != 200 {
 		t.Fatalf("%d", r.status)
 	}
-	rd, err := sphr.Open(bytes.NewReader(r.body), int64(len(r.body)), "pw")
+	rd, err := sphr.Open(bytes.NewReader(r.body), int64(len(r.body)), "pass phrase")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -698,14 +705,14 @@ func exportedResources(t *testing.T, body []byte) map[string]string {
 // aside) and the same attachment bytes (Binary/b1's data, d2's inline PDF).
 func TestRoundTripImport(t *testing.T) {
 	fx := setup(t, "sqlite")
-	r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "pw")
+	r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "pass phrase")
 	if r.status != 200 {
 		t.Fatalf("%d", r.status)
 	}
 	dst := servertest.Start(t, "sqlite")
 	admin := dst.AdminToken()
 	fx2 := &fixture{srv: dst}
-	ir := fx2.get(t, "POST", "Bundle/$import", admin, bytes.NewReader(r.body), "Content-Type", "application/zip", "X-PHR-Passphrase", "pw")
+	ir := fx2.get(t, "POST", "Bundle/$import", admin, bytes.NewReader(r.body), "Content-Type", "application/zip", "X-PHR-Passphrase", "pass phrase")
 	if ir.status >= 300 {
 		t.Fatalf("$import: %d %s", ir.status, ir.body)
 	}
