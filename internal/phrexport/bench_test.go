@@ -1,8 +1,11 @@
 package phrexport_test
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/auth/token"
 	"github.com/phr-project/phr/internal/phrexport"
 	"github.com/phr-project/phr/internal/server"
 	"github.com/phr-project/phr/internal/synthea"
@@ -176,6 +180,7 @@ func BenchmarkExportSynthea(b *testing.B) {
 			b.Fatal(err)
 		}
 		var res, bytes int64
+		cpu0 := cpuTime()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			for _, id := range ids {
@@ -191,10 +196,62 @@ func BenchmarkExportSynthea(b *testing.B) {
 			}
 		}
 		s := b.Elapsed().Seconds()
+		cpu := (cpuTime() - cpu0).Seconds()
 		b.ReportMetric(float64(res)/s, "res/s")
 		b.ReportMetric(float64(bytes)/1e6/s, "MB/s")
+		b.ReportMetric(float64(res)/cpu, "res/cpu-s")
+		b.ReportMetric(float64(bytes)/1e6/cpu, "MB/cpu-s")
+	})
+	// The whole store over HTTP from the real server on 127.0.0.1, read
+	// by a client in the same process (its CPU counts too).
+	b.Run("http-ndjson", func(b *testing.B) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		sctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { app.Serve(sctx, ln, time.Second); close(done) }()
+		defer func() { cancel(); <-done }()
+		tok, err := app.Tokens.Sign(token.Claims{Subject: "bench", Scope: "system/*.*", Expiry: time.Now().Add(time.Hour)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		url := "http://" + ln.Addr().String() + "/fhir/Bundle/$phr-export?outputFormat=ndjson"
+		var res, n int64
+		cpu0 := cpuTime()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			req, _ := http.NewRequest("GET", url, nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cw := &lineCounter{}
+			_, err = io.Copy(cw, resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 {
+				b.Fatalf("%d %v", resp.StatusCode, err)
+			}
+			res, n = res+cw.lines, n+cw.n
+		}
+		s := b.Elapsed().Seconds()
+		cpu := (cpuTime() - cpu0).Seconds()
+		b.ReportMetric(float64(res)/s, "res/s")
+		b.ReportMetric(float64(n)/1e6/s, "MB/s")
+		b.ReportMetric(float64(res)/cpu, "res/cpu-s")
+		b.ReportMetric(float64(n)/1e6/cpu, "MB/cpu-s")
 	})
 	debug.FreeOSMemory()
+}
+
+type lineCounter struct{ n, lines int64 }
+
+func (c *lineCounter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	c.lines += int64(bytes.Count(p, []byte{'\n'}))
+	return len(p), nil
 }
 
 // cpuTime is the CPU time (user + system) the process has used: on a

@@ -569,6 +569,20 @@ func (fx *fixture) testSystem(t *testing.T) {
 	if slices.Index(ks, "Patient/p2") < slices.Index(ks, "Observation/obs-2021") || slices.Index(ks, "Organization/o2") < slices.Index(ks, "Observation/obs-p2") {
 		t.Errorf("system export order: %v", ks)
 	}
+	// The same at the system level ([base]/$phr-export) and Patient type level.
+	for _, path := range []string{"$phr-export?outputFormat=ndjson", "Patient/$phr-export?outputFormat=ndjson"} {
+		if r := fx.get(t, "GET", path, fx.admin, nil); r.status != 200 || len(lines(t, r.body)) != len(ls) {
+			t.Errorf("%s: %d, %d lines", path, r.status, len(lines(t, r.body)))
+		}
+	}
+	if r := fx.get(t, "GET", "Bundle/b1/$phr-export", fx.admin, nil); r.status != 404 {
+		t.Errorf("Bundle instance: %d", r.status)
+	}
+	// A multi-patient Bundle: one cover page without subject, valid JSON.
+	r = fx.get(t, "GET", "Bundle/$phr-export", fx.admin, nil)
+	if !json.Valid(r.body) || bytes.Count(r.body, []byte(`"11503-0"`)) != 1 {
+		t.Errorf("multi-patient Bundle")
+	}
 }
 
 func (fx *fixture) testInlineErrors(t *testing.T) {
