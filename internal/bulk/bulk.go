@@ -67,6 +67,9 @@ type Options struct {
 	MaxTypeFilterMatches int
 	// MaxBody caps POST kick-off bodies (default 1 MiB).
 	MaxBody int64
+	// Parallel is how many resource types one export writes at once
+	// (default 2).
+	Parallel int
 }
 
 // Service serves $export.
@@ -112,6 +115,9 @@ func New(o Options) *Service {
 	}
 	if o.MaxBody <= 0 {
 		o.MaxBody = 1 << 20
+	}
+	if o.Parallel <= 0 {
+		o.Parallel = 2
 	}
 	base := trimSuffix(o.BaseURL, "/")
 	s := &Service{o: o, db: o.DB, records: o.Records, blobs: o.Blobs, queue: o.Queue, auth: o.Auth, matcher: o.Matcher,

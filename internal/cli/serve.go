@@ -44,6 +44,7 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.string(&grace, "shutdown-grace", "30s", "how long running requests may take to finish on SIGTERM")
 	f.string(&maxBody, "max-body", "64MiB", "largest request body for ordinary FHIR interactions (imports stream without limit)")
+	f.string(&cfg.Blob, "blob", "", "blob store: empty for files in the data directory, or s3://bucket/prefix?endpoint=host:port[&insecure=true] (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
 	f.string(&workers, "workers", "2", "background jobs (bulk exports) this process runs at once")
 	f.string(&jobLease, "job-lease", "30s", "lease of a running job: another replica takes over a job whose worker stopped renewing it for this long")
 	f.string(&expiry, "export-expiry", "24h", "how long the files of a finished bulk export are kept")
