@@ -195,6 +195,13 @@ func (e *exporter) count(ctx context.Context) error {
 	return nil
 }
 
+// addDone counts resources looked at.
+func (e *exporter) addDone(n int64) {
+	e.mu.Lock()
+	e.prog.Done += n
+	e.mu.Unlock()
+}
+
 // report records progress (at most every 250ms unless forced).
 func (e *exporter) report(ctx context.Context, force bool) error {
 	e.mu.Lock()
@@ -273,6 +280,16 @@ func (e *exporter) exportType(ctx context.Context, typ string) error {
 				return fmt.Errorf("export %s: %w", typ, err)
 			}
 			n++
+			if e.s.o.RowDelay > 0 {
+				time.Sleep(e.s.o.RowDelay)
+			}
+			if n%100 == 0 {
+				e.addDone(100)
+				if err := e.report(ctx, false); err != nil {
+					rows.Close()
+					return err
+				}
+			}
 			if matches != nil && !matches[res.ID] {
 				continue
 			}
@@ -312,9 +329,7 @@ func (e *exporter) exportType(ctx context.Context, typ string) error {
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("export %s: %w", typ, err)
 		}
-		e.mu.Lock()
-		e.prog.Done += int64(n)
-		e.mu.Unlock()
+		e.addDone(int64(n % 100))
 		if err := e.report(ctx, false); err != nil {
 			return err
 		}
