@@ -91,7 +91,9 @@ func BenchmarkSystemExportSynthea(b *testing.B) {
 	}
 	total := 0
 	for _, it := range m.Output {
-		total += it.Count
+		if it.Type != "AuditEvent" { // the audit log writes these as the benchmark runs
+			total += it.Count
+		}
 	}
 	if total != stored {
 		b.Fatalf("exported %d resources, the store has %d", total, stored)
@@ -163,7 +165,7 @@ func benchServer(b *testing.B) *benchSrv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := app.Store.QueryRow(ctx, `SELECT COUNT(*) FROM resource WHERE NOT deleted`).Scan(&sv.stored); err != nil {
+	if err := app.Store.QueryRow(ctx, `SELECT COUNT(*) FROM resource WHERE NOT deleted AND type <> 'AuditEvent'`).Scan(&sv.stored); err != nil {
 		b.Fatal(err)
 	}
 	sv.tok, err = app.Tokens.Sign(token.Claims{Subject: "bench", Scope: "system/*.read", Expiry: time.Now().Add(2 * time.Hour)})
