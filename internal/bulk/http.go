@@ -362,7 +362,9 @@ func (s *Service) status(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		w.Write(body)
 	case jobs.Failed:
-		api.WriteError(w, r, fhir.Errorf(http.StatusInternalServerError, "exception", "export %s failed: %s", id, j.Error))
+		// The cause (in the server log and the job row) may name internal
+		// systems; the client learns that the export failed and its id.
+		api.WriteError(w, r, fhir.Errorf(http.StatusInternalServerError, "exception", "export %s failed after %d attempt(s); the server log has the cause; start a new export", id, j.Attempts))
 	case jobs.Done:
 		m, err := s.manifest(r.Context(), j, req)
 		if err != nil {

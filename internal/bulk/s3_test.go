@@ -2,10 +2,12 @@ package bulk_test
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/phr-project/phr/internal/blob/s3/s3test"
 	"github.com/phr-project/phr/internal/server"
@@ -47,5 +49,35 @@ func TestExportOnS3(t *testing.T) {
 	}
 	if left := objects(); len(left) != 0 {
 		t.Fatalf("objects left after expiry: %v", left)
+	}
+}
+
+// When the blob store fails for good, the export fails after its attempts
+// and the status URL answers 500 with an OperationOutcome.
+func TestExportFailsWhenStorageIsGone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the S3 client's retries")
+	}
+	srv := s3test.Start(t)
+	e := start(t, "sqlite", func(c *server.Config) { c.Blob = srv.URL })
+	e.seed()
+	reader := e.s.Token("system/*.read", "")
+	srv.Stop()
+	status := e.kick(reader, "$export?_type=Patient")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		r := e.s.Do("GET", status, reader, nil)
+		if r.Status == http.StatusAccepted {
+			if time.Now().After(deadline) {
+				t.Fatal("the export did not fail")
+			}
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		wantError(t, r, http.StatusInternalServerError, "failed after 3 attempt")
+		if strings.Contains(string(r.Body), srv.Endpoint) {
+			t.Fatalf("the error shows internal details: %s", r.Body)
+		}
+		return
 	}
 }

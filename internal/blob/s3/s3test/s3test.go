@@ -82,6 +82,13 @@ type Server struct {
 	Bucket string
 	// URL is the phr blob store URL for Bucket under the prefix "phr".
 	URL string
+	cmd *exec.Cmd
+}
+
+// Stop kills the server (tests of storage failures).
+func (s *Server) Stop() {
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
 }
 
 // Start starts versitygw with a fresh bucket, sets AWS_ACCESS_KEY_ID and
@@ -112,8 +119,10 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("start versitygw: %v", err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
 	})
 	for i := 0; ; i++ {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -129,5 +138,5 @@ func Start(t testing.TB) *Server {
 	t.Setenv("AWS_ACCESS_KEY_ID", access)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
 	return &Server{Endpoint: addr, Root: root, Bucket: bucket,
-		URL: "s3://" + bucket + "/phr?endpoint=" + addr + "&insecure=true"}
+		URL: "s3://" + bucket + "/phr?endpoint=" + addr + "&insecure=true", cmd: cmd}
 }
