@@ -98,6 +98,7 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.string(&grace, "shutdown-grace", "30s", "how long running requests may take to finish on SIGTERM")
 	f.string(&maxBody, "max-body", "64MiB", "largest request body for ordinary FHIR interactions (imports stream without limit)")
+	f.string(&cfg.Blob, "blob", "", "blob store: empty for files in the data directory, or s3://bucket/prefix?endpoint=host:port[&insecure=true] (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
 	f.string(&tokenTTL, "token-ttl", "5m", "lifetime of access tokens issued by /auth/token (expires_in)")
 	f.string(&proxies, "trusted-proxies", "", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed (audit, rate limits)")
 	f.IntVar(&cfg.TokenRate, "token-rate", envInt("token-rate", 120), "token requests per minute per client address (bursts of twice that; -1: no limit) [PHR_TOKEN_RATE]")

@@ -72,6 +72,8 @@ type Config struct {
 	JobLease     time.Duration
 	ExportExpiry time.Duration
 	ExportRate   time.Duration
+	// Blob is empty for blobs in DataDir, or s3://bucket/prefix?endpoint=...
+	Blob string
 }
 
 // Defaults fills the zero fields of c.
@@ -157,7 +159,7 @@ func Open(ctx context.Context, c Config) (*App, error) {
 
 func (a *App) build(ctx context.Context) error {
 	c := a.Config
-	blobs, err := blob.NewDir(filepath.Join(c.DataDir, "blobs"))
+	blobs, err := openBlobs(ctx, c)
 	if err != nil {
 		return err
 	}
