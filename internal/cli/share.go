@@ -128,35 +128,13 @@ func createRemote(ctx context.Context, base, tok string, req *shl.CreateRequest)
 		return nil, fmt.Errorf("read the answer of %s: %w", base, err)
 	}
 	if resp.StatusCode != http.StatusCreated {
-		return nil, fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, outcomeText(rb))
+		return nil, fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, outcomeText(bytes.NewReader(rb)))
 	}
 	var l shl.Link
 	if err := json.Unmarshal(rb, &l); err != nil || l.Link == "" {
 		return nil, fmt.Errorf("%s answered something that is not a created link: %.200s", base, rb)
 	}
 	return &l, nil
-}
-
-// outcomeText is the diagnostics of an OperationOutcome, or the body.
-func outcomeText(b []byte) string {
-	var oo struct {
-		Issue []struct {
-			Diagnostics string   `json:"diagnostics"`
-			Expression  []string `json:"expression"`
-		} `json:"issue"`
-	}
-	if json.Unmarshal(b, &oo) == nil && len(oo.Issue) > 0 {
-		var parts []string
-		for _, is := range oo.Issue {
-			s := is.Diagnostics
-			if len(is.Expression) > 0 {
-				s = strings.Join(is.Expression, ", ") + ": " + s
-			}
-			parts = append(parts, s)
-		}
-		return strings.Join(parts, "; ")
-	}
-	return strings.TrimSpace(string(b[:min(len(b), 300)]))
 }
 
 // createLocal makes the link in the local store, with the full access the

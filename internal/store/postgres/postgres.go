@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 
@@ -32,7 +33,9 @@ func Open(ctx context.Context, url string, extra ...fs.FS) (*sqldb.DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("connect to postgres: %w", err)
 	}
-	s := sqldb.New(sqldb.Options{Dialect: sqldb.Postgres, Write: db, Read: db, IsConflict: isConflict})
+	s := sqldb.New(sqldb.Options{Dialect: sqldb.Postgres, Write: db, Read: db, IsConflict: isConflict,
+		// search builds its SQL per request: run it as unnamed statements
+		DynamicArg: pgx.QueryExecModeExec})
 	if err := s.Migrate(ctx, extra...); err != nil {
 		s.Close()
 		return nil, err

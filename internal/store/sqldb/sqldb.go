@@ -48,6 +48,9 @@ type DB struct {
 	// IsConflict reports whether a driver error is a uniqueness or
 	// serialisation failure that a retry of the transaction may resolve.
 	isConflict func(error) bool
+	// dynamicArg, when set, is passed first to ad-hoc queries (pgx's
+	// QueryExecModeExec: an unnamed statement, nothing cached).
+	dynamicArg any
 }
 
 // Options configure New.
@@ -57,6 +60,9 @@ type Options struct {
 	Read    *sql.DB
 	// IsConflict classifies driver errors (see DB.isConflict).
 	IsConflict func(error) bool
+	// DynamicArg is passed as the first argument of QueryDynamic queries
+	// (a driver option saying not to prepare and cache them).
+	DynamicArg any
 }
 
 // New wraps opened databases; call Migrate before use.
@@ -67,7 +73,7 @@ func New(o Options) *DB {
 	if o.IsConflict == nil {
 		o.IsConflict = func(error) bool { return false }
 	}
-	return &DB{dialect: o.Dialect, w: o.Write, r: o.Read, isConflict: o.IsConflict}
+	return &DB{dialect: o.Dialect, w: o.Write, r: o.Read, isConflict: o.IsConflict, dynamicArg: o.DynamicArg}
 }
 
 // Dialect implements store.Store.
@@ -149,6 +155,17 @@ func (db *DB) Query(ctx context.Context, q string, args ...any) (*sql.Rows, erro
 		return nil, err
 	}
 	return s.QueryContext(ctx, args...)
+}
+
+// QueryDynamic runs a read query built for one request (search) on the
+// read pool without preparing or caching it: such queries rarely repeat,
+// and the statement cache is for the fixed SQL of the store.
+func (db *DB) QueryDynamic(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	q = db.Rebind(q)
+	if db.dynamicArg != nil {
+		args = append([]any{db.dynamicArg}, args...)
+	}
+	return db.r.QueryContext(ctx, q, args...)
 }
 
 // QueryRow runs a single-row read query on the read pool.

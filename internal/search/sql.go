@@ -1,0 +1,550 @@
+package search
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/phr-project/phr/internal/index"
+	"github.com/phr-project/phr/internal/r4"
+	"github.com/phr-project/phr/internal/store/sqldb"
+)
+
+// builder writes SQL with '?' placeholders and collects their arguments
+// in order.
+type builder struct {
+	sb      strings.Builder
+	args    []any
+	dialect sqldb.Dialect
+	n       int
+	base    string
+	now     time.Time
+	// composite holds the resources matching each composite clause,
+	// found before the SQL is built.
+	composite map[*clause][]int64
+}
+
+func (b *builder) w(s string)          { b.sb.WriteString(s) }
+func (b *builder) arg(s string, a any) { b.sb.WriteString(s); b.args = append(b.args, a) }
+func (b *builder) alias() string       { b.n++; return "x" + strconv.Itoa(b.n) }
+
+// tableOf is the index table of each parameter type.
+func tableOf(t r4.ParamType) string {
+	switch t {
+	case r4.ParamToken:
+		return "idx_token"
+	case r4.ParamString:
+		return "idx_string"
+	case r4.ParamDate:
+		return "idx_date"
+	case r4.ParamReference:
+		return "idx_ref"
+	case r4.ParamQuantity:
+		return "idx_quantity"
+	case r4.ParamNumber:
+		return "idx_number"
+	case r4.ParamURI:
+		return "idx_uri"
+	case r4.ParamComposite:
+		return "idx_composite"
+	}
+	return ""
+}
+
+// cond writes the SQL condition of clause c on the resource row alias ra
+// (with columns rid, type, id, last_updated) of type typ ("" when the
+// search spans several types). drive asks for the "ra.rid IN (...)" form,
+// which lets the database start from the index.
+func (b *builder) cond(ra, typ string, c *clause, drive bool) error {
+	switch {
+	case c.code == "_id":
+		return b.idCond(ra, c)
+	case c.code == "_lastUpdated":
+		return b.lastUpdatedCond(ra, c)
+	case c.hasType != "":
+		return b.hasCond(ra, c)
+	case c.inner != nil:
+		return b.chainCond(ra, typ, c)
+	}
+	tbl := tableOf(c.typ)
+	x := b.alias()
+	if c.mod == "missing" {
+		// one clause value decides; several (true,false) match everything
+		if len(c.values) > 1 {
+			b.w("1=1")
+			return nil
+		}
+		if c.values[0] == "true" {
+			b.w("NOT ")
+		}
+		b.w("EXISTS (SELECT 1 FROM " + tbl + " " + x + " WHERE " + x + ".rid = " + ra + ".rid")
+		b.arg(" AND "+x+".param = ?", c.code)
+		b.w(")")
+		return nil
+	}
+	if c.typ == r4.ParamComposite {
+		return b.compositeCond(ra, c)
+	}
+	if c.mod == "not" {
+		b.w("NOT ")
+		drive = false
+	}
+	if drive && typ != "" {
+		b.w(ra + ".rid IN (SELECT " + x + ".rid FROM " + tbl + " " + x + " WHERE ")
+		b.arg(x+".type = ?", typ)
+		b.arg(" AND "+x+".param = ?", c.code)
+	} else {
+		b.w("EXISTS (SELECT 1 FROM " + tbl + " " + x + " WHERE " + x + ".rid = " + ra + ".rid")
+		b.arg(" AND "+x+".param = ?", c.code)
+	}
+	b.w(" AND (")
+	for i, v := range c.values {
+		if i > 0 {
+			b.w(" OR ")
+		}
+		b.w("(")
+		if err := b.valueCond(x, c, v); err != nil {
+			return err
+		}
+		b.w(")")
+	}
+	b.w("))")
+	return nil
+}
+
+// valueCond writes the condition one value puts on an index row x.
+func (b *builder) valueCond(x string, c *clause, v string) error {
+	switch c.typ {
+	case r4.ParamToken:
+		return b.tokenCond(x, c, v)
+	case r4.ParamString:
+		s := index.NormalizeString(unescape(v))
+		switch c.mod {
+		case "exact":
+			b.arg(x+".exact = ?", unescape(v))
+		case "contains":
+			b.arg(x+".norm LIKE ? ESCAPE '\\'", "%"+escapeLike(s)+"%")
+		default:
+			b.arg(x+".norm LIKE ? ESCAPE '\\'", escapeLike(s)+"%")
+		}
+	case r4.ParamDate:
+		prefix, low, high, err := parseDate(v)
+		if err != nil {
+			return err
+		}
+		b.rangeCond(x+".low", x+".high", prefix, low, high)
+	case r4.ParamNumber:
+		prefix, value, low, high, err := parseNumber(v)
+		if err != nil {
+			return err
+		}
+		b.numberCond(x, prefix, value, low, high)
+	case r4.ParamQuantity:
+		q, err := parseQuantity(v)
+		if err != nil {
+			return err
+		}
+		b.numberCond(x, q.prefix, q.value, q.low, q.high)
+		if q.hasSystem {
+			b.arg(" AND "+x+".system = ?", q.system)
+		}
+		if q.code != "" {
+			if q.hasSystem {
+				b.arg(" AND "+x+".code = ?", q.code)
+			} else {
+				b.arg(" AND ("+x+".code = ?", q.code)
+				b.arg(" OR "+x+".unit = ?)", q.code)
+			}
+		}
+	case r4.ParamURI:
+		u := unescape(v)
+		switch c.mod {
+		case "below":
+			b.arg(x+".value = ?", u)
+			b.arg(" OR "+x+".value LIKE ? ESCAPE '\\'", escapeLike(strings.TrimSuffix(u, "/"))+"/%")
+		case "above":
+			ps := uriAbove(u)
+			b.w(x + ".value IN (")
+			for i, p := range ps {
+				if i > 0 {
+					b.w(", ")
+				}
+				b.arg("?", p)
+			}
+			b.w(")")
+		default:
+			b.arg(x+".value = ?", u)
+		}
+	case r4.ParamReference:
+		return b.refCond(x, c, v)
+	default:
+		return fmt.Errorf("search parameter %s: %s parameters are not supported", c.key, c.typ)
+	}
+	return nil
+}
+
+// uriAbove returns u and its parent paths ("http://a/b/c" -> ..., "http://a/b", "http://a").
+func uriAbove(u string) []string {
+	out := []string{u}
+	scheme := strings.Index(u, "://")
+	for {
+		i := strings.LastIndexByte(u, '/')
+		if i < 0 || (scheme >= 0 && i <= scheme+2) {
+			return out
+		}
+		u = u[:i]
+		out = append(out, u)
+	}
+}
+
+func (b *builder) tokenCond(x string, c *clause, v string) error {
+	switch c.mod {
+	case "text":
+		s := escapeLike(index.NormalizeString(unescape(v)))
+		b.arg("("+x+".text LIKE ? ESCAPE '\\'", s+"%")
+		b.arg(" OR "+x+".text LIKE ? ESCAPE '\\')", "% "+s+"%")
+		return nil
+	case "of-type":
+		p := splitEscaped(v, '|')
+		b.arg(x+".type_system = ?", unescape(p[0]))
+		b.arg(" AND "+x+".type_code = ?", unescape(p[1]))
+		b.arg(" AND "+x+".code = ?", unescape(p[2]))
+		return nil
+	}
+	p := splitEscaped(v, '|')
+	switch len(p) {
+	case 1:
+		b.arg(x+".code = ?", unescape(p[0]))
+	case 2:
+		sys, code := unescape(p[0]), unescape(p[1])
+		switch {
+		case sys == "" && code == "":
+			return fmt.Errorf("search parameter %s: %q has neither system nor code", c.key, v)
+		case code == "":
+			b.arg(x+".system = ?", sys)
+		default:
+			b.arg(x+".code = ?", code)
+			b.arg(" AND "+x+".system = ?", sys)
+		}
+	default:
+		return fmt.Errorf("search parameter %s: %q has more than one unescaped |", c.key, v)
+	}
+	return nil
+}
+
+func (b *builder) refCond(x string, c *clause, v string) error {
+	v = unescape(v)
+	if c.mod == "identifier" {
+		sys, val, hasSys := strings.Cut(v, "|")
+		if !hasSys {
+			b.arg(x+".id_value = ?", v)
+			return nil
+		}
+		if sys != "" {
+			b.arg(x+".id_system = ? AND ", sys)
+		}
+		b.arg(x+".id_value = ?", val)
+		return nil
+	}
+	if b.base != "" && strings.HasPrefix(v, b.base+"/") {
+		v = strings.TrimPrefix(v, b.base+"/")
+	}
+	if strings.Contains(v, "://") || strings.HasPrefix(v, "urn:") {
+		url, version, hasVersion := strings.Cut(v, "|")
+		b.arg(x+".url = ?", url)
+		if hasVersion {
+			b.arg(" AND "+x+".version = ?", version)
+		}
+		return nil
+	}
+	typ, id, hasType := strings.Cut(v, "/")
+	if hasType && r4.IsResourceType(typ) {
+		id, _, _ = strings.Cut(id, "/_history/")
+		if c.mod != "" && c.mod != typ {
+			b.w("1=0")
+			return nil
+		}
+		b.arg(x+".target_type = ?", typ)
+		b.arg(" AND "+x+".target_id = ?", id)
+		return nil
+	}
+	b.arg(x+".target_id = ?", v)
+	if c.mod != "" {
+		b.arg(" AND "+x+".target_type = ?", c.mod)
+	}
+	return nil
+}
+
+// rangeCond writes the FHIR date comparison of a search range [sl, sh]
+// against a stored range [lo, hi] (all inclusive instants).
+func (b *builder) rangeCond(lo, hi, prefix string, sl, sh int64) {
+	switch prefix {
+	case "eq":
+		b.arg(lo+" >= ?", sl)
+		b.arg(" AND "+hi+" <= ?", sh)
+	case "ne":
+		b.arg("NOT ("+lo+" >= ?", sl)
+		b.arg(" AND "+hi+" <= ?)", sh)
+	case "gt":
+		b.arg(hi+" > ?", sh)
+	case "lt":
+		b.arg(lo+" < ?", sl)
+	case "ge":
+		b.arg(hi+" > ?", sh)
+		b.arg(" OR ("+lo+" >= ?", sl)
+		b.arg(" AND "+hi+" <= ?)", sh)
+	case "le":
+		b.arg(lo+" < ?", sl)
+		b.arg(" OR ("+lo+" >= ?", sl)
+		b.arg(" AND "+hi+" <= ?)", sh)
+	case "sa":
+		b.arg(lo+" > ?", sh)
+	case "eb":
+		b.arg(hi+" < ?", sl)
+	case "ap":
+		// within 10% of the distance between the value and now
+		d := b.now.UnixMicro() - sl
+		if d < 0 {
+			d = -d
+		}
+		d /= 10
+		b.arg(hi+" >= ?", satSub(sl, d))
+		b.arg(" AND "+lo+" <= ?", satAdd(sh, d))
+	}
+}
+
+func satSub(a, d int64) int64 {
+	if a < math.MinInt64+d {
+		return math.MinInt64
+	}
+	return a - d
+}
+
+func satAdd(a, d int64) int64 {
+	if a > math.MaxInt64-d {
+		return math.MaxInt64
+	}
+	return a + d
+}
+
+// numberCond compares a number or quantity row x (value, low, high) with a
+// search value whose precision covers [low, high).
+func (b *builder) numberCond(x, prefix string, value, low, high float64) {
+	v := x + ".value"
+	switch prefix {
+	case "eq":
+		b.arg("("+v+" >= ?", low)
+		b.arg(" AND "+v+" < ?)", high)
+	case "ne":
+		b.arg("("+v+" < ?", low)
+		b.arg(" OR "+v+" >= ?)", high)
+	case "gt":
+		b.arg(v+" > ?", value)
+	case "lt":
+		b.arg(v+" < ?", value)
+	case "ge":
+		b.arg(v+" >= ?", value)
+	case "le":
+		b.arg(v+" <= ?", value)
+	case "sa":
+		b.arg(x+".low > ?", value)
+	case "eb":
+		b.arg(x+".high < ?", value)
+	case "ap":
+		d := math.Abs(value) / 10
+		b.arg("("+v+" >= ?", value-d)
+		b.arg(" AND "+v+" <= ?)", value+d)
+	}
+}
+
+func escapeLike(s string) string {
+	if !strings.ContainsAny(s, `%_\`) {
+		return s
+	}
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return r.Replace(s)
+}
+
+func (b *builder) idCond(ra string, c *clause) error {
+	if c.mod == "missing" {
+		if c.values[0] == "true" {
+			b.w("1=0")
+		} else {
+			b.w("1=1")
+		}
+		return nil
+	}
+	if c.mod == "not" {
+		b.w("NOT ")
+	}
+	b.w(ra + ".id IN (")
+	for i, v := range c.values {
+		if i > 0 {
+			b.w(", ")
+		}
+		b.arg("?", unescape(v))
+	}
+	b.w(")")
+	return nil
+}
+
+func (b *builder) lastUpdatedCond(ra string, c *clause) error {
+	if c.mod == "missing" {
+		if c.values[0] == "true" {
+			b.w("1=0")
+		} else {
+			b.w("1=1")
+		}
+		return nil
+	}
+	b.w("(")
+	for i, v := range c.values {
+		if i > 0 {
+			b.w(" OR ")
+		}
+		prefix, low, high, err := parseDate(v)
+		if err != nil {
+			return err
+		}
+		b.w("(")
+		b.rangeCond(ra+".last_updated", ra+".last_updated", prefix, low, high)
+		b.w(")")
+	}
+	b.w(")")
+	return nil
+}
+
+// chainCond: a reference of c.code points at a resource of c.chainTypes
+// that matches c.inner.
+func (b *builder) chainCond(ra, typ string, c *clause) error {
+	x, t := b.alias(), b.alias()
+	b.w("EXISTS (SELECT 1 FROM idx_ref " + x + " JOIN resource " + t + " ON " + t + ".type = " + x + ".target_type AND " + t + ".id = " + x + ".target_id")
+	b.w(" WHERE " + x + ".rid = " + ra + ".rid")
+	b.arg(" AND "+x+".param = ?", c.code)
+	b.w(" AND " + x + ".target_type IN (")
+	for i, ct := range c.chainTypes {
+		if i > 0 {
+			b.w(", ")
+		}
+		b.arg("?", ct)
+	}
+	b.w(") AND " + t + ".deleted = " + b.falseLit() + " AND ")
+	innerType := ""
+	if len(c.chainTypes) == 1 {
+		innerType = c.chainTypes[0]
+	}
+	if err := b.cond(t, innerType, c.inner, false); err != nil {
+		return err
+	}
+	b.w(")")
+	return nil
+}
+
+// hasCond: a resource of c.hasType refers to this one by c.hasParam and
+// matches c.inner.
+func (b *builder) hasCond(ra string, c *clause) error {
+	x, o := b.alias(), b.alias()
+	b.w("EXISTS (SELECT 1 FROM idx_ref " + x + " JOIN resource " + o + " ON " + o + ".rid = " + x + ".rid")
+	b.w(" WHERE " + x + ".target_id = " + ra + ".id AND " + x + ".target_type = " + ra + ".type")
+	b.arg(" AND "+x+".param = ?", c.hasParam)
+	b.arg(" AND "+x+".type = ?", c.hasType)
+	b.w(" AND ")
+	if err := b.cond(o, c.hasType, c.inner, false); err != nil {
+		return err
+	}
+	b.w(")")
+	return nil
+}
+
+func (b *builder) compositeCond(ra string, c *clause) error {
+	rids := b.composite[c]
+	if len(rids) == 0 {
+		b.w("1=0")
+		return nil
+	}
+	b.w(ra + ".rid IN (")
+	for i, id := range rids {
+		if i > 0 {
+			b.w(",")
+		}
+		b.w(strconv.FormatInt(id, 10))
+	}
+	b.w(")")
+	return nil
+}
+
+func (b *builder) falseLit() string {
+	if b.dialect == sqldb.Postgres {
+		return "FALSE"
+	}
+	return "0"
+}
+
+// sortExpr writes the SQL of a sort key on resource alias ra: the
+// smallest value ascending, the largest descending; resources without one
+// sort last.
+func (b *builder) sortExpr(ra string, k sortKey) {
+	switch k.code {
+	case "_lastUpdated":
+		b.w(ra + ".last_updated")
+		return
+	case "_id":
+		b.w(ra + ".id")
+		if b.dialect == sqldb.Postgres {
+			b.w(` COLLATE "C"`)
+		}
+		return
+	}
+	agg := "MIN"
+	if k.desc {
+		agg = "MAX"
+	}
+	var col string
+	var missing any
+	switch k.typ {
+	case r4.ParamDate:
+		col = "low"
+		missing = int64(math.MaxInt64)
+		if k.desc {
+			col, missing = "high", int64(math.MinInt64)
+		}
+	case r4.ParamString:
+		col, missing = "norm", "\uffff"
+		if k.desc {
+			missing = ""
+		}
+	case r4.ParamToken:
+		col, missing = "code", "\uffff"
+		if k.desc {
+			missing = ""
+		}
+	case r4.ParamURI:
+		col, missing = "value", "\uffff"
+		if k.desc {
+			missing = ""
+		}
+	default: // number, quantity
+		col, missing = "value", math.MaxFloat64
+		if k.desc {
+			missing = -math.MaxFloat64
+		}
+	}
+	x := b.alias()
+	b.w("COALESCE((SELECT " + agg + "(" + x + "." + col + ") FROM " + tableOf(k.typ) + " " + x + " WHERE " + x + ".rid = " + ra + ".rid")
+	b.arg(" AND "+x+".param = ?)", k.code)
+	if b.dialect == sqldb.Postgres {
+		switch missing.(type) {
+		case string:
+			b.arg(", ?::text)", missing)
+			b.w(` COLLATE "C"`)
+		case int64:
+			b.arg(", ?::bigint)", missing)
+		default:
+			b.arg(", ?::double precision)", missing)
+		}
+		return
+	}
+	b.arg(", ?)", missing)
+}
