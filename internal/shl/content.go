@@ -238,9 +238,15 @@ func (s *Service) summary(ctx context.Context, patient string, now time.Time) (s
 			}
 		}
 	}
-	res, err := s.collect(ctx, patient, Selection{Types: append(types, "Patient")})
+	all, err := s.collect(ctx, patient, Selection{Types: append(types, "Patient")})
 	if err != nil {
 		return "", nil, err
+	}
+	res := all[:1]
+	for _, r := range all[1:] {
+		if v, err := fhirjson.Parse(r.JSON); err == nil && current(r.Type, v) {
+			res = append(res, r)
+		}
 	}
 	type ref struct {
 		Reference string `json:"reference"`
@@ -323,6 +329,37 @@ func (s *Service) summary(ctx context.Context, patient string, now time.Time) (s
 		b.WriteByte('}')
 	})
 	return "application/fhir+json", b, err
+}
+
+// current reports whether a resource belongs in an emergency summary:
+// active or unresolved problems, allergies and medications, and given
+// immunizations; nothing entered in error or refuted.
+func current(typ string, v *fhirjson.Value) bool {
+	status := v.GetString("status")
+	clinical := ""
+	if c := v.Get("clinicalStatus"); c != nil && c.Kind == fhirjson.Object {
+		if cs := c.Get("coding"); cs != nil && cs.Kind == fhirjson.Array && len(cs.Items) > 0 {
+			clinical = cs.Items[0].GetString("code")
+		}
+	}
+	if vs := v.Get("verificationStatus"); vs != nil && vs.Kind == fhirjson.Object {
+		if cs := vs.Get("coding"); cs != nil && cs.Kind == fhirjson.Array && len(cs.Items) > 0 {
+			if c := cs.Items[0].GetString("code"); c == "entered-in-error" || c == "refuted" {
+				return false
+			}
+		}
+	}
+	switch typ {
+	case "Condition", "AllergyIntolerance":
+		return clinical != "inactive" && clinical != "resolved" && clinical != "remission"
+	case "MedicationRequest":
+		return status == "active" || status == "on-hold" || status == "draft"
+	case "MedicationStatement":
+		return status == "active" || status == "intended" || status == "on-hold" || status == ""
+	case "Immunization":
+		return status == "completed"
+	}
+	return true
 }
 
 // upload checks an uploaded file and returns its content type and the
