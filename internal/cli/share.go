@@ -29,6 +29,7 @@ func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 		sf                                           storeFlags
 		label, passcode, expires, types, from, to    string
 		flag, patient, qr, serverURL, tok, base, upl string
+		keyFile                                      string
 		summary, viewer                              bool
 	)
 	sf.add(f)
@@ -47,6 +48,7 @@ func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&serverURL, "server", "", "phr server URL (e.g. https://phr.example.org); empty: work on the local store")
 	f.string(&tok, "token", "", "bearer access token for --server")
 	f.string(&base, "base-url", "", "public URL of the server that will serve the link (with the local store)")
+	f.string(&keyFile, "shl-key-file", "", "with the local store: the server's --shl-key-file, if it has one")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -87,7 +89,7 @@ func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 		}
 		link, err = createRemote(ctx, strings.TrimSuffix(serverURL, "/"), tok, &req)
 	} else {
-		link, err = createLocal(ctx, sf, base, &req, errOut)
+		link, err = createLocal(ctx, server.Config{DataDir: sf.data, DB: sf.db, BaseURL: base, SHLKeyFile: keyFile}, &req, errOut)
 	}
 	if err != nil {
 		return err
@@ -140,12 +142,11 @@ func createRemote(ctx context.Context, base, tok string, req *shl.CreateRequest)
 // createLocal makes the link in the local store, with the full access the
 // command line has to its data directory. base must be where a server on
 // this store will be reachable by recipients.
-func createLocal(ctx context.Context, sf storeFlags, base string, req *shl.CreateRequest, errOut io.Writer) (*shl.Link, error) {
+func createLocal(ctx context.Context, cfg server.Config, req *shl.CreateRequest, errOut io.Writer) (*shl.Link, error) {
 	if req.Patient == "" {
 		return nil, fmt.Errorf("%w: --patient is required with the local store", errUsage)
 	}
-	cfg := server.Config{DataDir: sf.data, DB: sf.db, BaseURL: base}
-	if base == "" {
+	if cfg.BaseURL == "" {
 		cfg.BaseURL = server.BaseFromAddr("127.0.0.1:8080")
 		fmt.Fprintf(errOut, "notice: the link points at %s; set --base-url to the address recipients will use\n", cfg.BaseURL)
 	}

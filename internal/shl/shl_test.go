@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/phr-project/phr/internal/jwe"
+	"github.com/phr-project/phr/internal/server"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/shlink"
 	"github.com/phr-project/phr/internal/store/storetest"
@@ -457,5 +460,30 @@ func TestDirectAndLongTerm(t *testing.T) {
 				t.Fatalf("B adding to A's link: %d", r.Status)
 			}
 		})
+	}
+}
+
+// TestKeyFile: with --shl-key-file the key-encryption key stays outside
+// the database, and L links still refresh.
+func TestKeyFile(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "shl.key")
+	os.WriteFile(keyFile, []byte(shlink.NewKey()+"\n"), 0o600)
+	s := servertest.Start(t, "sqlite", servertest.Options{Configure: func(c *server.Config) { c.SHLKeyFile = keyFile }})
+	admin := s.AdminToken()
+	s.Do("PUT", "Patient/k1", admin, `{"resourceType":"Patient","id":"k1"}`)
+	f := &fixture{Server: s, admin: admin}
+	l := f.create(t, admin, map[string]any{"patient": "k1", "flag": "L"})
+	if _, err := s.App.Store.GetKV(t.Context(), "shl/kek"); err == nil {
+		t.Fatal("a key-encryption key was stored in the database despite --shl-key-file")
+	}
+	s.Do("PUT", "Observation/k1-o", admin, `{"resourceType":"Observation","id":"k1-o","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/k1"}}`)
+	_, m := f.manifest(t, l, map[string]any{"recipient": "r"})
+	if _, _, ids := decrypt(t, l, m.Files[0].Embedded); !slices.Contains(ids, "Observation/k1-o") {
+		t.Fatalf("refreshed file holds %v", ids)
+	}
+	bad := filepath.Join(t.TempDir(), "short.key")
+	os.WriteFile(bad, []byte("tooshort"), 0o600)
+	if _, err := server.Open(t.Context(), server.Config{DataDir: t.TempDir(), SHLKeyFile: bad}); err == nil || !strings.Contains(err.Error(), "32") {
+		t.Fatalf("short key file: %v", err)
 	}
 }
