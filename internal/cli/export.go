@@ -303,7 +303,7 @@ func exportRemote(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) 
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("the server answered %s: %s", res.Status, outcomeText(res.Body))
+		return fmt.Errorf("the server answered %s: %s", res.Status, outcomeTextFrom(res.Body))
 	}
 	path := o.out
 	if path == "" {
@@ -340,27 +340,6 @@ func exportRemote(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) 
 }
 
 // outcomeText extracts the diagnostics of an OperationOutcome body.
-func outcomeText(r io.Reader) string {
-	b, _ := io.ReadAll(io.LimitReader(r, 64<<10))
-	var oo struct {
-		Issue []struct {
-			Diagnostics string
-			Expression  []string
-		}
-	}
-	if json.Unmarshal(b, &oo) != nil || len(oo.Issue) == 0 {
-		return strings.TrimSpace(string(b))
-	}
-	var msgs []string
-	for _, is := range oo.Issue {
-		m := is.Diagnostics
-		if len(is.Expression) > 0 {
-			m = strings.Join(is.Expression, ", ") + ": " + m
-		}
-		msgs = append(msgs, m)
-	}
-	return strings.Join(msgs, "; ")
-}
 
 func runVerify(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f := newFlags("verify", "FILE --sig SIGFILE [--jwks FILE|URL | --data DIR]", errOut)

@@ -130,7 +130,7 @@ func createRemote(ctx context.Context, base, tok string, req *shl.CreateRequest)
 		return nil, fmt.Errorf("read the answer of %s: %w", base, err)
 	}
 	if resp.StatusCode != http.StatusCreated {
-		return nil, fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, outcomeText(bytes.NewReader(rb)))
+		return nil, fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, outcomeText(rb))
 	}
 	var l shl.Link
 	if err := json.Unmarshal(rb, &l); err != nil || l.Link == "" {

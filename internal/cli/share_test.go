@@ -1,4 +1,4 @@
-package cli_test
+package cli
 
 import (
 	"bytes"
@@ -10,19 +10,11 @@ import (
 	"testing"
 
 	"github.com/phr-project/phr/internal/access"
-	"github.com/phr-project/phr/internal/cli"
 	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/server"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/shlink"
 )
-
-func run(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	code := cli.Main(args, &out, &errOut)
-	return code, out.String(), errOut.String()
-}
 
 // TestShareAndFetch: `phr share` against a running server prints a link
 // and writes its QR code; `phr shl fetch` opens it with the passcode.

@@ -27,6 +27,7 @@ import (
 	"github.com/phr-project/phr/internal/blob"
 	"github.com/phr-project/phr/internal/bulk"
 	"github.com/phr-project/phr/internal/clientip"
+	"github.com/phr-project/phr/internal/importer"
 	"github.com/phr-project/phr/internal/jobs"
 	"github.com/phr-project/phr/internal/phrexport"
 	"github.com/phr-project/phr/internal/records"
@@ -180,6 +181,9 @@ func (a *App) build(ctx context.Context) error {
 	a.FHIR = api.New(api.Options{Records: a.Records, Auth: audit.Capture(a.Auth), BaseURL: fhirBase, MaxBody: c.MaxBody})
 	searchEngine := search.Register(a.FHIR, a.Records, a.Store)
 	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens}).Register(a.FHIR, a.Auth)
+	imp := importer.New(a.Store, a.Records)
+	imp.Matcher = searchEngine
+	importer.Register(a.FHIR, imp)
 	a.mux = http.NewServeMux()
 	a.Jobs = jobs.New(a.Store, jobs.Options{Workers: c.Workers, Lease: c.JobLease})
 	a.Bulk = bulk.New(bulk.Options{DB: a.Store, Records: a.Records, Blobs: blobs, Queue: a.Jobs, Auth: a.Auth, Matcher: searchEngine, BaseURL: fhirBase, Expiry: c.ExportExpiry, MinPoll: c.ExportRate})
