@@ -86,6 +86,9 @@ func (s *Service) build(ctx context.Context, patient string, sel Selection, now 
 		if err != nil {
 			return "", nil, err
 		}
+		if res, err = s.withReferenced(ctx, res); err != nil {
+			return "", nil, err
+		}
 		b, err := s.bundle(ctx, "collection", res, now, nil)
 		return "application/fhir+json", b, err
 	case KindSummary:
@@ -188,6 +191,67 @@ func (s *Service) collect(ctx context.Context, patient string, sel Selection) ([
 		return nil, fhir.Forbidden("the access token does not allow reading Patient/%s", patient)
 	}
 	return out, nil
+}
+
+// referenceData are the types outside patient compartments that shared
+// records may refer to and that say nothing about other patients.
+var referenceData = map[string]bool{"Medication": true, "Practitioner": true, "PractitionerRole": true, "Organization": true,
+	"Location": true, "Substance": true, "HealthcareService": true}
+
+// withReferenced appends the reference data (Medication, Practitioner,
+// Organization, Location...) that res refer to, so that the shared
+// Bundle is complete; those the caller may not read are left out.
+func (s *Service) withReferenced(ctx context.Context, res []*store.Resource) ([]*store.Resource, error) {
+	seen := map[string]bool{}
+	for _, r := range res {
+		seen[r.Type+"/"+r.ID] = true
+	}
+	var refs []fhir.Reference
+	var walk func(v *fhirjson.Value)
+	walk = func(v *fhirjson.Value) {
+		switch v.Kind {
+		case fhirjson.Object:
+			for _, f := range v.Fields {
+				if f.Name == "reference" && f.Value.Kind == fhirjson.String {
+					if ref, ok := fhir.ParseReference(f.Value.Str); ok && ref.Base == "" && ref.ID != "" && referenceData[ref.Type] &&
+						!seen[ref.Type+"/"+ref.ID] {
+						seen[ref.Type+"/"+ref.ID] = true
+						refs = append(refs, ref)
+					}
+					continue
+				}
+				walk(f.Value)
+			}
+		case fhirjson.Array:
+			for _, it := range v.Items {
+				walk(it)
+			}
+		}
+	}
+	for _, r := range res {
+		if v, err := fhirjson.Parse(r.JSON); err == nil {
+			walk(v)
+		}
+	}
+	p, err := principalOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, ref := range refs {
+		if !p.Allows(access.Read, ref.Type) {
+			continue
+		}
+		r, err := s.records.Read(ctx, ref.Type, ref.ID)
+		if err != nil {
+			var fe *fhir.Error
+			if errors.As(err, &fe) && fe.Status < 500 {
+				continue // dangling, deleted or filtered out
+			}
+			return nil, err
+		}
+		res = append(res, r)
+	}
+	return res, nil
 }
 
 // bundle writes a Bundle of type typ holding first (if any) and res.
@@ -316,6 +380,9 @@ func (s *Service) summary(ctx context.Context, patient string, now time.Time) (s
 			sc.Text = narrative{"generated", `<div xmlns="http://www.w3.org/1999/xhtml"><ul>` + strings.Join(items, "") + `</ul></div>`}
 		}
 		c.Section = append(c.Section, sc)
+	}
+	if res, err = s.withReferenced(ctx, res); err != nil {
+		return "", nil, err
 	}
 	cj, err := json.Marshal(c)
 	if err != nil {

@@ -58,6 +58,23 @@ func TestContent(t *testing.T) {
 				t.Fatalf("token without Patient read: %d %s", r.Status, r.Body)
 			}
 
+			// Referenced reference data comes along; other patients never.
+			for path, body := range map[string]string{
+				"Medication/m1":           `{"resourceType":"Medication","id":"m1","code":{"text":"Amoxicillin 500 mg"}}`,
+				"Group/g1":                `{"resourceType":"Group","id":"g1","type":"person","actual":true,"member":[{"entity":{"reference":"Patient/pb"}}]}`,
+				"MedicationRequest/pa-m2": `{"resourceType":"MedicationRequest","id":"pa-m2","status":"active","intent":"order","subject":{"reference":"Patient/pa"},"medicationReference":{"reference":"Medication/m1"},"note":[{"text":"see Group/g1"}],"supportingInformation":[{"reference":"Group/g1"},{"reference":"Patient/pb"}]}`,
+			} {
+				if r := f.Do("PUT", path, f.admin, body); r.Status != 201 {
+					t.Fatalf("PUT %s: %d %s", path, r.Status, r.Body)
+				}
+			}
+			l = f.create(t, f.tokA, map[string]any{"content": []map[string]any{{"kind": "summary"}, {"_type": []string{"MedicationRequest"}}}})
+			for i, ids := range open(l) {
+				if !slices.Contains(ids, "Medication/m1") || slices.Contains(ids, "Group/g1") || slices.Contains(ids, "Patient/pb") {
+					t.Fatalf("file %d holds %v", i, ids)
+				}
+			}
+
 			// Uploaded files.
 			phr := shlData(t, "../phr-ig-examples/JohnDoe.phr")
 			l = f.create(t, f.tokA, map[string]any{"content": []map[string]any{{"kind": "file", "name": "JohnDoe.phr", "data": phr}}})
