@@ -666,6 +666,9 @@ func (s *Service) Revoke(ctx context.Context, id string) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM shl_location WHERE link_id = ?`, id); err != nil {
 			return fmt.Errorf("revoke link %s: %w", id, err)
 		}
+		if _, err := tx.Exec(ctx, `DELETE FROM shl_poll WHERE link_id = ?`, id); err != nil {
+			return fmt.Errorf("revoke link %s: %w", id, err)
+		}
 		return nil
 	})
 }
