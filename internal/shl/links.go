@@ -750,12 +750,12 @@ func (s *Service) Refresh(ctx context.Context, id string) (*Link, error) {
 
 // ownerPrincipal is who reads the record when a recipient's request
 // refreshes an L link: the owner's token scopes as they were at creation,
-// confined to the link's patient.
+// always confined to the link's patient (whatever the owner could see).
 func (s *Service) ownerPrincipal(l *link) (access.Principal, error) {
 	if l.OwnerScope == "" {
 		return confined{patient: l.Patient, name: l.Owner}, nil
 	}
-	return bearer.NewPrincipal(token.Claims{Subject: l.Owner, Scope: l.OwnerScope, Patient: l.Patient})
+	return bearer.NewPrincipal(token.Claims{Subject: l.Owner, Scope: l.OwnerScope, Patient: l.Patient, FHIRUser: "Patient/" + l.Patient})
 }
 
 // confined reads one patient's compartment; it stands for owners that
