@@ -190,5 +190,16 @@ func TestIndependentChecks(t *testing.T) {
 		if got := strings.TrimRight(string(out), "\n"); got != l.Link {
 			t.Fatalf("zbarimg read %q, want %q", got, l.Link)
 		}
+		// The SVG too, when ImageMagick can render SVG (rsvg-convert).
+		svg := filepath.Join(t.TempDir(), "link.svg")
+		os.WriteFile(svg, []byte(l.QR.SVG), 0o600)
+		out, err = exec.Command(zbar, "--quiet", "--raw", svg).Output()
+		if _, rerr := exec.LookPath("rsvg-convert"); err != nil && rerr != nil {
+			t.Logf("zbarimg cannot read SVG here (%v, no rsvg-convert); SVG scan not checked", err)
+			return
+		}
+		if got := strings.TrimRight(string(out), "\n"); err != nil || got != l.Link {
+			t.Fatalf("zbarimg read the SVG as %q (%v), want %q", got, err, l.Link)
+		}
 	})
 }
