@@ -18,6 +18,7 @@ import (
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/fhirjson"
 	"github.com/phr-project/phr/internal/index"
+	"github.com/phr-project/phr/internal/jwe"
 	"github.com/phr-project/phr/internal/r4"
 	"github.com/phr-project/phr/internal/store"
 )
@@ -285,7 +286,19 @@ func (s *Service) bundle(ctx context.Context, typ string, res []*store.Resource,
 		b.WriteByte('}')
 	}
 	b.WriteString("]}")
+	if b.Len() > maxPlaintext {
+		return nil, tooLarge(b.Len())
+	}
 	return b.Bytes(), nil
+}
+
+// maxPlaintext bounds a file of a link: what decoders accept by default
+// (jwe.DefaultMaxPlaintext), and what the server holds in memory at once.
+const maxPlaintext = jwe.DefaultMaxPlaintext
+
+func tooLarge(n int) error {
+	return fhir.Errorf(http.StatusRequestEntityTooLarge, "too-costly",
+		"the selection is %d MiB of FHIR JSON, more than the %d MiB a shared file may hold; narrow it with _type or from/to", n>>20, maxPlaintext>>20)
 }
 
 // summary builds the IPS-style document Bundle.

@@ -205,7 +205,7 @@ func TestProtocol(t *testing.T) {
 			}
 
 			// Recipient protocol.
-			if r, _ := f.manifest(t, l, map[string]any{"passcode": "secret-1"}); r.Status != 400 {
+			if r, _ := f.manifest(t, l, map[string]any{"passcode": "secret-1", "futureMember": true}); r.Status != 400 || !strings.Contains(string(r.Body), "recipient") {
 				t.Fatalf("no recipient: %d %s", r.Status, r.Body)
 			}
 			r, m := f.manifest(t, l, map[string]any{"recipient": "ER", "passcode": "wrong"})
