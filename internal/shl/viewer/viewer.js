@@ -75,7 +75,14 @@
     if (o.component) return o.component.map((c) => concept(c.code) + ": " + value(c)).join("; ");
     return "";
   }
-  function date(r, ...names) { for (const n of names) if (r[n]) return typeof r[n] === "string" ? r[n] : (r[n].start || ""); return ""; }
+  function date(r, ...names) {
+    for (const n of names) {
+      if (!r[n]) continue;
+      const d = typeof r[n] === "string" ? r[n] : (r[n].start || "");
+      return d.replace(/T(\d\d:\d\d).*$/, " $1");
+    }
+    return "";
+  }
   function humanName(p) {
     const n = (p.name || [])[0];
     if (!n) return "(no name)";
