@@ -393,6 +393,14 @@ func TestDirectAndLongTerm(t *testing.T) {
 			if _, doc, _ := decrypt(t, u, string(r.Body)); doc["type"] != "document" {
 				t.Fatalf("U file is a %v Bundle", doc["type"])
 			}
+			// U with L: the same polling limit applies to the direct GET.
+			ul := f.create(t, f.tokA, map[string]any{"flag": "LU"})
+			if r := f.Do("GET", ul.payload.URL+"?recipient=Pharmacy", "", nil); r.Status != 200 {
+				t.Fatalf("LU GET: %d %s", r.Status, r.Body)
+			}
+			if r := f.Do("GET", ul.payload.URL+"?recipient=Pharmacy", "", nil); r.Status != 429 || r.Header.Get("Retry-After") == "" {
+				t.Fatalf("LU GET too soon: %d %v", r.Status, r.Header)
+			}
 			p := f.create(t, f.tokA, map[string]any{"passcode": "x"})
 			if r := f.Do("GET", p.payload.URL+"?recipient=x", "", nil); r.Status != 405 {
 				t.Fatalf("GET on a P link: %d", r.Status)
