@@ -45,7 +45,7 @@ func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&flag, "flag", "", "extra flags: L (long-term, follows the record), U (single file by GET)")
 	f.string(&patient, "patient", "", "whose record (required unless the token is a patient's)")
 	f.string(&qr, "qr", "", "write the QR code to this file (.png or .svg)")
-	f.bool(&viewer, "viewer", false, "print the link behind the server's viewer page (https://.../shl/view#shlink:/...)")
+	f.bool(&viewer, "viewer", false, "print (and put in the QR code) the link behind the server's viewer page (https://.../shl/view#shlink:/...), which phone cameras open in a browser")
 	f.string(&serverURL, "server", "", "phr server URL (e.g. https://phr.example.org); empty: work on the local store")
 	f.string(&tok, "token", "", "bearer access token for --server")
 	f.string(&base, "base-url", "", "public URL of the server that will serve the link (with the local store)")
@@ -96,7 +96,11 @@ func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 		return err
 	}
 	if qr != "" {
-		if err := writeQR(qr, link.Link); err != nil {
+		text := link.Link
+		if viewer {
+			text = link.ViewerLink
+		}
+		if err := writeQR(qr, text); err != nil {
 			return err
 		}
 	}

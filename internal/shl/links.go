@@ -86,6 +86,9 @@ type CreateRequest struct {
 	Patient string `json:"patient"`
 	// Content lists the files; default one file with the whole record.
 	Content []Selection `json:"content"`
+	// QRViewer makes the QR code carry the viewer URL with the link after
+	// "#" (phone cameras open it in a browser) instead of the bare link.
+	QRViewer bool `json:"qrViewer"`
 }
 
 // UpdateRequest is the body of PATCH/PUT /shl/links/{id}. Absent fields
@@ -433,11 +436,15 @@ func (s *Service) Create(ctx context.Context, req *CreateRequest) (*Link, error)
 	}
 	v.URL = payload.URL
 	v.ViewerLink = s.ViewerURL() + "#" + v.Link
-	png, err := qrcode.PNG(v.Link, 4)
+	qrText := v.Link
+	if req.QRViewer {
+		qrText = v.ViewerLink
+	}
+	png, err := qrcode.PNG(qrText, 4)
 	if err != nil {
 		return nil, fmt.Errorf("QR code: %w", err)
 	}
-	svg, err := qrcode.SVG(v.Link, 4)
+	svg, err := qrcode.SVG(qrText, 4)
 	if err != nil {
 		return nil, fmt.Errorf("QR code: %w", err)
 	}
