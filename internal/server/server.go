@@ -74,6 +74,9 @@ type Config struct {
 	ExportRate   time.Duration
 	// Blob is empty for blobs in DataDir, or s3://bucket/prefix?endpoint=...
 	Blob string
+	// SHLKeyFile holds the key that wraps SMART Health Links' kept keys
+	// (empty: a key kept in the store).
+	SHLKeyFile string
 }
 
 // Defaults fills the zero fields of c.
@@ -204,7 +207,7 @@ func (a *App) build(ctx context.Context) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
-	if a.SHL, err = shl.Mount(ctx, a.mux, shl.Options{DB: a.Store, Records: a.Records, Auth: a.Auth, BaseURL: c.BaseURL, MaxBody: c.MaxBody}); err != nil {
+	if a.SHL, err = shl.Mount(ctx, a.mux, shl.Options{DB: a.Store, Records: a.Records, Auth: a.Auth, BaseURL: c.BaseURL, MaxBody: c.MaxBody, KEKFile: c.SHLKeyFile}); err != nil {
 		return err
 	}
 	return nil
