@@ -143,9 +143,14 @@ func (c *client) read(typ, id string) (obj, error) {
 // search.mode "include" are left out) and the bundle.
 func (c *client) search(typ string, q url.Values) ([]obj, obj, error) {
 	path := typ
-	if len(q) > 0 {
-		path += "?" + q.Encode()
+	if q == nil {
+		q = url.Values{}
 	}
+	if q.Get("_total") == "" {
+		// The pages page with links and need no totals: spare the count.
+		q.Set("_total", "none")
+	}
+	path += "?" + q.Encode()
 	b, _, err := c.get(path)
 	if err != nil {
 		return nil, nil, err
