@@ -314,6 +314,11 @@ func (p *passthrough) Write(b []byte) (int, error) {
 	return p.w.Write(b)
 }
 
+// Unwrap lets http.ResponseController reach the browser's connection
+// (full-duplex uploads whose report streams while the body is read,
+// deadlines).
+func (p *passthrough) Unwrap() http.ResponseWriter { return p.w }
+
 // Flush lets streamed responses reach the browser as they are written.
 func (p *passthrough) Flush() {
 	if p.failed != nil {

@@ -591,6 +591,7 @@ func (p *Portal) detail(q *req) error {
 		"Readable": readable(pid, res), "Raw": pretty(raw),
 		"Versions": versions, "HistoryError": histErr, "DiffFrom": diffFrom, "DiffTo": diffTo, "Diff": diff,
 		"Provenance": provs, "ProvenanceError": provErr,
-		"Base": "/p/" + url.PathEscape(pid) + "/r/" + url.PathEscape(typ) + "/" + url.PathEscape(id),
+		"Base":     "/p/" + url.PathEscape(pid) + "/r/" + url.PathEscape(typ) + "/" + url.PathEscape(id),
+		"Resolved": qs.Get("resolved"),
 	})
 }
