@@ -180,7 +180,25 @@ func TestBrowserWalk(t *testing.T) {
 	me, other, chart := e.walkPeople(t)
 	ts.addUser("patient@example.org", "correct horse battery staple", "patient", me.ID)
 	me.Email, me.Password = "patient@example.org", "correct horse battery staple"
-	runWalk(t, map[string]any{"base": e.URL, "patient": me, "other": other, "chart": chart})
+	cfg := map[string]any{"base": e.URL, "patient": me, "other": other, "chart": chart}
+	var steps []string
+	if e.hasOperation("import") && e.hasOperation("conflicts") {
+		dir := t.TempDir()
+		files := map[string]string{}
+		for name, body := range map[string]string{"a": labA, "b": labB} {
+			f := filepath.Join(dir, "lab-"+name+".phr")
+			if err := os.WriteFile(f, []byte(strings.ReplaceAll(body, "Patient/alice", "Patient/"+me.ID)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			files[name] = f
+		}
+		cfg["files"] = files
+		steps = append(steps, "import", "conflict")
+	} else {
+		t.Log("notice: the importer is not installed on this build; the walk skips import and conflicts")
+	}
+	cfg["steps"] = steps
+	runWalk(t, cfg)
 }
 
 // walkPeople loads a few Synthea patients (or the small seed when the
