@@ -6,10 +6,59 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
+	"github.com/phr-project/phr/internal/auth/oidc"
+	"github.com/phr-project/phr/internal/clientip"
 	"github.com/phr-project/phr/internal/server"
 )
+
+// oidcFlags configure external OpenID issuers whose tokens are accepted.
+type oidcFlags struct {
+	issuers, audience, patientClaim, scopeClaim, jwksURL, scope string
+}
+
+func (o *oidcFlags) add(f *flags) {
+	f.string(&o.issuers, "oidc-issuer", "", "comma-separated issuer URLs of external OpenID providers whose bearer JWTs are accepted")
+	f.string(&o.audience, "oidc-audience", "", "comma-separated aud values accepted from those issuers (required with --oidc-issuer)")
+	f.string(&o.patientClaim, "oidc-patient-claim", "patient", "claim holding the patient id (a dotted path reaches nested claims)")
+	f.string(&o.scopeClaim, "oidc-scope-claim", "scope", "claim holding SMART scopes")
+	f.string(&o.jwksURL, "oidc-jwks-url", "", "JWKS URL to use instead of OpenID discovery (one issuer only)")
+	f.string(&o.scope, "oidc-default-scope", "patient/*.rs", "scopes granted to external tokens that carry no SMART resource scope")
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func (o *oidcFlags) config() ([]oidc.Issuer, error) {
+	urls := splitList(o.issuers)
+	if len(urls) == 0 {
+		return nil, nil
+	}
+	aud := splitList(o.audience)
+	if len(aud) == 0 {
+		return nil, fmt.Errorf("%w: --oidc-issuer needs --oidc-audience (the aud your provider puts in tokens for phr)", errUsage)
+	}
+	if o.jwksURL != "" && len(urls) > 1 {
+		return nil, fmt.Errorf("%w: --oidc-jwks-url applies to a single --oidc-issuer", errUsage)
+	}
+	var out []oidc.Issuer
+	for _, u := range urls {
+		out = append(out, oidc.Issuer{URL: u, Audience: aud, JWKSURL: o.jwksURL, PatientClaim: o.patientClaim, ScopeClaim: o.scopeClaim})
+	}
+	if _, err := oidc.NewVerifier(nil, out...); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return out, nil
+}
 
 func init() {
 	register(command{name: "serve", summary: "run the FHIR server", run: runServe})
@@ -33,6 +82,13 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 		logLevel string
 		grace    string
 		maxBody  string
+		tokenTTL string
+		oidcFl   oidcFlags
+		proxies  string
+		workers  string
+		jobLease string
+		expiry   string
+		rate     string
 	)
 	f.string(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address (host:port)")
 	sf.add(f)
@@ -40,11 +96,32 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.string(&grace, "shutdown-grace", "30s", "how long running requests may take to finish on SIGTERM")
 	f.string(&maxBody, "max-body", "64MiB", "largest request body for ordinary FHIR interactions (imports stream without limit)")
+	f.string(&tokenTTL, "token-ttl", "5m", "lifetime of access tokens issued by /auth/token (expires_in)")
+	f.string(&proxies, "trusted-proxies", "", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed (audit, rate limits)")
+	oidcFl.add(f)
+	f.string(&workers, "workers", "2", "background jobs (bulk exports) this process runs at once")
+	f.string(&jobLease, "job-lease", "30s", "lease of a running job: another replica takes over a job whose worker stopped renewing it for this long")
+	f.string(&expiry, "export-expiry", "24h", "how long the files of a finished bulk export are kept")
+	f.string(&rate, "export-rate", "500ms", "shortest interval between status polls of one bulk export (faster polls get 429 + Retry-After)")
 	if err := f.parse(args); err != nil {
 		return err
 	}
 	if f.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %v", errUsage, f.Args())
+	}
+	if _, err := fmt.Sscanf(workers, "%d", &cfg.Workers); err != nil || cfg.Workers < 1 {
+		return fmt.Errorf("%w: --workers %q must be a positive number", errUsage, workers)
+	}
+	for _, d := range []struct {
+		name string
+		val  string
+		dst  *time.Duration
+	}{{"job-lease", jobLease, &cfg.JobLease}, {"export-expiry", expiry, &cfg.ExportExpiry}, {"export-rate", rate, &cfg.ExportRate}} {
+		v, err := time.ParseDuration(d.val)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("%w: --%s %q must be a positive duration like 30s", errUsage, d.name, d.val)
+		}
+		*d.dst = v
 	}
 	if err := setupLogging(logLevel, errOut); err != nil {
 		return err
@@ -56,6 +133,16 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if cfg.MaxBody, err = parseSize(maxBody); err != nil {
 		return fmt.Errorf("%w: --max-body: %v", errUsage, err)
 	}
+	if cfg.TokenTTL, err = time.ParseDuration(tokenTTL); err != nil || cfg.TokenTTL <= 0 || cfg.TokenTTL > 24*time.Hour {
+		return fmt.Errorf("%w: --token-ttl %q is not a duration between 1s and 24h", errUsage, tokenTTL)
+	}
+	if cfg.TrustedProxies, err = clientip.ParsePrefixes(proxies); err != nil {
+		return fmt.Errorf("%w: --trusted-proxies: %v", errUsage, err)
+	}
+	if cfg.OIDC, err = oidcFl.config(); err != nil {
+		return err
+	}
+	cfg.OIDCScope = oidcFl.scope
 	cfg.DataDir, cfg.DB = sf.data, sf.db
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

@@ -11,17 +11,28 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/phr-project/phr/internal/api"
+	"github.com/phr-project/phr/internal/audit"
+	"github.com/phr-project/phr/internal/auth/authdb"
 	"github.com/phr-project/phr/internal/auth/bearer"
+	"github.com/phr-project/phr/internal/auth/oidc"
 	"github.com/phr-project/phr/internal/auth/token"
+	"github.com/phr-project/phr/internal/authserver"
 	"github.com/phr-project/phr/internal/blob"
+	"github.com/phr-project/phr/internal/bulk"
+	"github.com/phr-project/phr/internal/clientip"
+	"github.com/phr-project/phr/internal/importer"
+	"github.com/phr-project/phr/internal/jobs"
+	"github.com/phr-project/phr/internal/phrexport"
 	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/search"
+	"github.com/phr-project/phr/internal/shl"
 	"github.com/phr-project/phr/internal/store/postgres"
 	"github.com/phr-project/phr/internal/store/sqldb"
 	"github.com/phr-project/phr/internal/store/sqlite"
@@ -40,6 +51,24 @@ type Config struct {
 	BaseURL string
 	// MaxBody caps ordinary request bodies.
 	MaxBody int64
+	// TokenTTL is the lifetime of access tokens issued by /auth/token
+	// (authserver.DefaultTokenTTL, 5 minutes, when zero).
+	TokenTTL time.Duration
+	// OIDC lists external OpenID issuers whose bearer tokens are accepted;
+	// OIDCScope is granted to their tokens that carry no SMART scope.
+	OIDC      []oidc.Issuer
+	OIDCScope string
+	// TrustedProxies may set X-Forwarded-For (client addresses for audit
+	// and rate limits).
+	TrustedProxies []netip.Prefix
+	// Workers, JobLease: background job workers of this process and their
+	// lease (bulk export); ExportExpiry keeps finished exports (default
+	// 24h); ExportRate is the shortest status polling interval (faster
+	// polls get 429).
+	Workers      int
+	JobLease     time.Duration
+	ExportExpiry time.Duration
+	ExportRate   time.Duration
 }
 
 // Defaults fills the zero fields of c.
@@ -81,7 +110,17 @@ type App struct {
 	Tokens  *token.Issuer
 	FHIR    *api.Server
 	Auth    *bearer.Authenticator
-	mux     *http.ServeMux
+	// AuthServer serves SMART discovery, /auth/token, /auth/authorize,
+	// /login, /logout and the admin API; it also holds web sessions.
+	AuthServer *authserver.Server
+	// Audit records every FHIR API access as an AuditEvent.
+	Audit *audit.Log
+	// Users holds clients, users, codes, refresh tokens and sessions.
+	Users *authdb.DB
+	Jobs  *jobs.Queue
+	Bulk  *bulk.Service
+	SHL   *shl.Service
+	mux   *http.ServeMux
 }
 
 // OpenStore opens the store the configuration names.
@@ -125,13 +164,33 @@ func (a *App) build(ctx context.Context) error {
 		return err
 	}
 	a.Auth = &bearer.Authenticator{Issuer: a.Tokens}
+	if len(c.OIDC) > 0 {
+		v, err := oidc.NewVerifier(nil, c.OIDC...)
+		if err != nil {
+			return err
+		}
+		a.Auth.External = append(a.Auth.External, bearer.OIDC{Verifier: v, DefaultScope: c.OIDCScope})
+	}
 	fhirBase := c.BaseURL + "/fhir"
 	a.Records = records.New(records.Options{Store: a.Store, Blobs: blobs, Validator: validator{}, Indexer: indexer{}, BaseURL: fhirBase})
-	a.FHIR = api.New(api.Options{Records: a.Records, Auth: a.Auth, BaseURL: fhirBase, MaxBody: c.MaxBody})
-	search.Register(a.FHIR, a.Records, a.Store)
+	ips := &clientip.Resolver{Trusted: c.TrustedProxies}
+	a.Audit = audit.New(audit.Options{Records: a.Records, DB: a.Store, ClientIP: ips.From})
+	a.FHIR = api.New(api.Options{Records: a.Records, Auth: audit.Capture(a.Auth), BaseURL: fhirBase, MaxBody: c.MaxBody})
+	searchEngine := search.Register(a.FHIR, a.Records, a.Store)
+	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens}).Register(a.FHIR, a.Auth)
+	imp := importer.New(a.Store, a.Records)
+	imp.Matcher = searchEngine
+	importer.Register(a.FHIR, imp)
 	a.mux = http.NewServeMux()
-	a.mux.Handle("/fhir", a.FHIR)
-	a.mux.Handle("/fhir/", a.FHIR)
+	a.Jobs = jobs.New(a.Store, jobs.Options{Workers: c.Workers, Lease: c.JobLease})
+	a.Bulk = bulk.New(bulk.Options{DB: a.Store, Records: a.Records, Blobs: blobs, Queue: a.Jobs, Auth: a.Auth, Matcher: searchEngine, BaseURL: fhirBase, Expiry: c.ExportExpiry, MinPoll: c.ExportRate})
+	a.Bulk.Register(a.FHIR, a.mux)
+	a.mux.Handle("/fhir", a.Audit.Handler(a.FHIR))
+	a.mux.Handle("/fhir/", a.Audit.Handler(a.FHIR))
+	a.Users = authdb.New(a.Store)
+	a.AuthServer = authserver.New(authserver.Options{DB: a.Users, Tokens: a.Tokens, Auth: a.Auth, Records: a.Records,
+		BaseURL: c.BaseURL, TokenTTL: c.TokenTTL, ClientIP: ips})
+	a.AuthServer.Register(a.mux)
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Store.QueryRow(r.Context(), "SELECT 1").Scan(new(int)); err != nil {
 			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
@@ -140,6 +199,9 @@ func (a *App) build(ctx context.Context) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
+	if a.SHL, err = shl.Mount(ctx, a.mux, shl.Options{DB: a.Store, Records: a.Records, Auth: a.Auth, BaseURL: c.BaseURL, MaxBody: c.MaxBody}); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -149,8 +211,13 @@ func (a *App) Handler() http.Handler { return logRequests(a.mux) }
 // Mux returns the root mux, for features that add routes.
 func (a *App) Mux() *http.ServeMux { return a.mux }
 
-// Close releases the store.
-func (a *App) Close() error { return a.Store.Close() }
+// Close stores pending audit events and releases the store.
+func (a *App) Close() error {
+	if a.Audit != nil {
+		a.Audit.Close()
+	}
+	return a.Store.Close()
+}
 
 // HTTPServer returns an http.Server for the App with sane timeouts:
 // headers must arrive quickly; bodies and responses may stream for long
@@ -169,6 +236,10 @@ func (a *App) HTTPServer() *http.Server {
 // letting running requests finish for up to grace.
 func (a *App) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	srv := a.HTTPServer()
+	a.Jobs.Start()
+	defer a.Jobs.Stop()
+	a.Bulk.Start()
+	defer a.Bulk.Stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

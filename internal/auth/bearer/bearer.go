@@ -146,3 +146,6 @@ func (p *Principal) Subject() string {
 	}
 	return "unknown"
 }
+
+// ClientID returns the OAuth client the token was issued to ("" if none).
+func (p *Principal) ClientID() string { return p.Claims.ClientID }

@@ -1,0 +1,377 @@
+// Package audit records every access to the FHIR API as a FHIR AuditEvent
+// resource: who (the token's subject, client and patient), what (the
+// interaction, the resources and the patients whose data was touched),
+// when, from where (the client address) and the outcome (HTTP status).
+//
+// Events are written asynchronously, in batches (one FHIR transaction per
+// batch), from a bounded queue: a request never waits on the audit write,
+// and memory stays bounded. When the queue is full, Record waits briefly
+// (back-pressure) before dropping an event; drops are counted and logged.
+//
+// AuditEvents are ordinary resources in the patient compartment (through
+// agent.who and entity.what naming the Patient), so admins read them all
+// and a patient reads those about their own record, with the same access
+// rules as any other resource.
+package audit
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/r4"
+	"github.com/phr-project/phr/internal/records"
+	"github.com/phr-project/phr/internal/store/sqldb"
+)
+
+// Event is one access.
+type Event struct {
+	Time time.Time
+	// Method and Path of the request (the path without the query).
+	Method, Path string
+	// Query is the raw query string (search parameters), kept in the
+	// AuditEvent's entity.query.
+	Query string
+	// Status is the HTTP status of the response.
+	Status int
+	// Subject names the caller ("" when unauthenticated), Client its
+	// OAuth client, Patient the patient it is confined to.
+	Subject, Client, Patient string
+	// IP is the client address.
+	IP string
+}
+
+// Options configure a Log.
+type Options struct {
+	Records *records.Service
+	// DB resolves the patients of resources named by a request.
+	DB *sqldb.DB
+	// QueueSize bounds the events waiting to be written (default 10000).
+	QueueSize int
+	// BatchSize is the most events written in one transaction (default 200).
+	BatchSize int
+	// Interval is the longest an event waits for its batch (default 1 s).
+	Interval time.Duration
+	// ClientIP finds the client address of a request.
+	ClientIP func(*http.Request) string
+}
+
+// Log writes AuditEvents in the background. Close it to flush.
+type Log struct {
+	o       Options
+	queue   chan Event
+	flushes chan chan struct{}
+	done    chan struct{}
+	closing sync.Once
+	dropped atomic.Int64
+	written atomic.Int64
+}
+
+// New starts a Log.
+func New(o Options) *Log {
+	if o.QueueSize <= 0 {
+		o.QueueSize = 10_000
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 200
+	}
+	if o.Interval <= 0 {
+		o.Interval = time.Second
+	}
+	if o.ClientIP == nil {
+		o.ClientIP = func(r *http.Request) string { return r.RemoteAddr }
+	}
+	l := &Log{o: o, queue: make(chan Event, o.QueueSize), flushes: make(chan chan struct{}), done: make(chan struct{})}
+	go l.run()
+	return l
+}
+
+// Record queues an event. It waits up to 100 ms when the queue is full,
+// then drops the event (counted in Dropped).
+func (l *Log) Record(e Event) {
+	select {
+	case l.queue <- e:
+		return
+	default:
+	}
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case l.queue <- e:
+	case <-t.C:
+		if n := l.dropped.Add(1); n&(n-1) == 0 { // log at 1, 2, 4, 8...
+			slog.Error("audit queue full; events dropped", "dropped", n)
+		}
+	}
+}
+
+// Dropped returns how many events were dropped because the queue was full.
+func (l *Log) Dropped() int64 { return l.dropped.Load() }
+
+// Written returns how many events have been stored.
+func (l *Log) Written() int64 { return l.written.Load() }
+
+// Flush waits until every event recorded before the call is stored.
+func (l *Log) Flush(ctx context.Context) error {
+	reply := make(chan struct{})
+	select {
+	case l.flushes <- reply:
+	case <-l.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-reply:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stores the queued events and stops the Log.
+func (l *Log) Close() {
+	l.closing.Do(func() { close(l.queue) })
+	<-l.done
+}
+
+func (l *Log) run() {
+	defer close(l.done)
+	tick := time.NewTicker(l.o.Interval)
+	defer tick.Stop()
+	var batch []Event
+	write := func() {
+		for len(batch) > 0 {
+			n := min(len(batch), l.o.BatchSize)
+			l.write(batch[:n])
+			batch = batch[n:]
+		}
+		batch = nil
+	}
+	for {
+		select {
+		case e, ok := <-l.queue:
+			if !ok {
+				write()
+				return
+			}
+			batch = append(batch, e)
+			if len(batch) >= l.o.BatchSize {
+				write()
+			}
+		case <-tick.C:
+			write()
+		case reply := <-l.flushes:
+		drain:
+			for {
+				select {
+				case e, ok := <-l.queue:
+					if !ok {
+						break drain
+					}
+					batch = append(batch, e)
+				default:
+					break drain
+				}
+			}
+			write()
+			close(reply)
+		}
+	}
+}
+
+// write stores a batch as one transaction; on failure each event is
+// logged (without its query, which may hold personal data) so nothing
+// disappears silently.
+func (l *Log) write(events []Event) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ctx = access.With(ctx, access.System{Name: "audit"})
+	var entries []map[string]any
+	for _, e := range events {
+		entries = append(entries, map[string]any{
+			"resource": l.resource(ctx, e),
+			"request":  map[string]string{"method": "POST", "url": "AuditEvent"},
+		})
+	}
+	body, err := json.Marshal(map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries})
+	if err == nil {
+		_, _, err = l.o.Records.ProcessBundle(ctx, body, nil)
+	}
+	if err != nil {
+		slog.Error("audit events not stored", "count", len(events), "err", err)
+		for _, e := range events {
+			slog.Warn("unstored audit event", "time", e.Time, "method", e.Method, "path", e.Path, "status", e.Status, "subject", e.Subject, "ip", e.IP)
+		}
+		return
+	}
+	l.written.Add(int64(len(events)))
+}
+
+// interaction names the FHIR interaction of a request and its AuditEvent
+// action code (C R U D E).
+func interaction(method string, seg []string) (string, string) {
+	op := len(seg) > 0 && strings.HasPrefix(seg[len(seg)-1], "$")
+	switch {
+	case op:
+		return "operation", "E"
+	case method == http.MethodGet || method == http.MethodHead:
+		switch {
+		case len(seg) == 0:
+			return "search-system", "E"
+		case seg[len(seg)-1] == "_history":
+			switch len(seg) {
+			case 1:
+				return "history-system", "R"
+			case 2:
+				return "history-type", "R"
+			}
+			return "history-instance", "R"
+		case len(seg) == 1:
+			return "search-type", "E"
+		case len(seg) == 2:
+			return "read", "R"
+		case len(seg) == 4 && seg[2] == "_history":
+			return "vread", "R"
+		}
+		return "search-type", "E"
+	case method == http.MethodPost:
+		switch {
+		case len(seg) == 0:
+			return "transaction", "E"
+		case seg[len(seg)-1] == "_search":
+			return "search-type", "E"
+		}
+		return "create", "C"
+	case method == http.MethodPut:
+		return "update", "U"
+	case method == http.MethodPatch:
+		return "patch", "U"
+	case method == http.MethodDelete:
+		return "delete", "D"
+	}
+	return "operation", "E"
+}
+
+func ref(s string) map[string]any { return map[string]any{"reference": s} }
+
+// resource builds the AuditEvent of e.
+func (l *Log) resource(ctx context.Context, e Event) map[string]any {
+	seg := strings.FieldsFunc(strings.TrimPrefix(e.Path, "/fhir"), func(r rune) bool { return r == '/' })
+	sub, action := interaction(e.Method, seg)
+	outcome := "0"
+	switch {
+	case e.Status >= 500:
+		outcome = "8"
+	case e.Status >= 400:
+		outcome = "4"
+	}
+	agent := map[string]any{
+		"type":      map[string]any{"coding": []any{map[string]string{"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type", "code": "humanuser", "display": "human user"}}},
+		"requestor": true,
+		"network":   map[string]string{"address": e.IP, "type": "2"},
+	}
+	switch {
+	case strings.HasPrefix(e.Subject, "Patient/"):
+		agent["who"] = ref(e.Subject)
+	case e.Patient != "":
+		// A caller confined to a patient acts for that patient.
+		agent["who"] = map[string]any{"reference": "Patient/" + e.Patient, "display": e.Subject}
+	case e.Subject != "":
+		agent["who"] = map[string]any{"identifier": map[string]string{"system": "urn:phr:subject", "value": e.Subject}, "display": e.Subject}
+	default:
+		agent["who"] = map[string]any{"display": "unauthenticated"}
+	}
+	if e.Client != "" {
+		agent["altId"] = e.Client
+	}
+	if e.Patient == "" && e.Client != "" && !strings.HasPrefix(e.Subject, "Patient/") {
+		agent["type"] = map[string]any{"coding": []any{map[string]string{"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type", "code": "dataprocessor", "display": "data processor"}}}
+	}
+	var entities []any
+	var target string
+	if len(seg) >= 2 && r4.IsResourceType(seg[0]) && !strings.HasPrefix(seg[1], "$") && !strings.HasPrefix(seg[1], "_") {
+		target = seg[0] + "/" + seg[1]
+		entities = append(entities, map[string]any{"what": ref(target), "type": map[string]string{"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"}})
+	}
+	desc := map[string]any{"description": e.Method + " " + e.Path}
+	if e.Query != "" {
+		desc["query"] = base64.StdEncoding.EncodeToString([]byte(e.Query))
+	}
+	entities = append(entities, desc)
+	for _, p := range l.patients(ctx, e, seg, target) {
+		entities = append(entities, map[string]any{"what": ref("Patient/" + p),
+			"type": map[string]string{"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person"},
+			"role": map[string]string{"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}})
+	}
+	return map[string]any{
+		"resourceType": "AuditEvent",
+		"type":         map[string]string{"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"},
+		"subtype":      []any{map[string]string{"system": "http://hl7.org/fhir/restful-interaction", "code": sub}},
+		"action":       action,
+		"recorded":     fhir.FormatInstant(e.Time),
+		"outcome":      outcome,
+		"outcomeDesc":  "HTTP " + http.StatusText(e.Status) + " (" + strconv.Itoa(e.Status) + ")",
+		"agent":        []any{agent},
+		"source": map[string]any{"observer": map[string]string{"display": "phr FHIR server"},
+			"type": []any{map[string]string{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}}},
+		"entity": entities,
+	}
+}
+
+// patients finds whose data the request touched: the caller's own patient,
+// a Patient named in the path or a compartment, patient/subject search
+// parameters, and the compartments of a resource named in the path.
+func (l *Log) patients(ctx context.Context, e Event, seg []string, target string) []string {
+	var out []string
+	add := func(p string) {
+		p = strings.TrimPrefix(p, "Patient/")
+		if p != "" && fhir.ValidID(p) && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	add(e.Patient)
+	if len(seg) >= 2 && seg[0] == "Patient" && !strings.HasPrefix(seg[1], "$") && !strings.HasPrefix(seg[1], "_") {
+		add(seg[1])
+	}
+	if q, err := url.ParseQuery(e.Query); err == nil {
+		for _, name := range []string{"patient", "subject", "_id"} {
+			for _, v := range q[name] {
+				if name == "_id" && (len(seg) != 1 || seg[0] != "Patient") {
+					continue
+				}
+				if name == "subject" && !strings.HasPrefix(v, "Patient/") {
+					continue
+				}
+				for p := range strings.SplitSeq(v, ",") {
+					add(p)
+				}
+			}
+		}
+	}
+	if target != "" && !strings.HasPrefix(target, "Patient/") && l.o.DB != nil {
+		typ, id, _ := strings.Cut(target, "/")
+		rows, err := l.o.DB.Query(ctx, `SELECT c.patient FROM compartment c JOIN resource r ON r.rid = c.rid WHERE r.type = ? AND r.id = ?`, typ, id)
+		if err == nil {
+			for rows.Next() {
+				var p string
+				if rows.Scan(&p) == nil {
+					add(p)
+				}
+			}
+			rows.Close()
+		}
+	}
+	return out
+}

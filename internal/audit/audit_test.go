@@ -1,0 +1,185 @@
+package audit_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phr-project/phr/internal/server/servertest"
+	"github.com/phr-project/phr/internal/store/storetest"
+)
+
+type auditEvent struct {
+	ID      string `json:"id"`
+	Action  string `json:"action"`
+	Outcome string `json:"outcome"`
+	Subtype []struct {
+		Code string `json:"code"`
+	} `json:"subtype"`
+	Agent []struct {
+		Who struct {
+			Reference string `json:"reference"`
+			Display   string `json:"display"`
+		} `json:"who"`
+		AltID   string `json:"altId"`
+		Network struct {
+			Address string `json:"address"`
+		} `json:"network"`
+	} `json:"agent"`
+	Entity []struct {
+		What struct {
+			Reference string `json:"reference"`
+		} `json:"what"`
+		Description string `json:"description"`
+	} `json:"entity"`
+}
+
+func (e auditEvent) about(ref string) bool {
+	for _, en := range e.Entity {
+		if en.What.Reference == ref {
+			return true
+		}
+	}
+	return false
+}
+
+func (e auditEvent) desc() string {
+	for _, en := range e.Entity {
+		if en.Description != "" {
+			return en.Description
+		}
+	}
+	return ""
+}
+
+// events lists the AuditEvents visible to tok.
+func events(t *testing.T, s *servertest.Server, tok string) []auditEvent {
+	t.Helper()
+	r := s.Do("GET", "AuditEvent/_history?_count=500", tok, nil)
+	if r.Status != 200 {
+		t.Fatalf("AuditEvent history: %d %s", r.Status, r.Body)
+	}
+	var b struct {
+		Entry []struct {
+			Resource json.RawMessage `json:"resource"`
+		} `json:"entry"`
+	}
+	json.Unmarshal(r.Body, &b)
+	var out []auditEvent
+	for _, e := range b.Entry {
+		var ev auditEvent
+		json.Unmarshal(e.Resource, &ev)
+		out = append(out, ev)
+	}
+	return out
+}
+
+func find(evs []auditEvent, desc string) *auditEvent {
+	for i := range evs {
+		if evs[i].desc() == desc {
+			return &evs[i]
+		}
+	}
+	return nil
+}
+
+func TestAuditEvents(t *testing.T) {
+	for _, dialect := range storetest.Dialects() {
+		t.Run(dialect, func(t *testing.T) { testAuditEvents(t, dialect) })
+	}
+}
+
+func testAuditEvents(t *testing.T, dialect string) {
+	s := servertest.Start(t, dialect)
+	admin := s.AdminToken()
+	mk := func(body string) string {
+		r := s.Do("POST", strings.SplitN(strings.Split(body, `"resourceType":"`)[1], `"`, 2)[0], admin, body)
+		if r.Status != 201 {
+			t.Fatalf("create: %d %s", r.Status, r.Body)
+		}
+		return r.JSON(t)["id"].(string)
+	}
+	ann := mk(`{"resourceType":"Patient"}`)
+	bob := mk(`{"resourceType":"Patient"}`)
+	annObs := mk(`{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/` + ann + `"}}`)
+	bobObs := mk(`{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/` + bob + `"}}`)
+	annTok := s.Token("patient/*.rs", ann)
+	bobTok := s.Token("patient/*.rs", bob)
+
+	if r := s.Do("GET", "Observation/"+annObs, annTok, nil); r.Status != 200 {
+		t.Fatalf("own read: %d", r.Status)
+	}
+	if r := s.Do("GET", "Observation/"+bobObs, annTok, nil); r.Status == 200 {
+		t.Fatalf("read of another patient's data allowed")
+	}
+	if r := s.Do("GET", "Patient/"+bob, admin, nil); r.Status != 200 {
+		t.Fatalf("admin read: %d", r.Status)
+	}
+	if r := s.Do("GET", "Patient/"+bob, "not-a-token", nil); r.Status != 401 {
+		t.Fatalf("bad token: %d", r.Status)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.App.Audit.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	all := events(t, s, admin)
+	own := find(all, "GET /fhir/Observation/"+annObs)
+	if own == nil {
+		t.Fatalf("no event for the patient's own read among %d", len(all))
+	}
+	if own.Action != "R" || own.Outcome != "0" || own.Subtype[0].Code != "read" || own.Agent[0].Who.Reference != "Patient/"+ann ||
+		own.Agent[0].Network.Address != "127.0.0.1" || !own.about("Patient/"+ann) || !own.about("Observation/"+annObs) {
+		t.Errorf("own read event: %+v", own)
+	}
+	refused := find(all, "GET /fhir/Observation/"+bobObs)
+	if refused == nil || refused.Outcome != "4" || !refused.about("Patient/"+bob) || refused.Agent[0].Who.Reference != "Patient/"+ann {
+		t.Errorf("refused read event: %+v", refused)
+	}
+	adminRead := find(all, "GET /fhir/Patient/"+bob)
+	if adminRead == nil || adminRead.Agent[0].Who.Display == "" {
+		t.Fatalf("admin read event: %+v", adminRead)
+	}
+	created := find(all, "POST /fhir/Observation")
+	if created == nil || created.Action != "C" {
+		t.Errorf("create event: %+v", created)
+	}
+	var unauth int
+	for _, e := range all {
+		if e.Agent[0].Who.Display == "unauthenticated" && e.Outcome == "4" {
+			unauth++
+		}
+	}
+	if unauth == 0 {
+		t.Error("no event for the request with a bad token")
+	}
+
+	// Ann sees the events about her record, not the admin's read of Bob.
+	annEvents := events(t, s, annTok)
+	if find(annEvents, "GET /fhir/Observation/"+annObs) == nil {
+		t.Error("the patient cannot read the audit of her own access")
+	}
+	for _, e := range annEvents {
+		if e.desc() == "GET /fhir/Patient/"+bob {
+			t.Error("a patient sees an audit event about another patient")
+		}
+		if !e.about("Patient/"+ann) && e.Agent[0].Who.Reference != "Patient/"+ann {
+			t.Errorf("a patient sees an unrelated audit event: %+v", e)
+		}
+	}
+	// Bob sees that the admin read his record, and that Ann tried to.
+	bobEvents := events(t, s, bobTok)
+	if find(bobEvents, "GET /fhir/Patient/"+bob) == nil || find(bobEvents, "GET /fhir/Observation/"+bobObs) == nil {
+		t.Errorf("the patient does not see accesses to his record (%d events)", len(bobEvents))
+	}
+	if r := s.Do("POST", "AuditEvent", annTok, `{"resourceType":"AuditEvent"}`); r.Status != http.StatusForbidden {
+		t.Errorf("a read-only patient token wrote an AuditEvent: %d", r.Status)
+	}
+	if s.App.Audit.Dropped() != 0 {
+		t.Errorf("%d events dropped", s.App.Audit.Dropped())
+	}
+}

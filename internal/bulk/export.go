@@ -1,0 +1,605 @@
+package bulk
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/phr-project/phr/internal/cid"
+	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/index"
+	"github.com/phr-project/phr/internal/jobs"
+	"github.com/phr-project/phr/internal/r4"
+	"github.com/phr-project/phr/internal/records"
+	"github.com/phr-project/phr/internal/store"
+	"github.com/phr-project/phr/internal/store/sqldb"
+)
+
+// File kinds in the manifest.
+const (
+	kindOutput  = "output"
+	kindDeleted = "deleted"
+	kindError   = "error"
+)
+
+// progress is the JSON progress of an export job.
+type progress struct {
+	Total int64 `json:"total"`
+	Done  int64 `json:"done"`
+	// Keys are the blobs the attempt has started writing, so that a later
+	// attempt or the sweep can remove them.
+	Keys []string `json:"keys,omitempty"`
+}
+
+// fileInfo is one written file.
+type fileInfo struct {
+	Name  string
+	Kind  string
+	Type  string
+	Key   string
+	Count int64
+	Size  int64
+	CID   string
+}
+
+// exporter runs one attempt of one export job.
+type exporter struct {
+	s    *Service
+	run  *jobs.Run
+	req  *Request
+	prog progress
+	// files written so far.
+	files []fileInfo
+	// seq numbers files per (kind, type).
+	seq         map[string]int
+	lastReport  time.Time
+	typeMatches map[string]map[string]bool
+}
+
+// runExport is the jobs.Handler of export jobs.
+func (s *Service) runExport(ctx context.Context, run *jobs.Run) error {
+	var req Request
+	if err := json.Unmarshal(run.Params, &req); err != nil {
+		return jobs.Permanent(fmt.Errorf("the export's parameters are unreadable: %w", err))
+	}
+	e := &exporter{s: s, run: run, req: &req, seq: map[string]int{}}
+	// A previous attempt (interrupted by a crash) may have left blobs.
+	if len(run.Progress) > 0 {
+		var old progress
+		if json.Unmarshal(run.Progress, &old) == nil {
+			for _, k := range old.Keys {
+				if err := s.blobs.Delete(ctx, k); err != nil {
+					slog.Warn("removing a file of an earlier export attempt failed", "job", run.ID, "key", k, "error", err)
+				}
+			}
+		}
+	}
+	if err := e.count(ctx); err != nil {
+		return err
+	}
+	if err := e.report(ctx, true); err != nil {
+		return err
+	}
+	if err := e.prepareTypeFilters(ctx); err != nil {
+		return err
+	}
+	for _, typ := range req.Types {
+		if err := e.exportType(ctx, typ); err != nil {
+			return err
+		}
+	}
+	if !req.Since.IsZero() {
+		for _, typ := range req.Types {
+			if err := e.exportDeleted(ctx, typ); err != nil {
+				return err
+			}
+		}
+	}
+	if len(req.Ignored) > 0 {
+		if err := e.writeErrors(ctx); err != nil {
+			return err
+		}
+	}
+	expires := time.Now().Add(s.o.Expiry)
+	files := e.files
+	return run.Complete(ctx, nil, expires, func(tx *sqldb.Tx) error {
+		for _, f := range files {
+			if _, err := tx.Exec(ctx, `INSERT INTO bulk_file (job, name, kind, type, blob_key, count, size, cid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+				run.ID, f.Name, f.Kind, f.Type, f.Key, f.Count, f.Size, f.CID); err != nil {
+				return fmt.Errorf("record export file %s: %w", f.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// inCompartment reports whether typ belongs to the patient compartment
+// (the others are shared reference data: Organization, Practitioner...).
+func inCompartment(typ string) bool {
+	return typ == "Patient" || len(r4.PatientCompartmentParams(typ)) > 0
+}
+
+// where returns the conditions selecting the current resources of typ the
+// export covers (on "resource r").
+func (e *exporter) where(typ string) (string, []any) {
+	req := e.req
+	conds := []string{"r.type = ?", "NOT r.deleted", "r.last_updated <= ?"}
+	args := []any{typ, sqldb.Micros(req.TransactionTime)}
+	if !req.Since.IsZero() {
+		conds = append(conds, "r.last_updated > ?")
+		args = append(args, sqldb.Micros(req.Since))
+	}
+	if !req.Until.IsZero() {
+		conds = append(conds, "r.last_updated <= ?")
+		args = append(args, sqldb.Micros(req.Until))
+	}
+	if req.Level != LevelSystem || req.Confined {
+		// member is the join that limits compartments to the members.
+		member, memberArgs := "", []any(nil)
+		if req.Confined {
+			member = " JOIN bulk_member m ON m.patient = c.patient AND m.job = ?"
+			memberArgs = []any{e.run.ID}
+		}
+		if inCompartment(typ) {
+			cond := "EXISTS (SELECT 1 FROM compartment c" + member + " WHERE c.rid = r.rid)"
+			args = append(args, memberArgs...)
+			if typ == "Provenance" {
+				// Provenance of resources in the compartments, too.
+				cond = "(" + cond + " OR EXISTS (SELECT 1 FROM idx_ref i JOIN resource t ON t.type = i.target_type AND t.id = i.target_id JOIN compartment c ON c.rid = t.rid" + member +
+					" WHERE i.rid = r.rid AND i.param = 'target'))"
+				args = append(args, memberArgs...)
+			}
+			conds = append(conds, cond)
+		} else {
+			// Shared resources referenced from the compartments.
+			conds = append(conds, "EXISTS (SELECT 1 FROM idx_ref i JOIN compartment c ON c.rid = i.rid"+member+" WHERE i.target_type = r.type AND i.target_id = r.id)")
+			args = append(args, memberArgs...)
+		}
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+// count sets the total number of resources the export will look at.
+func (e *exporter) count(ctx context.Context) error {
+	var total int64
+	for _, typ := range e.req.Types {
+		where, args := e.where(typ)
+		var n int64
+		if err := e.s.db.QueryRow(ctx, `SELECT COUNT(*) FROM resource r WHERE `+where, args...).Scan(&n); err != nil {
+			return fmt.Errorf("count %s: %w", typ, err)
+		}
+		total += n
+	}
+	e.prog.Total = total
+	return nil
+}
+
+// report records progress (at most every 250ms unless forced).
+func (e *exporter) report(ctx context.Context, force bool) error {
+	if !force && time.Since(e.lastReport) < 250*time.Millisecond {
+		return nil
+	}
+	e.lastReport = time.Now()
+	b, _ := json.Marshal(e.prog)
+	return e.run.Report(ctx, b)
+}
+
+// prepareTypeFilters resolves the _typeFilter queries to the ids they
+// match, with the search engine.
+func (e *exporter) prepareTypeFilters(ctx context.Context) error {
+	if len(e.req.TypeFilters) == 0 {
+		return nil
+	}
+	if e.s.matcher == nil {
+		return jobs.Permanent(errors.New("_typeFilter cannot be applied: search is not available"))
+	}
+	e.typeMatches = map[string]map[string]bool{}
+	for typ, queries := range e.req.TypeFilters {
+		set := map[string]bool{}
+		for _, q := range queries {
+			v, err := url.ParseQuery(q)
+			if err != nil {
+				return jobs.Permanent(fmt.Errorf("_typeFilter %s?%s: %w", typ, q, err))
+			}
+			ids, err := e.s.matcher.Match(ctx, typ, v, e.s.o.MaxTypeFilterMatches)
+			if err != nil {
+				return jobs.Permanent(fmt.Errorf("_typeFilter %s?%s: %w", typ, q, err))
+			}
+			for _, id := range ids {
+				set[id] = true
+			}
+		}
+		e.typeMatches[typ] = set
+	}
+	return nil
+}
+
+// exportType writes the current resources of typ, in pages by rid.
+func (e *exporter) exportType(ctx context.Context, typ string) error {
+	where, args := e.where(typ)
+	q := `SELECT r.rid, r.id, v.json, v.blob FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE ` + where + ` AND r.rid > ? ORDER BY r.rid LIMIT ?`
+	var (
+		f       *fileWriter
+		after   int64
+		matches = e.typeMatches[typ]
+		elems   = e.elementsFor(typ)
+		buf     []byte
+	)
+	defer func() {
+		if f != nil {
+			f.abort()
+		}
+	}()
+	for {
+		rows, err := e.s.db.Query(ctx, q, append(args, after, e.s.o.PageSize)...)
+		if err != nil {
+			return fmt.Errorf("export %s: %w", typ, err)
+		}
+		n := 0
+		for rows.Next() {
+			var (
+				res  = store.Resource{Type: typ}
+				blob *string
+			)
+			if err := rows.Scan(&after, &res.ID, &res.JSON, &blob); err != nil {
+				rows.Close()
+				return fmt.Errorf("export %s: %w", typ, err)
+			}
+			n++
+			e.prog.Done++
+			if matches != nil && !matches[res.ID] {
+				continue
+			}
+			if blob != nil {
+				res.Blob = *blob
+			}
+			if f == nil {
+				if f, err = e.open(ctx, kindOutput, typ); err != nil {
+					rows.Close()
+					return err
+				}
+			}
+			if elems != nil {
+				if buf, err = subset(buf[:0], typ, res.JSON, elems); err != nil {
+					rows.Close()
+					return jobs.Permanent(fmt.Errorf("export %s/%s: %w", typ, res.ID, err))
+				}
+				res.JSON = buf
+			}
+			if err := e.s.records.WriteJSON(ctx, f.w, &res); err != nil {
+				rows.Close()
+				return fmt.Errorf("export %s/%s: %w", typ, res.ID, err)
+			}
+			if err := f.endLine(); err != nil {
+				rows.Close()
+				return err
+			}
+			if f.full(e.s.o) {
+				if err := e.finish(f); err != nil {
+					rows.Close()
+					return err
+				}
+				f = nil
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("export %s: %w", typ, err)
+		}
+		if err := e.report(ctx, false); err != nil {
+			return err
+		}
+		if n < e.s.o.PageSize {
+			break
+		}
+	}
+	if f != nil {
+		err := e.finish(f)
+		f = nil
+		return err
+	}
+	return nil
+}
+
+// elementsFor returns the elements to keep for typ (nil: all).
+func (e *exporter) elementsFor(typ string) []string {
+	if len(e.req.Elements) == 0 {
+		return nil
+	}
+	var out []string
+	out = append(out, e.req.Elements[""]...)
+	out = append(out, e.req.Elements[typ]...)
+	if len(out) == 0 {
+		// _elements named only other types: this one is exported whole.
+		return nil
+	}
+	return out
+}
+
+// subset keeps resourceType, id, meta, the mandatory elements and those
+// asked for, and tags the result SUBSETTED.
+func subset(dst []byte, typ string, data []byte, elems []string) ([]byte, error) {
+	v, err := fhirjson.Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	keep := func(name string) bool {
+		switch name {
+		case "resourceType", "id", "meta":
+			return true
+		}
+		for _, el := range elems {
+			if name == el {
+				return true
+			}
+			if d := elementOf(typ, el); d != nil && strings.HasSuffix(d.Path, "[x]") && strings.HasPrefix(name, el) {
+				return true
+			}
+		}
+		base := name
+		d := r4.LookupElement(typ + "." + base)
+		if d == nil {
+			// A typed choice name (valueQuantity): find its [x] element.
+			for i := len(name) - 1; i > 0; i-- {
+				if name[i] >= 'A' && name[i] <= 'Z' {
+					if x := r4.LookupElement(typ + "." + name[:i] + "[x]"); x != nil {
+						d = x
+						break
+					}
+				}
+			}
+		}
+		return d != nil && d.Min > 0
+	}
+	fields := v.Fields[:0]
+	for _, f := range v.Fields {
+		if keep(f.Name) {
+			fields = append(fields, f)
+		}
+	}
+	v.Fields = fields
+	meta := v.Get("meta")
+	if meta == nil {
+		meta = fhirjson.NewObject()
+		v.SetAfter("meta", meta, "id")
+	}
+	tags := meta.Get("tag")
+	if tags == nil {
+		tags = fhirjson.NewArray()
+		meta.Set("tag", tags)
+	}
+	tags.Items = append(tags.Items, fhirjson.NewObject(
+		fhirjson.Field{Name: "system", Value: fhirjson.NewString("http://terminology.hl7.org/CodeSystem/v3-ObservationValue")},
+		fhirjson.Field{Name: "code", Value: fhirjson.NewString("SUBSETTED")},
+		fhirjson.Field{Name: "display", Value: fhirjson.NewString("subsetted")},
+	))
+	return v.Append(dst), nil
+}
+
+// exportDeleted writes, for a _since export, a Bundle line with a DELETE
+// entry for each resource of typ deleted since then.
+func (e *exporter) exportDeleted(ctx context.Context, typ string) error {
+	conds := []string{"r.type = ?", "r.deleted", "r.last_updated > ?", "r.last_updated <= ?"}
+	args := []any{typ, sqldb.Micros(e.req.Since), sqldb.Micros(e.req.TransactionTime)}
+	if !e.req.Until.IsZero() {
+		conds = append(conds, "r.last_updated <= ?")
+		args = append(args, sqldb.Micros(e.req.Until))
+	}
+	q := `SELECT r.rid, r.id, r.version FROM resource r WHERE ` + strings.Join(conds, " AND ") + ` AND r.rid > ? ORDER BY r.rid LIMIT ?`
+	var members []string
+	if e.req.Confined {
+		var err error
+		if members, err = e.s.members(ctx, e.run.ID); err != nil {
+			return err
+		}
+	}
+	var (
+		f     *fileWriter
+		after int64
+	)
+	defer func() {
+		if f != nil {
+			f.abort()
+		}
+	}()
+	type del struct {
+		id      string
+		version int64
+	}
+	for {
+		rows, err := e.s.db.Query(ctx, q, append(args, after, e.s.o.PageSize)...)
+		if err != nil {
+			return fmt.Errorf("deleted %s: %w", typ, err)
+		}
+		var page []del
+		for rows.Next() {
+			var d del
+			if err := rows.Scan(&after, &d.id, &d.version); err != nil {
+				rows.Close()
+				return fmt.Errorf("deleted %s: %w", typ, err)
+			}
+			page = append(page, d)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("deleted %s: %w", typ, err)
+		}
+		for _, d := range page {
+			if e.req.Level != LevelSystem || e.req.Confined {
+				ok, err := e.deletedInScope(ctx, typ, d.id, d.version, members)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					continue
+				}
+			}
+			if f == nil {
+				if f, err = e.open(ctx, kindDeleted, typ); err != nil {
+					return err
+				}
+			}
+			line := fmt.Appendf(nil, `{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"DELETE","url":%s}}]}`, fhirjson.AppendString(nil, typ+"/"+d.id))
+			if _, err := f.w.Write(line); err != nil {
+				return err
+			}
+			if err := f.endLine(); err != nil {
+				return err
+			}
+		}
+		if len(page) < e.s.o.PageSize {
+			break
+		}
+	}
+	if f != nil {
+		err := e.finish(f)
+		f = nil
+		return err
+	}
+	return nil
+}
+
+// deletedInScope reports whether a deleted resource was in the export's
+// compartments, judged on its last live version.
+func (e *exporter) deletedInScope(ctx context.Context, typ, id string, version int64, members []string) (bool, error) {
+	if version < 2 {
+		return false, nil
+	}
+	prev, err := e.s.db.ReadVersion(ctx, typ, id, version-1)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !inCompartment(typ) {
+		// Shared resources are reported deleted to every patient export
+		// that may have received them.
+		return true, nil
+	}
+	v, err := fhirjson.Parse(prev.JSON)
+	if err != nil {
+		return false, fmt.Errorf("parse stored %s/%s: %w", typ, id, err)
+	}
+	ent, err := index.Extract(typ, v)
+	if err != nil {
+		return false, err
+	}
+	pats := records.Patients(typ, id, &ent)
+	if !e.req.Confined {
+		return len(pats) > 0, nil
+	}
+	for _, p := range pats {
+		if slices.Contains(members, p) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// writeErrors writes the OperationOutcomes of parameters ignored under
+// handling=lenient.
+func (e *exporter) writeErrors(ctx context.Context) error {
+	f, err := e.open(ctx, kindError, "OperationOutcome")
+	if err != nil {
+		return err
+	}
+	for _, is := range e.req.Ignored {
+		if _, err := f.w.Write(fhir.OutcomeJSON([]fhir.Issue{is})); err != nil {
+			f.abort()
+			return err
+		}
+		if err := f.endLine(); err != nil {
+			f.abort()
+			return err
+		}
+	}
+	return e.finish(f)
+}
+
+// fileWriter streams one file into the blob store.
+type fileWriter struct {
+	info   fileInfo
+	pw     *io.PipeWriter
+	w      *bufio.Writer
+	hasher *cid.Hasher
+	size   countWriter
+	done   chan error
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// open starts a new file of kind and typ.
+func (e *exporter) open(ctx context.Context, kind, typ string) (*fileWriter, error) {
+	k := kind + "/" + typ
+	e.seq[k]++
+	name := fmt.Sprintf("%s-%d.ndjson", typ, e.seq[k])
+	if kind != kindOutput {
+		name = kind + "-" + name
+	}
+	key := fmt.Sprintf("bulk/%s/a%d/%s", e.run.ID, e.run.Attempts, name)
+	e.prog.Keys = append(e.prog.Keys, key)
+	// Record the key before writing, so that it is cleaned up whatever
+	// happens to this attempt.
+	if err := e.report(ctx, true); err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	if kind == kindDeleted {
+		typ = "Bundle"
+	}
+	f := &fileWriter{info: fileInfo{Name: name, Kind: kind, Type: typ, Key: key}, pw: pw, hasher: cid.NewHasher(), done: make(chan error, 1)}
+	f.w = bufio.NewWriterSize(io.MultiWriter(pw, f.hasher, &f.size), 256<<10)
+	go func() {
+		_, err := e.s.blobs.Put(ctx, key, pr)
+		pr.CloseWithError(err)
+		f.done <- err
+	}()
+	return f, nil
+}
+
+// endLine ends an NDJSON line and counts it.
+func (f *fileWriter) endLine() error {
+	f.info.Count++
+	return f.w.WriteByte('\n')
+}
+
+// full reports whether the file reached the split size.
+func (f *fileWriter) full(o Options) bool {
+	return f.info.Count >= int64(o.MaxFileResources) || f.size.n+int64(f.w.Buffered()) >= o.MaxFileBytes
+}
+
+// finish closes f and records it.
+func (e *exporter) finish(f *fileWriter) error {
+	err := f.w.Flush()
+	if err != nil {
+		f.pw.CloseWithError(err)
+		<-f.done
+		return fmt.Errorf("write %s: %w", f.info.Name, err)
+	}
+	f.pw.Close()
+	if err := <-f.done; err != nil {
+		return fmt.Errorf("store %s: %w", f.info.Name, err)
+	}
+	f.info.Size = f.size.n
+	f.info.CID = f.hasher.CID()
+	e.files = append(e.files, f.info)
+	return nil
+}
+
+// abort stops writing f (the blob store keeps no partial blob).
+func (f *fileWriter) abort() {
+	f.pw.CloseWithError(errors.New("export aborted"))
+	<-f.done
+}

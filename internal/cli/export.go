@@ -1,0 +1,440 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/auth/token"
+	"github.com/phr-project/phr/internal/phrexport"
+	"github.com/phr-project/phr/internal/server"
+)
+
+func init() {
+	register(command{name: "export", summary: "export a health record (Bundle, NDJSON, .phr or encrypted .sphr)", run: runExport})
+	register(command{name: "verify", summary: "verify the detached signature of an export", run: runVerify})
+}
+
+// exportOpts are the flags of phr export.
+type exportOpts struct {
+	format, patient, start, end, types, since, until string
+	out, passphrase, server, token                   string
+	sign, quiet                                      bool
+	sf                                               storeFlags
+}
+
+func runExport(ctx context.Context, args []string, out, errOut io.Writer) error {
+	f := newFlags("export", "[--format phr] [--patient ID] [--start D --end D] [--type T,...] [--out FILE] [--server URL --token T | --data DIR]", errOut)
+	var o exportOpts
+	f.string(&o.format, "format", "phr", "output format: bundle, ndjson, phr or sphr (encrypted zip)")
+	f.string(&o.patient, "patient", "", "patient id to export (default: every patient, or the token's own)")
+	f.string(&o.start, "start", "", "start of the clinical date range (2010, 2020-06, 2020-06-30)")
+	f.string(&o.end, "end", "", "end of the clinical date range (inclusive)")
+	f.string(&o.types, "type", "", "comma-separated resource types to export (_type)")
+	f.string(&o.since, "since", "", "only resources updated at or after this instant (_since)")
+	f.string(&o.until, "until", "", "only resources updated at or before this instant (_until)")
+	f.string(&o.out, "out", "", `output file ("-" for standard output; default: a name from the patient and the date)`)
+	f.string(&o.passphrase, "passphrase", "", "passphrase of a .sphr (default: a generated one, printed once on standard error); prefer the environment variable to the flag, which other users can see")
+	f.bool(&o.sign, "sign", false, "also write a detached JWS signature with the server's key to OUT.jws (verify with phr verify)")
+	f.bool(&o.quiet, "quiet", false, "no progress on standard error")
+	f.string(&o.server, "server", "", "export from this phr server (http://host:port) instead of a local data directory")
+	f.string(&o.token, "token", "", "bearer access token for --server")
+	o.sf.add(f)
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if f.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %v", errUsage, f.Args())
+	}
+	format, err := phrexport.ParseFormat(o.format)
+	if err != nil {
+		return fmt.Errorf("%w: --format %q: use bundle, ndjson, phr or sphr", errUsage, o.format)
+	}
+	o.format = format
+	if o.passphrase != "" && format != phrexport.FormatSPHR {
+		return fmt.Errorf("%w: --passphrase only applies to --format sphr", errUsage)
+	}
+	if o.server != "" {
+		return exportRemote(ctx, &o, out, errOut)
+	}
+	return exportLocal(ctx, &o, out, errOut)
+}
+
+// progress prints a status line on stderr at most twice a second.
+type progress struct {
+	w         io.Writer
+	quiet     bool
+	start     time.Time
+	last      atomic.Int64
+	resources atomic.Int64
+	bytes     atomic.Int64
+}
+
+func newProgress(w io.Writer, quiet bool) *progress {
+	return &progress{w: w, quiet: quiet, start: time.Now()}
+}
+
+func (p *progress) update(resources, n int64) {
+	if resources >= 0 {
+		p.resources.Store(resources)
+	}
+	p.bytes.Store(n)
+	now := time.Now().UnixMilli()
+	if p.quiet || now-p.last.Load() < 500 {
+		return
+	}
+	p.last.Store(now)
+	p.print("\r")
+}
+
+func (p *progress) print(prefix string) {
+	el := time.Since(p.start).Seconds()
+	mb := float64(p.bytes.Load()) / 1e6
+	if r := p.resources.Load(); r > 0 {
+		fmt.Fprintf(p.w, "%sexported %d resources, %.1f MB in %.1fs", prefix, r, mb, el)
+	} else {
+		fmt.Fprintf(p.w, "%sexported %.1f MB in %.1fs", prefix, mb, el)
+	}
+}
+
+func (p *progress) done() {
+	if p.quiet {
+		return
+	}
+	p.print("\r")
+	fmt.Fprintln(p.w)
+}
+
+// output opens the destination: a temporary file renamed into place by
+// commit (so a failed export never leaves a file that looks complete), or
+// standard output.
+type output struct {
+	f     *os.File
+	path  string
+	bw    *bufio.Writer
+	w     io.Writer
+	final string
+}
+
+func openOutput(path string, stdout io.Writer) (*output, error) {
+	if path == "-" {
+		bw := bufio.NewWriterSize(stdout, 64<<10)
+		return &output{bw: bw, w: bw}, nil
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".partial-*")
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	bw := bufio.NewWriterSize(f, 256<<10)
+	return &output{f: f, path: f.Name(), bw: bw, w: bw, final: path}, nil
+}
+
+func (o *output) commit() error {
+	if err := o.bw.Flush(); err != nil {
+		o.abort()
+		return err
+	}
+	if o.f == nil {
+		return nil
+	}
+	if err := o.f.Close(); err != nil {
+		os.Remove(o.path)
+		return err
+	}
+	return os.Rename(o.path, o.final)
+}
+
+func (o *output) abort() {
+	if o.f != nil {
+		o.f.Close()
+		os.Remove(o.path)
+	}
+}
+
+func exportLocal(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) error {
+	app, err := server.Open(ctx, server.Config{DataDir: o.sf.data, DB: o.sf.db})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	svc := phrexport.New(phrexport.Options{DB: app.Store, Records: app.Records, BaseURL: app.Config.BaseURL + "/fhir", Signer: app.Tokens})
+	// The command line working on the data directory has its files: it
+	// acts with full access, like the server's own work.
+	ctx = access.With(ctx, access.System{Name: "phr export"})
+	p := &phrexport.Params{Format: o.format, Start: o.start, End: o.end, Passphrase: o.passphrase, Sign: o.sign}
+	if o.patient != "" {
+		if p.Patient, err = phrexport.ParsePatient(o.patient); err != nil {
+			return fmt.Errorf("%w: --patient: %v", errUsage, err)
+		}
+	}
+	if o.types != "" {
+		if p.Types, err = phrexport.ParseTypes([]string{o.types}); err != nil {
+			return fmt.Errorf("%w: --type: %v", errUsage, err)
+		}
+	}
+	if p.Since, err = phrexport.ParseInstant("--since", o.since, false); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if p.Until, err = phrexport.ParseInstant("--until", o.until, true); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := svc.Prepare(ctx, p); err != nil {
+		return err
+	}
+	path := o.out
+	if path == "" {
+		path = svc.FileName(p)
+	}
+	dst, err := openOutput(path, stdout)
+	if err != nil {
+		return err
+	}
+	prog := newProgress(errOut, o.quiet)
+	p.Progress = prog.update
+	st, err := svc.Export(ctx, p, dst.w, nil)
+	if err != nil {
+		dst.abort()
+		return err
+	}
+	if err := dst.commit(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	prog.update(st.Resources, st.Bytes)
+	prog.done()
+	return finishExport(path, p.Passphrase, p.GeneratedPassphrase, st.Signature, st.Outcomes, errOut)
+}
+
+// finishExport writes the signature file and tells the user what to keep.
+func finishExport(path, passphrase string, generated bool, sig string, outcomes int64, errOut io.Writer) error {
+	if path != "-" {
+		fmt.Fprintf(errOut, "wrote %s\n", path)
+	}
+	if outcomes > 0 {
+		fmt.Fprintf(errOut, "warning: %d resources could not be exported; the export holds an OperationOutcome for each\n", outcomes)
+	}
+	if generated {
+		fmt.Fprintf(errOut, "passphrase (shown only now, keep it safe): %s\n", passphrase)
+	}
+	if sig != "" {
+		sigPath := path + ".jws"
+		if path == "-" {
+			sigPath = "export.jws"
+		}
+		if err := os.WriteFile(sigPath, []byte(sig+"\n"), 0o644); err != nil {
+			return fmt.Errorf("write the signature: %w", err)
+		}
+		fmt.Fprintf(errOut, "signature: %s (check with: phr verify %s --sig %s)\n", sigPath, path, sigPath)
+	}
+	return nil
+}
+
+// countingWriter counts bytes and lines for the progress of a remote export.
+type countingWriter struct {
+	w            io.Writer
+	n, lines     int64
+	countLines   bool
+	prog         *progress
+	lastProgress time.Time
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	if c.countLines {
+		c.lines += int64(bytes.Count(p[:n], []byte{'\n'}))
+	}
+	if time.Since(c.lastProgress) > 200*time.Millisecond {
+		c.lastProgress = time.Now()
+		r := int64(-1)
+		if c.countLines {
+			r = c.lines
+		}
+		c.prog.update(r, c.n)
+	}
+	return n, err
+}
+
+func exportRemote(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) error {
+	base := strings.TrimSuffix(o.server, "/")
+	if !strings.HasSuffix(base, "/fhir") {
+		base += "/fhir"
+	}
+	q := url.Values{"outputFormat": {o.format}}
+	for k, v := range map[string]string{"start": o.start, "end": o.end, "_type": o.types, "_since": o.since, "_until": o.until} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if o.patient != "" {
+		q.Set("patient", "Patient/"+strings.TrimPrefix(o.patient, "Patient/"))
+	}
+	if o.sign {
+		q.Set("sign", "true")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/Bundle/$phr-export?"+q.Encode(), nil)
+	if err != nil {
+		return fmt.Errorf("%w: --server: %v", errUsage, err)
+	}
+	if o.token != "" {
+		req.Header.Set("Authorization", "Bearer "+o.token)
+	}
+	if o.passphrase != "" {
+		req.Header.Set(phrexport.HeaderPassphrase, o.passphrase)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("export from %s: %w", o.server, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("the server answered %s: %s", res.Status, outcomeTextFrom(res.Body))
+	}
+	path := o.out
+	if path == "" {
+		path = "phr-export"
+		if _, params, err := mime.ParseMediaType(res.Header.Get("Content-Disposition")); err == nil && params["filename"] != "" {
+			path = filepath.Base(params["filename"])
+		}
+	}
+	dst, err := openOutput(path, stdout)
+	if err != nil {
+		return err
+	}
+	prog := newProgress(errOut, o.quiet)
+	cw := &countingWriter{w: dst.w, countLines: o.format != phrexport.FormatSPHR && o.format != phrexport.FormatBundle, prog: prog}
+	if _, err := io.Copy(cw, res.Body); err != nil {
+		dst.abort()
+		return fmt.Errorf("export from %s: %w (nothing was written)", o.server, err)
+	}
+	if err := dst.commit(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	r := int64(-1)
+	if cw.countLines {
+		r = cw.lines
+	}
+	prog.update(r, cw.n)
+	prog.done()
+	sig := res.Trailer.Get(phrexport.HeaderSignature)
+	if o.sign && sig == "" {
+		return errors.New("the server sent no signature (X-PHR-Signature trailer)")
+	}
+	pass := res.Header.Get(phrexport.HeaderPassphrase)
+	return finishExport(path, pass, pass != "", sig, 0, errOut)
+}
+
+// outcomeText extracts the diagnostics of an OperationOutcome body.
+
+func runVerify(ctx context.Context, args []string, out, errOut io.Writer) error {
+	f := newFlags("verify", "FILE --sig SIGFILE [--jwks FILE|URL | --data DIR]", errOut)
+	var sigPath, jwksRef string
+	var sf storeFlags
+	f.string(&sigPath, "sig", "", "detached JWS signature file (default: FILE.jws)")
+	f.string(&jwksRef, "jwks", "", "JSON Web Key Set of the signing server, as a file or an http(s) URL (default: the keys of the local data directory)")
+	sf.add(f)
+	// Accept flags after the file name too: phr verify FILE --sig SIG.
+	var files []string
+	rest := args
+	for len(rest) > 0 {
+		if err := f.parse(rest); err != nil {
+			return err
+		}
+		if f.NArg() == 0 {
+			break
+		}
+		files = append(files, f.Arg(0))
+		rest = f.Args()[1:]
+	}
+	if len(files) != 1 {
+		return fmt.Errorf("%w: give exactly one file to verify", errUsage)
+	}
+	file := files[0]
+	if sigPath == "" {
+		sigPath = file + ".jws"
+	}
+	sig, err := os.ReadFile(sigPath)
+	if err != nil {
+		return fmt.Errorf("read the signature: %w", err)
+	}
+	fh, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	_, err = io.Copy(h, fh)
+	fh.Close()
+	if err != nil {
+		return fmt.Errorf("read %s: %w", file, err)
+	}
+	var keys jose.JSONWebKeySet
+	switch {
+	case jwksRef != "":
+		if keys, err = loadJWKS(ctx, jwksRef); err != nil {
+			return err
+		}
+	default:
+		st, err := server.OpenStore(ctx, server.Config{DataDir: sf.data, DB: sf.db})
+		if err != nil {
+			return err
+		}
+		iss, err := server.TokenIssuer(ctx, st)
+		st.Close()
+		if err != nil {
+			return err
+		}
+		keys = iss.JWKS()
+	}
+	kid, err := token.VerifyDetached(strings.TrimSpace(string(sig)), h.Sum(nil), keys)
+	if err != nil {
+		return fmt.Errorf("%s: signature NOT valid: %w", file, err)
+	}
+	fmt.Fprintf(out, "%s: signature valid (SHA-256 %x, key %s)\n", file, h.Sum(nil), kid)
+	return nil
+}
+
+func loadJWKS(ctx context.Context, ref string) (jose.JSONWebKeySet, error) {
+	var keys jose.JSONWebKeySet
+	var data []byte
+	if strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://") {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, ref, nil)
+		if err != nil {
+			return keys, err
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return keys, fmt.Errorf("fetch %s: %w", ref, err)
+		}
+		defer res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return keys, fmt.Errorf("fetch %s: %s", ref, res.Status)
+		}
+		if data, err = io.ReadAll(io.LimitReader(res.Body, 1<<20)); err != nil {
+			return keys, fmt.Errorf("fetch %s: %w", ref, err)
+		}
+	} else {
+		var err error
+		if data, err = os.ReadFile(ref); err != nil {
+			return keys, err
+		}
+	}
+	if err := json.Unmarshal(data, &keys); err != nil || len(keys.Keys) == 0 {
+		return keys, fmt.Errorf("%s is not a JSON Web Key Set with keys", ref)
+	}
+	return keys, nil
+}

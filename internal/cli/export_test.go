@@ -1,0 +1,112 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/phr-project/phr/internal/server/servertest"
+	"github.com/phr-project/phr/internal/sphr"
+)
+
+func seed(t *testing.T) *servertest.Server {
+	s := servertest.Start(t, "sqlite")
+	tok := s.AdminToken()
+	for _, r := range []struct{ path, body string }{
+		{"Patient/p1", `{"resourceType":"Patient","id":"p1","name":[{"family":"Sim","given":["William"]}]}`},
+		{"Patient/p2", `{"resourceType":"Patient","id":"p2"}`},
+		{"Observation/o1", `{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2012-01-01"}`},
+		{"Observation/o2", `{"resourceType":"Observation","id":"o2","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2022-01-01"}`},
+		{"Observation/o3", `{"resourceType":"Observation","id":"o3","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p2"}}`},
+	} {
+		if res := s.Do("PUT", r.path, tok, r.body); res.Status >= 300 {
+			t.Fatalf("PUT %s: %d %s", r.path, res.Status, res.Body)
+		}
+	}
+	return s
+}
+
+func TestExportLocalAndVerify(t *testing.T) {
+	s := seed(t)
+	data := s.App.Config.DataDir
+	dir := t.TempDir()
+	phr := filepath.Join(dir, "p1.phr")
+	code, _, errOut := run(t, "export", "--data", data, "--patient", "p1", "--end", "2015", "--out", phr)
+	if code != 0 {
+		t.Fatalf("export: %d %s", code, errOut)
+	}
+	b, _ := os.ReadFile(phr)
+	ls := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(ls) != 3 || !strings.Contains(ls[0], `"11503-0"`) || !strings.Contains(ls[1], `"id":"p1"`) || !strings.Contains(ls[2], `"id":"o1"`) {
+		t.Fatalf("export --end 2015:\n%s", b)
+	}
+	if !strings.Contains(errOut, "exported 3 resources") || !strings.Contains(errOut, "wrote "+phr) {
+		t.Errorf("progress: %q", errOut)
+	}
+	// .sphr with a generated passphrase and a signature.
+	arc := filepath.Join(dir, "p1.sphr")
+	code, _, errOut = run(t, "export", "--data", data, "--patient", "p1", "--format", "sphr", "--sign", "--out", arc)
+	if code != 0 {
+		t.Fatalf("export sphr: %d %s", code, errOut)
+	}
+	m := regexp.MustCompile(`passphrase \(shown only now, keep it safe\): (\S+)`).FindStringSubmatch(errOut)
+	if m == nil {
+		t.Fatalf("no passphrase shown: %s", errOut)
+	}
+	a, _ := os.ReadFile(arc)
+	rd, err := sphr.Open(bytes.NewReader(a), int64(len(a)), m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := rd.Next(); err != nil || !bytes.Contains(l.JSON, []byte("11503-0")) {
+		t.Fatalf("first line of the .sphr: %v", err)
+	}
+	code, out, errOut := run(t, "verify", arc, "--sig", arc+".jws", "--data", data)
+	if code != 0 || !strings.Contains(out, "signature valid") {
+		t.Fatalf("verify: %d %s %s", code, out, errOut)
+	}
+	a[len(a)/2] ^= 0x55
+	os.WriteFile(arc, a, 0o600)
+	if code, _, errOut := run(t, "verify", arc, "--data", data); code != 1 || !strings.Contains(errOut, "NOT valid") {
+		t.Fatalf("verify of a modified file: %d %s", code, errOut)
+	}
+	if code, _, _ := run(t, "export", "--data", data, "--format", "xml"); code != 2 {
+		t.Errorf("--format xml: exit %d, want 2", code)
+	}
+}
+
+func TestExportRemote(t *testing.T) {
+	s := seed(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "all.ndjson")
+	code, _, errOut := run(t, "export", "--server", s.URL, "--token", s.AdminToken(), "--format", "ndjson", "--out", out, "--sign")
+	if code != 0 {
+		t.Fatalf("remote export: %d %s", code, errOut)
+	}
+	b, _ := os.ReadFile(out)
+	if n := bytes.Count(b, []byte("\n")); n != 7 { // 2 covers, 2 patients, 3 observations
+		t.Fatalf("remote export: %d lines\n%s", n, b)
+	}
+	if code, vout, verr := run(t, "verify", out, "--data", s.App.Config.DataDir); code != 0 {
+		t.Fatalf("verify remote signature: %d %s %s", code, vout, verr)
+	}
+	// A patient token cannot export another patient.
+	code, _, errOut = run(t, "export", "--server", s.URL, "--token", s.Token("patient/*.rs", "p1"), "--patient", "p2", "--out", filepath.Join(dir, "x"))
+	if code != 1 || !strings.Contains(errOut, "403") || !strings.Contains(errOut, "may export only Patient/p1") {
+		t.Fatalf("patient token exporting p2: %d %s", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {
+		t.Error("a failed export left a file")
+	}
+	// Its own record works, with the file name the server suggests.
+	wd, _ := os.Getwd()
+	os.Chdir(dir)
+	defer os.Chdir(wd)
+	code, _, errOut = run(t, "export", "--server", s.URL+"/fhir", "--token", s.Token("patient/*.rs", "p1"), "--format", "sphr", "--passphrase", "pw")
+	if code != 0 || !strings.Contains(errOut, "wrote William-Sim-") {
+		t.Fatalf("patient export: %d %s", code, errOut)
+	}
+}

@@ -1,0 +1,90 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func sharedData(t *testing.T, name string) string {
+	t.Helper()
+	wd, _ := os.Getwd()
+	for d := wd; ; d = filepath.Dir(d) {
+		p := filepath.Join(d, "..", "shared", "data", name)
+		if _, err := os.Stat(p); err == nil {
+			return filepath.Clean(p)
+		}
+		if filepath.Dir(d) == d {
+			t.Skipf("../shared/data/%s not found; skipping", name)
+		}
+	}
+}
+
+func TestImportCLI(t *testing.T) {
+	bulk := sharedData(t, "sample-bulk-10")
+	data := t.TempDir()
+	code, out, errOut := run(t, "import", "--data", data, "--source", "https://ehr.example/fhir", bulk)
+	if code != 0 || !strings.Contains(out, "created 7160,") || !strings.Contains(out, "rejected 0") {
+		t.Fatalf("import: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = run(t, "import", "--data", data, "--source", "https://ehr.example/fhir", bulk)
+	if code != 0 || !strings.Contains(out, "created 0,") || !strings.Contains(out, "unchanged 7160") {
+		t.Fatalf("re-import: %d\n%s\n%s", code, out, errOut)
+	}
+	// An edited patient file from the same source.
+	edit := t.TempDir()
+	b, _ := os.ReadFile(filepath.Join(bulk, "Patient.000.ndjson"))
+	first, _, _ := bytes.Cut(b, []byte("\n"))
+	id := regexp.MustCompile(`"id":"([^"]+)"`).FindSubmatch(first)[1]
+	first = bytes.Replace(first, []byte(`"gender":"`), []byte(`"active":false,"gender":"`), 1)
+	os.WriteFile(filepath.Join(edit, "Patient.000.ndjson"), append(first, '\n'), 0o600)
+	code, out, errOut = run(t, "import", "--data", data, "--source", "https://ehr.example/fhir", edit)
+	if code != 0 || !strings.Contains(out, "updated 1,") {
+		t.Fatalf("edited: %d\n%s\n%s", code, out, errOut)
+	}
+	ref := "Patient/" + string(id)
+	code, out, errOut = run(t, "diff", ref, "--data", data)
+	if code != 0 || !strings.Contains(out, "+ Patient.active: false") {
+		t.Fatalf("diff: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = run(t, "revert", ref, "--to", "1", "--data", data)
+	if code != 0 || !strings.Contains(out, "written back as version 3") {
+		t.Fatalf("revert: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, _ = run(t, "diff", ref, "2", "3", "--data", data)
+	if code != 0 || !strings.Contains(out, "- Patient.active: false") {
+		t.Fatalf("diff 2 3: %d\n%s", code, out)
+	}
+	// A second source disagrees: a conflict, resolved by keeping ours.
+	other := t.TempDir()
+	conf := bytes.Replace(first, []byte(`"active":false`), []byte(`"active":true`), 1)
+	os.WriteFile(filepath.Join(other, "Patient.ndjson"), append(conf, '\n'), 0o600)
+	code, out, errOut = run(t, "import", "--data", data, "--source", "clinic-b", other)
+	if code != 0 || !strings.Contains(out, "conflicts 1") || !strings.Contains(errOut, "conflict") {
+		t.Fatalf("conflicting import: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, _ = run(t, "conflicts", "--data", data)
+	m := regexp.MustCompile(`conflict (\d+)  open  ` + regexp.QuoteMeta(ref)).FindStringSubmatch(out)
+	if code != 0 || m == nil {
+		t.Fatalf("conflicts: %d\n%s", code, out)
+	}
+	code, out, _ = run(t, "conflicts", "show", m[1], "--data", data)
+	if code != 0 || !strings.Contains(out, "--- incoming (from urn:phr:source:clinic-b)") || !strings.Contains(out, "--- current") {
+		t.Fatalf("show: %d\n%s", code, out)
+	}
+	code, out, _ = run(t, "conflicts", "resolve", m[1], "keep", "--data", data)
+	if code != 0 || !strings.Contains(out, "version 4") {
+		t.Fatalf("resolve: %d\n%s", code, out)
+	}
+	code, out, _ = run(t, "log", "--data", data)
+	if code != 0 || strings.Count(out, "batch ") != 4 {
+		t.Fatalf("log: %d\n%s", code, out)
+	}
+	code, out, _ = run(t, "log", "--batch", "3", "--data", data)
+	if code != 0 || !strings.Contains(out, "wrote   "+ref+"/_history/2") {
+		t.Fatalf("log --batch: %d\n%s", code, out)
+	}
+}

@@ -1,0 +1,394 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/phr-project/phr/internal/importer"
+)
+
+func init() {
+	register(command{name: "import", summary: "import files (NDJSON, Bundle, .phr, .sphr, Bulk Data export dir) and merge them", run: runImport})
+	register(command{name: "log", summary: "list import batches (or one: --batch N)", run: runLog})
+	register(command{name: "diff", summary: "show what changed between two versions: phr diff T/id [v1 v2]", run: runDiff})
+	register(command{name: "revert", summary: "write an old version back as a new one: phr revert T/id --to N", run: runRevert})
+	register(command{name: "conflicts", summary: "list, show and resolve merge conflicts", run: runConflicts})
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// importProgress counts what has been sent.
+type importProgress struct {
+	bytes, lines atomic.Int64
+}
+
+type countReader struct {
+	r io.Reader
+	p *importProgress
+}
+
+func (c countReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.p.bytes.Add(int64(n))
+	c.p.lines.Add(int64(bytes.Count(b[:n], []byte{'\n'})))
+	return n, err
+}
+
+// upload is one request body to send to $import.
+type upload struct {
+	name, contentType string
+	open              func(w io.Writer) error // writes the body
+	size              int64
+}
+
+func runImport(ctx context.Context, args []string, out, errOut io.Writer) error {
+	f := newFlags("import", "FILE|DIR... [--source S] [--server URL --token T | --data DIR] [--passphrase P] [--validate]", errOut)
+	var (
+		cf         clientFlags
+		source     string
+		passphrase string
+		validate   bool
+		quiet      bool
+	)
+	cf.add(f)
+	f.string(&source, "source", "", "where the data came from (a label or URL); default: the file or directory name")
+	f.string(&passphrase, "passphrase", "", "passphrase of an encrypted .sphr")
+	f.bool(&validate, "validate", false, "check and report only; write nothing")
+	f.bool(&quiet, "quiet", false, "print only the summary lines")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if f.NArg() == 0 {
+		return fmt.Errorf("%w: name at least one file or directory to import", errUsage)
+	}
+	c, err := cf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	tty := isTerminal(errOut)
+	for _, p := range f.Args() {
+		src := source
+		if src == "" {
+			src = filepath.Base(filepath.Clean(p))
+		}
+		ups, err := uploads(p)
+		if err != nil {
+			return err
+		}
+		for _, u := range ups {
+			if err := sendImport(ctx, c, u, src, passphrase, validate, quiet, tty, out, errOut); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// uploads turns a path into request bodies: the NDJSON files of a
+// directory (a Bulk Data export) become one stream (one batch), in the
+// order identities are best resolved; Bundles and archives go one by one.
+func uploads(p string) ([]upload, error) {
+	st, err := os.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	if st.IsDir() {
+		if files, err = importer.DirFiles(p); err != nil {
+			return nil, err
+		}
+	} else {
+		files = []string{p}
+	}
+	var ndjson []string
+	var out []upload
+	for _, fp := range files {
+		kind, err := sniff(fp)
+		if err != nil {
+			return nil, err
+		}
+		switch kind {
+		case "skip":
+		case "ndjson":
+			ndjson = append(ndjson, fp)
+		case "zip":
+			fp := fp
+			st, _ := os.Stat(fp)
+			out = append(out, upload{name: filepath.Base(fp), contentType: "application/zip", size: st.Size(), open: func(w io.Writer) error { return copyFile(w, fp) }})
+		case "manifest":
+			files, err := manifestFiles(fp)
+			if err != nil {
+				return nil, err
+			}
+			ndjson = append(ndjson, files...)
+		default:
+			fp := fp
+			out = append(out, upload{name: filepath.Base(fp), contentType: "application/fhir+json", open: func(w io.Writer) error { return copyFile(w, fp) }})
+		}
+	}
+	if len(ndjson) > 0 {
+		name := filepath.Base(filepath.Clean(p))
+		var size int64
+		for _, fp := range ndjson {
+			if st, err := os.Stat(fp); err == nil && !strings.HasSuffix(fp, ".gz") {
+				size += st.Size()
+			}
+		}
+		out = append([]upload{{name: name, contentType: "application/fhir+ndjson", size: size, open: func(w io.Writer) error {
+			for _, fp := range ndjson {
+				if err := copyFile(w, fp); err != nil {
+					return err
+				}
+				w.Write([]byte{'\n'})
+			}
+			return nil
+		}}}, out...)
+	}
+	return out, nil
+}
+
+// sniff classifies a file: ndjson, json (a document), manifest, zip or skip.
+func sniff(fp string) (string, error) {
+	f, err := os.Open(fp)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(fp, ".gz") {
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", fp, err)
+		}
+		r = zr
+	}
+	br := bufio.NewReaderSize(r, 1<<16)
+	head, _ := br.Peek(1 << 16)
+	if bytes.HasPrefix(head, []byte("PK\x03\x04")) {
+		return "zip", nil
+	}
+	first := head
+	if nl := bytes.IndexByte(head, '\n'); nl >= 0 {
+		first = head[:nl]
+	}
+	first = bytes.TrimSpace(first)
+	if len(first) > 0 && json.Valid(first) {
+		if !bytes.Contains(first, []byte(`"resourceType"`)) {
+			if bytes.Contains(first, []byte(`"transactionTime"`)) && bytes.Contains(first, []byte(`"output"`)) {
+				return "manifest", nil
+			}
+			return "skip", nil
+		}
+		if bytes.Contains(first[:min(len(first), 64)], []byte(`"Bundle"`)) && bytes.IndexByte(head, '\n') < 0 {
+			return "json", nil
+		}
+		return "ndjson", nil
+	}
+	if bytes.Contains(head, []byte(`"transactionTime"`)) && bytes.Contains(head, []byte(`"output"`)) && !bytes.Contains(head, []byte(`"resourceType"`)) {
+		return "manifest", nil
+	}
+	return "json", nil
+}
+
+// manifestFiles lists the local files of a Bulk Data manifest's output
+// (and deleted) entries, found by name beside the manifest.
+func manifestFiles(fp string) ([]string, error) {
+	b, err := os.ReadFile(fp)
+	if err != nil {
+		return nil, err
+	}
+	var m struct {
+		Output  []struct{ Type, URL string }
+		Deleted []struct{ Type, URL string }
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: not a Bulk Data manifest: %w", fp, err)
+	}
+	dir := filepath.Dir(fp)
+	var out []string
+	for _, o := range append(m.Output, m.Deleted...) {
+		name := o.URL
+		if u, err := url.Parse(o.URL); err == nil && u.Path != "" {
+			name = u.Path
+		}
+		local := filepath.Join(dir, filepath.Base(name))
+		if _, err := os.Stat(local); err != nil {
+			return nil, fmt.Errorf("%s names %s, which is not beside it (download the export first)", fp, o.URL)
+		}
+		out = append(out, local)
+	}
+	return out, nil
+}
+
+func copyFile(w io.Writer, fp string) error {
+	f, err := os.Open(fp)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(fp, ".gz") {
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return fmt.Errorf("%s: %w", fp, err)
+		}
+		defer zr.Close()
+		r = zr
+	}
+	_, err = io.Copy(w, r)
+	return err
+}
+
+// sendImport streams one upload to $import and prints the results.
+func sendImport(ctx context.Context, c *fhirClient, u upload, source, passphrase string, validate, quiet, tty bool, out, errOut io.Writer) error {
+	pr, pw := io.Pipe()
+	var prog importProgress
+	go func() { pw.CloseWithError(u.open(pw)) }()
+	q := url.Values{"source": {source}, "filename": {u.name}}
+	if validate {
+		q.Set("mode", "validate")
+	}
+	headers := []string{"Content-Type", u.contentType, "Accept", "application/x-ndjson"}
+	if passphrase != "" {
+		headers = append(headers, "X-PHR-Passphrase", passphrase)
+	}
+	start := time.Now()
+	var stop chan struct{}
+	var wg sync.WaitGroup
+	if tty && !quiet {
+		stop = make(chan struct{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(200 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					fmt.Fprint(errOut, "\r\033[K")
+					return
+				case <-tick.C:
+					el := time.Since(start).Seconds()
+					b, l := prog.bytes.Load(), prog.lines.Load()
+					pct := ""
+					if u.size > 0 {
+						pct = fmt.Sprintf(" %3.0f%%", 100*float64(b)/float64(u.size))
+					}
+					fmt.Fprintf(errOut, "\r\033[K%s:%s %s, %d resources, %.0f resources/s", u.name, pct, humanBytes(b), l, float64(l)/el)
+				}
+			}
+		}()
+	}
+	resp, err := c.do(ctx, "POST", "Bundle/$import?"+q.Encode(), countReader{pr, &prog}, headers...)
+	if stop != nil {
+		defer func() { close(stop); wg.Wait() }()
+	}
+	if err != nil {
+		pr.CloseWithError(err)
+		return fmt.Errorf("import %s: %w", u.name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return fmt.Errorf("import %s: %s: %s", u.name, resp.Status, outcomeText(b))
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 16<<20)
+	shown, hidden := 0, 0
+	var summary []byte
+	for sc.Scan() {
+		line := sc.Bytes()
+		if bytes.HasPrefix(line, []byte(`{"resourceType":"Parameters"`)) {
+			summary = append([]byte(nil), line...)
+			continue
+		}
+		if quiet {
+			continue
+		}
+		if shown >= 50 {
+			hidden++
+			continue
+		}
+		shown++
+		msg := outcomeText(line)
+		if tty {
+			fmt.Fprint(errOut, "\r\033[K")
+		}
+		fmt.Fprintln(errOut, msg)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("import %s: reading the results: %w", u.name, err)
+	}
+	if hidden > 0 {
+		fmt.Fprintf(errOut, "... and %d more problems (phr log --batch N and the $import-quarantine operation list them)\n", hidden)
+	}
+	if summary == nil {
+		return fmt.Errorf("import %s: the server sent no summary (the import may be incomplete; run it again)", u.name)
+	}
+	s := params(summary)
+	el := time.Since(start)
+	verb := "imported"
+	if validate {
+		verb = "validated"
+	}
+	fmt.Fprintf(out, "%s %s: batch %s: created %s, updated %s, unchanged %s, conflicts %s, rejected %s (%s resources, %s in %.1fs, %.0f resources/s)\n",
+		verb, u.name, s["batch"], s["created"], s["updated"], s["unchanged"], s["conflicts"], s["rejected"], s["resources"], humanBytes(prog.bytes.Load()), el.Seconds(), atof(s["resources"])/el.Seconds())
+	return nil
+}
+
+func atof(s string) float64 {
+	var f float64
+	fmt.Sscan(s, &f)
+	return f
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// params flattens a Parameters resource's top-level values to strings.
+func params(b []byte) map[string]string {
+	var p struct {
+		Parameter []map[string]any
+	}
+	json.Unmarshal(b, &p)
+	out := map[string]string{}
+	for _, x := range p.Parameter {
+		name, _ := x["name"].(string)
+		for k, v := range x {
+			if strings.HasPrefix(k, "value") {
+				out[name] = fmt.Sprint(v)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,340 @@
+package importer
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/zipaes"
+)
+
+// MaxAttachment caps one attachment file re-attached from a .sphr.
+const MaxAttachment = 64 << 20
+
+// typeOrder puts the resources others point at first, so that identities
+// (and business-identifier matches) are known before references to them.
+var typeOrder = map[string]int{"Patient": 0, "Organization": 1, "Location": 2, "Practitioner": 3, "PractitionerRole": 4, "Medication": 5, "Encounter": 6}
+
+func typeRank(name string) int {
+	base := filepath.Base(name)
+	t, _, _ := strings.Cut(base, ".")
+	if r, ok := typeOrder[t]; ok {
+		return r
+	}
+	return 100
+}
+
+// Path imports a file or a directory (a Bulk Data export: one NDJSON file
+// per type, or any mix of .ndjson, .phr, .json Bundles, .sphr/.zip, .gz).
+func (r *Run) Path(p, passphrase string) error {
+	st, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return r.File(f, filepath.Base(p), st.Size(), passphrase)
+	}
+	files, err := DirFiles(p)
+	if err != nil {
+		return err
+	}
+	for _, fp := range files {
+		rel, _ := filepath.Rel(p, fp)
+		f, err := os.Open(fp)
+		if err != nil {
+			return err
+		}
+		st, _ := f.Stat()
+		err = r.File(f, rel, st.Size(), passphrase)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// importable reports whether a file name looks like input.
+func importable(name string) bool {
+	if strings.HasPrefix(name, "._") || name == ".DS_Store" {
+		return false
+	}
+	n := strings.TrimSuffix(strings.ToLower(name), ".gz")
+	for _, ext := range []string{".ndjson", ".jsonl", ".phr", ".json", ".sphr", ".zip"} {
+		if strings.HasSuffix(n, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// File imports one file by its name and content: .sphr/.zip archives
+// (f must then be an io.ReaderAt), gzip, NDJSON (.ndjson, .phr) or a JSON
+// document (a Bundle, a resource or a Bulk Data manifest).
+func (r *Run) File(f io.Reader, name string, size int64, passphrase string) error {
+	lower := strings.ToLower(name)
+	if strings.HasSuffix(lower, ".gz") {
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		defer zr.Close()
+		return r.File(zr, strings.TrimSuffix(name, name[len(name)-3:]), -1, passphrase)
+	}
+	br := bufio.NewReaderSize(f, 1<<16)
+	head, _ := br.Peek(4)
+	if bytes.Equal(head, []byte("PK\x03\x04")) || strings.HasSuffix(lower, ".sphr") || strings.HasSuffix(lower, ".zip") {
+		ra, ok := f.(io.ReaderAt)
+		if !ok || size < 0 {
+			return r.spoolZip(br, name, passphrase)
+		}
+		return r.Zip(ra, size, name, passphrase)
+	}
+	if strings.HasSuffix(lower, ".ndjson") || strings.HasSuffix(lower, ".jsonl") {
+		if skip, why := notFHIR(br); skip {
+			r.report(fhir.Issue{Severity: "warning", Code: "not-supported", Diagnostics: fmt.Sprintf("%s: skipped: %s", name, why)})
+			return nil
+		}
+		return r.NDJSON(br, name)
+	}
+	// .phr and .json: NDJSON when the first line is a complete JSON
+	// value, else one JSON document.
+	if looksNDJSON(br) {
+		if skip, why := notFHIR(br); skip {
+			r.report(fhir.Issue{Severity: "warning", Code: "not-supported", Diagnostics: fmt.Sprintf("%s: skipped: %s", name, why)})
+			return nil
+		}
+		return r.NDJSON(br, name)
+	}
+	return r.document(br, name)
+}
+
+// looksNDJSON peeks at the first line.
+func looksNDJSON(br *bufio.Reader) bool {
+	buf, _ := br.Peek(1 << 16)
+	nl := bytes.IndexByte(buf, '\n')
+	if nl < 0 {
+		return len(buf) < 1<<16 && json.Valid(bytes.TrimSpace(buf)) && !bytes.HasPrefix(bytes.TrimSpace(buf), []byte(`{"resourceType":"Bundle"`))
+	}
+	first := bytes.TrimSpace(buf[:nl])
+	return len(first) > 0 && json.Valid(first)
+}
+
+// notFHIR reports NDJSON that is not FHIR (an export log).
+func notFHIR(br *bufio.Reader) (bool, string) {
+	buf, _ := br.Peek(1 << 16)
+	first := buf
+	if nl := bytes.IndexByte(buf, '\n'); nl >= 0 {
+		first = buf[:nl]
+	}
+	if !bytes.Contains(first, []byte(`"resourceType"`)) {
+		return true, "its first line has no resourceType (not FHIR NDJSON, e.g. an export log)"
+	}
+	return false, ""
+}
+
+// document imports a JSON document: a Bundle, a resource or a Bulk Data
+// manifest.
+func (r *Run) document(br *bufio.Reader, name string) error {
+	return r.Bundle(br, name)
+}
+
+// spoolZip copies a streamed archive to a temporary file (zip needs random
+// access) and imports it.
+func (r *Run) spoolZip(rd io.Reader, name, passphrase string) error {
+	tmp, err := os.CreateTemp("", "phr-import-*.zip")
+	if err != nil {
+		return fmt.Errorf("spool %s: %w", name, err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	n, err := io.Copy(tmp, countingReader{rd, &r.sum.Bytes})
+	if err != nil {
+		return fmt.Errorf("spool %s: %w", name, err)
+	}
+	r.sum.Bytes -= n // counted again while reading the entries
+	return r.Zip(tmp, n, name, passphrase)
+}
+
+// Zip imports a .sphr or zip archive: every .phr, .ndjson and .json in it
+// (ignoring __MACOSX/ and .DS_Store), re-attaching the files that
+// attachments reference by relative URL as Binary resources.
+func (r *Run) Zip(ra io.ReaderAt, size int64, name, passphrase string) error {
+	zr, err := zipaes.NewReader(ra, size, passphrase)
+	if err != nil {
+		return fhir.Errorf(400, "structure", "%s: %v", name, err)
+	}
+	files := map[string]*zipaes.File{}
+	var inputs []*zipaes.File
+	for _, f := range zr.File {
+		if strings.HasSuffix(f.Name, "/") || strings.HasPrefix(f.Name, "__MACOSX/") || strings.Contains(f.Name, "/__MACOSX/") || path.Base(f.Name) == ".DS_Store" || strings.HasPrefix(path.Base(f.Name), "._") {
+			continue
+		}
+		files[f.Name] = f
+		low := strings.ToLower(f.Name)
+		if strings.HasSuffix(low, ".phr") || strings.HasSuffix(low, ".ndjson") || strings.HasSuffix(low, ".json") || strings.HasSuffix(low, ".jsonl") {
+			inputs = append(inputs, f)
+		}
+	}
+	if len(inputs) == 0 {
+		return fhir.Errorf(400, "not-found", "%s holds no .phr, .ndjson or .json file", name)
+	}
+	sort.SliceStable(inputs, func(i, j int) bool { return typeRank(inputs[i].Name) < typeRank(inputs[j].Name) })
+	for _, f := range inputs {
+		rc, err := f.Open()
+		if err != nil {
+			if errors.Is(err, zipaes.ErrPassphraseRequired) {
+				return fhir.Errorf(401, "security", "%s is encrypted: send the passphrase (X-PHR-Passphrase header, --passphrase)", name)
+			}
+			if errors.Is(err, zipaes.ErrWrongPassphrase) || errors.Is(err, zipaes.ErrAuthentication) {
+				return fhir.Errorf(403, "security", "%s: the passphrase does not open it (%v)", name, err)
+			}
+			return fhir.Errorf(400, "structure", "%s: %v", name, err)
+		}
+		dir := path.Dir(f.Name)
+		r.attach = func(u string) ([]byte, bool, error) {
+			if strings.Contains(u, ":") || strings.HasPrefix(u, "/") || strings.HasPrefix(u, "#") {
+				return nil, false, nil
+			}
+			p := path.Clean(path.Join(dir, u))
+			af, ok := files[p]
+			if !ok {
+				return nil, false, nil
+			}
+			if af.Size > MaxAttachment {
+				return nil, false, fmt.Errorf("attachment %s is larger than %d bytes", p, MaxAttachment)
+			}
+			arc, err := af.Open()
+			if err != nil {
+				return nil, false, err
+			}
+			defer arc.Close()
+			b, err := io.ReadAll(io.LimitReader(arc, MaxAttachment+1))
+			if err != nil {
+				return nil, false, fmt.Errorf("read attachment %s: %w", p, err)
+			}
+			return b, true, nil
+		}
+		err = r.File(rc, name+"!"+f.Name, -1, passphrase)
+		r.attach = nil
+		rc.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reattach replaces attachments that point at files of the archive
+// (relative URLs) with references to Binary resources holding the bytes,
+// returned as extra items placed before it.
+func (r *Run) reattach(it *item) ([]*item, error) {
+	if r.attach == nil || !bytes.Contains(it.raw, []byte(`"url"`)) {
+		return nil, nil
+	}
+	v, err := fhirjson.Parse(it.raw)
+	if err != nil {
+		return nil, nil
+	}
+	var extra []*item
+	var werr error
+	var walk func(x *fhirjson.Value)
+	walk = func(x *fhirjson.Value) {
+		switch x.Kind {
+		case fhirjson.Object:
+			if u := x.Get("url"); u != nil && u.Kind == fhirjson.String && (x.Get("contentType") != nil || x.Get("title") != nil) {
+				data, ok, err := r.attach(u.Str)
+				if err != nil {
+					werr = err
+					return
+				}
+				if ok {
+					sum := sha256.Sum256(data)
+					id := "att-" + hex.EncodeToString(sum[:])[:40]
+					ct := x.GetString("contentType")
+					if ct == "" {
+						ct = "application/octet-stream"
+					}
+					bin := fhirjson.NewObject(
+						fhirjson.Field{Name: "resourceType", Value: fhirjson.NewString("Binary")},
+						fhirjson.Field{Name: "id", Value: fhirjson.NewString(id)},
+						fhirjson.Field{Name: "contentType", Value: fhirjson.NewString(ct)},
+						fhirjson.Field{Name: "data", Value: fhirjson.NewString(base64.StdEncoding.EncodeToString(data))},
+					)
+					extra = append(extra, &item{line: it.line, tree: bin, raw: []byte(fmt.Sprintf(`{"resourceType":"Binary","id":%q,"contentType":%q}`, id, ct))})
+					x.Set("url", fhirjson.NewString("Binary/"+id))
+					if x.Get("size") == nil {
+						x.SetAfter("size", fhirjson.NewNumber(fmt.Sprint(len(data))), "url")
+					}
+				}
+			}
+			for _, f := range x.Fields {
+				walk(f.Value)
+			}
+		case fhirjson.Array:
+			for _, y := range x.Items {
+				walk(y)
+			}
+		}
+	}
+	walk(v)
+	if werr != nil {
+		return nil, werr
+	}
+	if len(extra) > 0 {
+		it.tree = v
+	}
+	return extra, nil
+}
+
+// DirFiles lists the importable files under dir in load order: the
+// resources others point at (Patient, Organization, Location,
+// Practitioner...) first, skipping __MACOSX/ and .DS_Store.
+func DirFiles(dir string) ([]string, error) {
+	var files []string
+	err := filepath.WalkDir(dir, func(fp string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if d.Name() == "__MACOSX" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if importable(d.Name()) {
+			files = append(files, fp)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(files, func(i, j int) bool {
+		ri, rj := typeRank(files[i]), typeRank(files[j])
+		if ri != rj {
+			return ri < rj
+		}
+		return files[i] < files[j]
+	})
+	return files, nil
+}

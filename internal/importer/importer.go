@@ -1,0 +1,204 @@
+// Package importer brings exports a person receives (Bulk Data NDJSON,
+// FHIR Bundles, .phr and .sphr files) into the record and merges them like
+// branches of a repository, following ../shared/specs/sync-and-merge.md:
+//
+//   - every import is a batch (the commit) with a source;
+//   - an identity map per source maps (source, type, source id) to the
+//     local id; other sources' resources are matched by business identifier;
+//   - references (Type/id, urn:uuid:, conditional Type?identifier=...) are
+//     rewritten through the map;
+//   - an incoming resource equal to the current version writes nothing, a
+//     newer one from the same source supplements (a new version), anything
+//     else is kept as a conflict with both sides until a person resolves it;
+//   - every version written carries meta.source and is cited by a
+//     Provenance of its batch; invalid input is reported with its line
+//     number and kept verbatim in quarantine.
+//
+// Input is read as a stream and written in chunks of a few hundred versions
+// per transaction, so memory stays flat and a crash loses no committed
+// work: running the same import again completes it without duplicates.
+package importer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/records"
+	"github.com/phr-project/phr/internal/store/sqldb"
+)
+
+// Matcher finds current resources by FHIR search (the records Matcher);
+// the importer uses it for conditional references and identifier matches
+// its own tables do not answer.
+type Matcher = records.Matcher
+
+// Importer imports files into the record.
+type Importer struct {
+	db  *sqldb.DB
+	rec *records.Service
+	// Matcher, when set, resolves what the importer's own identity tables
+	// cannot (resources written outside imports).
+	Matcher Matcher
+	// ChunkSize is the number of input resources processed and written per
+	// transaction.
+	ChunkSize int
+	// Workers is the parallelism of parsing and validation.
+	Workers int
+
+	cacheMu sync.Mutex
+}
+
+// New returns an Importer writing through rec's validation and indexing
+// into db.
+func New(db *sqldb.DB, rec *records.Service) *Importer {
+	return &Importer{db: db, rec: rec, ChunkSize: 500, Workers: 2}
+}
+
+// Options describe one import.
+type Options struct {
+	// Source names where the data came from (a label or URL). It becomes
+	// meta.source (as a URI) of every version written.
+	Source string
+	// Filename is the name of the uploaded or read file, for the log.
+	Filename string
+	// Validate checks and reports but writes nothing (mode=validate).
+	Validate bool
+	// Report receives each problem as it is found (may be nil). It is
+	// called from one goroutine at a time.
+	Report func(fhir.Issue)
+}
+
+// Summary counts what an import did.
+type Summary struct {
+	Batch     int64  `json:"batch"`
+	Source    string `json:"source"`
+	Created   int    `json:"created"`
+	Updated   int    `json:"updated"`
+	Unchanged int    `json:"unchanged"`
+	Conflicts int    `json:"conflicts"`
+	Rejected  int    `json:"rejected"`
+	Deleted   int    `json:"deleted"`
+	Warnings  int    `json:"warnings"`
+	// Resources is the number of input resources read.
+	Resources int `json:"resources"`
+	// Bytes is the number of input bytes read.
+	Bytes int64 `json:"bytes"`
+}
+
+// SourceURI turns a source label into the URI written to meta.source:
+// URLs and URNs stay as they are, other labels become urn:phr:source:label.
+func SourceURI(label string) string {
+	label = strings.TrimSpace(label)
+	if label == "" {
+		return "urn:phr:source:unknown"
+	}
+	if u, err := url.Parse(label); err == nil && u.Scheme != "" && (u.Host != "" || u.Opaque != "") {
+		return strings.TrimSuffix(label, "/")
+	}
+	var b strings.Builder
+	for _, r := range label {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '.', r == '_', r == ':':
+			b.WriteRune(r)
+		default:
+			b.WriteString(url.PathEscape(string(r)))
+		}
+	}
+	return "urn:phr:source:" + b.String()
+}
+
+// Run is one running import (a batch): feed it files with NDJSON, Bundle
+// or Zip, then Finish.
+type Run struct {
+	imp     *Importer
+	ctx     context.Context
+	p       access.Principal
+	o       Options
+	source  string
+	sum     Summary
+	started time.Time
+	// cache of resolved identities and reference targets: key
+	// "Type/sourceId" -> local id.
+	ids map[string]string
+	// cond caches conditional reference resolutions ("Type?query" -> "Type/id").
+	cond map[string]string
+	// fileName is the file being read, for reports.
+	fileName string
+	lastAt   time.Time
+	// attach reads a file of the archive being imported that an
+	// attachment names by relative URL (nil outside archives).
+	attach func(url string) ([]byte, bool, error)
+}
+
+// Begin starts an import batch for the principal in ctx.
+func (imp *Importer) Begin(ctx context.Context, o Options) (*Run, error) {
+	p := access.From(ctx)
+	if p == nil {
+		return nil, &fhir.Error{Status: 401, Issues: []fhir.Issue{{Severity: "error", Code: "login", Diagnostics: "authentication required"}}}
+	}
+	if !p.Allows(access.Create, "Provenance") {
+		return nil, fhir.Forbidden("importing needs permission to create resources (and Provenance)")
+	}
+	r := &Run{imp: imp, ctx: ctx, p: p, o: o, source: SourceURI(o.Source), started: time.Now().UTC(),
+		ids: map[string]string{}, cond: map[string]string{}}
+	r.sum.Source = r.source
+	if o.Validate {
+		return r, nil
+	}
+	mode := "merge"
+	id, err := imp.insertBatch(ctx, r.source, o.Filename, mode, p.Subject(), p.Patient(), r.started)
+	if err != nil {
+		return nil, err
+	}
+	r.sum.Batch = id
+	return r, nil
+}
+
+// Summary returns the counts so far.
+func (r *Run) Summary() Summary { return r.sum }
+
+// Finish records the batch's end and counts.
+func (r *Run) Finish(status string) (Summary, error) {
+	if r.o.Validate || r.sum.Batch == 0 {
+		return r.sum, nil
+	}
+	ctx := context.WithoutCancel(r.ctx)
+	_, err := r.imp.db.Exec(ctx, `UPDATE import_batch SET finished = ?, status = ?, created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ? WHERE id = ?`,
+		sqldb.Micros(time.Now()), status, r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected, r.sum.Batch)
+	if err != nil {
+		return r.sum, fmt.Errorf("record import batch %d: %w", r.sum.Batch, err)
+	}
+	return r.sum, nil
+}
+
+// report sends an issue to the caller.
+func (r *Run) report(is fhir.Issue) {
+	if is.Severity == "warning" || is.Severity == "information" {
+		r.sum.Warnings++
+	}
+	if r.o.Report != nil {
+		r.o.Report(is)
+	}
+}
+
+func (imp *Importer) insertBatch(ctx context.Context, source, filename, mode, subject, patient string, at time.Time) (int64, error) {
+	var id int64
+	err := imp.db.WriteTx(ctx, func(tx *sqldb.Tx) error {
+		return tx.QueryRow(ctx, `INSERT INTO import_batch (source, filename, mode, subject, patient, started) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
+			source, filename, mode, subject, patient, sqldb.Micros(at)).Scan(&id)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("start import batch: %w", err)
+	}
+	return id, nil
+}
+
+// errAborted marks a run stopped by its context.
+var errAborted = errors.New("import aborted")

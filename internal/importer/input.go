@@ -1,0 +1,312 @@
+package importer
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/fhirjson"
+)
+
+// MaxLine caps one NDJSON line (one resource).
+const MaxLine = 64 << 20
+
+// MaxBundle caps a Bundle read as one JSON document.
+const MaxBundle = 512 << 20
+
+// countingReader counts the bytes read.
+type countingReader struct {
+	r io.Reader
+	n *int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	*c.n += int64(n)
+	return n, err
+}
+
+// NDJSON imports one resource per line from rd. Blank lines are skipped;
+// a line that is a Bundle is imported entry by entry.
+func (r *Run) NDJSON(rd io.Reader, name string) error {
+	r.fileName = name
+	br := bufio.NewReaderSize(countingReader{rd, &r.sum.Bytes}, 1<<20)
+	size := r.imp.ChunkSize
+	if size <= 0 {
+		size = 500
+	}
+	ch := &chunk{}
+	keys := map[string]bool{}
+	flush := func() error {
+		if len(ch.items) == 0 {
+			return nil
+		}
+		err := r.process(ch)
+		ch = &chunk{}
+		clear(keys)
+		return err
+	}
+	line := 0
+	for {
+		raw, err := readLine(br)
+		if len(raw) > 0 || err == nil {
+			line++
+		}
+		if errors.Is(err, errLineTooLong) {
+			ch.items = append(ch.items, &item{line: line, raw: raw, act: actReject, issues: []fhir.Issue{issue("error", "too-costly", "", "the line is longer than %d bytes; its first %d bytes are kept", MaxLine, len(raw))}})
+			continue
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			if ferr := flush(); ferr != nil {
+				return ferr
+			}
+			return fmt.Errorf("read %s line %d: %w", name, line, err)
+		}
+		if t := bytes.TrimSpace(raw); len(t) > 0 {
+			it := &item{line: line, raw: t}
+			if k := quickKey(t); k != "" {
+				if keys[k] {
+					// The same resource twice in one chunk: write the
+					// first before merging the second.
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+				keys[k] = true
+			}
+			if bytes.Contains(t[:min(len(t), 64)], []byte(`"Bundle"`)) {
+				if err := flush(); err != nil {
+					return err
+				}
+				if err := r.bundleLine(it); err != nil {
+					return err
+				}
+			} else {
+				extra, err := r.reattach(it)
+				if err != nil {
+					it.reject(issue("error", "exception", "", "%v", err))
+				}
+				ch.items = append(ch.items, extra...)
+				ch.items = append(ch.items, it)
+				if len(ch.items) >= size {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	return flush()
+}
+
+// bundleLine imports an NDJSON line holding a Bundle entry by entry.
+func (r *Run) bundleLine(it *item) error {
+	v, err := fhirjson.Parse(it.raw)
+	if err != nil || v.Kind != fhirjson.Object || v.GetString("resourceType") != "Bundle" {
+		return r.process(&chunk{items: []*item{it}})
+	}
+	return r.bundleTree(v, it.raw, it.line)
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine reads one line (without its end) of at most MaxLine bytes.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	var buf []byte
+	for {
+		part, err := br.ReadSlice('\n')
+		if len(buf)+len(part) > MaxLine {
+			keep := append(buf, part[:min(len(part), 1<<20)]...)
+			// Skip to the end of the line.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+			return keep, errLineTooLong
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			buf = append(buf, part...)
+			continue
+		}
+		if buf == nil {
+			buf = make([]byte, len(part))
+			copy(buf, part)
+		} else {
+			buf = append(buf, part...)
+		}
+		buf = bytes.TrimRight(buf, "\r\n")
+		return buf, err
+	}
+}
+
+// quickKey finds "resourceType" and "id" near the start of a line cheaply
+// (for spotting duplicates within a chunk); "" when unsure.
+func quickKey(line []byte) string {
+	head := line[:min(len(line), 256)]
+	t := fieldValue(head, `"resourceType":"`)
+	id := fieldValue(head, `"id":"`)
+	if t == "" || id == "" {
+		return ""
+	}
+	return t + "/" + id
+}
+
+func fieldValue(b []byte, prefix string) string {
+	i := bytes.Index(b, []byte(prefix))
+	if i < 0 {
+		return ""
+	}
+	rest := b[i+len(prefix):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return ""
+	}
+	return string(rest[:j])
+}
+
+// Bundle imports a FHIR Bundle (document, collection, transaction, batch,
+// searchset, message, history) read whole from rd (up to MaxBundle), or a
+// single resource.
+func (r *Run) Bundle(rd io.Reader, name string) error {
+	r.fileName = name
+	data, err := io.ReadAll(io.LimitReader(countingReader{rd, &r.sum.Bytes}, MaxBundle+1))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	if len(data) > MaxBundle {
+		return fhir.Errorf(413, "too-costly", "%s: a Bundle larger than %d bytes cannot be imported as one document; send NDJSON", name, MaxBundle)
+	}
+	v, err := fhirjson.Parse(data)
+	if err != nil {
+		it := &item{line: 1, raw: data}
+		var se *fhirjson.SyntaxError
+		if errors.As(err, &se) {
+			l, c := fhirjson.Position(data, se.Offset)
+			it.line = l
+			it.reject(issue("error", "structure", "", "not valid JSON: %s (line %d, column %d)", se.Msg, l, c))
+		} else {
+			it.reject(issue("error", "structure", "", "not valid JSON: %v", err))
+		}
+		return r.process(&chunk{items: []*item{it}})
+	}
+	var warn []fhir.Issue
+	if v.Kind == fhirjson.String && strings.HasPrefix(strings.TrimSpace(v.Str), "{") {
+		inner, err := fhirjson.Parse([]byte(v.Str))
+		if err == nil {
+			warn = append(warn, issue("warning", "structure", "", "the file is a JSON string holding JSON (encoded twice); decoded it"))
+			v = inner
+			data = []byte(v.Str)
+		}
+	}
+	for _, w := range warn {
+		w.Diagnostics = name + " line 1: " + w.Diagnostics
+		r.report(w)
+	}
+	if v.Kind != fhirjson.Object || v.GetString("resourceType") != "Bundle" {
+		return r.process(&chunk{items: []*item{{line: 1, raw: data, tree: v}}})
+	}
+	return r.bundleTree(v, data, 1)
+}
+
+// bundleTree imports the entries of a parsed Bundle. data is the text it
+// was parsed from (for line numbers); line is the line the Bundle starts on.
+func (r *Run) bundleTree(b *fhirjson.Value, data []byte, line int) error {
+	entries := b.Get("entry")
+	if entries == nil || entries.Kind != fhirjson.Array {
+		r.report(fhir.Issue{Severity: "warning", Code: "required", Diagnostics: fmt.Sprintf("%s line %d: the Bundle has no entries", r.fileName, line)})
+		return nil
+	}
+	lineOf := func(v *fhirjson.Value) int {
+		if v == nil || v.Offset == 0 || v.Offset > len(data) {
+			return line
+		}
+		l, _ := fhirjson.Position(data, v.Offset)
+		return line + l - 1
+	}
+	ch := &chunk{bundle: map[string]string{}}
+	keys := map[string]bool{}
+	for i, e := range entries.Items {
+		l := lineOf(e)
+		if e.Kind != fhirjson.Object {
+			ch.items = append(ch.items, &item{line: l, raw: e.Marshal(), act: actReject, issues: []fhir.Issue{issue("error", "structure", fmt.Sprintf("Bundle.entry[%d]", i), "the entry is not an object")}})
+			continue
+		}
+		if s := e.Get("search"); s != nil && s.GetString("mode") == "outcome" {
+			continue
+		}
+		res := e.Get("resource")
+		req := e.Get("request")
+		it := &item{line: lineOf(res), fullURL: e.GetString("fullUrl")}
+		if req != nil && strings.EqualFold(req.GetString("method"), "DELETE") {
+			u := req.GetString("url")
+			typ, id, ok := strings.Cut(strings.Trim(u, "/"), "/")
+			if !ok || strings.Contains(id, "/") || !fhir.ValidID(id) {
+				it.raw = e.Marshal()
+				it.reject(issue("error", "not-supported", fmt.Sprintf("Bundle.entry[%d].request.url", i), "a DELETE entry must name Type/id, not %q", u))
+			} else {
+				it.del, it.typ, it.sid = true, typ, id
+			}
+			ch.items = append(ch.items, it)
+			continue
+		}
+		if res == nil {
+			continue
+		}
+		it.tree = res
+		it.raw = res.Marshal()
+		if k := res.GetString("resourceType") + "/" + res.GetString("id"); res.GetString("id") != "" {
+			if keys[k] {
+				it.reject(issue("error", "duplicate", fmt.Sprintf("Bundle.entry[%d]", i), "%s appears twice in the Bundle; the first is imported", k))
+			}
+			keys[k] = true
+		}
+		if req != nil && req.GetString("ifNoneExist") != "" && res.Get("identifier") == nil {
+			it.issues = append(it.issues, issue("information", "informational", fmt.Sprintf("Bundle.entry[%d].request.ifNoneExist", i), "ifNoneExist is applied as identifier matching, and this resource has no identifier"))
+		}
+		ch.items = append(ch.items, it)
+	}
+	// Parse and resolve identities for all entries first so that
+	// urn:uuid references may point forwards.
+	r.imp.parallel(ch.items, parseItem)
+	for _, it := range ch.items {
+		if it.tree == nil && it.act != actReject && !it.del {
+			it.act = actReject
+		}
+	}
+	if err := r.resolveIdentities(r.ctx, ch.items, ch); err != nil {
+		return err
+	}
+	for _, it := range ch.items {
+		if it.fullURL != "" && it.localID != "" && it.typ != "" {
+			ch.bundle[it.fullURL] = it.typ + "/" + it.localID
+		}
+	}
+	return r.processResolved(ch)
+}
+
+// processResolved runs the rest of the merge for a chunk whose identities
+// are resolved.
+func (r *Run) processResolved(ch *chunk) error {
+	ctx := r.ctx
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	items := ch.items
+	if err := r.rewriteAll(ctx, items, ch); err != nil {
+		return err
+	}
+	if err := r.loadCurrent(ctx, items); err != nil {
+		return err
+	}
+	r.decide(items)
+	at := r.nextAt()
+	r.imp.parallel(items, func(it *item) { r.prepareItem(it, at) })
+	r.checkAccess(ctx, items)
+	return r.write(ctx, items)
+}

@@ -1,0 +1,1121 @@
+package importer
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/r4"
+	"github.com/phr-project/phr/internal/records"
+	"github.com/phr-project/phr/internal/store"
+	"github.com/phr-project/phr/internal/store/sqldb"
+)
+
+// action is what the merge decided for an item.
+type action int
+
+const (
+	actNone action = iota
+	actReject
+	actCreate
+	actUpdate
+	actUnchanged
+	actConflict
+	actDelete
+	actSkip
+)
+
+// item is one incoming resource (an NDJSON line or a Bundle entry).
+type item struct {
+	line int
+	// raw is the input text, kept verbatim for quarantine.
+	raw  []byte
+	tree *fhirjson.Value
+	// del marks a delete (a Bundle DELETE entry or a Bulk deleted[] entry).
+	del     bool
+	typ     string
+	sid     string // the source's id
+	fullURL string
+	srcVer  string // the source's meta.versionId
+	srcUpd  string // the source's meta.lastUpdated
+	// localID is the local id chosen by identity resolution; known says it
+	// came from this source's identity map.
+	localID string
+	known   bool
+	knownUp string // src_updated recorded for the mapping
+	knownV  string
+	newMap  bool // write the identity mapping
+	cur     *store.Resource
+	act     action
+	issues  []fhir.Issue
+	prep    *records.Prepared
+	// incoming is the rewritten resource JSON of a conflict.
+	incoming []byte
+	idents   [][2]string
+	// hash is the digest of the resource as received (canonical JSON).
+	hash string
+	seen bool
+}
+
+func (it *item) key() string { return it.typ + "/" + it.sid }
+
+// reject marks the item rejected with the issues.
+func (it *item) reject(issues ...fhir.Issue) {
+	it.act = actReject
+	it.issues = append(it.issues, issues...)
+}
+
+func issue(severity, code, expr, format string, args ...any) fhir.Issue {
+	is := fhir.Issue{Severity: severity, Code: code, Diagnostics: fmt.Sprintf(format, args...)}
+	if expr != "" {
+		is.Expression = []string{expr}
+	}
+	return is
+}
+
+// parseItem parses raw into the item's tree and fields (no I/O).
+func parseItem(it *item) {
+	if it.del || it.act == actReject {
+		return
+	}
+	if it.tree == nil {
+		v, err := fhirjson.Parse(it.raw)
+		if err != nil {
+			var se *fhirjson.SyntaxError
+			msg := err.Error()
+			if errors.As(err, &se) {
+				_, col := fhirjson.Position(it.raw, se.Offset)
+				msg = fmt.Sprintf("%s (column %d)", se.Msg, col)
+			}
+			it.reject(issue("error", "structure", "", "not valid JSON: %s", msg))
+			return
+		}
+		it.tree = v
+	}
+	v := it.tree
+	if v.Kind == fhirjson.String && strings.HasPrefix(strings.TrimSpace(v.Str), "{") {
+		// A resource stored as a JSON string (encoded twice): unwrap it.
+		inner, err := fhirjson.Parse([]byte(v.Str))
+		if err == nil && inner.Kind == fhirjson.Object {
+			it.issues = append(it.issues, issue("warning", "structure", "", "the resource was a JSON string holding JSON (encoded twice); decoded it"))
+			v = inner
+			it.tree = v
+		}
+	}
+	if v.Kind != fhirjson.Object {
+		it.reject(issue("error", "structure", "", "expected a JSON object (a FHIR resource), found %s", v.Kind))
+		return
+	}
+	if x := v.Get("_id"); x != nil && x.Kind == fhirjson.String {
+		// A database key (MongoDB/Meteor) left in the export, not FHIR.
+		v.Delete("_id")
+		it.issues = append(it.issues, issue("warning", "structure", "_id", "removed \"_id\": %q, a database key that is not FHIR (FHIR's _id must be an object)", x.Str))
+	}
+	rt := v.Get("resourceType")
+	if rt == nil || rt.Kind != fhirjson.String {
+		it.reject(issue("error", "required", "resourceType", "the resource has no resourceType"))
+		return
+	}
+	if !r4.IsResourceType(rt.Str) {
+		it.reject(issue("error", "value", "resourceType", "%q is not an R4 resource type", rt.Str))
+		return
+	}
+	it.typ = rt.Str
+	if id := v.Get("id"); id != nil {
+		if id.Kind != fhirjson.String || !fhir.ValidID(id.Str) {
+			it.reject(issue("error", "value", it.typ+".id", "the id %s is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)", id.Marshal()))
+			return
+		}
+		it.sid = id.Str
+	}
+	sum := sha256.Sum256(v.AppendCanonical(nil))
+	it.hash = hex.EncodeToString(sum[:])
+	if it.sid == "" {
+		// No id: name it by its content, so that importing the same file
+		// again finds it instead of creating a copy.
+		it.sid = "h" + it.hash[:40]
+	}
+	if meta := v.Get("meta"); meta != nil && meta.Kind == fhirjson.Object {
+		it.srcVer = meta.GetString("versionId")
+		it.srcUpd = meta.GetString("lastUpdated")
+	}
+	if ids := v.Get("identifier"); ids != nil {
+		var list []*fhirjson.Value
+		switch ids.Kind {
+		case fhirjson.Array:
+			list = ids.Items
+		case fhirjson.Object:
+			list = []*fhirjson.Value{ids}
+		}
+		for _, x := range list {
+			if x.Kind != fhirjson.Object {
+				continue
+			}
+			sys, val := x.GetString("system"), x.GetString("value")
+			if sys != "" && val != "" && len(sys) < 512 && len(val) < 512 {
+				it.idents = append(it.idents, [2]string{sys, val})
+			}
+		}
+	}
+}
+
+// parallel runs f over items with the importer's workers.
+func (imp *Importer) parallel(items []*item, f func(*item)) {
+	w := imp.Workers
+	if w <= 0 {
+		w = runtime.GOMAXPROCS(0)
+	}
+	if w == 1 || len(items) < 16 {
+		for _, it := range items {
+			f(it)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	next := 0
+	for range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= len(items) {
+					return
+				}
+				f(items[i])
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// chunk is the unit of processing: the items of a file part plus the
+// fullUrl map of their Bundle.
+type chunk struct {
+	items []*item
+	// bundle maps fullUrl (and urn:uuid:) to local "Type/id" for Bundle entries.
+	bundle map[string]string
+}
+
+// process runs the merge over one chunk and writes it in one transaction.
+func (r *Run) process(ch *chunk) error {
+	ctx := r.ctx
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.imp.parallel(ch.items, parseItem)
+	if err := r.resolveIdentities(ctx, ch.items, ch); err != nil {
+		return err
+	}
+	return r.processResolved(ch)
+}
+
+// nextAt returns the lastUpdated of the chunk's versions: now, after the
+// previous chunk's.
+func (r *Run) nextAt() time.Time {
+	at := r.imp.rec.Now().UTC().Truncate(time.Microsecond)
+	if !at.After(r.lastAt) {
+		at = r.lastAt.Add(time.Microsecond)
+	}
+	r.lastAt = at
+	return at
+}
+
+// resolveIdentities chooses the local id of every item: this source's
+// identity map, then business identifiers, then the source's id when it is
+// free, else a new id.
+func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) error {
+	if len(r.ids) > 200000 {
+		clear(r.ids) // bounded memory; misses are looked up again
+	}
+	byType := map[string][]string{}
+	for _, it := range items {
+		if it.act == actReject {
+			continue
+		}
+		if it.sid == "" {
+			// No id: a new resource every time unless an identifier matches.
+			continue
+		}
+		if _, ok := r.ids[it.key()]; ok {
+			continue
+		}
+		byType[it.typ] = append(byType[it.typ], it.sid)
+	}
+	known := map[string][3]string{}
+	for typ, sids := range byType {
+		if err := r.imp.lookupIdentity(ctx, r.source, typ, sids, known); err != nil {
+			return err
+		}
+	}
+	var unresolved []*item
+	for _, it := range items {
+		if it.act == actReject {
+			continue
+		}
+		if it.sid != "" {
+			if m, ok := known[it.key()]; ok {
+				it.localID, it.known, it.knownV, it.knownUp = m[0], true, m[1], m[2]
+				r.ids[it.key()] = it.localID
+				continue
+			}
+			if local, ok := r.ids[it.key()]; ok && !it.del {
+				// Pre-assigned by a reference seen earlier in this run.
+				it.localID = local
+				it.newMap = true
+				continue
+			}
+		}
+		if it.del {
+			it.act = actSkip
+			it.issues = append(it.issues, issue("information", "not-found", "", "delete of %s/%s: nothing from this source to delete", it.typ, it.sid))
+			continue
+		}
+		unresolved = append(unresolved, it)
+	}
+	if len(unresolved) == 0 {
+		return nil
+	}
+	// Business identifiers.
+	if err := r.matchIdentifiers(ctx, unresolved); err != nil {
+		return err
+	}
+	// Is the source's id free locally?
+	free := map[string][]string{}
+	for _, it := range unresolved {
+		if it.localID == "" && it.sid != "" {
+			free[it.typ] = append(free[it.typ], it.sid)
+		}
+	}
+	taken := map[string]bool{}
+	for typ, ids := range free {
+		if err := r.imp.existing(ctx, typ, ids, taken); err != nil {
+			return err
+		}
+	}
+	for _, it := range unresolved {
+		if it.localID == "" {
+			if it.sid != "" && !taken[it.key()] {
+				it.localID = it.sid
+			} else {
+				it.localID = fhir.NewID()
+				if it.sid != "" {
+					it.issues = append(it.issues, issue("information", "informational", "", "%s/%s already exists from another source; stored as %s/%s", it.typ, it.sid, it.typ, it.localID))
+				}
+			}
+		}
+		it.newMap = it.sid != ""
+		if it.sid != "" {
+			r.ids[it.key()] = it.localID
+		}
+	}
+	return nil
+}
+
+// matchIdentifiers matches items by business identifier against imported
+// resources (and the Matcher when set).
+func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
+	for _, it := range items {
+		if len(it.idents) == 0 {
+			continue
+		}
+		var match string
+		ambiguous := false
+		for _, idn := range it.idents {
+			ids, err := r.imp.identifierMatches(ctx, it.typ, idn[0], idn[1])
+			if err != nil {
+				return err
+			}
+			if len(ids) == 0 && r.imp.Matcher != nil && searchIdentifiers[it.typ] {
+				ids, err = r.imp.Matcher.Match(ctx, it.typ, url.Values{"identifier": {idn[0] + "|" + idn[1]}}, 2)
+				if err != nil {
+					return err
+				}
+			}
+			for _, id := range ids {
+				if match == "" {
+					match = id
+				} else if match != id {
+					ambiguous = true
+				}
+			}
+		}
+		if ambiguous {
+			it.issues = append(it.issues, issue("warning", "multiple-matches", it.typ+".identifier", "the identifiers match several existing %s resources; imported as a separate resource", it.typ))
+			continue
+		}
+		if match != "" {
+			// One shared identifier is not enough when another identifier
+			// of the same system disagrees (two people with one fake
+			// licence number are still two people).
+			theirs, err := r.imp.identifiersOf(ctx, it.typ, match)
+			if err != nil {
+				return err
+			}
+			if sys := contradiction(it.idents, theirs); sys != "" {
+				it.issues = append(it.issues, issue("warning", "informational", it.typ+".identifier", "an identifier matches %s/%s but their %s identifiers differ; imported as a separate resource", it.typ, match, sys))
+				continue
+			}
+			it.localID = match
+		}
+	}
+	return nil
+}
+
+// searchIdentifiers are the types whose business identifiers are also
+// matched by search (resources written outside imports): the people and
+// places records are about, few in number, where a match matters most.
+var searchIdentifiers = map[string]bool{"Patient": true, "Practitioner": true, "Organization": true, "Location": true, "PractitionerRole": true}
+
+// rewriteAll rewrites the references of every item.
+func (r *Run) rewriteAll(ctx context.Context, items []*item, ch *chunk) error {
+	// Collect plain targets not yet in the cache, then look them up in bulk.
+	need := map[string][]string{}
+	seen := map[string]bool{}
+	for _, it := range items {
+		if it.act == actReject || it.del {
+			continue
+		}
+		walkRefs(it.tree, func(ref string) string {
+			if _, ok := ch.bundle[ref]; ok {
+				return ref
+			}
+			pr, ok := fhir.ParseReference(ref)
+			if !ok || (pr.Base != "" && pr.Base != r.source) {
+				return ref
+			}
+			k := pr.Type + "/" + pr.ID
+			if _, ok := r.ids[k]; ok || seen[k] || !r4.IsResourceType(pr.Type) {
+				return ref
+			}
+			seen[k] = true
+			need[pr.Type] = append(need[pr.Type], pr.ID)
+			return ref
+		})
+	}
+	if len(need) > 0 {
+		// Targets this source sent before map through its identity map;
+		// others are kept as they are (unresolvable ones are reported by
+		// validation only when malformed).
+		known := map[string][3]string{}
+		for typ, ids := range need {
+			if err := r.imp.lookupIdentity(ctx, r.source, typ, ids, known); err != nil {
+				return err
+			}
+		}
+		for k, m := range known {
+			r.ids[k] = m[0]
+		}
+	}
+	for _, it := range items {
+		if it.act == actReject || it.del {
+			continue
+		}
+		if err := r.rewrite(ctx, it, ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rewrite rewrites one item's references through the identity map.
+func (r *Run) rewrite(ctx context.Context, it *item, ch *chunk) error {
+	var ferr error
+	walkRefs(it.tree, func(ref string) string {
+		if ferr != nil {
+			return ref
+		}
+		if local, ok := ch.bundle[ref]; ok {
+			return local
+		}
+		if strings.HasPrefix(ref, "urn:uuid:") || strings.HasPrefix(ref, "urn:oid:") {
+			it.issues = append(it.issues, issue("warning", "not-found", "", "reference %q names no entry of the Bundle; kept as it is", ref))
+			return ref
+		}
+		if t, q, ok := strings.Cut(ref, "?"); ok && r4.IsResourceType(t) {
+			local, err := r.resolveConditional(ctx, t, q, ch)
+			if err != nil {
+				ferr = err
+				return ref
+			}
+			if local == "" {
+				it.issues = append(it.issues, issue("warning", "not-found", "", "conditional reference %q matches no resource; kept as it is", ref))
+				return ref
+			}
+			return local
+		}
+		pr, ok := fhir.ParseReference(ref)
+		if !ok || (pr.Base != "" && pr.Base != r.source) {
+			return ref
+		}
+		if local, ok := r.ids[pr.Type+"/"+pr.ID]; ok {
+			out := pr.Type + "/" + local
+			if pr.Version != "" {
+				out += "/_history/" + pr.Version
+			}
+			return out
+		}
+		if pr.Base != "" {
+			return pr.Type + "/" + pr.ID
+		}
+		return ref
+	})
+	return ferr
+}
+
+// walkRefs calls f on every Reference.reference string in v and replaces
+// it with the result.
+func walkRefs(v *fhirjson.Value, f func(string) string) {
+	switch v.Kind {
+	case fhirjson.Object:
+		for i := range v.Fields {
+			fl := &v.Fields[i]
+			if fl.Name == "reference" && fl.Value.Kind == fhirjson.String {
+				if out := f(fl.Value.Str); out != fl.Value.Str {
+					fl.Value = fhirjson.NewString(out)
+				}
+				continue
+			}
+			if fl.Value.Kind == fhirjson.Object || fl.Value.Kind == fhirjson.Array {
+				walkRefs(fl.Value, f)
+			}
+		}
+	case fhirjson.Array:
+		for _, x := range v.Items {
+			if x.Kind == fhirjson.Object || x.Kind == fhirjson.Array {
+				walkRefs(x, f)
+			}
+		}
+	}
+}
+
+// resolveConditional resolves "Type?query" to "Type/id" ("" when nothing
+// matches): entries of the same Bundle, imported identifiers, then search.
+func (r *Run) resolveConditional(ctx context.Context, typ, query string, ch *chunk) (string, error) {
+	key := typ + "?" + query
+	if local, ok := r.cond[key]; ok {
+		return local, nil
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return "", nil
+	}
+	local := ""
+	if ids := q["identifier"]; len(q) == 1 && len(ids) == 1 {
+		sys, val, hasSys := strings.Cut(ids[0], "|")
+		if !hasSys {
+			sys, val = "", ids[0]
+		}
+		for _, it := range ch.items {
+			if it.typ != typ || it.localID == "" || it.act == actReject {
+				continue
+			}
+			for _, idn := range it.idents {
+				if idn[1] == val && (!hasSys || idn[0] == sys) {
+					local = typ + "/" + it.localID
+				}
+			}
+		}
+		if local == "" && hasSys {
+			ids, err := r.imp.identifierMatches(ctx, typ, sys, val)
+			if err != nil {
+				return "", err
+			}
+			if len(ids) == 1 {
+				local = typ + "/" + ids[0]
+			}
+		}
+	}
+	if local == "" && r.imp.Matcher != nil {
+		ids, err := r.imp.Matcher.Match(ctx, typ, q, 2)
+		if err != nil {
+			return "", err
+		}
+		if len(ids) == 1 {
+			local = typ + "/" + ids[0]
+		}
+	}
+	if local != "" {
+		if len(r.cond) > 100000 {
+			clear(r.cond)
+		}
+		r.cond[key] = local
+	}
+	return local, nil
+}
+
+// loadCurrent reads the current versions of the items' local resources.
+func (r *Run) loadCurrent(ctx context.Context, items []*item) error {
+	byType := map[string][]string{}
+	for _, it := range items {
+		if it.act == actReject || it.act == actSkip || it.localID == "" {
+			continue
+		}
+		byType[it.typ] = append(byType[it.typ], it.localID)
+	}
+	var hashes []string
+	for _, it := range items {
+		if it.hash != "" && it.act != actReject && !it.del {
+			hashes = append(hashes, it.hash)
+		}
+	}
+	seen := map[string]bool{}
+	if err := r.imp.seenHashes(ctx, r.source, hashes, seen); err != nil {
+		return err
+	}
+	for _, it := range items {
+		it.seen = it.hash != "" && seen[it.hash]
+	}
+	cur := map[string]*store.Resource{}
+	for typ, ids := range byType {
+		if err := r.imp.currentVersions(ctx, typ, ids, cur); err != nil {
+			return err
+		}
+	}
+	for _, it := range items {
+		if c, ok := cur[it.typ+"/"+it.localID]; ok {
+			it.cur = c
+		}
+	}
+	return nil
+}
+
+// decide applies the merge rules.
+func (r *Run) decide(items []*item) {
+	for _, it := range items {
+		if it.act == actReject || it.act == actSkip {
+			continue
+		}
+		if it.del {
+			r.decideDelete(it)
+			continue
+		}
+		it.tree.SetAfter("id", fhirjson.NewString(it.localID), "resourceType")
+		switch {
+		case it.cur == nil:
+			it.act = actCreate
+		case it.cur.Deleted:
+			if it.known {
+				it.act = actUnchanged
+				it.issues = append(it.issues, issue("information", "deleted", "", "%s/%s was deleted here; the import does not bring it back", it.typ, it.localID))
+			} else {
+				it.act = actCreate
+			}
+		case it.seen:
+			// An exact duplicate of something this source sent before.
+			it.act = actUnchanged
+		case sameContent(it.tree, it.cur):
+			it.act = actUnchanged
+		case metaSource(it.cur.JSON) == r.source:
+			if r.newer(it) {
+				it.act = actUpdate
+			} else {
+				it.act = actConflict
+			}
+		default:
+			it.act = actConflict
+		}
+	}
+}
+
+// newer reports whether an item from the same source is newer than what
+// was last taken from it: by meta.lastUpdated, else meta.versionId; when
+// the source gives neither, its latest export is taken as its newest state.
+func (r *Run) newer(it *item) bool {
+	if it.srcUpd != "" && it.knownUp != "" {
+		a, err1 := fhir.ParseInstant(it.srcUpd)
+		b, err2 := fhir.ParseInstant(it.knownUp)
+		if err1 == nil && err2 == nil {
+			return a.After(b)
+		}
+	}
+	if it.srcVer != "" && it.knownV != "" {
+		a, err1 := strconv.ParseInt(it.srcVer, 10, 64)
+		b, err2 := strconv.ParseInt(it.knownV, 10, 64)
+		if err1 == nil && err2 == nil {
+			return a > b
+		}
+		return it.srcVer != it.knownV
+	}
+	return true
+}
+
+// decideDelete: a delete from a source removes only what that source
+// alone contributed.
+func (r *Run) decideDelete(it *item) {
+	switch {
+	case it.cur == nil || it.cur.Deleted:
+		it.act = actUnchanged
+	case metaSource(it.cur.JSON) != r.source:
+		it.act = actSkip
+		it.issues = append(it.issues, issue("information", "conflict", "", "delete of %s/%s not applied: its current version came from another source", it.typ, it.localID))
+	default:
+		it.act = actDelete
+	}
+}
+
+// metaSource returns meta.source of stored JSON without a full parse
+// where possible.
+func metaSource(js []byte) string {
+	i := bytes.Index(js, []byte(`"source":`))
+	if i < 0 {
+		return ""
+	}
+	v, err := fhirjson.Parse(js)
+	if err != nil {
+		return ""
+	}
+	if m := v.Get("meta"); m != nil && m.Kind == fhirjson.Object {
+		return m.GetString("source")
+	}
+	return ""
+}
+
+// sameContent compares an incoming resource with a stored version,
+// ignoring meta.versionId, meta.lastUpdated and meta.source. A Binary's
+// data is compared with its stored blob by digest.
+func sameContent(in *fhirjson.Value, cur *store.Resource) bool {
+	stored, err := fhirjson.Parse(cur.JSON)
+	if err != nil {
+		return false
+	}
+	a := normalized(in)
+	b := normalized(stored)
+	if cur.Type == "Binary" {
+		if d := a.Get("data"); d != nil && d.Kind == fhirjson.String {
+			raw, err := base64.StdEncoding.DecodeString(strings.Map(func(r rune) rune {
+				if r == ' ' || r == '\n' || r == '\r' || r == '\t' {
+					return -1
+				}
+				return r
+			}, d.Str))
+			if err != nil {
+				return false
+			}
+			sum := sha256.Sum256(raw)
+			if cur.Blob != "binary/"+hex.EncodeToString(sum[:]) {
+				return false
+			}
+			a.Delete("data")
+			b.Delete("data")
+		}
+	}
+	return bytes.Equal(a.AppendCanonical(nil), b.AppendCanonical(nil))
+}
+
+// normalized returns a shallow copy of a resource without the meta
+// elements the server sets.
+func normalized(v *fhirjson.Value) *fhirjson.Value {
+	out := &fhirjson.Value{Kind: fhirjson.Object, Fields: make([]fhirjson.Field, 0, len(v.Fields))}
+	for _, f := range v.Fields {
+		if f.Name == "meta" && f.Value.Kind == fhirjson.Object {
+			m := &fhirjson.Value{Kind: fhirjson.Object}
+			for _, mf := range f.Value.Fields {
+				switch mf.Name {
+				case "versionId", "lastUpdated", "source":
+				default:
+					m.Fields = append(m.Fields, mf)
+				}
+			}
+			if len(m.Fields) == 0 {
+				continue
+			}
+			f = fhirjson.Field{Name: "meta", Value: m}
+		}
+		out.Fields = append(out.Fields, f)
+	}
+	return out
+}
+
+// prepareItem validates and builds the version of a create or update, and
+// validates a conflict's incoming side.
+func (r *Run) prepareItem(it *item, at time.Time) {
+	switch it.act {
+	case actCreate, actUpdate, actConflict:
+	default:
+		return
+	}
+	version := int64(1)
+	if it.cur != nil {
+		version = it.cur.Version + 1
+	}
+	method := "PUT"
+	if it.cur == nil {
+		method = "POST"
+	}
+	if it.cur != nil && !at.After(it.cur.LastUpdated) {
+		at = it.cur.LastUpdated.Add(time.Microsecond)
+	}
+	tree := it.tree
+	if it.act == actConflict {
+		it.incoming = tree.Marshal()
+		tree = tree.Clone()
+	}
+	p, err := r.imp.rec.PrepareVersion(tree, it.typ, it.localID, version, at, method, records.WriteOptions{Source: r.source, Batch: r.sum.Batch})
+	if err != nil {
+		fe := fhir.AsError(err)
+		if fe.Status >= 500 {
+			it.reject(issue("error", "exception", "", "%v", err))
+		} else {
+			it.reject(fe.Issues...)
+		}
+		return
+	}
+	if it.act != actConflict {
+		it.prep = p
+	}
+}
+
+// checkAccess applies the principal's scopes and patient compartment.
+func (r *Run) checkAccess(ctx context.Context, items []*item) {
+	p := r.p
+	for _, it := range items {
+		var i access.Interaction
+		switch it.act {
+		case actCreate:
+			i = access.Create
+		case actUpdate, actConflict:
+			i = access.Update
+		case actDelete:
+			i = access.Delete
+		default:
+			continue
+		}
+		if !p.Allows(i, it.typ) {
+			it.reject(issue("error", "forbidden", "", "the access token does not allow %s of %s", i, it.typ))
+			continue
+		}
+		pid := p.Patient()
+		if pid == "" {
+			continue
+		}
+		if records.Shared(it.typ) {
+			it.reject(issue("error", "forbidden", "", "a patient-scoped token cannot write %s resources, which are outside every patient compartment", it.typ))
+			continue
+		}
+		if it.prep != nil && !(it.typ == "Patient" && it.localID == pid) && !contains(it.prep.Put.Patients, pid) {
+			it.reject(issue("error", "forbidden", "", "%s/%s would not be in the compartment of Patient/%s, the only one this token may write", it.typ, it.localID, pid))
+			continue
+		}
+		if it.cur != nil && !it.cur.Deleted {
+			if _, err := r.imp.rec.Read(ctx, it.typ, it.localID); err != nil {
+				it.reject(issue("error", "forbidden", "", "%s/%s belongs to another patient's record", it.typ, it.localID))
+			}
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// write commits the chunk: versions, identity rows, identifiers,
+// conflicts, quarantine and a Provenance citing the versions written.
+func (r *Run) write(ctx context.Context, items []*item) error {
+	var written []*item
+	for _, it := range items {
+		switch it.act {
+		case actCreate, actUpdate, actDelete:
+			written = append(written, it)
+		}
+	}
+	// Count and report.
+	for _, it := range items {
+		r.sum.Resources++
+		switch it.act {
+		case actCreate:
+			r.sum.Created++
+		case actUpdate:
+			r.sum.Updated++
+		case actUnchanged:
+			r.sum.Unchanged++
+		case actConflict:
+			r.sum.Conflicts++
+		case actReject:
+			r.sum.Rejected++
+		case actDelete:
+			r.sum.Deleted++
+		}
+		r.reportItem(it)
+	}
+	if r.o.Validate {
+		return nil
+	}
+	for _, it := range written {
+		if it.prep != nil {
+			if err := r.imp.rec.StoreBlob(ctx, it.prep); err != nil {
+				return err
+			}
+		}
+	}
+	var prov *records.Prepared
+	if len(written) > 0 {
+		var err error
+		prov, err = r.provenance(written)
+		if err != nil {
+			return err
+		}
+	}
+	now := sqldb.Micros(time.Now())
+	err := r.imp.db.WriteTx(ctx, func(tx *sqldb.Tx) error {
+		for _, it := range written {
+			var put *store.Put
+			if it.act == actDelete {
+				put = &store.Put{Resource: store.Resource{Type: it.typ, ID: it.localID, Version: it.cur.Version + 1, LastUpdated: r.lastAt, Deleted: true, Method: "DELETE"}, Batch: r.sum.Batch}
+				if !r.lastAt.After(it.cur.LastUpdated) {
+					put.LastUpdated = it.cur.LastUpdated.Add(time.Microsecond)
+				}
+			} else {
+				put = it.prep.Put
+			}
+			if err := tx.Put(ctx, put); err != nil {
+				return err
+			}
+		}
+		if prov != nil {
+			if err := tx.Put(ctx, prov.Put); err != nil {
+				return err
+			}
+		}
+		for _, it := range items {
+			switch it.act {
+			case actCreate, actUpdate, actUnchanged, actConflict:
+			default:
+				continue
+			}
+			if it.sid != "" && (it.newMap || it.act == actUpdate || it.act == actCreate) {
+				if _, err := tx.Exec(ctx, `INSERT INTO import_identity (source, type, source_id, local_id, src_version, src_updated) VALUES (?, ?, ?, ?, ?, ?)
+					ON CONFLICT (source, type, source_id) DO UPDATE SET local_id = excluded.local_id, src_version = excluded.src_version, src_updated = excluded.src_updated`,
+					r.source, it.typ, it.sid, it.localID, it.srcVer, it.srcUpd); err != nil {
+					return fmt.Errorf("record identity: %w", err)
+				}
+			}
+			if !it.seen && it.hash != "" {
+				if _, err := tx.Exec(ctx, `INSERT INTO import_seen (source, hash) VALUES (?, ?) ON CONFLICT DO NOTHING`, r.source, it.hash); err != nil {
+					return fmt.Errorf("record digest: %w", err)
+				}
+			}
+			if it.act == actCreate || it.act == actUpdate {
+				for _, idn := range it.idents {
+					if _, err := tx.Exec(ctx, `INSERT INTO import_identifier (type, system, value, local_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+						it.typ, idn[0], idn[1], it.localID); err != nil {
+						return fmt.Errorf("record identifier: %w", err)
+					}
+				}
+			}
+		}
+		for _, it := range items {
+			switch it.act {
+			case actConflict:
+				if err := r.insertConflict(ctx, tx, it, now); err != nil {
+					return err
+				}
+			case actReject:
+				reason := fhir.OutcomeJSON(it.issues)
+				if _, err := tx.Exec(ctx, `INSERT INTO import_quarantine (batch, file, line, reason, text) VALUES (?, ?, ?, ?, ?)`,
+					r.sum.Batch, r.fileName, it.line, string(reason), it.raw); err != nil {
+					return fmt.Errorf("quarantine line %d: %w", it.line, err)
+				}
+			}
+		}
+		_, err := tx.Exec(ctx, `UPDATE import_batch SET created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ? WHERE id = ?`,
+			r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected, r.sum.Batch)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("write import chunk (%s): %w", r.fileName, err)
+	}
+	return nil
+}
+
+// insertConflict stores a conflict unless the same incoming content is
+// already open for the resource (re-importing must not pile them up).
+func (r *Run) insertConflict(ctx context.Context, tx *sqldb.Tx, it *item, now int64) error {
+	sum := sha256.Sum256(it.incoming)
+	h := hex.EncodeToString(sum[:])
+	var n int
+	if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM import_conflict WHERE type = ? AND local_id = ? AND hash = ? AND status = 'open'`, it.typ, it.localID, h).Scan(&n); err != nil {
+		return fmt.Errorf("check conflicts: %w", err)
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO import_conflict (batch, type, local_id, source, line, hash, incoming, current_version, current_source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.sum.Batch, it.typ, it.localID, r.source, it.line, h, it.incoming, it.cur.Version, metaSource(it.cur.JSON), now); err != nil {
+		return fmt.Errorf("record conflict: %w", err)
+	}
+	return nil
+}
+
+// reportItem sends an item's issues (and its conflict) to the caller.
+func (r *Run) reportItem(it *item) {
+	where := r.fileName
+	prefix := ""
+	if where != "" {
+		prefix = where + " "
+	}
+	for _, is := range it.issues {
+		is.Diagnostics = fmt.Sprintf("%sline %d: %s", prefix, it.line, is.Diagnostics)
+		r.report(is)
+	}
+	if it.act == actConflict {
+		r.report(fhir.Issue{Severity: "warning", Code: "conflict",
+			Diagnostics: fmt.Sprintf("%sline %d: %s/%s differs from the current version %d (from %s); kept as a conflict to resolve", prefix, it.line, it.typ, it.localID, it.cur.Version, orUnknown(metaSource(it.cur.JSON)))})
+	}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "a direct write"
+	}
+	return s
+}
+
+// provenance builds the Provenance of a chunk: one resource citing every
+// version written, with the source and the importing user as agents.
+func (r *Run) provenance(written []*item) (*records.Prepared, error) {
+	targets := make([]*fhirjson.Value, 0, len(written))
+	for _, it := range written {
+		if it.act == actDelete {
+			targets = append(targets, fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString(fmt.Sprintf("%s/%s/_history/%d", it.typ, it.localID, it.cur.Version+1))}))
+			continue
+		}
+		targets = append(targets, fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString(fmt.Sprintf("%s/%s/_history/%d", it.typ, it.localID, it.prep.Put.Version))}))
+	}
+	return r.imp.buildProvenance(r.lastAt, targets, r.source, r.p.Subject(), r.fileName, r.sum.Batch, "import", "")
+}
+
+// buildProvenance prepares a Provenance resource.
+func (imp *Importer) buildProvenance(at time.Time, targets []*fhirjson.Value, source, who, file string, batch int64, activity, reason string) (*records.Prepared, error) {
+	id := fhir.NewID()
+	var agents []*fhirjson.Value
+	if source != "" {
+		agents = append(agents, fhirjson.NewObject(
+			fhirjson.Field{Name: "type", Value: codeable("http://terminology.hl7.org/CodeSystem/provenance-participant-type", "author", "Author")},
+			fhirjson.Field{Name: "who", Value: fhirjson.NewObject(fhirjson.Field{Name: "display", Value: fhirjson.NewString(source)})},
+		))
+	}
+	if who != "" {
+		agents = append(agents, fhirjson.NewObject(
+			fhirjson.Field{Name: "type", Value: codeable("http://terminology.hl7.org/CodeSystem/provenance-participant-type", "enterer", "Enterer")},
+			fhirjson.Field{Name: "who", Value: fhirjson.NewObject(fhirjson.Field{Name: "display", Value: fhirjson.NewString(who)})},
+		))
+	}
+	fields := []fhirjson.Field{
+		{Name: "resourceType", Value: fhirjson.NewString("Provenance")},
+		{Name: "id", Value: fhirjson.NewString(id)},
+		{Name: "target", Value: fhirjson.NewArray(targets...)},
+		{Name: "recorded", Value: fhirjson.NewString(fhir.FormatInstant(at))},
+		{Name: "activity", Value: activityCode(activity)},
+		{Name: "agent", Value: fhirjson.NewArray(agents...)},
+	}
+	var ents []*fhirjson.Value
+	if file != "" {
+		ents = append(ents, fhirjson.NewObject(
+			fhirjson.Field{Name: "role", Value: fhirjson.NewString("source")},
+			fhirjson.Field{Name: "what", Value: fhirjson.NewObject(fhirjson.Field{Name: "display", Value: fhirjson.NewString(file)})},
+		))
+	}
+	if batch != 0 {
+		ents = append(ents, fhirjson.NewObject(
+			fhirjson.Field{Name: "role", Value: fhirjson.NewString("source")},
+			fhirjson.Field{Name: "what", Value: fhirjson.NewObject(
+				fhirjson.Field{Name: "identifier", Value: fhirjson.NewObject(
+					fhirjson.Field{Name: "system", Value: fhirjson.NewString(BatchSystem)},
+					fhirjson.Field{Name: "value", Value: fhirjson.NewString(strconv.FormatInt(batch, 10))})},
+				fhirjson.Field{Name: "display", Value: fhirjson.NewString(fmt.Sprintf("import batch %d", batch))})},
+		))
+	}
+	if len(ents) > 0 {
+		fields = append(fields, fhirjson.Field{Name: "entity", Value: fhirjson.NewArray(ents...)})
+	}
+	if reason != "" {
+		fields = append(fields[:4], append([]fhirjson.Field{{Name: "reason", Value: fhirjson.NewArray(fhirjson.NewObject(fhirjson.Field{Name: "text", Value: fhirjson.NewString(reason)}))}}, fields[4:]...)...)
+	}
+	tree := fhirjson.NewObject(fields...)
+	p, err := imp.rec.PrepareVersion(tree, "Provenance", id, 1, at, "POST", records.WriteOptions{Source: source, Batch: batch})
+	if err != nil {
+		return nil, fmt.Errorf("build Provenance: %w", err)
+	}
+	return p, nil
+}
+
+// BatchSystem is the identifier system of import batches in Provenance.entity.
+const BatchSystem = "urn:phr:import-batch"
+
+func codeable(system, code, display string) *fhirjson.Value {
+	return fhirjson.NewObject(fhirjson.Field{Name: "coding", Value: fhirjson.NewArray(fhirjson.NewObject(
+		fhirjson.Field{Name: "system", Value: fhirjson.NewString(system)},
+		fhirjson.Field{Name: "code", Value: fhirjson.NewString(code)},
+		fhirjson.Field{Name: "display", Value: fhirjson.NewString(display)},
+	))})
+}
+
+func activityCode(activity string) *fhirjson.Value {
+	switch activity {
+	case "revert", "resolve":
+		return codeable("http://terminology.hl7.org/CodeSystem/v3-DataOperation", "UPDATE", "revise")
+	}
+	return fhirjson.NewObject(
+		fhirjson.Field{Name: "coding", Value: fhirjson.NewArray(fhirjson.NewObject(
+			fhirjson.Field{Name: "system", Value: fhirjson.NewString("http://terminology.hl7.org/CodeSystem/v3-DataOperation")},
+			fhirjson.Field{Name: "code", Value: fhirjson.NewString("CREATE")},
+			fhirjson.Field{Name: "display", Value: fhirjson.NewString("create")},
+		))},
+		fhirjson.Field{Name: "text", Value: fhirjson.NewString("import")},
+	)
+}
+
+var _ = http.StatusOK
+
+// contradiction returns a system both identifier lists use with no value
+// in common ("" when none).
+func contradiction(a, b [][2]string) string {
+	vals := map[string]map[string]bool{}
+	for _, x := range b {
+		if vals[x[0]] == nil {
+			vals[x[0]] = map[string]bool{}
+		}
+		vals[x[0]][x[1]] = true
+	}
+	ours := map[string]bool{}
+	for _, x := range a {
+		if _, ok := vals[x[0]]; !ok {
+			continue
+		}
+		if vals[x[0]][x[1]] {
+			ours[x[0]] = true
+		} else if !ours[x[0]] {
+			ours[x[0]] = false
+		}
+	}
+	for sys, ok := range ours {
+		if !ok {
+			return sys
+		}
+	}
+	return ""
+}

@@ -1,0 +1,197 @@
+package phrexport_test
+
+import (
+	"context"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/phrexport"
+	"github.com/phr-project/phr/internal/server"
+	"github.com/phr-project/phr/internal/synthea"
+)
+
+// The benchmark store: the Synthea patients loaded once per test binary
+// (PHR_BENCH_PATIENTS, default all 120) into a SQLite data directory.
+var (
+	benchOnce sync.Once
+	benchApp  *server.App
+	benchDir  string
+	benchErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if benchApp != nil {
+		benchApp.Close()
+	}
+	if benchDir != "" {
+		os.RemoveAll(benchDir)
+	}
+	os.Exit(code)
+}
+
+func benchStore(b *testing.B) *server.App {
+	dir := synthea.Require(b)
+	benchOnce.Do(func() {
+		n := 0
+		if v := os.Getenv("PHR_BENCH_PATIENTS"); v != "" {
+			n, _ = strconv.Atoi(v)
+		}
+		files, err := synthea.Files(dir, n)
+		if err != nil {
+			benchErr = err
+			return
+		}
+		if benchDir, benchErr = os.MkdirTemp("", "phrexport-bench-"); benchErr != nil {
+			return
+		}
+		if benchApp, benchErr = server.Open(context.Background(), server.Config{DataDir: benchDir}); benchErr != nil {
+			return
+		}
+		start := time.Now()
+		st, err := synthea.Load(context.Background(), benchApp.Records, files)
+		benchErr = err
+		b.Logf("loaded %d bundles, %d resources (%.0f MB) in %s", st.Bundles, st.Resources, float64(st.Bytes)/1e6, time.Since(start).Round(time.Second))
+	})
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	return benchApp
+}
+
+// peakHeap samples the heap in use while f runs and returns the peak
+// above the level before.
+func peakHeap(f func()) uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	var peak uint64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(20 * time.Millisecond) // ReadMemStats stops the world: not too often
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				var m runtime.MemStats
+				runtime.ReadMemStats(&m)
+				if m.HeapInuse > peak {
+					peak = m.HeapInuse
+				}
+			}
+		}
+	}()
+	f()
+	close(done)
+	wg.Wait()
+	if peak < base {
+		return 0
+	}
+	return peak - base
+}
+
+// BenchmarkExportSynthea streams the whole store (every patient's group,
+// then the shared resources) in each format to io.Discard, and reports
+// resources/s, MB/s (of output) and the peak heap growth during an export.
+//
+//	go test ./internal/phrexport -run '^$' -bench ExportSynthea -benchtime 3x
+func BenchmarkExportSynthea(b *testing.B) {
+	app := benchStore(b)
+	svc := phrexport.New(phrexport.Options{DB: app.Store, Records: app.Records, BaseURL: "http://x/fhir", Signer: app.Tokens})
+	ctx := access.With(context.Background(), access.System{Name: "bench"})
+	// content is the size of the record as NDJSON, to give the .sphr rate
+	// in record bytes (its output is compressed).
+	var content int64
+	for _, format := range []string{"ndjson", "sphr", "bundle"} {
+		b.Run(format, func(b *testing.B) {
+			var res, bytes int64
+			var peak uint64
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				p := &phrexport.Params{Format: format, Passphrase: "bench passphrase"}
+				if err := svc.Prepare(ctx, p); err != nil {
+					b.Fatal(err)
+				}
+				var st phrexport.Stats
+				var err error
+				pk := peakHeap(func() { st, err = svc.Export(ctx, p, io.Discard, nil) })
+				if err != nil {
+					b.Fatal(err)
+				}
+				if st.Outcomes > 0 {
+					b.Fatalf("%d inline errors", st.Outcomes)
+				}
+				res, bytes = res+st.Resources, bytes+st.Bytes
+				peak = max(peak, pk)
+			}
+			s := b.Elapsed().Seconds()
+			if format == "ndjson" {
+				content = bytes / int64(b.N)
+			}
+			b.ReportMetric(float64(res)/s, "res/s")
+			b.ReportMetric(float64(bytes)/1e6/s, "MB/s")
+			if format == "sphr" && content > 0 {
+				b.ReportMetric(float64(content*int64(b.N))/1e6/s, "record-MB/s")
+			}
+			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+			b.ReportMetric(float64(res)/float64(b.N), "res/op")
+		})
+	}
+	// One patient at a time, as a patient app would ask.
+	b.Run("per-patient-ndjson", func(b *testing.B) {
+		ids, err := patientIDs(app)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var res, bytes int64
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			for _, id := range ids {
+				p := &phrexport.Params{Format: "ndjson", Patient: id}
+				if err := svc.Prepare(ctx, p); err != nil {
+					b.Fatal(err)
+				}
+				st, err := svc.Export(ctx, p, io.Discard, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				res, bytes = res+st.Resources, bytes+st.Bytes
+			}
+		}
+		s := b.Elapsed().Seconds()
+		b.ReportMetric(float64(res)/s, "res/s")
+		b.ReportMetric(float64(bytes)/1e6/s, "MB/s")
+	})
+	debug.FreeOSMemory()
+}
+
+func patientIDs(app *server.App) ([]string, error) {
+	rows, err := app.Store.Query(context.Background(), `SELECT id FROM resource WHERE type = 'Patient' AND NOT deleted ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}

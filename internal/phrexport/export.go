@@ -1,0 +1,774 @@
+// Package phrexport implements the PHR IG's $phr-export: a person's whole
+// record (or a date range, some types, the changes since a time) as a FHIR
+// document Bundle, NDJSON, a .phr file or an encrypted .sphr archive, over
+// HTTP ([base]/Bundle/$phr-export, [base]/Patient/[id]/$phr-export) and for
+// the command line.
+//
+// Exports stream: current versions are read from the store in bounded
+// pages (keyset paging on the row id) and written out as they come, so
+// memory stays flat whatever the size of the record. The order is the
+// project's .phr layout: a Composition cover page (LOINC 11503-0, the
+// patient as subject) first, then the Patient, then the patient's
+// compartment, then the shared resources it references (Practitioner,
+// Organization, Location, Medication...) and the Binary contents its
+// attachments point at. An error on one resource after the output has
+// started is written inline as an OperationOutcome and the export goes on.
+package phrexport
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/r4"
+	"github.com/phr-project/phr/internal/records"
+	"github.com/phr-project/phr/internal/sphr"
+	"github.com/phr-project/phr/internal/store"
+	"github.com/phr-project/phr/internal/store/sqldb"
+	"github.com/phr-project/phr/internal/zipaes"
+)
+
+// Signer makes detached JWS signatures with the server's key.
+type Signer interface {
+	SignDetached(payload []byte) (string, error)
+}
+
+// Event describes a finished export, for audit.
+type Event struct {
+	Subject   string
+	Patient   string
+	Format    string
+	Resources int64
+	Bytes     int64
+	Err       error
+}
+
+// Service runs exports.
+type Service struct {
+	db       *sqldb.DB
+	rec      *records.Service
+	base     string
+	tmpDir   string
+	now      func() time.Time
+	pageSize int
+	signer   Signer
+	// OnExport, when set, is called after every export (audit).
+	OnExport func(ctx context.Context, e Event)
+}
+
+// Options configure a Service.
+type Options struct {
+	DB      *sqldb.DB
+	Records *records.Service
+	// BaseURL is the FHIR base (fullUrl of Bundle entries).
+	BaseURL string
+	// TempDir holds the .sphr spool files (os.TempDir() when empty).
+	TempDir string
+	// Signer signs exports when asked (nil: signing is not offered).
+	Signer Signer
+	// PageSize is the number of rows read per query (default 500).
+	PageSize int
+	Now      func() time.Time
+}
+
+// New returns a Service.
+func New(o Options) *Service {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = 500
+	}
+	return &Service{db: o.DB, rec: o.Records, base: strings.TrimSuffix(o.BaseURL, "/"), tmpDir: o.TempDir, now: o.Now, pageSize: o.PageSize, signer: o.Signer}
+}
+
+// CanSign reports whether signed exports are offered.
+func (s *Service) CanSign() bool { return s.signer != nil }
+
+// Stats count what an export wrote.
+type Stats struct {
+	Resources int64
+	// Outcomes counts the inline OperationOutcome issues (problems met
+	// after the output started).
+	Outcomes int64
+	Bytes    int64
+	// Signature is the detached JWS when Params.Sign was set.
+	Signature string
+}
+
+// Prepare checks p against the caller in ctx before anything is written:
+// the format, dates and types, the patient (a patient-confined caller may
+// export only itself: 403), that it exists (404), and which types the
+// caller's scopes allow. It fills the passphrase of a .sphr when none was
+// given.
+func (s *Service) Prepare(ctx context.Context, p *Params) error {
+	pr := access.From(ctx)
+	if pr == nil {
+		return &fhir.Error{Status: http.StatusUnauthorized, Issues: []fhir.Issue{{Severity: "error", Code: "login", Diagnostics: "authentication required"}}}
+	}
+	f, err := ParseFormat(p.Format)
+	if err != nil {
+		return err
+	}
+	p.Format = f
+	if err := p.parseRange(); err != nil {
+		return err
+	}
+	if own := pr.Patient(); own != "" {
+		if p.Patient == "" {
+			p.Patient = own
+		} else if p.Patient != own {
+			return fhir.Forbidden("this access token may export only Patient/%s, not Patient/%s", own, p.Patient)
+		}
+	}
+	if p.Patient != "" {
+		res, err := s.db.Read(ctx, "Patient", p.Patient)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && res.Deleted) {
+			return fhir.NotFound("Patient/%s is not known", p.Patient)
+		}
+		if err != nil {
+			return err
+		}
+		p.patientName = patientName(res.JSON)
+	}
+	all := len(p.Types) == 0
+	universe := p.Types
+	if all {
+		universe = r4.ResourceTypes()
+	}
+	p.types, p.excluded = nil, nil
+	for _, t := range universe {
+		if all && t == "AuditEvent" {
+			continue
+		}
+		if !pr.Allows(access.Read, t) {
+			all = false
+			continue
+		}
+		if len(pr.Filters(t)) > 0 {
+			p.excluded = append(p.excluded, t)
+			all = false
+			continue
+		}
+		p.types = append(p.types, t)
+	}
+	if len(p.types) == 0 {
+		return fhir.Forbidden("the access token allows reading none of the requested resource types")
+	}
+	if all {
+		p.types = nil // every type but AuditEvent: no type list in the queries
+	}
+	if p.Sign && s.signer == nil {
+		return fhir.Errorf(http.StatusBadRequest, "not-supported", "signed exports are not available on this server").AtPath("sign")
+	}
+	if p.Format == FormatSPHR && p.Passphrase == "" {
+		pass, err := zipaes.GeneratePassphrase()
+		if err != nil {
+			return err
+		}
+		p.Passphrase, p.GeneratedPassphrase = pass, true
+	}
+	return nil
+}
+
+// FileName is the download name of an export: the patient's name (or
+// "phr-export") and the date, with the format's extension.
+func (s *Service) FileName(p *Params) string {
+	base := "phr-export"
+	if p.Patient != "" {
+		base = sphr.SafeName(p.patientName, "patient-"+p.Patient)
+	}
+	base += "-" + s.now().UTC().Format("2006-01-02")
+	switch p.Format {
+	case FormatSPHR:
+		return base + ".sphr"
+	case FormatPHR:
+		return base + ".phr"
+	case FormatNDJSON:
+		return base + ".ndjson"
+	}
+	return base + ".json"
+}
+
+// ContentType is the Content-Type of an export's output.
+func ContentType(p *Params) string {
+	switch p.Format {
+	case FormatSPHR:
+		return "application/zip"
+	case FormatNDJSON, FormatPHR:
+		if p.FHIRNDJSON {
+			return "application/fhir+ndjson"
+		}
+		return "application/x-ndjson"
+	}
+	return "application/fhir+json; charset=utf-8"
+}
+
+// Export writes the export p (checked by Prepare) to w. flush, when not
+// nil, is called after each page so that a streamed response moves on.
+// The error is for failures that stop the export (the client went away,
+// the store failed); problems with single resources are written inline.
+func (s *Service) Export(ctx context.Context, p *Params, w io.Writer, flush func()) (st Stats, err error) {
+	cw := &countWriter{w: w}
+	var hw *hashWriter
+	out := io.Writer(cw)
+	if p.Sign {
+		hw = newHashWriter(cw)
+		out = hw
+	}
+	e := &exporter{s: s, p: p, ctx: ctx, flush: flush, cw: cw, sharedDone: map[string]bool{}, binaries: map[string]bool{}}
+	if e.em, err = s.newEmitter(ctx, p, out); err != nil {
+		return st, err
+	}
+	defer func() {
+		st.Resources, st.Outcomes, st.Bytes = e.resources, e.outcomes, cw.n
+		if s.OnExport != nil {
+			subj := ""
+			if pr := access.From(ctx); pr != nil {
+				subj = pr.Subject()
+			}
+			s.OnExport(ctx, Event{Subject: subj, Patient: p.Patient, Format: p.Format, Resources: st.Resources, Bytes: st.Bytes, Err: err})
+		}
+	}()
+	if err = e.run(); err != nil {
+		if ctx.Err() != nil {
+			e.em.abort()
+			return st, err
+		}
+		// Close the output properly, so that what was written stays
+		// usable, and say that it is incomplete.
+		e.outcome("fatal", "exception", "the export stopped early because of a server error; the resources before this line are complete")
+		if ferr := e.em.finish(); ferr != nil {
+			e.em.abort()
+		}
+		return st, err
+	}
+	if err = e.em.finish(); err != nil {
+		return st, err
+	}
+	if hw != nil {
+		if st.Signature, err = s.signer.SignDetached(hw.sum()); err != nil {
+			return st, fmt.Errorf("sign the export: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// row is one stored resource read for the export. json is only valid
+// until the next row is read.
+type row struct {
+	rid  int64
+	typ  string
+	id   string
+	json []byte
+	blob string
+}
+
+type exporter struct {
+	s     *Service
+	p     *Params
+	ctx   context.Context
+	em    emitter
+	flush func()
+	cw    *countWriter
+
+	resources, outcomes int64
+	// single-patient exports: shared resources already written and Binary
+	// ids the record's attachments point at
+	sharedDone map[string]bool
+	binaries   map[string]bool
+}
+
+func (e *exporter) run() error {
+	p := e.p
+	for _, t := range p.excluded {
+		if err := e.outcome("warning", "forbidden", fmt.Sprintf("%s resources were left out: the access token restricts them with scope filters, which an export cannot apply", t)); err != nil {
+			return err
+		}
+	}
+	if p.Patient != "" {
+		if p.Format == FormatBundle {
+			if err := e.cover(p.Patient, p.patientName); err != nil {
+				return err
+			}
+		}
+		return e.patient(p.Patient, true)
+	}
+	if p.Format == FormatBundle {
+		ids, err := e.patientIDs("", 2)
+		if err != nil {
+			return err
+		}
+		subject, name := "", ""
+		if len(ids) == 1 {
+			subject = ids[0]
+			if res, err := e.s.db.Read(e.ctx, "Patient", subject); err == nil && !res.Deleted {
+				name = patientName(res.JSON)
+			}
+		}
+		if err := e.cover(subject, name); err != nil {
+			return err
+		}
+	}
+	after := ""
+	for {
+		ids, err := e.patientIDs(after, 200)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if err := e.patient(id, false); err != nil {
+				return err
+			}
+		}
+		if len(ids) < 200 {
+			break
+		}
+		after = ids[len(ids)-1]
+	}
+	return e.rest()
+}
+
+// patientIDs pages through the patients that have a compartment.
+func (e *exporter) patientIDs(after string, limit int) ([]string, error) {
+	rows, err := e.s.db.Query(e.ctx, `SELECT DISTINCT patient FROM compartment WHERE patient > ? ORDER BY patient LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list patients: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("list patients: %w", err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// patient writes one patient's group: cover page (NDJSON forms), Patient,
+// compartment; for a single-patient export also the shared resources and
+// Binaries it references.
+func (e *exporter) patient(id string, single bool) error {
+	pr := access.From(e.ctx)
+	res, err := e.s.db.Read(e.ctx, "Patient", id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("read Patient/%s: %w", id, err)
+	}
+	if err == nil && !res.Deleted && pr.Allows(access.Read, "Patient") {
+		if e.p.Format != FormatBundle {
+			if err := e.cover(id, patientName(res.JSON)); err != nil {
+				return err
+			}
+		}
+		if err := e.emit(&row{typ: "Patient", id: id, json: res.JSON, blob: res.Blob}); err != nil {
+			return err
+		}
+	}
+	where, args := e.filters("r", true)
+	q := `SELECT r.rid, r.type, r.id, v.json, v.blob FROM compartment c JOIN resource r ON r.rid = c.rid JOIN resource_version v ON v.seq = r.seq
+		WHERE c.patient = ? AND c.rid > ? AND ` + where
+	if single {
+		q += ` AND NOT (r.type = 'Patient' AND r.id = ?)`
+	} else {
+		// Every Patient heads its own group; a resource in several
+		// compartments goes with the first of them.
+		q += ` AND r.type <> 'Patient' AND NOT EXISTS (SELECT 1 FROM compartment c2 WHERE c2.rid = c.rid AND c2.patient < ?)`
+	}
+	q += ` ORDER BY c.rid LIMIT ?`
+	var after int64
+	for {
+		a := append([]any{id, after}, args...)
+		a = append(a, id, e.s.pageSize)
+		n, last, err := e.page(q, a, single)
+		if err != nil {
+			return err
+		}
+		if n < e.s.pageSize {
+			break
+		}
+		after = last
+	}
+	if single {
+		return e.shared(id)
+	}
+	return nil
+}
+
+// rest writes the resources outside every compartment (whole-system
+// exports).
+func (e *exporter) rest() error {
+	where, args := e.filters("r", true)
+	q := `SELECT r.rid, r.type, r.id, v.json, v.blob FROM resource r JOIN resource_version v ON v.seq = r.seq
+		WHERE r.rid > ? AND ` + where + ` AND NOT EXISTS (SELECT 1 FROM compartment c WHERE c.rid = r.rid) ORDER BY r.rid LIMIT ?`
+	var after int64
+	for {
+		a := append([]any{after}, args...)
+		a = append(a, e.s.pageSize)
+		n, last, err := e.page(q, a, false)
+		if err != nil {
+			return err
+		}
+		if n < e.s.pageSize {
+			return nil
+		}
+		after = last
+	}
+}
+
+// sharedTypes are the resource types outside the patient compartment, as a
+// SQL list of literals (the names come from the R4 tables).
+var sharedTypes = func() string {
+	var b []string
+	for _, t := range r4.ResourceTypes() {
+		if records.Shared(t) {
+			b = append(b, "'"+t+"'")
+		}
+	}
+	return strings.Join(b, ",")
+}()
+
+// shared writes the shared resources a patient's record references
+// (transitively: a PractitionerRole's Organization...) and the Binaries
+// its attachments point at.
+func (e *exporter) shared(patient string) error {
+	rows, err := e.s.db.Query(e.ctx, `WITH RECURSIVE refd(rid) AS (
+		SELECT t.rid FROM compartment c JOIN idx_ref x ON x.rid = c.rid JOIN resource t ON t.type = x.target_type AND t.id = x.target_id
+		WHERE c.patient = ? AND x.target_type IN (`+sharedTypes+`)
+		UNION
+		SELECT t.rid FROM refd JOIN idx_ref x ON x.rid = refd.rid JOIN resource t ON t.type = x.target_type AND t.id = x.target_id
+		WHERE x.target_type IN (`+sharedTypes+`)
+	) SELECT rid FROM refd`, patient)
+	if err != nil {
+		return fmt.Errorf("find referenced resources: %w", err)
+	}
+	var rids []int64
+	for rows.Next() {
+		var rid int64
+		if err := rows.Scan(&rid); err != nil {
+			rows.Close()
+			return fmt.Errorf("find referenced resources: %w", err)
+		}
+		rids = append(rids, rid)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("find referenced resources: %w", err)
+	}
+	sort.Slice(rids, func(i, j int) bool { return rids[i] < rids[j] })
+	where, args := e.filters("r", false)
+	for len(rids) > 0 {
+		n := min(len(rids), e.s.pageSize)
+		chunk := rids[:n]
+		rids = rids[n:]
+		a := append([]any{}, args...)
+		for _, rid := range chunk {
+			a = append(a, rid)
+		}
+		q := `SELECT r.rid, r.type, r.id, v.json, v.blob FROM resource r JOIN resource_version v ON v.seq = r.seq
+			WHERE ` + where + ` AND r.rid IN (` + placeholders(n) + `) ORDER BY r.rid`
+		if _, _, err := e.page(q, a, true); err != nil {
+			return err
+		}
+	}
+	// Binaries found in attachments, not yet written.
+	var ids []string
+	for id := range e.binaries {
+		if !e.sharedDone["Binary/"+id] {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	if !e.allowed("Binary") {
+		return nil
+	}
+	for len(ids) > 0 {
+		n := min(len(ids), e.s.pageSize)
+		chunk := ids[:n]
+		ids = ids[n:]
+		a := append([]any{}, args...)
+		for _, id := range chunk {
+			a = append(a, id)
+		}
+		q := `SELECT r.rid, r.type, r.id, v.json, v.blob FROM resource r JOIN resource_version v ON v.seq = r.seq
+			WHERE ` + where + ` AND r.type = 'Binary' AND r.id IN (` + placeholders(n) + `) ORDER BY r.rid`
+		if _, _, err := e.page(q, a, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *exporter) allowed(typ string) bool {
+	if e.p.types == nil {
+		return typ != "AuditEvent"
+	}
+	return slices.Contains(e.p.types, typ)
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+}
+
+// filters returns the WHERE conditions on alias r common to every query:
+// current, of an allowed type, in the _since/_until window and, with
+// dates, in the clinical date range.
+func (e *exporter) filters(r string, dates bool) (string, []any) {
+	p := e.p
+	conds := []string{"NOT " + r + ".deleted"}
+	var args []any
+	if p.types == nil {
+		conds = append(conds, r+".type <> 'AuditEvent'")
+	} else {
+		lits := make([]string, len(p.types))
+		for i, t := range p.types {
+			lits[i] = "'" + t + "'" // checked resource type names
+		}
+		conds = append(conds, r+".type IN ("+strings.Join(lits, ",")+")")
+	}
+	if !p.Since.IsZero() {
+		conds = append(conds, r+".last_updated >= ?")
+		args = append(args, p.Since.UnixMicro())
+	}
+	if !p.Until.IsZero() {
+		conds = append(conds, r+".last_updated <= ?")
+		args = append(args, p.Until.UnixMicro())
+	}
+	if dates && p.hasRange {
+		var types, pairs []string
+		for t, params := range clinicalDates {
+			types = append(types, "'"+t+"'")
+			for _, prm := range params {
+				pairs = append(pairs, "'"+t+"|"+prm+"'")
+			}
+		}
+		sort.Strings(types)
+		sort.Strings(pairs)
+		in := "(d.type || '|' || d.param) IN (" + strings.Join(pairs, ",") + ")"
+		conds = append(conds, "("+r+".type NOT IN ("+strings.Join(types, ",")+")"+
+			" OR NOT EXISTS (SELECT 1 FROM idx_date d WHERE d.rid = "+r+".rid AND "+in+")"+
+			" OR EXISTS (SELECT 1 FROM idx_date d WHERE d.rid = "+r+".rid AND "+in+" AND d.low <= ? AND d.high >= ?))")
+		args = append(args, p.endHigh, p.startLow)
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+// page runs one page query and emits its rows; it returns the row count
+// and the last rid.
+func (e *exporter) page(q string, args []any, single bool) (int, int64, error) {
+	rows, err := e.s.db.Query(e.ctx, q, args...)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read resources: %w", err)
+	}
+	defer rows.Close()
+	var (
+		n    int
+		r    row
+		js   sql.RawBytes
+		blob sql.NullString
+	)
+	for rows.Next() {
+		if err := rows.Scan(&r.rid, &r.typ, &r.id, &js, &blob); err != nil {
+			return n, r.rid, fmt.Errorf("read resources: %w", err)
+		}
+		n++
+		r.json, r.blob = js, blob.String
+		if single {
+			if records.Shared(r.typ) {
+				e.sharedDone[r.typ+"/"+r.id] = true
+			}
+			if bytes.Contains(r.json, []byte("Binary/")) {
+				e.findBinaries(r.json)
+			}
+		}
+		if err := e.emit(&r); err != nil {
+			return n, r.rid, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return n, r.rid, fmt.Errorf("read resources: %w", err)
+	}
+	if e.flush != nil {
+		if err := e.em.flush(); err != nil {
+			return n, r.rid, err
+		}
+		e.flush()
+	}
+	if e.p.Progress != nil {
+		e.p.Progress(e.resources, e.cw.n)
+	}
+	return n, r.rid, nil
+}
+
+// findBinaries records the local Binary resources a resource points at
+// (attachment urls, references).
+func (e *exporter) findBinaries(raw []byte) {
+	v, err := fhirjson.Parse(raw)
+	if err != nil {
+		return
+	}
+	var walk func(v *fhirjson.Value)
+	walk = func(v *fhirjson.Value) {
+		switch v.Kind {
+		case fhirjson.Object:
+			for _, f := range v.Fields {
+				if (f.Name == "url" || f.Name == "reference") && f.Value.Kind == fhirjson.String {
+					if ref, ok := fhir.ParseReference(f.Value.Str); ok && ref.Type == "Binary" && (ref.Base == "" || ref.Base == e.s.base) {
+						e.binaries[ref.ID] = true
+					}
+				} else {
+					walk(f.Value)
+				}
+			}
+		case fhirjson.Array:
+			for _, it := range v.Items {
+				walk(it)
+			}
+		}
+	}
+	walk(v)
+}
+
+// emit writes one resource, or an inline OperationOutcome when it cannot.
+func (e *exporter) emit(r *row) error {
+	if err := e.ctx.Err(); err != nil {
+		return err
+	}
+	if !wellFormed(r.json) {
+		return e.outcome("error", "processing", fmt.Sprintf("%s/%s could not be exported: its stored JSON is damaged (%d bytes)", r.typ, r.id, len(r.json)))
+	}
+	err := e.em.resource(r)
+	var re *resourceError
+	if errors.As(err, &re) {
+		return e.outcome("error", "processing", fmt.Sprintf("%s/%s could not be exported: %v", r.typ, r.id, re.err))
+	}
+	if err != nil {
+		return err
+	}
+	e.resources++
+	return nil
+}
+
+func (e *exporter) outcome(severity, code, msg string) error {
+	e.outcomes++
+	return e.em.outcome(fhir.OutcomeJSON([]fhir.Issue{{Severity: severity, Code: code, Diagnostics: msg}}))
+}
+
+// wellFormed is the cheap check that a stored resource can go on one
+// NDJSON line: a JSON object without raw line breaks.
+func wellFormed(b []byte) bool {
+	return len(b) >= 2 && b[0] == '{' && b[len(b)-1] == '}' && bytes.IndexByte(b, '\n') < 0
+}
+
+// cover writes the Composition cover page of a patient's record.
+func (e *exporter) cover(patient, name string) error {
+	c := CoverPage(fhir.NewID(), patient, name, e.s.now(), e.p.Start, e.p.End)
+	if err := e.em.resource(&row{typ: "Composition", id: c.GetString("id"), json: c.Marshal()}); err != nil {
+		return err
+	}
+	e.resources++
+	return nil
+}
+
+// CoverPage builds the Composition an export starts with: LOINC 11503-0
+// "Medical records", the patient as subject, tagged with
+// sphr.CoverTagSystem so that imports can recognise it.
+func CoverPage(id, patient, name string, now time.Time, start, end string) *fhirjson.Value {
+	str := fhirjson.NewString
+	coding := fhirjson.NewObject(
+		fhirjson.Field{Name: "system", Value: str("http://loinc.org")},
+		fhirjson.Field{Name: "code", Value: str("11503-0")},
+		fhirjson.Field{Name: "display", Value: str("Medical records")},
+	)
+	title := "Personal health record"
+	if name != "" {
+		title += " of " + name
+	}
+	c := fhirjson.NewObject(
+		fhirjson.Field{Name: "resourceType", Value: str("Composition")},
+		fhirjson.Field{Name: "id", Value: str(id)},
+		fhirjson.Field{Name: "meta", Value: fhirjson.NewObject(fhirjson.Field{Name: "tag", Value: fhirjson.NewArray(fhirjson.NewObject(
+			fhirjson.Field{Name: "system", Value: str(sphr.CoverTagSystem)},
+			fhirjson.Field{Name: "code", Value: str(sphr.CoverTagCode)},
+		))})},
+		fhirjson.Field{Name: "status", Value: str("final")},
+		fhirjson.Field{Name: "type", Value: fhirjson.NewObject(fhirjson.Field{Name: "coding", Value: fhirjson.NewArray(coding)}, fhirjson.Field{Name: "text", Value: str("Medical records")})},
+	)
+	if patient != "" {
+		subj := fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: str("Patient/" + patient)})
+		if name != "" {
+			subj.Set("display", str(name))
+		}
+		c.Set("subject", subj)
+	}
+	c.Set("date", str(fhir.FormatInstant(now)))
+	c.Set("author", fhirjson.NewArray(fhirjson.NewObject(fhirjson.Field{Name: "display", Value: str("phr export")})))
+	c.Set("title", str(title))
+	if start != "" || end != "" {
+		period := fhirjson.NewObject()
+		if start != "" {
+			period.Set("start", str(start))
+		}
+		if end != "" {
+			period.Set("end", str(end))
+		}
+		c.Set("event", fhirjson.NewArray(fhirjson.NewObject(fhirjson.Field{Name: "period", Value: period})))
+	}
+	return c
+}
+
+// patientName returns a display name from a Patient's JSON.
+func patientName(raw []byte) string {
+	v, err := fhirjson.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	names := v.Get("name")
+	if names == nil || names.Kind != fhirjson.Array || len(names.Items) == 0 {
+		return ""
+	}
+	n := names.Items[0]
+	if t := n.GetString("text"); t != "" {
+		return t
+	}
+	var parts []string
+	if g := n.Get("given"); g != nil && g.Kind == fhirjson.Array {
+		for _, it := range g.Items {
+			if it.Kind == fhirjson.String {
+				parts = append(parts, it.Str)
+			}
+		}
+	}
+	if f := n.GetString("family"); f != "" {
+		parts = append(parts, f)
+	}
+	return strings.Join(parts, " ")
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// resourceError marks a failure confined to one resource (reported inline).
+type resourceError struct{ err error }
+
+func (r *resourceError) Error() string { return r.err.Error() }
