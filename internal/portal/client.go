@@ -77,6 +77,9 @@ func (c *client) do(method, path string, body io.Reader, header http.Header) (*r
 	req.Header.Set("Authorization", "Bearer "+c.tok)
 	req.RemoteAddr = c.remote
 	req.RequestURI = req.URL.RequestURI()
+	if req.Body == nil {
+		req.Body = http.NoBody // as for requests from the network
+	}
 	cw := &capture{header: http.Header{}}
 	c.h.ServeHTTP(cw, req)
 	if cw.over {
@@ -344,6 +347,9 @@ func (c *client) stream(w http.ResponseWriter, method, path string, body io.Read
 	req.Header.Set("Authorization", "Bearer "+c.tok)
 	req.RemoteAddr = c.remote
 	req.RequestURI = req.URL.RequestURI()
+	if req.Body == nil {
+		req.Body = http.NoBody // as for requests from the network
+	}
 	pw := &passthrough{w: w, header: http.Header{}}
 	c.h.ServeHTTP(pw, req)
 	if pw.status == 0 {

@@ -47,9 +47,8 @@ var conflictLinkRE = regexp.MustCompile(`href="(/p/alice/conflicts/\d+)"`)
 func TestImportAndConflicts(t *testing.T) {
 	e := start(t, "sqlite")
 	e.seed()
-	e.requireOperation("import")
-	alice := e.sessions.add("patient", "alice")
-	csrf := e.sessions.csrf(alice)
+	alice := e.login("patient", "alice")
+	csrf := e.csrf(alice)
 
 	p := e.get("/p/alice/import", alice)
 	p.mustContain(t, "import page", `id="import-form"`, `type="file"`, "Import history", `href="/p/alice/import"`)
@@ -107,8 +106,26 @@ func TestImportAndConflicts(t *testing.T) {
 	p = e.get("/p/alice/conflicts", alice)
 	p.mustContain(t, "after resolving", "No open conflicts.")
 
+	// A third source disagrees again; keeping the current version (a
+	// resolution without a body) works too.
+	p = e.upload(alice, csrf, "lab-c.phr", "application/x-ndjson", strings.NewReplacer("b-9", "c-3", "Asthma, mild intermittent", "Reactive airway disease").Replace(labB), "source", "Lab C")
+	if !strings.Contains(p.Body, `"name":"conflicts","valueInteger":1`) {
+		t.Fatalf("third source: no conflict reported:\n%s", p.Body)
+	}
+	cm = conflictLinkRE.FindStringSubmatch(e.get("/p/alice/conflicts", alice).Body)
+	if cm == nil {
+		t.Fatal("the third source's conflict is not listed")
+	}
+	p = e.page(http.MethodPost, cm[1], alice, url.Values{"csrf": {csrf}, "action": {"keep"}})
+	if p.Status != http.StatusSeeOther {
+		t.Fatalf("keep: %d\n%s", p.Status, clip(p.Body))
+	}
+	p = e.get(p.Header.Get("Location"), alice)
+	p.mustContain(t, "kept resource", "is resolved", "Asthma (mild, intermittent)")
+	p.mustNotContain(t, "kept resource", "Reactive airway disease</dd>")
+
 	// Bob sees neither alice's imports nor her conflicts.
-	bob := e.sessions.add("patient", "bob")
+	bob := e.login("patient", "bob")
 	p = e.get("/p/bob/import", bob)
 	p.mustNotContain(t, "bob's history", "lab-a.phr", "lab-b.phr")
 	p = e.get("/p/bob/conflicts?status=all", bob)

@@ -97,10 +97,10 @@ func TestPageTimes(t *testing.T) {
 		times[name] = append(times[name], d)
 		return rec.Body.String()
 	}
-	admin := e.sessions.add("admin", "")
+	admin := e.login("admin", "")
 	for round := 0; round < 2; round++ { // the first round warms caches
 		for _, p := range sample {
-			c := e.sessions.add("patient", p.id)
+			c := e.login("patient", p.id)
 			base := "/p/" + p.id + "/"
 			hit("overview", base, c)
 			tl := hit("timeline", base+"timeline", c)
