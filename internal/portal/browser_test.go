@@ -137,7 +137,7 @@ func TestBrowserWalk(t *testing.T) {
 		}
 		cfg["files"] = files
 	}
-	cfg["steps"] = []string{"import", "conflict"}
+	cfg["steps"] = []string{"import", "conflict", "share"}
 	runWalk(t, cfg)
 }
 
