@@ -32,6 +32,16 @@
   // Upload with a progress bar: the file goes as the raw request body
   // (streamed, never held whole by the server), and the importer's
   // per-line NDJSON report is shown as it arrives.
+  // Reload the import history table after an import.
+  function refreshHistory() {
+    var old = $("#import-history");
+    if (!old) return;
+    fetch(location.pathname, { credentials: "same-origin" }).then(function (r) { return r.text(); }).then(function (t) {
+      var fresh = new DOMParser().parseFromString(t, "text/html").querySelector("#import-history");
+      if (fresh) old.replaceWith(document.importNode(fresh, true));
+    }).catch(function () { /* the table stays as it was */ });
+  }
+
   function setupImport(form) {
     var file = $("#file"), pass = $("#import-pass");
     file.addEventListener("change", function () {
@@ -83,6 +93,9 @@
             (doc.parameter || []).forEach(function (p) {
               var v = p.valueInteger != null ? p.valueInteger : p.valueDecimal != null ? p.valueDecimal : p.valueCode || p.valueUri || p.valueString;
               if (v == null) return;
+              if (p.name === "source" && String(v).indexOf("urn:phr:source:") === 0) {
+                try { v = decodeURIComponent(String(v).slice(15)); } catch (err) { /* keep it as it is */ }
+              }
               var tr = el("tr");
               tr.appendChild(el("th", p.name)); tr.appendChild(el("td", String(v)));
               tr.setAttribute("data-name", p.name);
@@ -112,6 +125,7 @@
           return;
         }
         consume(true);
+        refreshHistory();
         status.className = "ok";
         status.textContent = "Done: " + problems + " problem" + (problems === 1 ? "" : "s") + " reported.";
       };
