@@ -16,6 +16,7 @@ func (p *Portal) extraRoutes(m *http.ServeMux) {
 	m.Handle("POST /p/{pid}/export", p.patientPage(p.exportDownload))
 	p.importRoutes(m)
 	p.shareRoutes(m)
+	p.manageRoutes(m)
 }
 
 // operations returns the names of the FHIR operations the server offers

@@ -310,6 +310,8 @@ func (p *Portal) render(q *req, status int, name string, data map[string]any) er
 		features["import"] = ops["import"]
 		features["conflicts"] = ops["conflicts"]
 		features["share"] = q.pid != "" && p.shlAvailable(q)
+		features["manage/users"] = q.sess != nil && q.sess.Admin()
+		features["manage/clients"] = q.sess != nil && q.sess.Admin()
 	}
 	data["Features"] = features
 	var buf strings.Builder
