@@ -30,6 +30,7 @@ import (
 	"github.com/phr-project/phr/internal/importer"
 	"github.com/phr-project/phr/internal/jobs"
 	"github.com/phr-project/phr/internal/phrexport"
+	"github.com/phr-project/phr/internal/portal"
 	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/search"
 	"github.com/phr-project/phr/internal/shl"
@@ -208,6 +209,10 @@ func (a *App) build(ctx context.Context) error {
 		w.Write([]byte("ok\n"))
 	})
 	if a.SHL, err = shl.Mount(ctx, a.mux, shl.Options{DB: a.Store, Records: a.Records, Auth: a.Auth, BaseURL: c.BaseURL, MaxBody: c.MaxBody, KEKFile: c.SHLKeyFile}); err != nil {
+		return err
+	}
+	// The patient portal at / (last: every other route is more specific).
+	if _, err = portal.Mount(a.mux, portal.Options{API: a.mux, Tokens: a.Tokens, Sessions: portal.AuthSessions{Server: a.AuthServer}, BaseURL: c.BaseURL}); err != nil {
 		return err
 	}
 	return nil
