@@ -98,6 +98,7 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.string(&grace, "shutdown-grace", "30s", "how long running requests may take to finish on SIGTERM")
 	f.string(&maxBody, "max-body", "64MiB", "largest request body for ordinary FHIR interactions (imports stream without limit)")
+	f.string(&cfg.Blob, "blob", "", "blob store: empty for files in the data directory, or s3://bucket/prefix?endpoint=host:port[&insecure=true] (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
 	f.string(&tokenTTL, "token-ttl", "5m", "lifetime of access tokens issued by /auth/token (expires_in)")
 	f.string(&proxies, "trusted-proxies", "", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed (audit, rate limits)")
 	f.IntVar(&cfg.TokenRate, "token-rate", envInt("token-rate", 120), "token requests per minute per client address (bursts of twice that; -1: no limit) [PHR_TOKEN_RATE]")
@@ -107,6 +108,7 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&jobLease, "job-lease", "30s", "lease of a running job: another replica takes over a job whose worker stopped renewing it for this long")
 	f.string(&expiry, "export-expiry", "24h", "how long the files of a finished bulk export are kept")
 	f.string(&rate, "export-rate", "500ms", "shortest interval between status polls of one bulk export (faster polls get 429 + Retry-After)")
+	f.string(&cfg.SHLKeyFile, "shl-key-file", "", "file with the 32-byte key (base64url) that wraps the kept keys of SMART Health Links with flag L (default: a key kept in the store)")
 	if err := f.parse(args); err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/phr-project/phr/internal/importer"
 	"github.com/phr-project/phr/internal/jobs"
 	"github.com/phr-project/phr/internal/phrexport"
+	"github.com/phr-project/phr/internal/portal"
 	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/search"
 	"github.com/phr-project/phr/internal/shl"
@@ -72,6 +73,11 @@ type Config struct {
 	JobLease     time.Duration
 	ExportExpiry time.Duration
 	ExportRate   time.Duration
+	// Blob is empty for blobs in DataDir, or s3://bucket/prefix?endpoint=...
+	Blob string
+	// SHLKeyFile holds the key that wraps SMART Health Links' kept keys
+	// (empty: a key kept in the store).
+	SHLKeyFile string
 }
 
 // Defaults fills the zero fields of c.
@@ -157,7 +163,7 @@ func Open(ctx context.Context, c Config) (*App, error) {
 
 func (a *App) build(ctx context.Context) error {
 	c := a.Config
-	blobs, err := blob.NewDir(filepath.Join(c.DataDir, "blobs"))
+	blobs, err := openBlobs(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -180,7 +186,7 @@ func (a *App) build(ctx context.Context) error {
 	a.Audit = audit.New(audit.Options{DB: a.Store, ClientIP: ips.From, Auth: a.Auth})
 	a.FHIR = api.New(api.Options{Records: a.Records, Auth: audit.Capture(a.Auth), BaseURL: fhirBase, MaxBody: c.MaxBody})
 	searchEngine := search.Register(a.FHIR, a.Records, a.Store)
-	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens}).Register(a.FHIR, a.Auth)
+	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens}).Register(a.FHIR, audit.Capture(a.Auth))
 	imp := importer.New(a.Store, a.Records)
 	imp.Matcher = searchEngine
 	importer.Register(a.FHIR, imp)
@@ -202,7 +208,11 @@ func (a *App) build(ctx context.Context) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
-	if a.SHL, err = shl.Mount(ctx, a.mux, shl.Options{DB: a.Store, Records: a.Records, Auth: a.Auth, BaseURL: c.BaseURL, MaxBody: c.MaxBody}); err != nil {
+	if a.SHL, err = shl.Mount(ctx, a.mux, shl.Options{DB: a.Store, Records: a.Records, Auth: a.Auth, BaseURL: c.BaseURL, MaxBody: c.MaxBody, KEKFile: c.SHLKeyFile}); err != nil {
+		return err
+	}
+	// The patient portal at / (last: every other route is more specific).
+	if _, err = portal.Mount(a.mux, portal.Options{API: a.mux, Tokens: a.Tokens, Sessions: portal.AuthSessions{Server: a.AuthServer}, BaseURL: c.BaseURL}); err != nil {
 		return err
 	}
 	return nil
