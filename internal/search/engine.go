@@ -41,13 +41,16 @@ type Engine struct {
 	rec  *records.Service
 	base string
 	// Now is the clock of the ap prefix (tests fix it).
-	Now func() time.Time
+	Now   func() time.Time
+	stats statsKeeper
 }
 
 // New returns an Engine over db; base is the FHIR base URL (absolute
 // references under it are local).
 func New(db *sqldb.DB, rec *records.Service, base string) *Engine {
-	return &Engine{db: db, rec: rec, base: strings.TrimSuffix(base, "/"), Now: time.Now}
+	e := &Engine{db: db, rec: rec, base: strings.TrimSuffix(base, "/"), Now: time.Now}
+	e.stats.db = db
+	return e
 }
 
 // Register installs search on the FHIR server: the search handler, the
@@ -142,6 +145,7 @@ func (e *Engine) Match(ctx context.Context, typ string, v url.Values, limit int)
 }
 
 func (e *Engine) newBuilder(ctx context.Context, pl *plan) (*builder, error) {
+	e.stats.maybeRefresh()
 	b := &builder{dialect: e.db.SQLDialect(), base: e.base, now: e.Now(), who: pl.who}
 	if pl.lists == nil {
 		if err := e.chooseLists(ctx, b, pl); err != nil {

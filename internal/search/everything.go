@@ -111,7 +111,7 @@ func (e *Engine) everything(w http.ResponseWriter, r *http.Request, id string) e
 		return err
 	}
 	// the shared resources the page references come along as includes
-	q.includes = []include{{param: "*"}}
+	q.includes = []include{{param: "*", sharedOnly: true}}
 	q.total = "accurate"
 	return e.respondEverything(w, r, p, pl, e.base+"/Patient/"+id+"/$everything", v)
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/api"
@@ -301,6 +302,17 @@ func writeJSON(w http.ResponseWriter, r *http.Request, body []byte) {
 	}
 }
 
+// sharedTypes are the resource types outside the patient compartment.
+var sharedTypes = sync.OnceValue(func() []string {
+	var out []string
+	for _, t := range r4.ResourceTypes() {
+		if records.Shared(t) && t != "Patient" {
+			out = append(out, t)
+		}
+	}
+	return out
+})
+
 const rowCols = `r.rid, r.type, r.id, r.version, r.last_updated, r.seq, v.method, v.json, v.blob`
 
 func scanRows(rows *sql.Rows, mode string) ([]*row, error) {
@@ -384,8 +396,10 @@ func (e *Engine) include(ctx context.Context, pl *plan, inc include, from []*row
 	if len(src) == 0 {
 		return nil, nil
 	}
+	// the referenced (or referring) resources, each once, then their JSON
+	b.w("SELECT " + rowCols + " FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.rid IN (")
 	if !rev {
-		b.w("SELECT " + rowCols + " FROM idx_ref x JOIN resource r ON r.type = x.target_type AND r.id = x.target_id JOIN resource_version v ON v.seq = r.seq WHERE x.rid IN (")
+		b.w("SELECT t.rid FROM idx_ref x JOIN resource t ON t.type = x.target_type AND t.id = x.target_id WHERE x.rid IN (")
 		for i, s := range src {
 			if i > 0 {
 				b.w(",")
@@ -399,8 +413,18 @@ func (e *Engine) include(ctx context.Context, pl *plan, inc include, from []*row
 		if inc.target != "" {
 			b.arg(" AND x.target_type = ?", inc.target)
 		}
+		if inc.sharedOnly {
+			b.w(" AND x.target_type IN (")
+			for i, t := range sharedTypes() {
+				if i > 0 {
+					b.w(", ")
+				}
+				b.arg("?", t)
+			}
+			b.w(")")
+		}
 	} else {
-		b.w("SELECT " + rowCols + " FROM idx_ref x JOIN resource r ON r.rid = x.rid JOIN resource_version v ON v.seq = r.seq WHERE (")
+		b.w("SELECT x.rid FROM idx_ref x WHERE (")
 		for i, s := range src {
 			if i > 0 {
 				b.w(" OR ")
@@ -414,10 +438,11 @@ func (e *Engine) include(ctx context.Context, pl *plan, inc include, from []*row
 			b.arg(" AND x.param = ?", inc.param)
 		}
 	}
-	b.w(" AND r.deleted = " + b.falseLit())
+	b.w(") AND r.deleted = " + b.falseLit())
 	if inc.param == "*" && !(pl.q.explicitTypes && slices.Contains(pl.q.types, auditType)) {
 		b.arg(" AND r.type <> ?", auditType)
 	}
+	b.w(" ORDER BY r.rid")
 	rows, err := e.db.QueryDynamic(ctx, b.sb.String(), b.args...)
 	if err != nil {
 		return nil, fmt.Errorf("include: %w", err)

@@ -53,6 +53,9 @@ type include struct {
 	// target type restriction ("" for any).
 	target  string
 	iterate bool
+	// sharedOnly keeps the targets outside the patient compartment
+	// ($everything's references to practitioners, organizations...).
+	sharedOnly bool
 }
 
 // query is a parsed search.
