@@ -124,9 +124,15 @@ func uploads(p string) ([]upload, error) {
 	var ndjson []string
 	var out []upload
 	for _, fp := range files {
+		if st.IsDir() && strings.HasPrefix(filepath.Base(fp), "error-") {
+			continue // a Bulk Data export's OperationOutcomes, not the record
+		}
 		kind, err := sniff(fp)
 		if err != nil {
 			return nil, err
+		}
+		if kind == "manifest" && st.IsDir() {
+			continue // the directory's files are imported themselves
 		}
 		switch kind {
 		case "skip":
@@ -227,14 +233,24 @@ func manifestFiles(fp string) ([]string, error) {
 	}
 	dir := filepath.Dir(fp)
 	var out []string
-	for _, o := range append(m.Output, m.Deleted...) {
+	seq := map[string]int{}
+	for i, o := range append(m.Output, m.Deleted...) {
+		prefix := ""
+		if i >= len(m.Output) {
+			prefix = "deleted-"
+		}
+		seq[prefix+o.Type]++
 		name := o.URL
 		if u, err := url.Parse(o.URL); err == nil && u.Path != "" {
 			name = u.Path
 		}
 		local := filepath.Join(dir, filepath.Base(name))
 		if _, err := os.Stat(local); err != nil {
-			return nil, fmt.Errorf("%s names %s, which is not beside it (download the export first)", fp, o.URL)
+			// As `phr bulk export` names the files it downloads.
+			local = filepath.Join(dir, fmt.Sprintf("%s%s-%d.ndjson", prefix, o.Type, seq[prefix+o.Type]))
+			if _, err := os.Stat(local); err != nil {
+				return nil, fmt.Errorf("%s names %s, which is not beside it (download the export first, e.g. with phr bulk export)", fp, o.URL)
+			}
 		}
 		out = append(out, local)
 	}
