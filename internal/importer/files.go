@@ -19,6 +19,7 @@ import (
 
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/sphr"
 	"github.com/phr-project/phr/internal/zipaes"
 )
 
@@ -249,10 +250,32 @@ func (r *Run) Zip(ra io.ReaderAt, size int64, name, passphrase string) error {
 // (relative URLs) with references to Binary resources holding the bytes,
 // returned as extra items placed before it.
 func (r *Run) reattach(it *item) ([]*item, error) {
-	if r.attach == nil || !bytes.Contains(it.raw, []byte(`"url"`)) {
+	if r.attach == nil {
 		return nil, nil
 	}
-	v, err := fhirjson.Parse(it.raw)
+	src := it.raw
+	// Content a phr .sphr export moved to files (Binary data, large
+	// attachments) goes back in place, byte for byte (internal/sphr).
+	restored, changed, err := sphr.RestoreJSON(src, func(rel string) ([]byte, error) {
+		b, ok, err := r.attach(rel)
+		if err == nil && !ok {
+			err = fmt.Errorf("the archive has no file %s", rel)
+		}
+		return b, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if changed {
+		src = restored
+		if it.tree, err = fhirjson.Parse(src); err != nil {
+			return nil, err
+		}
+	}
+	if !bytes.Contains(src, []byte(`"url"`)) {
+		return nil, nil
+	}
+	v, err := fhirjson.Parse(src)
 	if err != nil {
 		return nil, nil
 	}
