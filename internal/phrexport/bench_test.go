@@ -209,10 +209,19 @@ func BenchmarkExportSynthea(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { app.Serve(sctx, ln, time.Second); close(done) }()
-		defer func() { cancel(); <-done }()
+		var stop func()
+		if os.Getenv("PHR_BENCH_NOJOBS") != "" {
+			// The HTTP server alone, without the background job workers.
+			srv := app.HTTPServer()
+			go srv.Serve(ln)
+			stop = func() { srv.Close() }
+		} else {
+			sctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { app.Serve(sctx, ln, time.Second); close(done) }()
+			stop = func() { cancel(); <-done }
+		}
+		defer stop()
 		tok, err := app.Tokens.Sign(token.Claims{Subject: "bench", Scope: "system/*.*", Expiry: time.Now().Add(time.Hour)})
 		if err != nil {
 			b.Fatal(err)
