@@ -33,6 +33,7 @@ var typeOrder = map[string]int{"Patient": 0, "Organization": 1, "Location": 2, "
 func typeRank(name string) int {
 	base := filepath.Base(name)
 	t, _, _ := strings.Cut(base, ".")
+	t, _, _ = strings.Cut(t, "-")
 	if r, ok := typeOrder[t]; ok {
 		return r
 	}
@@ -352,6 +353,14 @@ func DirFiles(dir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	SortForLoad(files)
+	return files, nil
+}
+
+// SortForLoad orders files named after their resource type (Type.ndjson,
+// Type.000.ndjson, Type-1.ndjson) so that the resources others point at
+// come first.
+func SortForLoad(files []string) {
 	sort.SliceStable(files, func(i, j int) bool {
 		ri, rj := typeRank(files[i]), typeRank(files[j])
 		if ri != rj {
@@ -359,5 +368,4 @@ func DirFiles(dir string) ([]string, error) {
 		}
 		return files[i] < files[j]
 	})
-	return files, nil
 }
