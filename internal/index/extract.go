@@ -147,6 +147,12 @@ func Unsupported() []Gap {
 	return gaps
 }
 
+// FromResourceRow reports the parameters that are supported but not
+// extracted into index entries, because every store keeps them in the
+// resource row itself (id and last_updated): indexing them again would
+// add two rows per resource for nothing.
+func FromResourceRow(code string) bool { return code == "_id" || code == "_lastUpdated" }
+
 // newExtractor compiles the parameters of a type. A standard parameter
 // that cannot be compiled becomes a Gap rather than a failure: the test of
 // the Unsupported list is what keeps that at zero.
@@ -177,7 +183,7 @@ func newExtractor(rt string) *Extractor {
 			continue
 		}
 		x.supported = append(x.supported, sp)
-		if !p.expr.Empty() {
+		if !p.expr.Empty() && !FromResourceRow(sp.Code) {
 			x.params = append(x.params, *p)
 		}
 	}

@@ -20,7 +20,6 @@ func TestSyntheaBloodPressure(t *testing.T) {
 	const sys = "http://loinc.org|8480-6 text=systolic blood pressure"
 	const patient = "Patient/057aa36e-b892-9964-75b9-ffb46b097e34"
 	expect(t, e, map[string][]string{
-		"_id":      {"|d0b333f1-1daf-03ed-494a-a7231a113a78"},
 		"_profile": {"http://hl7.org/fhir/StructureDefinition/bp", "http://hl7.org/fhir/StructureDefinition/vitalsigns"},
 		"category": {"http://terminology.hl7.org/CodeSystem/observation-category|vital-signs text=vital-signs"},
 		"code":     {"http://loinc.org|85354-9 text=blood pressure"},
@@ -65,7 +64,6 @@ func TestPatientNamesAddressesIdentifiers(t *testing.T) {
 	}
 	phones := []string{"phone|(03) 5555 6473", "phone|(03) 3410 5613", "phone|(03) 5555 8834"}
 	expect(t, e, map[string][]string{
-		"_id":      {"|example"},
 		"_tag":     {"http://terminology.hl7.org/CodeSystem/v3-ActReason|HTEST text=test health data"},
 		"active":   {"|true"},
 		"deceased": {"|false"}, // deceasedBoolean false: "exists() and != false" is false
@@ -178,7 +176,6 @@ func TestSyntheaEncounterMedicationImmunization(t *testing.T) {
 	const npi = "Practitioner/ url=Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9999999619"
 	e := mustExtract(t, find(t, rs, "120de2e7-0af1-cbce-3199-6dbaaf9b60ca"))
 	expect(t, e, map[string][]string{
-		"_id":              {"|120de2e7-0af1-cbce-3199-6dbaaf9b60ca"},
 		"_profile":         {"http://hl7.org/fhir/us/core/StructureDefinition/us-core-encounter"},
 		"class":            {"http://terminology.hl7.org/CodeSystem/v3-ActCode|AMB"},
 		"identifier":       {"https://github.com/synthetichealth/synthea|120de2e7-0af1-cbce-3199-6dbaaf9b60ca"},
@@ -200,7 +197,6 @@ func TestSyntheaEncounterMedicationImmunization(t *testing.T) {
 
 	e = mustExtract(t, find(t, rs, "3d682ffd-7eff-4a5b-600e-a31541a283ec"))
 	expect(t, e, map[string][]string{
-		"_id":        {"|3d682ffd-7eff-4a5b-600e-a31541a283ec"},
 		"_profile":   {"http://hl7.org/fhir/us/core/StructureDefinition/us-core-medicationrequest"},
 		"code":       {"http://www.nlm.nih.gov/research/umls/rxnorm|1803932 text=leucovorin 100 mg injection"},
 		"intent":     {"|order"},
@@ -214,7 +210,6 @@ func TestSyntheaEncounterMedicationImmunization(t *testing.T) {
 
 	e = mustExtract(t, find(t, rs, "1e9b16ff-7dbd-1d0d-56e5-ac61e85d624c"))
 	expect(t, e, map[string][]string{
-		"_id":          {"|1e9b16ff-7dbd-1d0d-56e5-ac61e85d624c"},
 		"_profile":     {"http://hl7.org/fhir/us/core/StructureDefinition/us-core-immunization"},
 		"status":       {"|completed"},
 		"vaccine-code": {"http://hl7.org/fhir/sid/cvx|140 text=influenza, seasonal, injectable, preservative free"},
@@ -431,4 +426,30 @@ func TestComposites(t *testing.T) {
 		"value":                {"| text=mixed", "| text=john smith"},
 		"characteristic-value": nil,
 	})
+}
+
+// TestResourceRowParamsNotExtracted: _id and _lastUpdated are answered
+// from the resource row, so extraction must not add entries for them.
+func TestResourceRowParamsNotExtracted(t *testing.T) {
+	res, err := fhirjson.Parse([]byte(`{"resourceType":"Patient","id":"p1","meta":{"lastUpdated":"2020-01-01T00:00:00Z"},"gender":"male"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Extract("Patient", res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range e.Tokens {
+		if FromResourceRow(tk.Param) {
+			t.Errorf("token entry for %s", tk.Param)
+		}
+	}
+	for _, d := range e.Dates {
+		if FromResourceRow(d.Param) {
+			t.Errorf("date entry for %s", d.Param)
+		}
+	}
+	if len(e.Tokens) == 0 {
+		t.Fatal("no token entries at all (gender expected)")
+	}
 }

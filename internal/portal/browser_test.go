@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"html"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,58 +17,6 @@ import (
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/synthea"
 )
-
-// The sign-in pages of the test session store: a form at /login that
-// checks an email and password and sets the session cookie, and /logout.
-// They stand in for the sign-in service's own pages in the browser walk.
-
-type testUser struct{ password, role, patient string }
-
-func (s *testSessions) addUser(email, password, role, patient string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.users == nil {
-		s.users = map[string]testUser{}
-	}
-	s.users[email] = testUser{password, role, patient}
-}
-
-func (s *testSessions) mountLogin(mux *http.ServeMux) {
-	mux.HandleFunc("GET /login", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write([]byte(`<!doctype html><html lang="en"><title>Sign in</title><h1>Sign in</h1><form method="post"><input type="hidden" name="next" value="` +
-			html.EscapeString(r.URL.Query().Get("next")) + `"><label>Email <input type="email" name="email"></label><label>Password <input type="password" name="password"></label><button type="submit">Sign in</button></form>`))
-	})
-	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		u, ok := s.users[r.PostFormValue("email")]
-		s.mu.Unlock()
-		if !ok || u.password != r.PostFormValue("password") {
-			http.Error(w, "wrong email or password", http.StatusUnauthorized)
-			return
-		}
-		c := s.add(u.role, u.patient)
-		c.Path, c.HttpOnly, c.SameSite = "/", true, http.SameSiteLaxMode
-		http.SetCookie(w, c)
-		next := r.PostFormValue("next")
-		if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
-			next = "/"
-		}
-		http.Redirect(w, r, next, http.StatusSeeOther)
-	})
-	mux.HandleFunc("POST /logout", func(w http.ResponseWriter, r *http.Request) {
-		sess, ok := s.Session(r)
-		if ok {
-			if !s.CheckCSRF(r, sess) {
-				http.Error(w, "bad CSRF token", http.StatusForbidden)
-				return
-			}
-			s.remove(sess.ID)
-		}
-		http.SetCookie(w, &http.Cookie{Name: cookieName, Path: "/", MaxAge: -1})
-		http.Redirect(w, r, "/login", http.StatusSeeOther)
-	})
-}
 
 // repoRoot walks up to go.mod.
 func repoRoot(t testing.TB) string {
@@ -174,13 +121,24 @@ func runWalk(t *testing.T, cfg map[string]any) {
 // phone layout and keyboard, another patient's pages (refused) and sign-out.
 func TestBrowserWalk(t *testing.T) {
 	browserTools(t)
-	ts := &testSessions{}
-	e := startWith(t, "sqlite", ts, func(mux *http.ServeMux) { ts.mountLogin(mux) })
-	e.requireSearch()
+	e := start(t, "sqlite")
 	me, other, chart := e.walkPeople(t)
-	ts.addUser("patient@example.org", "correct horse battery staple", "patient", me.ID)
-	me.Email, me.Password = "patient@example.org", "correct horse battery staple"
-	runWalk(t, map[string]any{"base": e.URL, "patient": me, "other": other, "chart": chart})
+	me.Email, me.Password = e.addUser("patient", me.ID), testPassword
+	cfg := map[string]any{"base": e.URL, "patient": me, "other": other, "chart": chart}
+	{
+		dir := t.TempDir()
+		files := map[string]string{}
+		for name, body := range map[string]string{"a": labA, "b": labB} {
+			f := filepath.Join(dir, "lab-"+name+".phr")
+			if err := os.WriteFile(f, []byte(strings.ReplaceAll(body, "Patient/alice", "Patient/"+me.ID)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			files[name] = f
+		}
+		cfg["files"] = files
+	}
+	cfg["steps"] = []string{"import", "conflict", "share"}
+	runWalk(t, cfg)
 }
 
 // walkPeople loads a few Synthea patients (or the small seed when the

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/phr-project/phr/internal/fhir"
@@ -85,21 +84,32 @@ func (p *Portal) results(q *req) error {
 		c.SVG = drawChart(c, 720, 300)
 		return p.render(q, http.StatusOK, "chart", map[string]any{"Title": c.Title, "Chart": c, "Charts": charts})
 	}
-	out := make([]chart, len(charts))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
-	for i, spec := range charts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			c := p.loadChart(q, spec, 100)
-			c.SVG = drawChart(c, 360, 160)
-			out[i] = c
-		}()
+	// One search for every chart's code, split here: one query instead of
+	// one per chart.
+	codes := make([]string, len(charts))
+	for i, c := range charts {
+		codes[i] = "http://loinc.org|" + c.Code
 	}
-	wg.Wait()
+	res, _, err := q.api.search("Observation", url.Values{
+		"patient": {q.pid}, "code": {strings.Join(codes, ",")}, "_sort": {"-date"}, "_count": {"1000"},
+		"_elements": {"code,effectiveDateTime,effectivePeriod,effectiveInstant,issued,valueQuantity,component"},
+	})
+	out := make([]chart, len(charts))
+	for i, spec := range charts {
+		if err != nil {
+			out[i] = chart{Code: spec.Code, Title: spec.Title, Err: fhir.AsError(err).Error()}
+			continue
+		}
+		var mine []obj
+		for _, r := range res {
+			if hasLOINC(r.get("code"), spec.Code) && len(mine) < 100 {
+				mine = append(mine, r)
+			}
+		}
+		c := buildChart(q.pid, spec, mine)
+		c.SVG = drawChart(c, 360, 160)
+		out[i] = c
+	}
 	var with, without []chart
 	for _, c := range out {
 		if len(c.Rows) > 0 || c.Err != "" {
@@ -130,14 +140,18 @@ func specFor(code string) (chartSpec, error) {
 // loadChart searches the patient's Observations with the code, newest
 // first, and builds the series.
 func (p *Portal) loadChart(q *req, spec chartSpec, limit int) chart {
-	c := chart{Code: spec.Code, Title: spec.Title, Link: "/p/" + url.PathEscape(q.pid) + "/results?code=" + url.QueryEscape(spec.Code)}
 	res, _, err := q.api.search("Observation", url.Values{
 		"patient": {q.pid}, "code": {"http://loinc.org|" + spec.Code}, "_sort": {"-date"}, "_count": {strconv.Itoa(limit)},
 	})
 	if err != nil {
-		c.Err = fhir.AsError(err).Error()
-		return c
+		return chart{Code: spec.Code, Title: spec.Title, Err: fhir.AsError(err).Error()}
 	}
+	return buildChart(q.pid, spec, res)
+}
+
+// buildChart makes the series and table of Observations given newest first.
+func buildChart(pid string, spec chartSpec, res []obj) chart {
+	c := chart{Code: spec.Code, Title: spec.Title, Link: "/p/" + url.PathEscape(pid) + "/results?code=" + url.QueryEscape(spec.Code)}
 	names := []series{{spec.Code, spec.Title}}
 	if len(spec.Components) > 0 {
 		names = spec.Components
@@ -158,7 +172,7 @@ func (p *Portal) loadChart(q *req, spec chartSpec, limit int) chart {
 		if !ok {
 			continue
 		}
-		link := resourceLink(q.pid, r.ref())
+		link := resourceLink(pid, r.ref())
 		row := chartRow{Date: fmtDate(d), Link: link, Values: make([]string, len(names))}
 		has := false
 		for si, s := range names {

@@ -77,6 +77,9 @@ func (c *client) do(method, path string, body io.Reader, header http.Header) (*r
 	req.Header.Set("Authorization", "Bearer "+c.tok)
 	req.RemoteAddr = c.remote
 	req.RequestURI = req.URL.RequestURI()
+	if req.Body == nil {
+		req.Body = http.NoBody // as for requests from the network
+	}
 	cw := &capture{header: http.Header{}}
 	c.h.ServeHTTP(cw, req)
 	if cw.over {
@@ -143,9 +146,14 @@ func (c *client) read(typ, id string) (obj, error) {
 // search.mode "include" are left out) and the bundle.
 func (c *client) search(typ string, q url.Values) ([]obj, obj, error) {
 	path := typ
-	if len(q) > 0 {
-		path += "?" + q.Encode()
+	if q == nil {
+		q = url.Values{}
 	}
+	if q.Get("_total") == "" {
+		// The pages page with links and need no totals: spare the count.
+		q.Set("_total", "none")
+	}
+	path += "?" + q.Encode()
 	b, _, err := c.get(path)
 	if err != nil {
 		return nil, nil, err
@@ -309,6 +317,11 @@ func (p *passthrough) Write(b []byte) (int, error) {
 	return p.w.Write(b)
 }
 
+// Unwrap lets http.ResponseController reach the browser's connection
+// (full-duplex uploads whose report streams while the body is read,
+// deadlines).
+func (p *passthrough) Unwrap() http.ResponseWriter { return p.w }
+
 // Flush lets streamed responses reach the browser as they are written.
 func (p *passthrough) Flush() {
 	if p.failed != nil {
@@ -334,6 +347,9 @@ func (c *client) stream(w http.ResponseWriter, method, path string, body io.Read
 	req.Header.Set("Authorization", "Bearer "+c.tok)
 	req.RemoteAddr = c.remote
 	req.RequestURI = req.URL.RequestURI()
+	if req.Body == nil {
+		req.Body = http.NoBody // as for requests from the network
+	}
 	pw := &passthrough{w: w, header: http.Header{}}
 	c.h.ServeHTTP(pw, req)
 	if pw.status == 0 {

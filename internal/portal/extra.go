@@ -14,6 +14,9 @@ import (
 func (p *Portal) extraRoutes(m *http.ServeMux) {
 	m.Handle("GET /p/{pid}/export", p.patientPage(p.exportForm))
 	m.Handle("POST /p/{pid}/export", p.patientPage(p.exportDownload))
+	p.importRoutes(m)
+	p.shareRoutes(m)
+	p.manageRoutes(m)
 }
 
 // operations returns the names of the FHIR operations the server offers

@@ -163,24 +163,27 @@ type timelineType struct {
 	Type  string
 	Param string
 	Paths [][]any
+	// Elements are what a timeline line shows (_elements), which spares
+	// serializing and parsing whole resources.
+	Elements string
 }
 
 var timelineTypes = []timelineType{
-	{"Encounter", "date", [][]any{{"period", "start"}, {"period", "end"}}},
-	{"Condition", "onset-date", [][]any{{"onsetDateTime"}, {"onsetPeriod", "start"}, {"recordedDate"}}},
-	{"Observation", "date", [][]any{{"effectiveDateTime"}, {"effectivePeriod", "start"}, {"effectiveInstant"}, {"issued"}}},
-	{"Procedure", "date", [][]any{{"performedDateTime"}, {"performedPeriod", "start"}}},
-	{"MedicationRequest", "authoredon", [][]any{{"authoredOn"}}},
-	{"Immunization", "date", [][]any{{"occurrenceDateTime"}}},
-	{"DiagnosticReport", "date", [][]any{{"effectiveDateTime"}, {"effectivePeriod", "start"}, {"issued"}}},
-	{"AllergyIntolerance", "date", [][]any{{"recordedDate"}, {"onsetDateTime"}}},
-	{"CarePlan", "date", [][]any{{"period", "start"}}},
-	{"CareTeam", "date", [][]any{{"period", "start"}}},
-	{"ImagingStudy", "started", [][]any{{"started"}}},
-	{"DocumentReference", "date", [][]any{{"date"}}},
-	{"MedicationAdministration", "effective-time", [][]any{{"effectiveDateTime"}, {"effectivePeriod", "start"}}},
-	{"Claim", "created", [][]any{{"created"}}},
-	{"ExplanationOfBenefit", "created", [][]any{{"created"}}},
+	{"Encounter", "date", [][]any{{"period", "start"}, {"period", "end"}}, "period,type,reasonCode,serviceProvider,status"},
+	{"Condition", "onset-date", [][]any{{"onsetDateTime"}, {"onsetPeriod", "start"}, {"recordedDate"}}, "onsetDateTime,onsetPeriod,recordedDate,code,clinicalStatus"},
+	{"Observation", "date", [][]any{{"effectiveDateTime"}, {"effectivePeriod", "start"}, {"effectiveInstant"}, {"issued"}}, "effectiveDateTime,effectivePeriod,effectiveInstant,issued,code,valueQuantity,valueCodeableConcept,valueString,valueBoolean,valueInteger,valueDateTime,component"},
+	{"Procedure", "date", [][]any{{"performedDateTime"}, {"performedPeriod", "start"}}, "performedDateTime,performedPeriod,code,status"},
+	{"MedicationRequest", "authoredon", [][]any{{"authoredOn"}}, "authoredOn,medicationCodeableConcept,medicationReference,status,dosageInstruction"},
+	{"Immunization", "date", [][]any{{"occurrenceDateTime"}}, "occurrenceDateTime,vaccineCode,status"},
+	{"DiagnosticReport", "date", [][]any{{"effectiveDateTime"}, {"effectivePeriod", "start"}, {"issued"}}, "effectiveDateTime,effectivePeriod,issued,code,status"},
+	{"AllergyIntolerance", "date", [][]any{{"recordedDate"}, {"onsetDateTime"}}, "recordedDate,onsetDateTime,code,clinicalStatus,criticality"},
+	{"CarePlan", "date", [][]any{{"period", "start"}}, "period,category,status"},
+	{"CareTeam", "date", [][]any{{"period", "start"}}, "period,category,name,status"},
+	{"ImagingStudy", "started", [][]any{{"started"}}, "started,procedureCode,modality"},
+	{"DocumentReference", "date", [][]any{{"date"}}, "date,type"},
+	{"MedicationAdministration", "effective-time", [][]any{{"effectiveDateTime"}, {"effectivePeriod", "start"}}, "effectiveDateTime,effectivePeriod,medicationCodeableConcept,medicationReference,status"},
+	{"Claim", "created", [][]any{{"created"}}, "created,type,total"},
+	{"ExplanationOfBenefit", "created", [][]any{{"created"}}, "created,type,total"},
 }
 
 func timelineTypeOf(t string) *timelineType {
@@ -308,8 +311,13 @@ func (p *Portal) timeline(q *req) error {
 	}
 	selected := types
 	if len(types) == 0 {
+		// Everything but the billing records (a Claim and an
+		// ExplanationOfBenefit per encounter and prescription), which
+		// are there when asked for.
 		for _, t := range timelineTypes {
-			types = append(types, t.Type)
+			if t.Type != "Claim" && t.Type != "ExplanationOfBenefit" {
+				types = append(types, t.Type)
+			}
 		}
 	}
 	from, to := strings.TrimSpace(qs.Get("from")), strings.TrimSpace(qs.Get("to"))
@@ -349,7 +357,7 @@ func (p *Portal) timeline(q *req) error {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			sq := url.Values{"patient": {pid}, "_sort": {"-" + tt.Param}, "_count": {strconv.Itoa(count)}}
+			sq := url.Values{"patient": {pid}, "_sort": {"-" + tt.Param}, "_count": {strconv.Itoa(count)}, "_elements": {tt.Elements}}
 			if from != "" {
 				sq.Add(tt.Param, "ge"+from)
 			}
@@ -583,6 +591,7 @@ func (p *Portal) detail(q *req) error {
 		"Readable": readable(pid, res), "Raw": pretty(raw),
 		"Versions": versions, "HistoryError": histErr, "DiffFrom": diffFrom, "DiffTo": diffTo, "Diff": diff,
 		"Provenance": provs, "ProvenanceError": provErr,
-		"Base": "/p/" + url.PathEscape(pid) + "/r/" + url.PathEscape(typ) + "/" + url.PathEscape(id),
+		"Base":     "/p/" + url.PathEscape(pid) + "/r/" + url.PathEscape(typ) + "/" + url.PathEscape(id),
+		"Resolved": qs.Get("resolved"),
 	})
 }

@@ -8,18 +8,10 @@ import (
 	"testing"
 )
 
-func (e *env) requireSearch() {
-	e.t.Helper()
-	if !e.searchAvailable() {
-		e.t.Skip("FHIR search is not installed on this build yet; the pages built on it cannot be checked")
-	}
-}
-
 func TestOverview(t *testing.T) {
 	e := start(t, "sqlite")
 	e.seed()
-	e.requireSearch()
-	c := e.sessions.add("patient", "alice")
+	c := e.login("patient", "alice")
 	p := e.get("/p/alice/", c)
 	if p.Status != 200 {
 		t.Fatalf("overview: %d\n%s", p.Status, clip(p.Body))
@@ -35,13 +27,12 @@ var itemRE = regexp.MustCompile(`<li data-type="([A-Za-z]+)"><span class="type">
 func TestTimelinePagingAndFilters(t *testing.T) {
 	e := start(t, "sqlite")
 	e.seed()
-	e.requireSearch()
 	// 70 more observations on 35 instants (two per instant) so pages
 	// split ties.
 	for i := 0; i < 70; i++ {
 		e.put(fmt.Sprintf(`{"resourceType":"Observation","id":"hr-%02d","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4","display":"Heart rate"}]},"subject":{"reference":"Patient/alice"},"effectiveDateTime":"2021-03-%02dT08:00:00+01:00","valueQuantity":{"value":%d,"unit":"/min"}}`, i, 1+i/2%28, 60+i))
 	}
-	c := e.sessions.add("patient", "alice")
+	c := e.login("patient", "alice")
 	seen := map[string]bool{}
 	var order []string
 	path := "/p/alice/timeline"
@@ -100,10 +91,9 @@ func TestTimelinePagingAndFilters(t *testing.T) {
 func TestResultsCharts(t *testing.T) {
 	e := start(t, "sqlite")
 	e.seed()
-	e.requireSearch()
 	e.put(`{"resourceType":"Observation","id":"bp-1","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"subject":{"reference":"Patient/alice"},"effectiveDateTime":"2019-05-01T09:00:00Z","component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":128,"unit":"mm[Hg]"}},{"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},"valueQuantity":{"value":82,"unit":"mm[Hg]"}}]}`)
 	e.put(`{"resourceType":"Observation","id":"bp-2","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"subject":{"reference":"Patient/alice"},"effectiveDateTime":"2020-05-01T09:00:00Z","component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":121,"unit":"mm[Hg]"}},{"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},"valueQuantity":{"value":79,"unit":"mm[Hg]"}}]}`)
-	c := e.sessions.add("patient", "alice")
+	c := e.login("patient", "alice")
 	p := e.get("/p/alice/results", c)
 	if p.Status != 200 {
 		t.Fatalf("results: %d\n%s", p.Status, clip(p.Body))

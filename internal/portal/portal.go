@@ -82,6 +82,8 @@ type Portal struct {
 	mux     *http.ServeMux
 	opsOnce sync.Once
 	ops     map[string]bool
+	shlOnce sync.Once
+	shl     bool
 }
 
 // New returns a Portal.
@@ -307,6 +309,9 @@ func (p *Portal) render(q *req, status int, name string, data map[string]any) er
 		features["export"] = ops["phr-export"]
 		features["import"] = ops["import"]
 		features["conflicts"] = ops["conflicts"]
+		features["share"] = q.pid != "" && p.shlAvailable(q)
+		features["manage/users"] = q.sess != nil && q.sess.Admin()
+		features["manage/clients"] = q.sess != nil && q.sess.Admin()
 	}
 	data["Features"] = features
 	var buf strings.Builder

@@ -1,133 +1,107 @@
 package portal_test
 
 import (
-	"crypto/rand"
-	"encoding/hex"
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/phr-project/phr/internal/access"
-	"github.com/phr-project/phr/internal/auth/bearer"
-	"github.com/phr-project/phr/internal/auth/token"
-	"github.com/phr-project/phr/internal/portal"
-	"github.com/phr-project/phr/internal/server"
+	"github.com/phr-project/phr/internal/auth/authdb"
+	"github.com/phr-project/phr/internal/authserver"
 	"github.com/phr-project/phr/internal/server/servertest"
 )
 
-// testSessions is a small real session store standing in for the sign-in
-// service in these tests: random session ids in an HttpOnly cookie,
-// principals as the sign-in service makes them (patient users confined to
-// their compartment, admins unconfined), CSRF by form field or header.
-type testSessions struct {
-	mu    sync.Mutex
-	m     map[string]*portal.Session
-	users map[string]testUser
-}
-
-const cookieName = "phr_test_session"
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func (s *testSessions) add(role, patient string) *http.Cookie {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[string]*portal.Session{}
-	}
-	sess := &portal.Session{ID: randHex(16), UserID: "u-" + randHex(4), Email: role + "@example.org", Role: role, Patient: patient, CSRF: randHex(16), Expires: time.Now().Add(time.Hour)}
-	s.m[sess.ID] = sess
-	return &http.Cookie{Name: cookieName, Value: sess.ID}
-}
-
-func (s *testSessions) csrf(c *http.Cookie) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.m[c.Value].CSRF
-}
-
-func (s *testSessions) remove(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.m, id)
-}
-
-func (s *testSessions) Session(r *http.Request) (*portal.Session, bool) {
-	c, err := r.Cookie(cookieName)
-	if err != nil {
-		return nil, false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sess, ok := s.m[c.Value]
-	if !ok || time.Now().After(sess.Expires) {
-		return nil, false
-	}
-	return sess, true
-}
-
-func (s *testSessions) Principal(sess *portal.Session) access.Principal {
-	c := token.Claims{Subject: sess.UserID, Scope: "system/*.cruds"}
-	if sess.Role != "admin" {
-		c.Scope, c.Patient, c.FHIRUser = "patient/*.cruds", sess.Patient, "Patient/"+sess.Patient
-	}
-	p, err := bearer.NewPrincipal(c)
-	if err != nil {
-		return nil
-	}
-	return p
-}
-
-func (s *testSessions) CheckCSRF(r *http.Request, sess *portal.Session) bool {
-	v := r.Header.Get("X-CSRF-Token")
-	if v == "" {
-		v = r.PostFormValue("csrf")
-	}
-	return v != "" && v == sess.CSRF
-}
-
-// env is a running server with the portal and a test session store.
+// env is a running server (with the portal wired as in production) and
+// a client that does not follow redirects.
 type env struct {
 	*servertest.Server
-	sessions *testSessions
-	t        *testing.T
-	client   *http.Client
+	t      *testing.T
+	client *http.Client
+	users  int
 }
 
 func start(t *testing.T, dialect string) *env {
 	t.Helper()
-	return startWith(t, dialect, &testSessions{}, nil)
-}
-
-// startWith starts a server with the portal on ts; more may add routes.
-func startWith(t *testing.T, dialect string, ts *testSessions, more func(*http.ServeMux)) *env {
-	t.Helper()
-	srv := servertest.Start(t, dialect, servertest.Options{Setup: func(app *server.App) {
-		mountPortal(t, app, ts)
-		if more != nil {
-			more(app.Mux())
-		}
-	}})
-	return &env{Server: srv, sessions: ts, t: t, client: &http.Client{
+	srv := servertest.Start(t, dialect)
+	return &env{Server: srv, t: t, client: &http.Client{
 		Timeout:       time.Minute,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}
 }
 
-func mountPortal(t *testing.T, app *server.App, ts *testSessions) {
-	p, err := portal.New(portal.Options{API: app.Mux(), Tokens: app.Tokens, Sessions: ts, BaseURL: app.Config.BaseURL})
-	if err != nil {
-		t.Fatal(err)
+// testPassword is the password of the users tests create.
+const testPassword = "correct horse battery staple"
+
+// addUser creates a user of the sign-in service and returns its email.
+func (e *env) addUser(role, patient string) string {
+	e.t.Helper()
+	e.users++
+	email := fmt.Sprintf("%s%d@example.org", role, e.users)
+	if _, err := e.App.Users.AddUser(context.Background(), authdb.User{Email: email, Role: role, Patient: patient}, testPassword); err != nil {
+		e.t.Fatalf("add user: %v", err)
 	}
-	p.Register(app.Mux())
+	return email
+}
+
+// login creates a user and signs in through the real /login form; it
+// returns the session cookie.
+func (e *env) login(role, patient string) *http.Cookie {
+	e.t.Helper()
+	return e.signIn(e.addUser(role, patient), testPassword)
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func (e *env) signIn(email, password string) *http.Cookie {
+	e.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.URL+"/login", nil)
+	resp, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := csrfRE.FindStringSubmatch(string(b))
+	if m == nil {
+		e.t.Fatalf("the login form has no CSRF field:\n%s", b)
+	}
+	form := url.Values{"email": {email}, "password": {password}, "csrf": {m[1]}, "next": {"/"}}
+	req, _ = http.NewRequest(http.MethodPost, e.URL+"/login", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for _, c := range resp.Cookies() {
+		req.AddCookie(c)
+	}
+	resp2, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp2.Body.Close()
+	for _, c := range resp2.Cookies() {
+		if c.Name == authserver.SessionCookie && c.Value != "" {
+			return &http.Cookie{Name: c.Name, Value: c.Value}
+		}
+	}
+	e.t.Fatalf("sign-in as %s: %d, no session cookie", email, resp2.StatusCode)
+	return nil
+}
+
+// csrf returns the session's CSRF token, as its pages carry it.
+func (e *env) csrf(c *http.Cookie) string {
+	e.t.Helper()
+	p := e.get("/", c)
+	if p.Status == http.StatusSeeOther {
+		p = e.get(p.Header.Get("Location"), c)
+	}
+	m := csrfRE.FindStringSubmatch(p.Body)
+	if m == nil {
+		e.t.Fatalf("no CSRF token on the page:\n%s", clip(p.Body))
+	}
+	return m[1]
 }
 
 type page struct {
@@ -228,13 +202,6 @@ func (e *env) seed() {
 	e.put(`{"resourceType":"Observation","id":"secret-b","status":"final","code":{"text":"Bob's private result"},"subject":{"reference":"Patient/bob"},"effectiveDateTime":"2020-01-01","valueString":"bob-only-value"}`)
 }
 
-// searchAvailable reports whether FHIR search is installed (the search
-// work lands separately); pages built on search skip without it.
-func (e *env) searchAvailable() bool {
-	r := e.Do(http.MethodGet, "Patient?_count=1", e.AdminToken(), nil)
-	return r.Status != http.StatusNotImplemented
-}
-
 func TestSignInRequired(t *testing.T) {
 	e := start(t, "sqlite")
 	e.seed()
@@ -244,11 +211,17 @@ func TestSignInRequired(t *testing.T) {
 			t.Errorf("GET %s without a session: %d %q, want a redirect to /login", path, p.Status, p.Header.Get("Location"))
 		}
 	}
-	// A stale session cookie is no better.
-	c := e.sessions.add("patient", "alice")
-	e.sessions.remove(c.Value)
+	// A made-up or signed-out session is no better.
+	if p := e.get("/p/alice/", &http.Cookie{Name: authserver.SessionCookie, Value: "made-up"}); p.Status != http.StatusSeeOther {
+		t.Errorf("made-up session: %d, want 303", p.Status)
+	}
+	c := e.login("patient", "alice")
+	csrf := e.csrf(c)
+	if p := e.page(http.MethodPost, "/logout", c, url.Values{"csrf": {csrf}}); p.Status != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d", p.Status)
+	}
 	if p := e.get("/p/alice/", c); p.Status != http.StatusSeeOther {
-		t.Errorf("ended session: %d, want 303", p.Status)
+		t.Errorf("signed-out session: %d, want 303", p.Status)
 	}
 	// Static assets are public and embedded.
 	if p := e.get("/static/portal.css", nil); p.Status != 200 || !strings.Contains(p.Body, "system-ui") {
@@ -259,7 +232,7 @@ func TestSignInRequired(t *testing.T) {
 func TestHomeRedirectsPatient(t *testing.T) {
 	e := start(t, "sqlite")
 	e.seed()
-	c := e.sessions.add("patient", "alice")
+	c := e.login("patient", "alice")
 	p := e.get("/", c)
 	if p.Status != http.StatusSeeOther || p.Header.Get("Location") != "/p/alice/" {
 		t.Fatalf("GET / as alice: %d %q", p.Status, p.Header.Get("Location"))
@@ -269,7 +242,7 @@ func TestHomeRedirectsPatient(t *testing.T) {
 func TestDetailHistoryDiff(t *testing.T) {
 	e := start(t, "sqlite")
 	e.seed()
-	c := e.sessions.add("patient", "alice")
+	c := e.login("patient", "alice")
 	p := e.get("/p/alice/r/Observation/wt-a", c)
 	if p.Status != 200 {
 		t.Fatalf("detail: %d\n%s", p.Status, clip(p.Body))
@@ -307,7 +280,7 @@ func TestDetailHistoryDiff(t *testing.T) {
 func TestPatientConfined(t *testing.T) {
 	e := start(t, "sqlite")
 	e.seed()
-	alice := e.sessions.add("patient", "alice")
+	alice := e.login("patient", "alice")
 	for _, path := range []string{"/p/bob/", "/p/bob/timeline", "/p/bob/results", "/p/bob/r/Observation/secret-b", "/p/alice/r/Observation/secret-b", "/p/alice/r/Patient/bob", "/p/alice/r/Observation/secret-b?v=1"} {
 		p := e.get(path, alice)
 		if p.Status != http.StatusForbidden && p.Status != http.StatusNotFound {
@@ -315,7 +288,7 @@ func TestPatientConfined(t *testing.T) {
 		}
 		p.mustNotContain(t, path, "bob-only-value", "Bob&#39;s private result", "Berg")
 	}
-	admin := e.sessions.add("admin", "")
+	admin := e.login("admin", "")
 	p := e.get("/p/bob/r/Observation/secret-b", admin)
 	if p.Status != 200 {
 		t.Fatalf("admin reads bob's observation: %d", p.Status)

@@ -16,15 +16,27 @@ import (
 )
 
 var funcs = template.FuncMap{
-	"date":      fmtDate,
-	"codeText":  func(v any) string { return codeText(v) },
-	"name":      func(v any) string { return humanName(v) },
-	"qty":       func(v any) string { return quantity(v) },
-	"str":       func(o obj, path ...any) string { return o.str(path...) },
-	"link":      resourceLink,
-	"join":      strings.Join,
-	"add":       func(a, b int) int { return a + b },
-	"urlquery2": url.QueryEscape,
+	"date":     fmtDate,
+	"codeText": func(v any) string { return codeText(v) },
+	"name":     func(v any) string { return humanName(v) },
+	"qty":      func(v any) string { return quantity(v) },
+	"str":      func(o obj, path ...any) string { return o.str(path...) },
+	"link":     resourceLink,
+	"join":     strings.Join,
+	"add":      func(a, b int) int { return a + b },
+	"source":   sourceName,
+}
+
+// sourceName shows an import source readably: the importer's
+// urn:phr:source:<label> URIs as their label, other URIs as they are.
+func sourceName(s string) string {
+	if rest, ok := strings.CutPrefix(s, "urn:phr:source:"); ok {
+		if l, err := url.PathUnescape(rest); err == nil {
+			return l
+		}
+		return rest
+	}
+	return s
 }
 
 // fmtDate shortens a FHIR date or dateTime for display: the date, and the

@@ -1,6 +1,7 @@
 package search_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -79,6 +80,33 @@ func TestAccessControl(t *testing.T) {
 			_, b = f.ids(t, pr, "Practitioner?_revinclude=Observation:performer")
 			if want := []string{"match:Practitioner/pr1"}; !slices.Equal(entries(b), want) {
 				t.Errorf("filtered revinclude: %v", entries(b))
+			}
+			// chained and _has conditions see only what the caller may see
+			if got, _ := f.ids(t, f.tok, "Practitioner?_has:Observation:performer:code=2093-3"); len(got) != 1 {
+				t.Errorf("admin _has: %v", got)
+			}
+			if got, _ := f.ids(t, p2, "Practitioner?_has:Observation:performer:code=2093-3"); len(got) != 0 {
+				t.Errorf("p2 learns about p1's observations through _has: %v", got)
+			}
+			if got, _ := f.ids(t, pr, "Practitioner?_has:Observation:performer:status=final"); len(got) != 0 {
+				t.Errorf("scope filters ignored in _has: %v", got)
+			}
+			if got, _ := f.ids(t, p2, "Organization?_has:Patient:organization:name=smith"); !slices.Equal(got, []string{"Organization/org1"}) {
+				t.Errorf("p2 _has on its own patient: %v", got)
+			}
+			if got, _ := f.ids(t, f.s.Token("patient/*.rs", "p3"), "Organization?_has:Patient:organization:name=smith"); len(got) != 0 {
+				t.Errorf("p3 learns about other patients through _has: %v", got)
+			}
+			if got, _ := f.ids(t, p2, "Observation?subject:Patient.name=smith"); !slices.Equal(got, []string{"Observation/o4"}) {
+				t.Errorf("p2 chained: %v", got)
+			}
+			r = f.s.Do("GET", "Patient?_has:Observation:patient:code=8867-4", f.s.Token("user/Patient.rs", ""), nil)
+			if r.Status != 403 {
+				t.Errorf("_has on a type the token cannot read: %d", r.Status)
+			}
+			r = f.s.Do("GET", "Observation?subject:Patient.name=smith", f.s.Token("user/Observation.rs", ""), nil)
+			if r.Status != 403 {
+				t.Errorf("chain into a type the token cannot read: %d", r.Status)
 			}
 			r = f.s.Do("GET", "Observation", "", nil)
 			if r.Status != 401 {
@@ -194,5 +222,40 @@ func TestPagingStable(t *testing.T) {
 				t.Errorf("after insert: %v", got)
 			}
 		})
+	}
+}
+
+// TestAuditEventsStayOutOfWildcards checks that the AuditEvents the server
+// writes for every access (they are in the patient compartment) do not
+// swamp wildcard retrievals, but can be asked for with _type.
+func TestAuditEventsStayOutOfWildcards(t *testing.T) {
+	f := setup(t, "sqlite")
+	p1 := f.s.Token("patient/*.rs", "p1")
+	for i := 0; i < 3; i++ {
+		f.ids(t, p1, "Observation?code=2093-3")
+		f.ids(t, p1, "Patient/p1")
+	}
+	if err := f.s.App.Audit.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	audits, _ := f.ids(t, f.tok, "AuditEvent?patient=p1")
+	if len(audits) < 6 {
+		t.Fatalf("expected the server's AuditEvents for p1, got %v", audits)
+	}
+	for _, q := range []string{"Patient/p1/$everything?_count=1000", "Patient/p1/*?_count=1000", "Patient?_id=p1&_revinclude=*", "Observation?_id=o1&_include=*&_revinclude=*"} {
+		_, b := f.ids(t, f.tok, q)
+		for _, e := range entries(b) {
+			if strings.Contains(e, "AuditEvent") {
+				t.Errorf("%s returned %s", q, e)
+			}
+		}
+	}
+	got, _ := f.ids(t, f.tok, "Patient/p1/$everything?_type=AuditEvent&_count=1000")
+	if len(got) < len(audits) {
+		t.Errorf("$everything?_type=AuditEvent: %d, want at least %d", len(got), len(audits))
+	}
+	got, _ = f.ids(t, f.tok, "Patient/p1/*?_type=AuditEvent&_count=1000")
+	if len(got) < len(audits) {
+		t.Errorf("Patient/p1/*?_type=AuditEvent: %d, want at least %d", len(got), len(audits))
 	}
 }

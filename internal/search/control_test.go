@@ -44,16 +44,16 @@ func TestResultControl(t *testing.T) {
 			f := setup(t, d)
 			// _sort on date descending, then ascending
 			got, _ := f.ids(t, f.tok, "Observation?_sort=-date")
-			if want := []string{"Observation/o5", "Observation/o2", "Observation/o3", "Observation/o1", "Observation/o4"}; !slices.Equal(got, want) {
+			if want := []string{"Observation/o5", "Observation/o2", "Observation/o3", "Observation/o1", "Observation/o4", "Observation/o6"}; !slices.Equal(got, want) {
 				t.Errorf("_sort=-date: %v, want %v", got, want)
 			}
 			got, _ = f.ids(t, f.tok, "Observation?_sort=date")
-			if want := []string{"Observation/o4", "Observation/o1", "Observation/o3", "Observation/o2", "Observation/o5"}; !slices.Equal(got, want) {
+			if want := []string{"Observation/o4", "Observation/o1", "Observation/o3", "Observation/o2", "Observation/o5", "Observation/o6"}; !slices.Equal(got, want) {
 				t.Errorf("_sort=date: %v, want %v", got, want)
 			}
 			// several keys: status then -date; missing values last
 			got, _ = f.ids(t, f.tok, "Observation?_sort=status,-date")
-			if want := []string{"Observation/o3", "Observation/o5", "Observation/o2", "Observation/o1", "Observation/o4"}; !slices.Equal(got, want) {
+			if want := []string{"Observation/o3", "Observation/o5", "Observation/o2", "Observation/o1", "Observation/o4", "Observation/o6"}; !slices.Equal(got, want) {
 				t.Errorf("_sort=status,-date: %v, want %v", got, want)
 			}
 			got, _ = f.ids(t, f.tok, "Patient?_sort=birthdate")
@@ -73,7 +73,7 @@ func TestResultControl(t *testing.T) {
 				t.Errorf("_sort=value-quantity: %v, want %v", got, want)
 			}
 			got, _ = f.ids(t, f.tok, "Observation?_sort=-_lastUpdated")
-			if want := []string{"Observation/o5", "Observation/o4", "Observation/o3", "Observation/o2", "Observation/o1"}; !slices.Equal(got, want) {
+			if want := []string{"Observation/o6", "Observation/o5", "Observation/o4", "Observation/o3", "Observation/o2", "Observation/o1"}; !slices.Equal(got, want) {
 				t.Errorf("_sort=-_lastUpdated: %v, want %v", got, want)
 			}
 
@@ -87,7 +87,7 @@ func TestResultControl(t *testing.T) {
 				t.Errorf("_total=none gave a total")
 			}
 			_, b = f.ids(t, f.tok, "Observation?_total=accurate&_count=1")
-			if b["total"] != 5.0 {
+			if b["total"] != 6.0 {
 				t.Errorf("_total=accurate: %v", b["total"])
 			}
 			// _summary=true drops non-summary elements; _elements keeps asked ones

@@ -91,6 +91,12 @@ type plan struct {
 	confined string
 	// filters are the caller's scope filters per type (alternatives).
 	filters map[string][][]*clause
+	// who is the caller (nil for the Matcher, which applies no access
+	// control): chained and _has conditions look only at resources it
+	// may see.
+	who access.Principal
+	// lists marks the clauses written as resource lists (chosen once).
+	lists []bool
 	// since, start and end are $everything's bounds (0: none).
 	since      int64
 	start, end int64
@@ -136,7 +142,14 @@ func (e *Engine) Match(ctx context.Context, typ string, v url.Values, limit int)
 }
 
 func (e *Engine) newBuilder(ctx context.Context, pl *plan) (*builder, error) {
-	b := &builder{dialect: e.db.SQLDialect(), base: e.base, now: e.Now()}
+	b := &builder{dialect: e.db.SQLDialect(), base: e.base, now: e.Now(), who: pl.who}
+	if pl.lists == nil {
+		if err := e.chooseLists(ctx, b, pl); err != nil {
+			return nil, err
+		}
+		pl.lists = b.lists
+	}
+	b.lists = pl.lists
 	// composite clauses are resolved to resources first
 	var comps []*clause
 	collect := func(cs []*clause) {
@@ -171,11 +184,28 @@ func (e *Engine) newBuilder(ctx context.Context, pl *plan) (*builder, error) {
 // where writes the WHERE condition of a plan on resource alias r.
 func (e *Engine) where(b *builder, pl *plan) error {
 	q := pl.q
-	b.w("r.deleted = " + b.falseLit())
 	single := ""
 	if len(q.types) == 1 {
 		single = q.types[0]
-		b.arg(" AND r.type = ?", single)
+	}
+	// Selective clauses (references, codes, strings, uris) that select
+	// few resources are written as "r.rid IN (list)", which the database
+	// intersects; the rest are checked per candidate (EXISTS).
+	in := b.lists
+	anyIn := false
+	for _, v := range in {
+		anyIn = anyIn || v
+	}
+	// With a driving "r.rid IN (...)" condition, SQLite must not start
+	// from the (type, id) index instead: a unary + keeps it off the type
+	// and deleted columns (PostgreSQL plans from statistics).
+	plus := ""
+	if b.dialect == sqldb.SQLite && (anyIn || pl.compartment != "" || pl.confined != "" && single != "" && !records.Shared(single)) {
+		plus = "+"
+	}
+	b.w(plus + "r.deleted = " + b.falseLit())
+	if single != "" {
+		b.arg(" AND "+plus+"r.type = ?", single)
 	} else if len(q.types) < len(r4.ResourceTypes()) {
 		b.w(" AND r.type IN (")
 		for i, t := range q.types {
@@ -186,10 +216,13 @@ func (e *Engine) where(b *builder, pl *plan) error {
 		}
 		b.w(")")
 	}
-	driven := false
+	// the resource lists to intersect: compartments, then selective clauses
+	var lists []func() error
 	if pl.compartment != "" {
-		b.arg(" AND r.rid IN (SELECT c.rid FROM compartment c WHERE c.patient = ?)", pl.compartment)
-		driven = true
+		lists = append(lists, func() error {
+			b.arg("SELECT c.rid FROM compartment c WHERE c.patient = ?", pl.compartment)
+			return nil
+		})
 	}
 	if pl.confined != "" && pl.confined != pl.compartment {
 		var shared []string
@@ -199,10 +232,12 @@ func (e *Engine) where(b *builder, pl *plan) error {
 			}
 		}
 		switch {
-		case len(shared) == len(q.types) && single != "":
+		case len(shared) == len(q.types):
 		case len(shared) == 0:
-			b.arg(" AND r.rid IN (SELECT cc.rid FROM compartment cc WHERE cc.patient = ?)", pl.confined)
-			driven = true
+			lists = append(lists, func() error {
+				b.arg("SELECT cc.rid FROM compartment cc WHERE cc.patient = ?", pl.confined)
+				return nil
+			})
 		default:
 			b.arg(" AND (r.rid IN (SELECT cc.rid FROM compartment cc WHERE cc.patient = ?) OR r.type IN (", pl.confined)
 			for i, t := range shared {
@@ -246,44 +281,111 @@ func (e *Engine) where(b *builder, pl *plan) error {
 		b.arg(" OR EXISTS (SELECT 1 FROM idx_date de WHERE de.rid = r.rid AND de.param <> '_lastUpdated' AND de.high >= ?", lo)
 		b.arg(" AND de.low <= ?))", hi)
 	}
-	best := -1
-	if !driven && single != "" {
-		best = driverClause(q.clauses)
+	for i, c := range q.clauses {
+		if in[i] {
+			lists = append(lists, func() error { return b.list(single, c) })
+		}
+	}
+	if b.dialect == sqldb.Postgres && len(lists) > 0 {
+		// One intersection of the lists: without table statistics (right
+		// after a bulk load) PostgreSQL may otherwise nest loops over them.
+		b.w(" AND r.rid IN (")
+		for i, l := range lists {
+			if i > 0 {
+				b.w(" INTERSECT ")
+			}
+			if err := l(); err != nil {
+				return err
+			}
+		}
+		b.w(")")
+	} else {
+		// SQLite starts from one list and looks the others up
+		for _, l := range lists {
+			b.w(" AND r.rid IN (")
+			if err := l(); err != nil {
+				return err
+			}
+			b.w(")")
+		}
 	}
 	for i, c := range q.clauses {
+		if in[i] {
+			continue
+		}
 		b.w(" AND ")
-		if err := b.cond("r", single, c, i == best); err != nil {
+		if err := b.cond("r", single, c, false); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// driverClause picks the clause most likely to select few resources, for
-// the database to start from; -1 for none.
-func driverClause(cs []*clause) int {
-	best, score := -1, 0
-	for i, c := range cs {
-		s := 0
-		if c.mod == "missing" || c.mod == "not" || c.inner != nil || c.hasType != "" || strings.HasPrefix(c.code, "_") {
+// probeCap bounds the index entries counted to judge how selective a
+// clause is.
+const probeCap = 4000
+
+// chooseLists decides which clauses of a single-type search are written
+// as resource lists: those of the selective kinds that match fewer than
+// probeCap index entries (counted with a bounded probe), or, when every
+// one matches more, the first of them (a list still beats checking every
+// resource of the type).
+func (e *Engine) chooseLists(ctx context.Context, b *builder, pl *plan) error {
+	q := pl.q
+	b.lists = make([]bool, len(q.clauses))
+	if len(q.types) != 1 {
+		return nil
+	}
+	typ := q.types[0]
+	first := -1
+	found := false
+	for i, c := range q.clauses {
+		if !selective(c) {
 			continue
 		}
-		switch c.typ {
-		case r4.ParamReference:
-			s = 5
-		case r4.ParamToken:
-			s = 4
-			if c.mod == "text" {
-				s = 1
-			}
-		case r4.ParamString, r4.ParamURI:
-			s = 3
+		if first < 0 {
+			first = i
 		}
-		if s > score {
-			best, score = i, s
+		pb := &builder{dialect: b.dialect, base: b.base, now: b.now}
+		pb.w("SELECT COUNT(*) FROM (")
+		if err := pb.list(typ, c); err != nil {
+			return err
+		}
+		pb.arg(" LIMIT ?) t", probeCap)
+		var n int
+		rows, err := e.db.QueryDynamic(ctx, pb.sb.String(), pb.args...)
+		if err != nil {
+			return fmt.Errorf("search: %w", err)
+		}
+		if rows.Next() {
+			err = rows.Scan(&n)
+		}
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("search: %w", err)
+		}
+		if n < probeCap {
+			b.lists[i] = true
+			found = true
 		}
 	}
-	return best
+	if !found && first >= 0 && pl.compartment == "" && (pl.confined == "" || records.Shared(typ)) {
+		b.lists[first] = true
+	}
+	return nil
+}
+
+// selective reports whether a clause is likely to select few resources
+// and can be written as a list of them.
+func selective(c *clause) bool {
+	if c.mod == "missing" || c.mod == "not" || c.mod == "text" || c.inner != nil || c.hasType != "" || strings.HasPrefix(c.code, "_") {
+		return false
+	}
+	switch c.typ {
+	case r4.ParamReference, r4.ParamToken, r4.ParamString, r4.ParamURI:
+		return true
+	}
+	return false
 }
 
 // row is one resource of a result.
@@ -294,7 +396,8 @@ type row struct {
 	mode string
 }
 
-// sortKeys returns the effective sort: the requested keys then rid.
+// sortKinds returns the kind of each sort key's values as cursors carry
+// them: 'i' integers (instants), 'f' floats, 's' strings.
 func (q *query) sortKinds() []byte {
 	kinds := make([]byte, len(q.sort))
 	for i, k := range q.sort {
@@ -542,6 +645,23 @@ func principal(ctx context.Context) (access.Principal, error) {
 // restrict adds the caller's compartment and scope filters to a plan.
 func restrict(p access.Principal, pl *plan) error {
 	pl.confined = p.Patient()
+	pl.who = p
+	// chained and _has conditions read other types: the caller must be
+	// allowed to read them
+	for _, c := range pl.q.clauses {
+		var inner []string
+		switch {
+		case c.hasType != "":
+			inner = []string{c.hasType}
+		case c.inner != nil:
+			inner = c.chainTypes
+		}
+		for _, t := range inner {
+			if !p.Allows(access.Read, t) {
+				return fhir.Forbidden("search parameter %s reads %s, which the access token does not allow", c.key, t)
+			}
+		}
+	}
 	for _, t := range pl.q.types {
 		fs := p.Filters(t)
 		if len(fs) == 0 {

@@ -52,6 +52,7 @@ var resources = []string{
 	`{"resourceType":"Provenance","id":"prov1","target":[{"reference":"Observation/o1"}],"recorded":"2019-03-11T00:00:00Z","agent":[{"who":{"reference":"Practitioner/pr1"}}]}`,
 	`{"resourceType":"ValueSet","id":"vs1","url":"http://example.org/fhir/ValueSet/a/b","status":"active"}`,
 	`{"resourceType":"RiskAssessment","id":"ra1","status":"final","subject":{"reference":"Patient/p1"},"prediction":[{"probabilityDecimal":0.25}]}`,
+	`{"resourceType":"Observation","id":"o6","meta":{"tag":[{"system":"urn:tags","code":"imported"}],"profile":["http://example.org/StructureDefinition/obs"],"security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"R"}],"source":"http://lab.example.org/feed"},"status":"preliminary","code":{"text":"Glucose, fasting"},"subject":{"identifier":{"system":"urn:mrn","value":"A1"}}}`,
 	`{"resourceType":"AuditEvent","id":"ae1","type":{"system":"http://dicom.nema.org/resources/ontology/DCM","code":"110110"},"recorded":"2023-01-01T00:00:00Z","agent":[{"who":{"reference":"Patient/p1"},"requestor":true}],"source":{"observer":{"reference":"Organization/org1"}},"entity":[{"what":{"reference":"Patient/p1"}}]}`,
 }
 
@@ -104,8 +105,9 @@ func TestSearchTypes(t *testing.T) {
 				{"Observation?code=2093-3", "o1 o2 o4"},
 				{"Observation?code=|2093-3", ""},
 				{"Observation?code=http://loinc.org|", "o1 o2 o3 o4 o5"},
+				{"Observation?code:not=http://loinc.org|", "o6"},
 				{"Observation?code=2093-3,8867-4", "o1 o2 o3 o4"},
-				{"Observation?code:not=2093-3", "o3 o5"},
+				{"Observation?code:not=2093-3", "o3 o5 o6"},
 				{"Observation?code:text=cholesterol", "o1"},
 				{"Observation?code:text=heart", "o3"},
 				{"Observation?status=final&code=2093-3", "o1 o2 o4"},
@@ -136,7 +138,7 @@ func TestSearchTypes(t *testing.T) {
 				{"Observation?date=le2019-01-01", "o4"},
 				{"Observation?date=eq2020-01", "o3"},
 				{"Observation?date=2020-01-02", ""},
-				{"Observation?date=ne2020-01-02", "o1 o2 o3 o4 o5"},
+				{"Observation?date=ne2020-01-02", "o1 o2 o3 o4 o5"}, // o6 has no date
 				{"Observation?date=sa2020-01-02", "o2 o5"},
 				{"Observation?date=eb2019-04", "o1 o4"},
 				{"Observation?date=ge2019&date=lt2021", "o1 o3 o4"},
@@ -181,10 +183,22 @@ func TestSearchTypes(t *testing.T) {
 				// missing
 				{"Patient?birthdate:missing=true", "p3"},
 				{"Patient?birthdate:missing=false", "p1 p2"},
-				{"Observation?value-quantity:missing=true", "o5"},
+				{"Observation?value-quantity:missing=true", "o5 o6"},
 				// common
 				{"Observation?_id=o1,o3", "o1 o3"},
-				{"Observation?_lastUpdated=gt2000-01-01", "o1 o2 o3 o4 o5"},
+				{"Observation?_tag=urn:tags|imported", "o6"},
+				{"Observation?_tag:not=urn:tags|imported&status=preliminary", ""},
+				{"Observation?_profile=http://example.org/StructureDefinition/obs", "o6"},
+				{"Observation?_security=R", "o6"},
+				{"Observation?_source=http://lab.example.org/feed", "o6"},
+				{"Observation?subject:identifier=urn:mrn|A1", "o6"},
+				{"Observation?subject:missing=true", ""}, // o6 has a subject by identifier
+				{"Observation?performer:missing=false", "o1"},
+				{"Observation?category:missing=true&subject:missing=false", "o4 o5 o6"},
+				{"Observation?code:text=glucose", "o6"},
+				{"Patient?name:missing=true", ""},
+				{"Observation?value-quantity=ne180&value-quantity:missing=false", "o2 o3 o4"},
+				{"Observation?_lastUpdated=gt2000-01-01", "o1 o2 o3 o4 o5 o6"},
 				{"Observation?_lastUpdated=lt2000-01-01", ""},
 				// chaining
 				{"Observation?subject:Patient.name=smithson", "o4"},

@@ -7,8 +7,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/index"
 	"github.com/phr-project/phr/internal/r4"
+	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/store/sqldb"
 )
 
@@ -24,6 +27,60 @@ type builder struct {
 	// composite holds the resources matching each composite clause,
 	// found before the SQL is built.
 	composite map[*clause][]int64
+	// who is the caller whose access limits chained and _has conditions
+	// (nil: no limits).
+	who access.Principal
+	// lists marks the query's clauses written as resource lists.
+	lists []bool
+}
+
+// innerAccess writes the conditions that keep a resource alias t of one
+// of types within what the caller may see: its patient compartment
+// (shared types aside) and its scope filters.
+func (b *builder) innerAccess(t string, types []string) error {
+	if b.who == nil {
+		return nil
+	}
+	if pid := b.who.Patient(); pid != "" {
+		var shared []string
+		for _, ty := range types {
+			if records.Shared(ty) {
+				shared = append(shared, ty)
+			}
+		}
+		if len(shared) < len(types) {
+			b.arg(" AND ("+t+".rid IN (SELECT ic.rid FROM compartment ic WHERE ic.patient = ?)", pid)
+			for _, ty := range shared {
+				b.arg(" OR "+t+".type = ?", ty)
+			}
+			b.w(")")
+		}
+	}
+	for _, ty := range types {
+		fs := b.who.Filters(ty)
+		if len(fs) == 0 {
+			continue
+		}
+		b.arg(" AND ("+t+".type <> ?", ty)
+		for _, f := range fs {
+			b.w(" OR (1=1")
+			for k, vals := range f {
+				for _, v := range vals {
+					c, err := parseClause([]string{ty}, k, v)
+					if err != nil {
+						return fhir.Forbidden("the access token's scope filter %s=%s on %s cannot be applied: %v", k, v, ty, err)
+					}
+					b.w(" AND ")
+					if err := b.cond(t, ty, c, false); err != nil {
+						return err
+					}
+				}
+			}
+			b.w(")")
+		}
+		b.w(")")
+	}
+	return nil
 }
 
 func (b *builder) w(s string)          { b.sb.WriteString(s) }
@@ -92,13 +149,34 @@ func (b *builder) cond(ra, typ string, c *clause, drive bool) error {
 		drive = false
 	}
 	if drive && typ != "" {
-		b.w(ra + ".rid IN (SELECT " + x + ".rid FROM " + tbl + " " + x + " WHERE ")
-		b.arg(x+".type = ?", typ)
-		b.arg(" AND "+x+".param = ?", c.code)
-	} else {
-		b.w("EXISTS (SELECT 1 FROM " + tbl + " " + x + " WHERE " + x + ".rid = " + ra + ".rid")
-		b.arg(" AND "+x+".param = ?", c.code)
+		b.w(ra + ".rid IN (")
+		if err := b.list(typ, c); err != nil {
+			return err
+		}
+		b.w(")")
+		return nil
 	}
+	b.w("EXISTS (SELECT 1 FROM " + tbl + " " + x + " WHERE " + x + ".rid = " + ra + ".rid")
+	b.arg(" AND "+x+".param = ?", c.code)
+	if err := b.values(x, c); err != nil {
+		return err
+	}
+	b.w(")")
+	return nil
+}
+
+// list writes a query of the resources of type typ that a selective
+// clause (see selective) matches: "SELECT x.rid FROM idx_... WHERE ...".
+func (b *builder) list(typ string, c *clause) error {
+	x := b.alias()
+	b.w("SELECT " + x + ".rid FROM " + tableOf(c.typ) + " " + x + " WHERE ")
+	b.arg(x+".type = ?", typ)
+	b.arg(" AND "+x+".param = ?", c.code)
+	return b.values(x, c)
+}
+
+// values writes " AND (value OR value...)" for the index row x.
+func (b *builder) values(x string, c *clause) error {
 	b.w(" AND (")
 	for i, v := range c.values {
 		if i > 0 {
@@ -110,7 +188,7 @@ func (b *builder) cond(ra, typ string, c *clause, drive bool) error {
 		}
 		b.w(")")
 	}
-	b.w("))")
+	b.w(")")
 	return nil
 }
 
@@ -438,6 +516,9 @@ func (b *builder) chainCond(ra, typ string, c *clause) error {
 	if err := b.cond(t, innerType, c.inner, false); err != nil {
 		return err
 	}
+	if err := b.innerAccess(t, c.chainTypes); err != nil {
+		return err
+	}
 	b.w(")")
 	return nil
 }
@@ -452,6 +533,9 @@ func (b *builder) hasCond(ra string, c *clause) error {
 	b.arg(" AND "+x+".type = ?", c.hasType)
 	b.w(" AND ")
 	if err := b.cond(o, c.hasType, c.inner, false); err != nil {
+		return err
+	}
+	if err := b.innerAccess(o, []string{c.hasType}); err != nil {
 		return err
 	}
 	b.w(")")

@@ -1,0 +1,143 @@
+package portal_test
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// upload posts a file body to the portal's import endpoint as the page's
+// script does and returns the streamed report.
+func (e *env) upload(c *http.Cookie, csrf, name, contentType, body string, extra ...string) page {
+	e.t.Helper()
+	q := url.Values{"filename": {name}}
+	for i := 0; i+1 < len(extra); i += 2 {
+		q.Set(extra[i], extra[i+1])
+	}
+	req, err := http.NewRequest(http.MethodPost, e.URL+"/p/alice/import/upload?"+q.Encode(), strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Accept", "application/x-ndjson")
+	req.Header.Set("X-CSRF-Token", csrf)
+	req.AddCookie(c)
+	resp, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return page{resp.StatusCode, resp.Header, string(b)}
+}
+
+const labA = `{"resourceType":"Condition","id":"a-1","identifier":[{"system":"urn:test:cond","value":"c-77"}],"clinicalStatus":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/condition-clinical","code":"active"}]},"code":{"text":"Asthma"},"subject":{"reference":"Patient/alice"},"onsetDateTime":"2012-05-01"}
+{"resourceType":"Observation","status":"final","code":{"text":"broken"},"subject":{"reference":"Patient/alice"},"valueQuantity":{"value":"not a number"}}
+this is not JSON
+`
+
+const labB = `{"resourceType":"Condition","id":"b-9","identifier":[{"system":"urn:test:cond","value":"c-77"}],"clinicalStatus":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/condition-clinical","code":"active"}]},"code":{"text":"Asthma, mild intermittent"},"subject":{"reference":"Patient/alice"},"onsetDateTime":"2012-05-01"}
+`
+
+var conflictLinkRE = regexp.MustCompile(`href="(/p/alice/conflicts/\d+)"`)
+
+func TestImportAndConflicts(t *testing.T) {
+	e := start(t, "sqlite")
+	e.seed()
+	alice := e.login("patient", "alice")
+	csrf := e.csrf(alice)
+
+	p := e.get("/p/alice/import", alice)
+	p.mustContain(t, "import page", `id="import-form"`, `type="file"`, "Import history", `href="/p/alice/import"`)
+
+	// The report streams per line: the broken lines are named by number.
+	p = e.upload(alice, csrf, "lab-a.phr", "application/x-ndjson", labA, "source", "Lab A")
+	if p.Status != 200 || !strings.Contains(p.Header.Get("Content-Type"), "ndjson") {
+		t.Fatalf("upload: %d %s\n%s", p.Status, p.Header.Get("Content-Type"), clip(p.Body))
+	}
+	lines := strings.Split(strings.TrimSpace(p.Body), "\n")
+	last := lines[len(lines)-1]
+	if !strings.Contains(last, `"resourceType":"Parameters"`) || !strings.Contains(last, `"name":"created","valueInteger":1`) || !strings.Contains(last, `"name":"rejected","valueInteger":2`) {
+		t.Errorf("summary line: %s", last)
+	}
+	if !strings.Contains(p.Body, "line 2") || !strings.Contains(p.Body, "line 3") {
+		t.Errorf("the report does not name lines 2 and 3:\n%s", p.Body)
+	}
+	// The history lists it; its page shows what it wrote and the rejected lines verbatim.
+	p = e.get("/p/alice/import", alice)
+	p.mustContain(t, "history", "lab-a.phr", `href="/p/alice/import/`)
+	m := regexp.MustCompile(`href="(/p/alice/import/\d+)"`).FindStringSubmatch(p.Body)
+	if m == nil {
+		t.Fatalf("no batch link in\n%s", clip(p.Body))
+	}
+	p = e.get(m[1], alice)
+	p.mustContain(t, "batch", "lab-a.phr", "Condition/", "this is not JSON", "not a number")
+
+	// The same condition from another source, said differently: a conflict.
+	p = e.upload(alice, csrf, "lab-b.phr", "application/x-ndjson", labB, "source", "Lab B")
+	if !strings.Contains(p.Body, `"name":"conflicts","valueInteger":1`) {
+		t.Fatalf("second source: no conflict reported:\n%s", p.Body)
+	}
+	p = e.get("/p/alice/conflicts", alice)
+	cm := conflictLinkRE.FindStringSubmatch(p.Body)
+	if cm == nil {
+		t.Fatalf("no conflict listed:\n%s", clip(p.Body))
+	}
+	p = e.get(cm[1], alice)
+	p.mustContain(t, "conflict", "Asthma, mild intermittent", ">Asthma<", "Lab B", `<td class="code">code.text</td>`, `value="keep"`, `value="take"`, `name="merged"`)
+
+	// Resolve with an edited merge: a new version, the conflict closed.
+	merged := strings.Replace(strings.SplitN(labB, "\n", 2)[0], "Asthma, mild intermittent", "Asthma (mild, intermittent)", 1)
+	if p := e.page(http.MethodPost, cm[1], alice, url.Values{"csrf": {"wrong"}, "action": {"keep"}}); p.Status != 403 {
+		t.Errorf("resolve without the CSRF token: %d", p.Status)
+	}
+	if p := e.page(http.MethodPost, cm[1], alice, url.Values{"csrf": {csrf}, "action": {"merge"}, "merged": {"{not json"}}); p.Status != 400 || !strings.Contains(p.Body, "not valid JSON") {
+		t.Errorf("resolve with broken JSON: %d %s", p.Status, clip(p.Body))
+	}
+	p = e.page(http.MethodPost, cm[1], alice, url.Values{"csrf": {csrf}, "action": {"merge"}, "merged": {merged}})
+	if p.Status != http.StatusSeeOther || !strings.Contains(p.Header.Get("Location"), "/p/alice/r/Condition/") {
+		t.Fatalf("resolve: %d %q\n%s", p.Status, p.Header.Get("Location"), clip(p.Body))
+	}
+	p = e.get(p.Header.Get("Location"), alice)
+	p.mustContain(t, "resolved resource", "is resolved", "Asthma (mild, intermittent)")
+	p = e.get("/p/alice/conflicts", alice)
+	p.mustContain(t, "after resolving", "No open conflicts.")
+
+	// A third source disagrees again; keeping the current version (a
+	// resolution without a body) works too.
+	p = e.upload(alice, csrf, "lab-c.phr", "application/x-ndjson", strings.NewReplacer("b-9", "c-3", "Asthma, mild intermittent", "Reactive airway disease").Replace(labB), "source", "Lab C")
+	if !strings.Contains(p.Body, `"name":"conflicts","valueInteger":1`) {
+		t.Fatalf("third source: no conflict reported:\n%s", p.Body)
+	}
+	cm = conflictLinkRE.FindStringSubmatch(e.get("/p/alice/conflicts", alice).Body)
+	if cm == nil {
+		t.Fatal("the third source's conflict is not listed")
+	}
+	p = e.page(http.MethodPost, cm[1], alice, url.Values{"csrf": {csrf}, "action": {"keep"}})
+	if p.Status != http.StatusSeeOther {
+		t.Fatalf("keep: %d\n%s", p.Status, clip(p.Body))
+	}
+	p = e.get(p.Header.Get("Location"), alice)
+	p.mustContain(t, "kept resource", "is resolved", "Asthma (mild, intermittent)")
+	p.mustNotContain(t, "kept resource", "Reactive airway disease</dd>")
+
+	// Bob sees neither alice's imports nor her conflicts.
+	bob := e.login("patient", "bob")
+	p = e.get("/p/bob/import", bob)
+	p.mustNotContain(t, "bob's history", "lab-a.phr", "lab-b.phr")
+	p = e.get("/p/bob/conflicts?status=all", bob)
+	p.mustNotContain(t, "bob's conflicts", "/conflicts/1\"")
+	if p := e.get(strings.Replace(cm[1], "alice", "bob", 1), bob); p.Status != 404 && p.Status != 403 {
+		t.Errorf("bob opens alice's conflict: %d", p.Status)
+	}
+	// Bad uploads say what is wrong.
+	if p := e.upload(alice, csrf, "x.exe", "application/x-msdownload", "MZ"); p.Status != http.StatusUnsupportedMediaType {
+		t.Errorf("upload of an executable: %d", p.Status)
+	}
+	if p := e.upload(alice, "bad", "x.phr", "application/x-ndjson", "{}"); p.Status != 403 {
+		t.Errorf("upload without the CSRF token: %d", p.Status)
+	}
+}
