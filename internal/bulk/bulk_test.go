@@ -394,6 +394,12 @@ func TestExportFlow(t *testing.T) {
 					t.Fatalf("export with system/Patient.read: %v", got)
 				}
 				wantError(t, e.s.Do("GET", "$export", e.s.Token("system/Patient.write", ""), nil, kickHeaders...), 403, "")
+				// A SMART v2 scope with a filter exports only what it selects.
+				filtered := e.s.Token("system/Observation.rs?subject=Patient/p2 system/Patient.rs", "")
+				ids := e.ids(filtered, e.wait(filtered, e.kick(filtered, "$export")))
+				if !slices.Equal(ids, []string{"Observation/p2-o1", "Observation/p2-o2", "Observation/p2-o3", "Patient/p1", "Patient/p2", "Patient/p3"}) {
+					t.Fatalf("export with a filtered scope: %v", ids)
+				}
 				wantError(t, e.s.Do("GET", "$export", "", nil, kickHeaders...), 401, "")
 				wantError(t, e.s.Do("GET", "$export", "not-a-token", nil, kickHeaders...), 401, "")
 			})

@@ -218,31 +218,50 @@ func (e *exporter) report(ctx context.Context, force bool) error {
 // prepareTypeFilters resolves the _typeFilter queries to the ids they
 // match, with the search engine.
 func (e *exporter) prepareTypeFilters(ctx context.Context) error {
-	if len(e.req.TypeFilters) == 0 {
+	if len(e.req.TypeFilters) == 0 && len(e.req.ScopeFilters) == 0 {
 		return nil
 	}
 	if e.s.matcher == nil {
-		return jobs.Permanent(errors.New("_typeFilter cannot be applied: search is not available"))
+		return jobs.Permanent(errors.New("_typeFilter and scope filters cannot be applied: search is not available"))
 	}
 	e.typeMatches = map[string]map[string]bool{}
-	for typ, queries := range e.req.TypeFilters {
-		set := map[string]bool{}
-		for _, q := range queries {
-			v, err := url.ParseQuery(q)
+	for _, filters := range []map[string][]string{e.req.TypeFilters, e.req.ScopeFilters} {
+		for typ, queries := range filters {
+			set, err := e.matchAny(ctx, typ, queries)
 			if err != nil {
-				return jobs.Permanent(fmt.Errorf("_typeFilter %s?%s: %w", typ, q, err))
+				return err
 			}
-			ids, err := e.s.matcher.Match(ctx, typ, v, e.s.o.MaxTypeFilterMatches)
-			if err != nil {
-				return jobs.Permanent(fmt.Errorf("_typeFilter %s?%s: %w", typ, q, err))
+			if prev, ok := e.typeMatches[typ]; ok {
+				// Both a _typeFilter and a scope filter: keep what both select.
+				for id := range set {
+					if !prev[id] {
+						delete(set, id)
+					}
+				}
 			}
-			for _, id := range ids {
-				set[id] = true
-			}
+			e.typeMatches[typ] = set
 		}
-		e.typeMatches[typ] = set
 	}
 	return nil
+}
+
+// matchAny returns the ids of typ's resources matching any of the queries.
+func (e *exporter) matchAny(ctx context.Context, typ string, queries []string) (map[string]bool, error) {
+	set := map[string]bool{}
+	for _, q := range queries {
+		v, err := url.ParseQuery(q)
+		if err != nil {
+			return nil, jobs.Permanent(fmt.Errorf("filter %s?%s: %w", typ, q, err))
+		}
+		ids, err := e.s.matcher.Match(ctx, typ, v, e.s.o.MaxTypeFilterMatches)
+		if err != nil {
+			return nil, jobs.Permanent(fmt.Errorf("filter %s?%s: %w", typ, q, err))
+		}
+		for _, id := range ids {
+			set[id] = true
+		}
+	}
+	return set, nil
 }
 
 // exportType writes the current resources of typ, in pages by rid.

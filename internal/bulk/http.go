@@ -221,7 +221,23 @@ func (s *Service) kickoff(w http.ResponseWriter, r *http.Request, typ, id string
 // read but AuditEvent is exported (none: 403).
 func (s *Service) authorizeTypes(p access.Principal, req *Request) error {
 	readable := func(t string) bool {
-		return p.Allows(access.Read, t) && len(p.Filters(t)) == 0
+		if !p.Allows(access.Read, t) {
+			return false
+		}
+		filters := p.Filters(t)
+		if len(filters) == 0 {
+			return true
+		}
+		if s.matcher == nil {
+			return false // the scope's filters could not be applied
+		}
+		if req.ScopeFilters == nil {
+			req.ScopeFilters = map[string][]string{}
+		}
+		for _, f := range filters {
+			req.ScopeFilters[t] = append(req.ScopeFilters[t], f.Encode())
+		}
+		return true
 	}
 	if len(req.Types) > 0 {
 		for _, t := range req.Types {
