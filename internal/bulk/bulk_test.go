@@ -545,6 +545,25 @@ func TestExportFlow(t *testing.T) {
 				wantError(t, e.s.Do("GET", "$export?_typeFilter="+url.QueryEscape("Observation?code=8302-2"), reader, nil, kickHeaders...), 400, "_typeFilter")
 			})
 
+			t.Run("too many active exports", func(t *testing.T) {
+				e.s.App.Bulk.SetMaxActive(1)
+				defer e.s.App.Bulk.SetMaxActive(8)
+				// Stopped workers keep the first export queued.
+				e.s.App.Jobs.Stop()
+				defer e.s.App.Jobs.Start()
+				other := e.s.Token("system/*.read", "")
+				status := e.kick(other, "$export?_type=Patient")
+				r := e.s.Do("GET", "$export?_type=Patient", other, nil, kickHeaders...)
+				wantError(t, r, http.StatusTooManyRequests, "already")
+				if r.Header.Get("Retry-After") == "" {
+					t.Fatal("429 without Retry-After")
+				}
+				if r := e.s.Do("DELETE", status, other, nil); r.Status != 202 {
+					t.Fatalf("cancel: %d", r.Status)
+				}
+				e.kick(other, "$export?_type=Patient")
+			})
+
 			t.Run("polling too fast", func(t *testing.T) {
 				status := e.kick(reader, "$export?_type=Patient")
 				e.wait(reader, status)

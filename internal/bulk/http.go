@@ -204,6 +204,16 @@ func (s *Service) kickoff(w http.ResponseWriter, r *http.Request, typ, id string
 		req.Group, req.Confined, req.Members = id, true, members
 	}
 	req.URL = s.root + r.URL.RequestURI()
+	var active int
+	if err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM job WHERE kind = ? AND owner = ? AND state IN ('queued', 'running')`, JobKind, req.Owner).Scan(&active); err != nil {
+		api.WriteError(w, r, fmt.Errorf("count active exports: %w", err))
+		return
+	}
+	if active >= s.o.MaxActive {
+		w.Header().Set("Retry-After", "5")
+		api.WriteError(w, r, fhir.Errorf(http.StatusTooManyRequests, "throttled", "%d of your exports are already queued or running (the most allowed); wait for them to finish or cancel one", active))
+		return
+	}
 	job, err := s.enqueue(ctx, req)
 	if err != nil {
 		api.WriteError(w, r, err)
