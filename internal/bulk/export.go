@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -584,19 +585,35 @@ func (e *exporter) writeErrors(ctx context.Context) error {
 // CID and size are those of the NDJSON itself). Compressing costs little
 // CPU and saves most of the disk or network writes, which bound an
 // export's speed; clients that accept gzip get the stored bytes as they are.
+//
+// The exporter writes lines into w (hashed and counted as they go); full
+// 64 KiB chunks go through a small channel to the file's own goroutine,
+// which compresses them into the blob store's Put: compression runs on
+// another core than the store reads, and memory per open file stays
+// about (chunks in flight + compressor state) below 1 MiB.
 type fileWriter struct {
 	info   fileInfo
-	pw     *io.PipeWriter
-	gz     *gzip.Writer
 	w      *bufio.Writer
 	hasher *cid.Hasher
 	size   countWriter
-	done   chan error
+	chunks chan []byte
+	// aborted, set before chunks is closed, makes the upload fail.
+	aborted atomic.Bool
+	// done receives the outcome of compressing and storing.
+	done chan error
 }
 
 type countWriter struct{ n int64 }
 
 func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// chunkSender hands copies of what it is given to the compressor.
+type chunkSender struct{ ch chan []byte }
+
+func (c chunkSender) Write(p []byte) (int, error) {
+	c.ch <- append([]byte(nil), p...)
+	return len(p), nil
+}
 
 // open starts a new file of kind and typ.
 func (e *exporter) open(ctx context.Context, kind, typ string) (*fileWriter, error) {
@@ -615,16 +632,42 @@ func (e *exporter) open(ctx context.Context, kind, typ string) (*fileWriter, err
 	if err := e.report(ctx, true); err != nil {
 		return nil, err
 	}
-	pr, pw := io.Pipe()
 	if kind == kindDeleted {
 		typ = "Bundle"
 	}
-	f := &fileWriter{info: fileInfo{Name: name, Kind: kind, Type: typ, Key: key}, pw: pw, hasher: cid.NewHasher(), done: make(chan error, 1)}
-	f.gz, _ = gzip.NewWriterLevel(pw, gzip.BestSpeed)
-	f.w = bufio.NewWriterSize(io.MultiWriter(f.gz, f.hasher, &f.size), 256<<10)
+	f := &fileWriter{info: fileInfo{Name: name, Kind: kind, Type: typ, Key: key}, hasher: cid.NewHasher(),
+		chunks: make(chan []byte, 4), done: make(chan error, 1)}
+	f.w = bufio.NewWriterSize(io.MultiWriter(chunkSender{f.chunks}, f.hasher, &f.size), 64<<10)
+	pr, pw := io.Pipe()
+	put := make(chan error, 1)
 	go func() {
 		_, err := e.s.blobs.Put(ctx, key, pr)
 		pr.CloseWithError(err)
+		put <- err
+	}()
+	go func() {
+		gz, _ := gzip.NewWriterLevel(pw, gzip.BestSpeed)
+		var err error
+		for c := range f.chunks {
+			if err == nil {
+				_, err = gz.Write(c)
+			}
+			// After an error keep draining, so that the exporter never blocks.
+		}
+		if err == nil && f.aborted.Load() {
+			err = errors.New("export aborted")
+		}
+		if err == nil {
+			err = gz.Close()
+		}
+		if err != nil {
+			pw.CloseWithError(err)
+		} else {
+			pw.Close()
+		}
+		if perr := <-put; perr != nil {
+			err = perr
+		}
 		f.done <- err
 	}()
 	return f, nil
@@ -643,17 +686,13 @@ func (f *fileWriter) full(o Options) bool {
 
 // finish closes f and records it.
 func (e *exporter) finish(f *fileWriter) error {
-	err := f.w.Flush()
-	if err == nil {
-		err = f.gz.Close()
+	ferr := f.w.Flush()
+	close(f.chunks)
+	err := <-f.done
+	if ferr != nil {
+		return fmt.Errorf("write %s: %w", f.info.Name, ferr)
 	}
 	if err != nil {
-		f.pw.CloseWithError(err)
-		<-f.done
-		return fmt.Errorf("write %s: %w", f.info.Name, err)
-	}
-	f.pw.Close()
-	if err := <-f.done; err != nil {
 		return fmt.Errorf("store %s: %w", f.info.Name, err)
 	}
 	f.info.Size = f.size.n
@@ -664,8 +703,10 @@ func (e *exporter) finish(f *fileWriter) error {
 	return nil
 }
 
-// abort stops writing f (the blob store keeps no partial blob).
+// abort stops writing f (the blob store keeps no partial blob: the
+// upload is made to fail).
 func (f *fileWriter) abort() {
-	f.pw.CloseWithError(errors.New("export aborted"))
+	f.aborted.Store(true)
+	close(f.chunks)
 	<-f.done
 }
