@@ -590,6 +590,20 @@ func TestSplitFiles(t *testing.T) {
 	if got := e.ids(reader, m); len(got) != 9 {
 		t.Fatalf("ids %v", got)
 	}
+	// The same split in the one-pass system export.
+	m = e.wait(reader, e.kick(reader, "$export"))
+	var obs []item
+	for _, it := range m.Output {
+		if it.Type == "Observation" {
+			obs = append(obs, it)
+		}
+	}
+	if len(obs) != 3 || obs[0].Count != 4 || obs[2].Count != 1 || !strings.HasSuffix(obs[2].URL, "/Observation-3.ndjson") {
+		t.Fatalf("one-pass export split: %+v", obs)
+	}
+	if got := e.ids(reader, m); len(got) != 16 {
+		t.Fatalf("ids %v", got)
+	}
 }
 
 func mapsEqual(a, b map[string]int) bool {

@@ -102,13 +102,20 @@ func (s *Service) runExport(ctx context.Context, run *jobs.Run) error {
 	}
 	// Types are exported by Parallel goroutines (the store's read pool
 	// serves them at once; gzip and JSON work spread over the cores).
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(s.o.Parallel)
-	for _, typ := range req.Types {
-		g.Go(func() error { return e.exportType(gctx, typ) })
-	}
-	if err := g.Wait(); err != nil {
-		return err
+	if req.Level == LevelSystem && !req.Confined && len(req.Types) > 3 {
+		// Most types of the whole system: one pass over the versions.
+		if err := e.exportScan(ctx); err != nil {
+			return err
+		}
+	} else {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(s.o.Parallel)
+		for _, typ := range req.Types {
+			g.Go(func() error { return e.exportType(gctx, typ) })
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
 	}
 	if !req.Since.IsZero() {
 		for _, typ := range req.Types {
@@ -361,6 +368,130 @@ func (e *exporter) exportType(ctx context.Context, typ string) error {
 		err := e.finish(f)
 		f = nil
 		return err
+	}
+	return nil
+}
+
+// exportScan writes a system-level export in one pass over the version
+// table in seq order (its own order, so every page is read once and in
+// sequence), keeping the current versions of the wanted types, with one
+// open file per type. Reading the store is what bounds an export; this
+// reads it once instead of once per type.
+func (e *exporter) exportScan(ctx context.Context) error {
+	req := e.req
+	wanted := map[string]bool{}
+	for _, t := range req.Types {
+		wanted[t] = true
+	}
+	conds := []string{"NOT r.deleted", "r.last_updated <= ?"}
+	args := []any{sqldb.Micros(req.TransactionTime)}
+	if !req.Since.IsZero() {
+		conds = append(conds, "r.last_updated > ?")
+		args = append(args, sqldb.Micros(req.Since))
+	}
+	if !req.Until.IsZero() {
+		conds = append(conds, "r.last_updated <= ?")
+		args = append(args, sqldb.Micros(req.Until))
+	}
+	q := `SELECT v.seq, v.type, r.id, v.json, v.blob FROM resource_version v JOIN resource r ON r.rid = v.rid AND r.seq = v.seq WHERE v.seq > ? AND ` +
+		strings.Join(conds, " AND ") + ` ORDER BY v.seq LIMIT ?`
+	files := map[string]*fileWriter{}
+	defer func() {
+		for _, f := range files {
+			f.abort()
+		}
+	}()
+	var (
+		after int64
+		buf   []byte
+		done  int64
+	)
+	for {
+		rows, err := e.s.db.Query(ctx, q, append(append([]any{after}, args...), e.s.o.PageSize)...)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		n := 0
+		for rows.Next() {
+			var (
+				res  store.Resource
+				blob *string
+			)
+			if err := rows.Scan(&after, &res.Type, &res.ID, &res.JSON, &blob); err != nil {
+				rows.Close()
+				return fmt.Errorf("export: %w", err)
+			}
+			n++
+			if !wanted[res.Type] {
+				continue
+			}
+			if e.s.o.RowDelay > 0 {
+				time.Sleep(e.s.o.RowDelay)
+			}
+			if done++; done%100 == 0 {
+				e.addDone(100)
+				if err := e.report(ctx, false); err != nil {
+					rows.Close()
+					return err
+				}
+			}
+			if m := e.typeMatches[res.Type]; m != nil && !m[res.ID] {
+				continue
+			}
+			if blob != nil {
+				res.Blob = *blob
+			}
+			f := files[res.Type]
+			if f == nil {
+				if f, err = e.open(ctx, kindOutput, res.Type); err != nil {
+					rows.Close()
+					return err
+				}
+				files[res.Type] = f
+			}
+			if elems := e.elementsFor(res.Type); elems != nil {
+				if buf, err = subset(buf[:0], res.Type, res.JSON, elems); err != nil {
+					rows.Close()
+					return jobs.Permanent(fmt.Errorf("export %s/%s: %w", res.Type, res.ID, err))
+				}
+				res.JSON = buf
+			}
+			if err := e.s.records.WriteJSON(ctx, f.w, &res); err != nil {
+				rows.Close()
+				return fmt.Errorf("export %s/%s: %w", res.Type, res.ID, err)
+			}
+			if err := f.endLine(); err != nil {
+				rows.Close()
+				return err
+			}
+			if f.full(e.s.o) {
+				delete(files, res.Type)
+				if err := e.finish(f); err != nil {
+					rows.Close()
+					return err
+				}
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		if n < e.s.o.PageSize {
+			break
+		}
+	}
+	e.addDone(done % 100)
+	types := make([]string, 0, len(files))
+	for t := range files {
+		types = append(types, t)
+	}
+	slices.Sort(types)
+	for _, t := range types {
+		f := files[t]
+		delete(files, t)
+		if err := e.finish(f); err != nil {
+			return err
+		}
 	}
 	return nil
 }
