@@ -738,11 +738,15 @@ type countWriter struct{ n int64 }
 
 func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
-// chunkSender hands copies of what it is given to the compressor.
+// chunkSender hands copies of what it is given to the compressor, in
+// buffers the compressor gives back to chunkPool.
 type chunkSender struct{ ch chan []byte }
 
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
 func (c chunkSender) Write(p []byte) (int, error) {
-	c.ch <- append([]byte(nil), p...)
+	bp := chunkPool.Get().(*[]byte)
+	c.ch <- append((*bp)[:0], p...)
 	return len(p), nil
 }
 
@@ -782,6 +786,9 @@ func (e *exporter) open(ctx context.Context, kind, typ string) (*fileWriter, err
 		for c := range f.chunks {
 			if err == nil {
 				_, err = gz.Write(c)
+			}
+			if cap(c) == 64<<10 {
+				chunkPool.Put(&c)
 			}
 			// After an error keep draining, so that the exporter never blocks.
 		}
