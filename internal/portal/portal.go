@@ -73,6 +73,9 @@ type Options struct {
 	BaseURL string
 	// TokenTTL is the lifetime of the in-process tokens (default 2 minutes).
 	TokenTTL time.Duration
+	// Exports lists bulk export jobs for the admin exports page (none
+	// when nil).
+	Exports ExportJobs
 }
 
 // Portal serves the portal pages.
@@ -312,6 +315,7 @@ func (p *Portal) render(q *req, status int, name string, data map[string]any) er
 		features["share"] = q.pid != "" && p.shlAvailable(q)
 		features["manage/users"] = q.sess != nil && q.sess.Admin()
 		features["manage/clients"] = q.sess != nil && q.sess.Admin()
+		features["manage/exports"] = q.sess != nil && q.sess.Admin() && p.o.Exports != nil
 	}
 	data["Features"] = features
 	var buf strings.Builder
