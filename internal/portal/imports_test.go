@@ -1,6 +1,7 @@
 package portal_test
 
 import (
+	"github.com/phr-project/phr/internal/store/storetest"
 	"io"
 	"net/http"
 	"net/url"
@@ -45,7 +46,13 @@ const labB = `{"resourceType":"Condition","id":"b-9","identifier":[{"system":"ur
 var conflictLinkRE = regexp.MustCompile(`href="(/p/alice/conflicts/\d+)"`)
 
 func TestImportAndConflicts(t *testing.T) {
-	e := start(t, "sqlite")
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) { testImportAndConflicts(t, d) })
+	}
+}
+
+func testImportAndConflicts(t *testing.T, dialect string) {
+	e := start(t, dialect)
 	e.seed()
 	alice := e.login("patient", "alice")
 	csrf := e.csrf(alice)

@@ -2,6 +2,7 @@ package portal_test
 
 import (
 	"fmt"
+	"github.com/phr-project/phr/internal/store/storetest"
 	"html"
 	"regexp"
 	"strings"
@@ -9,7 +10,13 @@ import (
 )
 
 func TestOverview(t *testing.T) {
-	e := start(t, "sqlite")
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) { testOverview(t, d) })
+	}
+}
+
+func testOverview(t *testing.T, dialect string) {
+	e := start(t, dialect)
 	e.seed()
 	c := e.login("patient", "alice")
 	p := e.get("/p/alice/", c)
@@ -25,7 +32,13 @@ var nextRE = regexp.MustCompile(`href="([^"]*)" rel="next"`)
 var itemRE = regexp.MustCompile(`<li data-type="([A-Za-z]+)"><span class="type">[A-Za-z]+</span> <a href="/p/alice/r/[A-Za-z]+/([^"]+)">`)
 
 func TestTimelinePagingAndFilters(t *testing.T) {
-	e := start(t, "sqlite")
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) { testTimelinePagingAndFilters(t, d) })
+	}
+}
+
+func testTimelinePagingAndFilters(t *testing.T, dialect string) {
+	e := start(t, dialect)
 	e.seed()
 	// 70 more observations on 35 instants (two per instant) so pages
 	// split ties.
@@ -89,7 +102,13 @@ func TestTimelinePagingAndFilters(t *testing.T) {
 }
 
 func TestResultsCharts(t *testing.T) {
-	e := start(t, "sqlite")
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) { testResultsCharts(t, d) })
+	}
+}
+
+func testResultsCharts(t *testing.T, dialect string) {
+	e := start(t, dialect)
 	e.seed()
 	e.put(`{"resourceType":"Observation","id":"bp-1","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"subject":{"reference":"Patient/alice"},"effectiveDateTime":"2019-05-01T09:00:00Z","component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":128,"unit":"mm[Hg]"}},{"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},"valueQuantity":{"value":82,"unit":"mm[Hg]"}}]}`)
 	e.put(`{"resourceType":"Observation","id":"bp-2","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"subject":{"reference":"Patient/alice"},"effectiveDateTime":"2020-05-01T09:00:00Z","component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":121,"unit":"mm[Hg]"}},{"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},"valueQuantity":{"value":79,"unit":"mm[Hg]"}}]}`)
