@@ -14,6 +14,12 @@ import (
 // script does and returns the streamed report.
 func (e *env) upload(c *http.Cookie, csrf, name, contentType, body string, extra ...string) page {
 	e.t.Helper()
+	return e.uploadWith(c, csrf, name, contentType, body, nil, extra...)
+}
+
+// uploadWith is upload with more request headers.
+func (e *env) uploadWith(c *http.Cookie, csrf, name, contentType, body string, h http.Header, extra ...string) page {
+	e.t.Helper()
 	q := url.Values{"filename": {name}}
 	for i := 0; i+1 < len(extra); i += 2 {
 		q.Set(extra[i], extra[i+1])
@@ -25,6 +31,9 @@ func (e *env) upload(c *http.Cookie, csrf, name, contentType, body string, extra
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Accept", "application/x-ndjson")
 	req.Header.Set("X-CSRF-Token", csrf)
+	for k, v := range h {
+		req.Header[k] = v
+	}
 	req.AddCookie(c)
 	resp, err := e.client.Do(req)
 	if err != nil {
