@@ -383,9 +383,17 @@ func (p *Portal) timeline(q *req) error {
 			return err
 		}
 	}
-	var all []item
+	// Undated entries cannot be paged by date: the first page lists them
+	// apart (later pages' date-bounded searches do not return them).
+	var all, undated []item
 	for _, l := range results {
-		all = append(all, l...)
+		for _, it := range l {
+			if it.When.IsZero() {
+				undated = append(undated, it)
+			} else {
+				all = append(all, it)
+			}
+		}
 	}
 	sort.SliceStable(all, func(i, j int) bool {
 		a, b := all[i], all[j]
@@ -460,7 +468,7 @@ func (p *Portal) timeline(q *req) error {
 	}
 	return p.render(q, http.StatusOK, "timeline", map[string]any{
 		"Title": "Timeline", "Days": days, "Next": next, "Types": allTypes, "Selected": selected,
-		"From": from, "To": to, "Paged": curDate != "",
+		"From": from, "To": to, "Paged": curDate != "", "Undated": undated,
 	})
 }
 

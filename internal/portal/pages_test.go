@@ -5,6 +5,7 @@ import (
 	"github.com/phr-project/phr/internal/store/storetest"
 	"html"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -45,6 +46,8 @@ func testTimelinePagingAndFilters(t *testing.T, dialect string) {
 	for i := 0; i < 70; i++ {
 		e.put(fmt.Sprintf(`{"resourceType":"Observation","id":"hr-%02d","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4","display":"Heart rate"}]},"subject":{"reference":"Patient/alice"},"effectiveDateTime":"2021-03-%02dT08:00:00+01:00","valueQuantity":{"value":%d,"unit":"/min"}}`, i, 1+i/2%28, 60+i))
 	}
+	// And one entry without a date: listed once, apart.
+	e.put(`{"resourceType":"Procedure","id":"undated-p","status":"completed","code":{"text":"Appendectomy"},"subject":{"reference":"Patient/alice"}}`)
 	c := e.login("patient", "alice")
 	seen := map[string]bool{}
 	var order []string
@@ -70,16 +73,16 @@ func testTimelinePagingAndFilters(t *testing.T, dialect string) {
 			path = "/p/alice/timeline" + html.UnescapeString(m[1])
 		}
 	}
-	// 70 + 3 cholesterol + 1 weight + 1 condition; never bob's.
-	if len(order) != 75 {
-		t.Errorf("timeline showed %d entries, want 75: %v", len(order), order)
+	// 70 + 3 cholesterol + 1 weight + 1 condition + 1 undated; never bob's.
+	if len(order) != 76 || !seen["Procedure/undated-p"] {
+		t.Errorf("timeline showed %d entries, want 76 with Procedure/undated-p: %v", len(order), order)
 	}
 	if seen["Observation/secret-b"] {
 		t.Error("alice's timeline shows bob's observation")
 	}
-	// Newest first: the last entries are the 2014 condition, then nothing older.
-	if order[len(order)-1] != "Condition/cond-a" {
-		t.Errorf("oldest entry is %s, want Condition/cond-a", order[len(order)-1])
+	// Newest first: the oldest dated entry is the 2014 condition.
+	if i := slices.Index(order, "Condition/cond-a"); i < 0 || order[len(order)-1] != "Condition/cond-a" && order[len(order)-2] != "Condition/cond-a" {
+		t.Errorf("the 2014 condition is not the oldest entry: %v", order)
 	}
 	// Type filter.
 	p := e.get("/p/alice/timeline?type=Condition", c)
