@@ -17,6 +17,7 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -192,6 +193,15 @@ func (p *Portal) page(h func(q *req) error) http.Handler {
 			http.Redirect(w, r, "/login?next="+url.QueryEscape(next), http.StatusSeeOther)
 			return
 		}
+		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); r.Method == http.MethodPost && ct == "application/x-www-form-urlencoded" {
+			// Forms are small (a merged resource at most); parse them
+			// here, whichever way the CSRF token comes.
+			r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+			if err := r.ParseForm(); err != nil {
+				p.fail(w, r, sess, fhir.BadRequest("the form could not be read: %v", err))
+				return
+			}
+		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead && !p.o.Sessions.CheckCSRF(r, sess) {
 			p.fail(w, r, sess, fhir.Forbidden("the form's CSRF token is missing or wrong; reload the page and try again"))
 			return
@@ -253,6 +263,9 @@ func (p *Portal) mint(sess *Session) (string, error) {
 	}
 	return p.o.Tokens.Sign(c)
 }
+
+// maxForm bounds a form body.
+const maxForm = 16 << 20
 
 // interactions in SMART v2 scope letter order.
 var interactions = []access.Interaction{access.Create, access.Read, access.Update, access.Delete, access.Search}
