@@ -140,6 +140,13 @@ func testImportAndConflicts(t *testing.T, dialect string) {
 	p.mustContain(t, "kept resource", "is resolved", "Asthma (mild, intermittent)")
 	p.mustNotContain(t, "kept resource", "Reactive airway disease</dd>")
 
+	// The resource's provenance names its import (Provenance resources
+	// are in the compartment of the patients they target, so an admin
+	// sees the import's; the version history shows the source to all).
+	admin := e.login("admin", "")
+	e.get("/p/alice/r/Condition/a-1", admin).mustContain(t, "provenance", "lab-a.phr", `href="/p/alice/import/1">import #1</a>`)
+	e.get("/p/alice/r/Condition/a-1?v=1", alice).mustContain(t, "history source", `title="urn:phr:source:Lab%20A">Lab A</span>`)
+
 	// Bob sees neither alice's imports nor her conflicts.
 	bob := e.login("patient", "bob")
 	p = e.get("/p/bob/import", bob)

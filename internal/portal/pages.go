@@ -568,7 +568,11 @@ func (p *Portal) detail(q *req) error {
 			agents = append(agents, s)
 		}
 		var entities []string
+		batch := ""
 		for _, e := range pr.list("entity") {
+			if e.str("what", "identifier", "system") == "urn:phr:import-batch" {
+				batch = e.str("what", "identifier", "value")
+			}
 			s := e.str("what", "display")
 			if s == "" {
 				s = e.str("what", "reference")
@@ -581,7 +585,8 @@ func (p *Portal) detail(q *req) error {
 		provs = append(provs, map[string]any{
 			"ID": pr.str("id"), "Recorded": fmtDate(pr.str("recorded")), "Activity": codeText(pr.get("activity")),
 			"Agents": strings.Join(agents, "; "), "Entities": strings.Join(entities, "; "),
-			"Link": resourceLink(pid, "Provenance/"+pr.str("id")),
+			"Link":  resourceLink(pid, "Provenance/"+pr.str("id")),
+			"Batch": batch,
 		})
 	}
 	var tags []string
