@@ -59,12 +59,15 @@ type Options struct {
 	DB *sqldb.DB
 	// QueueSize bounds the events waiting to be written (default 10000).
 	QueueSize int
-	// BatchSize is the most events written in one transaction (default 200).
+	// BatchSize is the most events written in one transaction (default 500).
 	BatchSize int
 	// Interval is the longest an event waits for its batch (default 1 s).
 	Interval time.Duration
 	// ClientIP finds the client address of a request.
 	ClientIP func(*http.Request) string
+	// Auth identifies callers of endpoints that authenticate on their own
+	// (bulk export files, SMART Health Link management).
+	Auth Authenticator
 }
 
 // Log writes AuditEvents in the background. Close it to flush.
@@ -84,7 +87,7 @@ func New(o Options) *Log {
 		o.QueueSize = 10_000
 	}
 	if o.BatchSize <= 0 {
-		o.BatchSize = 200
+		o.BatchSize = 500
 	}
 	if o.Interval <= 0 {
 		o.Interval = time.Second
@@ -270,6 +273,9 @@ func ref(s string) map[string]any { return map[string]any{"reference": s} }
 func (l *Log) resource(ctx context.Context, e Event) map[string]any {
 	seg := strings.FieldsFunc(strings.TrimPrefix(e.Path, "/fhir"), func(r rune) bool { return r == '/' })
 	sub, action := interaction(e.Method, seg)
+	if e.Path != "/fhir" && !strings.HasPrefix(e.Path, "/fhir/") {
+		sub, action = "operation", "E" // SMART Health Links
+	}
 	outcome := "0"
 	switch {
 	case e.Status >= 500:

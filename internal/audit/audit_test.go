@@ -121,6 +121,9 @@ func testAuditEvents(t *testing.T, dialect string) {
 	if r := s.Do("GET", "Patient/"+bob, "not-a-token", nil); r.Status != 401 {
 		t.Fatalf("bad token: %d", r.Status)
 	}
+	// Endpoints outside the FHIR router are audited too, with the caller
+	// identified from its token.
+	shl := s.Do("GET", "/shl/links", annTok, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.App.Audit.Flush(ctx); err != nil {
@@ -175,6 +178,14 @@ func testAuditEvents(t *testing.T, dialect string) {
 	bobEvents := events(t, s, bobTok)
 	if find(bobEvents, "GET /fhir/Patient/"+bob) == nil || find(bobEvents, "GET /fhir/Observation/"+bobObs) == nil {
 		t.Errorf("the patient does not see accesses to his record (%d events)", len(bobEvents))
+	}
+	if e := find(all, "GET /shl/links"); e == nil || e.Agent[0].Who.Reference != "Patient/"+ann {
+		t.Errorf("SMART Health Link listing (status %d) not audited with its caller: %+v", shl.Status, e)
+	}
+	// Search by patient finds the accesses to a record.
+	r := s.Do("GET", "AuditEvent?patient="+bob+"&_count=200", admin, nil)
+	if r.Status != 200 || !strings.Contains(string(r.Body), "GET /fhir/Patient/"+bob) || strings.Contains(string(r.Body), "GET /fhir/Observation/"+annObs) {
+		t.Errorf("AuditEvent?patient=%s: %d %.300s", bob, r.Status, r.Body)
 	}
 	if r := s.Do("POST", "AuditEvent", annTok, `{"resourceType":"AuditEvent"}`); r.Status != http.StatusForbidden {
 		t.Errorf("a read-only patient token wrote an AuditEvent: %d", r.Status)

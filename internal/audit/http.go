@@ -61,13 +61,26 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// unaudited are requests that touch no patient data.
+// unaudited are requests that touch no patient data: everything outside
+// the FHIR API (/fhir) and SMART Health Links (/shl), and the FHIR
+// server's own description.
 func unaudited(r *http.Request) bool {
-	p := strings.Trim(strings.TrimPrefix(r.URL.Path, "/fhir"), "/")
+	path := r.URL.Path
+	if path != "/fhir" && !strings.HasPrefix(path, "/fhir/") && !strings.HasPrefix(path, "/shl/") {
+		return true
+	}
+	if strings.HasPrefix(path, "/shl/view") || r.Method == http.MethodOptions {
+		return true
+	}
+	p := strings.Trim(strings.TrimPrefix(path, "/fhir"), "/")
 	return p == "metadata" || strings.HasPrefix(p, "OperationDefinition/") || strings.HasPrefix(p, ".well-known/")
 }
 
-// Handler records an event for every request to next (the FHIR API).
+// Handler records an event for every request to next that reaches patient
+// data: the FHIR API (including bulk export status and files) and SMART
+// Health Links. The caller is the principal the FHIR API authenticated or,
+// for endpoints that authenticate on their own, the bearer token's
+// principal (Options.Auth, cheap thanks to the verified-token cache).
 func (l *Log) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if unaudited(r) {
@@ -83,6 +96,11 @@ func (l *Log) Handler(next http.Handler) http.Handler {
 			sw.status = http.StatusOK
 		}
 		e := Event{Time: start, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Status: sw.status, IP: l.o.ClientIP(r)}
+		if s.p == nil && l.o.Auth != nil && r.Header.Get("Authorization") != "" {
+			if p, err := l.o.Auth.Authenticate(r); err == nil {
+				s.p = p
+			}
+		}
 		if s.p != nil {
 			e.Subject, e.Patient = s.p.Subject(), s.p.Patient()
 			if c, ok := s.p.(clientIDer); ok {

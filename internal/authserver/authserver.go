@@ -11,10 +11,12 @@
 package authserver
 
 import (
+	"crypto/rsa"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/phr-project/phr/internal/auth/authdb"
@@ -79,6 +81,10 @@ type Server struct {
 	tokenLimit *ratelimit.Limiter
 	loginLimit *ratelimit.Limiter
 	secure     bool
+
+	idMu   sync.Mutex
+	idPriv *rsa.PrivateKey
+	idKid  string
 }
 
 // New returns a Server.
@@ -125,6 +131,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /fhir/.well-known/smart-configuration", s.smartConfiguration)
 	mux.HandleFunc("POST /auth/token", s.tokenEndpoint)
 	mux.HandleFunc("GET /auth/jwks", s.serveJWKS)
+	mux.HandleFunc("GET /.well-known/openid-configuration", s.openIDConfiguration)
 	mux.HandleFunc("GET /auth/authorize", s.authorize)
 	mux.HandleFunc("POST /auth/authorize", s.authorizeDecision)
 	mux.HandleFunc("GET /login", s.loginPage)
@@ -141,7 +148,7 @@ var scopesSupported = []string{
 	"system/*.rs", "system/*.cruds", "system/*.read", "system/*.write", "system/*.*",
 	"patient/*.rs", "patient/*.cruds", "patient/*.read", "patient/*.write", "patient/*.*",
 	"user/*.rs", "user/*.cruds", "user/*.read",
-	"launch/patient", "offline_access", "online_access",
+	"launch/patient", "offline_access", "online_access", "openid", "fhirUser",
 }
 
 func (s *Server) smartConfiguration(w http.ResponseWriter, r *http.Request) {
@@ -157,18 +164,13 @@ func (s *Server) smartConfiguration(w http.ResponseWriter, r *http.Request) {
 		"response_types_supported":         []string{"code"},
 		"code_challenge_methods_supported": []string{"S256"},
 		"capabilities": []string{
-			"client-confidential-asymmetric", "client-public", "launch-standalone", "context-standalone-patient",
+			"client-confidential-asymmetric", "client-public", "sso-openid-connect", "launch-standalone", "context-standalone-patient",
 			"permission-v1", "permission-v2", "permission-patient", "permission-user", "permission-offline", "permission-online",
 		},
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	writeJSON(w, http.StatusOK, doc)
-}
-
-func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Cache-Control", "public, max-age=300")
-	writeJSON(w, http.StatusOK, s.o.Tokens.JWKS())
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -1,6 +1,7 @@
 package authserver_test
 
 import (
+	"encoding/json"
 	"html"
 	"io"
 	"net/http"
@@ -9,10 +10,14 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/auth/pkce"
 	"github.com/phr-project/phr/internal/auth/token"
+	"github.com/phr-project/phr/internal/server"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/store/storetest"
 )
@@ -139,14 +144,13 @@ func testAppLaunch(t *testing.T, dialect string) {
 	if p.status != http.StatusSeeOther || !strings.HasPrefix(p.location, "/auth/authorize?") {
 		t.Fatalf("login: %d %s", p.status, p.location)
 	}
-	// 3. consent page lists the scopes granted (openid/fhirUser dropped,
-	// Observation writes not registered for the app, Observation reads
+	// 3. consent page lists the scopes granted (Observation writes not registered for the app, Observation reads
 	// covered by patient/*.rs).
 	consent := b.do("GET", s.URL+p.location, nil)
 	if consent.status != 200 || !strings.Contains(consent.body, "Weight Tracker") {
 		t.Fatalf("consent: %d %s", consent.status, consent.body)
 	}
-	for _, want := range []string{"patient/*.rs", "launch/patient", "offline_access"} {
+	for _, want := range []string{"patient/*.rs", "launch/patient", "offline_access", "openid", "fhirUser"} {
 		if !strings.Contains(consent.body, want) {
 			t.Errorf("consent page does not list %s", want)
 		}
@@ -188,9 +192,10 @@ func testAppLaunch(t *testing.T, dialect string) {
 		t.Fatalf("token response: %v", r.body)
 	}
 	scopeGranted := r.body["scope"].(string)
-	if strings.Contains(scopeGranted, "openid") || !strings.Contains(scopeGranted, "patient/*.rs") {
+	if !strings.Contains(scopeGranted, "openid") || !strings.Contains(scopeGranted, "fhirUser") || !strings.Contains(scopeGranted, "patient/*.rs") {
 		t.Errorf("granted scope %q", scopeGranted)
 	}
+	checkIDToken(t, s, r.body["id_token"], clientID, s.FHIR+"/Patient/"+ann)
 	at := r.body["access_token"].(string)
 	if g := s.Do("GET", "Patient/"+ann, at, nil); g.Status != 200 {
 		t.Fatalf("read own patient: %d %s", g.Status, g.Body)
@@ -363,5 +368,93 @@ func TestSessions(t *testing.T) {
 	// Login without the form's CSRF cookie is refused.
 	if p := newBrowser(t).do("POST", s.URL+"/login", url.Values{"email": {"ann@example.org"}, "password": {"ann's long password"}, "csrf": {"x"}}); p.status != http.StatusForbidden {
 		t.Errorf("login without CSRF cookie: %d", p.status)
+	}
+}
+
+// TestAdminLaunchConfidentialApp: an admin launches a confidential app
+// (keys registered, private_key_jwt at the token endpoint) and picks the
+// patient on the consent page; the token lifetime follows --token-ttl.
+func TestAdminLaunchConfidentialApp(t *testing.T) {
+	s := servertest.Start(t, "sqlite", servertest.Options{Configure: func(c *server.Config) { c.TokenTTL = 90 * time.Second }})
+	pat := create(t, s, "Patient", `{"resourceType":"Patient"}`)
+	addUser(t, s, "root@example.org", "admin", "", "the admin's password")
+	app := newBackend(t, jose.ES384, "app-1")
+	redirect := "https://app.example/cb"
+	app.register(t, s, "patient/*.rs launch/patient", map[string]any{"redirect_uris": []string{redirect}})
+
+	verifier := token.NewID() + token.NewID() + "-abc"
+	authz := url.Values{"response_type": {"code"}, "client_id": {app.id}, "redirect_uri": {redirect}, "scope": {"launch/patient patient/*.rs"},
+		"state": {"s1"}, "aud": {s.FHIR + "/"}, "code_challenge": {pkce.Challenge(verifier)}, "code_challenge_method": {"S256"}}
+	b := newBrowser(t)
+	login := b.do("GET", s.URL+"/login?next="+url.QueryEscape("/auth/authorize?"+authz.Encode()), nil)
+	p := b.do("POST", s.URL+"/login", url.Values{"email": {"root@example.org"}, "password": {"the admin's password"}, "csrf": {csrfOf(t, login)}, "next": {"/auth/authorize?" + authz.Encode()}})
+	consent := b.do("GET", s.URL+p.location, nil)
+	if !strings.Contains(consent.body, `name="patient"`) {
+		t.Fatalf("the admin's consent page has no patient field:\n%s", consent.body)
+	}
+	f := hiddenFields(consent.body)
+	f.Set("decision", "approve")
+	f.Set("patient", "no-such-patient")
+	if bad := b.do("POST", s.URL+"/auth/authorize", f); bad.status != 400 || !strings.Contains(bad.body, "no patient") {
+		t.Fatalf("unknown patient picked: %d", bad.status)
+	}
+	f.Set("patient", pat)
+	p = b.do("POST", s.URL+"/auth/authorize", f)
+	cb, _ := url.Parse(p.location)
+	tf := url.Values{"grant_type": {"authorization_code"}, "code": {cb.Query().Get("code")}, "redirect_uri": {redirect}, "code_verifier": {verifier}}
+	// A confidential client must authenticate: client_id alone is refused.
+	tf.Set("client_id", app.id)
+	if r := postToken(t, s, tf); r.status != 401 || r.body["error"] != "invalid_client" {
+		t.Fatalf("confidential client without assertion: %d %v", r.status, r.body)
+	}
+	// (The failed attempt did not spend the code: client authentication
+	// comes first.)
+	tf.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+	tf.Set("client_assertion", app.assertion(t, s.URL+"/auth/token", assertionOpts{}))
+	r := postToken(t, s, tf)
+	if r.status != 200 || r.body["patient"] != pat || r.body["expires_in"] != float64(90) || r.body["need_patient_banner"] != true {
+		t.Fatalf("token: %d %v", r.status, r.body)
+	}
+	if g := s.Do("GET", "Patient/"+pat, r.body["access_token"].(string), nil); g.Status != 200 {
+		t.Fatalf("read: %d", g.Status)
+	}
+}
+
+// checkIDToken verifies an ID token the way an app does: issuer and
+// jwks_uri from /.well-known/openid-configuration, RS256 signature, claims.
+func checkIDToken(t *testing.T, s *servertest.Server, raw any, clientID, fhirUser string) {
+	t.Helper()
+	tok, _ := raw.(string)
+	if tok == "" {
+		t.Fatal("no id_token with scope openid")
+	}
+	conf := s.Do("GET", "/.well-known/openid-configuration", "", nil).JSON(t)
+	if conf["issuer"] != s.URL {
+		t.Fatalf("openid-configuration issuer %v", conf["issuer"])
+	}
+	keys := s.Do("GET", conf["jwks_uri"].(string), "", nil)
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(keys.Body, &set); err != nil {
+		t.Fatal(err)
+	}
+	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		t.Fatalf("id_token: %v", err)
+	}
+	found := set.Key(jws.Signatures[0].Header.KeyID)
+	if len(found) != 1 {
+		t.Fatalf("id_token kid %q not in the JWKS", jws.Signatures[0].Header.KeyID)
+	}
+	payload, err := jws.Verify(found[0].Key)
+	if err != nil {
+		t.Fatalf("id_token signature: %v", err)
+	}
+	var c map[string]any
+	json.Unmarshal(payload, &c)
+	if c["iss"] != s.URL || c["aud"] != clientID || c["fhirUser"] != fhirUser || c["sub"] == "" {
+		t.Fatalf("id_token claims %v", c)
+	}
+	if exp, _ := c["exp"].(float64); int64(exp) < time.Now().Unix() {
+		t.Fatalf("id_token expired: %v", c["exp"])
 	}
 }

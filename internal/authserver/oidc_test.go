@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -106,6 +107,9 @@ func TestExternalIssuer(t *testing.T) {
 		r := s.Do("GET", "Patient/"+ann, tok, nil)
 		if r.Status != http.StatusUnauthorized && !(name == "no patient claim" && r.Status == http.StatusForbidden) {
 			t.Errorf("%s: %d %s", name, r.Status, r.Body)
+		}
+		if name == "wrong aud" && !strings.Contains(string(r.Body), "aud") {
+			t.Errorf("wrong aud: the error does not say so: %s", r.Body)
 		}
 	}
 }

@@ -34,7 +34,7 @@ type backend struct {
 	jwks []byte
 }
 
-func newBackend(t *testing.T, alg jose.SignatureAlgorithm, kid string) *backend {
+func newBackend(t testing.TB, alg jose.SignatureAlgorithm, kid string) *backend {
 	t.Helper()
 	var key crypto.Signer
 	var err error
@@ -56,7 +56,7 @@ func newBackend(t *testing.T, alg jose.SignatureAlgorithm, kid string) *backend 
 }
 
 // register registers the backend through the admin API.
-func (b *backend) register(t *testing.T, s *servertest.Server, scope string, extra map[string]any) {
+func (b *backend) register(t testing.TB, s *servertest.Server, scope string, extra map[string]any) {
 	t.Helper()
 	body := map[string]any{"name": "backend " + b.kid, "scope": scope}
 	if _, ok := extra["jwks_url"]; !ok {
@@ -79,7 +79,7 @@ type assertionOpts struct {
 	alg                          jose.SignatureAlgorithm
 }
 
-func (b *backend) assertion(t *testing.T, tokenURL string, o assertionOpts) string {
+func (b *backend) assertion(t testing.TB, tokenURL string, o assertionOpts) string {
 	t.Helper()
 	if o.aud == "" {
 		o.aud = tokenURL

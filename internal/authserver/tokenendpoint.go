@@ -32,6 +32,8 @@ type tokenResponse struct {
 	// NeedPatientBanner tells an app launched standalone by a patient that
 	// it need not show whose record it is.
 	NeedPatientBanner *bool `json:"need_patient_banner,omitempty"`
+	// IDToken is the OpenID Connect ID token (scope openid).
+	IDToken string `json:"id_token,omitempty"`
 }
 
 func (s *Server) tokenEndpoint(w http.ResponseWriter, r *http.Request) {
@@ -283,6 +285,11 @@ func (s *Server) issueUserToken(ctx context.Context, c authdb.Client, g authdb.G
 		resp.Patient = claims.Patient
 		banner := u.Role != authdb.RolePatient
 		resp.NeedPatientBanner = &banner
+	}
+	if grants.Has(scope.OpenID) {
+		if resp.IDToken, err = s.signIDToken(ctx, u, c.ID, grants.Has(scope.FHIRUser), now); err != nil {
+			return nil, err
+		}
 	}
 	if refresh == "" && (grants.Has(scope.OfflineAccess) || grants.Has(scope.OnlineAccess)) {
 		rt := secret.New()

@@ -133,7 +133,7 @@ func render(w http.ResponseWriter, status int, name string, data any) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Frame-Options", "DENY")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
 	w.WriteHeader(status)
 	if err := pages.ExecuteTemplate(w, name, data); err != nil {
 		slog.Error("render page", "page", name, "err", err)
@@ -274,9 +274,6 @@ func (s *Server) checkAuthz(r *http.Request, q url.Values) (req *authzRequest, p
 	for _, sc := range scope.Narrow(requested, allowed).Scopes() {
 		if sc.Kind == scope.Resource && sc.Context == scope.System {
 			continue // system/ scopes are for backend services, not people
-		}
-		if sc.Kind == scope.OpenID || sc.Kind == scope.FHIRUser {
-			continue // no id_token is issued (yet)
 		}
 		kept = append(kept, sc.String())
 	}

@@ -23,6 +23,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -67,6 +68,14 @@ type Options struct {
 	MaxTypeFilterMatches int
 	// MaxBody caps POST kick-off bodies (default 1 MiB).
 	MaxBody int64
+	// Parallel is how many resource types one export writes at once
+	// (default 2).
+	Parallel int
+	// RowDelay slows exports down by this much per resource, so that tests
+	// can catch one running (kill its replica, cancel it); zero in normal
+	// use. The PHR_BULK_ROW_DELAY environment variable (a duration) sets
+	// it for `phr serve` processes started by such tests.
+	RowDelay time.Duration
 }
 
 // Service serves $export.
@@ -112,6 +121,14 @@ func New(o Options) *Service {
 	}
 	if o.MaxBody <= 0 {
 		o.MaxBody = 1 << 20
+	}
+	if o.Parallel <= 0 {
+		o.Parallel = 2
+	}
+	if o.RowDelay == 0 {
+		if d, err := time.ParseDuration(os.Getenv("PHR_BULK_ROW_DELAY")); err == nil && d > 0 {
+			o.RowDelay = d
+		}
 	}
 	base := trimSuffix(o.BaseURL, "/")
 	s := &Service{o: o, db: o.DB, records: o.Records, blobs: o.Blobs, queue: o.Queue, auth: o.Auth, matcher: o.Matcher,

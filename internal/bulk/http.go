@@ -232,7 +232,9 @@ func (s *Service) authorizeTypes(p access.Principal, req *Request) error {
 		return nil
 	}
 	for _, t := range r4.ResourceTypes() {
-		if readable(t) {
+		// AuditEvents (the server's access log, internal/audit) only when
+		// _type asks for them, as for $everything.
+		if readable(t) && t != "AuditEvent" {
 			req.Types = append(req.Types, t)
 		}
 	}
@@ -362,7 +364,9 @@ func (s *Service) status(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		w.Write(body)
 	case jobs.Failed:
-		api.WriteError(w, r, fhir.Errorf(http.StatusInternalServerError, "exception", "export %s failed: %s", id, j.Error))
+		// The cause (in the server log and the job row) may name internal
+		// systems; the client learns that the export failed and its id.
+		api.WriteError(w, r, fhir.Errorf(http.StatusInternalServerError, "exception", "export %s failed after %d attempt(s); the server log has the cause; start a new export", id, j.Attempts))
 	case jobs.Done:
 		m, err := s.manifest(r.Context(), j, req)
 		if err != nil {
@@ -567,13 +571,14 @@ func (s *Service) byCID(w http.ResponseWriter, r *http.Request) {
 	api.WriteError(w, r, fhir.NotFound("no export file you may read has CID %s", c))
 }
 
-// serveFile streams an export file, gzip-compressed when accepted.
+// serveFile streams an export file. Files are stored gzip-compressed:
+// clients that accept gzip get them as stored, others decompressed.
 func (s *Service) serveFile(w http.ResponseWriter, r *http.Request, p access.Principal, kind, typ, key string, size int64, c string) {
 	if kind == kindOutput && !p.Allows(access.Read, typ) {
 		api.WriteError(w, r, fhir.Forbidden("the access token does not allow reading %s", typ))
 		return
 	}
-	rc, _, err := s.blobs.Get(r.Context(), key)
+	rc, stored, err := s.blobs.Get(r.Context(), key)
 	if err != nil {
 		api.WriteError(w, r, fmt.Errorf("open export file: %w", err))
 		return
@@ -581,25 +586,28 @@ func (s *Service) serveFile(w http.ResponseWriter, r *http.Request, p access.Pri
 	defer rc.Close()
 	h := w.Header()
 	h.Set("Content-Type", "application/fhir+ndjson")
-	h.Set("ETag", `"`+c+`"`)
 	h.Set("Cache-Control", "private, no-store")
 	h.Set("Vary", "Accept-Encoding")
 	if acceptsGzip(r) {
 		h.Set("Content-Encoding", "gzip")
+		h.Set("ETag", `"`+c+`-gzip"`)
+		h.Set("Content-Length", strconv.FormatInt(stored, 10))
 		w.WriteHeader(http.StatusOK)
-		if r.Method == http.MethodHead {
-			return
-		}
-		zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
-		if _, err := io.Copy(zw, rc); err == nil {
-			zw.Close()
+		if r.Method != http.MethodHead {
+			io.Copy(w, rc)
 		}
 		return
 	}
+	zr, err := gzip.NewReader(rc)
+	if err != nil {
+		api.WriteError(w, r, fmt.Errorf("open export file: %w", err))
+		return
+	}
+	h.Set("ETag", `"`+c+`"`)
 	h.Set("Content-Length", strconv.FormatInt(size, 10))
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
-		io.Copy(w, rc)
+		io.Copy(w, zr)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/phr-project/phr/internal/auth/authdb"
 	"github.com/phr-project/phr/internal/auth/clientauth"
 	"github.com/phr-project/phr/internal/bulkclient"
 	"github.com/phr-project/phr/internal/server"
@@ -150,5 +151,34 @@ func TestBackendAssertionVerifies(t *testing.T) {
 				t.Fatal("an assertion for another audience was accepted")
 			}
 		})
+	}
+}
+
+// A backend client registered on the server gets its token from the
+// server's SMART token endpoint (found by discovery) with an ES384 key,
+// and runs an export with it; a client asking with someone else's key is
+// refused.
+func TestBackendServicesExport(t *testing.T) {
+	s := servertest.Start(t, "sqlite", servertest.Options{Configure: func(c *server.Config) { c.ExportRate = 50 * time.Millisecond }})
+	seed(t, s, 2)
+	key, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	set, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: "k1", Algorithm: "ES384", Use: "sig"}}})
+	cl, err := s.App.Users.AddClient(context.Background(), authdb.Client{ID: "population-health", Name: "Population health", Scope: "system/*.read", JWKS: set})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &bulkclient.Client{Base: s.FHIR, MinWait: 100 * time.Millisecond,
+		Tokens: &bulkclient.Backend{ClientID: cl.ID, Key: key, KeyID: "k1", Base: s.FHIR}}
+	res, err := c.Export(context.Background(), bulkclient.Request{Types: []string{"Patient"}}, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Resources["Patient"] != 2 {
+		t.Fatalf("exported %v", res.Resources)
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	bad := &bulkclient.Client{Base: s.FHIR, Tokens: &bulkclient.Backend{ClientID: cl.ID, Key: other, KeyID: "k1", Base: s.FHIR}}
+	if _, err := bad.KickOff(context.Background(), bulkclient.Request{}); err == nil || !strings.Contains(err.Error(), "invalid_client") {
+		t.Fatalf("wrong key: %v", err)
 	}
 }

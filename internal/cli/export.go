@@ -342,11 +342,12 @@ func exportRemote(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) 
 // outcomeText extracts the diagnostics of an OperationOutcome body.
 
 func runVerify(ctx context.Context, args []string, out, errOut io.Writer) error {
-	f := newFlags("verify", "FILE --sig SIGFILE [--jwks FILE|URL | --data DIR]", errOut)
-	var sigPath, jwksRef string
+	f := newFlags("verify", "FILE --sig SIGFILE [--server URL | --jwks FILE|URL | --data DIR]", errOut)
+	var sigPath, jwksRef, srv string
 	var sf storeFlags
 	f.string(&sigPath, "sig", "", "detached JWS signature file (default: FILE.jws)")
 	f.string(&jwksRef, "jwks", "", "JSON Web Key Set of the signing server, as a file or an http(s) URL (default: the keys of the local data directory)")
+	f.string(&srv, "server", "", "the phr server that signed: its published keys (jwks_uri of /.well-known/smart-configuration) are used")
 	sf.add(f)
 	// Accept flags after the file name too: phr verify FILE --sig SIG.
 	var files []string
@@ -384,6 +385,14 @@ func runVerify(ctx context.Context, args []string, out, errOut io.Writer) error 
 	}
 	var keys jose.JSONWebKeySet
 	switch {
+	case srv != "":
+		u, err := jwksURI(ctx, srv)
+		if err != nil {
+			return err
+		}
+		if keys, err = loadJWKS(ctx, u); err != nil {
+			return err
+		}
 	case jwksRef != "":
 		if keys, err = loadJWKS(ctx, jwksRef); err != nil {
 			return err
@@ -406,6 +415,27 @@ func runVerify(ctx context.Context, args []string, out, errOut io.Writer) error 
 	}
 	fmt.Fprintf(out, "%s: signature valid (SHA-256 %x, key %s)\n", file, h.Sum(nil), kid)
 	return nil
+}
+
+// jwksURI finds a server's key set URL from its SMART configuration.
+func jwksURI(ctx context.Context, server string) (string, error) {
+	base := strings.TrimSuffix(strings.TrimSuffix(server, "/"), "/fhir")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/.well-known/smart-configuration", nil)
+	if err != nil {
+		return "", fmt.Errorf("%w: --server: %v", errUsage, err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("fetch the configuration of %s: %w", server, err)
+	}
+	defer res.Body.Close()
+	var conf struct {
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if res.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(&conf) != nil || conf.JWKSURI == "" {
+		return "", fmt.Errorf("%s publishes no jwks_uri in /.well-known/smart-configuration (%s); use --jwks", server, res.Status)
+	}
+	return conf.JWKSURI, nil
 }
 
 func loadJWKS(ctx context.Context, ref string) (jose.JSONWebKeySet, error) {

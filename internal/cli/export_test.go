@@ -93,6 +93,10 @@ func TestExportRemote(t *testing.T) {
 	if code, vout, verr := run(t, "verify", out, "--data", s.App.Config.DataDir); code != 0 {
 		t.Fatalf("verify remote signature: %d %s %s", code, vout, verr)
 	}
+	// With the keys the server publishes (jwks_uri).
+	if code, vout, verr := run(t, "verify", out, "--server", s.URL); code != 0 || !strings.Contains(vout, "signature valid") {
+		t.Fatalf("verify --server: %d %s %s", code, vout, verr)
+	}
 	// A patient token cannot export another patient.
 	code, _, errOut = run(t, "export", "--server", s.URL, "--token", s.Token("patient/*.rs", "p1"), "--patient", "p2", "--out", filepath.Join(dir, "x"))
 	if code != 1 || !strings.Contains(errOut, "403") || !strings.Contains(errOut, "may export only Patient/p1") {
@@ -105,7 +109,7 @@ func TestExportRemote(t *testing.T) {
 	wd, _ := os.Getwd()
 	os.Chdir(dir)
 	defer os.Chdir(wd)
-	code, _, errOut = run(t, "export", "--server", s.URL+"/fhir", "--token", s.Token("patient/*.rs", "p1"), "--format", "sphr", "--passphrase", "pw")
+	code, _, errOut = run(t, "export", "--server", s.URL+"/fhir", "--token", s.Token("patient/*.rs", "p1"), "--format", "sphr", "--passphrase", "pass phrase")
 	if code != 0 || !strings.Contains(errOut, "wrote William-Sim-") {
 		t.Fatalf("patient export: %d %s", code, errOut)
 	}

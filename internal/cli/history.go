@@ -173,7 +173,7 @@ func reorder(args []string) []string {
 
 func isBoolFlag(a string) bool {
 	a = strings.TrimLeft(a, "-")
-	return a == "validate" || a == "quiet" || a == "h" || a == "help"
+	return a == "validate" || a == "quiet" || a == "patient" || a == "h" || a == "help"
 }
 
 func runRevert(ctx context.Context, args []string, out, errOut io.Writer) error {

@@ -352,8 +352,8 @@ func sendImport(ctx context.Context, c *fhirClient, u upload, source, passphrase
 	if validate {
 		verb = "validated"
 	}
-	fmt.Fprintf(out, "%s %s: batch %s: created %s, updated %s, unchanged %s, conflicts %s, rejected %s (%s resources, %s in %.1fs, %.0f resources/s)\n",
-		verb, u.name, s["batch"], s["created"], s["updated"], s["unchanged"], s["conflicts"], s["rejected"], s["resources"], humanBytes(prog.bytes.Load()), el.Seconds(), atof(s["resources"])/el.Seconds())
+	fmt.Fprintf(out, "%s %s: batch %s: created %s, updated %s, unchanged %s, conflicts %s, rejected %s, deleted %s (%s resources, %s in %.1fs, %.0f resources/s)\n",
+		verb, u.name, s["batch"], s["created"], s["updated"], s["unchanged"], s["conflicts"], s["rejected"], s["deleted"], s["resources"], humanBytes(prog.bytes.Load()), el.Seconds(), atof(s["resources"])/el.Seconds())
 	return nil
 }
 

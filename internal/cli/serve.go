@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -96,13 +98,17 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.string(&grace, "shutdown-grace", "30s", "how long running requests may take to finish on SIGTERM")
 	f.string(&maxBody, "max-body", "64MiB", "largest request body for ordinary FHIR interactions (imports stream without limit)")
+	f.string(&cfg.Blob, "blob", "", "blob store: empty for files in the data directory, or s3://bucket/prefix?endpoint=host:port[&insecure=true] (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
 	f.string(&tokenTTL, "token-ttl", "5m", "lifetime of access tokens issued by /auth/token (expires_in)")
 	f.string(&proxies, "trusted-proxies", "", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed (audit, rate limits)")
+	f.IntVar(&cfg.TokenRate, "token-rate", envInt("token-rate", 120), "token requests per minute per client address (bursts of twice that; -1: no limit) [PHR_TOKEN_RATE]")
+	f.IntVar(&cfg.LoginRate, "login-rate", envInt("login-rate", 10), "sign-in attempts per minute per client address (bursts of twice that; -1: no limit) [PHR_LOGIN_RATE]")
 	oidcFl.add(f)
 	f.string(&workers, "workers", "2", "background jobs (bulk exports) this process runs at once")
 	f.string(&jobLease, "job-lease", "30s", "lease of a running job: another replica takes over a job whose worker stopped renewing it for this long")
 	f.string(&expiry, "export-expiry", "24h", "how long the files of a finished bulk export are kept")
 	f.string(&rate, "export-rate", "500ms", "shortest interval between status polls of one bulk export (faster polls get 429 + Retry-After)")
+	f.string(&cfg.SHLKeyFile, "shl-key-file", "", "file with the 32-byte key (base64url) that wraps the kept keys of SMART Health Links with flag L (default: a key kept in the store)")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -167,6 +173,8 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fmt.Fprintf(out, "FHIR base:  %s/fhir   (store: %s)\n", app.Config.BaseURL, storeDesc)
 	fmt.Fprintf(out, "Get a token: %s\n", tokenCmd)
 	fmt.Fprintf(out, "Then:        curl -H \"Authorization: Bearer $TOKEN\" %s/fhir/metadata\n", app.Config.BaseURL)
+	fmt.Fprintf(out, "Sign in:     %s/login   (add people with: phr users add --email E --role admin|patient [--patient ID])\n", app.Config.BaseURL)
+	fmt.Fprintf(out, "SMART:       %s/fhir/.well-known/smart-configuration   (register apps and backends with: phr clients add)\n", app.Config.BaseURL)
 	slog.Info("serving", "addr", ln.Addr().String(), "base", app.Config.BaseURL)
 	return app.Serve(ctx, ln, g)
 }
@@ -200,4 +208,14 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size like 64MiB", s)
 	}
 	return n, nil
+}
+
+// envInt returns the PHR_* variable of a flag as an integer, or def.
+func envInt(flagName string, def int) int {
+	if v, ok := os.LookupEnv(envName(flagName)); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+	}
+	return def
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,6 +30,7 @@ func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 		sf                                           storeFlags
 		label, passcode, expires, types, from, to    string
 		flag, patient, qr, serverURL, tok, base, upl string
+		keyFile                                      string
 		summary, viewer                              bool
 	)
 	sf.add(f)
@@ -43,10 +45,11 @@ func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&flag, "flag", "", "extra flags: L (long-term, follows the record), U (single file by GET)")
 	f.string(&patient, "patient", "", "whose record (required unless the token is a patient's)")
 	f.string(&qr, "qr", "", "write the QR code to this file (.png or .svg)")
-	f.bool(&viewer, "viewer", false, "print the link behind the server's viewer page (https://.../shl/view#shlink:/...)")
+	f.bool(&viewer, "viewer", false, "print (and put in the QR code) the link behind the server's viewer page (https://.../shl/view#shlink:/...), which phone cameras open in a browser")
 	f.string(&serverURL, "server", "", "phr server URL (e.g. https://phr.example.org); empty: work on the local store")
 	f.string(&tok, "token", "", "bearer access token for --server")
 	f.string(&base, "base-url", "", "public URL of the server that will serve the link (with the local store)")
+	f.string(&keyFile, "shl-key-file", "", "with the local store: the server's --shl-key-file, if it has one")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -87,13 +90,17 @@ func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 		}
 		link, err = createRemote(ctx, strings.TrimSuffix(serverURL, "/"), tok, &req)
 	} else {
-		link, err = createLocal(ctx, sf, base, &req, errOut)
+		link, err = createLocal(ctx, server.Config{DataDir: sf.data, DB: sf.db, BaseURL: base, SHLKeyFile: keyFile}, &req, errOut)
 	}
 	if err != nil {
 		return err
 	}
 	if qr != "" {
-		if err := writeQR(qr, link.Link); err != nil {
+		text := link.Link
+		if viewer {
+			text = link.ViewerLink
+		}
+		if err := writeQR(qr, text); err != nil {
 			return err
 		}
 	}
@@ -137,17 +144,14 @@ func createRemote(ctx context.Context, base, tok string, req *shl.CreateRequest)
 	return &l, nil
 }
 
-// outcomeText is the diagnostics of an OperationOutcome, or the body.
-
 // createLocal makes the link in the local store, with the full access the
 // command line has to its data directory. base must be where a server on
 // this store will be reachable by recipients.
-func createLocal(ctx context.Context, sf storeFlags, base string, req *shl.CreateRequest, errOut io.Writer) (*shl.Link, error) {
+func createLocal(ctx context.Context, cfg server.Config, req *shl.CreateRequest, errOut io.Writer) (*shl.Link, error) {
 	if req.Patient == "" {
 		return nil, fmt.Errorf("%w: --patient is required with the local store", errUsage)
 	}
-	cfg := server.Config{DataDir: sf.data, DB: sf.db, BaseURL: base}
-	if base == "" {
+	if cfg.BaseURL == "" {
 		cfg.BaseURL = server.BaseFromAddr("127.0.0.1:8080")
 		fmt.Fprintf(errOut, "notice: the link points at %s; set --base-url to the address recipients will use\n", cfg.BaseURL)
 	}
@@ -181,8 +185,14 @@ func writeQR(path, link string) error {
 }
 
 func runSHL(ctx context.Context, args []string, out, errOut io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "list", "revoke", "log":
+			return runSHLManage(ctx, args[0], args[1:], out, errOut)
+		}
+	}
 	if len(args) == 0 || args[0] != "fetch" {
-		return fmt.Errorf("%w: phr shl fetch 'shlink:/...' [--passcode P] [--out DIR]", errUsage)
+		return fmt.Errorf("%w: phr shl fetch 'shlink:/...' [--passcode P] [--out DIR] | phr shl list|revoke ID|log ID [--server URL --token T | --data DIR]", errUsage)
 	}
 	f := newFlags("shl fetch", "'shlink:/...' [--passcode P] [--recipient NAME] [--out DIR]", errOut)
 	var passcode, recipient, outDir string
@@ -241,4 +251,129 @@ func extension(contentType string) string {
 		return ".zip"
 	}
 	return ".bin"
+}
+
+// runSHLManage lists links, revokes one or prints its access log, on a
+// server (--server, --token) or the local store (--data, --db).
+func runSHLManage(ctx context.Context, verb string, args []string, out, errOut io.Writer) error {
+	synopsis := "[--patient ID] [--server URL --token T | --data DIR]"
+	if verb != "list" {
+		synopsis = "ID [--server URL --token T | --data DIR]"
+	}
+	f := newFlags("shl "+verb, synopsis, errOut)
+	var sf storeFlags
+	var serverURL, tok, patient string
+	sf.add(f)
+	f.string(&serverURL, "server", "", "phr server URL; empty: work on the local store")
+	f.string(&tok, "token", "", "bearer access token for --server")
+	if verb == "list" {
+		f.string(&patient, "patient", "", "only the links over this patient's record")
+	}
+	var id string
+	if verb != "list" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		id, args = args[0], args[1:]
+	}
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if verb != "list" && id == "" {
+		if f.NArg() != 1 {
+			return fmt.Errorf("%w: give the link's id (from phr shl list)", errUsage)
+		}
+		id = f.Arg(0)
+	} else if f.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %v", errUsage, f.Args())
+	}
+
+	// call runs the request on the server, or the service on the store.
+	var call func(method, path string, local func(context.Context, *shl.Service) (any, error)) ([]byte, error)
+	if serverURL != "" {
+		if tok == "" {
+			return fmt.Errorf("%w: --server needs --token (or PHR_TOKEN)", errUsage)
+		}
+		base := strings.TrimSuffix(serverURL, "/")
+		call = func(method, path string, _ func(context.Context, *shl.Service) (any, error)) ([]byte, error) {
+			hr, err := http.NewRequestWithContext(ctx, method, base+path, nil)
+			if err != nil {
+				return nil, err
+			}
+			hr.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := (&http.Client{Timeout: time.Minute}).Do(hr)
+			if err != nil {
+				return nil, err
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+			if err != nil {
+				return nil, err
+			}
+			if resp.StatusCode >= 300 {
+				return nil, fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, outcomeText(b))
+			}
+			return b, nil
+		}
+	} else {
+		app, err := server.Open(ctx, server.Config{DataDir: sf.data, DB: sf.db})
+		if err != nil {
+			return err
+		}
+		defer app.Close()
+		sys := access.With(ctx, access.System{Name: "cli"})
+		call = func(_, _ string, local func(context.Context, *shl.Service) (any, error)) ([]byte, error) {
+			v, err := local(sys, app.SHL)
+			if err != nil {
+				return nil, err
+			}
+			return json.Marshal(v)
+		}
+	}
+	switch verb {
+	case "list":
+		path := "/shl"
+		if patient != "" {
+			path += "?patient=" + url.QueryEscape(patient)
+		}
+		b, err := call(http.MethodGet, path, func(ctx context.Context, s *shl.Service) (any, error) {
+			links, err := s.List(ctx, patient)
+			return map[string]any{"links": links}, err
+		})
+		if err != nil {
+			return err
+		}
+		var res struct{ Links []shl.Link }
+		if err := json.Unmarshal(b, &res); err != nil {
+			return fmt.Errorf("the answer is not a list of links: %w", err)
+		}
+		for _, l := range res.Links {
+			exp := l.Expires
+			if exp == "" {
+				exp = "never"
+			}
+			fmt.Fprintf(out, "%s\t%s\tPatient/%s\tflag=%s\texpires=%s\tfiles=%d\t%s\n", l.ID, l.Status, l.Patient, l.Flag, exp, len(l.Files), l.Label)
+		}
+	case "revoke":
+		_, err := call(http.MethodDelete, "/shl/links/"+url.PathEscape(id), func(ctx context.Context, s *shl.Service) (any, error) {
+			return nil, s.Revoke(ctx, id)
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(errOut, "link %s revoked\n", id)
+	case "log":
+		b, err := call(http.MethodGet, "/shl/links/"+url.PathEscape(id)+"/log", func(ctx context.Context, s *shl.Service) (any, error) {
+			log, err := s.AccessLog(ctx, id)
+			return map[string]any{"access": log}, err
+		})
+		if err != nil {
+			return err
+		}
+		var res struct{ Access []shl.Access }
+		if err := json.Unmarshal(b, &res); err != nil {
+			return fmt.Errorf("the answer is not an access log: %w", err)
+		}
+		for _, a := range res.Access {
+			fmt.Fprintf(out, "%s\t%s\t%d\t%q\t%s\n", a.At, a.Action, a.Status, a.Recipient, a.Detail)
+		}
+	}
+	return nil
 }

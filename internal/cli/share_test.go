@@ -1,4 +1,4 @@
-package cli_test
+package cli
 
 import (
 	"bytes"
@@ -10,19 +10,11 @@ import (
 	"testing"
 
 	"github.com/phr-project/phr/internal/access"
-	"github.com/phr-project/phr/internal/cli"
 	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/server"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/shlink"
 )
-
-func run(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	code := cli.Main(args, &out, &errOut)
-	return code, out.String(), errOut.String()
-}
 
 // TestShareAndFetch: `phr share` against a running server prints a link
 // and writes its QR code; `phr shl fetch` opens it with the passcode.
@@ -70,6 +62,27 @@ func TestShareAndFetch(t *testing.T) {
 	if err != nil || !bytes.Contains(b, []byte("Peanuts")) || !bytes.Contains(b, []byte(`"type":"document"`)) {
 		t.Fatalf("fetched file: %v %.200s", err, b)
 	}
+	// The owner lists the link, reads its access log and revokes it.
+	code, out, errOut = run(t, "shl", "list", "--server", s.URL, "--token", tok)
+	fields := strings.Split(strings.TrimSpace(out), "\t")
+	if code != 0 || len(fields) < 7 || fields[1] != "active" || fields[6] != "For the ER" {
+		t.Fatalf("list: exit %d: %q %s", code, out, errOut)
+	}
+	id := fields[0]
+	code, out, errOut = run(t, "shl", "log", id, "--server", s.URL, "--token", tok)
+	if code != 0 || !strings.Contains(out, "\"cli test\"") || !strings.Contains(out, "\t401\t") {
+		t.Fatalf("log: exit %d: %q %s", code, out, errOut)
+	}
+	if code, _, errOut := run(t, "shl", "revoke", id, "--server", s.URL, "--token", s.Token("patient/*.rs", "other")); code != 1 || !strings.Contains(errOut, "404") {
+		t.Fatalf("revoke by another patient: exit %d: %s", code, errOut)
+	}
+	if code, _, errOut := run(t, "shl", "revoke", id, "--server", s.URL, "--token", tok); code != 0 {
+		t.Fatalf("revoke: exit %d: %s", code, errOut)
+	}
+	if code, _, errOut := run(t, "shl", "fetch", link, "--passcode", "1234"); code != 1 || !strings.Contains(errOut, "not active") {
+		t.Fatalf("fetch after revoke: exit %d: %s", code, errOut)
+	}
+
 	// Errors name the problem.
 	if code, _, errOut := run(t, "share", "--server", s.URL, "--token", tok, "--type", "Nonsense"); code != 1 || !strings.Contains(errOut, "Nonsense") {
 		t.Fatalf("bad type: exit %d: %s", code, errOut)
@@ -106,6 +119,16 @@ func TestShareLocal(t *testing.T) {
 	}
 	if b, err := os.ReadFile(svg); err != nil || !bytes.HasPrefix(b, []byte("<svg")) {
 		t.Fatalf("svg: %v %.40s", err, b)
+	}
+	code, out, errOut = run(t, "shl", "list", "--data", dir)
+	if code != 0 || !strings.Contains(out, "\tactive\tPatient/p9\tflag=L\t") {
+		t.Fatalf("list: exit %d: %q %s", code, out, errOut)
+	}
+	if code, _, errOut := run(t, "shl", "revoke", strings.Split(out, "\t")[0], "--data", dir); code != 0 {
+		t.Fatalf("revoke: exit %d: %s", code, errOut)
+	}
+	if code, out, _ := run(t, "shl", "list", "--data", dir); code != 0 || !strings.Contains(out, "\trevoked\t") {
+		t.Fatalf("list after revoke: %q", out)
 	}
 	if code, _, errOut := run(t, "share", "--data", dir); code != 2 || !strings.Contains(errOut, "--patient") {
 		t.Fatalf("no patient: exit %d: %s", code, errOut)

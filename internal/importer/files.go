@@ -19,6 +19,7 @@ import (
 
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/sphr"
 	"github.com/phr-project/phr/internal/zipaes"
 )
 
@@ -32,6 +33,7 @@ var typeOrder = map[string]int{"Patient": 0, "Organization": 1, "Location": 2, "
 func typeRank(name string) int {
 	base := filepath.Base(name)
 	t, _, _ := strings.Cut(base, ".")
+	t, _, _ = strings.Cut(t, "-")
 	if r, ok := typeOrder[t]; ok {
 		return r
 	}
@@ -248,10 +250,32 @@ func (r *Run) Zip(ra io.ReaderAt, size int64, name, passphrase string) error {
 // (relative URLs) with references to Binary resources holding the bytes,
 // returned as extra items placed before it.
 func (r *Run) reattach(it *item) ([]*item, error) {
-	if r.attach == nil || !bytes.Contains(it.raw, []byte(`"url"`)) {
+	if r.attach == nil {
 		return nil, nil
 	}
-	v, err := fhirjson.Parse(it.raw)
+	src := it.raw
+	// Content a phr .sphr export moved to files (Binary data, large
+	// attachments) goes back in place, byte for byte (internal/sphr).
+	restored, changed, err := sphr.RestoreJSON(src, func(rel string) ([]byte, error) {
+		b, ok, err := r.attach(rel)
+		if err == nil && !ok {
+			err = fmt.Errorf("the archive has no file %s", rel)
+		}
+		return b, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if changed {
+		src = restored
+		if it.tree, err = fhirjson.Parse(src); err != nil {
+			return nil, err
+		}
+	}
+	if !bytes.Contains(src, []byte(`"url"`)) {
+		return nil, nil
+	}
+	v, err := fhirjson.Parse(src)
 	if err != nil {
 		return nil, nil
 	}
@@ -329,6 +353,14 @@ func DirFiles(dir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	SortForLoad(files)
+	return files, nil
+}
+
+// SortForLoad orders files named after their resource type (Type.ndjson,
+// Type.000.ndjson, Type-1.ndjson) so that the resources others point at
+// come first.
+func SortForLoad(files []string) {
 	sort.SliceStable(files, func(i, j int) bool {
 		ri, rj := typeRank(files[i]), typeRank(files[j])
 		if ri != rj {
@@ -336,5 +368,4 @@ func DirFiles(dir string) ([]string, error) {
 		}
 		return files[i] < files[j]
 	})
-	return files, nil
 }

@@ -2,6 +2,7 @@ package importer_test
 
 import (
 	"archive/zip"
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
@@ -9,6 +10,9 @@ import (
 	"io"
 	"os"
 	"testing"
+
+	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/synthea"
 )
 
 func gunzip(path string) ([]byte, error) {
@@ -43,4 +47,57 @@ func unzipEntry(t testing.TB, zb []byte, name string) []byte {
 func attID(b []byte) string {
 	sum := sha256.Sum256(b)
 	return "att-" + hex.EncodeToString(sum[:])[:40]
+}
+
+// syntheaNDJSON writes the resources of the Synthea bundles as NDJSON, the
+// way a Bulk Data export of them would look: one resource per line,
+// urn:uuid: references turned into Type/id (conditional references to the
+// shared practitioners and organizations stay conditional).
+func syntheaNDJSON(t testing.TB, files []string, w io.Writer) int {
+	t.Helper()
+	n := 0
+	bw := bufio.NewWriterSize(w, 1<<20)
+	for _, f := range files {
+		b, _, err := synthea.ReadBundle(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs := map[string]string{}
+		entries := b.Get("entry")
+		for _, e := range entries.Items {
+			res := e.Get("resource")
+			refs[e.GetString("fullUrl")] = res.GetString("resourceType") + "/" + res.GetString("id")
+		}
+		for _, e := range entries.Items {
+			res := e.Get("resource")
+			rewriteURNs(res, refs)
+			bw.Write(res.Marshal())
+			bw.WriteByte('\n')
+			n++
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func rewriteURNs(v *fhirjson.Value, refs map[string]string) {
+	switch v.Kind {
+	case fhirjson.Object:
+		for i := range v.Fields {
+			f := &v.Fields[i]
+			if f.Name == "reference" && f.Value.Kind == fhirjson.String {
+				if r, ok := refs[f.Value.Str]; ok {
+					f.Value = fhirjson.NewString(r)
+				}
+				continue
+			}
+			rewriteURNs(f.Value, refs)
+		}
+	case fhirjson.Array:
+		for _, x := range v.Items {
+			rewriteURNs(x, refs)
+		}
+	}
 }

@@ -37,7 +37,7 @@ const MaxReportedIssues = 1000
 //	GET  [base]/T/id/$diff?from=&to=       what changed between two versions
 func Register(s *api.Server, imp *Importer) {
 	h := &handlers{imp: imp}
-	s.HandleOperation(&api.Operation{Name: "import", Types: []string{"Bundle"}, Methods: []string{http.MethodPost}, Handler: h.importOp, Resource: opDefImport})
+	s.HandleOperation(&api.Operation{Name: "import", Definition: ImportCanonical, Types: []string{"Bundle"}, Methods: []string{http.MethodPost}, Handler: h.importOp, Resource: opDefImport})
 	s.HandleOperation(&api.Operation{Name: "import-batches", System: true, Methods: []string{http.MethodGet}, Handler: h.batches, Resource: opDef("import-batches", "Import batches", "Lists import batches (the import log) or, with batch=N, one batch and the versions it wrote.", true, false, nil, []param{{"batch", "integer", 0, "1"}})})
 	s.HandleOperation(&api.Operation{Name: "import-quarantine", System: true, Methods: []string{http.MethodGet}, Handler: h.quarantine, Resource: opDef("import-quarantine", "Quarantined import input", "Returns the rejected lines of an import batch verbatim with the reasons (NDJSON of the verbatim lines when the client accepts application/x-ndjson).", true, false, nil, []param{{"batch", "integer", 1, "1"}})})
 	s.HandleOperation(&api.Operation{Name: "conflicts", System: true, Methods: []string{http.MethodGet}, Handler: h.conflicts, Resource: opDef("conflicts", "Merge conflicts", "Lists the conflicts an import kept (status=open by default, resolved or all) or, with id=N, one conflict with both sides.", true, false, nil, []param{{"id", "integer", 0, "1"}, {"status", "code", 0, "1"}})})

@@ -154,6 +154,15 @@ func TestHTTPImportBulkAndReimport(t *testing.T) {
 			if resp.Status != 200 || bytes.Contains(resp.Body, []byte("?identifier=")) || !bytes.Contains(resp.Body, []byte(`"source":"https://ehr-a.example/fhir"`)) {
 				t.Errorf("encounter: %d %.600s", resp.Status, resp.Body)
 			}
+			// Provenance is findable by target, and with _revinclude.
+			resp = s.Do("GET", "Provenance?target=Encounter/00c7f717-4030-5582-2ed8-888ad2bc878e", tok, nil)
+			if resp.Status != 200 || !bytes.Contains(resp.Body, []byte(`"resourceType":"Provenance"`)) || !bytes.Contains(resp.Body, []byte(`urn:phr:import-batch`)) {
+				t.Errorf("Provenance?target: %d %.500s", resp.Status, resp.Body)
+			}
+			resp = s.Do("GET", "Encounter?_id=00c7f717-4030-5582-2ed8-888ad2bc878e&_revinclude=Provenance:target", tok, nil)
+			if resp.Status != 200 || !bytes.Contains(resp.Body, []byte(`"resourceType":"Provenance"`)) {
+				t.Errorf("_revinclude=Provenance:target: %d %.500s", resp.Status, resp.Body)
+			}
 			sum, _, _ = postImport(t, s, tok, "https://ehr-a.example/fhir", "application/fhir+ndjson", bytes.NewReader(bulk))
 			want(t, "re-import", sum, "created", 0)
 			want(t, "re-import", sum, "updated", 0)
@@ -487,4 +496,40 @@ not json
 	if resp.Status != 200 || !bytes.Contains(resp.Body, []byte(`"code":"import"`)) {
 		t.Errorf("OperationDefinition: %d", resp.Status)
 	}
+}
+
+// The same source: a newer version (by meta.lastUpdated) supplements, an
+// older different one is kept as a conflict; nothing is lost either way.
+func TestHTTPImportSupplementAndStale(t *testing.T) {
+	s := servertest.Start(t, "sqlite")
+	tok := s.AdminToken()
+	v := func(updated, status string) string {
+		return `{"resourceType":"Condition","id":"c1","meta":{"lastUpdated":"` + updated + `"},"clinicalStatus":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/condition-clinical","code":"` + status + `"}]},"code":{"text":"asthma"},"subject":{"reference":"Patient/p"}}` + "\n"
+	}
+	sum, issues, _ := postImport(t, s, tok, "ehr", "application/x-ndjson", strings.NewReader(v("2024-01-01T00:00:00Z", "active")))
+	want(t, "first", sum, "created", 1)
+	sum, _, _ = postImport(t, s, tok, "ehr", "application/x-ndjson", strings.NewReader(v("2024-06-01T00:00:00Z", "resolved")))
+	want(t, "newer", sum, "updated", 1)
+	sum, issues, _ = postImport(t, s, tok, "ehr", "application/x-ndjson", strings.NewReader(v("2024-03-01T00:00:00Z", "remission")))
+	want(t, "older", sum, "conflicts", 1)
+	want(t, "older", sum, "updated", 0)
+	if !strings.Contains(strings.Join(issues, "\n"), "conflict") {
+		t.Errorf("no conflict reported: %v", issues)
+	}
+	resp := s.Do("GET", "Condition/c1", tok, nil)
+	if !bytes.Contains(resp.Body, []byte(`"resolved"`)) || !bytes.Contains(resp.Body, []byte(`"versionId":"2"`)) {
+		t.Errorf("current: %s", resp.Body)
+	}
+	// Version 1 is still in the history; the stale one is in the conflict.
+	resp = s.Do("GET", "Condition/c1/_history/1", tok, nil)
+	if !bytes.Contains(resp.Body, []byte(`"active"`)) {
+		t.Errorf("version 1: %s", resp.Body)
+	}
+	resp = s.Do("GET", "$conflicts?status=all", tok, nil)
+	if !bytes.Contains(resp.Body, []byte("Condition/c1")) {
+		t.Errorf("conflicts: %s", resp.Body)
+	}
+	// Re-sending the first version (already seen from this source) is a no-op.
+	sum, _, _ = postImport(t, s, tok, "ehr", "application/x-ndjson", strings.NewReader(v("2024-01-01T00:00:00Z", "active")))
+	want(t, "old again", sum, "unchanged", 1)
 }

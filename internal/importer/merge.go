@@ -881,7 +881,23 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 	}
 	now := sqldb.Micros(time.Now())
 	err := r.imp.db.WriteTx(ctx, func(tx *sqldb.Tx) error {
+		// New resources go in multi-row statements; new versions one by one.
+		var fresh []*store.Put
 		for _, it := range written {
+			if it.act == actCreate && it.cur == nil {
+				fresh = append(fresh, it.prep.Put)
+			}
+		}
+		if prov != nil {
+			fresh = append(fresh, prov.Put)
+		}
+		if err := tx.PutNew(ctx, fresh); err != nil {
+			return err
+		}
+		for _, it := range written {
+			if it.act == actCreate && it.cur == nil {
+				continue
+			}
 			var put *store.Put
 			if it.act == actDelete {
 				put = &store.Put{Resource: store.Resource{Type: it.typ, ID: it.localID, Version: it.cur.Version + 1, LastUpdated: r.lastAt, Deleted: true, Method: "DELETE"}, Batch: r.sum.Batch}
@@ -895,11 +911,7 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 				return err
 			}
 		}
-		if prov != nil {
-			if err := tx.Put(ctx, prov.Put); err != nil {
-				return err
-			}
-		}
+		var idRows, seenRows, identRows [][]any
 		for _, it := range items {
 			switch it.act {
 			case actCreate, actUpdate, actUnchanged, actConflict:
@@ -907,25 +919,26 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 				continue
 			}
 			if it.sid != "" && (it.newMap || it.act == actUpdate || it.act == actCreate) {
-				if _, err := tx.Exec(ctx, `INSERT INTO import_identity (source, type, source_id, local_id, src_version, src_updated) VALUES (?, ?, ?, ?, ?, ?)
-					ON CONFLICT (source, type, source_id) DO UPDATE SET local_id = excluded.local_id, src_version = excluded.src_version, src_updated = excluded.src_updated`,
-					r.source, it.typ, it.sid, it.localID, it.srcVer, it.srcUpd); err != nil {
-					return fmt.Errorf("record identity: %w", err)
-				}
+				idRows = append(idRows, []any{r.source, it.typ, it.sid, it.localID, it.srcVer, it.srcUpd})
 			}
 			if !it.seen && it.hash != "" {
-				if _, err := tx.Exec(ctx, `INSERT INTO import_seen (source, hash) VALUES (?, ?) ON CONFLICT DO NOTHING`, r.source, it.hash); err != nil {
-					return fmt.Errorf("record digest: %w", err)
-				}
+				seenRows = append(seenRows, []any{r.source, it.hash})
 			}
 			if it.act == actCreate || it.act == actUpdate {
 				for _, idn := range it.idents {
-					if _, err := tx.Exec(ctx, `INSERT INTO import_identifier (type, system, value, local_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-						it.typ, idn[0], idn[1], it.localID); err != nil {
-						return fmt.Errorf("record identifier: %w", err)
-					}
+					identRows = append(identRows, []any{it.typ, idn[0], idn[1], it.localID})
 				}
 			}
+		}
+		if err := insertMulti(ctx, tx, "import_identity", "source, type, source_id, local_id, src_version, src_updated", idRows,
+			" ON CONFLICT (source, type, source_id) DO UPDATE SET local_id = excluded.local_id, src_version = excluded.src_version, src_updated = excluded.src_updated"); err != nil {
+			return fmt.Errorf("record identities: %w", err)
+		}
+		if err := insertMulti(ctx, tx, "import_seen", "source, hash", seenRows, " ON CONFLICT DO NOTHING"); err != nil {
+			return fmt.Errorf("record digests: %w", err)
+		}
+		if err := insertMulti(ctx, tx, "import_identifier", "type, system, value, local_id", identRows, " ON CONFLICT DO NOTHING"); err != nil {
+			return fmt.Errorf("record identifiers: %w", err)
 		}
 		for _, it := range items {
 			switch it.act {
@@ -1118,4 +1131,46 @@ func contradiction(a, b [][2]string) string {
 		}
 	}
 	return ""
+}
+
+// insertMulti inserts rows with multi-row INSERT statements. Rows with the
+// same conflict key must not repeat within one call (PostgreSQL refuses to
+// update one row twice in a statement), so duplicates keep the last.
+func insertMulti(ctx context.Context, tx *sqldb.Tx, table, cols string, rows [][]any, suffix string) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	nc := len(rows[0])
+	if strings.Contains(suffix, "DO UPDATE") || strings.Contains(suffix, "DO NOTHING") {
+		seen := make(map[string]int, len(rows))
+		out := rows[:0:0]
+		keyCols := nc
+		if table == "import_identity" {
+			keyCols = 3
+		}
+		for _, r := range rows {
+			k := fmt.Sprint(r[:keyCols]...)
+			if i, ok := seen[k]; ok {
+				out[i] = r
+				continue
+			}
+			seen[k] = len(out)
+			out = append(out, r)
+		}
+		rows = out
+	}
+	one := "(" + strings.TrimSuffix(strings.Repeat("?,", nc), ",") + ")"
+	const per = 200
+	for start := 0; start < len(rows); start += per {
+		part := rows[start:min(start+per, len(rows))]
+		args := make([]any, 0, len(part)*nc)
+		for _, r := range part {
+			args = append(args, r...)
+		}
+		q := "INSERT INTO " + table + " (" + cols + ") VALUES " + strings.TrimSuffix(strings.Repeat(one+",", len(part)), ",") + suffix
+		if _, err := tx.Exec(ctx, q, args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }

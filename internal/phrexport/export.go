@@ -27,6 +27,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
+	"unsafe"
 
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
@@ -38,6 +40,9 @@ import (
 	"github.com/phr-project/phr/internal/store/sqldb"
 	"github.com/phr-project/phr/internal/zipaes"
 )
+
+// MinPassphrase is the shortest .sphr passphrase accepted from a user.
+const MinPassphrase = 8
 
 // Signer makes detached JWS signatures with the server's key.
 type Signer interface {
@@ -62,6 +67,7 @@ type Service struct {
 	tmpDir   string
 	now      func() time.Time
 	pageSize int
+	level    int
 	signer   Signer
 	// OnExport, when set, is called after every export (audit).
 	OnExport func(ctx context.Context, e Event)
@@ -79,7 +85,9 @@ type Options struct {
 	Signer Signer
 	// PageSize is the number of rows read per query (default 500).
 	PageSize int
-	Now      func() time.Time
+	// SPHRLevel is the DEFLATE level of .sphr archives (0: DefaultSPHRLevel).
+	SPHRLevel int
+	Now       func() time.Time
 }
 
 // New returns a Service.
@@ -90,7 +98,10 @@ func New(o Options) *Service {
 	if o.PageSize <= 0 {
 		o.PageSize = 500
 	}
-	return &Service{db: o.DB, rec: o.Records, base: strings.TrimSuffix(o.BaseURL, "/"), tmpDir: o.TempDir, now: o.Now, pageSize: o.PageSize, signer: o.Signer}
+	if o.SPHRLevel == 0 {
+		o.SPHRLevel = DefaultSPHRLevel
+	}
+	return &Service{db: o.DB, rec: o.Records, base: strings.TrimSuffix(o.BaseURL, "/"), tmpDir: o.TempDir, now: o.Now, pageSize: o.PageSize, level: o.SPHRLevel, signer: o.Signer}
 }
 
 // CanSign reports whether signed exports are offered.
@@ -142,15 +153,16 @@ func (s *Service) Prepare(ctx context.Context, p *Params) error {
 		}
 		p.patientName = patientName(res.JSON)
 	}
-	all := len(p.Types) == 0
+	everything := len(p.Types) == 0
+	all := everything
 	universe := p.Types
-	if all {
+	if everything {
 		universe = r4.ResourceTypes()
 	}
 	p.types, p.excluded = nil, nil
 	for _, t := range universe {
-		if all && t == "AuditEvent" {
-			continue
+		if everything && t == "AuditEvent" {
+			continue // only when _type asks for it
 		}
 		if !pr.Allows(access.Read, t) {
 			all = false
@@ -171,6 +183,9 @@ func (s *Service) Prepare(ctx context.Context, p *Params) error {
 	}
 	if p.Sign && s.signer == nil {
 		return fhir.Errorf(http.StatusBadRequest, "not-supported", "signed exports are not available on this server").AtPath("sign")
+	}
+	if p.Format == FormatSPHR && p.Passphrase != "" && utf8.RuneCountInString(p.Passphrase) < MinPassphrase {
+		return fhir.BadRequest("the .sphr passphrase has %d characters; use at least %d (or none, and the server generates a strong one)", utf8.RuneCountInString(p.Passphrase), MinPassphrase).AtPath("passphrase")
 	}
 	if p.Format == FormatSPHR && p.Passphrase == "" {
 		pass, err := zipaes.GeneratePassphrase()
@@ -265,8 +280,8 @@ func (s *Service) Export(ctx context.Context, p *Params, w io.Writer, flush func
 	return st, nil
 }
 
-// row is one stored resource read for the export. json is only valid
-// until the next row is read.
+// row is one stored resource read for the export. id and json are only
+// valid until the next row is read (they point into the driver's buffers).
 type row struct {
 	rid  int64
 	typ  string
@@ -574,20 +589,27 @@ func (e *exporter) page(q string, args []any, single bool) (int, int64, error) {
 	}
 	defer rows.Close()
 	var (
-		n    int
-		r    row
-		js   sql.RawBytes
-		blob sql.NullString
+		n           int
+		r           row
+		typ, id, js sql.RawBytes
+		blob        sql.NullString
 	)
 	for rows.Next() {
-		if err := rows.Scan(&r.rid, &r.typ, &r.id, &js, &blob); err != nil {
+		if err := rows.Scan(&r.rid, &typ, &id, &js, &blob); err != nil {
 			return n, r.rid, fmt.Errorf("read resources: %w", err)
 		}
 		n++
+		// Type names come from a fixed set: no string per row for them.
+		if t, ok := typeNames[string(typ)]; ok {
+			r.typ = t
+		} else {
+			r.typ = string(typ)
+		}
+		r.id = unsafeString(id)
 		r.json, r.blob = js, blob.String
 		if single {
 			if records.Shared(r.typ) {
-				e.sharedDone[r.typ+"/"+r.id] = true
+				e.sharedDone[r.typ+"/"+r.id] = true // the concatenation copies
 			}
 			if bytes.Contains(r.json, []byte("Binary/")) {
 				e.findBinaries(r.json)
@@ -610,6 +632,23 @@ func (e *exporter) page(q string, args []any, single bool) (int, int64, error) {
 		e.p.Progress(e.resources, e.cw.n)
 	}
 	return n, r.rid, nil
+}
+
+var typeNames = func() map[string]string {
+	m := map[string]string{}
+	for _, t := range r4.ResourceTypes() {
+		m[t] = t
+	}
+	return m
+}()
+
+// unsafeString views b as a string without copying; the string must not
+// outlive b (see row).
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // findBinaries records the local Binary resources a resource points at
@@ -645,6 +684,9 @@ func (e *exporter) findBinaries(raw []byte) {
 func (e *exporter) emit(r *row) error {
 	if err := e.ctx.Err(); err != nil {
 		return err
+	}
+	if r.typ == "Composition" && sphr.IsCoverPage(r.json) {
+		return nil // a cover page an earlier export made and an import kept: each export makes its own
 	}
 	if !wellFormed(r.json) {
 		return e.outcome("error", "processing", fmt.Sprintf("%s/%s could not be exported: its stored JSON is damaged (%d bytes)", r.typ, r.id, len(r.json)))

@@ -266,6 +266,14 @@ func (fx *fixture) testAccess(t *testing.T) {
 			t.Errorf("patient/Observation.rs exported %s", k)
 		}
 	}
+	// Scope filters cannot be applied to an export: the type is left out,
+	// and the export says so.
+	filtered := fx.srv.Token("patient/Patient.rs patient/Observation.rs?category=laboratory", "p1")
+	r = fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", filtered, nil)
+	ks = keys(lines(t, r.body))
+	if r.status != 200 || !has(ks, "Patient/p1") || has(ks, "Observation/obs-2012") || !bytes.Contains(r.body, []byte(`"severity":"warning"`)) || !bytes.Contains(r.body, []byte("Observation resources were left out")) {
+		t.Errorf("filtered scope: %d %v", r.status, ks)
+	}
 	if r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson&_type=Condition", obsOnly, nil); r.status != 403 {
 		t.Errorf("_type=Condition with patient/Observation.rs: %d", r.status)
 	}
@@ -481,7 +489,7 @@ func (fx *fixture) check7z(t *testing.T, archive []byte, pass string) {
 }
 
 func (fx *fixture) testSign(t *testing.T) {
-	r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr&sign=true", fx.admin, nil, "X-PHR-Passphrase", "pw")
+	r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr&sign=true", fx.admin, nil, "X-PHR-Passphrase", "pass phrase")
 	sig := r.trailer.Get("X-PHR-Signature")
 	if r.status != 200 || sig == "" {
 		t.Fatalf("signature trailer: %d %v", r.status, r.trailer)
@@ -507,11 +515,18 @@ func (fx *fixture) testBadRequests(t *testing.T) {
 		"Bundle/$phr-export?outputformat=ndjson":            "outputformat",
 		"Bundle/$phr-export?outputFormat=sphr&passphrase=x": "passphrase",
 		"Bundle/$phr-export?_since=yesterday":               "_since",
+		"Bundle/$phr-export?outputFormat=ndjson&sign=maybe": "sign",
 	} {
 		r := fx.get(t, "GET", strings.ReplaceAll(path, " ", "%20"), fx.admin, nil)
 		if r.status != 400 || !bytes.Contains(r.body, []byte(`"expression":["`+where+`"]`)) {
 			t.Errorf("%s: %d %s", path, r.status, r.body)
 		}
+	}
+	if r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "short"); r.status != 400 || !bytes.Contains(r.body, []byte("at least 8")) {
+		t.Errorf("short passphrase: %d %s", r.status, r.body)
+	}
+	if r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", fx.admin, nil, "X-PHR-Passphrase", "a long passphrase"); r.status != 400 {
+		t.Errorf("passphrase with ndjson: %d", r.status)
 	}
 	if r := fx.get(t, "GET", "Patient/nobody/$phr-export", fx.admin, nil); r.status != 404 {
 		t.Errorf("unknown patient: %d", r.status)
@@ -553,6 +568,20 @@ func (fx *fixture) testSystem(t *testing.T) {
 	}
 	if slices.Index(ks, "Patient/p2") < slices.Index(ks, "Observation/obs-2021") || slices.Index(ks, "Organization/o2") < slices.Index(ks, "Observation/obs-p2") {
 		t.Errorf("system export order: %v", ks)
+	}
+	// The same at the system level ([base]/$phr-export) and Patient type level.
+	for _, path := range []string{"$phr-export?outputFormat=ndjson", "Patient/$phr-export?outputFormat=ndjson"} {
+		if r := fx.get(t, "GET", path, fx.admin, nil); r.status != 200 || len(lines(t, r.body)) != len(ls) {
+			t.Errorf("%s: %d, %d lines", path, r.status, len(lines(t, r.body)))
+		}
+	}
+	if r := fx.get(t, "GET", "Bundle/b1/$phr-export", fx.admin, nil); r.status != 404 {
+		t.Errorf("Bundle instance: %d", r.status)
+	}
+	// A multi-patient Bundle: one cover page without subject, valid JSON.
+	r = fx.get(t, "GET", "Bundle/$phr-export", fx.admin, nil)
+	if !json.Valid(r.body) || bytes.Count(r.body, []byte(`"11503-0"`)) != 1 {
+		t.Errorf("multi-patient Bundle")
 	}
 }
 
@@ -597,8 +626,8 @@ func (fx *fixture) testInlineErrors(t *testing.T) {
 		t.Errorf("bundle with errors: valid %v", json.Valid(r.body))
 	}
 	// The .sphr holds the outcome line in its .phr.
-	r = fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "pw")
-	rd, err := sphr.Open(bytes.NewReader(r.body), int64(len(r.body)), "pw")
+	r = fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "pass phrase")
+	rd, err := sphr.Open(bytes.NewReader(r.body), int64(len(r.body)), "pass phrase")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,5 +643,136 @@ func (fx *fixture) testInlineErrors(t *testing.T) {
 	}
 	if !found {
 		t.Error(".sphr without the inline OperationOutcome")
+	}
+}
+
+// TestRoundTrip exports Patient/p1 as .sphr, puts every restored resource
+// into an empty server (through the FHIR API: the importer's own test does
+// the same through $import), exports again and compares: the same
+// resources (meta aside), the same attachment bytes.
+func TestRoundTrip(t *testing.T) {
+	fx := setup(t, "sqlite")
+	r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "pass phrase")
+	if r.status != 200 {
+		t.Fatalf("%d", r.status)
+	}
+	rd, err := sphr.Open(bytes.NewReader(r.body), int64(len(r.body)), "pass phrase")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := servertest.Start(t, "sqlite")
+	admin := dst.AdminToken()
+	for {
+		l, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(l.JSON, []byte(sphr.CoverTagSystem)) {
+			continue // the cover page is made by each export
+		}
+		res, err := rd.Restore(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var k line
+		json.Unmarshal(res, &k)
+		if pr := dst.Do("PUT", k.ResourceType+"/"+k.ID, admin, res); pr.Status >= 300 {
+			t.Fatalf("PUT %s/%s: %d %s", k.ResourceType, k.ID, pr.Status, pr.Body)
+		}
+	}
+	first := exportedResources(t, fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", fx.admin, nil).body)
+	fx2 := &fixture{srv: dst}
+	second := exportedResources(t, fx2.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", admin, nil).body)
+	if len(first) != len(second) || len(first) < 12 {
+		t.Fatalf("%d resources exported, %d after the round trip", len(first), len(second))
+	}
+	for k, v := range first {
+		if second[k] != v {
+			t.Errorf("%s differs after the round trip:\n%.300s\n%.300s", k, v, second[k])
+		}
+	}
+}
+
+// exportedResources maps Type/id to the resource JSON without meta
+// (versionId and lastUpdated belong to the server that stores it) of an
+// NDJSON export, cover page left out.
+func exportedResources(t *testing.T, body []byte) map[string]string {
+	out := map[string]string{}
+	for _, l := range lines(t, body) {
+		if l.ResourceType == "Composition" && bytes.Contains(l.Raw, []byte(sphr.CoverTagSystem)) {
+			continue
+		}
+		var m map[string]json.RawMessage
+		json.Unmarshal(l.Raw, &m)
+		delete(m, "meta")
+		b, _ := json.Marshal(m)
+		out[l.ResourceType+"/"+l.ID] = string(b)
+	}
+	return out
+}
+
+// TestRoundTripImport: export Patient/p1 as .sphr, import it with
+// $import into an empty server, export again: the same resources (meta
+// aside) and the same attachment bytes (Binary/b1's data, d2's inline PDF).
+func TestRoundTripImport(t *testing.T) {
+	fx := setup(t, "sqlite")
+	r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "pass phrase")
+	if r.status != 200 {
+		t.Fatalf("%d", r.status)
+	}
+	dst := servertest.Start(t, "sqlite")
+	admin := dst.AdminToken()
+	fx2 := &fixture{srv: dst}
+	ir := fx2.get(t, "POST", "Bundle/$import", admin, bytes.NewReader(r.body), "Content-Type", "application/zip", "X-PHR-Passphrase", "pass phrase")
+	if ir.status >= 300 {
+		t.Fatalf("$import: %d %s", ir.status, ir.body)
+	}
+	first := exportedResources(t, fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", fx.admin, nil).body)
+	second := exportedResources(t, fx2.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", admin, nil).body)
+	for k, v := range first {
+		if second[k] != v {
+			t.Errorf("%s differs after export -> import -> export:\n%.400s\n%.400s", k, v, second[k])
+		}
+	}
+	for k := range second {
+		// The import records where the data came from: Provenance is the
+		// only thing it may add.
+		if _, ok := first[k]; !ok && !strings.HasPrefix(k, "Provenance/") {
+			t.Errorf("%s appeared after export -> import -> export: %.300s", k, second[k])
+		}
+	}
+	if len(first) < 12 {
+		t.Fatalf("only %d resources exported", len(first))
+	}
+}
+
+// TestAudited: an export is recorded as an AuditEvent naming the caller.
+func TestAudited(t *testing.T) {
+	fx := setup(t, "sqlite")
+	tok := fx.srv.Token("patient/*.rs", "p1")
+	if r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", tok, nil); r.status != 200 {
+		t.Fatal(r.status)
+	}
+	if err := fx.srv.App.Audit.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := fx.srv.App.Store.Query(t.Context(), `SELECT v.json FROM resource_version v WHERE v.type = 'AuditEvent'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows.Next() {
+		var b []byte
+		rows.Scan(&b)
+		if bytes.Contains(b, []byte("GET /fhir/Patient/p1/$phr-export")) && bytes.Contains(b, []byte(`"reference":"Patient/p1"`)) {
+			n++
+		}
+	}
+	rows.Close()
+	if n != 1 {
+		t.Fatalf("%d AuditEvents for the export, want 1", n)
 	}
 }

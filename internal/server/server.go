@@ -59,6 +59,9 @@ type Config struct {
 	// OIDCScope is granted to their tokens that carry no SMART scope.
 	OIDC      []oidc.Issuer
 	OIDCScope string
+	// TokenRate and LoginRate limit /auth/token and /login per client
+	// address and minute (0: the defaults, 120 and 10; negative: no limit).
+	TokenRate, LoginRate int
 	// TrustedProxies may set X-Forwarded-For (client addresses for audit
 	// and rate limits).
 	TrustedProxies []netip.Prefix
@@ -70,6 +73,11 @@ type Config struct {
 	JobLease     time.Duration
 	ExportExpiry time.Duration
 	ExportRate   time.Duration
+	// Blob is empty for blobs in DataDir, or s3://bucket/prefix?endpoint=...
+	Blob string
+	// SHLKeyFile holds the key that wraps SMART Health Links' kept keys
+	// (empty: a key kept in the store).
+	SHLKeyFile string
 }
 
 // Defaults fills the zero fields of c.
@@ -155,7 +163,7 @@ func Open(ctx context.Context, c Config) (*App, error) {
 
 func (a *App) build(ctx context.Context) error {
 	c := a.Config
-	blobs, err := blob.NewDir(filepath.Join(c.DataDir, "blobs"))
+	blobs, err := openBlobs(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -175,10 +183,10 @@ func (a *App) build(ctx context.Context) error {
 	fhirBase := c.BaseURL + "/fhir"
 	a.Records = records.New(records.Options{Store: a.Store, Blobs: blobs, Validator: validator{}, Indexer: indexer{}, BaseURL: fhirBase})
 	ips := &clientip.Resolver{Trusted: c.TrustedProxies}
-	a.Audit = audit.New(audit.Options{Records: a.Records, DB: a.Store, ClientIP: ips.From})
+	a.Audit = audit.New(audit.Options{Records: a.Records, DB: a.Store, ClientIP: ips.From, Auth: a.Auth})
 	a.FHIR = api.New(api.Options{Records: a.Records, Auth: audit.Capture(a.Auth), BaseURL: fhirBase, MaxBody: c.MaxBody})
 	searchEngine := search.Register(a.FHIR, a.Records, a.Store)
-	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens}).Register(a.FHIR, a.Auth)
+	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens}).Register(a.FHIR, audit.Capture(a.Auth))
 	imp := importer.New(a.Store, a.Records)
 	imp.Matcher = searchEngine
 	importer.Register(a.FHIR, imp)
@@ -186,11 +194,11 @@ func (a *App) build(ctx context.Context) error {
 	a.Jobs = jobs.New(a.Store, jobs.Options{Workers: c.Workers, Lease: c.JobLease})
 	a.Bulk = bulk.New(bulk.Options{DB: a.Store, Records: a.Records, Blobs: blobs, Queue: a.Jobs, Auth: a.Auth, Matcher: searchEngine, BaseURL: fhirBase, Expiry: c.ExportExpiry, MinPoll: c.ExportRate})
 	a.Bulk.Register(a.FHIR, a.mux)
-	a.mux.Handle("/fhir", a.Audit.Handler(a.FHIR))
-	a.mux.Handle("/fhir/", a.Audit.Handler(a.FHIR))
+	a.mux.Handle("/fhir", a.FHIR)
+	a.mux.Handle("/fhir/", a.FHIR)
 	a.Users = authdb.New(a.Store)
 	a.AuthServer = authserver.New(authserver.Options{DB: a.Users, Tokens: a.Tokens, Auth: a.Auth, Records: a.Records,
-		BaseURL: c.BaseURL, TokenTTL: c.TokenTTL, ClientIP: ips})
+		BaseURL: c.BaseURL, TokenTTL: c.TokenTTL, ClientIP: ips, TokenRate: c.TokenRate, LoginRate: c.LoginRate})
 	a.AuthServer.Register(a.mux)
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Store.QueryRow(r.Context(), "SELECT 1").Scan(new(int)); err != nil {
@@ -200,7 +208,7 @@ func (a *App) build(ctx context.Context) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
-	if a.SHL, err = shl.Mount(ctx, a.mux, shl.Options{DB: a.Store, Records: a.Records, Auth: a.Auth, BaseURL: c.BaseURL, MaxBody: c.MaxBody}); err != nil {
+	if a.SHL, err = shl.Mount(ctx, a.mux, shl.Options{DB: a.Store, Records: a.Records, Auth: a.Auth, BaseURL: c.BaseURL, MaxBody: c.MaxBody, KEKFile: c.SHLKeyFile}); err != nil {
 		return err
 	}
 	// The patient portal at / (last: every other route is more specific).
@@ -211,7 +219,7 @@ func (a *App) build(ctx context.Context) error {
 }
 
 // Handler returns the root HTTP handler.
-func (a *App) Handler() http.Handler { return logRequests(a.mux) }
+func (a *App) Handler() http.Handler { return logRequests(a.Audit.Handler(a.mux)) }
 
 // Mux returns the root mux, for features that add routes.
 func (a *App) Mux() *http.ServeMux { return a.mux }

@@ -18,6 +18,7 @@ import (
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/fhirjson"
 	"github.com/phr-project/phr/internal/index"
+	"github.com/phr-project/phr/internal/jwe"
 	"github.com/phr-project/phr/internal/r4"
 	"github.com/phr-project/phr/internal/store"
 )
@@ -84,6 +85,9 @@ func (s *Service) build(ctx context.Context, patient string, sel Selection, now 
 	case "", KindRecord:
 		res, err := s.collect(ctx, patient, sel)
 		if err != nil {
+			return "", nil, err
+		}
+		if res, err = s.withReferenced(ctx, res); err != nil {
 			return "", nil, err
 		}
 		b, err := s.bundle(ctx, "collection", res, now, nil)
@@ -190,6 +194,67 @@ func (s *Service) collect(ctx context.Context, patient string, sel Selection) ([
 	return out, nil
 }
 
+// referenceData are the types outside patient compartments that shared
+// records may refer to and that say nothing about other patients.
+var referenceData = map[string]bool{"Medication": true, "Practitioner": true, "PractitionerRole": true, "Organization": true,
+	"Location": true, "Substance": true, "HealthcareService": true}
+
+// withReferenced appends the reference data (Medication, Practitioner,
+// Organization, Location...) that res refer to, so that the shared
+// Bundle is complete; those the caller may not read are left out.
+func (s *Service) withReferenced(ctx context.Context, res []*store.Resource) ([]*store.Resource, error) {
+	seen := map[string]bool{}
+	for _, r := range res {
+		seen[r.Type+"/"+r.ID] = true
+	}
+	var refs []fhir.Reference
+	var walk func(v *fhirjson.Value)
+	walk = func(v *fhirjson.Value) {
+		switch v.Kind {
+		case fhirjson.Object:
+			for _, f := range v.Fields {
+				if f.Name == "reference" && f.Value.Kind == fhirjson.String {
+					if ref, ok := fhir.ParseReference(f.Value.Str); ok && ref.Base == "" && ref.ID != "" && referenceData[ref.Type] &&
+						!seen[ref.Type+"/"+ref.ID] {
+						seen[ref.Type+"/"+ref.ID] = true
+						refs = append(refs, ref)
+					}
+					continue
+				}
+				walk(f.Value)
+			}
+		case fhirjson.Array:
+			for _, it := range v.Items {
+				walk(it)
+			}
+		}
+	}
+	for _, r := range res {
+		if v, err := fhirjson.Parse(r.JSON); err == nil {
+			walk(v)
+		}
+	}
+	p, err := principalOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, ref := range refs {
+		if !p.Allows(access.Read, ref.Type) {
+			continue
+		}
+		r, err := s.records.Read(ctx, ref.Type, ref.ID)
+		if err != nil {
+			var fe *fhir.Error
+			if errors.As(err, &fe) && fe.Status < 500 {
+				continue // dangling, deleted or filtered out
+			}
+			return nil, err
+		}
+		res = append(res, r)
+	}
+	return res, nil
+}
+
 // bundle writes a Bundle of type typ holding first (if any) and res.
 func (s *Service) bundle(ctx context.Context, typ string, res []*store.Resource, now time.Time, first func(*bytes.Buffer)) ([]byte, error) {
 	var b bytes.Buffer
@@ -221,7 +286,19 @@ func (s *Service) bundle(ctx context.Context, typ string, res []*store.Resource,
 		b.WriteByte('}')
 	}
 	b.WriteString("]}")
+	if b.Len() > maxPlaintext {
+		return nil, tooLarge(b.Len())
+	}
 	return b.Bytes(), nil
+}
+
+// maxPlaintext bounds a file of a link: what decoders accept by default
+// (jwe.DefaultMaxPlaintext), and what the server holds in memory at once.
+const maxPlaintext = jwe.DefaultMaxPlaintext
+
+func tooLarge(n int) error {
+	return fhir.Errorf(http.StatusRequestEntityTooLarge, "too-costly",
+		"the selection is %d MiB of FHIR JSON, more than the %d MiB a shared file may hold; narrow it with _type or from/to", n>>20, maxPlaintext>>20)
 }
 
 // summary builds the IPS-style document Bundle.
@@ -238,9 +315,15 @@ func (s *Service) summary(ctx context.Context, patient string, now time.Time) (s
 			}
 		}
 	}
-	res, err := s.collect(ctx, patient, Selection{Types: append(types, "Patient")})
+	all, err := s.collect(ctx, patient, Selection{Types: append(types, "Patient")})
 	if err != nil {
 		return "", nil, err
+	}
+	res := all[:1]
+	for _, r := range all[1:] {
+		if v, err := fhirjson.Parse(r.JSON); err == nil && current(r.Type, v) {
+			res = append(res, r)
+		}
 	}
 	type ref struct {
 		Reference string `json:"reference"`
@@ -311,6 +394,9 @@ func (s *Service) summary(ctx context.Context, patient string, now time.Time) (s
 		}
 		c.Section = append(c.Section, sc)
 	}
+	if res, err = s.withReferenced(ctx, res); err != nil {
+		return "", nil, err
+	}
 	cj, err := json.Marshal(c)
 	if err != nil {
 		return "", nil, err
@@ -323,6 +409,37 @@ func (s *Service) summary(ctx context.Context, patient string, now time.Time) (s
 		b.WriteByte('}')
 	})
 	return "application/fhir+json", b, err
+}
+
+// current reports whether a resource belongs in an emergency summary:
+// active or unresolved problems, allergies and medications, and given
+// immunizations; nothing entered in error or refuted.
+func current(typ string, v *fhirjson.Value) bool {
+	status := v.GetString("status")
+	clinical := ""
+	if c := v.Get("clinicalStatus"); c != nil && c.Kind == fhirjson.Object {
+		if cs := c.Get("coding"); cs != nil && cs.Kind == fhirjson.Array && len(cs.Items) > 0 {
+			clinical = cs.Items[0].GetString("code")
+		}
+	}
+	if vs := v.Get("verificationStatus"); vs != nil && vs.Kind == fhirjson.Object {
+		if cs := vs.Get("coding"); cs != nil && cs.Kind == fhirjson.Array && len(cs.Items) > 0 {
+			if c := cs.Items[0].GetString("code"); c == "entered-in-error" || c == "refuted" {
+				return false
+			}
+		}
+	}
+	switch typ {
+	case "Condition", "AllergyIntolerance":
+		return clinical != "inactive" && clinical != "resolved" && clinical != "remission"
+	case "MedicationRequest":
+		return status == "active" || status == "on-hold" || status == "draft"
+	case "MedicationStatement":
+		return status == "active" || status == "intended" || status == "on-hold" || status == ""
+	case "Immunization":
+		return status == "completed"
+	}
+	return true
 }
 
 // upload checks an uploaded file and returns its content type and the

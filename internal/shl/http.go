@@ -67,8 +67,14 @@ func (s *Service) owner(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// readJSON decodes a JSON body into v, refusing unknown members.
+// readJSON decodes a JSON body into v, refusing unknown members (typos
+// in management requests must not pass silently).
 func (s *Service) readJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	return decodeJSON(w, r, v, limit, true)
+}
+
+// decodeJSON decodes a JSON body into v; strict refuses unknown members.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64, strict bool) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
@@ -76,7 +82,9 @@ func (s *Service) readJSON(w http.ResponseWriter, r *http.Request, v any, limit 
 		}
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		switch {
@@ -229,7 +237,8 @@ func recipientError(w http.ResponseWriter, r *http.Request, err error) {
 func (s *Service) handleManifest(w http.ResponseWriter, r *http.Request) {
 	cors(w)
 	var req ManifestRequest
-	if err := s.readJSON(w, r, &req, 64<<10); err != nil {
+	// Recipients may send members of later versions of the protocol.
+	if err := decodeJSON(w, r, &req, 64<<10, false); err != nil {
 		api.WriteError(w, r, err)
 		return
 	}

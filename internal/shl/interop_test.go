@@ -133,6 +133,7 @@ func TestSpecVectors(t *testing.T) {
 func TestIndependentChecks(t *testing.T) {
 	f := start(t, "sqlite")
 	l := f.create(t, f.tokA, map[string]any{"label": "Allergies for the ER", "passcode": "4711", "content": []map[string]any{{"kind": "summary"}}})
+	lv := f.create(t, f.tokA, map[string]any{"label": "viewer QR", "qrViewer": true})
 	r, m := f.manifest(t, l, map[string]any{"recipient": "jose", "passcode": "4711"})
 	if r.Status != 200 {
 		t.Fatalf("manifest: %d %s", r.Status, r.Body)
@@ -189,6 +190,24 @@ func TestIndependentChecks(t *testing.T) {
 		}
 		if got := strings.TrimRight(string(out), "\n"); got != l.Link {
 			t.Fatalf("zbarimg read %q, want %q", got, l.Link)
+		}
+		// With qrViewer the QR code opens the viewer page.
+		png, _ = base64.StdEncoding.DecodeString(strings.TrimPrefix(lv.QR.PNG, "data:image/png;base64,"))
+		os.WriteFile(path, png, 0o600)
+		out, err = exec.Command(zbar, "--quiet", "--raw", path).Output()
+		if got := strings.TrimRight(string(out), "\n"); err != nil || got != lv.ViewerLink {
+			t.Fatalf("zbarimg read %q (%v), want %q", got, err, lv.ViewerLink)
+		}
+		// The SVG too, when ImageMagick can render SVG (rsvg-convert).
+		svg := filepath.Join(t.TempDir(), "link.svg")
+		os.WriteFile(svg, []byte(l.QR.SVG), 0o600)
+		out, err = exec.Command(zbar, "--quiet", "--raw", svg).Output()
+		if _, rerr := exec.LookPath("rsvg-convert"); err != nil && rerr != nil {
+			t.Logf("zbarimg cannot read SVG here (%v, no rsvg-convert); SVG scan not checked", err)
+			return
+		}
+		if got := strings.TrimRight(string(out), "\n"); err != nil || got != l.Link {
+			t.Fatalf("zbarimg read the SVG as %q (%v), want %q", got, err, l.Link)
 		}
 	})
 }

@@ -86,6 +86,9 @@ type CreateRequest struct {
 	Patient string `json:"patient"`
 	// Content lists the files; default one file with the whole record.
 	Content []Selection `json:"content"`
+	// QRViewer makes the QR code carry the viewer URL with the link after
+	// "#" (phone cameras open it in a browser) instead of the bare link.
+	QRViewer bool `json:"qrViewer"`
 }
 
 // UpdateRequest is the body of PATCH/PUT /shl/links/{id}. Absent fields
@@ -433,11 +436,15 @@ func (s *Service) Create(ctx context.Context, req *CreateRequest) (*Link, error)
 	}
 	v.URL = payload.URL
 	v.ViewerLink = s.ViewerURL() + "#" + v.Link
-	png, err := qrcode.PNG(v.Link, 4)
+	qrText := v.Link
+	if req.QRViewer {
+		qrText = v.ViewerLink
+	}
+	png, err := qrcode.PNG(qrText, 4)
 	if err != nil {
 		return nil, fmt.Errorf("QR code: %w", err)
 	}
-	svg, err := qrcode.SVG(v.Link, 4)
+	svg, err := qrcode.SVG(qrText, 4)
 	if err != nil {
 		return nil, fmt.Errorf("QR code: %w", err)
 	}
@@ -666,6 +673,9 @@ func (s *Service) Revoke(ctx context.Context, id string) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM shl_location WHERE link_id = ?`, id); err != nil {
 			return fmt.Errorf("revoke link %s: %w", id, err)
 		}
+		if _, err := tx.Exec(ctx, `DELETE FROM shl_poll WHERE link_id = ?`, id); err != nil {
+			return fmt.Errorf("revoke link %s: %w", id, err)
+		}
 		return nil
 	})
 }
@@ -747,12 +757,12 @@ func (s *Service) Refresh(ctx context.Context, id string) (*Link, error) {
 
 // ownerPrincipal is who reads the record when a recipient's request
 // refreshes an L link: the owner's token scopes as they were at creation,
-// confined to the link's patient.
+// always confined to the link's patient (whatever the owner could see).
 func (s *Service) ownerPrincipal(l *link) (access.Principal, error) {
 	if l.OwnerScope == "" {
 		return confined{patient: l.Patient, name: l.Owner}, nil
 	}
-	return bearer.NewPrincipal(token.Claims{Subject: l.Owner, Scope: l.OwnerScope, Patient: l.Patient})
+	return bearer.NewPrincipal(token.Claims{Subject: l.Owner, Scope: l.OwnerScope, Patient: l.Patient, FHIRUser: "Patient/" + l.Patient})
 }
 
 // confined reads one patient's compartment; it stands for owners that

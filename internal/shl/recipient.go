@@ -148,7 +148,7 @@ func (s *Service) Manifest(ctx context.Context, mid string, req *ManifestRequest
 			return nil, err
 		}
 	}
-	if err := s.checkPoll(ctx, l, req.Recipient); err != nil {
+	if err := s.checkPoll(ctx, l, req.Recipient, "manifest"); err != nil {
 		return nil, err
 	}
 	files, err := s.currentFiles(ctx, l)
@@ -241,7 +241,7 @@ func (s *Service) checkPasscode(ctx context.Context, l *link, recipient, pc stri
 // checkPoll limits how often one recipient may fetch an L link's
 // manifest: the stored time only moves when the interval has passed,
 // in one statement.
-func (s *Service) checkPoll(ctx context.Context, l *link, recipient string) error {
+func (s *Service) checkPoll(ctx context.Context, l *link, recipient, action string) error {
 	if !l.has('L') || s.o.MinPoll < 0 {
 		return nil
 	}
@@ -271,7 +271,7 @@ ON CONFLICT (link_id, recipient) DO UPDATE SET last = excluded.last WHERE shl_po
 		return nil
 	}
 	wait := time.Duration(last+minPoll-now) * time.Microsecond
-	s.logAccess(ctx, l.ID, recipient, "manifest", 429, "polled too often")
+	s.logAccess(ctx, l.ID, recipient, action, 429, "polled too often")
 	return &PollError{RetryAfter: max(wait, time.Second)}
 }
 
@@ -321,6 +321,9 @@ func (s *Service) Direct(ctx context.Context, mid, recipient string) (string, er
 	if recipient == "" {
 		s.logAccess(ctx, l.ID, "", "direct", 400, "no recipient")
 		return "", fhir.BadRequest("the recipient query parameter is required").AtPath("recipient")
+	}
+	if err := s.checkPoll(ctx, l, recipient, "direct"); err != nil {
+		return "", err
 	}
 	files, err := s.currentFiles(ctx, l)
 	if err != nil {

@@ -12,8 +12,9 @@
 // re-encrypted when the record changes, so its key is kept wrapped
 // (AES-256-GCM, the link id as associated data) with a key-encryption key
 // held in the store's kv table under "shl/kek" (created on first use), or
-// given by the operator (Options.KEK, e.g. from a secret manager) so that
-// a copy of the database alone does not open the files. The manifest id
+// given by the operator (Options.KEK or KEKFile, `phr serve
+// --shl-key-file`, e.g. from a secret manager) so that a copy of the
+// database alone does not open the files. The manifest id
 // (the capability in the URL) and location ids are stored only as SHA-256
 // hashes; passcodes as argon2id hashes.
 package shl
@@ -24,10 +25,12 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -55,8 +58,10 @@ type Options struct {
 	// in the 128 characters the specification allows.
 	BaseURL string
 	// KEK, when set, is the 32-byte key that wraps L links' content keys;
-	// otherwise one is created in the store's kv table.
-	KEK []byte
+	// KEKFile names a file holding it (43 characters of base64url, or 32
+	// raw bytes). Otherwise one is created in the store's kv table.
+	KEK     []byte
+	KEKFile string
 	// MaxAttempts is the lifetime limit of wrong passcodes (default 10).
 	MaxAttempts int
 	// LocationTTL is the lifetime of location URLs (default 15 minutes,
@@ -117,6 +122,18 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	s := &Service{o: o, db: o.DB, records: o.Records, base: strings.TrimSuffix(o.BaseURL, "/")}
 	if n := len(s.manifestURL(shlink.NewManifestID())); n > shlink.MaxURLLen {
 		return nil, fmt.Errorf("shl: manifest URLs under base URL %q would be %d characters; SMART Health Links allow %d: use a shorter --base-url", s.base, n, shlink.MaxURLLen)
+	}
+	if o.KEK == nil && o.KEKFile != "" {
+		b, err := os.ReadFile(o.KEKFile)
+		if err != nil {
+			return nil, fmt.Errorf("shl: key-encryption key: %w", err)
+		}
+		if t := strings.TrimSpace(string(b)); len(t) == 43 {
+			if k, err := base64.RawURLEncoding.DecodeString(t); err == nil {
+				b = k
+			}
+		}
+		o.KEK = b
 	}
 	if o.KEK != nil {
 		if len(o.KEK) != 32 {

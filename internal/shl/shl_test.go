@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/phr-project/phr/internal/jwe"
+	"github.com/phr-project/phr/internal/server"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/shlink"
 	"github.com/phr-project/phr/internal/store/storetest"
@@ -202,7 +205,7 @@ func TestProtocol(t *testing.T) {
 			}
 
 			// Recipient protocol.
-			if r, _ := f.manifest(t, l, map[string]any{"passcode": "secret-1"}); r.Status != 400 {
+			if r, _ := f.manifest(t, l, map[string]any{"passcode": "secret-1", "futureMember": true}); r.Status != 400 || !strings.Contains(string(r.Body), "recipient") {
 				t.Fatalf("no recipient: %d %s", r.Status, r.Body)
 			}
 			r, m := f.manifest(t, l, map[string]any{"recipient": "ER", "passcode": "wrong"})
@@ -390,6 +393,14 @@ func TestDirectAndLongTerm(t *testing.T) {
 			if _, doc, _ := decrypt(t, u, string(r.Body)); doc["type"] != "document" {
 				t.Fatalf("U file is a %v Bundle", doc["type"])
 			}
+			// U with L: the same polling limit applies to the direct GET.
+			ul := f.create(t, f.tokA, map[string]any{"flag": "LU"})
+			if r := f.Do("GET", ul.payload.URL+"?recipient=Pharmacy", "", nil); r.Status != 200 {
+				t.Fatalf("LU GET: %d %s", r.Status, r.Body)
+			}
+			if r := f.Do("GET", ul.payload.URL+"?recipient=Pharmacy", "", nil); r.Status != 429 || r.Header.Get("Retry-After") == "" {
+				t.Fatalf("LU GET too soon: %d %v", r.Status, r.Header)
+			}
 			p := f.create(t, f.tokA, map[string]any{"passcode": "x"})
 			if r := f.Do("GET", p.payload.URL+"?recipient=x", "", nil); r.Status != 405 {
 				t.Fatalf("GET on a P link: %d", r.Status)
@@ -457,5 +468,30 @@ func TestDirectAndLongTerm(t *testing.T) {
 				t.Fatalf("B adding to A's link: %d", r.Status)
 			}
 		})
+	}
+}
+
+// TestKeyFile: with --shl-key-file the key-encryption key stays outside
+// the database, and L links still refresh.
+func TestKeyFile(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "shl.key")
+	os.WriteFile(keyFile, []byte(shlink.NewKey()+"\n"), 0o600)
+	s := servertest.Start(t, "sqlite", servertest.Options{Configure: func(c *server.Config) { c.SHLKeyFile = keyFile }})
+	admin := s.AdminToken()
+	s.Do("PUT", "Patient/k1", admin, `{"resourceType":"Patient","id":"k1"}`)
+	f := &fixture{Server: s, admin: admin}
+	l := f.create(t, admin, map[string]any{"patient": "k1", "flag": "L"})
+	if _, err := s.App.Store.GetKV(t.Context(), "shl/kek"); err == nil {
+		t.Fatal("a key-encryption key was stored in the database despite --shl-key-file")
+	}
+	s.Do("PUT", "Observation/k1-o", admin, `{"resourceType":"Observation","id":"k1-o","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/k1"}}`)
+	_, m := f.manifest(t, l, map[string]any{"recipient": "r"})
+	if _, _, ids := decrypt(t, l, m.Files[0].Embedded); !slices.Contains(ids, "Observation/k1-o") {
+		t.Fatalf("refreshed file holds %v", ids)
+	}
+	bad := filepath.Join(t.TempDir(), "short.key")
+	os.WriteFile(bad, []byte("tooshort"), 0o600)
+	if _, err := server.Open(t.Context(), server.Config{DataDir: t.TempDir(), SHLKeyFile: bad}); err == nil || !strings.Contains(err.Error(), "32") {
+		t.Fatalf("short key file: %v", err)
 	}
 }

@@ -3,12 +3,15 @@ package shl_test
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/phr-project/phr/internal/shlink"
 )
 
 // browserScript finds tools/browser/<name> above the package directory
@@ -40,20 +43,36 @@ func browserScript(t *testing.T, name string) (node, script, chromium string) {
 	return node, filepath.Join(tools, name), chromium
 }
 
-// TestViewerInBrowser opens a passcode-protected link in the viewer page
-// with headless Chromium: a wrong passcode is refused with the attempts
-// left, the right one shows the patient's allergies, all decrypted in the
-// page, which talks to no other host. The screenshot's path is logged;
-// run with `-artifacts -outputdir DIR` to keep it.
+// TestViewerInBrowser opens two links in the viewer page with headless
+// Chromium. A passcode-protected phr link: a wrong passcode is refused
+// with the attempts left, the right one shows the patient's allergies,
+// all decrypted in the page, which talks to no other host. And the
+// specification's published IPS example (a U link with kid and no cty),
+// served by a plain file server elsewhere. The screenshots' paths are
+// logged; run with `-artifacts -outputdir DIR` to keep them.
 func TestViewerInBrowser(t *testing.T) {
 	node, script, chromium := browserScript(t, "shl-viewer.mjs")
 	f := start(t, "sqlite")
 	l := f.create(t, f.tokA, map[string]any{"label": "Allergies for the ER", "passcode": "4711",
 		"content": []map[string]any{{"kind": "summary"}, {"_type": []string{"Observation"}}}})
 
-	// Kept with `go test -artifacts -outputdir DIR` (a temp dir otherwise).
-	shot := filepath.Join(t.ArtifactDir(), "shl-viewer.png")
-	in, _ := json.Marshal(map[string]any{"url": l.ViewerLink, "passcode": "4711", "wrongPasscode": "0000", "screenshot": shot, "chromium": chromium})
+	// The IPS example on another origin, with CORS as a static host would.
+	enc := shlData(t, "IPS_IG-bundle-01-enc.txt")
+	other := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Content-Type", "application/jose")
+		w.Write(enc)
+	}))
+	ips, err := shlink.Encode(shlink.Payload{URL: other + "/ips-enc.txt", Flag: "LU", Key: specKey, Label: "Demo SHL for IPS_IG-bundle-01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	shots := []string{filepath.Join(t.ArtifactDir(), "shl-viewer-passcode.png"), filepath.Join(t.ArtifactDir(), "shl-viewer-ips.png")}
+	in, _ := json.Marshal(map[string]any{"chromium": chromium, "pages": []map[string]any{
+		{"url": l.ViewerLink, "passcode": "4711", "wrongPasscode": "0000", "screenshot": shots[0]},
+		{"url": f.URL + "/shl/view#" + ips, "screenshot": shots[1]},
+	}})
 	cmd := exec.CommandContext(t.Context(), node, script)
 	cmd.Dir = filepath.Dir(script)
 	cmd.Stdin = bytes.NewReader(in)
@@ -63,48 +82,66 @@ func TestViewerInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node %s: %v\n%s", script, err, stderr.Bytes())
 	}
-	var res struct {
+	type page struct {
 		OK                   bool                  `json:"ok"`
 		Error                string                `json:"error"`
 		Title                string                `json:"title"`
 		Status               string                `json:"status"`
 		Patient              string                `json:"patient"`
-		Allergies            [][]string            `json:"allergies"`
 		Sections             map[string][][]string `json:"sections"`
 		Requests             []string              `json:"requests"`
 		Console              []string              `json:"console"`
 		WrongPasscodeMessage string                `json:"wrongPasscodeMessage"`
 	}
+	var res struct {
+		Pages []page `json:"pages"`
+		Error string `json:"error"`
+	}
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("script output: %v\n%s", err, out)
 	}
-	t.Logf("viewer screenshot: %s", shot)
-	if !res.OK {
-		t.Fatalf("viewer: %s (status %q, console %v)", res.Error, res.Status, res.Console)
+	t.Logf("viewer screenshots: %s", strings.Join(shots, ", "))
+	if res.Error != "" || len(res.Pages) != 2 {
+		t.Fatalf("browser: %s (%d pages)", res.Error, len(res.Pages))
 	}
-	if res.Title != "Allergies for the ER" || !strings.Contains(res.Patient, "Ann Alpha") || !strings.Contains(res.Status, "2 file(s) decrypted") {
-		t.Fatalf("page: title %q, patient %q, status %q", res.Title, res.Patient, res.Status)
-	}
-	if !strings.Contains(res.WrongPasscodeMessage, "9 attempts left") {
-		t.Fatalf("wrong passcode message %q", res.WrongPasscodeMessage)
-	}
-	if len(res.Allergies) != 1 || res.Allergies[0][0] != "Penicillin Alpha" || res.Allergies[0][1] != "high" {
-		t.Fatalf("allergies shown: %v", res.Allergies)
-	}
-	for _, sec := range []string{"medications", "conditions", "immunizations", "results"} {
-		if len(res.Sections[sec]) == 0 {
-			t.Errorf("section %s is empty: %v", sec, res.Sections)
+	for i, p := range res.Pages {
+		if !p.OK {
+			t.Fatalf("page %d: %s (status %q, console %v)", i, p.Error, p.Status, p.Console)
 		}
 	}
-	if !slices.ContainsFunc(res.Sections["results"], func(r []string) bool { return r[0] == "Hemoglobin" && r[1] == "13.2 g/dL" }) {
-		t.Errorf("results: %v", res.Sections["results"])
+
+	p := res.Pages[0]
+	if p.Title != "Allergies for the ER" || !strings.Contains(p.Patient, "Ann Alpha") || !strings.Contains(p.Status, "2 file(s) decrypted") {
+		t.Fatalf("page: title %q, patient %q, status %q", p.Title, p.Patient, p.Status)
 	}
-	for _, r := range res.Requests {
+	if !strings.Contains(p.WrongPasscodeMessage, "9 attempts left") {
+		t.Fatalf("wrong passcode message %q", p.WrongPasscodeMessage)
+	}
+	if a := p.Sections["allergies"]; len(a) != 1 || a[0][0] != "Penicillin Alpha" || a[0][1] != "high" {
+		t.Fatalf("allergies shown: %v", a)
+	}
+	for _, sec := range []string{"medications", "conditions", "immunizations", "results"} {
+		if len(p.Sections[sec]) == 0 {
+			t.Errorf("section %s is empty: %v", sec, p.Sections)
+		}
+	}
+	if !slices.ContainsFunc(p.Sections["results"], func(r []string) bool { return r[0] == "Hemoglobin" && r[1] == "13.2 g/dL" }) {
+		t.Errorf("results: %v", p.Sections["results"])
+	}
+	for _, r := range p.Requests {
 		if !strings.Contains(r, f.URL+"/shl/") {
 			t.Errorf("the viewer requested %s, outside the link's server", r)
 		}
 	}
-	if st, err := os.Stat(shot); err != nil || st.Size() < 1000 {
-		t.Errorf("screenshot %s: %v", shot, err)
+
+	p = res.Pages[1]
+	if p.Title != "Demo SHL for IPS_IG-bundle-01" || !strings.Contains(p.Patient, "Martha DeLarosa") || len(p.Sections["allergies"]) != 2 ||
+		!strings.Contains(p.Sections["allergies"][0][0], "penicillin") || len(p.Sections["medications"]) != 2 || len(p.Sections["results"]) != 7 {
+		t.Fatalf("IPS example: title %q, patient %q, sections %v", p.Title, p.Patient, p.Sections)
+	}
+	for _, shot := range shots {
+		if st, err := os.Stat(shot); err != nil || st.Size() < 1000 {
+			t.Errorf("screenshot %s: %v", shot, err)
+		}
 	}
 }

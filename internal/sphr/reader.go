@@ -300,9 +300,68 @@ func (r *Reader) Restore(l *Line) ([]byte, error) {
 	if !bytes.Contains(l.JSON, []byte(ExtFile)) && !bytes.Contains(l.JSON, []byte(`"url"`)) {
 		return l.JSON, nil
 	}
-	v, err := fhirjson.Parse(l.JSON)
+	out, _, err := restore(l.JSON, func(rel string) (string, bool, error) {
+		name, ok := resolve(l.File, rel)
+		if !ok || r.byName[name] == nil {
+			return "", false, nil
+		}
+		data, err := r.inline(l.File, rel)
+		return data, err == nil, err
+	}, true)
 	if err != nil {
-		return l.JSON, nil // the importer reports the syntax error
+		return nil, fmt.Errorf("sphr: %s line %d: %w", l.File, l.Number, err)
+	}
+	return out, nil
+}
+
+// RestoreJSON undoes what the writer did to one resource (see Restore)
+// for readers that open the archive themselves: open returns the bytes of
+// the file at a URL relative to the resource's .phr file. Only the
+// writer's ExtFile markers are restored; other relative URLs are left for
+// the caller. changed reports whether raw was changed.
+func RestoreJSON(raw []byte, open func(rel string) ([]byte, error)) (out []byte, changed bool, err error) {
+	if !bytes.Contains(raw, []byte(ExtFile)) {
+		return raw, false, nil
+	}
+	return restore(raw, func(rel string) (string, bool, error) {
+		b, err := open(rel)
+		if err != nil {
+			return "", false, err
+		}
+		return base64.StdEncoding.EncodeToString(b), true, nil
+	}, false)
+}
+
+// IsCoverPage reports whether a resource is the Composition cover page an
+// export generated (tagged CoverTagSystem/CoverTagCode): an import should
+// not store it, since every export makes its own.
+func IsCoverPage(raw []byte) bool {
+	if !bytes.Contains(raw, []byte(CoverTagSystem)) {
+		return false
+	}
+	v, err := fhirjson.Parse(raw)
+	if err != nil || v.GetString("resourceType") != "Composition" {
+		return false
+	}
+	tags := v.Get("meta").Get("tag")
+	if tags == nil || tags.Kind != fhirjson.Array {
+		return false
+	}
+	for _, t := range tags.Items {
+		if t.GetString("system") == CoverTagSystem && t.GetString("code") == CoverTagCode {
+			return true
+		}
+	}
+	return false
+}
+
+// restore walks a resource: "_data" elements with ExtFile get their data
+// back from load (base64); with relative, attachments whose url load
+// knows get its content as data in place of the url.
+func restore(raw []byte, load func(rel string) (data string, ok bool, err error), relative bool) ([]byte, bool, error) {
+	v, err := fhirjson.Parse(raw)
+	if err != nil {
+		return raw, false, nil // the importer reports the syntax error
 	}
 	changed := false
 	var restoreErr error
@@ -324,7 +383,10 @@ func (r *Reader) Restore(l *Line) ([]byte, error) {
 		isBinary := root && obj.GetString("resourceType") == "Binary"
 		if j := indexOf(obj, "_data"); j >= 0 && (isBinary || !root) {
 			if rel := fileExtension(obj.Fields[j].Value); rel != "" {
-				data, err := r.inline(l.File, rel)
+				data, ok, err := load(rel)
+				if err == nil && !ok {
+					err = fmt.Errorf("the archive has no file %s", rel)
+				}
 				if err != nil {
 					restoreErr = err
 					return
@@ -341,14 +403,14 @@ func (r *Reader) Restore(l *Line) ([]byte, error) {
 				return
 			}
 		}
-		if !root && obj.Get("data") == nil {
+		if relative && !root && obj.Get("data") == nil {
 			if k := indexOf(obj, "url"); k >= 0 && obj.Fields[k].Value.Kind == fhirjson.String {
-				if name, ok := resolve(l.File, obj.Fields[k].Value.Str); ok && r.byName[name] != nil {
-					data, err := r.inline(l.File, obj.Fields[k].Value.Str)
-					if err != nil {
-						restoreErr = err
-						return
-					}
+				data, ok, err := load(obj.Fields[k].Value.Str)
+				if err != nil {
+					restoreErr = err
+					return
+				}
+				if ok {
 					obj.Fields[k] = fhirjson.Field{Name: "data", Value: fhirjson.NewString(data)}
 					changed = true
 					return
@@ -363,12 +425,12 @@ func (r *Reader) Restore(l *Line) ([]byte, error) {
 	}
 	visit(v, true)
 	if restoreErr != nil {
-		return nil, fmt.Errorf("sphr: %s line %d: %w", l.File, l.Number, restoreErr)
+		return nil, false, restoreErr
 	}
 	if !changed {
-		return l.JSON, nil
+		return raw, false, nil
 	}
-	return v.Marshal(), nil
+	return v.Marshal(), true, nil
 }
 
 // inline reads an attachment file as base64.

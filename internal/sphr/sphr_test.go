@@ -259,3 +259,36 @@ func TestWilliamSim(t *testing.T) {
 		t.Fatalf("re-attached %d images, want 2", found)
 	}
 }
+
+func TestRestoreJSON(t *testing.T) {
+	fx := build(t, "")
+	z, err := zip.NewReader(bytes.NewReader(fx.archive), int64(len(fx.archive)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(rel string) ([]byte, error) {
+		rc, err := z.Open("William-Sim/" + strings.TrimPrefix(rel, "./"))
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		return io.ReadAll(rc)
+	}
+	_, lines := readAll(t, fx.archive, "")
+	for i, want := range fx.lines {
+		got, _, err := RestoreJSON(lines[i].JSON, open)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != want {
+			t.Errorf("line %d: RestoreJSON gave\n%.300s", i+1, got)
+		}
+	}
+	if _, _, err := RestoreJSON(lines[4].JSON, func(string) ([]byte, error) { return nil, errors.New("gone") }); err == nil {
+		t.Error("a missing file was not reported")
+	}
+	cover := `{"resourceType":"Composition","meta":{"tag":[{"system":"` + CoverTagSystem + `","code":"` + CoverTagCode + `"}]}}`
+	if !IsCoverPage([]byte(cover)) || IsCoverPage([]byte(strings.Replace(cover, "Composition", "List", 1))) || IsCoverPage([]byte(lines[0].JSON)) {
+		t.Error("IsCoverPage")
+	}
+}

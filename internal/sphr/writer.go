@@ -53,6 +53,10 @@ func NewWriter(w io.Writer, name, passphrase, tmpDir string) (*Writer, error) {
 	}, nil
 }
 
+// SetLevel sets the DEFLATE level of the archive's entries (see
+// zipaes.Writer.SetLevel); call it before writing anything.
+func (w *Writer) SetLevel(level int) error { return w.zw.SetLevel(level) }
+
 // Name is the archive's base name: the .phr is Name()/Name().phr.
 func (w *Writer) Name() string { return w.name }
 

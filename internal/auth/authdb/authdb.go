@@ -120,6 +120,9 @@ func checkClient(c *Client) error {
 		if err != nil || !u.IsAbs() || (u.Scheme != "https" && u.Scheme != "http") {
 			return invalidf("jwks_url %q is not an absolute http(s) URL", c.JWKSURL)
 		}
+		if h := u.Hostname(); u.Scheme == "http" && h != "localhost" && h != "127.0.0.1" && h != "::1" {
+			return invalidf("jwks_url %q must use https (plain http only on localhost)", c.JWKSURL)
+		}
 	}
 	for _, r := range c.RedirectURIs {
 		u, err := url.Parse(r)
@@ -543,4 +546,10 @@ func (d *DB) DeleteSession(ctx context.Context, hash string) error {
 		return fmt.Errorf("delete session: %w", err)
 	}
 	return nil
+}
+
+// InitSetting stores value under key unless a value is already there, and
+// returns the stored one (so replicas starting together agree).
+func (d *DB) InitSetting(ctx context.Context, key string, value []byte) ([]byte, error) {
+	return d.db.InitKV(ctx, key, value)
 }

@@ -6,11 +6,13 @@ package bearer
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/auth/oidc"
 	"github.com/phr-project/phr/internal/auth/scope"
 	"github.com/phr-project/phr/internal/auth/token"
 	"github.com/phr-project/phr/internal/fhir"
@@ -48,9 +50,13 @@ func (a *Authenticator) Principal(ctx context.Context, tok string) (access.Princ
 	claims, err := a.Issuer.Verify(tok)
 	if err != nil {
 		for _, v := range a.External {
-			if c, verr := v.Verify(tok); verr == nil {
+			c, verr := v.Verify(tok)
+			if verr == nil {
 				claims, err = c, nil
 				break
+			}
+			if !errors.Is(verr, oidc.ErrUntrusted) {
+				err = verr // an external issuer owns this token: its reason is the useful one
 			}
 		}
 	}

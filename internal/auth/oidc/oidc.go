@@ -36,6 +36,10 @@ var asymmetric = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", 
 
 var hmacAlgs = []string{"HS256", "HS384", "HS512"}
 
+// ErrUntrusted is wrapped by Verify's error for a token whose issuer is
+// not configured (it is probably not meant for this verifier at all).
+var ErrUntrusted = errors.New("issuer not trusted")
+
 // DefaultLeeway is the clock skew allowed on exp, nbf and iat.
 const DefaultLeeway = 60 * time.Second
 
@@ -188,7 +192,7 @@ func (v *Verifier) Verify(ctx context.Context, token string, now time.Time) (Ide
 	}
 	iss := v.issuers[std.Issuer]
 	if iss == nil {
-		return Identity{}, invalid("token issuer %q is not trusted", std.Issuer)
+		return Identity{}, oauth.Wrap(oauth.InvalidToken, ErrUntrusted, "token issuer %q is not trusted", std.Issuer)
 	}
 	if !slices.Contains(iss.algs, h.Algorithm) {
 		return Identity{}, invalid("token alg %q is not accepted for issuer %s", h.Algorithm, std.Issuer)

@@ -2,8 +2,11 @@ package token
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"strings"
 	"testing"
+
+	"github.com/phr-project/phr/internal/jsverify"
 )
 
 func TestDetached(t *testing.T) {
@@ -38,5 +41,35 @@ func TestDetached(t *testing.T) {
 	// An access token is not a detached signature.
 	if _, err := iss.VerifyDetached(strings.Replace(sig, ".", ".e30.", 1), sum[:]); err == nil {
 		t.Fatal("a JWS with an attached payload was accepted")
+	}
+}
+
+// TestDetachedJose checks the detached signature with the npm jose package.
+func TestDetachedJose(t *testing.T) {
+	key, _ := GenerateKey("")
+	iss, err := New(Config{Issuer: "https://a", Audience: "https://a", Signing: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("the export"))
+	sig, err := iss.SignDetached(sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		Valid bool
+		Kid   string
+		Typ   string
+		Error string
+	}
+	for _, tc := range []struct {
+		payload []byte
+		valid   bool
+	}{{sum[:], true}, {[]byte("something else"), false}} {
+		var res result
+		jsverify.Run(t, "detached.mjs", map[string]any{"jws": sig, "payload": base64.RawURLEncoding.EncodeToString(tc.payload), "jwks": iss.JWKS()}, &res)
+		if res.Valid != tc.valid || (tc.valid && (res.Kid != key.ID || res.Typ != DetachedType)) {
+			t.Errorf("jose on payload %x: %+v, want valid=%v", tc.payload[:4], res, tc.valid)
+		}
 	}
 }

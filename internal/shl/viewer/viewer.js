@@ -75,7 +75,14 @@
     if (o.component) return o.component.map((c) => concept(c.code) + ": " + value(c)).join("; ");
     return "";
   }
-  function date(r, ...names) { for (const n of names) if (r[n]) return typeof r[n] === "string" ? r[n] : (r[n].start || ""); return ""; }
+  function date(r, ...names) {
+    for (const n of names) {
+      if (!r[n]) continue;
+      const d = typeof r[n] === "string" ? r[n] : (r[n].start || "");
+      return d.replace(/T(\d\d:\d\d).*$/, " $1");
+    }
+    return "";
+  }
   function humanName(p) {
     const n = (p.name || [])[0];
     if (!n) return "(no name)";
@@ -104,6 +111,13 @@
     const by = {};
     for (const r of resources) (by[r.resourceType] = by[r.resourceType] || []).push(r);
     const get = (...types) => types.flatMap((t) => by[t] || []);
+    const byRef = {};
+    for (const r of resources) if (r.id) byRef[r.resourceType + "/" + r.id] = r;
+    const medication = (r) => {
+      if (r.medicationCodeableConcept) return concept(r.medicationCodeableConcept);
+      const m = r.medicationReference && byRef[r.medicationReference.reference];
+      return (m && concept(m.code)) || refText(r.medicationReference);
+    };
     for (const p of get("Patient")) {
       const sec = el("section"); sec.id = "patient";
       sec.appendChild(el("h2", "Patient"));
@@ -119,7 +133,7 @@
       ["Since", (r) => date(r, "onsetDateTime", "recordedDate")],
     ]));
     into.appendChild(table("medications", "Medications", get("MedicationRequest", "MedicationStatement"), [
-      ["Medication", (r) => concept(r.medicationCodeableConcept) || refText(r.medicationReference)],
+      ["Medication", medication],
       ["Dosage", (r) => (r.dosageInstruction || r.dosage || []).map((d) => d.text || "").filter(Boolean).join("; ")],
       ["Status", (r) => r.status || ""],
       ["Date", (r) => date(r, "authoredOn", "effectiveDateTime", "effectivePeriod", "dateAsserted")],

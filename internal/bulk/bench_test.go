@@ -1,0 +1,239 @@
+package bulk_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phr-project/phr/internal/auth/token"
+	"github.com/phr-project/phr/internal/server"
+	"github.com/phr-project/phr/internal/synthea"
+)
+
+// benchPatients is how many Synthea patients the benchmark loads: all 120
+// with PHR_LONG=1, PHR_SYNTHEA_PATIENTS=n, else 5.
+func benchPatients() int {
+	if v := os.Getenv("PHR_SYNTHEA_PATIENTS"); v != "" {
+		n, _ := strconv.Atoi(v)
+		return n
+	}
+	if os.Getenv("PHR_LONG") != "" {
+		return 120
+	}
+	return 5
+}
+
+// BenchmarkSystemExportSynthea measures a system-level $export of the
+// Synthea patients on SQLite, from kick-off to the complete manifest,
+// against a real `phr serve` process (built for the benchmark), and
+// reports that process's peak resident memory (VmHWM).
+//
+//	PHR_LONG=1 go test ./internal/bulk -run '^$' -bench SystemExportSynthea -benchtime 3x
+func BenchmarkSystemExportSynthea(b *testing.B) {
+	sv := benchServer(b)
+	base, tok, stored := sv.base, sv.tok, sv.stored
+	client := &http.Client{Timeout: time.Minute}
+	do := func(method, u string, headers ...string) *http.Response {
+		req, _ := http.NewRequest(method, u, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return resp
+	}
+	var m manifest
+	cpu0 := cpuTime(sv.cmd.Process.Pid)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		resp := do("GET", base+"/fhir/$export", "Accept", "application/fhir+json", "Prefer", "respond-async")
+		resp.Body.Close()
+		if resp.StatusCode != 202 {
+			b.Fatalf("kick-off: %d", resp.StatusCode)
+		}
+		status := resp.Header.Get("Content-Location")
+		for {
+			time.Sleep(20 * time.Millisecond)
+			resp := do("GET", status)
+			if resp.StatusCode == 200 {
+				m = manifest{}
+				err := json.NewDecoder(resp.Body).Decode(&m)
+				resp.Body.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+				break
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 202 && resp.StatusCode != 429 {
+				b.Fatalf("status: %d", resp.StatusCode)
+			}
+		}
+	}
+	b.StopTimer()
+	if cpu := cpuTime(sv.cmd.Process.Pid) - cpu0; cpu > 0 {
+		// CPU seconds of the server per export: a figure that stays
+		// meaningful on a machine shared with other work.
+		b.ReportMetric(cpu.Seconds()/float64(b.N), "server-cpu-s/op")
+	}
+	total := 0
+	for _, it := range m.Output {
+		if it.Type != "AuditEvent" { // the audit log writes these as the benchmark runs
+			total += it.Count
+		}
+	}
+	if total != stored {
+		b.Fatalf("exported %d resources, the store has %d", total, stored)
+	}
+	var size float64
+	for _, it := range m.Output {
+		if v, ok := it.Extension["size"].(float64); ok {
+			size += v
+		}
+	}
+	b.ReportMetric(size/(1<<20), "ndjson-MB")
+	b.ReportMetric(float64(total), "resources")
+	b.ReportMetric(float64(len(m.Output)), "files")
+	if hwm := peakRSS(sv.cmd.Process.Pid); hwm > 0 {
+		b.ReportMetric(float64(hwm)/(1<<20), "peak-RSS-MB")
+	}
+}
+
+// peakRSS returns a process's peak resident set size (Linux VmHWM), or 0.
+func peakRSS(pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// benchSrv is the loaded store and the phr serve process the benchmark
+// uses; it is set up once per test binary (the testing package calls a
+// benchmark more than once) and removed by TestMain.
+type benchSrv struct {
+	dir, base, tok string
+	stored         int
+	cmd            *exec.Cmd
+}
+
+var benchState *benchSrv
+
+func benchServer(b *testing.B) *benchSrv {
+	if benchState != nil {
+		return benchState
+	}
+	dir := synthea.Require(b)
+	files, err := synthea.Files(dir, benchPatients())
+	if err != nil {
+		b.Fatal(err)
+	}
+	tmp, err := os.MkdirTemp("", "phr-bulk-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sv := &benchSrv{dir: tmp}
+	benchState = sv
+	data := filepath.Join(tmp, "data")
+	ctx := context.Background()
+	app, err := server.Open(ctx, server.Config{DataDir: data, Addr: "127.0.0.1:0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := synthea.Load(ctx, app.Records, files)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := app.Store.QueryRow(ctx, `SELECT COUNT(*) FROM resource WHERE NOT deleted AND type <> 'AuditEvent'`).Scan(&sv.stored); err != nil {
+		b.Fatal(err)
+	}
+	sv.tok, err = app.Tokens.Sign(token.Claims{Subject: "bench", Scope: "system/*.read", Expiry: time.Now().Add(2 * time.Hour)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	app.Close()
+	b.Logf("loaded %d bundles, %d resources (%d current)", st.Bundles, st.Resources, sv.stored)
+
+	bin := filepath.Join(tmp, "phr")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/phr").CombinedOutput(); err != nil {
+		b.Fatalf("build phr: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	sv.cmd = exec.Command(bin, "serve", "--data", data, "--addr", addr, "--export-rate", "10ms", "--log-level", "warn")
+	sv.cmd.Stderr = os.Stderr
+	if err := sv.cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	sv.base = "http://" + addr
+	for i := 0; ; i++ {
+		if r, err := http.Get(sv.base + "/healthz"); err == nil {
+			r.Body.Close()
+			break
+		}
+		if i > 200 {
+			b.Fatal("phr serve did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return sv
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if sv := benchState; sv != nil {
+		if sv.cmd != nil && sv.cmd.Process != nil {
+			sv.cmd.Process.Signal(os.Interrupt)
+			sv.cmd.Wait()
+		}
+		os.RemoveAll(sv.dir)
+	}
+	os.Exit(code)
+}
+
+// cpuTime returns the user+system CPU time of a process (Linux), or 0.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) in parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	// Clock ticks are 100 per second on Linux.
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}

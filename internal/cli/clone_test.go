@@ -1,0 +1,63 @@
+package cli
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phr-project/phr/internal/server"
+	"github.com/phr-project/phr/internal/server/servertest"
+)
+
+// Another phr serve is the remote: clone copies its record through Bulk
+// Data $export, pull brings only what changed since (_since), including
+// deletions.
+func TestCloneAndPull(t *testing.T) {
+	remote := servertest.Start(t, "sqlite", servertest.Options{Configure: func(c *server.Config) { c.ExportRate = 50 * time.Millisecond }})
+	admin := remote.AdminToken()
+	for i := 0; i < 3; i++ {
+		id := fmt.Sprintf("p%d", i)
+		if r := remote.Do("PUT", "Patient/"+id, admin, map[string]any{"resourceType": "Patient", "id": id, "gender": "female"}); r.Status >= 300 {
+			t.Fatalf("PUT: %d %s", r.Status, r.Body)
+		}
+		if r := remote.Do("PUT", "Observation/o"+id, admin, map[string]any{"resourceType": "Observation", "id": "o" + id, "status": "final",
+			"code": map[string]any{"text": "weight"}, "subject": map[string]any{"reference": "Patient/" + id}}); r.Status >= 300 {
+			t.Fatalf("PUT: %d %s", r.Status, r.Body)
+		}
+	}
+	data := t.TempDir()
+	state := filepath.Join(t.TempDir(), "remote.json")
+	tok := remote.Token("system/*.read", "")
+	code, out, errOut := run(t, "clone", remote.FHIR, "--remote-token", tok, "--state", state, "--data", data)
+	if code != 0 || !strings.Contains(out, "conflicts 0") || !strings.Contains(out, "rejected 0") || !strings.Contains(out, "created ") {
+		t.Fatalf("clone: %d\n%s\n%s", code, out, errOut)
+	}
+	// Nothing changed: pull writes nothing.
+	code, out, errOut = run(t, "pull", "--remote-token", tok, "--state", state, "--data", data)
+	// (The remote audits each export: new AuditEvents may arrive.)
+	if code != 0 || !strings.Contains(out, "updated 0,") || !strings.Contains(out, "deleted 0") {
+		t.Fatalf("empty pull: %d\n%s\n%s", code, out, errOut)
+	}
+	// The remote changes one resource and deletes another.
+	time.Sleep(10 * time.Millisecond)
+	if r := remote.Do("PUT", "Patient/p1", admin, map[string]any{"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1970-01-01"}); r.Status >= 300 {
+		t.Fatal(r.Status)
+	}
+	if r := remote.Do("DELETE", "Observation/op2", admin, nil); r.Status >= 300 {
+		t.Fatal(r.Status)
+	}
+	code, out, errOut = run(t, "pull", "--remote-token", tok, "--state", state, "--data", data)
+	if code != 0 || !strings.Contains(out, "updated 1,") || !strings.Contains(out, "deleted 1") || !strings.Contains(out, "conflicts 0") {
+		t.Fatalf("pull: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, _ = run(t, "diff", "Patient/p1", "--data", data)
+	if code != 0 || !strings.Contains(out, "+ Patient.birthDate") {
+		t.Errorf("diff after pull: %d\n%s", code, out)
+	}
+	code, out, _ = run(t, "log", "--data", data)
+	if code != 0 || !strings.Contains(out, "source "+remote.FHIR) {
+		t.Errorf("log: %d\n%s", code, out)
+	}
+}

@@ -1,0 +1,105 @@
+package importer_test
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/importer"
+	"github.com/phr-project/phr/internal/store/storetest"
+	"github.com/phr-project/phr/internal/synthea"
+)
+
+// BenchmarkImportSynthea imports the 120 Synthea patients as NDJSON
+// (produced from the bundles, about 92,000 resources) into a fresh store
+// of each dialect and reports resources/s and the process's peak RSS.
+// PHR_BENCH_PATIENTS=n imports fewer.
+//
+//	go test ./internal/importer -run '^$' -bench ImportSynthea -benchtime 1x
+func BenchmarkImportSynthea(b *testing.B) {
+	dir := synthea.Require(b)
+	n := 120
+	if v, err := strconv.Atoi(os.Getenv("PHR_BENCH_PATIENTS")); err == nil && v > 0 {
+		n = v
+	}
+	files, err := synthea.Files(dir, n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	input := filepath.Join(b.TempDir(), "synthea.ndjson")
+	f, _ := os.Create(input)
+	total := syntheaNDJSON(b, files, f)
+	f.Close()
+	for _, d := range storetest.Dialects() {
+		b.Run(d, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				app := openApp(b, d)
+				imp := importer.New(app.Store, app.Records)
+				ctx := access.With(context.Background(), access.System{Name: "bench"})
+				run, err := imp.Begin(ctx, importer.Options{Source: "synthea"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				in, _ := os.Open(input)
+				b.StartTimer()
+				start := time.Now()
+				cpu0 := cpuTime()
+				if err := run.NDJSON(in, "synthea.ndjson"); err != nil {
+					b.Fatal(err)
+				}
+				sum, err := run.Finish("done")
+				el := time.Since(start)
+				cpu := cpuTime() - cpu0
+				b.StopTimer()
+				in.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if sum.Created != total || sum.Rejected != 0 {
+					b.Fatalf("created %d of %d, rejected %d", sum.Created, total, sum.Rejected)
+				}
+				b.ReportMetric(float64(total)/el.Seconds(), "resources/s")
+				b.ReportMetric(float64(total)/cpu.Seconds(), "resources/cpu-s")
+				b.ReportMetric(float64(peakRSS())/(1<<20), "peakRSS-MiB")
+				b.Logf("%s: %d resources in %v (%v CPU of this process): %.0f resources/s, %.0f resources per CPU-second, peak RSS %d MiB",
+					d, total, el.Round(time.Millisecond), cpu.Round(time.Millisecond), float64(total)/el.Seconds(), float64(total)/cpu.Seconds(), peakRSS()>>20)
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// cpuTime returns the user+system CPU time of this process so far (the
+// machine is shared, so wall time alone says little).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// peakRSS returns the process's peak resident set size (VmHWM) in bytes.
+func peakRSS() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

@@ -1,0 +1,141 @@
+package sqldb
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/phr-project/phr/internal/store"
+)
+
+// PutNew writes the first versions (Version 1) of resources that do not
+// exist yet, many per statement: ids and sequence numbers are allocated in
+// one step and the resource and version rows go in multi-row INSERTs.
+// Bulk writers (the importer) use it instead of one Put per resource; the
+// rows are exactly those Put writes. A resource that exists already (or was
+// written earlier in the transaction) fails the whole call with a
+// store.ErrConflict error (a concurrent writer created it first).
+func (t *Tx) PutNew(ctx context.Context, puts []*store.Put) error {
+	if len(puts) == 0 {
+		return nil
+	}
+	seen := make(map[resKey]bool, len(puts))
+	for _, p := range puts {
+		k := resKey{p.Type, p.ID}
+		if p.Version != 1 {
+			return fmt.Errorf("PutNew: %s/%s version %d is not a first version", p.Type, p.ID, p.Version)
+		}
+		if _, known := t.rids[k]; known || seen[k] {
+			return fmt.Errorf("%w: %s/%s was already written", store.ErrConflict, p.Type, p.ID)
+		}
+		seen[k] = true
+	}
+	rids, seqs, err := t.allocate(ctx, len(puts))
+	if err != nil {
+		return err
+	}
+	const per = 200
+	for start := 0; start < len(puts); start += per {
+		part := puts[start:min(start+per, len(puts))]
+		resArgs := make([]any, 0, len(part)*7)
+		verArgs := make([]any, 0, len(part)*10)
+		for i, p := range part {
+			rid, seq := rids[start+i], seqs[start+i]
+			lu := Micros(p.LastUpdated)
+			var blob, batch, js any
+			if p.Blob != "" {
+				blob = p.Blob
+			}
+			if p.Batch != 0 {
+				batch = p.Batch
+			}
+			if !p.Deleted {
+				js = p.JSON
+			}
+			resArgs = append(resArgs, rid, p.Type, p.ID, p.Version, seq, lu, p.Deleted)
+			verArgs = append(verArgs, seq, rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, js)
+		}
+		q := `INSERT INTO resource (rid, type, id, version, seq, last_updated, deleted) VALUES ` + rows(len(part), 7)
+		if _, err := t.tx.ExecContext(ctx, t.db.Rebind(q), resArgs...); err != nil {
+			return t.batchErr(err)
+		}
+		vals := rows(len(part), 10)
+		if t.db.dialect == Postgres {
+			// Typed placeholders: NULL batch/blob/json need their types.
+			vals = strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?::bigint, ?::text, ?::bytea),", len(part)), ",")
+		}
+		q = `INSERT INTO resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json) VALUES ` + vals
+		if _, err := t.tx.ExecContext(ctx, t.db.Rebind(q), verArgs...); err != nil {
+			return t.batchErr(err)
+		}
+	}
+	for i, p := range puts {
+		p.Seq = seqs[i]
+		t.rids[resKey{p.Type, p.ID}] = ridVersion{rids[i], 1}
+		if !p.Deleted {
+			t.queue(rids[i], p)
+			t.queued[rids[i]] = true
+		}
+	}
+	if len(t.pend.clear) > 500 || t.pend.pendingRows() > 20000 {
+		return t.flush(ctx)
+	}
+	return nil
+}
+
+func rows(n, cols int) string {
+	one := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + ")"
+	return strings.TrimSuffix(strings.Repeat(one+",", n), ",")
+}
+
+func (t *Tx) batchErr(err error) error {
+	if t.db.isConflict(err) {
+		return fmt.Errorf("%w: %v", store.ErrConflict, err)
+	}
+	return fmt.Errorf("write new resources: %w", err)
+}
+
+// allocate reserves n resource ids and n version sequence numbers. SQLite
+// has one writer at a time (this transaction), so the next values follow
+// the current maxima; PostgreSQL draws them from the sequences.
+func (t *Tx) allocate(ctx context.Context, n int) (rids, seqs []int64, err error) {
+	rids = make([]int64, n)
+	seqs = make([]int64, n)
+	if t.db.dialect == Postgres {
+		for _, x := range []struct {
+			table, col string
+			out        []int64
+		}{{"resource", "rid", rids}, {"resource_version", "seq", seqs}} {
+			r, err := t.tx.QueryContext(ctx, `SELECT nextval(pg_get_serial_sequence('`+x.table+`', '`+x.col+`')) FROM generate_series(1, $1)`, n)
+			if err != nil {
+				return nil, nil, fmt.Errorf("allocate %s ids: %w", x.table, err)
+			}
+			i := 0
+			for r.Next() && i < n {
+				if err := r.Scan(&x.out[i]); err != nil {
+					r.Close()
+					return nil, nil, err
+				}
+				i++
+			}
+			r.Close()
+			if err := r.Err(); err != nil || i != n {
+				return nil, nil, fmt.Errorf("allocate %s ids: got %d of %d: %v", x.table, i, n, err)
+			}
+		}
+		return rids, seqs, nil
+	}
+	var maxRid, maxSeq int64
+	if err := t.tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(rid), 0) FROM resource`).Scan(&maxRid); err != nil {
+		return nil, nil, fmt.Errorf("allocate resource ids: %w", err)
+	}
+	// AUTOINCREMENT never reuses a sequence number, even of a row that is gone.
+	if err := t.tx.QueryRowContext(ctx, `SELECT MAX(COALESCE((SELECT MAX(seq) FROM resource_version), 0), COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'resource_version'), 0))`).Scan(&maxSeq); err != nil {
+		return nil, nil, fmt.Errorf("allocate version numbers: %w", err)
+	}
+	for i := range n {
+		rids[i] = maxRid + int64(i) + 1
+		seqs[i] = maxSeq + int64(i) + 1
+	}
+	return rids, seqs, nil
+}
