@@ -56,6 +56,17 @@ func TestCloneAndPull(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "+ Patient.birthDate") {
 		t.Errorf("diff after pull: %d\n%s", code, out)
 	}
+	// A Bulk Data export directory, or its manifest, imports too.
+	exp := t.TempDir()
+	if code, out, errOut := run(t, "bulk", "export", remote.FHIR, "--token", tok, "--out", exp, "--quiet"); code != 0 {
+		t.Fatalf("bulk export: %d\n%s\n%s", code, out, errOut)
+	}
+	for _, arg := range []string{exp, filepath.Join(exp, "manifest.json")} {
+		code, out, errOut := run(t, "import", "--data", t.TempDir(), "--source", remote.FHIR, arg)
+		if code != 0 || !strings.Contains(out, "created ") || strings.Contains(out, "created 0,") || !strings.Contains(out, "rejected 0") {
+			t.Errorf("import %s: %d\n%s\n%s", arg, code, out, errOut)
+		}
+	}
 	code, out, _ = run(t, "log", "--data", data)
 	if code != 0 || !strings.Contains(out, "source "+remote.FHIR) {
 		t.Errorf("log: %d\n%s", code, out)
