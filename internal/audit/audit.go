@@ -15,9 +15,11 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -30,8 +32,11 @@ import (
 
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/index"
 	"github.com/phr-project/phr/internal/r4"
 	"github.com/phr-project/phr/internal/records"
+	"github.com/phr-project/phr/internal/store"
 	"github.com/phr-project/phr/internal/store/sqldb"
 )
 
@@ -54,8 +59,8 @@ type Event struct {
 
 // Options configure a Log.
 type Options struct {
-	Records *records.Service
-	// DB resolves the patients of resources named by a request.
+	// DB stores the events and resolves the patients of resources named
+	// by a request.
 	DB *sqldb.DB
 	// QueueSize bounds the events waiting to be written (default 10000).
 	QueueSize int
@@ -197,20 +202,34 @@ func (l *Log) run() {
 // write stores a batch as one transaction; on failure each event is
 // logged (without its query, which may hold personal data) so nothing
 // disappears silently.
+//
+// The AuditEvents are built here, so they skip the record service's
+// validation (a test validates their shape against R4) and go straight to
+// the store with their index entries and compartments: this write runs
+// for every API request, and the validation and bundle machinery would
+// cost more than the storing.
 func (l *Log) write(events []Event) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ctx = access.With(ctx, access.System{Name: "audit"})
-	var entries []map[string]any
+	puts := make([]*store.Put, 0, len(events))
+	var err error
 	for _, e := range events {
-		entries = append(entries, map[string]any{
-			"resource": l.resource(ctx, e),
-			"request":  map[string]string{"method": "POST", "url": "AuditEvent"},
-		})
+		var p *store.Put
+		if p, err = l.put(ctx, e); err != nil {
+			break
+		}
+		puts = append(puts, p)
 	}
-	body, err := json.Marshal(map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries})
 	if err == nil {
-		_, _, err = l.o.Records.ProcessBundle(ctx, body, nil)
+		err = l.o.DB.Write(ctx, func(tx store.Tx) error {
+			for _, p := range puts {
+				if err := tx.Put(ctx, p); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}
 	if err != nil {
 		slog.Error("audit events not stored", "count", len(events), "err", err)
@@ -220,6 +239,50 @@ func (l *Log) write(events []Event) {
 		return
 	}
 	l.written.Add(int64(len(events)))
+}
+
+// put builds the stored version of e's AuditEvent.
+func (l *Log) put(ctx context.Context, e Event) (*store.Put, error) {
+	id := fhir.NewID()
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	return Put(id, at, l.resource(ctx, e))
+}
+
+// Put builds a store.Put of a new AuditEvent (version 1) from its content
+// (without resourceType, id and meta), with index entries and patient
+// compartments.
+func Put(id string, at time.Time, content map[string]any) (*store.Put, error) {
+	delete(content, "resourceType")
+	rest, err := json.Marshal(content)
+	if err != nil {
+		return nil, fmt.Errorf("encode AuditEvent: %w", err)
+	}
+	head, _ := json.Marshal(map[string]any{"versionId": "1", "lastUpdated": fhir.FormatInstant(at)})
+	var b bytes.Buffer
+	b.WriteString(`{"resourceType":"AuditEvent","id":`)
+	idJSON, _ := json.Marshal(id)
+	b.Write(idJSON)
+	b.WriteString(`,"meta":`)
+	b.Write(head)
+	if len(rest) > 2 {
+		b.WriteByte(',')
+		b.Write(rest[1:])
+	} else {
+		b.WriteByte('}')
+	}
+	tree, err := fhirjson.Parse(b.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("parse AuditEvent: %w", err)
+	}
+	entries, err := index.Extract("AuditEvent", tree)
+	if err != nil {
+		return nil, fmt.Errorf("index AuditEvent: %w", err)
+	}
+	return &store.Put{
+		Resource: store.Resource{Type: "AuditEvent", ID: id, Version: 1, LastUpdated: at, Method: "POST", JSON: b.Bytes()},
+		Index:    &entries,
+		Patients: records.Patients("AuditEvent", id, &entries),
+	}, nil
 }
 
 // interaction names the FHIR interaction of a request and its AuditEvent

@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phr-project/phr/internal/fhirjson"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/store/storetest"
+	"github.com/phr-project/phr/internal/validate"
 )
 
 type auditEvent struct {
@@ -70,6 +72,17 @@ func events(t *testing.T, s *servertest.Server, tok string) []auditEvent {
 	json.Unmarshal(r.Body, &b)
 	var out []auditEvent
 	for _, e := range b.Entry {
+		// Every stored AuditEvent is valid R4 (they skip the write-time
+		// validation, so check here).
+		tree, err := fhirjson.Parse(e.Resource)
+		if err != nil {
+			t.Fatalf("stored AuditEvent is not JSON: %v", err)
+		}
+		for _, is := range (validate.Options{}).Resource(tree) {
+			if is.Severity == validate.Error {
+				t.Errorf("stored AuditEvent invalid at %s: %s\n%s", is.Path, is.Message, e.Resource)
+			}
+		}
 		var ev auditEvent
 		json.Unmarshal(e.Resource, &ev)
 		out = append(out, ev)

@@ -183,7 +183,7 @@ func (a *App) build(ctx context.Context) error {
 	fhirBase := c.BaseURL + "/fhir"
 	a.Records = records.New(records.Options{Store: a.Store, Blobs: blobs, Validator: validator{}, Indexer: indexer{}, BaseURL: fhirBase})
 	ips := &clientip.Resolver{Trusted: c.TrustedProxies}
-	a.Audit = audit.New(audit.Options{Records: a.Records, DB: a.Store, ClientIP: ips.From, Auth: a.Auth})
+	a.Audit = audit.New(audit.Options{DB: a.Store, ClientIP: ips.From, Auth: a.Auth})
 	a.FHIR = api.New(api.Options{Records: a.Records, Auth: audit.Capture(a.Auth), BaseURL: fhirBase, MaxBody: c.MaxBody})
 	searchEngine := search.Register(a.FHIR, a.Records, a.Store)
 	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens}).Register(a.FHIR, audit.Capture(a.Auth))
@@ -212,7 +212,7 @@ func (a *App) build(ctx context.Context) error {
 		return err
 	}
 	// The patient portal at / (last: every other route is more specific).
-	if _, err = portal.Mount(a.mux, portal.Options{API: a.mux, Tokens: a.Tokens, Sessions: portal.AuthSessions{Server: a.AuthServer}, BaseURL: c.BaseURL}); err != nil {
+	if _, err = portal.Mount(a.mux, portal.Options{API: a.mux, Tokens: a.Tokens, Sessions: portal.AuthSessions{Server: a.AuthServer}, BaseURL: c.BaseURL, Exports: a.Jobs}); err != nil {
 		return err
 	}
 	return nil
