@@ -71,6 +71,9 @@ type Options struct {
 	// Parallel is how many resource types one export writes at once
 	// (default 2).
 	Parallel int
+	// MaxActive caps the exports one requester may have queued or running
+	// at once; more get 429 + Retry-After (default 8).
+	MaxActive int
 	// RowDelay slows exports down by this much per resource, so that tests
 	// can catch one running (kill its replica, cancel it); zero in normal
 	// use. The PHR_BULK_ROW_DELAY environment variable (a duration) sets
@@ -124,6 +127,9 @@ func New(o Options) *Service {
 	}
 	if o.Parallel <= 0 {
 		o.Parallel = 2
+	}
+	if o.MaxActive <= 0 {
+		o.MaxActive = 8
 	}
 	if o.RowDelay == 0 {
 		if d, err := time.ParseDuration(os.Getenv("PHR_BULK_ROW_DELAY")); err == nil && d > 0 {
@@ -292,6 +298,9 @@ func (s *Service) members(ctx context.Context, job string) ([]string, error) {
 	}
 	return out, rows.Err()
 }
+
+// SetMaxActive changes the cap on a requester's active exports (tests).
+func (s *Service) SetMaxActive(n int) { s.o.MaxActive = n }
 
 // SetMaxFileResources changes the split size of later exports (tests use
 // small files).

@@ -210,9 +210,6 @@ func (e *env) ids(tok string, m *manifest) []string {
 	e.t.Helper()
 	var out []string
 	for _, it := range m.Output {
-		if it.Type == "AuditEvent" {
-			continue // written by the audit log as the test runs
-		}
 		for _, res := range e.download(tok, it) {
 			out = append(out, fmt.Sprintf("%s/%s", res["resourceType"], res["id"]))
 		}
@@ -224,9 +221,6 @@ func (e *env) ids(tok string, m *manifest) []string {
 func counts(m *manifest) map[string]int {
 	c := map[string]int{}
 	for _, it := range m.Output {
-		if it.Type == "AuditEvent" {
-			continue // written by the audit log as the test runs
-		}
 		c[it.Type] += it.Count
 	}
 	return c
@@ -275,6 +269,13 @@ func TestExportFlow(t *testing.T) {
 				ids := e.ids(reader, m)
 				if len(ids) != 16 {
 					t.Fatalf("ids %v", ids)
+				}
+				// AuditEvents (the audit log's, one per access) only when _type names them.
+				if err := e.s.App.Audit.Flush(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if got := counts(e.wait(reader, e.kick(reader, "$export?_type=AuditEvent,Patient"))); got["AuditEvent"] == 0 || got["Patient"] != 3 {
+					t.Fatalf("_type=AuditEvent,Patient: %v", got)
 				}
 				// Without a token: 401.
 				if r := e.s.Do("GET", m.Output[0].URL, "", nil); r.Status != http.StatusUnauthorized {
@@ -393,6 +394,12 @@ func TestExportFlow(t *testing.T) {
 					t.Fatalf("export with system/Patient.read: %v", got)
 				}
 				wantError(t, e.s.Do("GET", "$export", e.s.Token("system/Patient.write", ""), nil, kickHeaders...), 403, "")
+				// A SMART v2 scope with a filter exports only what it selects.
+				filtered := e.s.Token("system/Observation.rs?subject=Patient/p2 system/Patient.rs", "")
+				ids := e.ids(filtered, e.wait(filtered, e.kick(filtered, "$export")))
+				if !slices.Equal(ids, []string{"Observation/p2-o1", "Observation/p2-o2", "Observation/p2-o3", "Patient/p1", "Patient/p2", "Patient/p3"}) {
+					t.Fatalf("export with a filtered scope: %v", ids)
+				}
 				wantError(t, e.s.Do("GET", "$export", "", nil, kickHeaders...), 401, "")
 				wantError(t, e.s.Do("GET", "$export", "not-a-token", nil, kickHeaders...), 401, "")
 			})
@@ -538,6 +545,25 @@ func TestExportFlow(t *testing.T) {
 				wantError(t, e.s.Do("GET", "$export?_typeFilter="+url.QueryEscape("Observation?code=8302-2"), reader, nil, kickHeaders...), 400, "_typeFilter")
 			})
 
+			t.Run("too many active exports", func(t *testing.T) {
+				e.s.App.Bulk.SetMaxActive(1)
+				defer e.s.App.Bulk.SetMaxActive(8)
+				// Stopped workers keep the first export queued.
+				e.s.App.Jobs.Stop()
+				defer e.s.App.Jobs.Start()
+				other := e.s.Token("system/*.read", "")
+				status := e.kick(other, "$export?_type=Patient")
+				r := e.s.Do("GET", "$export?_type=Patient", other, nil, kickHeaders...)
+				wantError(t, r, http.StatusTooManyRequests, "already")
+				if r.Header.Get("Retry-After") == "" {
+					t.Fatal("429 without Retry-After")
+				}
+				if r := e.s.Do("DELETE", status, other, nil); r.Status != 202 {
+					t.Fatalf("cancel: %d", r.Status)
+				}
+				e.kick(other, "$export?_type=Patient")
+			})
+
 			t.Run("polling too fast", func(t *testing.T) {
 				status := e.kick(reader, "$export?_type=Patient")
 				e.wait(reader, status)
@@ -562,6 +588,20 @@ func TestSplitFiles(t *testing.T) {
 		t.Fatalf("9 Observations split at 4: %+v", m.Output)
 	}
 	if got := e.ids(reader, m); len(got) != 9 {
+		t.Fatalf("ids %v", got)
+	}
+	// The same split in the one-pass system export.
+	m = e.wait(reader, e.kick(reader, "$export"))
+	var obs []item
+	for _, it := range m.Output {
+		if it.Type == "Observation" {
+			obs = append(obs, it)
+		}
+	}
+	if len(obs) != 3 || obs[0].Count != 4 || obs[2].Count != 1 || !strings.HasSuffix(obs[2].URL, "/Observation-3.ndjson") {
+		t.Fatalf("one-pass export split: %+v", obs)
+	}
+	if got := e.ids(reader, m); len(got) != 16 {
 		t.Fatalf("ids %v", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -101,13 +102,20 @@ func (s *Service) runExport(ctx context.Context, run *jobs.Run) error {
 	}
 	// Types are exported by Parallel goroutines (the store's read pool
 	// serves them at once; gzip and JSON work spread over the cores).
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(s.o.Parallel)
-	for _, typ := range req.Types {
-		g.Go(func() error { return e.exportType(gctx, typ) })
-	}
-	if err := g.Wait(); err != nil {
-		return err
+	if req.Level == LevelSystem && !req.Confined && len(req.Types) > 3 {
+		// Most types of the whole system: one pass over the versions.
+		if err := e.exportScan(ctx); err != nil {
+			return err
+		}
+	} else {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(s.o.Parallel)
+		for _, typ := range req.Types {
+			g.Go(func() error { return e.exportType(gctx, typ) })
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
 	}
 	if !req.Since.IsZero() {
 		for _, typ := range req.Types {
@@ -218,31 +226,50 @@ func (e *exporter) report(ctx context.Context, force bool) error {
 // prepareTypeFilters resolves the _typeFilter queries to the ids they
 // match, with the search engine.
 func (e *exporter) prepareTypeFilters(ctx context.Context) error {
-	if len(e.req.TypeFilters) == 0 {
+	if len(e.req.TypeFilters) == 0 && len(e.req.ScopeFilters) == 0 {
 		return nil
 	}
 	if e.s.matcher == nil {
-		return jobs.Permanent(errors.New("_typeFilter cannot be applied: search is not available"))
+		return jobs.Permanent(errors.New("_typeFilter and scope filters cannot be applied: search is not available"))
 	}
 	e.typeMatches = map[string]map[string]bool{}
-	for typ, queries := range e.req.TypeFilters {
-		set := map[string]bool{}
-		for _, q := range queries {
-			v, err := url.ParseQuery(q)
+	for _, filters := range []map[string][]string{e.req.TypeFilters, e.req.ScopeFilters} {
+		for typ, queries := range filters {
+			set, err := e.matchAny(ctx, typ, queries)
 			if err != nil {
-				return jobs.Permanent(fmt.Errorf("_typeFilter %s?%s: %w", typ, q, err))
+				return err
 			}
-			ids, err := e.s.matcher.Match(ctx, typ, v, e.s.o.MaxTypeFilterMatches)
-			if err != nil {
-				return jobs.Permanent(fmt.Errorf("_typeFilter %s?%s: %w", typ, q, err))
+			if prev, ok := e.typeMatches[typ]; ok {
+				// Both a _typeFilter and a scope filter: keep what both select.
+				for id := range set {
+					if !prev[id] {
+						delete(set, id)
+					}
+				}
 			}
-			for _, id := range ids {
-				set[id] = true
-			}
+			e.typeMatches[typ] = set
 		}
-		e.typeMatches[typ] = set
 	}
 	return nil
+}
+
+// matchAny returns the ids of typ's resources matching any of the queries.
+func (e *exporter) matchAny(ctx context.Context, typ string, queries []string) (map[string]bool, error) {
+	set := map[string]bool{}
+	for _, q := range queries {
+		v, err := url.ParseQuery(q)
+		if err != nil {
+			return nil, jobs.Permanent(fmt.Errorf("filter %s?%s: %w", typ, q, err))
+		}
+		ids, err := e.s.matcher.Match(ctx, typ, v, e.s.o.MaxTypeFilterMatches)
+		if err != nil {
+			return nil, jobs.Permanent(fmt.Errorf("filter %s?%s: %w", typ, q, err))
+		}
+		for _, id := range ids {
+			set[id] = true
+		}
+	}
+	return set, nil
 }
 
 // exportType writes the current resources of typ, in pages by rid.
@@ -341,6 +368,130 @@ func (e *exporter) exportType(ctx context.Context, typ string) error {
 		err := e.finish(f)
 		f = nil
 		return err
+	}
+	return nil
+}
+
+// exportScan writes a system-level export in one pass over the version
+// table in seq order (its own order, so every page is read once and in
+// sequence), keeping the current versions of the wanted types, with one
+// open file per type. Reading the store is what bounds an export; this
+// reads it once instead of once per type.
+func (e *exporter) exportScan(ctx context.Context) error {
+	req := e.req
+	wanted := map[string]bool{}
+	for _, t := range req.Types {
+		wanted[t] = true
+	}
+	conds := []string{"NOT r.deleted", "r.last_updated <= ?"}
+	args := []any{sqldb.Micros(req.TransactionTime)}
+	if !req.Since.IsZero() {
+		conds = append(conds, "r.last_updated > ?")
+		args = append(args, sqldb.Micros(req.Since))
+	}
+	if !req.Until.IsZero() {
+		conds = append(conds, "r.last_updated <= ?")
+		args = append(args, sqldb.Micros(req.Until))
+	}
+	q := `SELECT v.seq, v.type, r.id, v.json, v.blob FROM resource_version v JOIN resource r ON r.rid = v.rid AND r.seq = v.seq WHERE v.seq > ? AND ` +
+		strings.Join(conds, " AND ") + ` ORDER BY v.seq LIMIT ?`
+	files := map[string]*fileWriter{}
+	defer func() {
+		for _, f := range files {
+			f.abort()
+		}
+	}()
+	var (
+		after int64
+		buf   []byte
+		done  int64
+	)
+	for {
+		rows, err := e.s.db.Query(ctx, q, append(append([]any{after}, args...), e.s.o.PageSize)...)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		n := 0
+		for rows.Next() {
+			var (
+				res  store.Resource
+				blob *string
+			)
+			if err := rows.Scan(&after, &res.Type, &res.ID, &res.JSON, &blob); err != nil {
+				rows.Close()
+				return fmt.Errorf("export: %w", err)
+			}
+			n++
+			if !wanted[res.Type] {
+				continue
+			}
+			if e.s.o.RowDelay > 0 {
+				time.Sleep(e.s.o.RowDelay)
+			}
+			if done++; done%100 == 0 {
+				e.addDone(100)
+				if err := e.report(ctx, false); err != nil {
+					rows.Close()
+					return err
+				}
+			}
+			if m := e.typeMatches[res.Type]; m != nil && !m[res.ID] {
+				continue
+			}
+			if blob != nil {
+				res.Blob = *blob
+			}
+			f := files[res.Type]
+			if f == nil {
+				if f, err = e.open(ctx, kindOutput, res.Type); err != nil {
+					rows.Close()
+					return err
+				}
+				files[res.Type] = f
+			}
+			if elems := e.elementsFor(res.Type); elems != nil {
+				if buf, err = subset(buf[:0], res.Type, res.JSON, elems); err != nil {
+					rows.Close()
+					return jobs.Permanent(fmt.Errorf("export %s/%s: %w", res.Type, res.ID, err))
+				}
+				res.JSON = buf
+			}
+			if err := e.s.records.WriteJSON(ctx, f.w, &res); err != nil {
+				rows.Close()
+				return fmt.Errorf("export %s/%s: %w", res.Type, res.ID, err)
+			}
+			if err := f.endLine(); err != nil {
+				rows.Close()
+				return err
+			}
+			if f.full(e.s.o) {
+				delete(files, res.Type)
+				if err := e.finish(f); err != nil {
+					rows.Close()
+					return err
+				}
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		if n < e.s.o.PageSize {
+			break
+		}
+	}
+	e.addDone(done % 100)
+	types := make([]string, 0, len(files))
+	for t := range files {
+		types = append(types, t)
+	}
+	slices.Sort(types)
+	for _, t := range types {
+		f := files[t]
+		delete(files, t)
+		if err := e.finish(f); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -565,19 +716,39 @@ func (e *exporter) writeErrors(ctx context.Context) error {
 // CID and size are those of the NDJSON itself). Compressing costs little
 // CPU and saves most of the disk or network writes, which bound an
 // export's speed; clients that accept gzip get the stored bytes as they are.
+//
+// The exporter writes lines into w (hashed and counted as they go); full
+// 64 KiB chunks go through a small channel to the file's own goroutine,
+// which compresses them into the blob store's Put: compression runs on
+// another core than the store reads, and memory per open file stays
+// about (chunks in flight + compressor state) below 1 MiB.
 type fileWriter struct {
 	info   fileInfo
-	pw     *io.PipeWriter
-	gz     *gzip.Writer
 	w      *bufio.Writer
 	hasher *cid.Hasher
 	size   countWriter
-	done   chan error
+	chunks chan []byte
+	// aborted, set before chunks is closed, makes the upload fail.
+	aborted atomic.Bool
+	// done receives the outcome of compressing and storing.
+	done chan error
 }
 
 type countWriter struct{ n int64 }
 
 func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// chunkSender hands copies of what it is given to the compressor, in
+// buffers the compressor gives back to chunkPool.
+type chunkSender struct{ ch chan []byte }
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func (c chunkSender) Write(p []byte) (int, error) {
+	bp := chunkPool.Get().(*[]byte)
+	c.ch <- append((*bp)[:0], p...)
+	return len(p), nil
+}
 
 // open starts a new file of kind and typ.
 func (e *exporter) open(ctx context.Context, kind, typ string) (*fileWriter, error) {
@@ -596,16 +767,45 @@ func (e *exporter) open(ctx context.Context, kind, typ string) (*fileWriter, err
 	if err := e.report(ctx, true); err != nil {
 		return nil, err
 	}
-	pr, pw := io.Pipe()
 	if kind == kindDeleted {
 		typ = "Bundle"
 	}
-	f := &fileWriter{info: fileInfo{Name: name, Kind: kind, Type: typ, Key: key}, pw: pw, hasher: cid.NewHasher(), done: make(chan error, 1)}
-	f.gz, _ = gzip.NewWriterLevel(pw, gzip.BestSpeed)
-	f.w = bufio.NewWriterSize(io.MultiWriter(f.gz, f.hasher, &f.size), 256<<10)
+	f := &fileWriter{info: fileInfo{Name: name, Kind: kind, Type: typ, Key: key}, hasher: cid.NewHasher(),
+		chunks: make(chan []byte, 4), done: make(chan error, 1)}
+	f.w = bufio.NewWriterSize(io.MultiWriter(chunkSender{f.chunks}, f.hasher, &f.size), 64<<10)
+	pr, pw := io.Pipe()
+	put := make(chan error, 1)
 	go func() {
 		_, err := e.s.blobs.Put(ctx, key, pr)
 		pr.CloseWithError(err)
+		put <- err
+	}()
+	go func() {
+		gz, _ := gzip.NewWriterLevel(pw, gzip.BestSpeed)
+		var err error
+		for c := range f.chunks {
+			if err == nil {
+				_, err = gz.Write(c)
+			}
+			if cap(c) == 64<<10 {
+				chunkPool.Put(&c)
+			}
+			// After an error keep draining, so that the exporter never blocks.
+		}
+		if err == nil && f.aborted.Load() {
+			err = errors.New("export aborted")
+		}
+		if err == nil {
+			err = gz.Close()
+		}
+		if err != nil {
+			pw.CloseWithError(err)
+		} else {
+			pw.Close()
+		}
+		if perr := <-put; perr != nil {
+			err = perr
+		}
 		f.done <- err
 	}()
 	return f, nil
@@ -624,17 +824,13 @@ func (f *fileWriter) full(o Options) bool {
 
 // finish closes f and records it.
 func (e *exporter) finish(f *fileWriter) error {
-	err := f.w.Flush()
-	if err == nil {
-		err = f.gz.Close()
+	ferr := f.w.Flush()
+	close(f.chunks)
+	err := <-f.done
+	if ferr != nil {
+		return fmt.Errorf("write %s: %w", f.info.Name, ferr)
 	}
 	if err != nil {
-		f.pw.CloseWithError(err)
-		<-f.done
-		return fmt.Errorf("write %s: %w", f.info.Name, err)
-	}
-	f.pw.Close()
-	if err := <-f.done; err != nil {
 		return fmt.Errorf("store %s: %w", f.info.Name, err)
 	}
 	f.info.Size = f.size.n
@@ -645,8 +841,10 @@ func (e *exporter) finish(f *fileWriter) error {
 	return nil
 }
 
-// abort stops writing f (the blob store keeps no partial blob).
+// abort stops writing f (the blob store keeps no partial blob: the
+// upload is made to fail).
 func (f *fileWriter) abort() {
-	f.pw.CloseWithError(errors.New("export aborted"))
+	f.aborted.Store(true)
+	close(f.chunks)
 	<-f.done
 }

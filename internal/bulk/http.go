@@ -204,6 +204,16 @@ func (s *Service) kickoff(w http.ResponseWriter, r *http.Request, typ, id string
 		req.Group, req.Confined, req.Members = id, true, members
 	}
 	req.URL = s.root + r.URL.RequestURI()
+	var active int
+	if err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM job WHERE kind = ? AND owner = ? AND state IN ('queued', 'running')`, JobKind, req.Owner).Scan(&active); err != nil {
+		api.WriteError(w, r, fmt.Errorf("count active exports: %w", err))
+		return
+	}
+	if active >= s.o.MaxActive {
+		w.Header().Set("Retry-After", "5")
+		api.WriteError(w, r, fhir.Errorf(http.StatusTooManyRequests, "throttled", "%d of your exports are already queued or running (the most allowed); wait for them to finish or cancel one", active))
+		return
+	}
 	job, err := s.enqueue(ctx, req)
 	if err != nil {
 		api.WriteError(w, r, err)
@@ -218,10 +228,26 @@ func (s *Service) kickoff(w http.ResponseWriter, r *http.Request, typ, id string
 
 // authorizeTypes narrows req.Types to what p may read: types asked for
 // that p may not read are refused (403); without _type, every type p may
-// read is exported (none: 403).
+// read but AuditEvent is exported (none: 403).
 func (s *Service) authorizeTypes(p access.Principal, req *Request) error {
 	readable := func(t string) bool {
-		return p.Allows(access.Read, t) && len(p.Filters(t)) == 0
+		if !p.Allows(access.Read, t) {
+			return false
+		}
+		filters := p.Filters(t)
+		if len(filters) == 0 {
+			return true
+		}
+		if s.matcher == nil {
+			return false // the scope's filters could not be applied
+		}
+		if req.ScopeFilters == nil {
+			req.ScopeFilters = map[string][]string{}
+		}
+		for _, f := range filters {
+			req.ScopeFilters[t] = append(req.ScopeFilters[t], f.Encode())
+		}
+		return true
 	}
 	if len(req.Types) > 0 {
 		for _, t := range req.Types {
@@ -232,9 +258,9 @@ func (s *Service) authorizeTypes(p access.Principal, req *Request) error {
 		return nil
 	}
 	for _, t := range r4.ResourceTypes() {
-		// AuditEvents (the server's access log, internal/audit) only when
-		// _type asks for them, as for $everything.
-		if readable(t) && t != "AuditEvent" {
+		// AuditEvents (one per FHIR access, written by the audit log) are
+		// exported only when _type names them.
+		if t != "AuditEvent" && readable(t) {
 			req.Types = append(req.Types, t)
 		}
 	}

@@ -44,6 +44,10 @@ type Request struct {
 	Elements map[string][]string `json:"elements,omitempty"`
 	// TypeFilters maps a type to its _typeFilter queries (alternatives).
 	TypeFilters map[string][]string `json:"typeFilters,omitempty"`
+	// ScopeFilters maps a type to the query filters of the requester's
+	// SMART v2 scopes (system/Observation.rs?category=laboratory): only
+	// resources matching one of them are exported.
+	ScopeFilters map[string][]string `json:"scopeFilters,omitempty"`
 	// Associated are the includeAssociatedData values asked for.
 	Associated []string `json:"associated,omitempty"`
 	// Ignored lists the parameters ignored under handling=lenient; they are

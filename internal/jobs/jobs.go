@@ -314,6 +314,7 @@ func (q *Queue) Start() {
 func (q *Queue) Stop() {
 	q.mu.Lock()
 	stop := q.stop
+	q.stop = nil
 	q.mu.Unlock()
 	if stop == nil {
 		return

@@ -445,6 +445,33 @@ func TestDirectAndLongTerm(t *testing.T) {
 			if m3.Files[0].LastUpdated <= m1.Files[0].LastUpdated {
 				t.Fatalf("lastUpdated %s did not move past %s", m3.Files[0].LastUpdated, m1.Files[0].LastUpdated)
 			}
+			// Recipients arriving together after a change share one refresh.
+			obs3 := strings.ReplaceAll(strings.ReplaceAll(obs, "pa-obs2", "pa-obs3"), "Glucose", "Ferritin")
+			if r := f.Do("PUT", "Observation/pa-obs3", f.admin, obs3); r.Status != 201 {
+				t.Fatalf("add observation: %d %s", r.Status, r.Body)
+			}
+			var wg sync.WaitGroup
+			got := make([]string, 6)
+			for i := range got {
+				wg.Go(func() {
+					r := f.Do("POST", l.payload.URL, "", map[string]any{"recipient": fmt.Sprint("clinic ", i)})
+					var m manifest
+					json.Unmarshal(r.Body, &m)
+					if r.Status == 200 && len(m.Files) > 0 {
+						got[i] = m.Files[0].Embedded
+					}
+				})
+			}
+			wg.Wait()
+			for i, g := range got {
+				if g == "" || g != got[0] {
+					t.Fatalf("recipient %d got a different file (or none) after one change", i)
+				}
+			}
+			if _, _, ids := decrypt(t, l, got[0]); !slices.Contains(ids, "Observation/pa-obs3") {
+				t.Fatalf("refreshed file holds %v", ids)
+			}
+
 			// Files can be added to L links and refreshed by the owner.
 			add := f.Do("POST", "/shl/links/"+l.ID+"/files", f.tokA, map[string]any{"kind": "summary"})
 			if add.Status != 200 || !strings.Contains(string(add.Body), `"n":1`) {
