@@ -212,7 +212,7 @@ func (a *App) build(ctx context.Context) error {
 		return err
 	}
 	// The patient portal at / (last: every other route is more specific).
-	if _, err = portal.Mount(a.mux, portal.Options{API: a.mux, Tokens: a.Tokens, Sessions: portal.AuthSessions{Server: a.AuthServer}, BaseURL: c.BaseURL, Exports: a.Jobs}); err != nil {
+	if _, err = portal.Mount(a.mux, portal.Options{API: a.Audit.Handler(a.mux), Tokens: a.Tokens, Sessions: portal.AuthSessions{Server: a.AuthServer}, BaseURL: c.BaseURL, Exports: a.Jobs}); err != nil {
 		return err
 	}
 	return nil
