@@ -522,3 +522,28 @@ func TestKeyFile(t *testing.T) {
 		t.Fatalf("short key file: %v", err)
 	}
 }
+
+// TestAuditTrailNotShared: the server's AuditEvents are in the patient's
+// compartment, but a whole-record link must not carry them (nor refresh
+// because of them) unless _type names AuditEvent.
+func TestAuditTrailNotShared(t *testing.T) {
+	f := start(t, "sqlite")
+	ae := `{"resourceType":"AuditEvent","id":"ae1","type":{"system":"http://terminology.hl7.org/CodeSystem/audit-event-type","code":"rest"},"recorded":"2024-01-01T00:00:00Z","agent":[{"who":{"reference":"Patient/pa"},"requestor":true}],"source":{"observer":{"display":"phr"}},"entity":[{"what":{"reference":"Patient/pa"}}]}`
+	if r := f.Do("PUT", "AuditEvent/ae1", f.admin, ae); r.Status != 201 {
+		t.Fatalf("PUT AuditEvent: %d %s", r.Status, r.Body)
+	}
+	l := f.create(t, f.tokA, map[string]any{"label": "all", "content": []any{map[string]any{"kind": "record"}}})
+	resp, m := f.manifest(t, l, map[string]any{"recipient": "test", "embeddedLengthMax": 1 << 20})
+	if resp.Status != 200 || len(m.Files) != 1 {
+		t.Fatalf("manifest: %d %s", resp.Status, resp.Body)
+	}
+	_, _, ids := decrypt(t, l, m.Files[0].Embedded)
+	for _, id := range ids {
+		if strings.HasPrefix(id, "AuditEvent/") {
+			t.Fatalf("whole-record link carries %s: %v", id, ids)
+		}
+	}
+	if len(ids) < 6 {
+		t.Fatalf("record incomplete: %v", ids)
+	}
+}
