@@ -4,12 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/phr-project/phr/internal/audit"
+	"github.com/phr-project/phr/internal/fhirjson"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/store/storetest"
+	"github.com/phr-project/phr/internal/validate"
 )
 
 type auditEvent struct {
@@ -70,6 +75,17 @@ func events(t *testing.T, s *servertest.Server, tok string) []auditEvent {
 	json.Unmarshal(r.Body, &b)
 	var out []auditEvent
 	for _, e := range b.Entry {
+		// Every stored AuditEvent is valid R4 (they skip the write-time
+		// validation, so check here).
+		tree, err := fhirjson.Parse(e.Resource)
+		if err != nil {
+			t.Fatalf("stored AuditEvent is not JSON: %v", err)
+		}
+		for _, is := range (validate.Options{}).Resource(tree) {
+			if is.Severity == validate.Error {
+				t.Errorf("stored AuditEvent invalid at %s: %s\n%s", is.Path, is.Message, e.Resource)
+			}
+		}
 		var ev auditEvent
 		json.Unmarshal(e.Resource, &ev)
 		out = append(out, ev)
@@ -193,4 +209,112 @@ func testAuditEvents(t *testing.T, dialect string) {
 	if s.App.Audit.Dropped() != 0 {
 		t.Errorf("%d events dropped", s.App.Audit.Dropped())
 	}
+}
+
+// TestBurstOfIdenticalReadsCoalesced: thousands of identical reads in a
+// burst are all recorded (nothing dropped) in a few AuditEvents carrying
+// their count and period, so auditing keeps up with the read rate; a
+// different access stays its own event.
+func TestBurstOfIdenticalReadsCoalesced(t *testing.T) {
+	s := servertest.Start(t, "sqlite")
+	admin := s.AdminToken()
+	r := s.Do("PUT", "Patient/burst", admin, `{"resourceType":"Patient","id":"burst"}`)
+	if r.Status != 201 {
+		t.Fatalf("PUT: %d %s", r.Status, r.Body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.App.Audit.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := s.App.Audit.Written()
+	const n = 5000
+	tok := s.Token("patient/*.rs", "burst")
+	h := s.App.Handler()
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < n/8; i++ {
+				req := httptest.NewRequest("GET", "/fhir/Patient/burst", nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				req.RemoteAddr = "127.0.0.1:1234"
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != 200 {
+					t.Errorf("read: %d", rec.Code)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if r := s.Do("GET", "Patient/burst?_pretty=true", admin, nil); r.Status != 200 {
+		t.Fatalf("admin read: %d", r.Status)
+	}
+	if err := s.App.Audit.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := s.App.Audit.Dropped(); d != 0 {
+		t.Fatalf("%d audit events dropped", d)
+	}
+	if got := s.App.Audit.Written() - before; got != n+1 {
+		t.Fatalf("%d accesses recorded, want %d", got, n+1)
+	}
+	res := s.Do("GET", "AuditEvent?entity=Patient/burst&_count=1000", admin, nil)
+	if res.Status != 200 {
+		t.Fatalf("search: %d %s", res.Status, res.Body)
+	}
+	var b struct {
+		Entry []struct {
+			Resource json.RawMessage `json:"resource"`
+		} `json:"entry"`
+	}
+	json.Unmarshal(res.Body, &b)
+	total, events, single := 0, 0, 0
+	for _, e := range b.Entry {
+		var ev struct {
+			Agent []struct {
+				Who struct{ Reference string } `json:"who"`
+			} `json:"agent"`
+			Period    *struct{ Start, End string } `json:"period"`
+			Extension []struct {
+				URL          string `json:"url"`
+				ValueInteger int    `json:"valueInteger"`
+			} `json:"extension"`
+		}
+		json.Unmarshal(e.Resource, &ev)
+		if len(ev.Agent) == 0 || ev.Agent[0].Who.Reference != "Patient/burst" {
+			single++ // the admin's read and the PUT: their own events
+			continue
+		}
+		tree, _ := fhirjson.Parse(e.Resource)
+		for _, is := range (validate.Options{}).Resource(tree) {
+			if is.Severity == validate.Error {
+				t.Errorf("coalesced AuditEvent invalid at %s: %s", is.Path, is.Message)
+			}
+		}
+		events++
+		c := 1
+		for _, x := range ev.Extension {
+			if x.URL == audit.CountExtension {
+				c = x.ValueInteger
+				if ev.Period == nil || ev.Period.Start == "" || ev.Period.End < ev.Period.Start {
+					t.Errorf("coalesced event without a proper period: %s", e.Resource)
+				}
+			}
+		}
+		total += c
+	}
+	if total != n {
+		t.Fatalf("the patient's AuditEvents count %d reads, want %d", total, n)
+	}
+	if events > n/50 {
+		t.Fatalf("%d AuditEvents for %d identical reads: not coalesced", events, n)
+	}
+	if single < 1 {
+		t.Fatalf("the admin's distinct read has no event of its own")
+	}
+	t.Logf("%d identical reads -> %d AuditEvents", n, events)
 }

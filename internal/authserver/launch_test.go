@@ -1,6 +1,7 @@
 package authserver_test
 
 import (
+	"context"
 	"encoding/json"
 	"html"
 	"io"
@@ -456,5 +457,33 @@ func checkIDToken(t *testing.T, s *servertest.Server, raw any, clientID, fhirUse
 	}
 	if exp, _ := c["exp"].(float64); int64(exp) < time.Now().Unix() {
 		t.Fatalf("id_token expired: %v", c["exp"])
+	}
+}
+
+// TestPortalAccessIsAudited: pages of the patient portal read the record
+// through the audited API, so a signed-in patient's page view leaves
+// AuditEvents naming them, with their address.
+func TestPortalAccessIsAudited(t *testing.T) {
+	s := servertest.Start(t, "sqlite")
+	ann := create(t, s, "Patient", `{"resourceType":"Patient","name":[{"family":"Ann"}]}`)
+	addUser(t, s, "ann@example.org", "patient", ann, "ann's long password")
+	b := newBrowser(t)
+	login := b.do("GET", s.URL+"/login", nil)
+	b.do("POST", s.URL+"/login", url.Values{"email": {"ann@example.org"}, "password": {"ann's long password"}, "csrf": {csrfOf(t, login)}, "next": {"/"}})
+	p := b.do("GET", s.URL+"/", nil)
+	for i := 0; p.status == http.StatusSeeOther && i < 3; i++ {
+		p = b.do("GET", s.URL+p.location, nil)
+	}
+	if p.status != 200 {
+		t.Fatalf("portal overview: %d %s", p.status, p.location)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.App.Audit.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := s.Do("GET", "AuditEvent?patient="+ann+"&_count=100", s.AdminToken(), nil)
+	if r.Status != 200 || !strings.Contains(string(r.Body), `"reference":"Patient/`+ann+`"`) || !strings.Contains(string(r.Body), "127.0.0.1") {
+		t.Fatalf("no audit of the portal's reads: %d %.400s", r.Status, r.Body)
 	}
 }

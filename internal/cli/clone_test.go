@@ -37,7 +37,7 @@ func TestCloneAndPull(t *testing.T) {
 	// Nothing changed: pull writes nothing.
 	code, out, errOut = run(t, "pull", "--remote-token", tok, "--state", state, "--data", data)
 	// (The remote audits each export: new AuditEvents may arrive.)
-	if code != 0 || !strings.Contains(out, "updated 0,") || !strings.Contains(out, "deleted 0") {
+	if code != 0 || !(strings.Contains(out, "nothing changed") || strings.Contains(out, "updated 0,") && strings.Contains(out, "deleted 0")) {
 		t.Fatalf("empty pull: %d\n%s\n%s", code, out, errOut)
 	}
 	// The remote changes one resource and deletes another.
@@ -55,6 +55,17 @@ func TestCloneAndPull(t *testing.T) {
 	code, out, _ = run(t, "diff", "Patient/p1", "--data", data)
 	if code != 0 || !strings.Contains(out, "+ Patient.birthDate") {
 		t.Errorf("diff after pull: %d\n%s", code, out)
+	}
+	// A Bulk Data export directory, or its manifest, imports too.
+	exp := t.TempDir()
+	if code, out, errOut := run(t, "bulk", "export", remote.FHIR, "--token", tok, "--out", exp, "--quiet"); code != 0 {
+		t.Fatalf("bulk export: %d\n%s\n%s", code, out, errOut)
+	}
+	for _, arg := range []string{exp, filepath.Join(exp, "manifest.json")} {
+		code, out, errOut := run(t, "import", "--data", t.TempDir(), "--source", remote.FHIR, arg)
+		if code != 0 || !strings.Contains(out, "created ") || strings.Contains(out, "created 0,") || !strings.Contains(out, "rejected 0") {
+			t.Errorf("import %s: %d\n%s\n%s", arg, code, out, errOut)
+		}
 	}
 	code, out, _ = run(t, "log", "--data", data)
 	if code != 0 || !strings.Contains(out, "source "+remote.FHIR) {

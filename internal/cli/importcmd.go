@@ -124,9 +124,15 @@ func uploads(p string) ([]upload, error) {
 	var ndjson []string
 	var out []upload
 	for _, fp := range files {
+		if st.IsDir() && strings.HasPrefix(filepath.Base(fp), "error-") {
+			continue // a Bulk Data export's OperationOutcomes, not the record
+		}
 		kind, err := sniff(fp)
 		if err != nil {
 			return nil, err
+		}
+		if kind == "manifest" && st.IsDir() {
+			continue // the directory's files are imported themselves
 		}
 		switch kind {
 		case "skip":
@@ -227,14 +233,24 @@ func manifestFiles(fp string) ([]string, error) {
 	}
 	dir := filepath.Dir(fp)
 	var out []string
-	for _, o := range append(m.Output, m.Deleted...) {
+	seq := map[string]int{}
+	for i, o := range append(m.Output, m.Deleted...) {
+		prefix := ""
+		if i >= len(m.Output) {
+			prefix = "deleted-"
+		}
+		seq[prefix+o.Type]++
 		name := o.URL
 		if u, err := url.Parse(o.URL); err == nil && u.Path != "" {
 			name = u.Path
 		}
 		local := filepath.Join(dir, filepath.Base(name))
 		if _, err := os.Stat(local); err != nil {
-			return nil, fmt.Errorf("%s names %s, which is not beside it (download the export first)", fp, o.URL)
+			// As `phr bulk export` names the files it downloads.
+			local = filepath.Join(dir, fmt.Sprintf("%s%s-%d.ndjson", prefix, o.Type, seq[prefix+o.Type]))
+			if _, err := os.Stat(local); err != nil {
+				return nil, fmt.Errorf("%s names %s, which is not beside it (download the export first, e.g. with phr bulk export)", fp, o.URL)
+			}
 		}
 		out = append(out, local)
 	}
@@ -276,17 +292,27 @@ func sendImport(ctx context.Context, c *fhirClient, u upload, source, passphrase
 	start := time.Now()
 	var stop chan struct{}
 	var wg sync.WaitGroup
-	if tty && !quiet {
+	var outMu sync.Mutex // the progress goroutine and the results share errOut
+	if !quiet {
+		// A redrawn line on a terminal; otherwise a plain line now and then.
+		every, plainEvery := 200*time.Millisecond, 10*time.Second
+		if !tty {
+			every = plainEvery
+		}
 		stop = make(chan struct{})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tick := time.NewTicker(200 * time.Millisecond)
+			tick := time.NewTicker(every)
 			defer tick.Stop()
 			for {
 				select {
 				case <-stop:
-					fmt.Fprint(errOut, "\r\033[K")
+					if tty {
+						outMu.Lock()
+						fmt.Fprint(errOut, "\r\033[K")
+						outMu.Unlock()
+					}
 					return
 				case <-tick.C:
 					el := time.Since(start).Seconds()
@@ -295,15 +321,28 @@ func sendImport(ctx context.Context, c *fhirClient, u upload, source, passphrase
 					if u.size > 0 {
 						pct = fmt.Sprintf(" %3.0f%%", 100*float64(b)/float64(u.size))
 					}
-					fmt.Fprintf(errOut, "\r\033[K%s:%s %s, %d resources, %.0f resources/s", u.name, pct, humanBytes(b), l, float64(l)/el)
+					outMu.Lock()
+					if tty {
+						fmt.Fprintf(errOut, "\r\033[K%s:%s %s, %d resources, %.0f resources/s", u.name, pct, humanBytes(b), l, float64(l)/el)
+					} else {
+						fmt.Fprintf(errOut, "importing %s:%s %s sent, %d resources, %.0f resources/s\n", u.name, pct, humanBytes(b), l, float64(l)/el)
+					}
+					outMu.Unlock()
 				}
 			}
 		}()
 	}
 	resp, err := c.do(ctx, "POST", "Bundle/$import?"+q.Encode(), countReader{pr, &prog}, headers...)
-	if stop != nil {
-		defer func() { close(stop); wg.Wait() }()
+	var stopOnce sync.Once
+	stopProgress := func() {
+		stopOnce.Do(func() {
+			if stop != nil {
+				close(stop)
+				wg.Wait()
+			}
+		})
 	}
+	defer stopProgress()
 	if err != nil {
 		pr.CloseWithError(err)
 		return fmt.Errorf("import %s: %w", u.name, err)
@@ -332,14 +371,17 @@ func sendImport(ctx context.Context, c *fhirClient, u upload, source, passphrase
 		}
 		shown++
 		msg := outcomeText(line)
+		outMu.Lock()
 		if tty {
 			fmt.Fprint(errOut, "\r\033[K")
 		}
 		fmt.Fprintln(errOut, msg)
+		outMu.Unlock()
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("import %s: reading the results: %w", u.name, err)
 	}
+	stopProgress()
 	if hidden > 0 {
 		fmt.Fprintf(errOut, "... and %d more problems (phr log --batch N and the $import-quarantine operation list them)\n", hidden)
 	}

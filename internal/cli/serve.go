@@ -173,7 +173,7 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fmt.Fprintf(out, "FHIR base:  %s/fhir   (store: %s)\n", app.Config.BaseURL, storeDesc)
 	fmt.Fprintf(out, "Get a token: %s\n", tokenCmd)
 	fmt.Fprintf(out, "Then:        curl -H \"Authorization: Bearer $TOKEN\" %s/fhir/metadata\n", app.Config.BaseURL)
-	fmt.Fprintf(out, "Sign in:     %s/login   (add people with: phr users add --email E --role admin|patient [--patient ID])\n", app.Config.BaseURL)
+	fmt.Fprintf(out, "Portal:      %s/   (sign in at %s/login; add people with: phr users add --email E --role admin|patient [--patient ID])\n", app.Config.BaseURL, app.Config.BaseURL)
 	fmt.Fprintf(out, "SMART:       %s/fhir/.well-known/smart-configuration   (register apps and backends with: phr clients add)\n", app.Config.BaseURL)
 	slog.Info("serving", "addr", ln.Addr().String(), "base", app.Config.BaseURL)
 	return app.Serve(ctx, ln, g)

@@ -339,8 +339,13 @@ func TestHTTPImportSyntheaAndConflicts(t *testing.T) {
 			}
 			// Take the incoming side.
 			resp = s.Do("POST", fmt.Sprintf("$resolve-conflict?id=%v&action=take", cid), tok, nil)
-			if resp.Status != 200 || !bytes.Contains(resp.Body, []byte("1901-01-01")) || !bytes.Contains(resp.Body, []byte(`"id":"`+localID+`"`)) {
+			if resp.Status != 200 || !bytes.Contains(resp.Body, []byte("1901-01-01")) || !bytes.Contains(resp.Body, []byte(`"id":"`+localID+`"`)) || !bytes.Contains(resp.Body, []byte(`"source":"https://clinic-b.example/fhir"`)) {
 				t.Fatalf("resolve: %d %.800s", resp.Status, resp.Body)
+			}
+			// The resolution's Provenance cites both sides.
+			resp = s.Do("GET", "Provenance?target=Patient/"+localID, tok, nil)
+			if !bytes.Contains(resp.Body, []byte(fmt.Sprintf("resolve conflict %v: take", cid))) || !bytes.Contains(resp.Body, []byte(`"role":"revision"`)) || !bytes.Contains(resp.Body, []byte("clinic-b")) {
+				t.Errorf("resolution Provenance: %.1500s", resp.Body)
 			}
 			resp = s.Do("POST", fmt.Sprintf("$resolve-conflict?id=%v&action=take", cid), tok, nil)
 			if resp.Status != 409 {

@@ -414,7 +414,19 @@ func (imp *Importer) Resolve(ctx context.Context, id int64, action string, merge
 	}
 	var written *store.Resource
 	reason := fmt.Sprintf("resolve conflict %d: %s", c.ID, action)
-	err = imp.writeVersion(ctx, p, cur, tree, "resolve", reason, entities, func(tx *sqldb.Tx, res *store.Resource) error {
+	// The version keeps the meta.source of the side taken; a merged
+	// resource is the user's own.
+	source := ""
+	switch action {
+	case "keep":
+		source = metaSource(cur.JSON)
+	case "take":
+		source = c.Source
+	}
+	if m := tree.Get("meta"); action == "merge" && m != nil && m.Kind == fhirjson.Object {
+		m.Delete("source")
+	}
+	err = imp.writeVersion(ctx, p, cur, tree, source, "resolve", reason, entities, func(tx *sqldb.Tx, res *store.Resource) error {
 		written = res
 		r, err := tx.Exec(ctx, `UPDATE import_conflict SET status = 'resolved', resolution = ?, resolved_version = ?, resolved = ? WHERE id = ? AND status = 'open'`,
 			action, res.Version, sqldb.Micros(time.Now()), c.ID)
@@ -451,7 +463,7 @@ func entityDisplay(role, display string) *fhirjson.Value {
 // writeVersion writes tree as the next version after cur with a Provenance
 // (activity, reason, extra entities) in one transaction, after checking
 // the principal may update it; also runs fn in the transaction.
-func (imp *Importer) writeVersion(ctx context.Context, p access.Principal, cur *store.Resource, tree *fhirjson.Value, activity, reason string, entities []*fhirjson.Value, fn func(*sqldb.Tx, *store.Resource) error) error {
+func (imp *Importer) writeVersion(ctx context.Context, p access.Principal, cur *store.Resource, tree *fhirjson.Value, source, activity, reason string, entities []*fhirjson.Value, fn func(*sqldb.Tx, *store.Resource) error) error {
 	if p == nil {
 		return fhir.Forbidden("authentication required")
 	}
@@ -462,7 +474,7 @@ func (imp *Importer) writeVersion(ctx context.Context, p access.Principal, cur *
 	if !at.After(cur.LastUpdated) {
 		at = cur.LastUpdated.Add(time.Microsecond)
 	}
-	prep, err := imp.rec.PrepareVersion(tree, cur.Type, cur.ID, cur.Version+1, at, "PUT", records.WriteOptions{})
+	prep, err := imp.rec.PrepareVersion(tree, cur.Type, cur.ID, cur.Version+1, at, "PUT", records.WriteOptions{Source: source})
 	if err != nil {
 		return err
 	}
@@ -610,7 +622,7 @@ func (imp *Importer) Revert(ctx context.Context, typ, id string, to int64, reaso
 		entity("removal", fmt.Sprintf("%s/%s/_history/%d", typ, id, cur.Version), fmt.Sprintf("version %d, replaced", cur.Version)),
 	}
 	var written *store.Resource
-	err = imp.writeVersion(ctx, access.From(ctx), cur, tree, "revert", reason, entities, func(_ *sqldb.Tx, res *store.Resource) error {
+	err = imp.writeVersion(ctx, access.From(ctx), cur, tree, "", "revert", reason, entities, func(_ *sqldb.Tx, res *store.Resource) error {
 		written = res
 		return nil
 	})

@@ -129,6 +129,7 @@ func BenchmarkExportSynthea(b *testing.B) {
 	app := benchStore(b)
 	svc := phrexport.New(phrexport.Options{DB: app.Store, Records: app.Records, BaseURL: "http://x/fhir", Signer: app.Tokens})
 	ctx := access.With(context.Background(), access.System{Name: "bench"})
+
 	// content is the size of the record as NDJSON, to give the .sphr rate
 	// in record bytes (its output is compressed).
 	var content int64
@@ -204,15 +205,33 @@ func BenchmarkExportSynthea(b *testing.B) {
 	})
 	// The whole store over HTTP from the real server on 127.0.0.1, read
 	// by a client in the same process (its CPU counts too).
+	// PHR_BENCH_NOJOBS=1 serves without the background job workers, and
+	// with PHR_BENCH_NOAUDIT=1 also without the audit middleware: on the
+	// 2-core machine the audit middleware made the export cost about three
+	// times the CPU (see the export notes).
 	b.Run("http-ndjson", func(b *testing.B) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			b.Fatal(err)
 		}
-		sctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { app.Serve(sctx, ln, time.Second); close(done) }()
-		defer func() { cancel(); <-done }()
+		var stop func()
+		if os.Getenv("PHR_BENCH_NOJOBS") != "" {
+			// The HTTP server alone, without the background job workers.
+			srv := app.HTTPServer()
+			if os.Getenv("PHR_BENCH_NOAUDIT") != "" {
+				mux := http.NewServeMux()
+				mux.Handle("/fhir/", app.FHIR)
+				srv.Handler = mux
+			}
+			go srv.Serve(ln)
+			stop = func() { srv.Close() }
+		} else {
+			sctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { app.Serve(sctx, ln, time.Second); close(done) }()
+			stop = func() { cancel(); <-done }
+		}
+		defer stop()
 		tok, err := app.Tokens.Sign(token.Claims{Subject: "bench", Scope: "system/*.*", Expiry: time.Now().Add(time.Hour)})
 		if err != nil {
 			b.Fatal(err)

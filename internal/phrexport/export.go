@@ -61,14 +61,15 @@ type Event struct {
 
 // Service runs exports.
 type Service struct {
-	db       *sqldb.DB
-	rec      *records.Service
-	base     string
-	tmpDir   string
-	now      func() time.Time
-	pageSize int
-	level    int
-	signer   Signer
+	db        *sqldb.DB
+	rec       *records.Service
+	base      string
+	tmpDir    string
+	now       func() time.Time
+	pageSize  int
+	pageBytes int
+	level     int
+	signer    Signer
 	// OnExport, when set, is called after every export (audit).
 	OnExport func(ctx context.Context, e Event)
 }
@@ -85,6 +86,9 @@ type Options struct {
 	Signer Signer
 	// PageSize is the number of rows read per query (default 500).
 	PageSize int
+	// PageBytes bounds the JSON of one page held in memory (default 4 MiB;
+	// a larger single resource is still read whole).
+	PageBytes int
 	// SPHRLevel is the DEFLATE level of .sphr archives (0: DefaultSPHRLevel).
 	SPHRLevel int
 	Now       func() time.Time
@@ -98,10 +102,13 @@ func New(o Options) *Service {
 	if o.PageSize <= 0 {
 		o.PageSize = 500
 	}
+	if o.PageBytes <= 0 {
+		o.PageBytes = 4 << 20
+	}
 	if o.SPHRLevel == 0 {
 		o.SPHRLevel = DefaultSPHRLevel
 	}
-	return &Service{db: o.DB, rec: o.Records, base: strings.TrimSuffix(o.BaseURL, "/"), tmpDir: o.TempDir, now: o.Now, pageSize: o.PageSize, level: o.SPHRLevel, signer: o.Signer}
+	return &Service{db: o.DB, rec: o.Records, base: strings.TrimSuffix(o.BaseURL, "/"), tmpDir: o.TempDir, now: o.Now, pageSize: o.PageSize, pageBytes: o.PageBytes, level: o.SPHRLevel, signer: o.Signer}
 }
 
 // CanSign reports whether signed exports are offered.
@@ -297,6 +304,9 @@ type exporter struct {
 	em    emitter
 	flush func()
 	cw    *countWriter
+	// the page being written (reused)
+	buf  []byte
+	rows []buffered
 
 	resources, outcomes int64
 	// single-patient exports: shared resources already written and Binary
@@ -407,11 +417,11 @@ func (e *exporter) patient(id string, single bool) error {
 	for {
 		a := append([]any{id, after}, args...)
 		a = append(a, id, e.s.pageSize)
-		n, last, err := e.page(q, a, single)
+		more, last, err := e.page(q, a, single)
 		if err != nil {
 			return err
 		}
-		if n < e.s.pageSize {
+		if !more {
 			break
 		}
 		after = last
@@ -432,11 +442,11 @@ func (e *exporter) rest() error {
 	for {
 		a := append([]any{after}, args...)
 		a = append(a, e.s.pageSize)
-		n, last, err := e.page(q, a, false)
+		more, last, err := e.page(q, a, false)
 		if err != nil {
 			return err
 		}
-		if n < e.s.pageSize {
+		if !more {
 			return nil
 		}
 		after = last
@@ -486,15 +496,11 @@ func (e *exporter) shared(patient string) error {
 	where, args := e.filters("r", false)
 	for len(rids) > 0 {
 		n := min(len(rids), e.s.pageSize)
-		chunk := rids[:n]
+		part := rids[:n]
 		rids = rids[n:]
-		a := append([]any{}, args...)
-		for _, rid := range chunk {
-			a = append(a, rid)
-		}
 		q := `SELECT r.rid, r.type, r.id, v.json, v.blob FROM resource r JOIN resource_version v ON v.seq = r.seq
-			WHERE ` + where + ` AND r.rid IN (` + placeholders(n) + `) ORDER BY r.rid`
-		if _, _, err := e.page(q, a, true); err != nil {
+			WHERE ` + where + ` AND r.rid IN (` + placeholders(n) + `) AND r.rid > ? ORDER BY r.rid`
+		if err := chunk(e, q, args, part, true); err != nil {
 			return err
 		}
 	}
@@ -511,15 +517,11 @@ func (e *exporter) shared(patient string) error {
 	}
 	for len(ids) > 0 {
 		n := min(len(ids), e.s.pageSize)
-		chunk := ids[:n]
+		part := ids[:n]
 		ids = ids[n:]
-		a := append([]any{}, args...)
-		for _, id := range chunk {
-			a = append(a, id)
-		}
 		q := `SELECT r.rid, r.type, r.id, v.json, v.blob FROM resource r JOIN resource_version v ON v.seq = r.seq
-			WHERE ` + where + ` AND r.type = 'Binary' AND r.id IN (` + placeholders(n) + `) ORDER BY r.rid`
-		if _, _, err := e.page(q, a, false); err != nil {
+			WHERE ` + where + ` AND r.type = 'Binary' AND r.id IN (` + placeholders(n) + `) AND r.rid > ? ORDER BY r.rid`
+		if err := chunk(e, q, args, part, false); err != nil {
 			return err
 		}
 	}
@@ -580,33 +582,80 @@ func (e *exporter) filters(r string, dates bool) (string, []any) {
 	return strings.Join(conds, " AND "), args
 }
 
-// page runs one page query and emits its rows; it returns the row count
-// and the last rid.
-func (e *exporter) page(q string, args []any, single bool) (int, int64, error) {
+// chunk runs a query over a list of keys (args, then the keys, then the
+// rid to continue after), page by page.
+func chunk[K any](e *exporter, q string, args []any, keys []K, single bool) error {
+	var after int64
+	for {
+		a := append([]any{}, args...)
+		for _, k := range keys {
+			a = append(a, k)
+		}
+		a = append(a, after)
+		more, last, err := e.page(q, a, single)
+		if err != nil || !more {
+			return err
+		}
+		after = last
+	}
+}
+
+// buffered is a row of the page being written; its id and JSON are ranges
+// of exporter.buf.
+type buffered struct {
+	rid              int64
+	typ, blob        string
+	id0, id1, j0, j1 int
+}
+
+// page runs one page query and reads its rows into memory - at most
+// pageSize rows and about pageBytes of JSON - so that the database
+// connection goes back to the pool before anything is written to a client
+// that may be slow; then it writes them. more reports that the page was
+// full (another may follow after last, the last rid read).
+func (e *exporter) page(q string, args []any, single bool) (more bool, last int64, err error) {
 	rows, err := e.s.db.Query(e.ctx, q, args...)
 	if err != nil {
-		return 0, 0, fmt.Errorf("read resources: %w", err)
+		return false, 0, fmt.Errorf("read resources: %w", err)
 	}
-	defer rows.Close()
 	var (
-		n           int
-		r           row
 		typ, id, js sql.RawBytes
 		blob        sql.NullString
+		rid         int64
 	)
+	e.buf, e.rows = e.buf[:0], e.rows[:0]
 	for rows.Next() {
-		if err := rows.Scan(&r.rid, &typ, &id, &js, &blob); err != nil {
-			return n, r.rid, fmt.Errorf("read resources: %w", err)
+		if err := rows.Scan(&rid, &typ, &id, &js, &blob); err != nil {
+			rows.Close()
+			return false, last, fmt.Errorf("read resources: %w", err)
 		}
-		n++
+		b := buffered{rid: rid, blob: blob.String}
 		// Type names come from a fixed set: no string per row for them.
 		if t, ok := typeNames[string(typ)]; ok {
-			r.typ = t
+			b.typ = t
 		} else {
-			r.typ = string(typ)
+			b.typ = string(typ)
 		}
-		r.id = unsafeString(id)
-		r.json, r.blob = js, blob.String
+		b.id0 = len(e.buf)
+		e.buf = append(e.buf, id...)
+		b.id1 = len(e.buf)
+		e.buf = append(e.buf, js...)
+		b.j1 = len(e.buf)
+		b.j0 = b.id1
+		e.rows = append(e.rows, b)
+		last = rid
+		if len(e.rows) >= e.s.pageSize || len(e.buf) >= e.s.pageBytes {
+			more = true
+			break
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, last, fmt.Errorf("read resources: %w", err)
+	}
+	var r row
+	for _, b := range e.rows {
+		r = row{rid: b.rid, typ: b.typ, id: unsafeString(e.buf[b.id0:b.id1]), json: e.buf[b.j0:b.j1], blob: b.blob}
 		if single {
 			if records.Shared(r.typ) {
 				e.sharedDone[r.typ+"/"+r.id] = true // the concatenation copies
@@ -616,22 +665,19 @@ func (e *exporter) page(q string, args []any, single bool) (int, int64, error) {
 			}
 		}
 		if err := e.emit(&r); err != nil {
-			return n, r.rid, err
+			return false, last, err
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return n, r.rid, fmt.Errorf("read resources: %w", err)
 	}
 	if e.flush != nil {
 		if err := e.em.flush(); err != nil {
-			return n, r.rid, err
+			return false, last, err
 		}
 		e.flush()
 	}
 	if e.p.Progress != nil {
 		e.p.Progress(e.resources, e.cw.n)
 	}
-	return n, r.rid, nil
+	return more, last, nil
 }
 
 var typeNames = func() map[string]string {

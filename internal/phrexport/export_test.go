@@ -12,11 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/phrexport"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/sphr"
@@ -774,5 +776,34 @@ func TestAudited(t *testing.T) {
 	rows.Close()
 	if n != 1 {
 		t.Fatalf("%d AuditEvents for the export, want 1", n)
+	}
+}
+
+// TestPaging: tiny pages (two rows, or one when the JSON budget is hit)
+// give exactly the output of the default ones, in every mode.
+func TestPaging(t *testing.T) {
+	fx := setup(t, "sqlite")
+	app := fx.srv.App
+	ctx := access.With(t.Context(), access.System{Name: "test"})
+	now := func() time.Time { return time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC) }
+	def := phrexport.New(phrexport.Options{DB: app.Store, Records: app.Records, BaseURL: "http://x/fhir", Now: now})
+	tiny := phrexport.New(phrexport.Options{DB: app.Store, Records: app.Records, BaseURL: "http://x/fhir", Now: now, PageSize: 2, PageBytes: 1})
+	for _, patient := range []string{"", "p1"} {
+		var outs [2]string
+		for i, svc := range []*phrexport.Service{def, tiny} {
+			p := &phrexport.Params{Format: "ndjson", Patient: patient}
+			if err := svc.Prepare(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			if _, err := svc.Export(ctx, p, &buf, nil); err != nil {
+				t.Fatal(err)
+			}
+			// Cover pages have random ids.
+			outs[i] = regexp.MustCompile(`"Composition","id":"[^"]+"`).ReplaceAllString(buf.String(), "")
+		}
+		if outs[0] != outs[1] || strings.Count(outs[0], "\n") < 12 {
+			t.Errorf("patient %q: paged output differs (%d and %d lines)", patient, strings.Count(outs[0], "\n"), strings.Count(outs[1], "\n"))
+		}
 	}
 }

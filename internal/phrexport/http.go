@@ -92,7 +92,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request, auth api.Aut
 	h.Set(HeaderVersion, "1.0")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	if p.GeneratedPassphrase {
+	if p.GeneratedPassphrase && r.Method != http.MethodHead {
 		h.Set(HeaderPassphrase, p.Passphrase)
 	}
 	if p.Sign {

@@ -263,9 +263,17 @@ func drawChart(c chart, w, h int) template.HTML {
 	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %d %d" width="100%%" role="img" aria-labelledby="ct-%s"><title id="ct-%s">%s over time, %d values from %s to %s</title>`,
 		w, h, html.EscapeString(c.Code), html.EscapeString(c.Code), html.EscapeString(c.Title), len(pts), t0.Format("2006-01-02"), t1.Format("2006-01-02"))
 	// Grid and y ticks.
-	for v := lo; v <= hi+step/2; v += step {
+	decimals := max(0, int(math.Ceil(-math.Log10(step)+1e-9)))
+	if step*math.Pow(10, float64(decimals)) != math.Round(step*math.Pow(10, float64(decimals))) {
+		decimals++ // steps such as 2.5 or 0.25
+	}
+	for i := 0; ; i++ {
+		v := lo + float64(i)*step
+		if v > hi+step/2 {
+			break
+		}
 		fmt.Fprintf(&b, `<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/><text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>`,
-			left, w-right, y(v), y(v), left-4, y(v)+4, strconv.FormatFloat(v, 'f', -1, 64))
+			left, w-right, y(v), y(v), left-4, y(v)+4, strconv.FormatFloat(v, 'f', decimals, 64))
 	}
 	// x ticks: first and last date, and the years between when they fit.
 	fmt.Fprintf(&b, `<text class="tick" x="%d" y="%d" text-anchor="start">%s</text>`, left, h-8, t0.Format("2006-01-02"))

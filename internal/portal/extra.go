@@ -17,6 +17,7 @@ func (p *Portal) extraRoutes(m *http.ServeMux) {
 	p.importRoutes(m)
 	p.shareRoutes(m)
 	p.manageRoutes(m)
+	p.exportRoutes(m)
 }
 
 // operations returns the names of the FHIR operations the server offers

@@ -77,3 +77,37 @@ func TestExportPage(t *testing.T) {
 		t.Errorf("alice exporting bob: %d", p.Status)
 	}
 }
+
+// TestSphrRoundTrip exports the record as an encrypted .sphr on the export
+// page and uploads it on the import page: without the passphrase it is
+// refused saying so, with it every line is read (what the merge then does
+// with a copy of the same record is the importer's to decide).
+func TestSphrRoundTrip(t *testing.T) {
+	e := start(t, "sqlite")
+	e.seed()
+	c := e.login("patient", "alice")
+	csrf := e.csrf(c)
+	p := e.page(http.MethodPost, "/p/alice/export", c, url.Values{"csrf": {csrf}, "format": {"sphr"}, "passphrase": {"round-trip-passphrase"}})
+	if p.Status != 200 {
+		t.Fatalf("sphr export: %d", p.Status)
+	}
+	p = e.upload(c, csrf, "alice.sphr", "application/zip", p.Body, "source", "my backup")
+	if p.Status == 200 && strings.Contains(p.Body, `"name":"created","valueInteger":0`) {
+		t.Fatalf("import without the passphrase went through:\n%s", clip(p.Body))
+	}
+	if !strings.Contains(strings.ToLower(p.Body), "passphrase") {
+		t.Errorf("import without the passphrase does not say so: %d\n%s", p.Status, clip(p.Body))
+	}
+	sphr := e.page(http.MethodPost, "/p/alice/export", c, url.Values{"csrf": {csrf}, "format": {"sphr"}, "passphrase": {"round-trip-passphrase"}}).Body
+	p = e.uploadWith(c, csrf, "alice.sphr", "application/zip", sphr, http.Header{"X-PHR-Passphrase": {"round-trip-passphrase"}}, "source", "my backup")
+	if p.Status != 200 {
+		t.Fatalf("sphr import: %d\n%s", p.Status, clip(p.Body))
+	}
+	last := strings.Split(strings.TrimSpace(p.Body), "\n")
+	summary := last[len(last)-1]
+	for _, want := range []string{`"name":"resources","valueInteger":7`, `"source","valueUri":"urn:phr:source:my%20backup"`} {
+		if !strings.Contains(summary, want) {
+			t.Errorf("sphr import summary lacks %s:\n%s", want, p.Body)
+		}
+	}
+}

@@ -90,7 +90,7 @@ func (p *Portal) importPage(q *req) error {
 	if err := p.require(q, "import", "imports"); err != nil {
 		return err
 	}
-	data := map[string]any{"Title": "Import"}
+	data := map[string]any{"Title": "Import", "AllPatients": q.sess.Admin()}
 	if p.operations(q)["import-batches"] {
 		b, _, err := q.api.get("$import-batches")
 		if err != nil {
@@ -240,7 +240,7 @@ func (p *Portal) conflictList(q *req) error {
 		f["ResourceLink"] = resourceLink(q.pid, f["resource"])
 		rows = append(rows, f)
 	}
-	return p.render(q, http.StatusOK, "conflicts", map[string]any{"Title": "Conflicts", "Rows": rows, "Status": status})
+	return p.render(q, http.StatusOK, "conflicts", map[string]any{"Title": "Conflicts", "Rows": rows, "Status": status, "AllPatients": q.sess.Admin()})
 }
 
 // conflictPage shows both sides of a conflict with their sources, the

@@ -1,6 +1,7 @@
 package portal_test
 
 import (
+	"github.com/phr-project/phr/internal/store/storetest"
 	"io"
 	"net/http"
 	"net/url"
@@ -13,6 +14,12 @@ import (
 // script does and returns the streamed report.
 func (e *env) upload(c *http.Cookie, csrf, name, contentType, body string, extra ...string) page {
 	e.t.Helper()
+	return e.uploadWith(c, csrf, name, contentType, body, nil, extra...)
+}
+
+// uploadWith is upload with more request headers.
+func (e *env) uploadWith(c *http.Cookie, csrf, name, contentType, body string, h http.Header, extra ...string) page {
+	e.t.Helper()
 	q := url.Values{"filename": {name}}
 	for i := 0; i+1 < len(extra); i += 2 {
 		q.Set(extra[i], extra[i+1])
@@ -24,6 +31,9 @@ func (e *env) upload(c *http.Cookie, csrf, name, contentType, body string, extra
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Accept", "application/x-ndjson")
 	req.Header.Set("X-CSRF-Token", csrf)
+	for k, v := range h {
+		req.Header[k] = v
+	}
 	req.AddCookie(c)
 	resp, err := e.client.Do(req)
 	if err != nil {
@@ -45,7 +55,13 @@ const labB = `{"resourceType":"Condition","id":"b-9","identifier":[{"system":"ur
 var conflictLinkRE = regexp.MustCompile(`href="(/p/alice/conflicts/\d+)"`)
 
 func TestImportAndConflicts(t *testing.T) {
-	e := start(t, "sqlite")
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) { testImportAndConflicts(t, d) })
+	}
+}
+
+func testImportAndConflicts(t *testing.T, dialect string) {
+	e := start(t, dialect)
 	e.seed()
 	alice := e.login("patient", "alice")
 	csrf := e.csrf(alice)
@@ -123,6 +139,13 @@ func TestImportAndConflicts(t *testing.T) {
 	p = e.get(p.Header.Get("Location"), alice)
 	p.mustContain(t, "kept resource", "is resolved", "Asthma (mild, intermittent)")
 	p.mustNotContain(t, "kept resource", "Reactive airway disease</dd>")
+
+	// The resource's provenance names its import (Provenance resources
+	// are in the compartment of the patients they target, so an admin
+	// sees the import's; the version history shows the source to all).
+	admin := e.login("admin", "")
+	e.get("/p/alice/r/Condition/a-1", admin).mustContain(t, "provenance", "lab-a.phr", `href="/p/alice/import/1">import #1</a>`)
+	e.get("/p/alice/r/Condition/a-1?v=1", alice).mustContain(t, "history source", `title="urn:phr:source:Lab%20A">Lab A</span>`)
 
 	// Bob sees neither alice's imports nor her conflicts.
 	bob := e.login("patient", "bob")

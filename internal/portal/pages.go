@@ -383,9 +383,17 @@ func (p *Portal) timeline(q *req) error {
 			return err
 		}
 	}
-	var all []item
+	// Undated entries cannot be paged by date: the first page lists them
+	// apart (later pages' date-bounded searches do not return them).
+	var all, undated []item
 	for _, l := range results {
-		all = append(all, l...)
+		for _, it := range l {
+			if it.When.IsZero() {
+				undated = append(undated, it)
+			} else {
+				all = append(all, it)
+			}
+		}
 	}
 	sort.SliceStable(all, func(i, j int) bool {
 		a, b := all[i], all[j]
@@ -460,7 +468,7 @@ func (p *Portal) timeline(q *req) error {
 	}
 	return p.render(q, http.StatusOK, "timeline", map[string]any{
 		"Title": "Timeline", "Days": days, "Next": next, "Types": allTypes, "Selected": selected,
-		"From": from, "To": to, "Paged": curDate != "",
+		"From": from, "To": to, "Paged": curDate != "", "Undated": undated,
 	})
 }
 
@@ -560,7 +568,11 @@ func (p *Portal) detail(q *req) error {
 			agents = append(agents, s)
 		}
 		var entities []string
+		batch := ""
 		for _, e := range pr.list("entity") {
+			if e.str("what", "identifier", "system") == "urn:phr:import-batch" {
+				batch = e.str("what", "identifier", "value")
+			}
 			s := e.str("what", "display")
 			if s == "" {
 				s = e.str("what", "reference")
@@ -573,7 +585,8 @@ func (p *Portal) detail(q *req) error {
 		provs = append(provs, map[string]any{
 			"ID": pr.str("id"), "Recorded": fmtDate(pr.str("recorded")), "Activity": codeText(pr.get("activity")),
 			"Agents": strings.Join(agents, "; "), "Entities": strings.Join(entities, "; "),
-			"Link": resourceLink(pid, "Provenance/"+pr.str("id")),
+			"Link":  resourceLink(pid, "Provenance/"+pr.str("id")),
+			"Batch": batch,
 		})
 	}
 	var tags []string

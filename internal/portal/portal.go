@@ -17,6 +17,7 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -73,6 +74,9 @@ type Options struct {
 	BaseURL string
 	// TokenTTL is the lifetime of the in-process tokens (default 2 minutes).
 	TokenTTL time.Duration
+	// Exports lists bulk export jobs for the admin exports page (none
+	// when nil).
+	Exports ExportJobs
 }
 
 // Portal serves the portal pages.
@@ -189,6 +193,15 @@ func (p *Portal) page(h func(q *req) error) http.Handler {
 			http.Redirect(w, r, "/login?next="+url.QueryEscape(next), http.StatusSeeOther)
 			return
 		}
+		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); r.Method == http.MethodPost && ct == "application/x-www-form-urlencoded" {
+			// Forms are small (a merged resource at most); parse them
+			// here, whichever way the CSRF token comes.
+			r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+			if err := r.ParseForm(); err != nil {
+				p.fail(w, r, sess, fhir.BadRequest("the form could not be read: %v", err))
+				return
+			}
+		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead && !p.o.Sessions.CheckCSRF(r, sess) {
 			p.fail(w, r, sess, fhir.Forbidden("the form's CSRF token is missing or wrong; reload the page and try again"))
 			return
@@ -251,6 +264,9 @@ func (p *Portal) mint(sess *Session) (string, error) {
 	return p.o.Tokens.Sign(c)
 }
 
+// maxForm bounds a form body.
+const maxForm = 16 << 20
+
 // interactions in SMART v2 scope letter order.
 var interactions = []access.Interaction{access.Create, access.Read, access.Update, access.Delete, access.Search}
 
@@ -312,6 +328,7 @@ func (p *Portal) render(q *req, status int, name string, data map[string]any) er
 		features["share"] = q.pid != "" && p.shlAvailable(q)
 		features["manage/users"] = q.sess != nil && q.sess.Admin()
 		features["manage/clients"] = q.sess != nil && q.sess.Admin()
+		features["manage/exports"] = q.sess != nil && q.sess.Admin() && p.o.Exports != nil
 	}
 	data["Features"] = features
 	var buf strings.Builder

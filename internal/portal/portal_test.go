@@ -3,6 +3,7 @@ package portal_test
 import (
 	"context"
 	"fmt"
+	"github.com/phr-project/phr/internal/store/storetest"
 	"io"
 	"net/http"
 	"net/url"
@@ -240,7 +241,13 @@ func TestHomeRedirectsPatient(t *testing.T) {
 }
 
 func TestDetailHistoryDiff(t *testing.T) {
-	e := start(t, "sqlite")
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) { testDetailHistoryDiff(t, d) })
+	}
+}
+
+func testDetailHistoryDiff(t *testing.T, dialect string) {
+	e := start(t, dialect)
 	e.seed()
 	c := e.login("patient", "alice")
 	p := e.get("/p/alice/r/Observation/wt-a", c)
@@ -278,7 +285,13 @@ func TestDetailHistoryDiff(t *testing.T) {
 // TestPatientConfined proves a patient cannot see another patient's pages
 // or resources, whichever way the URL is put together, while an admin can.
 func TestPatientConfined(t *testing.T) {
-	e := start(t, "sqlite")
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) { testPatientConfined(t, d) })
+	}
+}
+
+func testPatientConfined(t *testing.T, dialect string) {
+	e := start(t, dialect)
 	e.seed()
 	alice := e.login("patient", "alice")
 	for _, path := range []string{"/p/bob/", "/p/bob/timeline", "/p/bob/results", "/p/bob/r/Observation/secret-b", "/p/alice/r/Observation/secret-b", "/p/alice/r/Patient/bob", "/p/alice/r/Observation/secret-b?v=1"} {

@@ -194,6 +194,7 @@ func TestErrorsAndLenient(t *testing.T) {
 				"Observation?_text=cholesterol",
 				"Observation?_cursor=garbage",
 				"Patient?birthdate:missing=maybe",
+				"Patient?_summary=true&_elements=name",
 			} {
 				r := f.s.Do("GET", q, f.tok, nil)
 				if r.Status != 400 || !strings.Contains(string(r.Body), "OperationOutcome") {

@@ -206,6 +206,12 @@ func (e *Engine) where(b *builder, pl *plan) error {
 	b.w(plus + "r.deleted = " + b.falseLit())
 	if single != "" {
 		b.arg(" AND "+plus+"r.type = ?", single)
+	} else if out := compartmentComplement(pl.compartment, q.types); out != nil {
+		// a compartment holds only its types: name the few left out
+		// (AuditEvent...) rather than the many kept
+		for _, t := range out {
+			b.arg(" AND r.type <> ?", t)
+		}
 	} else if len(q.types) < len(r4.ResourceTypes()) {
 		b.w(" AND r.type IN (")
 		for i, t := range q.types {
@@ -319,6 +325,30 @@ func (e *Engine) where(b *builder, pl *plan) error {
 		}
 	}
 	return nil
+}
+
+// compartmentComplement returns, for a search within a patient's
+// compartment over several types, the compartment's types that are not
+// among them (non-nil when there are fewer than 8); nil otherwise.
+func compartmentComplement(compartment string, types []string) []string {
+	if compartment == "" || len(types) < 2 {
+		return nil
+	}
+	out := []string{}
+	for _, t := range r4.ResourceTypes() {
+		if (t == "Patient" || len(r4.PatientCompartmentParams(t)) > 0) && !slices.Contains(types, t) {
+			out = append(out, t)
+		}
+	}
+	for _, t := range types {
+		if t != "Patient" && len(r4.PatientCompartmentParams(t)) == 0 {
+			return nil // a type outside the compartment: keep the plain list
+		}
+	}
+	if len(out) >= 8 {
+		return nil
+	}
+	return out
 }
 
 // probeCap bounds the index entries counted to judge how selective a
@@ -488,12 +518,18 @@ func decodeCursor(s string, kinds []byte) (*cursor, error) {
 }
 
 // page runs the query of a plan and returns up to count rows (and whether
-// there are more in the direction read).
-func (e *Engine) page(ctx context.Context, pl *plan, cur *cursor, count int) ([]*row, bool, error) {
+// there are more in the direction read). With withTotal (first pages
+// only) it also counts all matches in the same statement; total is -1
+// otherwise.
+func (e *Engine) page(ctx context.Context, pl *plan, cur *cursor, count int, withTotal bool) (out []*row, more bool, total int64, err error) {
+	total = -1
+	if cur != nil {
+		withTotal = false
+	}
 	q := pl.q
 	b, err := e.newBuilder(ctx, pl)
 	if err != nil {
-		return nil, false, err
+		return nil, false, -1, err
 	}
 	back := cur != nil && cur.back
 	dirs := make([]bool, len(q.sort)) // descending?
@@ -504,7 +540,14 @@ func (e *Engine) page(ctx context.Context, pl *plan, cur *cursor, count int) ([]
 	for i := range q.sort {
 		b.w(", p.k" + strconv.Itoa(i))
 	}
-	b.w(" FROM (SELECT s.* FROM (SELECT r.rid, r.type, r.id, r.version, r.last_updated, r.seq")
+	if withTotal {
+		b.w(", p.total")
+	}
+	b.w(" FROM (SELECT s.*")
+	if withTotal {
+		b.w(", COUNT(*) OVER () AS total")
+	}
+	b.w(" FROM (SELECT r.rid, r.type, r.id, r.version, r.last_updated, r.seq")
 	for i, k := range q.sort {
 		b.w(", ")
 		b.sortExpr("r", k)
@@ -512,7 +555,7 @@ func (e *Engine) page(ctx context.Context, pl *plan, cur *cursor, count int) ([]
 	}
 	b.w(" FROM resource r WHERE ")
 	if err := e.where(b, pl); err != nil {
-		return nil, false, err
+		return nil, false, -1, err
 	}
 	b.w(") s")
 	if cur != nil {
@@ -526,10 +569,9 @@ func (e *Engine) page(ctx context.Context, pl *plan, cur *cursor, count int) ([]
 	b.orderBy("p", dirs, back)
 	rows, err := e.db.QueryDynamic(ctx, b.sb.String(), b.args...)
 	if err != nil {
-		return nil, false, fmt.Errorf("search: %w", err)
+		return nil, false, -1, fmt.Errorf("search: %w", err)
 	}
 	defer rows.Close()
-	var out []*row
 	for rows.Next() {
 		r := &row{mode: "match", keys: make([]any, len(q.sort))}
 		var lu int64
@@ -538,8 +580,11 @@ func (e *Engine) page(ctx context.Context, pl *plan, cur *cursor, count int) ([]
 		for i := range r.keys {
 			dest = append(dest, &r.keys[i])
 		}
+		if withTotal {
+			dest = append(dest, &total)
+		}
 		if err := rows.Scan(dest...); err != nil {
-			return nil, false, fmt.Errorf("search: %w", err)
+			return nil, false, -1, fmt.Errorf("search: %w", err)
 		}
 		for i, k := range r.keys {
 			if bs, ok := k.([]byte); ok {
@@ -551,16 +596,19 @@ func (e *Engine) page(ctx context.Context, pl *plan, cur *cursor, count int) ([]
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, false, fmt.Errorf("search: %w", err)
+		return nil, false, -1, fmt.Errorf("search: %w", err)
 	}
-	more := len(out) > count
+	if withTotal && total < 0 {
+		total = 0 // no matches
+	}
+	more = len(out) > count
 	if more {
 		out = out[:count]
 	}
 	if back {
 		slices.Reverse(out)
 	}
-	return out, more, nil
+	return out, more, total, nil
 }
 
 // orderBy writes the sort keys then rid of alias a.

@@ -162,20 +162,22 @@ func (e *Engine) respond(w http.ResponseWriter, r *http.Request, p access.Princi
 		}
 	}
 	var total int64 = -1
-	if q.summary == "count" || q.count == 0 || (q.total != "none" && cur == nil) || q.total == "accurate" {
+	wantTotal := q.summary == "count" || q.count == 0 || (q.total != "none" && cur == nil) || q.total == "accurate"
+	var matches []*row
+	more := false
+	if q.summary != "count" && q.count > 0 {
+		// a first page counts the matches in the same statement
+		var err error
+		if matches, more, total, err = e.page(ctx, pl, cur, q.count, wantTotal); err != nil {
+			return err
+		}
+	}
+	if wantTotal && total < 0 {
 		n, err := e.count(ctx, pl)
 		if err != nil {
 			return err
 		}
 		total = n
-	}
-	var matches []*row
-	more := false
-	if q.summary != "count" && q.count > 0 {
-		var err error
-		if matches, more, err = e.page(ctx, pl, cur, q.count); err != nil {
-			return err
-		}
 	}
 	included, err := e.includes(ctx, p, pl, matches)
 	if err != nil {

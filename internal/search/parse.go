@@ -248,6 +248,9 @@ func parse(types []string, v url.Values, lenient bool) (*query, error) {
 			}
 		}
 	}
+	if q.summary != "" && q.summary != "false" && q.elements != "" {
+		return nil, fhir.BadRequest("_summary and _elements cannot be combined")
+	}
 	return q, nil
 }
 

@@ -43,7 +43,7 @@ type loaded struct {
 	ingestCPU time.Duration
 }
 
-func loadSynthea(t *testing.T, dialect string, patients int) *loaded {
+func loadSynthea(t testing.TB, dialect string, patients int) *loaded {
 	dir := synthea.Require(t)
 	files, err := synthea.Files(dir, patients)
 	if err != nil {
@@ -54,7 +54,10 @@ func loadSynthea(t *testing.T, dialect string, patients int) *loaded {
 		cfg.DataDir = d // keep the loaded SQLite database for inspection
 	}
 	if dialect == "postgres" {
-		cfg.DB = storetest.NewPostgresURL(t)
+		cfg.DB = os.Getenv("PHR_BENCH_PG_URL") // a database kept for inspection
+		if cfg.DB == "" {
+			cfg.DB = storetest.NewPostgresURL(t)
+		}
 	}
 	ctx := context.Background()
 	app, err := server.Open(ctx, cfg)
@@ -63,9 +66,12 @@ func loadSynthea(t *testing.T, dialect string, patients int) *loaded {
 	}
 	t.Cleanup(func() { app.Close() })
 	start, cpu := time.Now(), cpuTime()
-	st, err := synthea.Load(ctx, app.Records, files)
-	if err != nil {
-		t.Fatalf("load: %v", err)
+	var st synthea.Stats
+	if os.Getenv("PHR_BENCH_REUSE") == "" {
+		// PHR_BENCH_REUSE=1 with PHR_BENCH_DATA queries a database loaded before
+		if st, err = synthea.Load(ctx, app.Records, files); err != nil {
+			t.Fatalf("load: %v", err)
+		}
 	}
 	l := &loaded{app: app, resouces: st.Resources, ingest: time.Since(start), ingestCPU: cpuTime() - cpu}
 	l.tok, err = app.Tokens.Sign(token.Claims{Subject: "bench", Scope: "system/*.*", Expiry: time.Now().Add(time.Hour)})
@@ -194,6 +200,24 @@ func TestSyntheaBenchmark(t *testing.T) {
 				sort.Slice(cs, func(i, j int) bool { return cs[i] < cs[j] })
 				med, p99 := ds[len(ds)/2], ds[min(len(ds)-1, len(ds)*99/100)]
 				t.Logf("%-8s median %7.2f ms  p99 %7.2f ms  (process CPU median %6.2f ms)  total %5d entries %4d  %s", d, ms(med), ms(p99), ms(cs[len(cs)/2]), n, entries, q)
+			}
+		})
+	}
+}
+
+// BenchmarkSearch runs each benchmark query as a sub-benchmark over the
+// Synthea patients (a few; all 120 with PHR_LONG=1), on each store:
+// go test -run '^$' -bench Search -benchtime 200x ./internal/search/
+func BenchmarkSearch(b *testing.B) {
+	for _, d := range storetest.Dialects() {
+		b.Run(d, func(b *testing.B) {
+			l := loadSynthea(b, d, syntheaPatients())
+			for i, q := range l.queries() {
+				b.Run(fmt.Sprintf("q%02d", i+1), func(b *testing.B) {
+					for b.Loop() {
+						l.get(b, q)
+					}
+				})
 			}
 		})
 	}

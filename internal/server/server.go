@@ -183,7 +183,7 @@ func (a *App) build(ctx context.Context) error {
 	fhirBase := c.BaseURL + "/fhir"
 	a.Records = records.New(records.Options{Store: a.Store, Blobs: blobs, Validator: validator{}, Indexer: indexer{}, BaseURL: fhirBase})
 	ips := &clientip.Resolver{Trusted: c.TrustedProxies}
-	a.Audit = audit.New(audit.Options{Records: a.Records, DB: a.Store, ClientIP: ips.From, Auth: a.Auth})
+	a.Audit = audit.New(audit.Options{DB: a.Store, ClientIP: ips.From, Auth: a.Auth})
 	a.FHIR = api.New(api.Options{Records: a.Records, Auth: audit.Capture(a.Auth), BaseURL: fhirBase, MaxBody: c.MaxBody})
 	searchEngine := search.Register(a.FHIR, a.Records, a.Store)
 	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens}).Register(a.FHIR, audit.Capture(a.Auth))
@@ -212,7 +212,7 @@ func (a *App) build(ctx context.Context) error {
 		return err
 	}
 	// The patient portal at / (last: every other route is more specific).
-	if _, err = portal.Mount(a.mux, portal.Options{API: a.mux, Tokens: a.Tokens, Sessions: portal.AuthSessions{Server: a.AuthServer}, BaseURL: c.BaseURL}); err != nil {
+	if _, err = portal.Mount(a.mux, portal.Options{API: a.Audit.Handler(a.mux), Tokens: a.Tokens, Sessions: portal.AuthSessions{Server: a.AuthServer}, BaseURL: c.BaseURL, Exports: a.Jobs}); err != nil {
 		return err
 	}
 	return nil
@@ -297,6 +297,21 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // (flushing streamed responses, deadlines).
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// secretPaths are path prefixes whose next segment is itself a secret (a
+// SMART Health Link's manifest id, a file location token).
+var secretPaths = []string{"/shl/m/", "/shl/f/"}
+
+// LogPath returns the request path as it may be logged: secret segments
+// are replaced by "[redacted]".
+func LogPath(p string) string {
+	for _, pre := range secretPaths {
+		if strings.HasPrefix(p, pre) {
+			return pre + "[redacted]"
+		}
+	}
+	return p
+}
+
 // logRequests logs each request at debug level (never the query string,
 // which may carry search terms, nor headers, which carry tokens).
 func logRequests(next http.Handler) http.Handler {
@@ -308,6 +323,6 @@ func logRequests(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		slog.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "bytes", sw.bytes, "duration", time.Since(start))
+		slog.Debug("request", "method", r.Method, "path", LogPath(r.URL.Path), "status", sw.status, "bytes", sw.bytes, "duration", time.Since(start))
 	})
 }

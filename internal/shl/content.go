@@ -131,6 +131,10 @@ func (s *Service) collect(ctx context.Context, patient string, sel Selection) ([
 		for _, t := range sel.Types {
 			args = append(args, t)
 		}
+	} else {
+		// The server's own AuditEvents (who looked at the record) are not
+		// part of what a patient shares unless _type names them.
+		q += ` AND r.type <> 'AuditEvent'`
 	}
 	if sel.From != "" || sel.To != "" {
 		low, high := int64(-1<<63), int64(1<<63-1)
@@ -514,10 +518,11 @@ func ndjsonBundle(data []byte) ([]byte, error) {
 }
 
 // fingerprint identifies the state of a patient's record: it changes
-// whenever a resource of the compartment is written or leaves it.
+// whenever a resource of the compartment is written or leaves it (AuditEvents,
+// which every access writes, do not count).
 func (s *Service) fingerprint(ctx context.Context, patient string) (string, error) {
 	var n, seq int64
-	err := s.db.QueryRow(ctx, `SELECT COUNT(*), COALESCE(MAX(r.seq), 0) FROM compartment c JOIN resource r ON r.rid = c.rid WHERE c.patient = ?`, patient).Scan(&n, &seq)
+	err := s.db.QueryRow(ctx, `SELECT COUNT(*), COALESCE(MAX(r.seq), 0) FROM compartment c JOIN resource r ON r.rid = c.rid WHERE c.patient = ? AND r.type <> 'AuditEvent'`, patient).Scan(&n, &seq)
 	if err != nil {
 		return "", fmt.Errorf("state of the record of Patient/%s: %w", patient, err)
 	}

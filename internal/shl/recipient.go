@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/phr-project/phr/internal/auth/password"
@@ -192,6 +193,15 @@ func (s *Service) Manifest(ctx context.Context, mid string, req *ManifestRequest
 // returns the link's files.
 func (s *Service) currentFiles(ctx context.Context, l *link) ([]*file, error) {
 	if l.has('L') && l.WrappedKey != nil {
+		// One refresh per link at a time in this process: recipients
+		// arriving together after a change wait for it rather than each
+		// rebuilding the files.
+		mu, _ := s.refreshing.LoadOrStore(l.ID, &sync.Mutex{})
+		mu.(*sync.Mutex).Lock()
+		defer mu.(*sync.Mutex).Unlock()
+		if cur, err := s.getLink(ctx, s.db, l.ID); err == nil {
+			l.Fingerprint = cur.Fingerprint
+		}
 		if err := s.refresh(ctx, l, false); err != nil {
 			// The files made before still decrypt; serve them rather than fail.
 			slog.ErrorContext(ctx, "shl: refresh L link", "link", l.ID, "error", err)

@@ -32,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -91,6 +92,8 @@ type Service struct {
 	base    string
 	kek     []byte
 	clock   atomic.Pointer[func() time.Time]
+	// refreshing holds a *sync.Mutex per L link being refreshed.
+	refreshing sync.Map
 }
 
 // kvKEK is where the key-encryption key is kept when Options.KEK is unset.

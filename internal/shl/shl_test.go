@@ -445,6 +445,33 @@ func TestDirectAndLongTerm(t *testing.T) {
 			if m3.Files[0].LastUpdated <= m1.Files[0].LastUpdated {
 				t.Fatalf("lastUpdated %s did not move past %s", m3.Files[0].LastUpdated, m1.Files[0].LastUpdated)
 			}
+			// Recipients arriving together after a change share one refresh.
+			obs3 := strings.ReplaceAll(strings.ReplaceAll(obs, "pa-obs2", "pa-obs3"), "Glucose", "Ferritin")
+			if r := f.Do("PUT", "Observation/pa-obs3", f.admin, obs3); r.Status != 201 {
+				t.Fatalf("add observation: %d %s", r.Status, r.Body)
+			}
+			var wg sync.WaitGroup
+			got := make([]string, 6)
+			for i := range got {
+				wg.Go(func() {
+					r := f.Do("POST", l.payload.URL, "", map[string]any{"recipient": fmt.Sprint("clinic ", i)})
+					var m manifest
+					json.Unmarshal(r.Body, &m)
+					if r.Status == 200 && len(m.Files) > 0 {
+						got[i] = m.Files[0].Embedded
+					}
+				})
+			}
+			wg.Wait()
+			for i, g := range got {
+				if g == "" || g != got[0] {
+					t.Fatalf("recipient %d got a different file (or none) after one change", i)
+				}
+			}
+			if _, _, ids := decrypt(t, l, got[0]); !slices.Contains(ids, "Observation/pa-obs3") {
+				t.Fatalf("refreshed file holds %v", ids)
+			}
+
 			// Files can be added to L links and refreshed by the owner.
 			add := f.Do("POST", "/shl/links/"+l.ID+"/files", f.tokA, map[string]any{"kind": "summary"})
 			if add.Status != 200 || !strings.Contains(string(add.Body), `"n":1`) {
@@ -493,5 +520,30 @@ func TestKeyFile(t *testing.T) {
 	os.WriteFile(bad, []byte("tooshort"), 0o600)
 	if _, err := server.Open(t.Context(), server.Config{DataDir: t.TempDir(), SHLKeyFile: bad}); err == nil || !strings.Contains(err.Error(), "32") {
 		t.Fatalf("short key file: %v", err)
+	}
+}
+
+// TestAuditTrailNotShared: the server's AuditEvents are in the patient's
+// compartment, but a whole-record link must not carry them (nor refresh
+// because of them) unless _type names AuditEvent.
+func TestAuditTrailNotShared(t *testing.T) {
+	f := start(t, "sqlite")
+	ae := `{"resourceType":"AuditEvent","id":"ae1","type":{"system":"http://terminology.hl7.org/CodeSystem/audit-event-type","code":"rest"},"recorded":"2024-01-01T00:00:00Z","agent":[{"who":{"reference":"Patient/pa"},"requestor":true}],"source":{"observer":{"display":"phr"}},"entity":[{"what":{"reference":"Patient/pa"}}]}`
+	if r := f.Do("PUT", "AuditEvent/ae1", f.admin, ae); r.Status != 201 {
+		t.Fatalf("PUT AuditEvent: %d %s", r.Status, r.Body)
+	}
+	l := f.create(t, f.tokA, map[string]any{"label": "all", "content": []any{map[string]any{"kind": "record"}}})
+	resp, m := f.manifest(t, l, map[string]any{"recipient": "test", "embeddedLengthMax": 1 << 20})
+	if resp.Status != 200 || len(m.Files) != 1 {
+		t.Fatalf("manifest: %d %s", resp.Status, resp.Body)
+	}
+	_, _, ids := decrypt(t, l, m.Files[0].Embedded)
+	for _, id := range ids {
+		if strings.HasPrefix(id, "AuditEvent/") {
+			t.Fatalf("whole-record link carries %s: %v", id, ids)
+		}
+	}
+	if len(ids) < 6 {
+		t.Fatalf("record incomplete: %v", ids)
 	}
 }

@@ -103,8 +103,11 @@ try {
   await step("phone", async () => {
     await page.setViewportSize({ width: 390, height: 844 });
     await page.goto(cfg.base + "/p/" + me.id + "/");
-    const over = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    check(over <= 1, "the summary scrolls sideways on a phone by " + over + "px");
+    for (const path of ["timeline", "results?code=85354-9", "import", "share", ""]) {
+      await page.goto(cfg.base + "/p/" + me.id + "/" + path);
+      const over = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      check(over <= 1, "/" + path + " scrolls sideways on a phone by " + over + "px");
+    }
     // Keyboard: the first Tab reaches the skip link, Enter moves to the content.
     await page.keyboard.press("Tab");
     check((await page.evaluate(() => document.activeElement.className)) === "skip", "the first Tab focuses the skip link");
