@@ -39,6 +39,12 @@ func benchPatients() int {
 // reports that process's peak resident memory (VmHWM).
 //
 //	PHR_LONG=1 go test ./internal/bulk -run '^$' -bench SystemExportSynthea -benchtime 3x
+//
+// Measured 2026-12-06 on the shared 2-core development machine (load
+// average about 25, so wall time is mostly waiting for a core): 92,114
+// resources, 138.5 MB of NDJSON in 24 files: 19.0 s/op wall, 3.35 s of
+// server CPU per export, peak RSS 181 MB (88 MB anonymous after it: the
+// SQLite page cache of the read connection and the Go heap).
 func BenchmarkSystemExportSynthea(b *testing.B) {
 	sv := benchServer(b)
 	base, tok, stored := sv.base, sv.tok, sv.stored

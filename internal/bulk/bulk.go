@@ -152,10 +152,25 @@ func trimSuffix(s, suffix string) string {
 
 // SetMatcher installs the search used for _typeFilter (the search service
 // is built after this one).
-func (s *Service) SetMatcher(m records.Matcher) { s.matcher = m }
+func (s *Service) SetMatcher(m records.Matcher) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.matcher = m
+}
 
 // Matcher returns the search used for _typeFilter (nil: none).
-func (s *Service) Matcher() records.Matcher { return s.matcher }
+func (s *Service) Matcher() records.Matcher {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.matcher
+}
+
+// opts returns the options (which tests may change while exports run).
+func (s *Service) opts() Options {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.o
+}
 
 // Start starts the expiry sweep; Stop ends it.
 func (s *Service) Start() {
@@ -168,7 +183,7 @@ func (s *Service) Start() {
 	s.stop, s.done = cancel, make(chan struct{})
 	go func() {
 		defer close(s.done)
-		t := time.NewTicker(s.o.SweepInterval)
+		t := time.NewTicker(s.opts().SweepInterval)
 		defer t.Stop()
 		for {
 			if err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
@@ -300,8 +315,16 @@ func (s *Service) members(ctx context.Context, job string) ([]string, error) {
 }
 
 // SetMaxActive changes the cap on a requester's active exports (tests).
-func (s *Service) SetMaxActive(n int) { s.o.MaxActive = n }
+func (s *Service) SetMaxActive(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.o.MaxActive = n
+}
 
 // SetMaxFileResources changes the split size of later exports (tests use
 // small files).
-func (s *Service) SetMaxFileResources(n int) { s.o.MaxFileResources = n }
+func (s *Service) SetMaxFileResources(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.o.MaxFileResources = n
+}

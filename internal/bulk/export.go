@@ -58,9 +58,12 @@ type fileInfo struct {
 
 // exporter runs one attempt of one export job.
 type exporter struct {
-	s   *Service
-	run *jobs.Run
-	req *Request
+	s *Service
+	// o and matcher are the service's settings when the attempt started.
+	o       Options
+	matcher records.Matcher
+	run     *jobs.Run
+	req     *Request
 	// mu guards prog, files, seq and lastReport: types are exported in
 	// parallel.
 	mu   sync.Mutex
@@ -79,7 +82,7 @@ func (s *Service) runExport(ctx context.Context, run *jobs.Run) error {
 	if err := json.Unmarshal(run.Params, &req); err != nil {
 		return jobs.Permanent(fmt.Errorf("the export's parameters are unreadable: %w", err))
 	}
-	e := &exporter{s: s, run: run, req: &req, seq: map[string]int{}}
+	e := &exporter{s: s, o: s.opts(), matcher: s.Matcher(), run: run, req: &req, seq: map[string]int{}}
 	// A previous attempt (interrupted by a crash) may have left blobs.
 	if len(run.Progress) > 0 {
 		var old progress
@@ -109,7 +112,7 @@ func (s *Service) runExport(ctx context.Context, run *jobs.Run) error {
 		}
 	} else {
 		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(s.o.Parallel)
+		g.SetLimit(e.o.Parallel)
 		for _, typ := range req.Types {
 			g.Go(func() error { return e.exportType(gctx, typ) })
 		}
@@ -129,7 +132,7 @@ func (s *Service) runExport(ctx context.Context, run *jobs.Run) error {
 			return err
 		}
 	}
-	expires := time.Now().Add(s.o.Expiry)
+	expires := time.Now().Add(e.o.Expiry)
 	files := e.files
 	return run.Complete(ctx, nil, expires, func(tx *sqldb.Tx) error {
 		for _, f := range files {
@@ -229,7 +232,7 @@ func (e *exporter) prepareTypeFilters(ctx context.Context) error {
 	if len(e.req.TypeFilters) == 0 && len(e.req.ScopeFilters) == 0 {
 		return nil
 	}
-	if e.s.matcher == nil {
+	if e.matcher == nil {
 		return jobs.Permanent(errors.New("_typeFilter and scope filters cannot be applied: search is not available"))
 	}
 	e.typeMatches = map[string]map[string]bool{}
@@ -261,7 +264,7 @@ func (e *exporter) matchAny(ctx context.Context, typ string, queries []string) (
 		if err != nil {
 			return nil, jobs.Permanent(fmt.Errorf("filter %s?%s: %w", typ, q, err))
 		}
-		ids, err := e.s.matcher.Match(ctx, typ, v, e.s.o.MaxTypeFilterMatches)
+		ids, err := e.matcher.Match(ctx, typ, v, e.o.MaxTypeFilterMatches)
 		if err != nil {
 			return nil, jobs.Permanent(fmt.Errorf("filter %s?%s: %w", typ, q, err))
 		}
@@ -292,7 +295,7 @@ func (e *exporter) exportType(ctx context.Context, typ string) error {
 		}
 	}()
 	for {
-		rows, err := e.s.db.Query(ctx, q, append(args, after, e.s.o.PageSize)...)
+		rows, err := e.s.db.Query(ctx, q, append(args, after, e.o.PageSize)...)
 		if err != nil {
 			return fmt.Errorf("export %s: %w", typ, err)
 		}
@@ -307,8 +310,8 @@ func (e *exporter) exportType(ctx context.Context, typ string) error {
 				return fmt.Errorf("export %s: %w", typ, err)
 			}
 			n++
-			if e.s.o.RowDelay > 0 {
-				time.Sleep(e.s.o.RowDelay)
+			if e.o.RowDelay > 0 {
+				time.Sleep(e.o.RowDelay)
 			}
 			if n%100 == 0 {
 				e.addDone(100)
@@ -360,7 +363,7 @@ func (e *exporter) exportType(ctx context.Context, typ string) error {
 		if err := e.report(ctx, false); err != nil {
 			return err
 		}
-		if n < e.s.o.PageSize {
+		if n < e.o.PageSize {
 			break
 		}
 	}
@@ -407,7 +410,7 @@ func (e *exporter) exportScan(ctx context.Context) error {
 		done  int64
 	)
 	for {
-		rows, err := e.s.db.Query(ctx, q, append(append([]any{after}, args...), e.s.o.PageSize)...)
+		rows, err := e.s.db.Query(ctx, q, append(append([]any{after}, args...), e.o.PageSize)...)
 		if err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
@@ -425,8 +428,8 @@ func (e *exporter) exportScan(ctx context.Context) error {
 			if !wanted[res.Type] {
 				continue
 			}
-			if e.s.o.RowDelay > 0 {
-				time.Sleep(e.s.o.RowDelay)
+			if e.o.RowDelay > 0 {
+				time.Sleep(e.o.RowDelay)
 			}
 			if done++; done%100 == 0 {
 				e.addDone(100)
@@ -476,7 +479,7 @@ func (e *exporter) exportScan(ctx context.Context) error {
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
-		if n < e.s.o.PageSize {
+		if n < e.o.PageSize {
 			break
 		}
 	}
@@ -602,7 +605,7 @@ func (e *exporter) exportDeleted(ctx context.Context, typ string) error {
 		version int64
 	}
 	for {
-		rows, err := e.s.db.Query(ctx, q, append(args, after, e.s.o.PageSize)...)
+		rows, err := e.s.db.Query(ctx, q, append(args, after, e.o.PageSize)...)
 		if err != nil {
 			return fmt.Errorf("deleted %s: %w", typ, err)
 		}
@@ -642,7 +645,7 @@ func (e *exporter) exportDeleted(ctx context.Context, typ string) error {
 				return err
 			}
 		}
-		if len(page) < e.s.o.PageSize {
+		if len(page) < e.o.PageSize {
 			break
 		}
 	}

@@ -126,7 +126,7 @@ func (s *Service) kickoff(w http.ResponseWriter, r *http.Request, typ, id string
 		api.WriteError(w, r, err)
 		return
 	}
-	params, err := readParams(r, s.o.MaxBody)
+	params, err := readParams(r, s.opts().MaxBody)
 	if err != nil {
 		api.WriteError(w, r, err)
 		return
@@ -136,7 +136,7 @@ func (s *Service) kickoff(w http.ResponseWriter, r *http.Request, typ, id string
 		api.WriteError(w, r, err)
 		return
 	}
-	if len(req.TypeFilters) > 0 && s.matcher == nil {
+	if len(req.TypeFilters) > 0 && s.Matcher() == nil {
 		api.WriteError(w, r, fhir.Errorf(http.StatusBadRequest, "not-supported",
 			"_typeFilter is not supported by this server yet (search is not available); it is refused rather than ignored, which would export more than asked for").AtPath("_typeFilter"))
 		return
@@ -146,7 +146,7 @@ func (s *Service) kickoff(w http.ResponseWriter, r *http.Request, typ, id string
 			// Check the query with the search engine now, so that a bad
 			// filter is a 400 here rather than a failed export later.
 			v, _ := url.ParseQuery(q)
-			if _, err := s.matcher.Match(ctx, typ, v, 1); err != nil {
+			if _, err := s.Matcher().Match(ctx, typ, v, 1); err != nil {
 				if fe := fhir.AsError(err); fe.Status < 500 {
 					err = fhir.BadRequest("_typeFilter %s?%s: %s", typ, q, outcomeText(fe)).AtPath("_typeFilter")
 				}
@@ -209,7 +209,7 @@ func (s *Service) kickoff(w http.ResponseWriter, r *http.Request, typ, id string
 		api.WriteError(w, r, fmt.Errorf("count active exports: %w", err))
 		return
 	}
-	if active >= s.o.MaxActive {
+	if active >= s.opts().MaxActive {
 		w.Header().Set("Retry-After", "5")
 		api.WriteError(w, r, fhir.Errorf(http.StatusTooManyRequests, "throttled", "%d of your exports are already queued or running (the most allowed); wait for them to finish or cancel one", active))
 		return
@@ -238,7 +238,7 @@ func (s *Service) authorizeTypes(p access.Principal, req *Request) error {
 		if len(filters) == 0 {
 			return true
 		}
-		if s.matcher == nil {
+		if s.Matcher() == nil {
 			return false // the scope's filters could not be applied
 		}
 		if req.ScopeFilters == nil {
@@ -366,7 +366,7 @@ func (s *Service) status(w http.ResponseWriter, r *http.Request) {
 	}
 	if wait := s.tooFast(id); wait > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		api.WriteError(w, r, fhir.Errorf(http.StatusTooManyRequests, "throttled", "export status polled too often: wait %s between polls (see Retry-After)", s.o.MinPoll))
+		api.WriteError(w, r, fhir.Errorf(http.StatusTooManyRequests, "throttled", "export status polled too often: wait %s between polls (see Retry-After)", s.opts().MinPoll))
 		return
 	}
 	switch j.State {
@@ -411,12 +411,13 @@ func (s *Service) status(w http.ResponseWriter, r *http.Request) {
 
 // retryAfter is the polling interval suggested to clients, in seconds.
 func (s *Service) retryAfter() int {
-	return int(min(5, max(1, math.Ceil(s.o.MinPoll.Seconds()))))
+	return int(min(5, max(1, math.Ceil(s.opts().MinPoll.Seconds()))))
 }
 
 // tooFast records a poll of job id and returns how long the caller should
 // have waited when it came sooner than MinPoll after the previous one.
 func (s *Service) tooFast(id string) time.Duration {
+	minPoll := s.opts().MinPoll
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
@@ -428,8 +429,8 @@ func (s *Service) tooFast(id string) time.Duration {
 		}
 	}
 	last, ok := s.lastPoll[id]
-	if ok && now.Sub(last) < s.o.MinPoll {
-		return s.o.MinPoll - now.Sub(last)
+	if ok && now.Sub(last) < minPoll {
+		return minPoll - now.Sub(last)
 	}
 	s.lastPoll[id] = now
 	return 0
