@@ -27,4 +27,4 @@ curl -sf -X PUT -H "Authorization: Bearer $tok" -H 'Content-Type: application/fh
   --data '{"resourceType":"Patient","id":"p1","name":[{"family":"Smith","given":["Ann"]}],"gender":"female","birthDate":"1970-01-01"}' \
   http://127.0.0.1:$port/fhir/Patient/p1 >/dev/null
 echo "store=$store conns=$conns duration=$dur"
-wrk -t2 -c"$conns" -d"$dur" --latency -H "Authorization: Bearer $tok" http://127.0.0.1:$port/fhir/Patient/p1
+wrk -t"${THREADS:-2}" -c"$conns" -d"$dur" --latency -H "Authorization: Bearer $tok" http://127.0.0.1:$port/fhir/Patient/p1

@@ -63,7 +63,7 @@ func Open(ctx context.Context, path string, extra ...fs.FS) (*sqldb.DB, error) {
 		w.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	n := max(4, 2*runtime.GOMAXPROCS(0))
+	n := max(8, 4*runtime.GOMAXPROCS(0))
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
 	r.SetConnMaxLifetime(0)
