@@ -222,6 +222,21 @@ func (l *Log) run() {
 				return
 			}
 			batch = append(batch, e)
+			// Take whatever else is waiting (identical events coalesce,
+			// so a deep backlog costs few writes), up to a bound.
+		more:
+			for len(batch) < 20*l.o.BatchSize {
+				select {
+				case e, ok := <-l.queue:
+					if !ok {
+						write()
+						return
+					}
+					batch = append(batch, e)
+				default:
+					break more
+				}
+			}
 			if len(batch) >= l.o.BatchSize {
 				write()
 			}
