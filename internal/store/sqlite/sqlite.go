@@ -58,7 +58,10 @@ func Open(ctx context.Context, path string, extra ...fs.FS) (*sqldb.DB, error) {
 		w.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	r, err := sql.Open("sqlite", dsn("query_only(1)"))
+	// Readers: a page cache of 8 MiB each (the cache is per connection and
+	// there are several; reads go through the memory map anyway), so many
+	// concurrent readers do not add up to hundreds of MB.
+	r, err := sql.Open("sqlite", dsn("query_only(1)", "cache_size(-8192)"))
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
