@@ -823,26 +823,7 @@ func patientName(raw []byte) string {
 	if err != nil {
 		return ""
 	}
-	names := v.Get("name")
-	if names == nil || names.Kind != fhirjson.Array || len(names.Items) == 0 {
-		return ""
-	}
-	n := names.Items[0]
-	if t := n.GetString("text"); t != "" {
-		return t
-	}
-	var parts []string
-	if g := n.Get("given"); g != nil && g.Kind == fhirjson.Array {
-		for _, it := range g.Items {
-			if it.Kind == fhirjson.String {
-				parts = append(parts, it.Str)
-			}
-		}
-	}
-	if f := n.GetString("family"); f != "" {
-		parts = append(parts, f)
-	}
-	return strings.Join(parts, " ")
+	return fhir.PatientName(v)
 }
 
 type countWriter struct {

@@ -367,7 +367,7 @@ func (s *Service) summary(ctx context.Context, patient string, now time.Time) (s
 	}
 	name := ""
 	if v, err := fhirjson.Parse(res[0].JSON); err == nil {
-		name = PatientName(v)
+		name = fhir.PatientName(v)
 	}
 	title := "Patient Summary"
 	if name != "" {
@@ -527,30 +527,6 @@ func (s *Service) fingerprint(ctx context.Context, patient string) (string, erro
 		return "", fmt.Errorf("state of the record of Patient/%s: %w", patient, err)
 	}
 	return fmt.Sprintf("%d:%d", n, seq), nil
-}
-
-// PatientName is a Patient's display name ("" when it has none).
-func PatientName(v *fhirjson.Value) string {
-	names := v.Get("name")
-	if names == nil || names.Kind != fhirjson.Array || len(names.Items) == 0 {
-		return ""
-	}
-	n := names.Items[0]
-	if t := n.GetString("text"); t != "" {
-		return t
-	}
-	var parts []string
-	if g := n.Get("given"); g != nil && g.Kind == fhirjson.Array {
-		for _, it := range g.Items {
-			if it.Kind == fhirjson.String {
-				parts = append(parts, it.Str)
-			}
-		}
-	}
-	if f := n.GetString("family"); f != "" {
-		parts = append(parts, f)
-	}
-	return strings.Join(parts, " ")
 }
 
 // Describe is a one-line human description of a clinical resource, for
