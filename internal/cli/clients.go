@@ -130,24 +130,7 @@ func runClients(ctx context.Context, args []string, out, errOut io.Writer) error
 		}
 		return tw.Flush()
 	default:
-		f := newFlags("clients remove", "ID [--data DIR | --db URL]", errOut)
-		sf.add(f)
-		if err := f.parse(args); err != nil {
-			return err
-		}
-		if f.NArg() != 1 {
-			return fmt.Errorf("%w: phr clients remove ID", errUsage)
-		}
-		db, done, err := openAuthDB(ctx, sf)
-		if err != nil {
-			return err
-		}
-		defer done()
-		if err := db.RemoveClient(ctx, f.Arg(0)); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "removed client %s\n", f.Arg(0))
-		return nil
+		return removeAuthRecord(ctx, args, sf, out, errOut, "clients", "client", "ID", (*authdb.DB).RemoveClient)
 	}
 }
 
@@ -241,23 +224,31 @@ func runUsers(ctx context.Context, args []string, out, errOut io.Writer) error {
 		}
 		return tw.Flush()
 	default:
-		f := newFlags("users remove", "ID|EMAIL [--data DIR | --db URL]", errOut)
-		sf.add(f)
-		if err := f.parse(args); err != nil {
-			return err
-		}
-		if f.NArg() != 1 {
-			return fmt.Errorf("%w: phr users remove ID|EMAIL", errUsage)
-		}
-		db, done, err := openAuthDB(ctx, sf)
-		if err != nil {
-			return err
-		}
-		defer done()
-		if err := db.RemoveUser(ctx, f.Arg(0)); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "removed user %s\n", f.Arg(0))
-		return nil
+		return removeAuthRecord(ctx, args, sf, out, errOut, "users", "user", "ID|EMAIL", (*authdb.DB).RemoveUser)
 	}
+}
+
+// removeAuthRecord is `phr clients remove` and `phr users remove`: it
+// parses one argument (arg names it in the usage) and removes that record
+// with remove.
+func removeAuthRecord(ctx context.Context, args []string, sf storeFlags, out, errOut io.Writer, command, noun, arg string,
+	remove func(*authdb.DB, context.Context, string) error) error {
+	f := newFlags(command+" remove", arg+" [--data DIR | --db URL]", errOut)
+	sf.add(f)
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if f.NArg() != 1 {
+		return fmt.Errorf("%w: phr %s remove %s", errUsage, command, arg)
+	}
+	db, done, err := openAuthDB(ctx, sf)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := remove(db, ctx, f.Arg(0)); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "removed %s %s\n", noun, f.Arg(0))
+	return nil
 }
