@@ -510,8 +510,9 @@ func checkJWE(s string) (jwe.Header, error) {
 	return h, nil
 }
 
-// Get returns one link.
-func (s *Service) Get(ctx context.Context, id string) (*Link, error) {
+// managedLink reads link id for its manager: the caller's principal must
+// be allowed to manage links over the link's patient.
+func (s *Service) managedLink(ctx context.Context, id string) (*link, error) {
 	p, err := principalOf(ctx)
 	if err != nil {
 		return nil, err
@@ -521,6 +522,15 @@ func (s *Service) Get(ctx context.Context, id string) (*Link, error) {
 		return nil, err
 	}
 	if err := canManage(p, l.Patient); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Get returns one link.
+func (s *Service) Get(ctx context.Context, id string) (*Link, error) {
+	l, err := s.managedLink(ctx, id)
+	if err != nil {
 		return nil, err
 	}
 	files, err := s.files(ctx, s.db, id)
@@ -582,15 +592,8 @@ func (s *Service) List(ctx context.Context, patient string) ([]*Link, error) {
 // Update changes a link's passcode, expiry or label and resets its
 // passcode attempts.
 func (s *Service) Update(ctx context.Context, id string, req *UpdateRequest) (*Link, error) {
-	p, err := principalOf(ctx)
+	l, err := s.managedLink(ctx, id)
 	if err != nil {
-		return nil, err
-	}
-	l, err := s.getLink(ctx, s.db, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := canManage(p, l.Patient); err != nil {
 		return nil, err
 	}
 	if l.Revoked {
@@ -651,15 +654,7 @@ func (s *Service) Update(ctx context.Context, id string, req *UpdateRequest) (*L
 // Revoke stops a link for good: its manifest and locations answer 404
 // and its encrypted files and kept key are erased.
 func (s *Service) Revoke(ctx context.Context, id string) error {
-	p, err := principalOf(ctx)
-	if err != nil {
-		return err
-	}
-	l, err := s.getLink(ctx, s.db, id)
-	if err != nil {
-		return err
-	}
-	if err := canManage(p, l.Patient); err != nil {
+	if _, err := s.managedLink(ctx, id); err != nil {
 		return err
 	}
 	now := sqldb.Micros(s.now())
@@ -683,15 +678,8 @@ func (s *Service) Revoke(ctx context.Context, id string) error {
 // AddFile adds a file to a link: a selection the server encrypts (L links,
 // whose key it keeps) or a JWE the holder encrypted with the link's key.
 func (s *Service) AddFile(ctx context.Context, id string, sel Selection) (*Link, error) {
-	p, err := principalOf(ctx)
+	l, err := s.managedLink(ctx, id)
 	if err != nil {
-		return nil, err
-	}
-	l, err := s.getLink(ctx, s.db, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := canManage(p, l.Patient); err != nil {
 		return nil, err
 	}
 	if st := l.state(sqldb.Micros(s.now())); st != "active" {
@@ -732,15 +720,8 @@ func (s *Service) AddFile(ctx context.Context, id string, sel Selection) (*Link,
 // Refresh re-reads and re-encrypts an L link's record-based files now,
 // as the caller (recipients trigger the same when the record changed).
 func (s *Service) Refresh(ctx context.Context, id string) (*Link, error) {
-	p, err := principalOf(ctx)
+	l, err := s.managedLink(ctx, id)
 	if err != nil {
-		return nil, err
-	}
-	l, err := s.getLink(ctx, s.db, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := canManage(p, l.Patient); err != nil {
 		return nil, err
 	}
 	if st := l.state(sqldb.Micros(s.now())); st != "active" {

@@ -82,15 +82,7 @@ func (s *Service) logAccess(ctx context.Context, linkID, recipient, action strin
 
 // AccessLog returns a link's access log, newest first.
 func (s *Service) AccessLog(ctx context.Context, id string) ([]Access, error) {
-	p, err := principalOf(ctx)
-	if err != nil {
-		return nil, err
-	}
-	l, err := s.getLink(ctx, s.db, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := canManage(p, l.Patient); err != nil {
+	if _, err := s.managedLink(ctx, id); err != nil {
 		return nil, err
 	}
 	rows, err := s.db.Query(ctx, `SELECT at, recipient, action, status, detail FROM shl_access WHERE link_id = ? ORDER BY id DESC`, id)
