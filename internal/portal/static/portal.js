@@ -126,6 +126,9 @@
         }
         consume(true);
         refreshHistory();
+        // The response is complete, so the upload is too: the upload's own
+        // load event may not have been dispatched yet for a small body.
+        bar.value = 100;
         status.className = "ok";
         status.textContent = "Done: " + problems + " problem" + (problems === 1 ? "" : "s") + " reported.";
       };
