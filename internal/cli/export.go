@@ -34,9 +34,9 @@ func init() {
 // exportOpts are the flags of phr export.
 type exportOpts struct {
 	format, patient, start, end, types, since, until string
-	out, passphrase, server, token                   string
+	out, passphrase                                  string
 	sign, quiet                                      bool
-	sf                                               storeFlags
+	cf                                               clientFlags
 }
 
 func runExport(ctx context.Context, args []string, out, errOut io.Writer) error {
@@ -53,9 +53,7 @@ func runExport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	f.string(&o.passphrase, "passphrase", "", "passphrase of a .sphr (default: a generated one, printed once on standard error); prefer the environment variable to the flag, which other users can see")
 	f.bool(&o.sign, "sign", false, "also write a detached JWS signature with the server's key to OUT.jws (verify with phr verify)")
 	f.bool(&o.quiet, "quiet", false, "no progress on standard error")
-	f.string(&o.server, "server", "", "export from this phr server (http://host:port) instead of a local data directory")
-	f.string(&o.token, "token", "", "bearer access token for --server")
-	o.sf.add(f)
+	o.cf.add(f)
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -70,7 +68,7 @@ func runExport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	if o.passphrase != "" && format != phrexport.FormatSPHR {
 		return fmt.Errorf("%w: --passphrase only applies to --format sphr", errUsage)
 	}
-	if o.server != "" {
+	if o.cf.remote() {
 		return exportRemote(ctx, &o, out, errOut)
 	}
 	return exportLocal(ctx, &o, out, errOut)
@@ -168,7 +166,7 @@ func (o *output) abort() {
 }
 
 func exportLocal(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) error {
-	app, err := server.Open(ctx, server.Config{DataDir: o.sf.data, DB: o.sf.db})
+	app, err := server.Open(ctx, server.Config{DataDir: o.cf.sf.data, DB: o.cf.sf.db})
 	if err != nil {
 		return err
 	}
@@ -271,10 +269,11 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 func exportRemote(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) error {
-	base := strings.TrimSuffix(o.server, "/")
-	if !strings.HasSuffix(base, "/fhir") {
-		base += "/fhir"
+	c, err := o.cf.open(ctx)
+	if err != nil {
+		return err
 	}
+	defer c.close()
 	q := url.Values{"outputFormat": {o.format}}
 	for k, v := range map[string]string{"start": o.start, "end": o.end, "_type": o.types, "_since": o.since, "_until": o.until} {
 		if v != "" {
@@ -287,19 +286,13 @@ func exportRemote(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) 
 	if o.sign {
 		q.Set("sign", "true")
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/Bundle/$phr-export?"+q.Encode(), nil)
-	if err != nil {
-		return fmt.Errorf("%w: --server: %v", errUsage, err)
-	}
-	if o.token != "" {
-		req.Header.Set("Authorization", "Bearer "+o.token)
-	}
+	var headers []string
 	if o.passphrase != "" {
-		req.Header.Set(phrexport.HeaderPassphrase, o.passphrase)
+		headers = append(headers, phrexport.HeaderPassphrase, o.passphrase)
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := c.send(ctx, http.MethodGet, c.base+"/Bundle/$phr-export?"+q.Encode(), "", nil, headers...)
 	if err != nil {
-		return fmt.Errorf("export from %s: %w", o.server, err)
+		return fmt.Errorf("export from %s: %w", c.root, err)
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
@@ -320,7 +313,7 @@ func exportRemote(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) 
 	cw := &countingWriter{w: dst.w, countLines: o.format != phrexport.FormatSPHR && o.format != phrexport.FormatBundle, prog: prog}
 	if _, err := io.Copy(cw, res.Body); err != nil {
 		dst.abort()
-		return fmt.Errorf("export from %s: %w (nothing was written)", o.server, err)
+		return fmt.Errorf("export from %s: %w (nothing was written)", c.root, err)
 	}
 	if err := dst.commit(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -339,15 +332,13 @@ func exportRemote(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) 
 	return finishExport(path, pass, pass != "", sig, 0, errOut)
 }
 
-// outcomeText extracts the diagnostics of an OperationOutcome body.
-
 func runVerify(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f := newFlags("verify", "FILE --sig SIGFILE [--server URL | --jwks FILE|URL | --data DIR]", errOut)
 	var sigPath, jwksRef, srv string
 	var sf storeFlags
 	f.string(&sigPath, "sig", "", "detached JWS signature file (default: FILE.jws)")
 	f.string(&jwksRef, "jwks", "", "JSON Web Key Set of the signing server, as a file or an http(s) URL (default: the keys of the local data directory)")
-	f.string(&srv, "server", "", "the phr server that signed: its published keys (jwks_uri of /.well-known/smart-configuration) are used")
+	f.string(&srv, "server", "", "the phr server that signed (its root or FHIR base URL): its published keys (jwks_uri of /.well-known/smart-configuration) are used")
 	sf.add(f)
 	// Accept flags after the file name too: phr verify FILE --sig SIG.
 	var files []string
@@ -419,8 +410,11 @@ func runVerify(ctx context.Context, args []string, out, errOut io.Writer) error 
 
 // jwksURI finds a server's key set URL from its SMART configuration.
 func jwksURI(ctx context.Context, server string) (string, error) {
-	base := strings.TrimSuffix(strings.TrimSuffix(server, "/"), "/fhir")
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/.well-known/smart-configuration", nil)
+	root, _, err := serverURLs(server)
+	if err != nil {
+		return "", err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, root+"/.well-known/smart-configuration", nil)
 	if err != nil {
 		return "", fmt.Errorf("%w: --server: %v", errUsage, err)
 	}
