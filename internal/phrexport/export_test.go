@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -775,39 +776,100 @@ func exportedResources(t *testing.T, body []byte) map[string]string {
 	return out
 }
 
-// TestRoundTripImport: export Patient/p1 as .sphr, import it with
-// $import into an empty server, export again: the same resources (meta
-// aside) and the same attachment bytes (Binary/b1's data, d2's inline PDF).
+// TestRoundTripImport: export Patient/p1 as .sphr, .phr and a Bundle,
+// import each with $import into an empty server, export again: the same
+// resources (meta aside) and the same attachment bytes (Binary/b1's data,
+// d2's inline PDF). The export's cover page is not stored by the import
+// (no stray Composition, no rejected line), and importing the file again
+// writes nothing.
 func TestRoundTripImport(t *testing.T) {
-	fx := setup(t, "sqlite")
-	r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "pass phrase")
-	if r.status != 200 {
-		t.Fatalf("%d", r.status)
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			fx := setup(t, d)
+			first := exportedResources(t, fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", fx.admin, nil).body)
+			if len(first) < 12 {
+				t.Fatalf("only %d resources exported", len(first))
+			}
+			for _, c := range []struct{ format, contentType string }{
+				{"sphr", "application/zip"},
+				{"phr", "application/x-ndjson"},
+				{"bundle", "application/fhir+json"},
+			} {
+				t.Run(c.format, func(t *testing.T) {
+					var pass []string
+					if c.format == "sphr" {
+						pass = []string{"X-PHR-Passphrase", "pass phrase"}
+					}
+					r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat="+c.format, fx.admin, nil, pass...)
+					if r.status != 200 {
+						t.Fatalf("%d %s", r.status, r.body)
+					}
+					dst := servertest.Start(t, d)
+					admin := dst.AdminToken()
+					fx2 := &fixture{srv: dst}
+					imp := func() map[string]any {
+						ir := fx2.get(t, "POST", "Bundle/$import?source=roundtrip", admin, bytes.NewReader(r.body), append([]string{"Content-Type", c.contentType}, pass...)...)
+						if ir.status >= 300 {
+							t.Fatalf("$import: %d %s", ir.status, ir.body)
+						}
+						return importSummary(t, ir.body)
+					}
+					sum := imp()
+					if sum["rejected"] != 0.0 || sum["created"] != float64(len(first)) || !strings.Contains(fmt.Sprint(sum["outcome"]), "is the cover page of a phr export; it is not stored") {
+						t.Errorf("$import of the .%s: %v (want created %d, rejected 0, the cover page reported)", c.format, sum, len(first))
+					}
+					if n := dst.Do("GET", "Composition?_summary=count", admin, nil).JSON(t)["total"]; n != 0.0 {
+						t.Errorf("the import stored %v Compositions (the cover page)", n)
+					}
+					second := exportedResources(t, fx2.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", admin, nil).body)
+					for k, v := range first {
+						if second[k] != v {
+							t.Errorf("%s differs after export -> import -> export:\n%.400s\n%.400s", k, v, second[k])
+						}
+					}
+					for k := range second {
+						// The import records where the data came from:
+						// Provenance is the only thing it may add.
+						if _, ok := first[k]; !ok && !strings.HasPrefix(k, "Provenance/") {
+							t.Errorf("%s appeared after export -> import -> export: %.300s", k, second[k])
+						}
+					}
+					// The same file again: nothing new.
+					if sum := imp(); sum["created"] != 0.0 || sum["updated"] != 0.0 || sum["rejected"] != 0.0 || sum["unchanged"] != float64(len(first)) {
+						t.Errorf("second $import of the .%s: %v", c.format, sum)
+					}
+				})
+			}
+		})
 	}
-	dst := servertest.Start(t, "sqlite")
-	admin := dst.AdminToken()
-	fx2 := &fixture{srv: dst}
-	ir := fx2.get(t, "POST", "Bundle/$import", admin, bytes.NewReader(r.body), "Content-Type", "application/zip", "X-PHR-Passphrase", "pass phrase")
-	if ir.status >= 300 {
-		t.Fatalf("$import: %d %s", ir.status, ir.body)
+}
+
+// importSummary flattens an $import Parameters answer: counts as numbers,
+// the outcome's diagnostics as text.
+func importSummary(t *testing.T, body []byte) map[string]any {
+	t.Helper()
+	var p struct {
+		Parameter []map[string]json.RawMessage
 	}
-	first := exportedResources(t, fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", fx.admin, nil).body)
-	second := exportedResources(t, fx2.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", admin, nil).body)
-	for k, v := range first {
-		if second[k] != v {
-			t.Errorf("%s differs after export -> import -> export:\n%.400s\n%.400s", k, v, second[k])
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatalf("$import answer: %v\n%.300s", err, body)
+	}
+	out := map[string]any{}
+	for _, x := range p.Parameter {
+		var name string
+		json.Unmarshal(x["name"], &name)
+		for k, v := range x {
+			switch {
+			case k == "valueInteger" || k == "valueDecimal" || k == "valueUnsignedInt":
+				var f float64
+				json.Unmarshal(v, &f)
+				out[name] = f
+			case k == "resource":
+				out[name] = string(v)
+			}
 		}
 	}
-	for k := range second {
-		// The import records where the data came from: Provenance is the
-		// only thing it may add.
-		if _, ok := first[k]; !ok && !strings.HasPrefix(k, "Provenance/") {
-			t.Errorf("%s appeared after export -> import -> export: %.300s", k, second[k])
-		}
-	}
-	if len(first) < 12 {
-		t.Fatalf("only %d resources exported", len(first))
-	}
+	return out
 }
 
 // TestAudited: an export is recorded as an AuditEvent naming the caller.
