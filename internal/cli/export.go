@@ -15,7 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -74,49 +74,76 @@ func runExport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	return exportLocal(ctx, &o, out, errOut)
 }
 
-// progress prints a status line on stderr at most twice a second.
+// progress shows how far an export is on standard error: on a terminal a
+// line redrawn at most twice a second; otherwise (a log file, a pipe) a
+// plain line every 10 seconds. done prints the final figures.
 type progress struct {
-	w         io.Writer
-	quiet     bool
-	start     time.Time
-	last      atomic.Int64
-	resources atomic.Int64
-	bytes     atomic.Int64
+	w     io.Writer
+	quiet bool
+	tty   bool
+	every time.Duration
+	start time.Time
+	mu    sync.Mutex
+	last  time.Time
+	// resources is -1 when only bytes are known (a remote Bundle or .sphr).
+	resources, bytes int64
 }
 
 func newProgress(w io.Writer, quiet bool) *progress {
-	return &progress{w: w, quiet: quiet, start: time.Now()}
+	p := &progress{w: w, quiet: quiet, tty: isTerminal(w), start: time.Now(), resources: -1}
+	p.last = p.start
+	p.every = 10 * time.Second
+	if p.tty {
+		p.every = 500 * time.Millisecond
+	}
+	return p
 }
 
+// update records the figures so far (resources < 0: unknown) and shows
+// them when it is time.
 func (p *progress) update(resources, n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if resources >= 0 {
-		p.resources.Store(resources)
+		p.resources = resources
 	}
-	p.bytes.Store(n)
-	now := time.Now().UnixMilli()
-	if p.quiet || now-p.last.Load() < 500 {
+	p.bytes = n
+	if p.quiet || time.Since(p.last) < p.every {
 		return
 	}
-	p.last.Store(now)
-	p.print("\r")
+	p.last = time.Now()
+	p.show(false)
 }
 
-func (p *progress) print(prefix string) {
+func (p *progress) show(final bool) {
 	el := time.Since(p.start).Seconds()
-	mb := float64(p.bytes.Load()) / 1e6
-	if r := p.resources.Load(); r > 0 {
-		fmt.Fprintf(p.w, "%sexported %d resources, %.1f MB in %.1fs", prefix, r, mb, el)
+	mb := float64(p.bytes) / 1e6
+	var line string
+	if p.resources >= 0 {
+		line = fmt.Sprintf("exported %d resources, %.1f MB in %.1fs", p.resources, mb, el)
+		if final && el > 0 {
+			line += fmt.Sprintf(" (%.0f resources/s)", float64(p.resources)/el)
+		}
 	} else {
-		fmt.Fprintf(p.w, "%sexported %.1f MB in %.1fs", prefix, mb, el)
+		line = fmt.Sprintf("exported %.1f MB in %.1fs", mb, el)
 	}
-}
-
-func (p *progress) done() {
-	if p.quiet {
+	if p.tty {
+		fmt.Fprint(p.w, "\r\033[K"+line)
+		if final {
+			fmt.Fprintln(p.w)
+		}
 		return
 	}
-	p.print("\r")
-	fmt.Fprintln(p.w)
+	fmt.Fprintln(p.w, line)
+}
+
+// done shows the final figures.
+func (p *progress) done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.quiet {
+		p.show(true)
+	}
 }
 
 // output opens the destination: a temporary file renamed into place by

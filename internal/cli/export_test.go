@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,10 +11,13 @@ import (
 
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/sphr"
+	"github.com/phr-project/phr/internal/store/storetest"
 )
 
-func seed(t *testing.T) *servertest.Server {
-	s := servertest.Start(t, "sqlite")
+func seed(t *testing.T) *servertest.Server { return seedOn(t, "sqlite") }
+
+func seedOn(t *testing.T, dialect string) *servertest.Server {
+	s := servertest.Start(t, dialect)
 	tok := s.AdminToken()
 	for _, r := range []struct{ path, body string }{
 		{"Patient/p1", `{"resourceType":"Patient","id":"p1","name":[{"family":"Sim","given":["William"]}]}`},
@@ -90,6 +94,9 @@ func TestExportRemote(t *testing.T) {
 	if n := bytes.Count(b, []byte("\n")); n != 7 { // 2 covers, 2 patients, 3 observations
 		t.Fatalf("remote export: %d lines\n%s", n, b)
 	}
+	if !strings.Contains(errOut, "exported 7 resources") || strings.Contains(errOut, "\r") {
+		t.Errorf("remote progress (not a terminal: plain lines): %q", errOut)
+	}
 	if code, vout, verr := run(t, "verify", out, "--data", s.App.Config.DataDir); code != 0 {
 		t.Fatalf("verify remote signature: %d %s %s", code, vout, verr)
 	}
@@ -112,5 +119,62 @@ func TestExportRemote(t *testing.T) {
 	code, _, errOut = run(t, "export", "--server", s.URL+"/fhir", "--token", s.Token("patient/*.rs", "p1"), "--format", "sphr", "--passphrase", "pass phrase")
 	if code != 0 || !strings.Contains(errOut, "wrote William-Sim-") {
 		t.Fatalf("patient export: %d %s", code, errOut)
+	}
+}
+
+// TestExportLocalStores: phr export on the local store, SQLite (--data)
+// and PostgreSQL (--db), to a file and to standard output.
+func TestExportLocalStores(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := seedOn(t, d)
+			args := []string{"export", "--data", s.App.Config.DataDir, "--db", s.App.Config.DB}
+			out := filepath.Join(t.TempDir(), "all.json")
+			code, _, errOut := run(t, append(args, "--format", "bundle", "--out", out)...)
+			if code != 0 {
+				t.Fatalf("export: %d %s", code, errOut)
+			}
+			b, _ := os.ReadFile(out)
+			var bundle struct {
+				Type  string
+				Entry []struct {
+					Resource struct{ ResourceType, ID string }
+				}
+			}
+			if err := json.Unmarshal(b, &bundle); err != nil || bundle.Type != "document" || len(bundle.Entry) != 6 || bundle.Entry[0].Resource.ResourceType != "Composition" {
+				t.Fatalf("bundle of the whole store (cover, 2 patients, 3 observations): %v\n%s", err, b)
+			}
+			if !strings.Contains(errOut, "exported 6 resources") || !strings.Contains(errOut, "wrote "+out) {
+				t.Errorf("progress: %q", errOut)
+			}
+			code, stdout, errOut := run(t, append(args, "--patient", "p2", "--format", "ndjson", "--out", "-", "--quiet")...)
+			if code != 0 || strings.Count(stdout, "\n") != 3 || !strings.Contains(stdout, `"id":"o3"`) || errOut != "" {
+				t.Fatalf("export to stdout: %d %q %q", code, stdout, errOut)
+			}
+			if code, _, errOut := run(t, append(args, "--patient", "nobody")...); code != 1 || !strings.Contains(errOut, "Patient/nobody is not known") {
+				t.Fatalf("unknown patient: %d %s", code, errOut)
+			}
+		})
+	}
+}
+
+func TestProgressLines(t *testing.T) {
+	var b bytes.Buffer
+	p := newProgress(&b, false)
+	p.every = 0
+	p.update(10, 2_000_000)
+	p.update(-1, 3_000_000) // bytes only: the resource count stays
+	p.done()
+	got := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(got) != 3 || !strings.HasPrefix(got[0], "exported 10 resources, 2.0 MB in ") || !strings.HasPrefix(got[1], "exported 10 resources, 3.0 MB") || !strings.Contains(got[2], "resources/s)") || strings.Contains(b.String(), "\r") {
+		t.Fatalf("progress lines: %q", b.String())
+	}
+	b.Reset()
+	q := newProgress(&b, true)
+	q.every = 0
+	q.update(1, 1)
+	q.done()
+	if b.Len() != 0 {
+		t.Fatalf("--quiet printed %q", b.String())
 	}
 }
