@@ -101,8 +101,10 @@ func TestExportRemote(t *testing.T) {
 		t.Fatalf("verify remote signature: %d %s %s", code, vout, verr)
 	}
 	// With the keys the server publishes (jwks_uri).
-	if code, vout, verr := run(t, "verify", out, "--server", s.URL); code != 0 || !strings.Contains(vout, "signature valid") {
-		t.Fatalf("verify --server: %d %s %s", code, vout, verr)
+	for _, srv := range []string{s.URL, s.FHIR} {
+		if code, vout, verr := run(t, "verify", out, "--server", srv); code != 0 || !strings.Contains(vout, "signature valid") {
+			t.Fatalf("verify --server %s: %d %s %s", srv, code, vout, verr)
+		}
 	}
 	// A patient token cannot export another patient.
 	code, _, errOut = run(t, "export", "--server", s.URL, "--token", s.Token("patient/*.rs", "p1"), "--patient", "p2", "--out", filepath.Join(dir, "x"))
@@ -176,5 +178,54 @@ func TestProgressLines(t *testing.T) {
 	q.done()
 	if b.Len() != 0 {
 		t.Fatalf("--quiet printed %q", b.String())
+	}
+}
+
+// TestExportImportRoundTrip: phr export of a local store, phr import of
+// the file into an empty server, phr export again: the same resources,
+// and no cover page stored.
+func TestExportImportRoundTrip(t *testing.T) {
+	src := seed(t)
+	dir := t.TempDir()
+	for _, c := range []struct{ format, pass string }{{"phr", ""}, {"sphr", "a long passphrase"}, {"bundle", ""}} {
+		t.Run(c.format, func(t *testing.T) {
+			file := filepath.Join(dir, "p1."+c.format)
+			args := []string{"export", "--data", src.App.Config.DataDir, "--patient", "p1", "--format", c.format, "--out", file, "--quiet"}
+			if c.pass != "" {
+				args = append(args, "--passphrase", c.pass)
+			}
+			if code, _, errOut := run(t, args...); code != 0 {
+				t.Fatalf("export: %d %s", code, errOut)
+			}
+			dst := servertest.Start(t, "sqlite")
+			tok := dst.AdminToken()
+			args = []string{"import", "--server", dst.URL, "--token", tok, "--source", "roundtrip", file}
+			if c.pass != "" {
+				args = append(args, "--passphrase", c.pass)
+			}
+			code, out, errOut := run(t, args...)
+			if code != 0 || !strings.Contains(out, "created 3,") || !strings.Contains(out, "rejected 0") || !strings.Contains(errOut, "cover page of a phr export") {
+				t.Fatalf("import: %d %s %s", code, out, errOut)
+			}
+			if n := dst.Do("GET", "Composition?_summary=count", tok, nil).JSON(t)["total"]; n != 0.0 {
+				t.Errorf("the cover page was stored (%v Compositions)", n)
+			}
+			again := filepath.Join(dir, "again-"+c.format+".ndjson")
+			if code, _, errOut := run(t, "export", "--server", dst.FHIR, "--token", tok, "--patient", "p1", "--format", "ndjson", "--out", again, "--quiet"); code != 0 {
+				t.Fatalf("export again: %d %s", code, errOut)
+			}
+			b, _ := os.ReadFile(again)
+			var got []string
+			for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				var r struct{ ResourceType, ID string }
+				json.Unmarshal([]byte(l), &r)
+				if r.ResourceType != "Composition" && r.ResourceType != "Provenance" {
+					got = append(got, r.ResourceType+"/"+r.ID)
+				}
+			}
+			if strings.Join(got, " ") != "Patient/p1 Observation/o1 Observation/o2" {
+				t.Errorf("export after the round trip: %v\n%s", got, b)
+			}
+		})
 	}
 }
