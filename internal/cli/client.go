@@ -55,6 +55,33 @@ func (c *clientFlags) add(f *flags) {
 // remote reports whether the command talks to a server (--server).
 func (c *clientFlags) remote() bool { return c.server != "" }
 
+// check settles --server against --data/--db: given both on the command
+// line is an error; a --data or --db on the command line wins over
+// PHR_SERVER from the environment (as a flag wins over a variable).
+func (c *clientFlags) check() error {
+	if !c.remote() || c.fs == nil {
+		return nil
+	}
+	var local []string
+	server := false
+	c.fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "data", "db":
+			local = append(local, "--"+fl.Name)
+		case "server":
+			server = true
+		}
+	})
+	switch {
+	case len(local) == 0:
+	case server:
+		return fmt.Errorf("%w: give --server or %s, not both: --server works on that server, %s on the local store", errUsage, strings.Join(local, "/"), strings.Join(local, "/"))
+	default:
+		c.server = "" // PHR_SERVER is set, but the command line names the local store
+	}
+	return nil
+}
+
 // urls returns the server's root and FHIR base from --server.
 func (c *clientFlags) urls() (root, fhirBase string, err error) {
 	return serverURLs(c.server)
@@ -119,6 +146,9 @@ func (c *clientFlags) bearer() (string, error) {
 // open returns a client for the chosen server: --server with its token, or
 // the local store in process with full access.
 func (c *clientFlags) open(ctx context.Context) (*fhirClient, error) {
+	if err := c.check(); err != nil {
+		return nil, err
+	}
 	if c.remote() {
 		root, base, err := c.urls()
 		if err != nil {

@@ -90,6 +90,15 @@ func TestServerForms(t *testing.T) {
 	if code, _, errOut := run(t, "log", "--server", "127.0.0.1:8080", "--token", tok); code != 2 || !strings.Contains(errOut, "http(s) URL") {
 		t.Fatalf("--server without scheme: %d %s", code, errOut)
 	}
+	for _, cmd := range [][]string{{"log"}, {"export"}, {"share", "--label", "x"}, {"shl", "list"}} {
+		if code, _, errOut := run(t, append(cmd, "--server", s.URL, "--token", tok, "--data", dir)...); code != 2 || !strings.Contains(errOut, "give --server or --data, not both") {
+			t.Fatalf("%v with --server and --data: %d %s", cmd, code, errOut)
+		}
+	}
+	// --data on the command line wins over PHR_SERVER.
+	if code, out, errOut := run(t, "log", "--data", s.App.Config.DataDir); code != 0 || !strings.Contains(out, "source urn:phr:source:forms") {
+		t.Fatalf("--data with PHR_SERVER set: %d %s %s", code, out, errOut)
+	}
 	empty := filepath.Join(dir, "empty")
 	os.WriteFile(empty, nil, 0o600)
 	if code, _, errOut := run(t, "log", "--token-file", empty); code != 1 || !strings.Contains(errOut, "one access token") {

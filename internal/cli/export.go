@@ -68,6 +68,9 @@ func runExport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	if o.passphrase != "" && format != phrexport.FormatSPHR {
 		return fmt.Errorf("%w: --passphrase only applies to --format sphr", errUsage)
 	}
+	if err := o.cf.check(); err != nil {
+		return err
+	}
 	if o.cf.remote() {
 		return exportRemote(ctx, &o, out, errOut)
 	}

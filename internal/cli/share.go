@@ -53,6 +53,9 @@ func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if f.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %v", errUsage, f.Args())
 	}
+	if err := cf.check(); err != nil {
+		return err
+	}
 	req := shl.CreateRequest{Label: label, Passcode: passcode, Expires: expires, Flag: flag, Patient: patient}
 	sel := shl.Selection{Kind: shl.KindRecord, From: from, To: to}
 	if types != "" {
@@ -268,6 +271,9 @@ func runSHLManage(ctx context.Context, verb string, args []string, out, errOut i
 		return fmt.Errorf("%w: unexpected arguments %v", errUsage, f.Args())
 	}
 
+	if err := cf.check(); err != nil {
+		return err
+	}
 	// call runs the request on the server, or the service on the store.
 	var call func(method, path string, local func(context.Context, *shl.Service) (any, error)) ([]byte, error)
 	if cf.remote() {
