@@ -195,6 +195,13 @@ func (s *Service) Prepare(ctx context.Context, p *Params) error {
 				p.excluded = append(p.excluded, t)
 				continue
 			}
+			// Check the filters now, so that one the search cannot run
+			// is a 403 before the output starts, not an error mid-stream.
+			for _, f := range fs {
+				if _, err := s.matcher.Match(ctx, t, f, 1); err != nil {
+					return fhir.Forbidden("the access token's scope filter %s?%s cannot be applied: %v", t, f.Encode(), err)
+				}
+			}
 			if p.filtered == nil {
 				p.filtered = map[string][]url.Values{}
 			}

@@ -331,6 +331,10 @@ func (fx *fixture) testAccess(t *testing.T) {
 	if ks := keys(bundleOf(t, r.body)); r.status != 200 || !slices.Equal(ks[1:], []string{"Condition/c1"}) || bytes.Contains(r.body, []byte("William")) {
 		t.Errorf("Patient filter: %d %v", r.status, ks)
 	}
+	// A filter the search cannot run is refused before the output starts.
+	if r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", fx.srv.Token("patient/Observation.rs?nonsense=1", "p1"), nil); r.status != 403 || !bytes.Contains(r.body, []byte("nonsense")) {
+		t.Errorf("unusable scope filter: %d %s", r.status, r.body)
+	}
 	// A system token with a filter, whole-system export: only what matches.
 	r = fx.get(t, "GET", "Bundle/$phr-export?outputFormat=ndjson", fx.srv.Token("system/Observation.rs?category=laboratory", ""), nil)
 	if ks := keys(lines(t, r.body)); r.status != 200 || !slices.Equal(ks, []string{"Observation/obs-2012"}) {
