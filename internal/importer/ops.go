@@ -493,7 +493,7 @@ func (imp *Importer) writeVersion(ctx context.Context, p access.Principal, cur *
 		return err
 	}
 	target := fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString(fmt.Sprintf("%s/%s/_history/%d", cur.Type, cur.ID, cur.Version+1))})
-	prov, err := imp.buildProvenance(at, []*fhirjson.Value{target}, "", p.Subject(), "", 0, activity, reason)
+	prov, err := imp.buildProvenance(at, []*fhirjson.Value{target}, prep.Put.Patients, "", p.Subject(), "", 0, activity, reason)
 	if err != nil {
 		return err
 	}
