@@ -956,8 +956,8 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 				}
 			}
 		}
-		_, err := tx.Exec(ctx, `UPDATE import_batch SET created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ? WHERE id = ?`,
-			r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected, r.sum.Batch)
+		_, err := tx.Exec(ctx, `UPDATE import_batch SET created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ?, heartbeat = ? WHERE id = ?`,
+			r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected, now, r.sum.Batch)
 		return err
 	})
 	if err != nil {
