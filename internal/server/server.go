@@ -189,6 +189,9 @@ func (a *App) build(ctx context.Context) error {
 	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens, Matcher: searchEngine}).Register(a.FHIR, audit.Capture(a.Auth))
 	imp := importer.New(a.Store, a.Records)
 	imp.Matcher = searchEngine
+	if _, err := imp.MarkInterrupted(ctx); err != nil {
+		return err
+	}
 	importer.Register(a.FHIR, imp)
 	a.mux = http.NewServeMux()
 	a.Jobs = jobs.New(a.Store, jobs.Options{Workers: c.Workers, Lease: c.JobLease})
