@@ -55,7 +55,7 @@ func (t *Tx) PutNew(ctx context.Context, puts []*store.Put) error {
 			resArgs = append(resArgs, rid, p.Type, p.ID, p.Version, seq, lu, p.Deleted)
 			verArgs = append(verArgs, seq, rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, js)
 		}
-		q := `INSERT INTO resource (rid, type, id, version, seq, last_updated, deleted) VALUES ` + rows(len(part), 7)
+		q := t.db.insertInto() + `resource (rid, type, id, version, seq, last_updated, deleted) VALUES ` + rows(len(part), 7)
 		if _, err := t.tx.ExecContext(ctx, t.db.Rebind(q), resArgs...); err != nil {
 			return t.batchErr(err)
 		}
@@ -64,7 +64,7 @@ func (t *Tx) PutNew(ctx context.Context, puts []*store.Put) error {
 			// Typed placeholders: NULL batch/blob/json need their types.
 			vals = strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?::bigint, ?::text, ?::bytea),", len(part)), ",")
 		}
-		q = `INSERT INTO resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json) VALUES ` + vals
+		q = t.db.insertInto() + `resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json) VALUES ` + vals
 		if _, err := t.tx.ExecContext(ctx, t.db.Rebind(q), verArgs...); err != nil {
 			return t.batchErr(err)
 		}

@@ -372,7 +372,7 @@ func (t *Tx) flush(ctx context.Context) error {
 // insertRows inserts flat args as rows of len(cols) values, many per statement.
 func (t *Tx) insertRows(ctx context.Context, table string, cols []string, args []any, suffix string) error {
 	nc := len(cols)
-	head := "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES "
+	head := t.db.insertInto() + table + " (" + strings.Join(cols, ", ") + ") VALUES "
 	one := "(" + strings.TrimSuffix(strings.Repeat("?,", nc), ",") + ")"
 	for len(args) > 0 {
 		n := min(len(args)/nc, rowsPerInsert)
@@ -389,6 +389,24 @@ func (t *Tx) insertRows(ctx context.Context, table string, cols []string, args [
 		args = args[n*nc:]
 	}
 	return nil
+}
+
+// InsertInto returns the start of a multi-row INSERT statement ("INSERT
+// INTO " or, on SQLite, "INSERT OR FAIL INTO "; see insertInto), for
+// extensions that insert many rows per statement in the transaction.
+func (t *Tx) InsertInto() string { return t.db.insertInto() }
+
+// insertInto starts a multi-row INSERT. On SQLite it is INSERT OR FAIL: a
+// statement that writes many rows and may abort (a NOT NULL or UNIQUE
+// check) makes SQLite copy every page it touches into a statement journal
+// first, so that the abort can undo it - about a seventh of the CPU of a
+// bulk import. FAIL stops at the bad row without undoing the statement,
+// which loses nothing here: any error rolls the whole transaction back.
+func (db *DB) insertInto() string {
+	if db.dialect == SQLite {
+		return "INSERT OR FAIL INTO "
+	}
+	return "INSERT INTO "
 }
 
 // PutKV implements store.Tx.
