@@ -31,6 +31,12 @@ type Tx struct {
 	queued map[int64]bool
 	// unprepared are statements to prepare on the pool after the transaction.
 	unprepared []string
+	// On SQLite the transaction is the only writer, so it numbers new
+	// resources and versions itself (from the maxima read once) rather
+	// than asking for each generated key back; every row it writes to
+	// resource and resource_version takes its keys from here.
+	idsLoaded        bool
+	nextRid, nextSeq int64
 }
 
 // pending holds index rows not yet inserted, as flat argument lists.
@@ -206,9 +212,20 @@ func (t *Tx) Put(ctx context.Context, p *store.Put) error {
 	if known {
 		rid = cur.rid
 		var seq int64
-		err := t.queryRow(ctx, `INSERT INTO resource_version (rid, type, version, last_updated, deleted, method, batch, blob, json)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
-			rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, json).Scan(&seq)
+		var err error
+		if t.db.dialect == Postgres {
+			err = t.queryRow(ctx, `INSERT INTO resource_version (rid, type, version, last_updated, deleted, method, batch, blob, json)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
+				rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, json).Scan(&seq)
+		} else {
+			var seqs []int64
+			if _, seqs, err = t.allocate(ctx, 0, 1); err == nil {
+				seq = seqs[0]
+				_, err = t.Exec(ctx, `INSERT INTO resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json)
+					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+					seq, rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, json)
+			}
+		}
 		if err != nil {
 			return t.writeErr(err, p)
 		}
@@ -240,18 +257,20 @@ func (t *Tx) Put(ctx context.Context, p *store.Put) error {
 				return t.writeErr(err, p)
 			}
 		} else {
-			err := t.queryRow(ctx, `INSERT INTO resource (type, id, version, seq, last_updated, deleted) VALUES (?, ?, ?, 0, ?, ?) RETURNING rid`,
-				p.Type, p.ID, p.Version, lu, p.Deleted).Scan(&rid)
+			// Two plain inserts with keys numbered here: no RETURNING,
+			// and no second write of the resource row to set its seq.
+			rids, seqs, err := t.allocate(ctx, 1, 1)
 			if err != nil {
+				return err
+			}
+			rid, seq = rids[0], seqs[0]
+			if _, err := t.Exec(ctx, `INSERT INTO resource (rid, type, id, version, seq, last_updated, deleted) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+				rid, p.Type, p.ID, p.Version, seq, lu, p.Deleted); err != nil {
 				return t.writeErr(err, p)
 			}
-			err = t.queryRow(ctx, `INSERT INTO resource_version (rid, type, version, last_updated, deleted, method, batch, blob, json)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
-				rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, json).Scan(&seq)
-			if err != nil {
-				return t.writeErr(err, p)
-			}
-			if _, err := t.Exec(ctx, `UPDATE resource SET seq = ? WHERE rid = ?`, seq, rid); err != nil {
+			if _, err := t.Exec(ctx, `INSERT INTO resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				seq, rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, json); err != nil {
 				return t.writeErr(err, p)
 			}
 		}
