@@ -75,6 +75,14 @@ func Open(ctx context.Context, path string, extra ...fs.FS) (*sqldb.DB, error) {
 // writerPragmas configure the one write connection.
 var writerPragmas = []string{
 	"cache_size(-65536)",
+	// Checkpoint the WAL into the database file every 64 MiB of frames
+	// instead of SQLite's 4 MiB: a bulk import dirties the same index pages
+	// in many consecutive transactions, and each checkpoint writes every
+	// page once however often it changed since the last one (the default
+	// spent about 15% of an import's CPU in checkpoints).
+	"wal_autocheckpoint(16384)",
+	// Give the disk back after a checkpoint has reset the WAL.
+	"journal_size_limit(67108864)",
 	// Map the file (address space, not memory; SQLite caps the size at
 	// its compile-time limit, about 2 GiB).
 	"mmap_size(4294967296)",
