@@ -1262,7 +1262,7 @@ func insertMulti(ctx context.Context, tx *sqldb.Tx, table, cols string, rows [][
 		for _, r := range part {
 			args = append(args, r...)
 		}
-		q := "INSERT INTO " + table + " (" + cols + ") VALUES " + strings.TrimSuffix(strings.Repeat(one+",", len(part)), ",") + suffix
+		q := tx.InsertInto() + table + " (" + cols + ") VALUES " + strings.TrimSuffix(strings.Repeat(one+",", len(part)), ",") + suffix
 		if _, err := tx.Exec(ctx, q, args...); err != nil {
 			return err
 		}
