@@ -251,13 +251,17 @@ func (r *Run) streamBundle(br *bufio.Reader) error {
 		if ferr := bs.finish(); ferr != nil {
 			return ferr
 		}
-		line := sc.line
+		line, msg := sc.line, err.Error()
 		var se *errSyntax
-		if errors.As(err, &se) {
-			line = se.line
+		var tl *errTooLarge
+		switch {
+		case errors.As(err, &se):
+			line, msg = se.line, se.msg
+		case errors.As(err, &tl):
+			line, msg = tl.line, fmt.Sprintf("a value longer than %d bytes", tl.max)
 		}
-		it := &item{line: line, raw: nil}
-		it.reject(issue("error", "structure", "", "not valid JSON, the rest of the Bundle is not imported: %v", err))
+		it := &item{line: line, raw: []byte{}}
+		it.reject(issue("error", "structure", "", "not valid JSON, the rest of the Bundle is not imported: %s", msg))
 		return r.process(&chunk{items: []*item{it}})
 	}
 	if err := sc.expect('{'); err != nil {

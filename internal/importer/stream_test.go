@@ -100,3 +100,31 @@ func TestBundleStreamMemory(t *testing.T) {
 		t.Errorf("the import took %.1f MiB of heap for a %.1f MiB Bundle", mib(large-base), mib(uint64(s2.Bytes)))
 	}
 }
+
+// TestStreamedBundleErrors: a broken entry of a streamed Bundle is
+// rejected with its line and the rest imported; a Bundle cut short keeps
+// what came before the cut and reports where it broke.
+func TestStreamedBundleErrors(t *testing.T) {
+	app := openApp(t, "sqlite")
+	imp := importer.New(app.Store, app.Records)
+	pat := func(id string) string {
+		return `{"fullUrl":"urn:uuid:` + id + `","resource":{"resourceType":"Patient","id":"` + id + `","name":[{"family":"X"}]}}`
+	}
+	broken := "{\"resourceType\":\"Bundle\",\"type\":\"collection\",\n\"entry\":[\n" + pat("s1") + ",\n" +
+		`{"resource":{"resourceType":"Patient","id":"s2",}}` + ",\n" + pat("s3") + "\n]}\n"
+	sum, issues := importReader(t, imp, "s", "bundle", strings.NewReader(broken))
+	if sum.Created != 2 || sum.Rejected != 1 {
+		t.Errorf("broken entry: %+v %v", sum, issues)
+	}
+	if len(issues) == 0 || !strings.Contains(issues[0].Diagnostics, "line 4") || !strings.Contains(issues[0].Diagnostics, "Bundle.entry[1]") && !strings.Contains(strings.Join(issues[0].Expression, ""), "Bundle.entry[1]") {
+		t.Errorf("the broken entry is not reported at line 4: %+v", issues)
+	}
+	cut := "{\"resourceType\":\"Bundle\",\"type\":\"collection\",\n\"entry\":[\n" + pat("c1") + ",\n" + pat("c2") + ",\n" + `{"resource":{"resourceType":"Pat`
+	sum, issues = importReader(t, imp, "s", "bundle", strings.NewReader(cut))
+	if sum.Created != 2 || sum.Rejected != 1 {
+		t.Errorf("cut Bundle: %+v %v", sum, issues)
+	}
+	if len(issues) == 0 || !strings.Contains(issues[len(issues)-1].Diagnostics, "does not end") {
+		t.Errorf("the cut is not reported: %+v", issues)
+	}
+}
