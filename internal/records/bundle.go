@@ -369,6 +369,12 @@ func (s *Service) writeEntries(ctx context.Context, p access.Principal, entries 
 		if err != nil {
 			return err
 		}
+		// New resources are rendered on all cores before they are written.
+		parallel(len(entries), func(i int) {
+			if e := entries[i]; e.method == "POST" && e.done == nil && e.prep != nil && e.prepErr == nil {
+				e.prep.stamp(1, w.at)
+			}
+		})
 		for _, m := range []string{"DELETE", "POST", "PUT", "PATCH"} {
 			for _, e := range entries {
 				if e.method != m {
@@ -530,7 +536,7 @@ func (w *entryWriter) write(e *bundleEntry) (EntryResponse, error) {
 		if err := s.checkWrite(w.ctx, p, access.Create, e.prep, nil); err != nil {
 			return EntryResponse{}, err
 		}
-		e.prep.stamp(1, w.at)
+		e.prep.stamp(1, w.at) // done already in parallel: no work
 		if err := w.put(e.prep.put); err != nil {
 			return EntryResponse{}, err
 		}

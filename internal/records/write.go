@@ -127,8 +127,12 @@ func (s *Service) prepareTree(res *fhirjson.Value, typ, id string, version int64
 }
 
 // stamp gives a version from prepareTree its number and time and renders
-// its JSON; it may run again on the same version (a retried transaction).
+// its JSON; it may run again on the same version (a retried transaction),
+// and does nothing when the version has that number and time already.
 func (p *prepared) stamp(version int64, at time.Time) {
+	if p.put.JSON != nil && p.put.Version == version && p.put.LastUpdated.Equal(at) {
+		return
+	}
 	setMeta(p.tree, version, at, p.source)
 	p.put.Version = version
 	p.put.LastUpdated = at
