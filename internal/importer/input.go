@@ -16,7 +16,8 @@ import (
 // MaxLine caps one NDJSON line (one resource).
 const MaxLine = 64 << 20
 
-// MaxBundle caps a Bundle read as one JSON document.
+// MaxBundle caps a JSON document read whole: one that is not a Bundle
+// starting with its resourceType, which is streamed entry by entry.
 const MaxBundle = 512 << 20
 
 // countingReader counts the bytes read.

@@ -1111,8 +1111,9 @@ func patientExtensions(patients []string) *fhirjson.Value {
 	return fhirjson.NewArray(exts...)
 }
 
-// buildProvenance prepares a Provenance resource.
-// patients are named with index.ProvenancePatientExtension.
+// buildProvenance prepares a Provenance resource. It names the patients
+// whose records it is about with index.ProvenancePatientExtension, which
+// puts it in their compartments.
 func (imp *Importer) buildProvenance(at time.Time, targets []*fhirjson.Value, patients []string, source, who, file string, batch int64, activity, reason string) (*records.Prepared, error) {
 	id := fhir.NewID()
 	var agents []*fhirjson.Value
