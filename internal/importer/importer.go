@@ -135,6 +135,13 @@ type Run struct {
 	// attach reads a file of the archive being imported that an
 	// attachment names by relative URL (nil outside archives).
 	attach func(url string) ([]byte, bool, error)
+	// stopBeat ends the heartbeat goroutine (nil when none runs).
+	stopBeat chan struct{}
+	// scope receives the items deferred for forward references: the
+	// current Bundle's, else runScope (replayed by Complete).
+	scope, runScope *deferScope
+	// replaying is set while deferred items are processed.
+	replaying bool
 }
 
 // Begin starts an import batch for the principal in ctx.
@@ -149,6 +156,8 @@ func (imp *Importer) Begin(ctx context.Context, o Options) (*Run, error) {
 	r := &Run{imp: imp, ctx: ctx, p: p, o: o, source: SourceURI(o.Source), started: time.Now().UTC(),
 		ids: map[string]string{}, cond: map[string]string{}}
 	r.sum.Source = r.source
+	r.runScope = newScope()
+	r.scope = r.runScope
 	if o.Validate {
 		return r, nil
 	}
@@ -158,6 +167,8 @@ func (imp *Importer) Begin(ctx context.Context, o Options) (*Run, error) {
 		return nil, err
 	}
 	r.sum.Batch = id
+	r.stopBeat = make(chan struct{})
+	go r.heartbeat(r.stopBeat)
 	return r, nil
 }
 
@@ -166,8 +177,19 @@ func (r *Run) Summary() Summary { return r.sum }
 
 // Finish records the batch's end and counts.
 func (r *Run) Finish(status string) (Summary, error) {
+	var cerr error
+	if status == "done" {
+		if cerr = r.Complete(); cerr != nil {
+			status = "failed"
+		}
+	}
+	r.discard()
 	if r.o.Validate || r.sum.Batch == 0 {
-		return r.sum, nil
+		return r.sum, cerr
+	}
+	if r.stopBeat != nil {
+		close(r.stopBeat)
+		r.stopBeat = nil
 	}
 	ctx := context.WithoutCancel(r.ctx)
 	_, err := r.imp.db.Exec(ctx, `UPDATE import_batch SET finished = ?, status = ?, created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ? WHERE id = ?`,
@@ -175,7 +197,7 @@ func (r *Run) Finish(status string) (Summary, error) {
 	if err != nil {
 		return r.sum, fmt.Errorf("record import batch %d: %w", r.sum.Batch, err)
 	}
-	return r.sum, nil
+	return r.sum, cerr
 }
 
 // report sends an issue to the caller.
@@ -191,8 +213,8 @@ func (r *Run) report(is fhir.Issue) {
 func (imp *Importer) insertBatch(ctx context.Context, source, filename, mode, subject, patient string, at time.Time) (int64, error) {
 	var id int64
 	err := imp.db.WriteTx(ctx, func(tx *sqldb.Tx) error {
-		return tx.QueryRow(ctx, `INSERT INTO import_batch (source, filename, mode, subject, patient, started) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-			source, filename, mode, subject, patient, sqldb.Micros(at)).Scan(&id)
+		return tx.QueryRow(ctx, `INSERT INTO import_batch (source, filename, mode, subject, patient, started, owner, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+			source, filename, mode, subject, patient, sqldb.Micros(at), owner, sqldb.Micros(at)).Scan(&id)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("start import batch: %w", err)

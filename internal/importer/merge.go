@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/index"
 	"github.com/phr-project/phr/internal/r4"
 	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/store"
@@ -69,6 +71,11 @@ type item struct {
 	// hash is the digest of the resource as received (canonical JSON).
 	hash string
 	seen bool
+	// ownVersion is the local version this item is a copy of (the
+	// record's own export read back, see recogniseOwn); ownSame says the
+	// content is that version's.
+	ownVersion int64
+	ownSame    bool
 }
 
 func (it *item) key() string { return it.typ + "/" + it.sid }
@@ -294,6 +301,10 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 	if len(unresolved) == 0 {
 		return nil
 	}
+	// Versions of this record read back (its own export).
+	if err := r.recogniseOwn(ctx, unresolved); err != nil {
+		return err
+	}
 	// Business identifiers.
 	if err := r.matchIdentifiers(ctx, unresolved); err != nil {
 		return err
@@ -334,7 +345,7 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 // resources (and the Matcher when set).
 func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 	for _, it := range items {
-		if len(it.idents) == 0 {
+		if len(it.idents) == 0 || it.localID != "" {
 			continue
 		}
 		var match string
@@ -385,8 +396,30 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 // places records are about, few in number, where a match matters most.
 var searchIdentifiers = map[string]bool{"Patient": true, "Practitioner": true, "Organization": true, "Location": true, "PractitionerRole": true}
 
-// rewriteAll rewrites the references of every item.
-func (r *Run) rewriteAll(ctx context.Context, items []*item, ch *chunk) error {
+// rewriteAll rewrites the references of every item of the chunk, after
+// moving those whose references may point forward out of it (see
+// deferForward).
+func (r *Run) rewriteAll(ctx context.Context, ch *chunk) error {
+	if err := r.prefetchRefs(ctx, ch.items, ch); err != nil {
+		return err
+	}
+	if err := r.deferForward(ctx, ch); err != nil {
+		return err
+	}
+	for _, it := range ch.items {
+		if it.act == actReject || it.del {
+			continue
+		}
+		if err := r.rewrite(ctx, it, ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prefetchRefs looks up in bulk the identities of the plain reference
+// targets the items name that the run has not resolved yet.
+func (r *Run) prefetchRefs(ctx context.Context, items []*item, ch *chunk) error {
 	// Collect plain targets not yet in the cache, then look them up in bulk.
 	need := map[string][]string{}
 	seen := map[string]bool{}
@@ -423,14 +456,6 @@ func (r *Run) rewriteAll(ctx context.Context, items []*item, ch *chunk) error {
 		}
 		for k, m := range known {
 			r.ids[k] = m[0]
-		}
-	}
-	for _, it := range items {
-		if it.act == actReject || it.del {
-			continue
-		}
-		if err := r.rewrite(ctx, it, ch); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -618,6 +643,12 @@ func (r *Run) decide(items []*item) {
 				it.issues = append(it.issues, issue("information", "deleted", "", "%s/%s was deleted here; the import does not bring it back", it.typ, it.localID))
 			} else {
 				it.act = actCreate
+			}
+		case it.ownSame:
+			// A version this record has, read back from its own export.
+			it.act = actUnchanged
+			if it.ownVersion != it.cur.Version {
+				it.issues = append(it.issues, issue("information", "informational", "", "%s/%s is version %d of this record's own resource, which is now at version %d; nothing to import", it.typ, it.localID, it.ownVersion, it.cur.Version))
 			}
 		case it.seen:
 			// An exact duplicate of something this source sent before.
@@ -871,10 +902,10 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 			}
 		}
 	}
-	var prov *records.Prepared
+	var provs []*records.Prepared
 	if len(written) > 0 {
 		var err error
-		prov, err = r.provenance(written)
+		provs, err = r.provenance(written)
 		if err != nil {
 			return err
 		}
@@ -888,8 +919,8 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 				fresh = append(fresh, it.prep.Put)
 			}
 		}
-		if prov != nil {
-			fresh = append(fresh, prov.Put)
+		for _, p := range provs {
+			fresh = append(fresh, p.Put)
 		}
 		if err := tx.PutNew(ctx, fresh); err != nil {
 			return err
@@ -954,8 +985,8 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 				}
 			}
 		}
-		_, err := tx.Exec(ctx, `UPDATE import_batch SET created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ? WHERE id = ?`,
-			r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected, r.sum.Batch)
+		_, err := tx.Exec(ctx, `UPDATE import_batch SET created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ?, heartbeat = ? WHERE id = ?`,
+			r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected, now, r.sum.Batch)
 		return err
 	})
 	if err != nil {
@@ -1007,22 +1038,82 @@ func orUnknown(s string) string {
 	return s
 }
 
-// provenance builds the Provenance of a chunk: one resource citing every
-// version written, with the source and the importing user as agents.
-func (r *Run) provenance(written []*item) (*records.Prepared, error) {
-	targets := make([]*fhirjson.Value, 0, len(written))
-	for _, it := range written {
-		if it.act == actDelete {
-			targets = append(targets, fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString(fmt.Sprintf("%s/%s/_history/%d", it.typ, it.localID, it.cur.Version+1))}))
-			continue
-		}
-		targets = append(targets, fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString(fmt.Sprintf("%s/%s/_history/%d", it.typ, it.localID, it.prep.Put.Version))}))
+// provenance builds the Provenances of a chunk: one per set of patients
+// whose compartments the written versions are in, citing those versions,
+// with the source and the importing user as agents. Each names its
+// patients (index.ProvenancePatientExtension), so that a patient sees the
+// Provenance of what an import wrote into their record and never one
+// about another patient's; versions outside every compartment get one
+// Provenance of their own, visible to system-level users only.
+func (r *Run) provenance(written []*item) ([]*records.Prepared, error) {
+	type group struct {
+		patients []string
+		targets  []*fhirjson.Value
 	}
-	return r.imp.buildProvenance(r.lastAt, targets, r.source, r.p.Subject(), r.fileName, r.sum.Batch, "import", "")
+	var groups []*group
+	byKey := map[string]*group{}
+	for _, it := range written {
+		var version int64
+		var pats []string
+		if it.act == actDelete {
+			version, pats = it.cur.Version+1, patientsOfStored(it.cur)
+		} else {
+			version, pats = it.prep.Put.Version, it.prep.Put.Patients
+		}
+		pats = slices.Clone(pats)
+		slices.Sort(pats)
+		key := strings.Join(pats, "\x00")
+		g := byKey[key]
+		if g == nil {
+			g = &group{patients: pats}
+			byKey[key] = g
+			groups = append(groups, g)
+		}
+		g.targets = append(g.targets, fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString(fmt.Sprintf("%s/%s/_history/%d", it.typ, it.localID, version))}))
+	}
+	out := make([]*records.Prepared, 0, len(groups))
+	for _, g := range groups {
+		p, err := r.imp.buildProvenance(r.lastAt, g.targets, g.patients, r.source, r.p.Subject(), r.fileName, r.sum.Batch, "import", "")
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// patientsOfStored returns the patients whose compartments a stored
+// version is in (none when it cannot be read).
+func patientsOfStored(res *store.Resource) []string {
+	if res == nil || res.Deleted || res.JSON == nil {
+		return nil
+	}
+	v, err := fhirjson.Parse(res.JSON)
+	if err != nil {
+		return nil
+	}
+	e, err := index.Extract(res.Type, v)
+	if err != nil && len(e.Refs) == 0 {
+		return nil
+	}
+	return records.Patients(res.Type, res.ID, &e)
+}
+
+// patientExtensions names the patients a Provenance is about.
+func patientExtensions(patients []string) *fhirjson.Value {
+	exts := make([]*fhirjson.Value, 0, len(patients))
+	for _, pid := range patients {
+		exts = append(exts, fhirjson.NewObject(
+			fhirjson.Field{Name: "url", Value: fhirjson.NewString(index.ProvenancePatientExtension)},
+			fhirjson.Field{Name: "valueReference", Value: fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString("Patient/" + pid)})},
+		))
+	}
+	return fhirjson.NewArray(exts...)
 }
 
 // buildProvenance prepares a Provenance resource.
-func (imp *Importer) buildProvenance(at time.Time, targets []*fhirjson.Value, source, who, file string, batch int64, activity, reason string) (*records.Prepared, error) {
+// patients are named with index.ProvenancePatientExtension.
+func (imp *Importer) buildProvenance(at time.Time, targets []*fhirjson.Value, patients []string, source, who, file string, batch int64, activity, reason string) (*records.Prepared, error) {
 	id := fhir.NewID()
 	var agents []*fhirjson.Value
 	if source != "" {
@@ -1045,6 +1136,9 @@ func (imp *Importer) buildProvenance(at time.Time, targets []*fhirjson.Value, so
 		{Name: "activity", Value: activityCode(activity)},
 		{Name: "agent", Value: fhirjson.NewArray(agents...)},
 	}
+	if len(patients) > 0 {
+		fields = slices.Insert(fields, 2, fhirjson.Field{Name: "extension", Value: patientExtensions(patients)})
+	}
 	var ents []*fhirjson.Value
 	if file != "" {
 		ents = append(ents, fhirjson.NewObject(
@@ -1066,7 +1160,8 @@ func (imp *Importer) buildProvenance(at time.Time, targets []*fhirjson.Value, so
 		fields = append(fields, fhirjson.Field{Name: "entity", Value: fhirjson.NewArray(ents...)})
 	}
 	if reason != "" {
-		fields = append(fields[:4], append([]fhirjson.Field{{Name: "reason", Value: fhirjson.NewArray(fhirjson.NewObject(fhirjson.Field{Name: "text", Value: fhirjson.NewString(reason)}))}}, fields[4:]...)...)
+		at := slices.IndexFunc(fields, func(f fhirjson.Field) bool { return f.Name == "activity" })
+		fields = slices.Insert(fields, at, fhirjson.Field{Name: "reason", Value: fhirjson.NewArray(fhirjson.NewObject(fhirjson.Field{Name: "text", Value: fhirjson.NewString(reason)}))})
 	}
 	tree := fhirjson.NewObject(fields...)
 	p, err := imp.rec.PrepareVersion(tree, "Provenance", id, 1, at, "POST", records.WriteOptions{Source: source, Batch: batch})
@@ -1167,7 +1262,7 @@ func insertMulti(ctx context.Context, tx *sqldb.Tx, table, cols string, rows [][
 		for _, r := range part {
 			args = append(args, r...)
 		}
-		q := "INSERT INTO " + table + " (" + cols + ") VALUES " + strings.TrimSuffix(strings.Repeat(one+",", len(part)), ",") + suffix
+		q := tx.InsertInto() + table + " (" + cols + ") VALUES " + strings.TrimSuffix(strings.Repeat(one+",", len(part)), ",") + suffix
 		if _, err := tx.Exec(ctx, q, args...); err != nil {
 			return err
 		}

@@ -31,6 +31,12 @@ type Tx struct {
 	queued map[int64]bool
 	// unprepared are statements to prepare on the pool after the transaction.
 	unprepared []string
+	// On SQLite the transaction is the only writer, so it numbers new
+	// resources and versions itself (from the maxima read once) rather
+	// than asking for each generated key back; every row it writes to
+	// resource and resource_version takes its keys from here.
+	idsLoaded        bool
+	nextRid, nextSeq int64
 }
 
 // pending holds index rows not yet inserted, as flat argument lists.
@@ -206,9 +212,20 @@ func (t *Tx) Put(ctx context.Context, p *store.Put) error {
 	if known {
 		rid = cur.rid
 		var seq int64
-		err := t.queryRow(ctx, `INSERT INTO resource_version (rid, type, version, last_updated, deleted, method, batch, blob, json)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
-			rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, json).Scan(&seq)
+		var err error
+		if t.db.dialect == Postgres {
+			err = t.queryRow(ctx, `INSERT INTO resource_version (rid, type, version, last_updated, deleted, method, batch, blob, json)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
+				rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, json).Scan(&seq)
+		} else {
+			var seqs []int64
+			if _, seqs, err = t.allocate(ctx, 0, 1); err == nil {
+				seq = seqs[0]
+				_, err = t.Exec(ctx, `INSERT INTO resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json)
+					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+					seq, rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, json)
+			}
+		}
 		if err != nil {
 			return t.writeErr(err, p)
 		}
@@ -240,18 +257,20 @@ func (t *Tx) Put(ctx context.Context, p *store.Put) error {
 				return t.writeErr(err, p)
 			}
 		} else {
-			err := t.queryRow(ctx, `INSERT INTO resource (type, id, version, seq, last_updated, deleted) VALUES (?, ?, ?, 0, ?, ?) RETURNING rid`,
-				p.Type, p.ID, p.Version, lu, p.Deleted).Scan(&rid)
+			// Two plain inserts with keys numbered here: no RETURNING,
+			// and no second write of the resource row to set its seq.
+			rids, seqs, err := t.allocate(ctx, 1, 1)
 			if err != nil {
+				return err
+			}
+			rid, seq = rids[0], seqs[0]
+			if _, err := t.Exec(ctx, `INSERT INTO resource (rid, type, id, version, seq, last_updated, deleted) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+				rid, p.Type, p.ID, p.Version, seq, lu, p.Deleted); err != nil {
 				return t.writeErr(err, p)
 			}
-			err = t.queryRow(ctx, `INSERT INTO resource_version (rid, type, version, last_updated, deleted, method, batch, blob, json)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
-				rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, json).Scan(&seq)
-			if err != nil {
-				return t.writeErr(err, p)
-			}
-			if _, err := t.Exec(ctx, `UPDATE resource SET seq = ? WHERE rid = ?`, seq, rid); err != nil {
+			if _, err := t.Exec(ctx, `INSERT INTO resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				seq, rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, json); err != nil {
 				return t.writeErr(err, p)
 			}
 		}
@@ -336,6 +355,20 @@ func (t *Tx) queue(rid int64, p *store.Put) {
 
 // flush deletes the superseded index rows and inserts the pending ones.
 func (t *Tx) flush(ctx context.Context) error {
+	if len(t.pend.clear) > 0 && t.db.dialect == Postgres {
+		// Old index and compartment rows of updated resources go first:
+		// one statement per table with the ids as an array.
+		ids := make([]int64, len(t.pend.clear))
+		for i, v := range t.pend.clear {
+			ids[i] = v.(int64)
+		}
+		for _, name := range clearTables {
+			if _, err := t.Exec(ctx, "DELETE FROM "+name+" WHERE rid = ANY(?::bigint[])", ids); err != nil {
+				return fmt.Errorf("clear %s: %w", name, err)
+			}
+		}
+		t.pend.clear = t.pend.clear[:0]
+	}
 	if len(t.pend.clear) > 0 {
 		// Old index and compartment rows of updated resources go first.
 		for start := 0; start < len(t.pend.clear); start += rowsPerInsert {
@@ -369,10 +402,23 @@ func (t *Tx) flush(ctx context.Context) error {
 	return nil
 }
 
+// clearTables are the tables holding rows derived from a resource's
+// current version, all keyed by rid.
+var clearTables = func() []string {
+	var names []string
+	for _, tb := range indexTables {
+		names = append(names, tb.name)
+	}
+	return append(names, "compartment")
+}()
+
 // insertRows inserts flat args as rows of len(cols) values, many per statement.
 func (t *Tx) insertRows(ctx context.Context, table string, cols []string, args []any, suffix string) error {
+	if t.db.dialect == Postgres {
+		return t.insertArrays(ctx, table, cols, args, suffix)
+	}
 	nc := len(cols)
-	head := "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES "
+	head := t.db.insertInto() + table + " (" + strings.Join(cols, ", ") + ") VALUES "
 	one := "(" + strings.TrimSuffix(strings.Repeat("?,", nc), ",") + ")"
 	for len(args) > 0 {
 		n := min(len(args)/nc, rowsPerInsert)
@@ -389,6 +435,81 @@ func (t *Tx) insertRows(ctx context.Context, table string, cols []string, args [
 		args = args[n*nc:]
 	}
 	return nil
+}
+
+// arrayRows bounds the rows one array insert carries (a message of a few MB).
+const arrayRows = 10000
+
+// insertArrays inserts flat args as rows of len(cols) values on PostgreSQL
+// with one statement per table and flush: each column goes as one typed
+// array parameter and unnest turns the arrays back into rows. The SQL text
+// depends only on the table, so it is prepared once; a multi-row VALUES
+// list would carry thousands of parameters and vary with the row count.
+func (t *Tx) insertArrays(ctx context.Context, table string, cols []string, args []any, suffix string) error {
+	nc := len(cols)
+	for len(args) > 0 {
+		n := min(len(args)/nc, arrayRows)
+		part := args[:n*nc]
+		args = args[n*nc:]
+		arrays := make([]any, nc)
+		casts := make([]string, nc)
+		for c := range nc {
+			var ok bool
+			switch part[c].(type) {
+			case int64:
+				arrays[c], ok = column[int64](part, nc, c, n)
+				casts[c] = "?::bigint[]"
+			case float64:
+				arrays[c], ok = column[float64](part, nc, c, n)
+				casts[c] = "?::double precision[]"
+			case string:
+				arrays[c], ok = column[string](part, nc, c, n)
+				casts[c] = "?::text[]"
+			case bool:
+				arrays[c], ok = column[bool](part, nc, c, n)
+				casts[c] = "?::boolean[]"
+			}
+			if !ok {
+				return fmt.Errorf("insert into %s: column %s holds a %T, which has no array form here", table, cols[c], part[c])
+			}
+		}
+		q := "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") SELECT * FROM unnest(" + strings.Join(casts, ", ") + ")" + suffix
+		if _, err := t.Exec(ctx, q, arrays...); err != nil {
+			return fmt.Errorf("insert into %s: %w", table, err)
+		}
+	}
+	return nil
+}
+
+// column gathers column c of n rows of nc flat values, all of type T.
+func column[T any](args []any, nc, c, n int) ([]T, bool) {
+	out := make([]T, n)
+	for i := range out {
+		v, ok := args[i*nc+c].(T)
+		if !ok {
+			return nil, false
+		}
+		out[i] = v
+	}
+	return out, true
+}
+
+// InsertInto returns the start of a multi-row INSERT statement ("INSERT
+// INTO " or, on SQLite, "INSERT OR FAIL INTO "; see insertInto), for
+// extensions that insert many rows per statement in the transaction.
+func (t *Tx) InsertInto() string { return t.db.insertInto() }
+
+// insertInto starts a multi-row INSERT. On SQLite it is INSERT OR FAIL: a
+// statement that writes many rows and may abort (a NOT NULL or UNIQUE
+// check) makes SQLite copy every page it touches into a statement journal
+// first, so that the abort can undo it - about a seventh of the CPU of a
+// bulk import. FAIL stops at the bad row without undoing the statement,
+// which loses nothing here: any error rolls the whole transaction back.
+func (db *DB) insertInto() string {
+	if db.dialect == SQLite {
+		return "INSERT OR FAIL INTO "
+	}
+	return "INSERT INTO "
 }
 
 // PutKV implements store.Tx.
