@@ -385,39 +385,50 @@ func (s *Service) writeEntries(ctx context.Context, p access.Principal, entries 
 	}
 	var out []EntryResponse
 	err := s.store.Write(ctx, func(tx store.Tx) error {
-		out = make([]EntryResponse, n)
-		if err := s.verify(ctx, log); err != nil {
-			return err
-		}
-		w, err := s.newEntryWriter(ctx, tx, p, entries)
-		if err != nil {
-			return err
-		}
-		// New resources are rendered on all cores before they are written.
-		parallel(len(entries), func(i int) {
-			if e := entries[i]; e.method == "POST" && e.done == nil && e.prep != nil && e.prepErr == nil {
-				e.prep.stamp(1, w.at)
-			}
-		})
-		for _, m := range []string{"DELETE", "POST", "PUT", "PATCH"} {
-			for _, e := range entries {
-				if e.method != m {
-					continue
-				}
-				if e.done != nil {
-					out[e.index] = *e.done
-					continue
-				}
-				r, err := w.write(e)
-				if err != nil {
-					return &entryFailure{e, err}
-				}
-				out[e.index] = r
-			}
-		}
-		return w.flushNew()
+		var err error
+		out, err = s.writeInTx(ctx, tx, p, entries, n, log)
+		return err
 	})
 	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// writeInTx is the work of writeEntries inside the store transaction tx;
+// the responses go by entry index into a slice of n.
+func (s *Service) writeInTx(ctx context.Context, tx store.Tx, p access.Principal, entries []*bundleEntry, n int, log *matchLog) ([]EntryResponse, error) {
+	out := make([]EntryResponse, n)
+	if err := s.verify(ctx, log); err != nil {
+		return nil, err
+	}
+	w, err := s.newEntryWriter(ctx, tx, p, entries)
+	if err != nil {
+		return nil, err
+	}
+	// New resources are rendered on all cores before they are written.
+	parallel(len(entries), func(i int) {
+		if e := entries[i]; e.method == "POST" && e.done == nil && e.prep != nil && e.prepErr == nil {
+			e.prep.stamp(1, w.at)
+		}
+	})
+	for _, m := range []string{"DELETE", "POST", "PUT", "PATCH"} {
+		for _, e := range entries {
+			if e.method != m {
+				continue
+			}
+			if e.done != nil {
+				out[e.index] = *e.done
+				continue
+			}
+			r, err := w.write(e)
+			if err != nil {
+				return nil, &entryFailure{e, err}
+			}
+			out[e.index] = r
+		}
+	}
+	if err := w.flushNew(); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -860,83 +871,97 @@ func (s *Service) batch(ctx context.Context, b *fhirjson.Value, get Getter) ([]E
 		return nil, fhir.BadRequest("Bundle.entry must be an array")
 	}
 	out := make([]EntryResponse, len(arr.Items))
-	for i := range arr.Items {
-		// An entry whose conditional searches changed answers before its
-		// write is run again from a copy of the entry as sent.
-		for attempt := 1; ; attempt++ {
-			one := fhirjson.NewObject(fhirjson.Field{Name: "entry", Value: fhirjson.NewArray(arr.Items[i].Clone())})
-			entries, err := s.parseEntries(one)
-			if err != nil {
-				fe := fhir.AsError(err)
-				out[i] = EntryResponse{Status: fe.Status, Outcome: fe}
-				break
-			}
-			e := entries[0]
-			e.index = i
-			out[i] = s.batchEntry(ctx, p, e, get)
-			if attempt >= 4 || out[i].Outcome == nil || !errors.Is(out[i].Outcome, errMatchesChanged) {
-				break
-			}
-		}
+	for i, item := range arr.Items {
+		out[i] = s.batchEntry(ctx, p, item, i, get)
 	}
 	return out, nil
 }
 
-func (s *Service) batchEntry(ctx context.Context, p access.Principal, e *bundleEntry, get Getter) EntryResponse {
-	if e.method == "GET" || e.method == "HEAD" {
-		return s.getEntry(ctx, e, get)
-	}
+// batchEntry runs one batch entry on its own. A write entry is resolved
+// (conditional searches and references), prepared and written inside one
+// store transaction, so that the searches see what the write replaces:
+// one entry has nothing to prepare in parallel.
+func (s *Service) batchEntry(ctx context.Context, p access.Principal, item *fhirjson.Value, i int, get Getter) EntryResponse {
 	fail := func(err error) EntryResponse {
-		fe := fhir.AsError(err)
-		return EntryResponse{Status: fe.Status, Outcome: fe}
-	}
-	log := &matchLog{}
-	if e.method == "POST" && e.ifNoneExist != "" {
-		match, err := s.conditionalMatchLog(ctx, log, e.typ, e.ifNoneExist, "ifNoneExist")
-		if err != nil {
-			return fail(err)
-		}
-		if match != nil {
-			return EntryResponse{Status: http.StatusOK, Resource: match, Location: fmt.Sprintf("%s/%s/_history/%d", match.Type, match.ID, match.Version), ETag: fmt.Sprintf(`W/"%d"`, match.Version), LastModified: match.LastUpdated}
-		}
-	}
-	if e.query != "" {
-		match, err := s.conditionalMatchLog(ctx, log, e.typ, e.query, "conditional "+strings.ToLower(e.method))
-		if err != nil {
-			return fail(err)
-		}
-		switch {
-		case match != nil:
-			e.id = match.ID
-		case e.method == "PUT":
-			if e.id = e.res.GetString("id"); e.id == "" {
-				e.id = fhir.NewID()
-			}
-		case e.method == "DELETE":
-			return EntryResponse{Status: http.StatusNoContent}
-		default:
-			return fail(fhir.NotFound("conditional patch %s?%s matched nothing", e.typ, e.query))
-		}
-	}
-	if e.method == "POST" {
-		e.id = fhir.NewID()
-	}
-	one := []*bundleEntry{e}
-	idx := e.index
-	e.index = 0
-	defer func() { e.index = idx }()
-	cond := newCondCache(nil)
-	cond.log = log
-	if err := s.prepareEntries(ctx, p, one, map[string]string{}, cond); err != nil {
-		return fail(errors.Unwrap(err))
-	}
-	out, err := s.writeEntries(ctx, p, one, log)
-	if err != nil {
 		var f *entryFailure
 		if errors.As(err, &f) {
 			err = f.err
 		}
+		fe := fhir.AsError(err)
+		return EntryResponse{Status: fe.Status, Outcome: fe}
+	}
+	parse := func(item *fhirjson.Value) (*bundleEntry, error) {
+		entries, err := s.parseEntries(fhirjson.NewObject(fhirjson.Field{Name: "entry", Value: fhirjson.NewArray(item)}))
+		if err != nil {
+			return nil, err
+		}
+		return entries[0], nil
+	}
+	e, err := parse(item)
+	if err != nil {
 		return fail(err)
 	}
-	return out[0]
+	if e.method == "GET" || e.method == "HEAD" {
+		e.index = i
+		return s.getEntry(ctx, e, get)
+	}
+	var r EntryResponse
+	err = s.store.Write(ctx, func(tx store.Tx) error {
+		// Each attempt starts from the entry as sent.
+		e, err := parse(item.Clone())
+		if err != nil {
+			return err
+		}
+		if e.method == "POST" && e.ifNoneExist != "" {
+			match, err := s.conditionalMatch(ctx, e.typ, e.ifNoneExist, "ifNoneExist")
+			if err != nil {
+				return err
+			}
+			if match != nil {
+				r = EntryResponse{Status: http.StatusOK, Resource: match, Location: fmt.Sprintf("%s/%s/_history/%d", match.Type, match.ID, match.Version), ETag: fmt.Sprintf(`W/"%d"`, match.Version), LastModified: match.LastUpdated}
+				return nil
+			}
+		}
+		if e.query != "" {
+			match, err := s.conditionalMatch(ctx, e.typ, e.query, "conditional "+strings.ToLower(e.method))
+			if err != nil {
+				return err
+			}
+			switch {
+			case match != nil:
+				e.id = match.ID
+			case e.method == "PUT":
+				if e.id = e.res.GetString("id"); e.id == "" {
+					e.id = fhir.NewID()
+				}
+			case e.method == "DELETE":
+				r = EntryResponse{Status: http.StatusNoContent}
+				return nil
+			default:
+				return fhir.NotFound("conditional patch %s?%s matched nothing", e.typ, e.query)
+			}
+		}
+		if e.method == "POST" {
+			e.id = fhir.NewID()
+		}
+		one := []*bundleEntry{e}
+		if err := s.prepareEntries(ctx, p, one, map[string]string{}, newCondCache(nil)); err != nil {
+			return err
+		}
+		if e.prep != nil && e.prepErr == nil {
+			if err := s.storeBlob(ctx, e.prep); err != nil {
+				return err
+			}
+		}
+		out, err := s.writeInTx(ctx, tx, p, one, 1, nil)
+		if err != nil {
+			return err
+		}
+		r = out[0]
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return r
 }
