@@ -181,6 +181,42 @@ func (s *Service) transaction(ctx context.Context, b *fhirjson.Value, get Getter
 	if err != nil {
 		return nil, err
 	}
+	// The conditional matches and references are resolved inside the
+	// transaction (store.WithTx): they see a state no other writer changes
+	// before this one commits, and they run on the transaction's own
+	// connection rather than waiting for a second one while holding it.
+	out := make([]EntryResponse, len(entries))
+	err = s.store.Write(ctx, func(tx store.Tx) error {
+		ctx := store.WithTx(ctx, tx)
+		// A retried attempt starts again from the entries as sent.
+		work := make([]*bundleEntry, len(entries))
+		for i, e := range entries {
+			c := *e
+			if e.res != nil {
+				c.res = e.res.Clone()
+			}
+			work[i] = &c
+		}
+		if err := s.resolveEntries(ctx, work); err != nil {
+			return err
+		}
+		return s.writeEntries(ctx, tx, p, work, out)
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if e.method == "GET" || e.method == "HEAD" {
+			out[e.index] = s.getEntry(ctx, e, get)
+		}
+	}
+	return out, nil
+}
+
+// resolveEntries assigns the ids of a transaction's entries (new ones,
+// conditional creates, updates and deletes) and rewrites their references:
+// fullUrls of other entries and conditional references.
+func (s *Service) resolveEntries(ctx context.Context, entries []*bundleEntry) error {
 	// Ids of new resources and the map from fullUrl to their local
 	// reference, so that references between entries can be rewritten.
 	refs := map[string]string{}
@@ -190,7 +226,7 @@ func (s *Service) transaction(ctx context.Context, b *fhirjson.Value, get Getter
 			if e.ifNoneExist != "" {
 				match, err := s.conditionalMatch(ctx, e.typ, e.ifNoneExist, "ifNoneExist")
 				if err != nil {
-					return nil, entryErr(e.index, fhir.AsError(err))
+					return entryErr(e.index, fhir.AsError(err))
 				}
 				if match != nil {
 					e.id = match.ID
@@ -204,7 +240,7 @@ func (s *Service) transaction(ctx context.Context, b *fhirjson.Value, get Getter
 			if e.query != "" {
 				match, err := s.conditionalMatch(ctx, e.typ, e.query, "conditional "+strings.ToLower(e.method))
 				if err != nil {
-					return nil, entryErr(e.index, fhir.AsError(err))
+					return entryErr(e.index, fhir.AsError(err))
 				}
 				switch {
 				case match != nil:
@@ -216,7 +252,7 @@ func (s *Service) transaction(ctx context.Context, b *fhirjson.Value, get Getter
 				case e.method == "DELETE":
 					e.done = &EntryResponse{Status: http.StatusNoContent}
 				default:
-					return nil, entryErr(e.index, fhir.NotFound("conditional patch %s?%s matched nothing", e.typ, e.query))
+					return entryErr(e.index, fhir.NotFound("conditional patch %s?%s matched nothing", e.typ, e.query))
 				}
 			}
 		}
@@ -231,39 +267,32 @@ func (s *Service) transaction(ctx context.Context, b *fhirjson.Value, get Getter
 			continue
 		}
 		if err := s.rewriteRefs(ctx, e, entries, refs, cond); err != nil {
-			return nil, entryErr(e.index, fhir.AsError(err))
+			return entryErr(e.index, fhir.AsError(err))
 		}
 	}
-	out := make([]EntryResponse, len(entries))
-	order := []string{"DELETE", "POST", "PUT", "PATCH"}
-	err = s.store.Write(ctx, func(tx store.Tx) error {
-		for _, m := range order {
-			for _, e := range entries {
-				if e.method != m {
-					continue
-				}
-				if e.done != nil {
-					out[e.index] = *e.done
-					continue
-				}
-				r, err := s.writeEntry(ctx, tx, p, e)
-				if err != nil {
-					return entryErr(e.index, fhir.AsError(err))
-				}
-				out[e.index] = r
+	return nil
+}
+
+// writeEntries performs the write entries of a transaction in FHIR's order
+// (deletes, creates, updates, patches), filling out.
+func (s *Service) writeEntries(ctx context.Context, tx store.Tx, p access.Principal, entries []*bundleEntry, out []EntryResponse) error {
+	for _, m := range []string{"DELETE", "POST", "PUT", "PATCH"} {
+		for _, e := range entries {
+			if e.method != m {
+				continue
 			}
+			if e.done != nil {
+				out[e.index] = *e.done
+				continue
+			}
+			r, err := s.writeEntry(ctx, tx, p, e)
+			if err != nil {
+				return entryErr(e.index, fhir.AsError(err))
+			}
+			out[e.index] = r
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	for _, e := range entries {
-		if e.method == "GET" || e.method == "HEAD" {
-			out[e.index] = s.getEntry(ctx, e, get)
-		}
-	}
-	return out, nil
+	return nil
 }
 
 // writeEntry performs one write entry inside the transaction.
@@ -567,6 +596,7 @@ func (s *Service) batchEntry(ctx context.Context, p access.Principal, e *bundleE
 	}
 	var r EntryResponse
 	err := s.store.Write(ctx, func(tx store.Tx) error {
+		ctx := store.WithTx(ctx, tx)
 		var err error
 		r, err = s.writeEntry(ctx, tx, p, e)
 		return err

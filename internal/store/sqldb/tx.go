@@ -31,6 +31,9 @@ type Tx struct {
 	queued map[int64]bool
 	// unprepared are statements to prepare on the pool after the transaction.
 	unprepared []string
+	// done is set when the transaction has ended: a context that still
+	// carries it (store.WithTx) reads from the pools again.
+	done bool
 }
 
 // pending holds index rows not yet inserted, as flat argument lists.
