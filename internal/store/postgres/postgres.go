@@ -73,7 +73,7 @@ func OpenWith(ctx context.Context, url string, o Options, extra ...fs.FS) (*sqld
 		w.Close()
 		return nil, err
 	}
-	s := sqldb.New(sqldb.Options{Dialect: sqldb.Postgres, Write: w, Read: r, MaxReads: o.MaxConns, IsConflict: isConflict,
+	s := sqldb.New(sqldb.Options{Dialect: sqldb.Postgres, Write: w, Read: r, MaxReads: o.MaxConns, CoalesceReads: true, IsConflict: isConflict,
 		// search builds its SQL per request: run it as unnamed statements
 		DynamicArg: pgx.QueryExecModeExec})
 	if err := s.Migrate(ctx, extra...); err != nil {

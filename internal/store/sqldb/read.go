@@ -33,13 +33,22 @@ func (db *DB) Read(ctx context.Context, typ, id string) (*store.Resource, error)
 	if t := db.txOf(ctx); t != nil {
 		return t.read(ctx, typ, id)
 	}
+	if db.readReqs != nil {
+		return db.readCoalesced(ctx, typ, id)
+	}
 	done, err := db.admit(ctx)
 	if err != nil {
 		return nil, err
 	}
+	res, err := db.readOne(ctx, typ, id)
+	done()
+	return res, err
+}
+
+// readOne reads the current version of typ/id on the read pool.
+func (db *DB) readOne(ctx context.Context, typ, id string) (*store.Resource, error) {
 	row := db.QueryRow(ctx, `SELECT `+versionCols+` FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.type = ? AND r.id = ?`, typ, id)
 	res, err := scanVersion(row)
-	done()
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}

@@ -54,6 +54,12 @@ type DB struct {
 	// reads admits single-resource reads to the read pool in arrival
 	// order (nil: no limit); see Options.MaxReads.
 	reads chan struct{}
+	// readReqs feeds the readers that coalesce Read calls (nil: Read
+	// queries directly); see coalesce.go.
+	readReqs  chan *readReq
+	quit      chan struct{}
+	closeOnce sync.Once
+	readers   sync.WaitGroup
 }
 
 // Options configure New.
@@ -73,6 +79,10 @@ type Options struct {
 	// (the p99 of a GET under load); a FIFO queue in front keeps the
 	// waits even.
 	MaxReads int
+	// CoalesceReads makes Read calls that arrive while others run share
+	// one statement (PostgreSQL, where the round trip is most of a read's
+	// cost); MaxReads readers issue them. See coalesce.go.
+	CoalesceReads bool
 }
 
 // New wraps opened databases; call Migrate before use.
@@ -86,6 +96,9 @@ func New(o Options) *DB {
 	db := &DB{dialect: o.Dialect, w: o.Write, r: o.Read, isConflict: o.IsConflict, dynamicArg: o.DynamicArg}
 	if o.MaxReads > 0 {
 		db.reads = make(chan struct{}, o.MaxReads)
+	}
+	if o.CoalesceReads {
+		db.startReaders(max(1, o.MaxReads))
 	}
 	return db
 }
@@ -114,6 +127,7 @@ func (db *DB) SQLDialect() Dialect { return db.dialect }
 
 // Close implements store.Store.
 func (db *DB) Close() error {
+	db.stopReaders()
 	db.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
 	var errs []error
 	if db.r != db.w {
