@@ -2,7 +2,6 @@ package bulk
 
 import (
 	"bufio"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -723,8 +722,9 @@ func (e *exporter) writeErrors(ctx context.Context) error {
 // The exporter writes lines into w (hashed and counted as they go); full
 // 64 KiB chunks go through a small channel to the file's own goroutine,
 // which compresses them into the blob store's Put: compression runs on
-// another core than the store reads, and memory per open file stays
-// about (chunks in flight + compressor state) below 1 MiB.
+// another core than the store reads. Each chunk is compressed on its own
+// by a shared compressor (chunkedGzip), so memory per open file is the
+// chunks in flight, at most about 400 KiB.
 type fileWriter struct {
 	info   fileInfo
 	w      *bufio.Writer
@@ -784,11 +784,11 @@ func (e *exporter) open(ctx context.Context, kind, typ string) (*fileWriter, err
 		put <- err
 	}()
 	go func() {
-		gz, _ := gzip.NewWriterLevel(pw, gzip.BestSpeed)
+		gz := &chunkedGzip{w: pw}
 		var err error
 		for c := range f.chunks {
 			if err == nil {
-				_, err = gz.Write(c)
+				err = gz.writeChunk(c)
 			}
 			if cap(c) == 64<<10 {
 				chunkPool.Put(&c)
@@ -799,7 +799,7 @@ func (e *exporter) open(ctx context.Context, kind, typ string) (*fileWriter, err
 			err = errors.New("export aborted")
 		}
 		if err == nil {
-			err = gz.Close()
+			err = gz.close()
 		}
 		if err != nil {
 			pw.CloseWithError(err)

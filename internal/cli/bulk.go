@@ -53,7 +53,9 @@ func runBulkExport(ctx context.Context, args []string, out, errOut io.Writer) er
 	f.Var(&filters, "type-filter", "a _typeFilter query such as Observation?category=laboratory (repeatable)")
 	f.Var(&patients, "patient", "restrict a Patient or Group export to these patient ids (repeatable)")
 	f.string(&outDir, "out", "bulk-export", "directory for the NDJSON files and manifest.json")
-	f.string(&tok, "token", "", "bearer access token")
+	// Not PHR_TOKEN: that is the token of the user's own phr server, and
+	// URL may be any other server.
+	f.stringEnv(&tok, "token", "PHR_REMOTE_TOKEN", "", "bearer access token for URL")
 	f.string(&clientID, "client-id", "", "SMART Backend Services client id (with --key)")
 	f.string(&keyFile, "key", "", "private key file of the client (PEM or JWK)")
 	f.string(&tokenURL, "token-url", "", "token endpoint (default: discovered from URL/.well-known/smart-configuration)")

@@ -35,8 +35,14 @@ func TestBulkExportCommand(t *testing.T) {
 	}
 	out.Reset()
 	errOut.Reset()
+	// PHR_TOKEN is the token of the user's own server: never sent to URL.
+	t.Setenv("PHR_TOKEN", s.Token("system/*.read", ""))
 	if code := Main([]string{"bulk", "export", s.FHIR, "--out", dir}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "401") {
-		t.Fatalf("without token: exit %d %s", code, errOut.String())
+		t.Fatalf("without token (PHR_TOKEN set): exit %d %s", code, errOut.String())
+	}
+	t.Setenv("PHR_REMOTE_TOKEN", s.Token("system/*.read", ""))
+	if code := Main([]string{"bulk", "export", s.FHIR, "--type", "Patient", "--out", t.TempDir()}, &out, &errOut); code != 0 {
+		t.Fatalf("PHR_REMOTE_TOKEN: exit %d %s", code, errOut.String())
 	}
 	if code := Main([]string{"bulk", "export"}, &out, &errOut); code != 2 {
 		t.Fatalf("without URL: exit %d", code)

@@ -101,6 +101,16 @@ func (f *flags) string(p *string, name, def, help string) {
 	f.StringVar(p, name, def, help+" ["+envName(name)+"]")
 }
 
+// stringEnv is string with an environment variable of another name, for
+// flags whose default name would be the variable of a different flag
+// (phr bulk export's --token is for a remote server, not PHR_TOKEN's).
+func (f *flags) stringEnv(p *string, name, env, def, help string) {
+	if v, ok := os.LookupEnv(env); ok {
+		def = v
+	}
+	f.StringVar(p, name, def, help+" ["+env+"]")
+}
+
 func (f *flags) bool(p *bool, name string, def bool, help string) {
 	if v, ok := os.LookupEnv(envName(name)); ok {
 		def = v == "1" || strings.EqualFold(v, "true") || strings.EqualFold(v, "yes")

@@ -125,6 +125,18 @@ func runPull(ctx context.Context, args []string, out, errOut io.Writer) error {
 // fetch runs the remote export (since, when not zero), imports its output
 // and deletions with the remote as the source, and saves the state.
 func fetch(ctx context.Context, cf *clientFlags, rf *remoteFlags, st *remoteState, since time.Time, out, errOut io.Writer) error {
+	// Usage problems of the local side first, before the remote export runs.
+	if err := cf.check(); err != nil {
+		return err
+	}
+	if cf.remote() {
+		if _, _, err := cf.urls(); err != nil {
+			return err
+		}
+		if _, err := cf.bearer(); err != nil {
+			return err
+		}
+	}
 	bc, err := rf.client(st)
 	if err != nil {
 		return err

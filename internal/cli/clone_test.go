@@ -71,4 +71,11 @@ func TestCloneAndPull(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "source "+remote.FHIR) {
 		t.Errorf("log: %d\n%s", code, out)
 	}
+	// Problems with the local side are found before the remote exports.
+	if code, _, errOut := run(t, "pull", "--remote-token", tok, "--state", state, "--server", "http://127.0.0.1:1", "--data", data); code != 2 || !strings.Contains(errOut, "not both") || strings.Contains(errOut, "export") {
+		t.Errorf("pull with --server and --data: %d %s", code, errOut)
+	}
+	if code, _, errOut := run(t, "clone", remote.FHIR, "--remote-token", tok, "--state", filepath.Join(t.TempDir(), "s.json"), "--server", "http://127.0.0.1:1"); code != 2 || !strings.Contains(errOut, "needs a token") || strings.Contains(errOut, "export") {
+		t.Errorf("clone to --server without a token: %d %s", code, errOut)
+	}
 }

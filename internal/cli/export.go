@@ -15,7 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -34,9 +34,9 @@ func init() {
 // exportOpts are the flags of phr export.
 type exportOpts struct {
 	format, patient, start, end, types, since, until string
-	out, passphrase, server, token                   string
+	out, passphrase                                  string
 	sign, quiet                                      bool
-	sf                                               storeFlags
+	cf                                               clientFlags
 }
 
 func runExport(ctx context.Context, args []string, out, errOut io.Writer) error {
@@ -53,9 +53,7 @@ func runExport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	f.string(&o.passphrase, "passphrase", "", "passphrase of a .sphr (default: a generated one, printed once on standard error); prefer the environment variable to the flag, which other users can see")
 	f.bool(&o.sign, "sign", false, "also write a detached JWS signature with the server's key to OUT.jws (verify with phr verify)")
 	f.bool(&o.quiet, "quiet", false, "no progress on standard error")
-	f.string(&o.server, "server", "", "export from this phr server (http://host:port) instead of a local data directory")
-	f.string(&o.token, "token", "", "bearer access token for --server")
-	o.sf.add(f)
+	o.cf.add(f)
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -70,55 +68,85 @@ func runExport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	if o.passphrase != "" && format != phrexport.FormatSPHR {
 		return fmt.Errorf("%w: --passphrase only applies to --format sphr", errUsage)
 	}
-	if o.server != "" {
+	if err := o.cf.check(); err != nil {
+		return err
+	}
+	if o.cf.remote() {
 		return exportRemote(ctx, &o, out, errOut)
 	}
 	return exportLocal(ctx, &o, out, errOut)
 }
 
-// progress prints a status line on stderr at most twice a second.
+// progress shows how far an export is on standard error: on a terminal a
+// line redrawn at most twice a second; otherwise (a log file, a pipe) a
+// plain line every 10 seconds. done prints the final figures.
 type progress struct {
-	w         io.Writer
-	quiet     bool
-	start     time.Time
-	last      atomic.Int64
-	resources atomic.Int64
-	bytes     atomic.Int64
+	w     io.Writer
+	quiet bool
+	tty   bool
+	every time.Duration
+	start time.Time
+	mu    sync.Mutex
+	last  time.Time
+	// resources is -1 when only bytes are known (a remote Bundle or .sphr).
+	resources, bytes int64
 }
 
 func newProgress(w io.Writer, quiet bool) *progress {
-	return &progress{w: w, quiet: quiet, start: time.Now()}
+	p := &progress{w: w, quiet: quiet, tty: isTerminal(w), start: time.Now(), resources: -1}
+	p.last = p.start
+	p.every = 10 * time.Second
+	if p.tty {
+		p.every = 500 * time.Millisecond
+	}
+	return p
 }
 
+// update records the figures so far (resources < 0: unknown) and shows
+// them when it is time.
 func (p *progress) update(resources, n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if resources >= 0 {
-		p.resources.Store(resources)
+		p.resources = resources
 	}
-	p.bytes.Store(n)
-	now := time.Now().UnixMilli()
-	if p.quiet || now-p.last.Load() < 500 {
+	p.bytes = n
+	if p.quiet || time.Since(p.last) < p.every {
 		return
 	}
-	p.last.Store(now)
-	p.print("\r")
+	p.last = time.Now()
+	p.show(false)
 }
 
-func (p *progress) print(prefix string) {
+func (p *progress) show(final bool) {
 	el := time.Since(p.start).Seconds()
-	mb := float64(p.bytes.Load()) / 1e6
-	if r := p.resources.Load(); r > 0 {
-		fmt.Fprintf(p.w, "%sexported %d resources, %.1f MB in %.1fs", prefix, r, mb, el)
+	mb := float64(p.bytes) / 1e6
+	var line string
+	if p.resources >= 0 {
+		line = fmt.Sprintf("exported %d resources, %.1f MB in %.1fs", p.resources, mb, el)
+		if final && el > 0 {
+			line += fmt.Sprintf(" (%.0f resources/s)", float64(p.resources)/el)
+		}
 	} else {
-		fmt.Fprintf(p.w, "%sexported %.1f MB in %.1fs", prefix, mb, el)
+		line = fmt.Sprintf("exported %.1f MB in %.1fs", mb, el)
 	}
-}
-
-func (p *progress) done() {
-	if p.quiet {
+	if p.tty {
+		fmt.Fprint(p.w, "\r\033[K"+line)
+		if final {
+			fmt.Fprintln(p.w)
+		}
 		return
 	}
-	p.print("\r")
-	fmt.Fprintln(p.w)
+	fmt.Fprintln(p.w, line)
+}
+
+// done shows the final figures.
+func (p *progress) done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.quiet {
+		p.show(true)
+	}
 }
 
 // output opens the destination: a temporary file renamed into place by
@@ -168,7 +196,7 @@ func (o *output) abort() {
 }
 
 func exportLocal(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) error {
-	app, err := server.Open(ctx, server.Config{DataDir: o.sf.data, DB: o.sf.db})
+	app, err := server.Open(ctx, server.Config{DataDir: o.cf.sf.data, DB: o.cf.sf.db})
 	if err != nil {
 		return err
 	}
@@ -271,10 +299,11 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 func exportRemote(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) error {
-	base := strings.TrimSuffix(o.server, "/")
-	if !strings.HasSuffix(base, "/fhir") {
-		base += "/fhir"
+	c, err := o.cf.open(ctx)
+	if err != nil {
+		return err
 	}
+	defer c.close()
 	q := url.Values{"outputFormat": {o.format}}
 	for k, v := range map[string]string{"start": o.start, "end": o.end, "_type": o.types, "_since": o.since, "_until": o.until} {
 		if v != "" {
@@ -287,19 +316,13 @@ func exportRemote(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) 
 	if o.sign {
 		q.Set("sign", "true")
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/Bundle/$phr-export?"+q.Encode(), nil)
-	if err != nil {
-		return fmt.Errorf("%w: --server: %v", errUsage, err)
-	}
-	if o.token != "" {
-		req.Header.Set("Authorization", "Bearer "+o.token)
-	}
+	var headers []string
 	if o.passphrase != "" {
-		req.Header.Set(phrexport.HeaderPassphrase, o.passphrase)
+		headers = append(headers, phrexport.HeaderPassphrase, o.passphrase)
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := c.send(ctx, http.MethodGet, c.base+"/Bundle/$phr-export?"+q.Encode(), "", nil, headers...)
 	if err != nil {
-		return fmt.Errorf("export from %s: %w", o.server, err)
+		return fmt.Errorf("export from %s: %w", c.root, err)
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
@@ -320,7 +343,7 @@ func exportRemote(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) 
 	cw := &countingWriter{w: dst.w, countLines: o.format != phrexport.FormatSPHR && o.format != phrexport.FormatBundle, prog: prog}
 	if _, err := io.Copy(cw, res.Body); err != nil {
 		dst.abort()
-		return fmt.Errorf("export from %s: %w (nothing was written)", o.server, err)
+		return fmt.Errorf("export from %s: %w (nothing was written)", c.root, err)
 	}
 	if err := dst.commit(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -339,15 +362,13 @@ func exportRemote(ctx context.Context, o *exportOpts, stdout, errOut io.Writer) 
 	return finishExport(path, pass, pass != "", sig, 0, errOut)
 }
 
-// outcomeText extracts the diagnostics of an OperationOutcome body.
-
 func runVerify(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f := newFlags("verify", "FILE --sig SIGFILE [--server URL | --jwks FILE|URL | --data DIR]", errOut)
 	var sigPath, jwksRef, srv string
 	var sf storeFlags
 	f.string(&sigPath, "sig", "", "detached JWS signature file (default: FILE.jws)")
 	f.string(&jwksRef, "jwks", "", "JSON Web Key Set of the signing server, as a file or an http(s) URL (default: the keys of the local data directory)")
-	f.string(&srv, "server", "", "the phr server that signed: its published keys (jwks_uri of /.well-known/smart-configuration) are used")
+	f.string(&srv, "server", "", "the phr server that signed (its root or FHIR base URL): its published keys (jwks_uri of /.well-known/smart-configuration) are used")
 	sf.add(f)
 	// Accept flags after the file name too: phr verify FILE --sig SIG.
 	var files []string
@@ -419,8 +440,11 @@ func runVerify(ctx context.Context, args []string, out, errOut io.Writer) error 
 
 // jwksURI finds a server's key set URL from its SMART configuration.
 func jwksURI(ctx context.Context, server string) (string, error) {
-	base := strings.TrimSuffix(strings.TrimSuffix(server, "/"), "/fhir")
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/.well-known/smart-configuration", nil)
+	root, _, err := serverURLs(server)
+	if err != nil {
+		return "", err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, root+"/.well-known/smart-configuration", nil)
 	if err != nil {
 		return "", fmt.Errorf("%w: --server: %v", errUsage, err)
 	}

@@ -83,8 +83,13 @@ func runLog(ctx context.Context, args []string, out, errOut io.Writer) error {
 	for _, p := range pl.Parameter {
 		switch p.Name {
 		case "batch":
+			// An interrupted batch says when its process was last seen.
+			status := p.value("status")
+			if fin := p.value("finished"); fin != "" && status != "done" {
+				status += " at " + fin
+			}
 			fmt.Fprintf(out, "batch %s  %s  %s  source %s  file %s  by %s\n    created %s, updated %s, unchanged %s, conflicts %s, rejected %s\n",
-				p.value("id"), p.value("started"), p.value("status"), p.value("source"), p.value("filename"), p.value("by"),
+				p.value("id"), p.value("started"), status, p.value("source"), p.value("filename"), p.value("by"),
 				p.value("created"), p.value("updated"), p.value("unchanged"), p.value("conflicts"), p.value("rejected"))
 		case "wrote", "deleted":
 			fmt.Fprintf(out, "    %-7s %v\n", p.Name, p.Values[p.Name])

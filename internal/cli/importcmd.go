@@ -75,7 +75,8 @@ func runImport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	f.string(&passphrase, "passphrase", "", "passphrase of an encrypted .sphr")
 	f.bool(&validate, "validate", false, "check and report only; write nothing")
 	f.bool(&quiet, "quiet", false, "print only the summary lines")
-	if err := f.parse(args); err != nil {
+	// Flags may follow the files: phr import FILE --passphrase P.
+	if err := f.parse(reorder(args)); err != nil {
 		return err
 	}
 	if f.NArg() == 0 {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/qrcode"
@@ -27,13 +26,13 @@ func init() {
 func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f := newFlags("share", "--label TEXT [--passcode P] [--expires 7d] [--type T1,T2] [--summary] [--file F.phr] --qr out.png [--server URL --token T | --data DIR --base-url URL]", errOut)
 	var (
-		sf                                           storeFlags
-		label, passcode, expires, types, from, to    string
-		flag, patient, qr, serverURL, tok, base, upl string
-		keyFile                                      string
-		summary, viewer                              bool
+		cf                                        clientFlags
+		label, passcode, expires, types, from, to string
+		flag, patient, qr, base, upl              string
+		keyFile                                   string
+		summary, viewer                           bool
 	)
-	sf.add(f)
+	cf.add(f)
 	f.string(&label, "label", "", "label shown to the recipient (at most 80 characters)")
 	f.string(&passcode, "passcode", "", "passcode the recipient must enter (adds flag P)")
 	f.string(&expires, "expires", "", "expiry: a duration (7d, 12h, 30m) or an instant; empty: never")
@@ -46,8 +45,6 @@ func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&patient, "patient", "", "whose record (required unless the token is a patient's)")
 	f.string(&qr, "qr", "", "write the QR code to this file (.png or .svg)")
 	f.bool(&viewer, "viewer", false, "print (and put in the QR code) the link behind the server's viewer page (https://.../shl/view#shlink:/...), which phone cameras open in a browser")
-	f.string(&serverURL, "server", "", "phr server URL (e.g. https://phr.example.org); empty: work on the local store")
-	f.string(&tok, "token", "", "bearer access token for --server")
 	f.string(&base, "base-url", "", "public URL of the server that will serve the link (with the local store)")
 	f.string(&keyFile, "shl-key-file", "", "with the local store: the server's --shl-key-file, if it has one")
 	if err := f.parse(args); err != nil {
@@ -55,6 +52,9 @@ func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 	}
 	if f.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %v", errUsage, f.Args())
+	}
+	if err := cf.check(); err != nil {
+		return err
 	}
 	req := shl.CreateRequest{Label: label, Passcode: passcode, Expires: expires, Flag: flag, Patient: patient}
 	sel := shl.Selection{Kind: shl.KindRecord, From: from, To: to}
@@ -84,13 +84,10 @@ func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 
 	var link *shl.Link
 	var err error
-	if serverURL != "" {
-		if tok == "" {
-			return fmt.Errorf("%w: --server needs --token (or PHR_TOKEN)", errUsage)
-		}
-		link, err = createRemote(ctx, strings.TrimSuffix(serverURL, "/"), tok, &req)
+	if cf.remote() {
+		link, err = createRemote(ctx, &cf, &req)
 	} else {
-		link, err = createLocal(ctx, server.Config{DataDir: sf.data, DB: sf.db, BaseURL: base, SHLKeyFile: keyFile}, &req, errOut)
+		link, err = createLocal(ctx, server.Config{DataDir: cf.sf.data, DB: cf.sf.db, BaseURL: base, SHLKeyFile: keyFile}, &req, errOut)
 	}
 	if err != nil {
 		return err
@@ -113,33 +110,24 @@ func runShare(ctx context.Context, args []string, out, errOut io.Writer) error {
 	return nil
 }
 
-// createRemote asks a phr server to make the link.
-func createRemote(ctx context.Context, base, tok string, req *shl.CreateRequest) (*shl.Link, error) {
+// createRemote asks the phr server of cf (--server) to make the link.
+func createRemote(ctx context.Context, cf *clientFlags, req *shl.CreateRequest) (*shl.Link, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/shl", bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("--server: %w", err)
-	}
-	hr.Header.Set("Content-Type", "application/json")
-	hr.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := (&http.Client{Timeout: 5 * time.Minute}).Do(hr)
+	c, err := cf.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	defer c.close()
+	rb, err := c.callRoot(ctx, http.MethodPost, "/shl", bytes.NewReader(body), "Content-Type", "application/json")
 	if err != nil {
-		return nil, fmt.Errorf("read the answer of %s: %w", base, err)
-	}
-	if resp.StatusCode != http.StatusCreated {
-		return nil, fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, outcomeText(rb))
+		return nil, err
 	}
 	var l shl.Link
 	if err := json.Unmarshal(rb, &l); err != nil || l.Link == "" {
-		return nil, fmt.Errorf("%s answered something that is not a created link: %.200s", base, rb)
+		return nil, fmt.Errorf("%s answered something that is not a created link: %.200s", c.root, rb)
 	}
 	return &l, nil
 }
@@ -261,11 +249,9 @@ func runSHLManage(ctx context.Context, verb string, args []string, out, errOut i
 		synopsis = "ID [--server URL --token T | --data DIR]"
 	}
 	f := newFlags("shl "+verb, synopsis, errOut)
-	var sf storeFlags
-	var serverURL, tok, patient string
-	sf.add(f)
-	f.string(&serverURL, "server", "", "phr server URL; empty: work on the local store")
-	f.string(&tok, "token", "", "bearer access token for --server")
+	var cf clientFlags
+	var patient string
+	cf.add(f)
 	if verb == "list" {
 		f.string(&patient, "patient", "", "only the links over this patient's record")
 	}
@@ -285,35 +271,22 @@ func runSHLManage(ctx context.Context, verb string, args []string, out, errOut i
 		return fmt.Errorf("%w: unexpected arguments %v", errUsage, f.Args())
 	}
 
+	if err := cf.check(); err != nil {
+		return err
+	}
 	// call runs the request on the server, or the service on the store.
 	var call func(method, path string, local func(context.Context, *shl.Service) (any, error)) ([]byte, error)
-	if serverURL != "" {
-		if tok == "" {
-			return fmt.Errorf("%w: --server needs --token (or PHR_TOKEN)", errUsage)
+	if cf.remote() {
+		c, err := cf.open(ctx)
+		if err != nil {
+			return err
 		}
-		base := strings.TrimSuffix(serverURL, "/")
+		defer c.close()
 		call = func(method, path string, _ func(context.Context, *shl.Service) (any, error)) ([]byte, error) {
-			hr, err := http.NewRequestWithContext(ctx, method, base+path, nil)
-			if err != nil {
-				return nil, err
-			}
-			hr.Header.Set("Authorization", "Bearer "+tok)
-			resp, err := (&http.Client{Timeout: time.Minute}).Do(hr)
-			if err != nil {
-				return nil, err
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-			if err != nil {
-				return nil, err
-			}
-			if resp.StatusCode >= 300 {
-				return nil, fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, outcomeText(b))
-			}
-			return b, nil
+			return c.callRoot(ctx, method, path, nil)
 		}
 	} else {
-		app, err := server.Open(ctx, server.Config{DataDir: sf.data, DB: sf.db})
+		app, err := server.Open(ctx, server.Config{DataDir: cf.sf.data, DB: cf.sf.db})
 		if err != nil {
 			return err
 		}

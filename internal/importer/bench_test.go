@@ -1,19 +1,19 @@
 package importer_test
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/importer"
+	"github.com/phr-project/phr/internal/procmem"
 	"github.com/phr-project/phr/internal/store/storetest"
 	"github.com/phr-project/phr/internal/synthea"
 )
@@ -50,9 +50,18 @@ func BenchmarkImportSynthea(b *testing.B) {
 					b.Fatal(err)
 				}
 				in, _ := os.Open(input)
-				// Measure the import alone: reset the peak RSS after the
-				// input was produced, and sample the Go heap meanwhile.
-				os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+				// Measure the import alone: give the memory of producing
+				// the input back to the system, reset the peak RSS to what
+				// the process holds now (the opened store, the test
+				// binary), and sample the Go heap meanwhile.
+				debug.FreeOSMemory()
+				if err := procmem.ResetPeak(procmem.Self); err != nil {
+					b.Fatal(err)
+				}
+				startRSS, err := procmem.Status(procmem.Self, "VmRSS")
+				if err != nil {
+					b.Fatal(err)
+				}
 				stopHeap := make(chan struct{})
 				heapPeak := make(chan uint64, 1)
 				go func() {
@@ -94,13 +103,20 @@ func BenchmarkImportSynthea(b *testing.B) {
 				}
 				b.ReportMetric(float64(total)/el.Seconds(), "resources/s")
 				b.ReportMetric(float64(total)/cpu.Seconds(), "resources/cpu-s")
-				b.ReportMetric(float64(peakRSS())/(1<<20), "peakRSS-MiB")
+				peakRSS, err := procmem.Peak(procmem.Self)
+				if err != nil {
+					b.Fatal(err)
+				}
+				anon, _ := procmem.Status(procmem.Self, "RssAnon")
+				file, _ := procmem.Status(procmem.Self, "RssFile")
+				b.ReportMetric(float64(peakRSS)/(1<<20), "peakRSS-MiB")
+				b.ReportMetric(float64(startRSS)/(1<<20), "startRSS-MiB")
 				b.ReportMetric(float64(heap)/(1<<20), "peakHeap-MiB")
 				if dbCPU > 0 {
 					b.ReportMetric(float64(total)/(cpu+dbCPU).Seconds(), "resources/cpu-s-with-db")
 				}
-				b.Logf("%s: %d resources in %v (%v CPU of this process, %v of the database server's backends): %.0f resources/s, %.0f resources per CPU-second, peak RSS %d MiB (SQLite's page cache and mmap included), peak Go heap %d MiB",
-					d, total, el.Round(time.Millisecond), cpu.Round(time.Millisecond), dbCPU, float64(total)/el.Seconds(), float64(total)/cpu.Seconds(), peakRSS()>>20, heap>>20)
+				b.Logf("%s: %d resources in %v (%v CPU of this process, %v of the database server's backends): %.0f resources/s, %.0f resources per CPU-second, peak RSS %d MiB (from %d MiB at the start; SQLite's page cache and mmap included; after: anon %d MiB, file %d MiB), peak Go heap %d MiB",
+					d, total, el.Round(time.Millisecond), cpu.Round(time.Millisecond), dbCPU, float64(total)/el.Seconds(), float64(total)/cpu.Seconds(), peakRSS>>20, startRSS>>20, anon>>20, file>>20, heap>>20)
 				b.StartTimer()
 			}
 		})
@@ -115,21 +131,4 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// peakRSS returns the process's peak resident set size (VmHWM) in bytes.
-func peakRSS() int64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }

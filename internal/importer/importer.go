@@ -135,6 +135,8 @@ type Run struct {
 	// attach reads a file of the archive being imported that an
 	// attachment names by relative URL (nil outside archives).
 	attach func(url string) ([]byte, bool, error)
+	// stopBeat ends the heartbeat goroutine (nil when none runs).
+	stopBeat chan struct{}
 }
 
 // Begin starts an import batch for the principal in ctx.
@@ -158,6 +160,8 @@ func (imp *Importer) Begin(ctx context.Context, o Options) (*Run, error) {
 		return nil, err
 	}
 	r.sum.Batch = id
+	r.stopBeat = make(chan struct{})
+	go r.heartbeat(r.stopBeat)
 	return r, nil
 }
 
@@ -168,6 +172,10 @@ func (r *Run) Summary() Summary { return r.sum }
 func (r *Run) Finish(status string) (Summary, error) {
 	if r.o.Validate || r.sum.Batch == 0 {
 		return r.sum, nil
+	}
+	if r.stopBeat != nil {
+		close(r.stopBeat)
+		r.stopBeat = nil
 	}
 	ctx := context.WithoutCancel(r.ctx)
 	_, err := r.imp.db.Exec(ctx, `UPDATE import_batch SET finished = ?, status = ?, created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ? WHERE id = ?`,
@@ -191,8 +199,8 @@ func (r *Run) report(is fhir.Issue) {
 func (imp *Importer) insertBatch(ctx context.Context, source, filename, mode, subject, patient string, at time.Time) (int64, error) {
 	var id int64
 	err := imp.db.WriteTx(ctx, func(tx *sqldb.Tx) error {
-		return tx.QueryRow(ctx, `INSERT INTO import_batch (source, filename, mode, subject, patient, started) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-			source, filename, mode, subject, patient, sqldb.Micros(at)).Scan(&id)
+		return tx.QueryRow(ctx, `INSERT INTO import_batch (source, filename, mode, subject, patient, started, owner, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+			source, filename, mode, subject, patient, sqldb.Micros(at), owner, sqldb.Micros(at)).Scan(&id)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("start import batch: %w", err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/sphr"
 )
 
 // MaxLine caps one NDJSON line (one resource).
@@ -66,7 +67,7 @@ func (r *Run) NDJSON(rd io.Reader, name string) error {
 			}
 			return fmt.Errorf("read %s line %d: %w", name, line, err)
 		}
-		if t := bytes.TrimSpace(raw); len(t) > 0 {
+		if t := bytes.TrimSpace(raw); len(t) > 0 && !r.coverPage(t, line) {
 			it := &item{line: line, raw: t}
 			if k := quickKey(t); k != "" {
 				if keys[k] {
@@ -104,6 +105,20 @@ func (r *Run) NDJSON(rd io.Reader, name string) error {
 		}
 	}
 	return flush()
+}
+
+// coverPage reports whether raw is the Composition cover page a phr export
+// writes (tagged sphr.CoverTagSystem). It is not imported: it describes one
+// export file, not the record, and every export writes a new one (with a
+// new id), so storing it would add a stray Composition per import. The
+// caller is told with an information issue.
+func (r *Run) coverPage(raw []byte, line int) bool {
+	if !sphr.IsCoverPage(raw) {
+		return false
+	}
+	id := fieldValue(raw, `"id":"`)
+	r.report(fhir.Issue{Severity: "information", Code: "informational", Diagnostics: fmt.Sprintf("%s line %d: Composition/%s is the cover page of a phr export; it is not stored (every export writes its own)", r.fileName, line, id)})
+	return true
 }
 
 // bundleLine imports an NDJSON line holding a Bundle entry by entry.
@@ -260,6 +275,9 @@ func (r *Run) bundleTree(b *fhirjson.Value, data []byte, line int) error {
 		}
 		it.tree = res
 		it.raw = res.Marshal()
+		if r.coverPage(it.raw, it.line) {
+			continue
+		}
 		if k := res.GetString("resourceType") + "/" + res.GetString("id"); res.GetString("id") != "" {
 			if keys[k] {
 				it.reject(issue("error", "duplicate", fmt.Sprintf("Bundle.entry[%d]", i), "%s appears twice in the Bundle; the first is imported", k))

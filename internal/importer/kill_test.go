@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -132,6 +133,16 @@ func TestKillMidImport(t *testing.T) {
 	if killed >= float64(total) {
 		t.Skip("the import completed before the kill")
 	}
+	// The killed batch is no longer "running": the restarted server marked
+	// it interrupted, with the time its process was last seen, and the
+	// log says so.
+	if st := batchString(b, "status"); st != "interrupted" || batchString(b, "finished") == "" {
+		t.Errorf("killed batch: status %q finished %q, want interrupted with a time: %.600s", st, batchString(b, "finished"), b)
+	}
+	logOut, err := exec.Command(bin, "log", "--server", base+"/fhir", "--token", tok).CombinedOutput()
+	if err != nil || !regexp.MustCompile(`(?m)^batch 1 .* interrupted at \d{4}-`).Match(logOut) {
+		t.Errorf("phr log after the kill: %v\n%s", err, logOut)
+	}
 	resp, err := importOnce(base)
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +164,33 @@ func TestKillMidImport(t *testing.T) {
 	sum, _ = parseSummary(t, resp)
 	want(t, "third run", sum, "created", 0)
 	want(t, "third run", sum, "unchanged", float64(total))
+}
+
+// batchString reads a text (code, instant, string) of the first batch in
+// a $import-batches answer.
+func batchString(b []byte, name string) string {
+	var p struct {
+		Parameter []struct {
+			Name string
+			Part []struct {
+				Name         string
+				ValueCode    string
+				ValueInstant string
+				ValueString  string
+			}
+		}
+	}
+	json.Unmarshal(b, &p)
+	for _, x := range p.Parameter {
+		if x.Name == "batch" {
+			for _, y := range x.Part {
+				if y.Name == name {
+					return y.ValueCode + y.ValueInstant + y.ValueString
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // batchCount reads a count of the first batch in a $import-batches answer.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/index"
 	"github.com/phr-project/phr/internal/r4"
 	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/store"
@@ -871,10 +873,10 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 			}
 		}
 	}
-	var prov *records.Prepared
+	var provs []*records.Prepared
 	if len(written) > 0 {
 		var err error
-		prov, err = r.provenance(written)
+		provs, err = r.provenance(written)
 		if err != nil {
 			return err
 		}
@@ -888,8 +890,8 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 				fresh = append(fresh, it.prep.Put)
 			}
 		}
-		if prov != nil {
-			fresh = append(fresh, prov.Put)
+		for _, p := range provs {
+			fresh = append(fresh, p.Put)
 		}
 		if err := tx.PutNew(ctx, fresh); err != nil {
 			return err
@@ -954,8 +956,8 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 				}
 			}
 		}
-		_, err := tx.Exec(ctx, `UPDATE import_batch SET created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ? WHERE id = ?`,
-			r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected, r.sum.Batch)
+		_, err := tx.Exec(ctx, `UPDATE import_batch SET created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ?, heartbeat = ? WHERE id = ?`,
+			r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected, now, r.sum.Batch)
 		return err
 	})
 	if err != nil {
@@ -1007,22 +1009,82 @@ func orUnknown(s string) string {
 	return s
 }
 
-// provenance builds the Provenance of a chunk: one resource citing every
-// version written, with the source and the importing user as agents.
-func (r *Run) provenance(written []*item) (*records.Prepared, error) {
-	targets := make([]*fhirjson.Value, 0, len(written))
-	for _, it := range written {
-		if it.act == actDelete {
-			targets = append(targets, fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString(fmt.Sprintf("%s/%s/_history/%d", it.typ, it.localID, it.cur.Version+1))}))
-			continue
-		}
-		targets = append(targets, fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString(fmt.Sprintf("%s/%s/_history/%d", it.typ, it.localID, it.prep.Put.Version))}))
+// provenance builds the Provenances of a chunk: one per set of patients
+// whose compartments the written versions are in, citing those versions,
+// with the source and the importing user as agents. Each names its
+// patients (index.ProvenancePatientExtension), so that a patient sees the
+// Provenance of what an import wrote into their record and never one
+// about another patient's; versions outside every compartment get one
+// Provenance of their own, visible to system-level users only.
+func (r *Run) provenance(written []*item) ([]*records.Prepared, error) {
+	type group struct {
+		patients []string
+		targets  []*fhirjson.Value
 	}
-	return r.imp.buildProvenance(r.lastAt, targets, r.source, r.p.Subject(), r.fileName, r.sum.Batch, "import", "")
+	var groups []*group
+	byKey := map[string]*group{}
+	for _, it := range written {
+		var version int64
+		var pats []string
+		if it.act == actDelete {
+			version, pats = it.cur.Version+1, patientsOfStored(it.cur)
+		} else {
+			version, pats = it.prep.Put.Version, it.prep.Put.Patients
+		}
+		pats = slices.Clone(pats)
+		slices.Sort(pats)
+		key := strings.Join(pats, "\x00")
+		g := byKey[key]
+		if g == nil {
+			g = &group{patients: pats}
+			byKey[key] = g
+			groups = append(groups, g)
+		}
+		g.targets = append(g.targets, fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString(fmt.Sprintf("%s/%s/_history/%d", it.typ, it.localID, version))}))
+	}
+	out := make([]*records.Prepared, 0, len(groups))
+	for _, g := range groups {
+		p, err := r.imp.buildProvenance(r.lastAt, g.targets, g.patients, r.source, r.p.Subject(), r.fileName, r.sum.Batch, "import", "")
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// patientsOfStored returns the patients whose compartments a stored
+// version is in (none when it cannot be read).
+func patientsOfStored(res *store.Resource) []string {
+	if res == nil || res.Deleted || res.JSON == nil {
+		return nil
+	}
+	v, err := fhirjson.Parse(res.JSON)
+	if err != nil {
+		return nil
+	}
+	e, err := index.Extract(res.Type, v)
+	if err != nil && len(e.Refs) == 0 {
+		return nil
+	}
+	return records.Patients(res.Type, res.ID, &e)
+}
+
+// patientExtensions names the patients a Provenance is about.
+func patientExtensions(patients []string) *fhirjson.Value {
+	exts := make([]*fhirjson.Value, 0, len(patients))
+	for _, pid := range patients {
+		exts = append(exts, fhirjson.NewObject(
+			fhirjson.Field{Name: "url", Value: fhirjson.NewString(index.ProvenancePatientExtension)},
+			fhirjson.Field{Name: "valueReference", Value: fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString("Patient/" + pid)})},
+		))
+	}
+	return fhirjson.NewArray(exts...)
 }
 
 // buildProvenance prepares a Provenance resource.
-func (imp *Importer) buildProvenance(at time.Time, targets []*fhirjson.Value, source, who, file string, batch int64, activity, reason string) (*records.Prepared, error) {
+// patients are named with index.ProvenancePatientExtension.
+func (imp *Importer) buildProvenance(at time.Time, targets []*fhirjson.Value, patients []string, source, who, file string, batch int64, activity, reason string) (*records.Prepared, error) {
 	id := fhir.NewID()
 	var agents []*fhirjson.Value
 	if source != "" {
@@ -1045,6 +1107,9 @@ func (imp *Importer) buildProvenance(at time.Time, targets []*fhirjson.Value, so
 		{Name: "activity", Value: activityCode(activity)},
 		{Name: "agent", Value: fhirjson.NewArray(agents...)},
 	}
+	if len(patients) > 0 {
+		fields = slices.Insert(fields, 2, fhirjson.Field{Name: "extension", Value: patientExtensions(patients)})
+	}
 	var ents []*fhirjson.Value
 	if file != "" {
 		ents = append(ents, fhirjson.NewObject(
@@ -1066,7 +1131,8 @@ func (imp *Importer) buildProvenance(at time.Time, targets []*fhirjson.Value, so
 		fields = append(fields, fhirjson.Field{Name: "entity", Value: fhirjson.NewArray(ents...)})
 	}
 	if reason != "" {
-		fields = append(fields[:4], append([]fhirjson.Field{{Name: "reason", Value: fhirjson.NewArray(fhirjson.NewObject(fhirjson.Field{Name: "text", Value: fhirjson.NewString(reason)}))}}, fields[4:]...)...)
+		at := slices.IndexFunc(fields, func(f fhirjson.Field) bool { return f.Name == "activity" })
+		fields = slices.Insert(fields, at, fhirjson.Field{Name: "reason", Value: fhirjson.NewArray(fhirjson.NewObject(fhirjson.Field{Name: "text", Value: fhirjson.NewString(reason)}))})
 	}
 	tree := fhirjson.NewObject(fields...)
 	p, err := imp.rec.PrepareVersion(tree, "Provenance", id, 1, at, "POST", records.WriteOptions{Source: source, Batch: batch})
@@ -1167,7 +1233,7 @@ func insertMulti(ctx context.Context, tx *sqldb.Tx, table, cols string, rows [][
 		for _, r := range part {
 			args = append(args, r...)
 		}
-		q := "INSERT INTO " + table + " (" + cols + ") VALUES " + strings.TrimSuffix(strings.Repeat(one+",", len(part)), ",") + suffix
+		q := tx.InsertInto() + table + " (" + cols + ") VALUES " + strings.TrimSuffix(strings.Repeat(one+",", len(part)), ",") + suffix
 		if _, err := tx.Exec(ctx, q, args...); err != nil {
 			return err
 		}

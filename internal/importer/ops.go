@@ -58,6 +58,9 @@ func (imp *Importer) Batches(ctx context.Context, limit int) ([]*Batch, error) {
 	if p == nil {
 		return nil, fhir.Forbidden("authentication required")
 	}
+	if _, err := imp.MarkInterrupted(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := imp.db.Query(ctx, `SELECT `+batchCols+` FROM import_batch WHERE (? = '' OR patient = ?) ORDER BY id DESC LIMIT ?`, p.Patient(), p.Patient(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("list import batches: %w", err)
@@ -79,6 +82,9 @@ func (imp *Importer) GetBatch(ctx context.Context, id int64) (*Batch, error) {
 	p := access.From(ctx)
 	if p == nil {
 		return nil, fhir.Forbidden("authentication required")
+	}
+	if _, err := imp.MarkInterrupted(ctx); err != nil {
+		return nil, err
 	}
 	b, err := scanBatch(imp.db.QueryRow(ctx, `SELECT `+batchCols+` FROM import_batch WHERE id = ? AND (? = '' OR patient = ?)`, id, p.Patient(), p.Patient()))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -493,7 +499,7 @@ func (imp *Importer) writeVersion(ctx context.Context, p access.Principal, cur *
 		return err
 	}
 	target := fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString(fmt.Sprintf("%s/%s/_history/%d", cur.Type, cur.ID, cur.Version+1))})
-	prov, err := imp.buildProvenance(at, []*fhirjson.Value{target}, "", p.Subject(), "", 0, activity, reason)
+	prov, err := imp.buildProvenance(at, []*fhirjson.Value{target}, prep.Put.Patients, "", p.Subject(), "", 0, activity, reason)
 	if err != nil {
 		return err
 	}

@@ -156,6 +156,21 @@ func FromResourceRow(code string) bool { return code == "_id" || code == "_lastU
 // newExtractor compiles the parameters of a type. A standard parameter
 // that cannot be compiled becomes a Gap rather than a failure: the test of
 // the Unsupported list is what keeps that at zero.
+// ProvenancePatientExtension is the extension (valueReference to a
+// Patient) by which a Provenance names the patient whose record it is
+// about when it does not target the Patient resource itself. The importer
+// writes one per patient on its Provenance, so that each patient sees the
+// Provenance of the versions an import wrote into their record.
+const ProvenancePatientExtension = "http://phr-project.github.io/fhir/StructureDefinition/provenance-patient"
+
+// expressionOverrides widen standard parameters' expressions (by URL).
+// Provenance's patient parameter, which also decides the Provenance's
+// patient compartment, reads the target Patients and the patients named
+// by ProvenancePatientExtension.
+var expressionOverrides = map[string]string{
+	"http://hl7.org/fhir/SearchParameter/Provenance-patient": "Provenance.target.where(resolve() is Patient) | Provenance.extension('" + ProvenancePatientExtension + "').value.ofType(Reference).where(resolve() is Patient)",
+}
+
 func newExtractor(rt string) *Extractor {
 	x := &Extractor{resourceType: rt}
 	all := r4.SearchParams(rt)
@@ -166,6 +181,11 @@ func newExtractor(rt string) *Extractor {
 	sort.Strings(codes)
 	for _, code := range codes {
 		sp := all[code]
+		if expr, ok := expressionOverrides[sp.URL]; ok {
+			o := *sp
+			o.Expression = expr
+			sp = &o
+		}
 		gap := Gap{Code: sp.Code, URL: sp.URL}
 		switch {
 		case sp.Type == r4.ParamSpecial:

@@ -2,6 +2,7 @@ package index
 
 import (
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -451,5 +452,32 @@ func TestResourceRowParamsNotExtracted(t *testing.T) {
 	}
 	if len(e.Tokens) == 0 {
 		t.Fatal("no token entries at all (gender expected)")
+	}
+}
+
+// A Provenance is in the compartment of the patients it targets and of
+// those it names with ProvenancePatientExtension, and of no others.
+func TestProvenancePatientExtension(t *testing.T) {
+	v, err := fhirjson.Parse([]byte(`{"resourceType":"Provenance","id":"p",
+		"extension":[{"url":"` + ProvenancePatientExtension + `","valueReference":{"reference":"Patient/a"}},
+			{"url":"http://example.org/other","valueReference":{"reference":"Patient/c"}}],
+		"target":[{"reference":"Observation/o/_history/1"},{"reference":"Patient/b/_history/2"}],
+		"recorded":"2020-01-01T00:00:00Z","agent":[{"who":{"display":"x"}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Extract("Provenance", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range e.Refs {
+		if r.Param == "patient" {
+			got = append(got, r.Type+"/"+r.ID)
+		}
+	}
+	sort.Strings(got)
+	if strings.Join(got, " ") != "Patient/a Patient/b" {
+		t.Errorf("patient refs = %v, want Patient/a Patient/b", got)
 	}
 }

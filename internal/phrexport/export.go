@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -70,6 +71,7 @@ type Service struct {
 	pageBytes int
 	level     int
 	signer    Signer
+	matcher   records.Matcher
 	// OnExport, when set, is called after every export (audit).
 	OnExport func(ctx context.Context, e Event)
 }
@@ -84,6 +86,10 @@ type Options struct {
 	TempDir string
 	// Signer signs exports when asked (nil: signing is not offered).
 	Signer Signer
+	// Matcher is the search that applies SMART v2 scope filters
+	// (patient/Observation.rs?category=laboratory) inside an export. Without
+	// one, a type with scope filters is left out with a warning.
+	Matcher records.Matcher
 	// PageSize is the number of rows read per query (default 500).
 	PageSize int
 	// PageBytes bounds the JSON of one page held in memory (default 4 MiB;
@@ -108,7 +114,7 @@ func New(o Options) *Service {
 	if o.SPHRLevel == 0 {
 		o.SPHRLevel = DefaultSPHRLevel
 	}
-	return &Service{db: o.DB, rec: o.Records, base: strings.TrimSuffix(o.BaseURL, "/"), tmpDir: o.TempDir, now: o.Now, pageSize: o.PageSize, pageBytes: o.PageBytes, level: o.SPHRLevel, signer: o.Signer}
+	return &Service{db: o.DB, rec: o.Records, base: strings.TrimSuffix(o.BaseURL, "/"), tmpDir: o.TempDir, now: o.Now, pageSize: o.PageSize, pageBytes: o.PageBytes, level: o.SPHRLevel, signer: o.Signer, matcher: o.Matcher}
 }
 
 // CanSign reports whether signed exports are offered.
@@ -158,7 +164,15 @@ func (s *Service) Prepare(ctx context.Context, p *Params) error {
 		if err != nil {
 			return err
 		}
-		p.patientName = patientName(res.JSON)
+		// The name goes into the cover page, the file name and the .sphr
+		// folder: only for a caller who may read the Patient.
+		ok, err := s.visible(ctx, pr, "Patient", p.Patient)
+		if err != nil {
+			return err
+		}
+		if ok {
+			p.patientName = patientName(res.JSON)
+		}
 	}
 	everything := len(p.Types) == 0
 	all := everything
@@ -166,7 +180,7 @@ func (s *Service) Prepare(ctx context.Context, p *Params) error {
 	if everything {
 		universe = r4.ResourceTypes()
 	}
-	p.types, p.excluded = nil, nil
+	p.types, p.excluded, p.filtered = nil, nil, nil
 	for _, t := range universe {
 		if everything && t == "AuditEvent" {
 			continue // only when _type asks for it
@@ -175,10 +189,23 @@ func (s *Service) Prepare(ctx context.Context, p *Params) error {
 			all = false
 			continue
 		}
-		if len(pr.Filters(t)) > 0 {
-			p.excluded = append(p.excluded, t)
+		if fs := pr.Filters(t); len(fs) > 0 {
 			all = false
-			continue
+			if s.matcher == nil {
+				p.excluded = append(p.excluded, t)
+				continue
+			}
+			// Check the filters now, so that one the search cannot run
+			// is a 403 before the output starts, not an error mid-stream.
+			for _, f := range fs {
+				if _, err := s.matcher.Match(ctx, t, f, 1); err != nil {
+					return fhir.Forbidden("the access token's scope filter %s?%s cannot be applied: %v", t, f.Encode(), err)
+				}
+			}
+			if p.filtered == nil {
+				p.filtered = map[string][]url.Values{}
+			}
+			p.filtered[t] = fs
 		}
 		p.types = append(p.types, t)
 	}
@@ -202,6 +229,45 @@ func (s *Service) Prepare(ctx context.Context, p *Params) error {
 		p.Passphrase, p.GeneratedPassphrase = pass, true
 	}
 	return nil
+}
+
+// visible reports whether the caller may read typ/id as far as its scope
+// (type and SMART v2 filters) goes; compartment confinement is checked by
+// the queries.
+func (s *Service) visible(ctx context.Context, pr access.Principal, typ, id string) (bool, error) {
+	if !pr.Allows(access.Read, typ) {
+		return false, nil
+	}
+	fs := pr.Filters(typ)
+	if len(fs) == 0 {
+		return true, nil
+	}
+	if s.matcher == nil {
+		return false, nil
+	}
+	set, err := s.matchFilters(ctx, typ, fs, []string{id})
+	return set[id], err
+}
+
+// matchFilters returns which of ids (of type typ) match one of the scope
+// filters fs.
+func (s *Service) matchFilters(ctx context.Context, typ string, fs []url.Values, ids []string) (map[string]bool, error) {
+	set := make(map[string]bool, len(ids))
+	for _, f := range fs {
+		q := url.Values{}
+		for k, v := range f {
+			q[k] = v
+		}
+		q.Set("_id", strings.Join(ids, ","))
+		got, err := s.matcher.Match(ctx, typ, q, len(ids))
+		if err != nil {
+			return nil, fmt.Errorf("apply the access token's scope filter %s?%s: %w", typ, f.Encode(), err)
+		}
+		for _, id := range got {
+			set[id] = true
+		}
+	}
+	return set, nil
 }
 
 // FileName is the download name of an export: the patient's name (or
@@ -318,7 +384,7 @@ type exporter struct {
 func (e *exporter) run() error {
 	p := e.p
 	for _, t := range p.excluded {
-		if err := e.outcome("warning", "forbidden", fmt.Sprintf("%s resources were left out: the access token restricts them with scope filters, which an export cannot apply", t)); err != nil {
+		if err := e.outcome("warning", "forbidden", fmt.Sprintf("%s resources were left out: the access token restricts them with scope filters, and this server has no search to apply them", t)); err != nil {
 			return err
 		}
 	}
@@ -338,7 +404,11 @@ func (e *exporter) run() error {
 		subject, name := "", ""
 		if len(ids) == 1 {
 			subject = ids[0]
-			if res, err := e.s.db.Read(e.ctx, "Patient", subject); err == nil && !res.Deleted {
+			ok, err := e.s.visible(e.ctx, access.From(e.ctx), "Patient", subject)
+			if err != nil {
+				return err
+			}
+			if res, err := e.s.db.Read(e.ctx, "Patient", subject); ok && err == nil && !res.Deleted {
 				name = patientName(res.JSON)
 			}
 		}
@@ -392,7 +462,13 @@ func (e *exporter) patient(id string, single bool) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("read Patient/%s: %w", id, err)
 	}
-	if err == nil && !res.Deleted && pr.Allows(access.Read, "Patient") {
+	show := false
+	if err == nil && !res.Deleted {
+		if show, err = e.s.visible(e.ctx, pr, "Patient", id); err != nil {
+			return err
+		}
+	}
+	if show {
 		if e.p.Format != FormatBundle {
 			if err := e.cover(id, patientName(res.JSON)); err != nil {
 				return err
@@ -606,6 +682,8 @@ type buffered struct {
 	rid              int64
 	typ, blob        string
 	id0, id1, j0, j1 int
+	// hidden: the caller's scope filters do not select it
+	hidden bool
 }
 
 // page runs one page query and reads its rows into memory - at most
@@ -653,8 +731,16 @@ func (e *exporter) page(q string, args []any, single bool) (more bool, last int6
 	if err := rows.Err(); err != nil {
 		return false, last, fmt.Errorf("read resources: %w", err)
 	}
+	if len(e.p.filtered) > 0 {
+		if err := e.applyFilters(); err != nil {
+			return false, last, err
+		}
+	}
 	var r row
 	for _, b := range e.rows {
+		if b.hidden {
+			continue
+		}
 		r = row{rid: b.rid, typ: b.typ, id: unsafeString(e.buf[b.id0:b.id1]), json: e.buf[b.j0:b.j1], blob: b.blob}
 		if single {
 			if records.Shared(r.typ) {
@@ -678,6 +764,31 @@ func (e *exporter) page(q string, args []any, single bool) (more bool, last int6
 		e.p.Progress(e.resources, e.cw.n)
 	}
 	return more, last, nil
+}
+
+// applyFilters marks the rows of the page that the caller's SMART v2
+// scope filters do not select (one search per filtered type and page).
+func (e *exporter) applyFilters() error {
+	byType := map[string][]int{}
+	for i, b := range e.rows {
+		if _, ok := e.p.filtered[b.typ]; ok {
+			byType[b.typ] = append(byType[b.typ], i)
+		}
+	}
+	for typ, idx := range byType {
+		ids := make([]string, len(idx))
+		for j, i := range idx {
+			ids[j] = string(e.buf[e.rows[i].id0:e.rows[i].id1])
+		}
+		set, err := e.s.matchFilters(e.ctx, typ, e.p.filtered[typ], ids)
+		if err != nil {
+			return err
+		}
+		for j, i := range idx {
+			e.rows[i].hidden = !set[ids[j]]
+		}
+	}
+	return nil
 }
 
 var typeNames = func() map[string]string {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -57,6 +58,9 @@ func setup(t *testing.T, dialect string) *fixture {
 		eff := ""
 		if date != "" {
 			eff = `,"effectiveDateTime":"` + date + `"`
+		}
+		if id == "obs-2012" { // the one laboratory result (scope filter tests)
+			eff += `,"category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"laboratory"}]}]`
 		}
 		put(t, s, a, "Observation", id, `"status":"final","code":{"text":"weight"},"subject":{"reference":"Patient/`+pat+`"}`+eff+`,"valueQuantity":{"value":72.50,"unit":"kg"}`)
 	}
@@ -259,22 +263,82 @@ func (fx *fixture) testAccess(t *testing.T) {
 	if r := fx.get(t, "GET", "Patient/p1/$phr-export", "", nil); r.status != 401 {
 		t.Errorf("without a token: %d", r.status)
 	}
-	// Scopes narrow the types: only Observations (and no Patient read).
+	// Scopes narrow the types: only Observations, v2 and v1 scopes. With no
+	// Patient read there is no Patient, and no cover page in NDJSON.
+	p1Obs := []string{"Observation/obs-2009", "Observation/obs-2012", "Observation/obs-2021", "Observation/obs-nodate"}
 	obsOnly := fx.srv.Token("patient/Observation.rs", "p1")
-	r = fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", obsOnly, nil)
-	ks = keys(lines(t, r.body))
-	for _, k := range ks[1:] {
-		if !strings.HasPrefix(k, "Observation/") {
-			t.Errorf("patient/Observation.rs exported %s", k)
+	for _, tok := range []string{obsOnly, fx.srv.Token("patient/Observation.read", "p1")} {
+		for _, f := range []string{"ndjson", "phr", "bundle"} {
+			r = fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat="+f, tok, nil)
+			if r.status != 200 {
+				t.Fatalf("%s with Observation-only scope: %d %s", f, r.status, r.body)
+			}
+			var ks []string
+			if f == "bundle" {
+				b := bundleOf(t, r.body)
+				checkCover(t, b[0].Raw, "p1")
+				ks = keys(b[1:])
+			} else {
+				ks = keys(lines(t, r.body))
+			}
+			slices.Sort(ks)
+			if !slices.Equal(ks, p1Obs) {
+				t.Errorf("%s with Observation-only scope exported %v, want %v", f, ks, p1Obs)
+			}
+			// The cover page and the file name carry no Patient data.
+			if bytes.Contains(r.body, []byte("William")) || strings.Contains(r.header.Get("Content-Disposition"), "William") {
+				t.Errorf("%s with Observation-only scope shows the patient's name: %s", f, r.header.Get("Content-Disposition"))
+			}
 		}
 	}
-	// Scope filters cannot be applied to an export: the type is left out,
-	// and the export says so.
-	filtered := fx.srv.Token("patient/Patient.rs patient/Observation.rs?category=laboratory", "p1")
+	r = fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", obsOnly, nil, "X-PHR-Passphrase", "pass phrase")
+	rd, err := sphr.Open(bytes.NewReader(r.body), int64(len(r.body)), "pass phrase")
+	if err != nil {
+		t.Fatalf("sphr with Observation-only scope: %d %v", r.status, err)
+	}
+	var sk []string
+	for {
+		l, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var k line
+		json.Unmarshal(l.JSON, &k)
+		sk = append(sk, k.ResourceType+"/"+k.ID)
+	}
+	slices.Sort(sk)
+	if !slices.Equal(sk, p1Obs) || len(rd.Files()) != 1 {
+		t.Errorf("sphr with Observation-only scope: %v, files %v", sk, rd.Files())
+	}
+	// SMART v2 scope filters apply inside the export: only the laboratory
+	// Observation, in every format.
+	filtered := fx.srv.Token("patient/Patient.rs patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory", "p1")
 	r = fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", filtered, nil)
 	ks = keys(lines(t, r.body))
-	if r.status != 200 || !has(ks, "Patient/p1") || has(ks, "Observation/obs-2012") || !bytes.Contains(r.body, []byte(`"severity":"warning"`)) || !bytes.Contains(r.body, []byte("Observation resources were left out")) {
+	if r.status != 200 || !slices.Equal(ks[1:], []string{"Patient/p1", "Observation/obs-2012"}) || bytes.Contains(r.body, []byte("OperationOutcome")) {
 		t.Errorf("filtered scope: %d %v", r.status, ks)
+	}
+	r = fx.get(t, "GET", "Bundle/$phr-export?outputFormat=bundle", filtered, nil)
+	if ks := keys(bundleOf(t, r.body)); r.status != 200 || !slices.Equal(ks[1:], []string{"Patient/p1", "Observation/obs-2012"}) || !bytes.Contains(r.body, []byte("William")) {
+		t.Errorf("filtered scope, bundle: %d %v", r.status, ks)
+	}
+	// A filter on the Patient itself hides the Patient (and its name) when
+	// it does not match.
+	r = fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=bundle", fx.srv.Token("patient/Patient.rs?gender=female patient/Condition.rs", "p1"), nil)
+	if ks := keys(bundleOf(t, r.body)); r.status != 200 || !slices.Equal(ks[1:], []string{"Condition/c1"}) || bytes.Contains(r.body, []byte("William")) {
+		t.Errorf("Patient filter: %d %v", r.status, ks)
+	}
+	// A filter the search cannot run is refused before the output starts.
+	if r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", fx.srv.Token("patient/Observation.rs?nonsense=1", "p1"), nil); r.status != 403 || !bytes.Contains(r.body, []byte("nonsense")) {
+		t.Errorf("unusable scope filter: %d %s", r.status, r.body)
+	}
+	// A system token with a filter, whole-system export: only what matches.
+	r = fx.get(t, "GET", "Bundle/$phr-export?outputFormat=ndjson", fx.srv.Token("system/Observation.rs?category=laboratory", ""), nil)
+	if ks := keys(lines(t, r.body)); r.status != 200 || !slices.Equal(ks, []string{"Observation/obs-2012"}) {
+		t.Errorf("system filter: %d %v", r.status, ks)
 	}
 	if r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson&_type=Condition", obsOnly, nil); r.status != 403 {
 		t.Errorf("_type=Condition with patient/Observation.rs: %d", r.status)
@@ -716,39 +780,100 @@ func exportedResources(t *testing.T, body []byte) map[string]string {
 	return out
 }
 
-// TestRoundTripImport: export Patient/p1 as .sphr, import it with
-// $import into an empty server, export again: the same resources (meta
-// aside) and the same attachment bytes (Binary/b1's data, d2's inline PDF).
+// TestRoundTripImport: export Patient/p1 as .sphr, .phr and a Bundle,
+// import each with $import into an empty server, export again: the same
+// resources (meta aside) and the same attachment bytes (Binary/b1's data,
+// d2's inline PDF). The export's cover page is not stored by the import
+// (no stray Composition, no rejected line), and importing the file again
+// writes nothing.
 func TestRoundTripImport(t *testing.T) {
-	fx := setup(t, "sqlite")
-	r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=sphr", fx.admin, nil, "X-PHR-Passphrase", "pass phrase")
-	if r.status != 200 {
-		t.Fatalf("%d", r.status)
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			fx := setup(t, d)
+			first := exportedResources(t, fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", fx.admin, nil).body)
+			if len(first) < 12 {
+				t.Fatalf("only %d resources exported", len(first))
+			}
+			for _, c := range []struct{ format, contentType string }{
+				{"sphr", "application/zip"},
+				{"phr", "application/x-ndjson"},
+				{"bundle", "application/fhir+json"},
+			} {
+				t.Run(c.format, func(t *testing.T) {
+					var pass []string
+					if c.format == "sphr" {
+						pass = []string{"X-PHR-Passphrase", "pass phrase"}
+					}
+					r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat="+c.format, fx.admin, nil, pass...)
+					if r.status != 200 {
+						t.Fatalf("%d %s", r.status, r.body)
+					}
+					dst := servertest.Start(t, d)
+					admin := dst.AdminToken()
+					fx2 := &fixture{srv: dst}
+					imp := func() map[string]any {
+						ir := fx2.get(t, "POST", "Bundle/$import?source=roundtrip", admin, bytes.NewReader(r.body), append([]string{"Content-Type", c.contentType}, pass...)...)
+						if ir.status >= 300 {
+							t.Fatalf("$import: %d %s", ir.status, ir.body)
+						}
+						return importSummary(t, ir.body)
+					}
+					sum := imp()
+					if sum["rejected"] != 0.0 || sum["created"] != float64(len(first)) || !strings.Contains(fmt.Sprint(sum["outcome"]), "is the cover page of a phr export; it is not stored") {
+						t.Errorf("$import of the .%s: %v (want created %d, rejected 0, the cover page reported)", c.format, sum, len(first))
+					}
+					if n := dst.Do("GET", "Composition?_summary=count", admin, nil).JSON(t)["total"]; n != 0.0 {
+						t.Errorf("the import stored %v Compositions (the cover page)", n)
+					}
+					second := exportedResources(t, fx2.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", admin, nil).body)
+					for k, v := range first {
+						if second[k] != v {
+							t.Errorf("%s differs after export -> import -> export:\n%.400s\n%.400s", k, v, second[k])
+						}
+					}
+					for k := range second {
+						// The import records where the data came from:
+						// Provenance is the only thing it may add.
+						if _, ok := first[k]; !ok && !strings.HasPrefix(k, "Provenance/") {
+							t.Errorf("%s appeared after export -> import -> export: %.300s", k, second[k])
+						}
+					}
+					// The same file again: nothing new.
+					if sum := imp(); sum["created"] != 0.0 || sum["updated"] != 0.0 || sum["rejected"] != 0.0 || sum["unchanged"] != float64(len(first)) {
+						t.Errorf("second $import of the .%s: %v", c.format, sum)
+					}
+				})
+			}
+		})
 	}
-	dst := servertest.Start(t, "sqlite")
-	admin := dst.AdminToken()
-	fx2 := &fixture{srv: dst}
-	ir := fx2.get(t, "POST", "Bundle/$import", admin, bytes.NewReader(r.body), "Content-Type", "application/zip", "X-PHR-Passphrase", "pass phrase")
-	if ir.status >= 300 {
-		t.Fatalf("$import: %d %s", ir.status, ir.body)
+}
+
+// importSummary flattens an $import Parameters answer: counts as numbers,
+// the outcome's diagnostics as text.
+func importSummary(t *testing.T, body []byte) map[string]any {
+	t.Helper()
+	var p struct {
+		Parameter []map[string]json.RawMessage
 	}
-	first := exportedResources(t, fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", fx.admin, nil).body)
-	second := exportedResources(t, fx2.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", admin, nil).body)
-	for k, v := range first {
-		if second[k] != v {
-			t.Errorf("%s differs after export -> import -> export:\n%.400s\n%.400s", k, v, second[k])
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatalf("$import answer: %v\n%.300s", err, body)
+	}
+	out := map[string]any{}
+	for _, x := range p.Parameter {
+		var name string
+		json.Unmarshal(x["name"], &name)
+		for k, v := range x {
+			switch {
+			case k == "valueInteger" || k == "valueDecimal" || k == "valueUnsignedInt":
+				var f float64
+				json.Unmarshal(v, &f)
+				out[name] = f
+			case k == "resource":
+				out[name] = string(v)
+			}
 		}
 	}
-	for k := range second {
-		// The import records where the data came from: Provenance is the
-		// only thing it may add.
-		if _, ok := first[k]; !ok && !strings.HasPrefix(k, "Provenance/") {
-			t.Errorf("%s appeared after export -> import -> export: %.300s", k, second[k])
-		}
-	}
-	if len(first) < 12 {
-		t.Fatalf("only %d resources exported", len(first))
-	}
+	return out
 }
 
 // TestAudited: an export is recorded as an AuditEvent naming the caller.
@@ -806,4 +931,23 @@ func TestPaging(t *testing.T) {
 			t.Errorf("patient %q: paged output differs (%d and %d lines)", patient, strings.Count(outs[0], "\n"), strings.Count(outs[1], "\n"))
 		}
 	}
+}
+
+// bundleOf returns the entries of a Bundle export as lines.
+func bundleOf(t *testing.T, body []byte) []line {
+	t.Helper()
+	var b struct {
+		Entry []struct {
+			Resource json.RawMessage `json:"resource"`
+		}
+	}
+	if err := json.Unmarshal(body, &b); err != nil {
+		t.Fatalf("not a Bundle: %v\n%.300s", err, body)
+	}
+	out := make([]line, len(b.Entry))
+	for i, e := range b.Entry {
+		json.Unmarshal(e.Resource, &out[i])
+		out[i].Raw = e.Resource
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package phrexport
 
 import (
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -48,8 +49,12 @@ type Params struct {
 	startLow, endHigh int64
 	hasRange          bool
 	types             []string // allowed types; nil means all but AuditEvent
-	excluded          []string // types left out because of scope filters
-	patientName       string
+	excluded          []string // types left out: scope filters and no Matcher to apply them
+	// filtered holds the SMART v2 scope filters (alternatives) of the
+	// allowed types that have them: their resources are exported only
+	// when they match one (checked page by page with the Matcher).
+	filtered    map[string][]url.Values
+	patientName string
 	// GeneratedPassphrase is set when the server generated the passphrase.
 	GeneratedPassphrase bool
 }

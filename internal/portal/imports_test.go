@@ -140,11 +140,12 @@ func testImportAndConflicts(t *testing.T, dialect string) {
 	p.mustContain(t, "kept resource", "is resolved", "Asthma (mild, intermittent)")
 	p.mustNotContain(t, "kept resource", "Reactive airway disease</dd>")
 
-	// The resource's provenance names its import (Provenance resources
-	// are in the compartment of the patients they target, so an admin
-	// sees the import's; the version history shows the source to all).
+	// The resource's provenance names its import, for the patient too
+	// (the importer writes a Provenance per patient) and for an admin;
+	// the version history shows the source to all.
 	admin := e.login("admin", "")
 	e.get("/p/alice/r/Condition/a-1", admin).mustContain(t, "provenance", "lab-a.phr", `href="/p/alice/import/1">import #1</a>`)
+	e.get("/p/alice/r/Condition/a-1", alice).mustContain(t, "patient's provenance", "lab-a.phr", `href="/p/alice/import/1">import #1</a>`, "urn:phr:source:Lab%20A")
 	e.get("/p/alice/r/Condition/a-1?v=1", alice).mustContain(t, "history source", `title="urn:phr:source:Lab%20A">Lab A</span>`)
 
 	// Bob sees neither alice's imports nor her conflicts.

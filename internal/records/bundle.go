@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/phr-project/phr/internal/access"
@@ -52,6 +55,10 @@ type bundleEntry struct {
 	ifNoneExist string
 	// done is set when the entry needs no write (conditional create matched).
 	done *EntryResponse
+	// prep is the prepared version of a POST or PUT entry, or prepErr why
+	// it could not be prepared; idErr is a PUT's id mismatch.
+	prep           *prepared
+	prepErr, idErr error
 }
 
 // ProcessBundle runs a transaction or batch Bundle and returns the type of
@@ -181,42 +188,6 @@ func (s *Service) transaction(ctx context.Context, b *fhirjson.Value, get Getter
 	if err != nil {
 		return nil, err
 	}
-	// The conditional matches and references are resolved inside the
-	// transaction (store.WithTx): they see a state no other writer changes
-	// before this one commits, and they run on the transaction's own
-	// connection rather than waiting for a second one while holding it.
-	out := make([]EntryResponse, len(entries))
-	err = s.store.Write(ctx, func(tx store.Tx) error {
-		ctx := store.WithTx(ctx, tx)
-		// A retried attempt starts again from the entries as sent.
-		work := make([]*bundleEntry, len(entries))
-		for i, e := range entries {
-			c := *e
-			if e.res != nil {
-				c.res = e.res.Clone()
-			}
-			work[i] = &c
-		}
-		if err := s.resolveEntries(ctx, work); err != nil {
-			return err
-		}
-		return s.writeEntries(ctx, tx, p, work, out)
-	})
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range entries {
-		if e.method == "GET" || e.method == "HEAD" {
-			out[e.index] = s.getEntry(ctx, e, get)
-		}
-	}
-	return out, nil
-}
-
-// resolveEntries assigns the ids of a transaction's entries (new ones,
-// conditional creates, updates and deletes) and rewrites their references:
-// fullUrls of other entries and conditional references.
-func (s *Service) resolveEntries(ctx context.Context, entries []*bundleEntry) error {
 	// Ids of new resources and the map from fullUrl to their local
 	// reference, so that references between entries can be rewritten.
 	refs := map[string]string{}
@@ -226,7 +197,7 @@ func (s *Service) resolveEntries(ctx context.Context, entries []*bundleEntry) er
 			if e.ifNoneExist != "" {
 				match, err := s.conditionalMatch(ctx, e.typ, e.ifNoneExist, "ifNoneExist")
 				if err != nil {
-					return entryErr(e.index, fhir.AsError(err))
+					return nil, entryErr(e.index, fhir.AsError(err))
 				}
 				if match != nil {
 					e.id = match.ID
@@ -240,7 +211,7 @@ func (s *Service) resolveEntries(ctx context.Context, entries []*bundleEntry) er
 			if e.query != "" {
 				match, err := s.conditionalMatch(ctx, e.typ, e.query, "conditional "+strings.ToLower(e.method))
 				if err != nil {
-					return entryErr(e.index, fhir.AsError(err))
+					return nil, entryErr(e.index, fhir.AsError(err))
 				}
 				switch {
 				case match != nil:
@@ -252,7 +223,7 @@ func (s *Service) resolveEntries(ctx context.Context, entries []*bundleEntry) er
 				case e.method == "DELETE":
 					e.done = &EntryResponse{Status: http.StatusNoContent}
 				default:
-					return entryErr(e.index, fhir.NotFound("conditional patch %s?%s matched nothing", e.typ, e.query))
+					return nil, entryErr(e.index, fhir.NotFound("conditional patch %s?%s matched nothing", e.typ, e.query))
 				}
 			}
 		}
@@ -260,89 +231,326 @@ func (s *Service) resolveEntries(ctx context.Context, entries []*bundleEntry) er
 			refs[e.fullURL] = e.typ + "/" + e.id
 		}
 	}
-	// Resolve conditional references and rewrite references.
-	cond := map[string]string{}
+	// Rewrite references and prepare the new versions, in parallel: the
+	// validation, index extraction and rendering need no lock.
+	cond := newCondCache(entries)
+	if err := s.prepareEntries(ctx, p, entries, refs, cond); err != nil {
+		return nil, atEntry(err)
+	}
+	out, err := s.writeEntries(ctx, p, entries)
+	if err != nil {
+		return nil, atEntry(err)
+	}
 	for _, e := range entries {
+		if e.method == "GET" || e.method == "HEAD" {
+			out[e.index] = s.getEntry(ctx, e, get)
+		}
+	}
+	return out, nil
+}
+
+// workers is how many goroutines prepare the entries of a Bundle.
+var workers = runtime.GOMAXPROCS(0)
+
+// parallel runs f(0..n-1) on the available cores.
+func parallel(n int, f func(i int)) {
+	w := min(workers, n/8)
+	if w <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// atEntry turns an *entryFailure into a *fhir.Error naming the entry.
+func atEntry(err error) error {
+	var f *entryFailure
+	if errors.As(err, &f) {
+		return entryErr(f.e.index, fhir.AsError(f.err))
+	}
+	return err
+}
+
+// prepareEntries rewrites the references of the write entries (fullUrls
+// of other entries become local references, conditional references are
+// resolved) and validates and indexes the resources of POST and PUT
+// entries. A reference that cannot be resolved fails the Bundle at once
+// (the first such entry); a resource that fails validation fails it when
+// the entry's turn to be written comes (prepErr), as if prepared there.
+// A failing entry comes back as an *entryFailure.
+func (s *Service) prepareEntries(ctx context.Context, p access.Principal, entries []*bundleEntry, refs map[string]string, cond *condCache) error {
+	rewriteErrs := make([]error, len(entries))
+	parallel(len(entries), func(i int) {
+		e := entries[i]
 		if e.res == nil || e.method == "GET" || e.method == "HEAD" || e.method == "DELETE" {
+			return
+		}
+		if err := s.rewriteRefs(ctx, e, refs, cond); err != nil {
+			rewriteErrs[i] = err
+			return
+		}
+		if e.done == nil && (e.method == "POST" || e.method == "PUT") {
+			e.prep, e.prepErr = s.prepareEntry(p, e)
+		}
+	})
+	for i, err := range rewriteErrs {
+		if err != nil {
+			return &entryFailure{entries[i], err}
+		}
+	}
+	return nil
+}
+
+// prepareEntry validates and indexes the resource of a POST or PUT entry
+// (its version and time are stamped in the write transaction).
+func (s *Service) prepareEntry(p access.Principal, e *bundleEntry) (*prepared, error) {
+	res := e.res
+	if e.method == "POST" {
+		if err := allow(p, access.Create, e.typ); err != nil {
+			return nil, err
+		}
+	} else if id := res.GetString("id"); id != "" && id != e.id {
+		e.idErr = fhir.BadRequest("the resource id %q differs from the id %q in request.url", id, e.id)
+		return nil, nil
+	}
+	res.SetAfter("id", fhirjson.NewString(e.id), "resourceType")
+	return s.prepareTree(res, e.typ, e.id, 1, s.now().UTC().Truncate(time.Microsecond), e.method, WriteOptions{IfMatch: e.ifMatch}, false)
+}
+
+// entryFailure is the failure of one entry inside the write transaction;
+// it unwraps to the cause so that the store retries conflicts.
+type entryFailure struct {
+	e   *bundleEntry
+	err error
+}
+
+func (f *entryFailure) Error() string { return f.err.Error() }
+func (f *entryFailure) Unwrap() error { return f.err }
+
+// writeEntries performs the write entries in one store transaction, in
+// the order FHIR prescribes (DELETE, POST, PUT, PATCH), and returns the
+// responses by entry index. The current versions of the resources the
+// entries change are read in one query per type, and new resources are
+// written many per statement when the store can (store.BulkTx). A failing
+// entry comes back as an *entryFailure.
+func (s *Service) writeEntries(ctx context.Context, p access.Principal, entries []*bundleEntry) ([]EntryResponse, error) {
+	for _, e := range entries {
+		if e.prep != nil && e.prepErr == nil {
+			if err := s.storeBlob(ctx, e.prep); err != nil {
+				return nil, err
+			}
+		}
+	}
+	n := 0
+	for _, e := range entries {
+		n = max(n, e.index+1)
+	}
+	var out []EntryResponse
+	err := s.store.Write(ctx, func(tx store.Tx) error {
+		// Reads made while the transaction is open run inside it.
+		ctx := store.WithTx(ctx, tx)
+		out = make([]EntryResponse, n)
+		w, err := s.newEntryWriter(ctx, tx, p, entries)
+		if err != nil {
+			return err
+		}
+		for _, m := range []string{"DELETE", "POST", "PUT", "PATCH"} {
+			for _, e := range entries {
+				if e.method != m {
+					continue
+				}
+				if e.done != nil {
+					out[e.index] = *e.done
+					continue
+				}
+				r, err := w.write(e)
+				if err != nil {
+					return &entryFailure{e, err}
+				}
+				out[e.index] = r
+			}
+		}
+		return w.flushNew()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// entryWriter writes the entries of a Bundle inside one store transaction.
+type entryWriter struct {
+	s    *Service
+	ctx  context.Context
+	tx   store.Tx
+	bulk store.BulkTx
+	p    access.Principal
+	// at is the time of the versions written (later for a resource whose
+	// current version is not older).
+	at time.Time
+	// cur holds the current version of each resource the entries change
+	// (nil when it does not exist), kept up to date as entries are written.
+	cur map[string]*store.Resource
+	// fresh are first versions waiting for one PutNew; freshKeys their keys.
+	fresh     []*store.Put
+	freshKeys map[string]bool
+}
+
+func (s *Service) newEntryWriter(ctx context.Context, tx store.Tx, p access.Principal, entries []*bundleEntry) (*entryWriter, error) {
+	w := &entryWriter{s: s, ctx: ctx, tx: tx, p: p, at: s.now().UTC().Truncate(time.Microsecond), cur: map[string]*store.Resource{}, freshKeys: map[string]bool{}}
+	w.bulk, _ = tx.(store.BulkTx)
+	byType := map[string][]string{}
+	for _, e := range entries {
+		if e.done != nil || e.id == "" || e.method == "POST" || e.method == "GET" || e.method == "HEAD" {
 			continue
 		}
-		if err := s.rewriteRefs(ctx, e, entries, refs, cond); err != nil {
-			return entryErr(e.index, fhir.AsError(err))
+		k := e.typ + "/" + e.id
+		if _, ok := w.cur[k]; ok {
+			continue
 		}
+		w.cur[k] = nil
+		byType[e.typ] = append(byType[e.typ], e.id)
 	}
-	return nil
-}
-
-// writeEntries performs the write entries of a transaction in FHIR's order
-// (deletes, creates, updates, patches), filling out.
-func (s *Service) writeEntries(ctx context.Context, tx store.Tx, p access.Principal, entries []*bundleEntry, out []EntryResponse) error {
-	for _, m := range []string{"DELETE", "POST", "PUT", "PATCH"} {
-		for _, e := range entries {
-			if e.method != m {
-				continue
-			}
-			if e.done != nil {
-				out[e.index] = *e.done
-				continue
-			}
-			r, err := s.writeEntry(ctx, tx, p, e)
+	for typ, ids := range byType {
+		if w.bulk != nil {
+			found, err := w.bulk.Currents(ctx, typ, ids)
 			if err != nil {
-				return entryErr(e.index, fhir.AsError(err))
+				return nil, err
 			}
-			out[e.index] = r
+			for id, r := range found {
+				w.cur[typ+"/"+id] = r
+			}
+			continue
+		}
+		for _, id := range ids {
+			r, err := tx.Current(ctx, typ, id)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			w.cur[typ+"/"+id] = r
 		}
 	}
+	return w, nil
+}
+
+// timeAfter returns the writer's time, or later than the current version.
+func (w *entryWriter) timeAfter(cur *store.Resource) time.Time {
+	if cur != nil && !w.at.After(cur.LastUpdated) {
+		return cur.LastUpdated.Add(time.Microsecond)
+	}
+	return w.at
+}
+
+// put writes a version: first versions wait for one multi-row PutNew, the
+// others go at once (after the waiting ones if one of them is the same
+// resource).
+func (w *entryWriter) put(p *store.Put) error {
+	k := p.Type + "/" + p.ID
+	if w.freshKeys[k] {
+		if err := w.flushNew(); err != nil {
+			return err
+		}
+	}
+	if w.bulk != nil && p.Version == 1 {
+		w.fresh = append(w.fresh, p)
+		w.freshKeys[k] = true
+	} else if err := w.tx.Put(w.ctx, p); err != nil {
+		return err
+	}
+	w.cur[k] = &p.Resource
 	return nil
 }
 
-// writeEntry performs one write entry inside the transaction.
-func (s *Service) writeEntry(ctx context.Context, tx store.Tx, p access.Principal, e *bundleEntry) (EntryResponse, error) {
+// flushNew writes the waiting first versions.
+func (w *entryWriter) flushNew() error {
+	if len(w.fresh) == 0 {
+		return nil
+	}
+	err := w.bulk.PutNew(w.ctx, w.fresh)
+	w.fresh = w.fresh[:0]
+	clear(w.freshKeys)
+	return err
+}
+
+// write performs one entry.
+func (w *entryWriter) write(e *bundleEntry) (EntryResponse, error) {
+	s, p := w.s, w.p
 	o := WriteOptions{IfMatch: e.ifMatch}
+	k := e.typ + "/" + e.id
 	switch e.method {
 	case "DELETE":
 		if err := allow(p, access.Delete, e.typ); err != nil {
 			return EntryResponse{}, err
 		}
-		r, err := s.deleteTx(ctx, tx, p, e.typ, e.id, o)
-		if err != nil {
+		cur := w.cur[k]
+		if cur == nil {
+			return EntryResponse{Status: http.StatusNoContent}, nil
+		}
+		if ok, err := s.visible(w.ctx, p, cur); err != nil {
+			return EntryResponse{}, err
+		} else if !ok {
+			return EntryResponse{Status: http.StatusNoContent}, nil
+		}
+		if p.Patient() != "" && Shared(e.typ) {
+			return EntryResponse{}, fhir.Forbidden("a patient-scoped token cannot delete %s resources", e.typ)
+		}
+		if cur.Deleted {
+			return EntryResponse{Status: http.StatusNoContent, Resource: cur}, nil
+		}
+		if o.IfMatch != 0 && cur.Version != o.IfMatch {
+			return EntryResponse{}, fhir.Errorf(http.StatusPreconditionFailed, "conflict", "If-Match names version %d but the current version of %s/%s is %d", o.IfMatch, e.typ, e.id, cur.Version)
+		}
+		put := &store.Put{Resource: store.Resource{Type: e.typ, ID: e.id, Version: cur.Version + 1, LastUpdated: w.timeAfter(cur), Deleted: true, Method: "DELETE"}}
+		if err := w.put(put); err != nil {
 			return EntryResponse{}, err
 		}
-		return EntryResponse{Status: http.StatusNoContent, Resource: r.Resource}, nil
+		return EntryResponse{Status: http.StatusNoContent, Resource: &put.Resource}, nil
 	case "POST":
-		res := e.res.Clone()
-		res.SetAfter("id", fhirjson.NewString(e.id), "resourceType")
-		if err := allow(p, access.Create, e.typ); err != nil {
+		if e.prepErr != nil {
+			return EntryResponse{}, e.prepErr
+		}
+		if err := s.checkWrite(w.ctx, p, access.Create, e.prep, nil); err != nil {
 			return EntryResponse{}, err
 		}
-		prep, err := s.prepare(res, e.typ, e.id, 1, s.nextTime(nil), "POST", o, false)
-		if err != nil {
+		e.prep.stamp(1, w.at)
+		if err := w.put(e.prep.put); err != nil {
 			return EntryResponse{}, err
 		}
-		if err := s.checkWrite(ctx, p, access.Create, prep, nil); err != nil {
-			return EntryResponse{}, err
-		}
-		if err := s.storeBlob(ctx, prep); err != nil {
-			return EntryResponse{}, err
-		}
-		if err := tx.Put(ctx, prep.put); err != nil {
-			return EntryResponse{}, err
-		}
-		return written(&prep.put.Resource, http.StatusCreated), nil
+		return written(&e.prep.put.Resource, http.StatusCreated), nil
 	case "PUT":
-		res := e.res.Clone()
-		if id := res.GetString("id"); id != "" && id != e.id {
-			return EntryResponse{}, fhir.BadRequest("the resource id %q differs from the id %q in request.url", id, e.id)
+		if e.idErr != nil {
+			return EntryResponse{}, e.idErr
 		}
-		res.SetAfter("id", fhirjson.NewString(e.id), "resourceType")
-		r, err := s.updateTx(ctx, tx, p, e.typ, e.id, res, o, "PUT")
+		cur := w.cur[k]
+		r, err := w.update(e.typ, e.id, e.prep, e.prepErr, cur, o)
 		if err != nil {
 			return EntryResponse{}, err
 		}
 		status := http.StatusOK
-		if r.Created {
+		if cur == nil || cur.Deleted {
 			status = http.StatusCreated
 		}
-		return written(r.Resource, status), nil
+		return written(r, status), nil
 	case "PATCH":
 		patch, err := entryPatch(e.res)
 		if err != nil {
@@ -352,31 +560,73 @@ func (s *Service) writeEntry(ctx context.Context, tx store.Tx, p access.Principa
 		if err != nil {
 			return EntryResponse{}, err
 		}
-		cur, err := tx.Current(ctx, e.typ, e.id)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && cur.Deleted) {
+		cur := w.cur[k]
+		if cur == nil || cur.Deleted {
 			return EntryResponse{}, fhir.NotFound("%s/%s is not known", e.typ, e.id)
 		}
-		if err != nil {
-			return EntryResponse{}, err
-		}
-		if ok, err := s.visible(ctx, p, cur); err != nil || !ok {
+		if ok, err := s.visible(w.ctx, p, cur); err != nil || !ok {
 			return EntryResponse{}, fhir.NotFound("%s/%s is not known", e.typ, e.id)
 		}
 		doc, err := fhirjson.Parse(cur.JSON)
 		if err != nil {
-			return EntryResponse{}, err
+			return EntryResponse{}, fmt.Errorf("parse stored %s/%s: %w", e.typ, e.id, err)
+		}
+		if cur.Blob != "" {
+			if err := s.inlineBlob(w.ctx, doc, cur.Blob); err != nil {
+				return EntryResponse{}, err
+			}
 		}
 		patched, err := applyPatch(doc, ops)
 		if err != nil {
 			return EntryResponse{}, err
 		}
-		r, err := s.updateTx(ctx, tx, p, e.typ, e.id, patched, o, "PATCH")
+		if patched.Kind != fhirjson.Object || patched.GetString("resourceType") != e.typ || patched.GetString("id") != e.id {
+			return EntryResponse{}, fhir.Errorf(http.StatusUnprocessableEntity, "processing", "the patch may not change resourceType or id")
+		}
+		prep, prepErr := s.prepareTree(patched, e.typ, e.id, cur.Version+1, w.timeAfter(cur), "PATCH", o, false)
+		if prepErr == nil {
+			if err := s.storeBlob(w.ctx, prep); err != nil {
+				return EntryResponse{}, err
+			}
+		}
+		r, err := w.update(e.typ, e.id, prep, prepErr, cur, o)
 		if err != nil {
 			return EntryResponse{}, err
 		}
-		return written(r.Resource, http.StatusOK), nil
+		return written(r, http.StatusOK), nil
 	}
 	return EntryResponse{}, fhir.BadRequest("unsupported method %s", e.method)
+}
+
+// update writes prep as the version after cur (nil: a new resource),
+// checking If-Match first, then the preparation's outcome prepErr, then
+// the principal's rights (the order of the single update).
+func (w *entryWriter) update(typ, id string, prep *prepared, prepErr error, cur *store.Resource, o WriteOptions) (*store.Resource, error) {
+	if o.IfMatch != 0 {
+		if cur == nil {
+			return nil, fhir.Errorf(http.StatusPreconditionFailed, "not-found", "If-Match names version %d but %s/%s does not exist", o.IfMatch, typ, id)
+		}
+		if cur.Version != o.IfMatch {
+			return nil, fhir.Errorf(http.StatusPreconditionFailed, "conflict", "If-Match names version %d but the current version of %s/%s is %d", o.IfMatch, typ, id, cur.Version)
+		}
+	}
+	if prepErr != nil {
+		return nil, prepErr
+	}
+	version := int64(1)
+	interaction := access.Create
+	if cur != nil {
+		version = cur.Version + 1
+		interaction = access.Update
+	}
+	if err := w.s.checkWrite(w.ctx, w.p, interaction, prep, cur); err != nil {
+		return nil, err
+	}
+	prep.stamp(version, w.timeAfter(cur))
+	if err := w.put(prep.put); err != nil {
+		return nil, err
+	}
+	return &prep.put.Resource, nil
 }
 
 // entryPatch extracts a JSON Patch from a PATCH entry's Binary resource.
@@ -413,13 +663,57 @@ func (s *Service) getEntry(ctx context.Context, e *bundleEntry, get Getter) Entr
 	return EntryResponse{Status: status, Body: body}
 }
 
+// condCache resolves the conditional references of one Bundle, each
+// distinct one once, from several goroutines.
+type condCache struct {
+	mu sync.Mutex
+	m  map[string]string
+	// idents indexes the identifiers of the Bundle's resources, read
+	// before the entries are rewritten (and so changed) in parallel.
+	idents map[identKey][]*bundleEntry
+}
+
+// identKey is an identifier of a Bundle resource; any marks the key that
+// matches whatever the system.
+type identKey struct {
+	typ, system, value string
+	any                bool
+}
+
+func newCondCache(entries []*bundleEntry) *condCache {
+	c := &condCache{m: map[string]string{}, idents: map[identKey][]*bundleEntry{}}
+	add := func(k identKey, e *bundleEntry) {
+		if l := c.idents[k]; len(l) == 0 || l[len(l)-1] != e {
+			c.idents[k] = append(l, e)
+		}
+	}
+	for _, e := range entries {
+		if e.res == nil || e.method == "DELETE" {
+			continue
+		}
+		ids := e.res.Get("identifier")
+		if ids == nil || ids.Kind != fhirjson.Array {
+			continue
+		}
+		for _, id := range ids.Items {
+			val := id.GetString("value")
+			add(identKey{typ: e.typ, system: id.GetString("system"), value: val}, e)
+			add(identKey{typ: e.typ, value: val, any: true}, e)
+		}
+	}
+	return c
+}
+
 // rewriteRefs rewrites the references of an entry's resource: fullUrls of
 // other entries become their local references, conditional references
 // (Type?search) are resolved by search (within the bundle first).
-func (s *Service) rewriteRefs(ctx context.Context, e *bundleEntry, entries []*bundleEntry, refs, cond map[string]string) error {
+func (s *Service) rewriteRefs(ctx context.Context, e *bundleEntry, refs map[string]string, cond *condCache) error {
+	// path holds the element names down to the current node; the location
+	// text is only built for an error.
+	var path []string
 	var walkErr error
-	var walk func(v *fhirjson.Value, path string)
-	walk = func(v *fhirjson.Value, path string) {
+	var walk func(v *fhirjson.Value)
+	walk = func(v *fhirjson.Value) {
 		if walkErr != nil {
 			return
 		}
@@ -440,31 +734,44 @@ func (s *Service) rewriteRefs(ctx context.Context, e *bundleEntry, entries []*bu
 						}
 					}
 					if t, q, ok := strings.Cut(ref, "?"); ok && r4.IsResourceType(t) {
-						local, err := s.resolveConditional(ctx, t, q, entries, cond)
+						local, err := s.resolveConditional(ctx, t, q, cond)
 						if err != nil {
-							walkErr = fhir.AsError(err).AtPath(path + ".reference")
+							walkErr = fhir.AsError(err).AtPath(e.typ + strings.Join(path, "") + ".reference")
 							return
 						}
 						f.Value = fhirjson.NewString(local)
 					}
 					continue
 				}
-				walk(f.Value, path+"."+f.Name)
+				if f.Value.Kind != fhirjson.Object && f.Value.Kind != fhirjson.Array {
+					continue
+				}
+				path = append(path, "."+f.Name)
+				walk(f.Value)
+				path = path[:len(path)-1]
 			}
 		case fhirjson.Array:
 			for i, it := range v.Items {
-				walk(it, fmt.Sprintf("%s[%d]", path, i))
+				if it.Kind != fhirjson.Object && it.Kind != fhirjson.Array {
+					continue
+				}
+				path = append(path, "["+strconv.Itoa(i)+"]")
+				walk(it)
+				path = path[:len(path)-1]
 			}
 		}
 	}
-	walk(e.res, e.typ)
+	walk(e.res)
 	return walkErr
 }
 
 // resolveConditional resolves "Type?query" to "Type/id".
-func (s *Service) resolveConditional(ctx context.Context, typ, query string, entries []*bundleEntry, cache map[string]string) (string, error) {
+func (s *Service) resolveConditional(ctx context.Context, typ, query string, cache *condCache) (string, error) {
 	key := typ + "?" + query
-	if local, ok := cache[key]; ok {
+	cache.mu.Lock()
+	local, ok := cache.m[key]
+	cache.mu.Unlock()
+	if ok {
 		return local, nil
 	}
 	q, err := url.ParseQuery(query)
@@ -472,19 +779,18 @@ func (s *Service) resolveConditional(ctx context.Context, typ, query string, ent
 		return "", fhir.BadRequest("conditional reference %q is not a valid search: %v", key, err)
 	}
 	// Resources created by the same Bundle are candidates too.
-	var local string
 	if ids := q["identifier"]; len(q) == 1 && len(ids) == 1 {
 		sys, val, hasSys := strings.Cut(ids[0], "|")
+		k := identKey{typ: typ, system: sys, value: val}
 		if !hasSys {
-			sys, val = "", ids[0]
+			k = identKey{typ: typ, value: ids[0], any: true}
 		}
-		for _, e := range entries {
-			if e.typ == typ && e.res != nil && e.method != "DELETE" && hasIdentifier(e.res, sys, val, hasSys) {
-				if local != "" {
-					return "", fhir.Errorf(http.StatusPreconditionFailed, "multiple-matches", "conditional reference %q matches several resources of the Bundle", key)
-				}
-				local = typ + "/" + e.id
-			}
+		switch m := cache.idents[k]; len(m) {
+		case 0:
+		case 1:
+			local = typ + "/" + m[0].id
+		default:
+			return "", fhir.Errorf(http.StatusPreconditionFailed, "multiple-matches", "conditional reference %q matches several resources of the Bundle", key)
 		}
 	}
 	if local == "" {
@@ -504,21 +810,10 @@ func (s *Service) resolveConditional(ctx context.Context, typ, query string, ent
 			return "", fhir.Errorf(http.StatusPreconditionFailed, "multiple-matches", "conditional reference %q matches more than one resource", key)
 		}
 	}
-	cache[key] = local
+	cache.mu.Lock()
+	cache.m[key] = local
+	cache.mu.Unlock()
 	return local, nil
-}
-
-func hasIdentifier(res *fhirjson.Value, sys, val string, hasSys bool) bool {
-	ids := res.Get("identifier")
-	if ids == nil || ids.Kind != fhirjson.Array {
-		return false
-	}
-	for _, id := range ids.Items {
-		if id.GetString("value") == val && (!hasSys || id.GetString("system") == sys) {
-			return true
-		}
-	}
-	return false
 }
 
 // batch runs each entry on its own; failures are reported per entry.
@@ -588,21 +883,20 @@ func (s *Service) batchEntry(ctx context.Context, p access.Principal, e *bundleE
 	if e.method == "POST" {
 		e.id = fhir.NewID()
 	}
-	cond := map[string]string{}
-	if e.res != nil && e.method != "DELETE" {
-		if err := s.rewriteRefs(ctx, e, nil, map[string]string{}, cond); err != nil {
-			return fail(err)
-		}
+	one := []*bundleEntry{e}
+	idx := e.index
+	e.index = 0
+	defer func() { e.index = idx }()
+	if err := s.prepareEntries(ctx, p, one, map[string]string{}, newCondCache(nil)); err != nil {
+		return fail(errors.Unwrap(err))
 	}
-	var r EntryResponse
-	err := s.store.Write(ctx, func(tx store.Tx) error {
-		ctx := store.WithTx(ctx, tx)
-		var err error
-		r, err = s.writeEntry(ctx, tx, p, e)
-		return err
-	})
+	out, err := s.writeEntries(ctx, p, one)
 	if err != nil {
+		var f *entryFailure
+		if errors.As(err, &f) {
+			err = f.err
+		}
 		return fail(err)
 	}
-	return r
+	return out[0]
 }

@@ -69,16 +69,31 @@ type prepared struct {
 	put     *store.Put
 	// blobData is a Binary's decoded content, to store before the row.
 	blobData []byte
+	source   string
 }
 
 // prepare validates res (already of type typ with id set) and builds its
 // version with meta, index entries, compartments and Binary blob.
 func (s *Service) prepare(res *fhirjson.Value, typ, id string, version int64, at time.Time, method string, o WriteOptions, conditionalRefs bool) (*prepared, error) {
+	p, err := s.prepareTree(res, typ, id, version, at, method, o, conditionalRefs)
+	if err != nil {
+		return nil, err
+	}
+	p.put.JSON = res.Marshal()
+	return p, nil
+}
+
+// prepareTree is prepare without the final JSON text: the tree is
+// validated, meta set, index entries and compartments computed. Writers
+// that learn the version number and time only once their transaction holds
+// the resource prepare outside it and call stamp inside it (search index
+// entries do not depend on meta.versionId or meta.lastUpdated).
+func (s *Service) prepareTree(res *fhirjson.Value, typ, id string, version int64, at time.Time, method string, o WriteOptions, conditionalRefs bool) (*prepared, error) {
 	if issues := s.validate.Validate(res, conditionalRefs); hasErrors(issues) {
 		return nil, &fhir.Error{Status: http.StatusBadRequest, Issues: issues}
 	}
 	setMeta(res, version, at, o.Source)
-	p := &prepared{typ: typ, id: id, tree: res}
+	p := &prepared{typ: typ, id: id, tree: res, source: o.Source}
 	if typ == "Binary" {
 		if d := res.Get("data"); d != nil && d.Kind == fhirjson.String {
 			// base64Binary may contain whitespace (line-wrapped base64).
@@ -99,7 +114,7 @@ func (s *Service) prepare(res *fhirjson.Value, typ, id string, version int64, at
 		return nil, fhir.Errorf(http.StatusBadRequest, "processing", "cannot index %s/%s: %v", typ, id, err)
 	}
 	p.put = &store.Put{
-		Resource: store.Resource{Type: typ, ID: id, Version: version, LastUpdated: at, Method: method, JSON: res.Marshal()},
+		Resource: store.Resource{Type: typ, ID: id, Version: version, LastUpdated: at, Method: method},
 		Index:    entries,
 		Patients: Patients(typ, id, entries),
 		Batch:    o.Batch,
@@ -109,6 +124,15 @@ func (s *Service) prepare(res *fhirjson.Value, typ, id string, version int64, at
 		p.put.Blob = "binary/" + hex.EncodeToString(sum[:])
 	}
 	return p, nil
+}
+
+// stamp gives a version from prepareTree its number and time and renders
+// its JSON; it may run again on the same version (a retried transaction).
+func (p *prepared) stamp(version int64, at time.Time) {
+	setMeta(p.tree, version, at, p.source)
+	p.put.Version = version
+	p.put.LastUpdated = at
+	p.put.JSON = p.tree.Marshal()
 }
 
 func hasErrors(issues []fhir.Issue) bool {

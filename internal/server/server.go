@@ -189,9 +189,12 @@ func (a *App) build(ctx context.Context) error {
 	a.Audit = audit.New(audit.Options{DB: a.Store, ClientIP: ips.From, Auth: a.Auth})
 	a.FHIR = api.New(api.Options{Records: a.Records, Auth: audit.Capture(a.Auth), BaseURL: fhirBase, MaxBody: c.MaxBody})
 	searchEngine := search.Register(a.FHIR, a.Records, a.Store)
-	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens}).Register(a.FHIR, audit.Capture(a.Auth))
+	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens, Matcher: searchEngine}).Register(a.FHIR, audit.Capture(a.Auth))
 	imp := importer.New(a.Store, a.Records)
 	imp.Matcher = searchEngine
+	if _, err := imp.MarkInterrupted(ctx); err != nil {
+		return err
+	}
 	importer.Register(a.FHIR, imp)
 	a.mux = http.NewServeMux()
 	a.Jobs = jobs.New(a.Store, jobs.Options{Workers: c.Workers, Lease: c.JobLease})

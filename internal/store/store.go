@@ -134,3 +134,19 @@ type Tx interface {
 	// PutKV writes a setting inside the transaction.
 	PutKV(ctx context.Context, key string, value []byte) error
 }
+
+// BulkTx is implemented by transactions that can read and write many
+// resources per statement. Writers of many resources at once (transaction
+// Bundles, imports) use it when the Tx offers it, and Current and Put
+// otherwise; the rows written are the same either way.
+type BulkTx interface {
+	Tx
+	// Currents returns the latest versions (tombstones included) of the
+	// resources of type typ with the given ids, keyed by id, holding them
+	// like Current does; ids that never existed are absent from the map.
+	Currents(ctx context.Context, typ string, ids []string) (map[string]*Resource, error)
+	// PutNew writes the first versions (Version 1) of resources that do
+	// not exist yet, setting Seq on each; one that exists already (or was
+	// written earlier in the transaction) fails the call with ErrConflict.
+	PutNew(ctx context.Context, puts []*Put) error
+}

@@ -30,7 +30,7 @@ func (t *Tx) PutNew(ctx context.Context, puts []*store.Put) error {
 		}
 		seen[k] = true
 	}
-	rids, seqs, err := t.allocate(ctx, len(puts))
+	rids, seqs, err := t.allocate(ctx, len(puts), len(puts))
 	if err != nil {
 		return err
 	}
@@ -55,7 +55,7 @@ func (t *Tx) PutNew(ctx context.Context, puts []*store.Put) error {
 			resArgs = append(resArgs, rid, p.Type, p.ID, p.Version, seq, lu, p.Deleted)
 			verArgs = append(verArgs, seq, rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, js)
 		}
-		q := `INSERT INTO resource (rid, type, id, version, seq, last_updated, deleted) VALUES ` + rows(len(part), 7)
+		q := t.db.insertInto() + `resource (rid, type, id, version, seq, last_updated, deleted) VALUES ` + rows(len(part), 7)
 		if _, err := t.tx.ExecContext(ctx, t.db.Rebind(q), resArgs...); err != nil {
 			return t.batchErr(err)
 		}
@@ -64,7 +64,7 @@ func (t *Tx) PutNew(ctx context.Context, puts []*store.Put) error {
 			// Typed placeholders: NULL batch/blob/json need their types.
 			vals = strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?::bigint, ?::text, ?::bytea),", len(part)), ",")
 		}
-		q = `INSERT INTO resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json) VALUES ` + vals
+		q = t.db.insertInto() + `resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json) VALUES ` + vals
 		if _, err := t.tx.ExecContext(ctx, t.db.Rebind(q), verArgs...); err != nil {
 			return t.batchErr(err)
 		}
@@ -95,17 +95,22 @@ func (t *Tx) batchErr(err error) error {
 	return fmt.Errorf("write new resources: %w", err)
 }
 
-// allocate reserves n resource ids and n version sequence numbers. SQLite
-// has one writer at a time (this transaction), so the next values follow
-// the current maxima; PostgreSQL draws them from the sequences.
-func (t *Tx) allocate(ctx context.Context, n int) (rids, seqs []int64, err error) {
-	rids = make([]int64, n)
-	seqs = make([]int64, n)
+// allocate reserves nr resource ids and ns version sequence numbers.
+// PostgreSQL draws them from the sequences. SQLite has one writer at a time
+// (this transaction), so the numbers follow the current maxima, read once
+// per transaction and counted on from there.
+func (t *Tx) allocate(ctx context.Context, nr, ns int) (rids, seqs []int64, err error) {
+	rids = make([]int64, nr)
+	seqs = make([]int64, ns)
 	if t.db.dialect == Postgres {
 		for _, x := range []struct {
 			table, col string
 			out        []int64
 		}{{"resource", "rid", rids}, {"resource_version", "seq", seqs}} {
+			n := len(x.out)
+			if n == 0 {
+				continue
+			}
 			r, err := t.tx.QueryContext(ctx, `SELECT nextval(pg_get_serial_sequence('`+x.table+`', '`+x.col+`')) FROM generate_series(1, $1)`, n)
 			if err != nil {
 				return nil, nil, fmt.Errorf("allocate %s ids: %w", x.table, err)
@@ -125,17 +130,24 @@ func (t *Tx) allocate(ctx context.Context, n int) (rids, seqs []int64, err error
 		}
 		return rids, seqs, nil
 	}
-	var maxRid, maxSeq int64
-	if err := t.tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(rid), 0) FROM resource`).Scan(&maxRid); err != nil {
-		return nil, nil, fmt.Errorf("allocate resource ids: %w", err)
+	if !t.idsLoaded {
+		var maxRid, maxSeq int64
+		if err := t.tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(rid), 0) FROM resource`).Scan(&maxRid); err != nil {
+			return nil, nil, fmt.Errorf("allocate resource ids: %w", err)
+		}
+		// AUTOINCREMENT never reuses a sequence number, even of a row that is gone.
+		if err := t.tx.QueryRowContext(ctx, `SELECT MAX(COALESCE((SELECT MAX(seq) FROM resource_version), 0), COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'resource_version'), 0))`).Scan(&maxSeq); err != nil {
+			return nil, nil, fmt.Errorf("allocate version numbers: %w", err)
+		}
+		t.nextRid, t.nextSeq, t.idsLoaded = maxRid+1, maxSeq+1, true
 	}
-	// AUTOINCREMENT never reuses a sequence number, even of a row that is gone.
-	if err := t.tx.QueryRowContext(ctx, `SELECT MAX(COALESCE((SELECT MAX(seq) FROM resource_version), 0), COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'resource_version'), 0))`).Scan(&maxSeq); err != nil {
-		return nil, nil, fmt.Errorf("allocate version numbers: %w", err)
+	for i := range rids {
+		rids[i] = t.nextRid
+		t.nextRid++
 	}
-	for i := range n {
-		rids[i] = maxRid + int64(i) + 1
-		seqs[i] = maxSeq + int64(i) + 1
+	for i := range seqs {
+		seqs[i] = t.nextSeq
+		t.nextSeq++
 	}
 	return rids, seqs, nil
 }

@@ -22,6 +22,7 @@ func Run(t *testing.T, open func(t *testing.T) *sqldb.DB) {
 	t.Run("ConcurrentCreates", func(t *testing.T) { testConcurrentCreates(t, open(t)) })
 	t.Run("IndexReplaced", func(t *testing.T) { testIndexReplaced(t, open(t)) })
 	t.Run("KV", func(t *testing.T) { testKV(t, open(t)) })
+	t.Run("Bulk", func(t *testing.T) { testBulk(t, open(t)) })
 }
 
 var t0 = time.Date(2024, 5, 6, 7, 8, 9, 123456000, time.UTC)
