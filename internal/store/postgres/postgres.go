@@ -15,7 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
 
 	"github.com/phr-project/phr/internal/store/sqldb"
 )
@@ -73,7 +73,7 @@ func OpenWith(ctx context.Context, url string, o Options, extra ...fs.FS) (*sqld
 		w.Close()
 		return nil, err
 	}
-	s := sqldb.New(sqldb.Options{Dialect: sqldb.Postgres, Write: w, Read: r, MaxReads: o.MaxConns, CoalesceReads: true, IsConflict: isConflict,
+	s := sqldb.New(sqldb.Options{Dialect: sqldb.Postgres, Write: w, Read: r, MaxReads: o.MaxConns, CoalesceReads: true, CopyFrom: copyFrom, IsConflict: isConflict,
 		// search builds its SQL per request: run it as unnamed statements
 		DynamicArg: pgx.QueryExecModeExec})
 	if err := s.Migrate(ctx, extra...); err != nil {
@@ -82,6 +82,39 @@ func OpenWith(ctx context.Context, url string, o Options, extra ...fs.FS) (*sqld
 	}
 	return s, nil
 }
+
+// copyFrom loads rows (flat: len(cols) values each) into table with COPY
+// on the transaction's connection.
+func copyFrom(ctx context.Context, driverConn any, table string, cols []string, flat []any) error {
+	c, ok := driverConn.(*stdlib.Conn)
+	if !ok {
+		return fmt.Errorf("copy: unexpected driver connection %T", driverConn)
+	}
+	src := &flatRows{flat: flat, n: len(cols), i: -1}
+	n, err := c.Conn().CopyFrom(ctx, pgx.Identifier{table}, cols, src)
+	if err != nil {
+		return err
+	}
+	if want := int64(len(flat) / len(cols)); n != want {
+		return fmt.Errorf("copy wrote %d of %d rows", n, want)
+	}
+	return nil
+}
+
+// flatRows is a pgx.CopyFromSource over rows of n values laid end to end.
+type flatRows struct {
+	flat []any
+	n, i int
+}
+
+func (r *flatRows) Next() bool {
+	r.i++
+	return (r.i+1)*r.n <= len(r.flat)
+}
+
+func (r *flatRows) Values() ([]any, error) { return r.flat[r.i*r.n : (r.i+1)*r.n], nil }
+
+func (r *flatRows) Err() error { return nil }
 
 // isConflict reports unique violations, serialisation failures and
 // deadlocks, which a retry of the transaction may resolve.
