@@ -137,10 +137,20 @@ func checkBodyType(r *http.Request, also ...string) error {
 
 // readBody reads a request body up to limit bytes.
 func readBody(r *http.Request, limit int64) ([]byte, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if r.ContentLength > limit {
+		return nil, fhir.Errorf(http.StatusRequestEntityTooLarge, "too-costly", "the request body is larger than %d bytes", limit)
+	}
+	// A body of known length is read into one buffer of its size (growing
+	// one step by step costs a Bundle of megabytes several copies).
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return nil, fhir.BadRequest("reading the request body: %v", err)
 	}
+	body := buf.Bytes()
 	if int64(len(body)) > limit {
 		return nil, fhir.Errorf(http.StatusRequestEntityTooLarge, "too-costly", "the request body is larger than %d bytes", limit)
 	}

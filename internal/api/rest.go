@@ -467,6 +467,16 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
 	}
 	ret, _ := prefer(r)
 	var buf bytes.Buffer
+	size := 64 + 256*len(entries)
+	if ret != "minimal" && ret != "OperationOutcome" {
+		for _, e := range entries {
+			if e.Resource != nil {
+				size += len(e.Resource.JSON)
+			}
+			size += len(e.Body)
+		}
+	}
+	buf.Grow(size)
 	fmt.Fprintf(&buf, `{"resourceType":"Bundle","type":%q,"entry":[`, typ)
 	for i, e := range entries {
 		if i > 0 {

@@ -3,6 +3,7 @@ package api_test
 import (
 	"encoding/base64"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 
@@ -223,4 +224,26 @@ func TestBatchSemantics(t *testing.T) {
 			t.Fatalf("failed batch entry without an outcome: %v", es[3])
 		}
 	})
+}
+
+// TestBundleBodyLimit: a Bundle over the body limit gets 413 whether its
+// length is declared or it comes chunked, and one within it is processed.
+func TestBundleBodyLimit(t *testing.T) {
+	s := servertest.Start(t, "sqlite")
+	tok := s.AdminToken()
+	body := txBundle(`{"resource":{"resourceType":"Patient","id":"lim"},"request":{"method":"PUT","url":"Patient/lim"}}`)
+	s.App.FHIR.MaxBody = int64(len(body))
+	expect(t, s.Do("POST", "", tok, body), 200)
+	s.App.FHIR.MaxBody = int64(len(body)) - 1
+	if r := s.Do("POST", "", tok, body); r.Status != 413 {
+		t.Fatalf("declared length over the limit: %d %s", r.Status, r.Body)
+	}
+	// io.MultiReader hides the length: the request is sent chunked.
+	if r := s.Do("POST", "", tok, io.MultiReader(strings.NewReader(body))); r.Status != 413 {
+		t.Fatalf("chunked body over the limit: %d %s", r.Status, r.Body)
+	}
+	s.App.FHIR.MaxBody = int64(len(body))
+	if r := s.Do("POST", "", tok, io.MultiReader(strings.NewReader(body))); r.Status != 200 {
+		t.Fatalf("chunked body within the limit: %d %s", r.Status, r.Body)
+	}
 }

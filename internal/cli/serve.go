@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -137,7 +136,7 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 		}
 		*d.dst = v
 	}
-	tuneGC()
+	server.TuneGC()
 	if err := setupLogging(logLevel, errOut); err != nil {
 		return err
 	}
@@ -227,20 +226,4 @@ func envInt(flagName string, def int) int {
 		}
 	}
 	return def
-}
-
-// tuneGC trades memory for throughput in the server: a read allocates
-// about 10 KB, so at thousands of requests per second the default GOGC=100
-// collects every few dozen milliseconds on a small live heap. GOGC=400
-// with a 384 MiB soft limit (the collector works harder near it) cut the
-// collector's share and raised single-resource GET throughput by about a
-// quarter (tools/loadtest/get.sh). GOGC and GOMEMLIMIT in the environment
-// win, as usual.
-func tuneGC() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
-	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(384 << 20)
-	}
 }

@@ -14,17 +14,22 @@ import (
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/importer"
 	"github.com/phr-project/phr/internal/procmem"
+	"github.com/phr-project/phr/internal/server"
 	"github.com/phr-project/phr/internal/store/storetest"
 	"github.com/phr-project/phr/internal/synthea"
 )
 
 // BenchmarkImportSynthea imports the 120 Synthea patients as NDJSON
 // (produced from the bundles, about 92,000 resources) into a fresh store
-// of each dialect and reports resources/s and the process's peak RSS.
-// PHR_BENCH_PATIENTS=n imports fewer.
+// of each dialect and reports resources/s and the process's peak RSS
+// during the import (the input is produced before, and its memory given
+// back). The garbage collector runs with the settings of phr serve
+// (server.TuneGC; GOGC and GOMEMLIMIT in the environment win), which is
+// where imports run. PHR_BENCH_PATIENTS=n imports fewer.
 //
 //	go test ./internal/importer -run '^$' -bench ImportSynthea -benchtime 1x
 func BenchmarkImportSynthea(b *testing.B) {
+	server.TuneGC()
 	dir := synthea.Require(b)
 	n := 120
 	if v, err := strconv.Atoi(os.Getenv("PHR_BENCH_PATIENTS")); err == nil && v > 0 {

@@ -180,6 +180,9 @@ func (h *handlers) importOp(w http.ResponseWriter, r *http.Request, typ, id stri
 	default:
 		err = run.File(body, name, -1, r.Header.Get("X-PHR-Passphrase"))
 	}
+	if err == nil {
+		err = run.Complete()
+	}
 	status := "done"
 	if err != nil {
 		status = "failed"

@@ -137,6 +137,11 @@ type Run struct {
 	attach func(url string) ([]byte, bool, error)
 	// stopBeat ends the heartbeat goroutine (nil when none runs).
 	stopBeat chan struct{}
+	// scope receives the items deferred for forward references: the
+	// current Bundle's, else runScope (replayed by Complete).
+	scope, runScope *deferScope
+	// replaying is set while deferred items are processed.
+	replaying bool
 }
 
 // Begin starts an import batch for the principal in ctx.
@@ -151,6 +156,8 @@ func (imp *Importer) Begin(ctx context.Context, o Options) (*Run, error) {
 	r := &Run{imp: imp, ctx: ctx, p: p, o: o, source: SourceURI(o.Source), started: time.Now().UTC(),
 		ids: map[string]string{}, cond: map[string]string{}}
 	r.sum.Source = r.source
+	r.runScope = newScope()
+	r.scope = r.runScope
 	if o.Validate {
 		return r, nil
 	}
@@ -170,8 +177,15 @@ func (r *Run) Summary() Summary { return r.sum }
 
 // Finish records the batch's end and counts.
 func (r *Run) Finish(status string) (Summary, error) {
+	var cerr error
+	if status == "done" {
+		if cerr = r.Complete(); cerr != nil {
+			status = "failed"
+		}
+	}
+	r.discard()
 	if r.o.Validate || r.sum.Batch == 0 {
-		return r.sum, nil
+		return r.sum, cerr
 	}
 	if r.stopBeat != nil {
 		close(r.stopBeat)
@@ -183,7 +197,7 @@ func (r *Run) Finish(status string) (Summary, error) {
 	if err != nil {
 		return r.sum, fmt.Errorf("record import batch %d: %w", r.sum.Batch, err)
 	}
-	return r.sum, nil
+	return r.sum, cerr
 }
 
 // report sends an issue to the caller.

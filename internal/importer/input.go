@@ -186,16 +186,25 @@ func fieldValue(b []byte, prefix string) string {
 }
 
 // Bundle imports a FHIR Bundle (document, collection, transaction, batch,
-// searchset, message, history) read whole from rd (up to MaxBundle), or a
-// single resource.
+// searchset, message, history) or a single resource from rd. A Bundle
+// whose first member is its resourceType is read as a stream, entry by
+// entry, in chunks: memory does not grow with its size. Other documents
+// are read whole (up to MaxBundle).
 func (r *Run) Bundle(rd io.Reader, name string) error {
 	r.fileName = name
-	data, err := io.ReadAll(io.LimitReader(countingReader{rd, &r.sum.Bytes}, MaxBundle+1))
+	br := bufio.NewReaderSize(countingReader{rd, &r.sum.Bytes}, 1<<16)
+	if bom, _ := br.Peek(3); bytes.Equal(bom, []byte("\xef\xbb\xbf")) {
+		br.Discard(3)
+	}
+	if streamsAsBundle(br) {
+		return r.streamBundle(br)
+	}
+	data, err := io.ReadAll(io.LimitReader(br, MaxBundle+1))
 	if err != nil {
 		return fmt.Errorf("read %s: %w", name, err)
 	}
 	if len(data) > MaxBundle {
-		return fhir.Errorf(413, "too-costly", "%s: a Bundle larger than %d bytes cannot be imported as one document; send NDJSON", name, MaxBundle)
+		return fhir.Errorf(413, "too-costly", "%s: a JSON document larger than %d bytes that is not a Bundle starting with its resourceType cannot be imported; send NDJSON", name, MaxBundle)
 	}
 	v, err := fhirjson.Parse(data)
 	if err != nil {
@@ -215,8 +224,8 @@ func (r *Run) Bundle(rd io.Reader, name string) error {
 		inner, err := fhirjson.Parse([]byte(v.Str))
 		if err == nil {
 			warn = append(warn, issue("warning", "structure", "", "the file is a JSON string holding JSON (encoded twice); decoded it"))
-			v = inner
 			data = []byte(v.Str)
+			v = inner
 		}
 	}
 	for _, w := range warn {
@@ -227,6 +236,126 @@ func (r *Run) Bundle(rd io.Reader, name string) error {
 		return r.process(&chunk{items: []*item{{line: 1, raw: data, tree: v}}})
 	}
 	return r.bundleTree(v, data, 1)
+}
+
+// streamBundle imports a Bundle from br entry by entry.
+func (r *Run) streamBundle(br *bufio.Reader) error {
+	sc := &scanner{br: br, line: 1}
+	bs := r.newBundleStream()
+	defer bs.close()
+	fail := func(err error) error {
+		if !isSyntax(err) {
+			return err
+		}
+		// What was read before stays imported; the rest is reported.
+		if ferr := bs.finish(); ferr != nil {
+			return ferr
+		}
+		line, msg := sc.line, err.Error()
+		var se *errSyntax
+		var tl *errTooLarge
+		switch {
+		case errors.As(err, &se):
+			line, msg = se.line, se.msg
+		case errors.As(err, &tl):
+			line, msg = tl.line, fmt.Sprintf("a value longer than %d bytes", tl.max)
+		}
+		it := &item{line: line, raw: []byte{}}
+		it.reject(issue("error", "structure", "", "not valid JSON, the rest of the Bundle is not imported: %s", msg))
+		return r.process(&chunk{items: []*item{it}})
+	}
+	if err := sc.expect('{'); err != nil {
+		return fail(err)
+	}
+	sawEntry := false
+	for more := true; more; {
+		if c, err := sc.peek(); err == nil && c == '}' {
+			sc.br.ReadByte()
+			break
+		}
+		k, err := sc.key()
+		if err != nil {
+			return fail(err)
+		}
+		if k != "entry" || sawEntry {
+			if _, _, err := sc.value(MaxLine); err != nil {
+				return fail(err)
+			}
+		} else {
+			sawEntry = true
+			if err := r.streamEntries(sc, bs); err != nil {
+				return fail(err)
+			}
+		}
+		if more, err = sc.next('}'); err != nil {
+			return fail(err)
+		}
+	}
+	if !sawEntry {
+		r.report(fhir.Issue{Severity: "warning", Code: "required", Diagnostics: fmt.Sprintf("%s line 1: the Bundle has no entries", r.fileName)})
+	}
+	return bs.finish()
+}
+
+// streamEntries reads the entry array, handing each entry to bs.
+func (r *Run) streamEntries(sc *scanner, bs *bundleStream) error {
+	if c, err := sc.peek(); err != nil || c != '[' {
+		raw, line, err := sc.value(MaxLine)
+		if err != nil {
+			return err
+		}
+		it := &item{line: line, raw: bytes.Clone(raw)}
+		it.reject(issue("error", "structure", "Bundle.entry", "Bundle.entry is not an array"))
+		return bs.add(it)
+	}
+	sc.br.ReadByte()
+	if c, err := sc.peek(); err == nil && c == ']' {
+		sc.br.ReadByte()
+		return nil
+	}
+	for i := 0; ; i++ {
+		raw, line, err := sc.value(MaxLine)
+		var tl *errTooLarge
+		if errors.As(err, &tl) {
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		e, perr := fhirjson.Parse(raw)
+		if perr != nil {
+			it := &item{line: line, raw: bytes.Clone(raw)}
+			msg := perr.Error()
+			var se *fhirjson.SyntaxError
+			if errors.As(perr, &se) {
+				l, c := fhirjson.Position(raw, se.Offset)
+				it.line = line + l - 1
+				msg = fmt.Sprintf("%s (line %d, column %d)", se.Msg, line+l-1, c)
+			}
+			it.reject(issue("error", "structure", fmt.Sprintf("Bundle.entry[%d]", i), "not valid JSON: %s", msg))
+			if err := bs.add(it); err != nil {
+				return err
+			}
+		} else {
+			lineOf := func(v *fhirjson.Value) int {
+				if v == nil || v.Offset == 0 || v.Offset > len(raw) {
+					return line
+				}
+				l, _ := fhirjson.Position(raw, v.Offset)
+				return line + l - 1
+			}
+			if err := bs.entry(e, i, lineOf); err != nil {
+				return err
+			}
+		}
+		more, err := sc.next(']')
+		if err != nil {
+			return err
+		}
+		if !more {
+			return nil
+		}
+	}
 }
 
 // bundleTree imports the entries of a parsed Bundle. data is the text it
@@ -244,53 +373,104 @@ func (r *Run) bundleTree(b *fhirjson.Value, data []byte, line int) error {
 		l, _ := fhirjson.Position(data, v.Offset)
 		return line + l - 1
 	}
-	ch := &chunk{bundle: map[string]string{}}
-	keys := map[string]bool{}
+	bs := r.newBundleStream()
+	defer bs.close()
 	for i, e := range entries.Items {
-		l := lineOf(e)
-		if e.Kind != fhirjson.Object {
-			ch.items = append(ch.items, &item{line: l, raw: e.Marshal(), act: actReject, issues: []fhir.Issue{issue("error", "structure", fmt.Sprintf("Bundle.entry[%d]", i), "the entry is not an object")}})
-			continue
+		if err := bs.entry(e, i, lineOf); err != nil {
+			return err
 		}
-		if s := e.Get("search"); s != nil && s.GetString("mode") == "outcome" {
-			continue
-		}
-		res := e.Get("resource")
-		req := e.Get("request")
-		it := &item{line: lineOf(res), fullURL: e.GetString("fullUrl")}
-		if req != nil && strings.EqualFold(req.GetString("method"), "DELETE") {
-			u := req.GetString("url")
-			typ, id, ok := strings.Cut(strings.Trim(u, "/"), "/")
-			if !ok || strings.Contains(id, "/") || !fhir.ValidID(id) {
-				it.raw = e.Marshal()
-				it.reject(issue("error", "not-supported", fmt.Sprintf("Bundle.entry[%d].request.url", i), "a DELETE entry must name Type/id, not %q", u))
-			} else {
-				it.del, it.typ, it.sid = true, typ, id
-			}
-			ch.items = append(ch.items, it)
-			continue
-		}
-		if res == nil {
-			continue
-		}
-		it.tree = res
-		it.raw = res.Marshal()
-		if r.coverPage(it.raw, it.line) {
-			continue
-		}
-		if k := res.GetString("resourceType") + "/" + res.GetString("id"); res.GetString("id") != "" {
-			if keys[k] {
-				it.reject(issue("error", "duplicate", fmt.Sprintf("Bundle.entry[%d]", i), "%s appears twice in the Bundle; the first is imported", k))
-			}
-			keys[k] = true
-		}
-		if req != nil && req.GetString("ifNoneExist") != "" && res.Get("identifier") == nil {
-			it.issues = append(it.issues, issue("information", "informational", fmt.Sprintf("Bundle.entry[%d].request.ifNoneExist", i), "ifNoneExist is applied as identifier matching, and this resource has no identifier"))
-		}
-		ch.items = append(ch.items, it)
+		entries.Items[i] = nil // written: let it go
 	}
-	// Parse and resolve identities for all entries first so that
-	// urn:uuid references may point forwards.
+	return bs.finish()
+}
+
+// bundleStream takes the entries of one Bundle and imports them in
+// chunks. Identities are resolved chunk by chunk and kept in the fullUrl
+// map of the whole Bundle; an entry whose references point at a later
+// entry waits in the Bundle's scope until the Bundle ends.
+type bundleStream struct {
+	r     *Run
+	items []*item
+	// urls maps fullUrl to local "Type/id" for the whole Bundle.
+	urls map[string]string
+	// keys are the "Type/id" of entries seen, to refuse repeats.
+	keys  map[string]bool
+	scope *deferScope
+	prev  *deferScope
+	done  bool
+}
+
+func (r *Run) newBundleStream() *bundleStream {
+	bs := &bundleStream{r: r, urls: map[string]string{}, keys: map[string]bool{}, scope: newScope(), prev: r.scope}
+	r.scope = bs.scope
+	return bs
+}
+
+// entry turns Bundle.entry[i] into an item.
+func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Value) int) error {
+	l := lineOf(e)
+	if e.Kind != fhirjson.Object {
+		return bs.add(&item{line: l, raw: e.Marshal(), act: actReject, issues: []fhir.Issue{issue("error", "structure", fmt.Sprintf("Bundle.entry[%d]", i), "the entry is not an object")}})
+	}
+	if s := e.Get("search"); s != nil && s.GetString("mode") == "outcome" {
+		return nil
+	}
+	res := e.Get("resource")
+	req := e.Get("request")
+	it := &item{line: lineOf(res), fullURL: e.GetString("fullUrl")}
+	if req != nil && strings.EqualFold(req.GetString("method"), "DELETE") {
+		u := req.GetString("url")
+		typ, id, ok := strings.Cut(strings.Trim(u, "/"), "/")
+		if !ok || strings.Contains(id, "/") || !fhir.ValidID(id) {
+			it.raw = e.Marshal()
+			it.reject(issue("error", "not-supported", fmt.Sprintf("Bundle.entry[%d].request.url", i), "a DELETE entry must name Type/id, not %q", u))
+		} else {
+			it.del, it.typ, it.sid = true, typ, id
+		}
+		return bs.add(it)
+	}
+	if res == nil {
+		return nil
+	}
+	it.tree = res
+	it.raw = res.Marshal()
+	if bs.r.coverPage(it.raw, it.line) {
+		return nil
+	}
+	if k := res.GetString("resourceType") + "/" + res.GetString("id"); res.GetString("id") != "" {
+		if bs.keys[k] {
+			it.reject(issue("error", "duplicate", fmt.Sprintf("Bundle.entry[%d]", i), "%s appears twice in the Bundle; the first is imported", k))
+		}
+		bs.keys[k] = true
+	}
+	if req != nil && req.GetString("ifNoneExist") != "" && res.Get("identifier") == nil {
+		it.issues = append(it.issues, issue("information", "informational", fmt.Sprintf("Bundle.entry[%d].request.ifNoneExist", i), "ifNoneExist is applied as identifier matching, and this resource has no identifier"))
+	}
+	return bs.add(it)
+}
+
+// add queues an item, processing a chunk when enough are queued.
+func (bs *bundleStream) add(it *item) error {
+	bs.items = append(bs.items, it)
+	size := bs.r.imp.ChunkSize
+	if size <= 0 {
+		size = 500
+	}
+	if len(bs.items) >= size {
+		return bs.flush()
+	}
+	return nil
+}
+
+// flush processes the queued entries: parse, resolve identities (which
+// also names them in the fullUrl map), merge and write.
+func (bs *bundleStream) flush() error {
+	if len(bs.items) == 0 {
+		return nil
+	}
+	r := bs.r
+	ch := &chunk{items: bs.items, bundle: bs.urls}
+	bs.items = nil
 	r.imp.parallel(ch.items, parseItem)
 	for _, it := range ch.items {
 		if it.tree == nil && it.act != actReject && !it.del {
@@ -302,10 +482,30 @@ func (r *Run) bundleTree(b *fhirjson.Value, data []byte, line int) error {
 	}
 	for _, it := range ch.items {
 		if it.fullURL != "" && it.localID != "" && it.typ != "" {
-			ch.bundle[it.fullURL] = it.typ + "/" + it.localID
+			bs.urls[it.fullURL] = it.typ + "/" + it.localID
 		}
 	}
 	return r.processResolved(ch)
+}
+
+// finish processes what is queued, then what waited for the end of the
+// Bundle.
+func (bs *bundleStream) finish() error {
+	if bs.done {
+		return nil
+	}
+	bs.done = true
+	if err := bs.flush(); err != nil {
+		return err
+	}
+	bs.r.scope = bs.prev
+	return bs.r.replay(bs.scope, bs.urls)
+}
+
+// close removes the Bundle's deferred items and restores the run's scope.
+func (bs *bundleStream) close() {
+	bs.r.scope = bs.prev
+	bs.scope.close()
 }
 
 // processResolved runs the rest of the merge for a chunk whose identities
@@ -315,10 +515,10 @@ func (r *Run) processResolved(ch *chunk) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	items := ch.items
-	if err := r.rewriteAll(ctx, items, ch); err != nil {
+	if err := r.rewriteAll(ctx, ch); err != nil {
 		return err
 	}
+	items := ch.items
 	if err := r.loadCurrent(ctx, items); err != nil {
 		return err
 	}

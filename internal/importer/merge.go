@@ -71,6 +71,11 @@ type item struct {
 	// hash is the digest of the resource as received (canonical JSON).
 	hash string
 	seen bool
+	// ownVersion is the local version this item is a copy of (the
+	// record's own export read back, see recogniseOwn); ownSame says the
+	// content is that version's.
+	ownVersion int64
+	ownSame    bool
 }
 
 func (it *item) key() string { return it.typ + "/" + it.sid }
@@ -296,6 +301,10 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 	if len(unresolved) == 0 {
 		return nil
 	}
+	// Versions of this record read back (its own export).
+	if err := r.recogniseOwn(ctx, unresolved); err != nil {
+		return err
+	}
 	// Business identifiers.
 	if err := r.matchIdentifiers(ctx, unresolved); err != nil {
 		return err
@@ -352,7 +361,7 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 		return err
 	}
 	for _, it := range items {
-		if len(it.idents) == 0 {
+		if len(it.idents) == 0 || it.localID != "" {
 			continue
 		}
 		var match string
@@ -401,8 +410,30 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 // places records are about, few in number, where a match matters most.
 var searchIdentifiers = map[string]bool{"Patient": true, "Practitioner": true, "Organization": true, "Location": true, "PractitionerRole": true}
 
-// rewriteAll rewrites the references of every item.
-func (r *Run) rewriteAll(ctx context.Context, items []*item, ch *chunk) error {
+// rewriteAll rewrites the references of every item of the chunk, after
+// moving those whose references may point forward out of it (see
+// deferForward).
+func (r *Run) rewriteAll(ctx context.Context, ch *chunk) error {
+	if err := r.prefetchRefs(ctx, ch.items, ch); err != nil {
+		return err
+	}
+	if err := r.deferForward(ctx, ch); err != nil {
+		return err
+	}
+	for _, it := range ch.items {
+		if it.act == actReject || it.del {
+			continue
+		}
+		if err := r.rewrite(ctx, it, ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prefetchRefs looks up in bulk the identities of the plain reference
+// targets the items name that the run has not resolved yet.
+func (r *Run) prefetchRefs(ctx context.Context, items []*item, ch *chunk) error {
 	// Collect plain targets not yet in the cache, then look them up in bulk.
 	need := map[string][]string{}
 	seen := map[string]bool{}
@@ -439,14 +470,6 @@ func (r *Run) rewriteAll(ctx context.Context, items []*item, ch *chunk) error {
 		}
 		for k, m := range known {
 			r.ids[k] = m[0]
-		}
-	}
-	for _, it := range items {
-		if it.act == actReject || it.del {
-			continue
-		}
-		if err := r.rewrite(ctx, it, ch); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -634,6 +657,12 @@ func (r *Run) decide(items []*item) {
 				it.issues = append(it.issues, issue("information", "deleted", "", "%s/%s was deleted here; the import does not bring it back", it.typ, it.localID))
 			} else {
 				it.act = actCreate
+			}
+		case it.ownSame:
+			// A version this record has, read back from its own export.
+			it.act = actUnchanged
+			if it.ownVersion != it.cur.Version {
+				it.issues = append(it.issues, issue("information", "informational", "", "%s/%s is version %d of this record's own resource, which is now at version %d; nothing to import", it.typ, it.localID, it.ownVersion, it.cur.Version))
 			}
 		case it.seen:
 			// An exact duplicate of something this source sent before.

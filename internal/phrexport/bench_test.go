@@ -126,12 +126,13 @@ func peakHeap(f func()) uint64 {
 // resources/s, MB/s (of output), the peak heap growth during an export
 // and the process's peak RSS during the export alone (VmHWM reset after
 // the store was loaded; it includes SQLite's page caches and the pages of
-// the memory-mapped database the export read). The process runs the
-// Go runtime's defaults (GOGC=100, no memory limit) unless GOGC or
-// GOMEMLIMIT are set, not the settings of phr serve.
+// the memory-mapped database the export read). The garbage collector runs
+// with the settings of phr serve (server.TuneGC; GOGC and GOMEMLIMIT in
+// the environment win), so the heap is the one the server would keep.
 //
 //	go test ./internal/phrexport -run '^$' -bench ExportSynthea -benchtime 3x
 func BenchmarkExportSynthea(b *testing.B) {
+	server.TuneGC()
 	app := benchStore(b)
 	svc := phrexport.New(phrexport.Options{DB: app.Store, Records: app.Records, BaseURL: "http://x/fhir", Signer: app.Tokens})
 	ctx := access.With(context.Background(), access.System{Name: "bench"})

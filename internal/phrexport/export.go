@@ -192,15 +192,27 @@ func (s *Service) Prepare(ctx context.Context, p *Params) error {
 		if fs := pr.Filters(t); len(fs) > 0 {
 			all = false
 			if s.matcher == nil {
-				p.excluded = append(p.excluded, t)
+				p.excluded = append(p.excluded, fmt.Sprintf("%s resources were left out: the access token restricts them with scope filters, and this server has no search to apply them", t))
 				continue
 			}
 			// Check the filters now, so that one the search cannot run
-			// is a 403 before the output starts, not an error mid-stream.
+			// is known before the output starts, not an error mid-stream:
+			// a type _type asks for is refused (403); without _type (a
+			// wildcard scope with a filter some types lack) the type is
+			// left out with a warning.
+			var bad error
 			for _, f := range fs {
 				if _, err := s.matcher.Match(ctx, t, f, 1); err != nil {
-					return fhir.Forbidden("the access token's scope filter %s?%s cannot be applied: %v", t, f.Encode(), err)
+					bad = fmt.Errorf("the access token's scope filter %s?%s cannot be applied: %v", t, f.Encode(), err)
+					break
 				}
+			}
+			if bad != nil && !everything {
+				return fhir.Forbidden("%v", bad)
+			}
+			if bad != nil {
+				p.excluded = append(p.excluded, fmt.Sprintf("%s resources were left out: %v", t, bad))
+				continue
 			}
 			if p.filtered == nil {
 				p.filtered = map[string][]url.Values{}
@@ -246,6 +258,10 @@ func (s *Service) visible(ctx context.Context, pr access.Principal, typ, id stri
 		return false, nil
 	}
 	set, err := s.matchFilters(ctx, typ, fs, []string{id})
+	var fe *fhir.Error
+	if errors.As(err, &fe) && fe.Status < 500 {
+		return false, nil // a filter the type cannot have (patient/*.rs?category=...) selects nothing
+	}
 	return set[id], err
 }
 
@@ -382,12 +398,24 @@ type exporter struct {
 }
 
 func (e *exporter) run() error {
-	p := e.p
-	for _, t := range p.excluded {
-		if err := e.outcome("warning", "forbidden", fmt.Sprintf("%s resources were left out: the access token restricts them with scope filters, and this server has no search to apply them", t)); err != nil {
-			return err
-		}
+	if err := e.body(); err != nil {
+		return err
 	}
+	// What the scopes left out, at the end (the cover page stays first),
+	// in one OperationOutcome.
+	if len(e.p.excluded) == 0 {
+		return nil
+	}
+	issues := make([]fhir.Issue, len(e.p.excluded))
+	for i, msg := range e.p.excluded {
+		issues[i] = fhir.Issue{Severity: "warning", Code: "forbidden", Diagnostics: msg}
+	}
+	e.outcomes += int64(len(issues))
+	return e.em.outcome(fhir.OutcomeJSON(issues))
+}
+
+func (e *exporter) body() error {
+	p := e.p
 	if p.Patient != "" {
 		if p.Format == FormatBundle {
 			if err := e.cover(p.Patient, p.patientName); err != nil {

@@ -331,9 +331,21 @@ func (fx *fixture) testAccess(t *testing.T) {
 	if ks := keys(bundleOf(t, r.body)); r.status != 200 || !slices.Equal(ks[1:], []string{"Condition/c1"}) || bytes.Contains(r.body, []byte("William")) {
 		t.Errorf("Patient filter: %d %v", r.status, ks)
 	}
-	// A filter the search cannot run is refused before the output starts.
-	if r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", fx.srv.Token("patient/Observation.rs?nonsense=1", "p1"), nil); r.status != 403 || !bytes.Contains(r.body, []byte("nonsense")) {
-		t.Errorf("unusable scope filter: %d %s", r.status, r.body)
+	// A filter the search cannot run is known before the output starts:
+	// a type _type names is refused; otherwise the type is left out with a
+	// warning (a wildcard scope with a filter only some types have).
+	bad := fx.srv.Token("patient/Patient.rs patient/Observation.rs?nonsense=1", "p1")
+	if r := fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson&_type=Observation", bad, nil); r.status != 403 || !bytes.Contains(r.body, []byte("nonsense")) {
+		t.Errorf("unusable scope filter, _type=Observation: %d %s", r.status, r.body)
+	}
+	r = fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", bad, nil)
+	if ks := keys(lines(t, r.body)); r.status != 200 || !slices.Equal(ks[1:], []string{"Patient/p1", "OperationOutcome/"}) || !strings.HasPrefix(ks[0], "Composition/") || !bytes.Contains(r.body, []byte("Observation resources were left out: the access token's scope filter Observation?nonsense=1 cannot be applied")) {
+		t.Errorf("unusable scope filter: %d %v %s", r.status, ks, r.body)
+	}
+	wild := fx.srv.Token("patient/*.rs?category=laboratory", "p1")
+	r = fx.get(t, "GET", "Patient/p1/$phr-export?outputFormat=ndjson", wild, nil)
+	if ks := keys(lines(t, r.body)); r.status != 200 || !slices.Equal(ks, []string{"Observation/obs-2012", "OperationOutcome/"}) || !bytes.Contains(r.body, []byte("Encounter resources were left out")) {
+		t.Errorf("wildcard scope with a filter: %d %v", r.status, ks)
 	}
 	// A system token with a filter, whole-system export: only what matches.
 	r = fx.get(t, "GET", "Bundle/$phr-export?outputFormat=ndjson", fx.srv.Token("system/Observation.rs?category=laboratory", ""), nil)

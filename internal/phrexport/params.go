@@ -49,7 +49,7 @@ type Params struct {
 	startLow, endHigh int64
 	hasRange          bool
 	types             []string // allowed types; nil means all but AuditEvent
-	excluded          []string // types left out: scope filters and no Matcher to apply them
+	excluded          []string // why types are left out (scope filters that cannot be applied)
 	// filtered holds the SMART v2 scope filters (alternatives) of the
 	// allowed types that have them: their resources are exported only
 	// when they match one (checked page by page with the Matcher).

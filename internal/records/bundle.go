@@ -63,15 +63,26 @@ type bundleEntry struct {
 
 // ProcessBundle runs a transaction or batch Bundle and returns the type of
 // the response Bundle and its entries in request order.
+//
+// A transaction whose conditional searches a concurrent write answers
+// differently between its preparation and its write is processed again
+// from the body (a few times, then 409).
 func (s *Service) ProcessBundle(ctx context.Context, body []byte, get Getter) (string, []EntryResponse, error) {
-	b, err := parseBody(body)
-	if err != nil {
-		return "", nil, err
+	for attempt := 1; ; attempt++ {
+		b, err := parseBody(body)
+		if err != nil {
+			return "", nil, err
+		}
+		typ, out, err := s.ProcessBundleTree(ctx, b, get)
+		if attempt < 4 && errors.Is(err, errMatchesChanged) {
+			continue
+		}
+		return typ, out, err
 	}
-	return s.ProcessBundleTree(ctx, b, get)
 }
 
-// ProcessBundleTree is ProcessBundle for a parsed Bundle.
+// ProcessBundleTree is ProcessBundle for a parsed Bundle, which it changes
+// (a transaction whose conditional searches changed answers gets 409).
 func (s *Service) ProcessBundleTree(ctx context.Context, b *fhirjson.Value, get Getter) (string, []EntryResponse, error) {
 	if b.GetString("resourceType") != "Bundle" {
 		return "", nil, fhir.BadRequest("POST to the base must send a Bundle, not %q", b.GetString("resourceType"))
@@ -191,11 +202,12 @@ func (s *Service) transaction(ctx context.Context, b *fhirjson.Value, get Getter
 	// Ids of new resources and the map from fullUrl to their local
 	// reference, so that references between entries can be rewritten.
 	refs := map[string]string{}
+	log := &matchLog{}
 	for _, e := range entries {
 		switch e.method {
 		case "POST":
 			if e.ifNoneExist != "" {
-				match, err := s.conditionalMatch(ctx, e.typ, e.ifNoneExist, "ifNoneExist")
+				match, err := s.conditionalMatchLog(ctx, log, e.typ, e.ifNoneExist, "ifNoneExist")
 				if err != nil {
 					return nil, entryErr(e.index, fhir.AsError(err))
 				}
@@ -209,7 +221,7 @@ func (s *Service) transaction(ctx context.Context, b *fhirjson.Value, get Getter
 			}
 		case "PUT", "PATCH", "DELETE":
 			if e.query != "" {
-				match, err := s.conditionalMatch(ctx, e.typ, e.query, "conditional "+strings.ToLower(e.method))
+				match, err := s.conditionalMatchLog(ctx, log, e.typ, e.query, "conditional "+strings.ToLower(e.method))
 				if err != nil {
 					return nil, entryErr(e.index, fhir.AsError(err))
 				}
@@ -234,10 +246,11 @@ func (s *Service) transaction(ctx context.Context, b *fhirjson.Value, get Getter
 	// Rewrite references and prepare the new versions, in parallel: the
 	// validation, index extraction and rendering need no lock.
 	cond := newCondCache(entries)
+	cond.log = log
 	if err := s.prepareEntries(ctx, p, entries, refs, cond); err != nil {
 		return nil, atEntry(err)
 	}
-	out, err := s.writeEntries(ctx, p, entries)
+	out, err := s.writeEntries(ctx, p, entries, log)
 	if err != nil {
 		return nil, atEntry(err)
 	}
@@ -334,6 +347,10 @@ func (s *Service) prepareEntry(p access.Principal, e *bundleEntry) (*prepared, e
 	return s.prepareTree(res, e.typ, e.id, 1, s.now().UTC().Truncate(time.Microsecond), e.method, WriteOptions{IfMatch: e.ifMatch}, false)
 }
 
+// beforeWrite, when set (by tests), runs between the preparation of a
+// Bundle's entries and its write transaction.
+var beforeWrite func()
+
 // entryFailure is the failure of one entry inside the write transaction;
 // it unwraps to the cause so that the store retries conflicts.
 type entryFailure struct {
@@ -348,9 +365,10 @@ func (f *entryFailure) Unwrap() error { return f.err }
 // the order FHIR prescribes (DELETE, POST, PUT, PATCH), and returns the
 // responses by entry index. The current versions of the resources the
 // entries change are read in one query per type, and new resources are
-// written many per statement when the store can (store.BulkTx). A failing
-// entry comes back as an *entryFailure.
-func (s *Service) writeEntries(ctx context.Context, p access.Principal, entries []*bundleEntry) ([]EntryResponse, error) {
+// written many per statement when the store can (store.BulkTx). The
+// conditional searches in log are checked first (verify). A failing entry
+// comes back as an *entryFailure.
+func (s *Service) writeEntries(ctx context.Context, p access.Principal, entries []*bundleEntry, log *matchLog) ([]EntryResponse, error) {
 	for _, e := range entries {
 		if e.prep != nil && e.prepErr == nil {
 			if err := s.storeBlob(ctx, e.prep); err != nil {
@@ -362,15 +380,27 @@ func (s *Service) writeEntries(ctx context.Context, p access.Principal, entries 
 	for _, e := range entries {
 		n = max(n, e.index+1)
 	}
+	if beforeWrite != nil {
+		beforeWrite()
+	}
 	var out []EntryResponse
 	err := s.store.Write(ctx, func(tx store.Tx) error {
 		// Reads made while the transaction is open run inside it.
 		ctx := store.WithTx(ctx, tx)
 		out = make([]EntryResponse, n)
+		if err := s.verify(ctx, log); err != nil {
+			return err
+		}
 		w, err := s.newEntryWriter(ctx, tx, p, entries)
 		if err != nil {
 			return err
 		}
+		// New resources are rendered on all cores before they are written.
+		parallel(len(entries), func(i int) {
+			if e := entries[i]; e.method == "POST" && e.done == nil && e.prep != nil && e.prepErr == nil {
+				e.prep.stamp(1, w.at)
+			}
+		})
 		for _, m := range []string{"DELETE", "POST", "PUT", "PATCH"} {
 			for _, e := range entries {
 				if e.method != m {
@@ -532,7 +562,7 @@ func (w *entryWriter) write(e *bundleEntry) (EntryResponse, error) {
 		if err := s.checkWrite(w.ctx, p, access.Create, e.prep, nil); err != nil {
 			return EntryResponse{}, err
 		}
-		e.prep.stamp(1, w.at)
+		e.prep.stamp(1, w.at) // done already in parallel: no work
 		if err := w.put(e.prep.put); err != nil {
 			return EntryResponse{}, err
 		}
@@ -671,6 +701,8 @@ type condCache struct {
 	// idents indexes the identifiers of the Bundle's resources, read
 	// before the entries are rewritten (and so changed) in parallel.
 	idents map[identKey][]*bundleEntry
+	// log records the searches run (nil: none recorded).
+	log *matchLog
 }
 
 // identKey is an identifier of a Bundle resource; any marks the key that
@@ -797,7 +829,7 @@ func (s *Service) resolveConditional(ctx context.Context, typ, query string, cac
 		if s.matcher == nil {
 			return "", fhir.Errorf(http.StatusNotImplemented, "not-supported", "conditional references need search")
 		}
-		ids, err := s.matcher.Match(ctx, typ, q, 2)
+		ids, err := s.match(ctx, cache.log, typ, q, 2)
 		if err != nil {
 			return "", err
 		}
@@ -831,16 +863,23 @@ func (s *Service) batch(ctx context.Context, b *fhirjson.Value, get Getter) ([]E
 	}
 	out := make([]EntryResponse, len(arr.Items))
 	for i := range arr.Items {
-		one := fhirjson.NewObject(fhirjson.Field{Name: "entry", Value: fhirjson.NewArray(arr.Items[i])})
-		entries, err := s.parseEntries(one)
-		if err != nil {
-			fe := fhir.AsError(err)
-			out[i] = EntryResponse{Status: fe.Status, Outcome: fe}
-			continue
+		// An entry whose conditional searches changed answers before its
+		// write is run again from a copy of the entry as sent.
+		for attempt := 1; ; attempt++ {
+			one := fhirjson.NewObject(fhirjson.Field{Name: "entry", Value: fhirjson.NewArray(arr.Items[i].Clone())})
+			entries, err := s.parseEntries(one)
+			if err != nil {
+				fe := fhir.AsError(err)
+				out[i] = EntryResponse{Status: fe.Status, Outcome: fe}
+				break
+			}
+			e := entries[0]
+			e.index = i
+			out[i] = s.batchEntry(ctx, p, e, get)
+			if attempt >= 4 || out[i].Outcome == nil || !errors.Is(out[i].Outcome, errMatchesChanged) {
+				break
+			}
 		}
-		e := entries[0]
-		e.index = i
-		out[i] = s.batchEntry(ctx, p, e, get)
 	}
 	return out, nil
 }
@@ -853,8 +892,9 @@ func (s *Service) batchEntry(ctx context.Context, p access.Principal, e *bundleE
 		fe := fhir.AsError(err)
 		return EntryResponse{Status: fe.Status, Outcome: fe}
 	}
+	log := &matchLog{}
 	if e.method == "POST" && e.ifNoneExist != "" {
-		match, err := s.conditionalMatch(ctx, e.typ, e.ifNoneExist, "ifNoneExist")
+		match, err := s.conditionalMatchLog(ctx, log, e.typ, e.ifNoneExist, "ifNoneExist")
 		if err != nil {
 			return fail(err)
 		}
@@ -863,7 +903,7 @@ func (s *Service) batchEntry(ctx context.Context, p access.Principal, e *bundleE
 		}
 	}
 	if e.query != "" {
-		match, err := s.conditionalMatch(ctx, e.typ, e.query, "conditional "+strings.ToLower(e.method))
+		match, err := s.conditionalMatchLog(ctx, log, e.typ, e.query, "conditional "+strings.ToLower(e.method))
 		if err != nil {
 			return fail(err)
 		}
@@ -887,10 +927,12 @@ func (s *Service) batchEntry(ctx context.Context, p access.Principal, e *bundleE
 	idx := e.index
 	e.index = 0
 	defer func() { e.index = idx }()
-	if err := s.prepareEntries(ctx, p, one, map[string]string{}, newCondCache(nil)); err != nil {
+	cond := newCondCache(nil)
+	cond.log = log
+	if err := s.prepareEntries(ctx, p, one, map[string]string{}, cond); err != nil {
 		return fail(errors.Unwrap(err))
 	}
-	out, err := s.writeEntries(ctx, p, one)
+	out, err := s.writeEntries(ctx, p, one, log)
 	if err != nil {
 		var f *entryFailure
 		if errors.As(err, &f) {

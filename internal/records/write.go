@@ -127,8 +127,12 @@ func (s *Service) prepareTree(res *fhirjson.Value, typ, id string, version int64
 }
 
 // stamp gives a version from prepareTree its number and time and renders
-// its JSON; it may run again on the same version (a retried transaction).
+// its JSON; it may run again on the same version (a retried transaction),
+// and does nothing when the version has that number and time already.
 func (p *prepared) stamp(version int64, at time.Time) {
+	if p.put.JSON != nil && p.put.Version == version && p.put.LastUpdated.Equal(at) {
+		return
+	}
 	setMeta(p.tree, version, at, p.source)
 	p.put.Version = version
 	p.put.LastUpdated = at
@@ -288,6 +292,11 @@ func checkResourceType(res *fhirjson.Value, typ string) error {
 // conditionalMatch runs the search of a conditional interaction: nil for
 // no match, the resource for one, 412 for several.
 func (s *Service) conditionalMatch(ctx context.Context, typ, query, what string) (*store.Resource, error) {
+	return s.conditionalMatchLog(ctx, nil, typ, query, what)
+}
+
+// conditionalMatchLog is conditionalMatch recording the search in l.
+func (s *Service) conditionalMatchLog(ctx context.Context, l *matchLog, typ, query, what string) (*store.Resource, error) {
 	if s.matcher == nil {
 		return nil, fhir.Errorf(http.StatusNotImplemented, "not-supported", "%s needs search, which is not available", what)
 	}
@@ -298,7 +307,7 @@ func (s *Service) conditionalMatch(ctx context.Context, typ, query, what string)
 	if len(q) == 0 {
 		return nil, fhir.BadRequest("%s has no search parameters", what)
 	}
-	ids, err := s.matcher.Match(ctx, typ, q, 2)
+	ids, err := s.match(ctx, l, typ, q, 2)
 	if err != nil {
 		return nil, err
 	}

@@ -8,4 +8,8 @@ export default async function (page, cfg, check) {
   await Promise.all([page.waitForNavigation(), page.getByRole("button", { name: "Take the incoming version" }).click()]);
   check((await page.locator("p.ok").innerText()).includes("is resolved"), "the resolved version is shown");
   check((await page.locator("#readable").innerText()).includes("Asthma, mild intermittent"), "the incoming text is now current");
+  // The patient sees the provenance of their own resource: the import that
+  // wrote it (linked to its batch) and the resolution.
+  const prov = await page.locator("#provenance").innerText();
+  check(prov.includes("import #") && !prov.includes("No Provenance resources"), "the Provenance of the import shows to the patient: " + prov);
 }

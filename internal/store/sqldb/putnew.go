@@ -34,8 +34,13 @@ func (t *Tx) PutNew(ctx context.Context, puts []*store.Put) error {
 	if err != nil {
 		return err
 	}
+	if t.db.dialect == Postgres {
+		if err := t.putNewArrays(ctx, puts, rids, seqs); err != nil {
+			return err
+		}
+	}
 	const per = 200
-	for start := 0; start < len(puts); start += per {
+	for start := 0; start < len(puts) && t.db.dialect == SQLite; start += per {
 		part := puts[start:min(start+per, len(puts))]
 		resArgs := make([]any, 0, len(part)*7)
 		verArgs := make([]any, 0, len(part)*10)
@@ -56,16 +61,11 @@ func (t *Tx) PutNew(ctx context.Context, puts []*store.Put) error {
 			verArgs = append(verArgs, seq, rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, js)
 		}
 		q := t.db.insertInto() + `resource (rid, type, id, version, seq, last_updated, deleted) VALUES ` + rows(len(part), 7)
-		if _, err := t.tx.ExecContext(ctx, t.db.Rebind(q), resArgs...); err != nil {
+		if err := t.execMaybeCached(ctx, len(part) == per, q, resArgs); err != nil {
 			return t.batchErr(err)
 		}
-		vals := rows(len(part), 10)
-		if t.db.dialect == Postgres {
-			// Typed placeholders: NULL batch/blob/json need their types.
-			vals = strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?::bigint, ?::text, ?::bytea),", len(part)), ",")
-		}
-		q = t.db.insertInto() + `resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json) VALUES ` + vals
-		if _, err := t.tx.ExecContext(ctx, t.db.Rebind(q), verArgs...); err != nil {
+		q = t.db.insertInto() + `resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json) VALUES ` + rows(len(part), 10)
+		if err := t.execMaybeCached(ctx, len(part) == per, q, verArgs); err != nil {
 			return t.batchErr(err)
 		}
 	}
@@ -79,6 +79,54 @@ func (t *Tx) PutNew(ctx context.Context, puts []*store.Put) error {
 	}
 	if len(t.pend.clear) > 500 || t.pend.pendingRows() > 20000 {
 		return t.flush(ctx)
+	}
+	return nil
+}
+
+// execMaybeCached runs q in the transaction, through the statement cache
+// when it is one of the few texts that recur (a full batch of rows).
+func (t *Tx) execMaybeCached(ctx context.Context, cached bool, q string, args []any) error {
+	var err error
+	if cached {
+		_, err = t.Exec(ctx, q, args...)
+	} else {
+		_, err = t.tx.ExecContext(ctx, t.db.Rebind(q), args...)
+	}
+	return err
+}
+
+// putNewArrays writes the resource and version rows of PutNew on
+// PostgreSQL in two statements, each column an array parameter (see
+// insertArrays). Absent batch, blob and JSON values go as 0, "" and an
+// empty byte string and become NULL in the statement.
+func (t *Tx) putNewArrays(ctx context.Context, puts []*store.Put, rids, seqs []int64) error {
+	n := len(puts)
+	var (
+		types, ids, methods, blobs = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		versions, lus, batches     = make([]int64, n), make([]int64, n), make([]int64, n)
+		deleted                    = make([]bool, n)
+		jsons                      = make([][]byte, n)
+	)
+	for i, p := range puts {
+		types[i], ids[i], methods[i], blobs[i] = p.Type, p.ID, p.Method, p.Blob
+		versions[i], lus[i], batches[i] = p.Version, Micros(p.LastUpdated), p.Batch
+		deleted[i] = p.Deleted
+		jsons[i] = []byte{}
+		if !p.Deleted && p.JSON != nil {
+			jsons[i] = p.JSON
+		}
+	}
+	if _, err := t.Exec(ctx, `INSERT INTO resource (rid, type, id, version, seq, last_updated, deleted)
+		SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::boolean[])`,
+		rids, types, ids, versions, seqs, lus, deleted); err != nil {
+		return t.batchErr(err)
+	}
+	if _, err := t.Exec(ctx, `INSERT INTO resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json)
+		SELECT seq, rid, type, version, lu, del, method, NULLIF(batch, 0), NULLIF(blob, ''), CASE WHEN del THEN NULL ELSE NULLIF(js, ''::bytea) END
+		FROM unnest(?::bigint[], ?::bigint[], ?::text[], ?::bigint[], ?::bigint[], ?::boolean[], ?::text[], ?::bigint[], ?::text[], ?::bytea[])
+			AS u(seq, rid, type, version, lu, del, method, batch, blob, js)`,
+		seqs, rids, types, versions, lus, deleted, methods, batches, blobs, jsons); err != nil {
+		return t.batchErr(err)
 	}
 	return nil
 }

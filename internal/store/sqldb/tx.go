@@ -365,6 +365,20 @@ func (t *Tx) queue(rid int64, p *store.Put) {
 
 // flush deletes the superseded index rows and inserts the pending ones.
 func (t *Tx) flush(ctx context.Context) error {
+	if len(t.pend.clear) > 0 && t.db.dialect == Postgres {
+		// Old index and compartment rows of updated resources go first:
+		// one statement per table with the ids as an array.
+		ids := make([]int64, len(t.pend.clear))
+		for i, v := range t.pend.clear {
+			ids[i] = v.(int64)
+		}
+		for _, name := range clearTables {
+			if _, err := t.Exec(ctx, "DELETE FROM "+name+" WHERE rid = ANY(?::bigint[])", ids); err != nil {
+				return fmt.Errorf("clear %s: %w", name, err)
+			}
+		}
+		t.pend.clear = t.pend.clear[:0]
+	}
 	if len(t.pend.clear) > 0 {
 		// Old index and compartment rows of updated resources go first.
 		for start := 0; start < len(t.pend.clear); start += rowsPerInsert {
@@ -398,8 +412,21 @@ func (t *Tx) flush(ctx context.Context) error {
 	return nil
 }
 
+// clearTables are the tables holding rows derived from a resource's
+// current version, all keyed by rid.
+var clearTables = func() []string {
+	var names []string
+	for _, tb := range indexTables {
+		names = append(names, tb.name)
+	}
+	return append(names, "compartment")
+}()
+
 // insertRows inserts flat args as rows of len(cols) values, many per statement.
 func (t *Tx) insertRows(ctx context.Context, table string, cols []string, args []any, suffix string) error {
+	if t.db.dialect == Postgres {
+		return t.insertArrays(ctx, table, cols, args, suffix)
+	}
 	nc := len(cols)
 	if t.conn != nil && suffix == "" && len(args)/nc >= minCopyRows {
 		err := t.conn.Raw(func(dc any) error { return t.db.copyFrom(ctx, dc, table, cols, args) })
@@ -425,6 +452,63 @@ func (t *Tx) insertRows(ctx context.Context, table string, cols []string, args [
 		args = args[n*nc:]
 	}
 	return nil
+}
+
+// arrayRows bounds the rows one array insert carries (a message of a few MB).
+const arrayRows = 10000
+
+// insertArrays inserts flat args as rows of len(cols) values on PostgreSQL
+// with one statement per table and flush: each column goes as one typed
+// array parameter and unnest turns the arrays back into rows. The SQL text
+// depends only on the table, so it is prepared once; a multi-row VALUES
+// list would carry thousands of parameters and vary with the row count.
+func (t *Tx) insertArrays(ctx context.Context, table string, cols []string, args []any, suffix string) error {
+	nc := len(cols)
+	for len(args) > 0 {
+		n := min(len(args)/nc, arrayRows)
+		part := args[:n*nc]
+		args = args[n*nc:]
+		arrays := make([]any, nc)
+		casts := make([]string, nc)
+		for c := range nc {
+			var ok bool
+			switch part[c].(type) {
+			case int64:
+				arrays[c], ok = column[int64](part, nc, c, n)
+				casts[c] = "?::bigint[]"
+			case float64:
+				arrays[c], ok = column[float64](part, nc, c, n)
+				casts[c] = "?::double precision[]"
+			case string:
+				arrays[c], ok = column[string](part, nc, c, n)
+				casts[c] = "?::text[]"
+			case bool:
+				arrays[c], ok = column[bool](part, nc, c, n)
+				casts[c] = "?::boolean[]"
+			}
+			if !ok {
+				return fmt.Errorf("insert into %s: column %s holds a %T, which has no array form here", table, cols[c], part[c])
+			}
+		}
+		q := "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") SELECT * FROM unnest(" + strings.Join(casts, ", ") + ")" + suffix
+		if _, err := t.Exec(ctx, q, arrays...); err != nil {
+			return fmt.Errorf("insert into %s: %w", table, err)
+		}
+	}
+	return nil
+}
+
+// column gathers column c of n rows of nc flat values, all of type T.
+func column[T any](args []any, nc, c, n int) ([]T, bool) {
+	out := make([]T, n)
+	for i := range out {
+		v, ok := args[i*nc+c].(T)
+		if !ok {
+			return nil, false
+		}
+		out[i] = v
+	}
+	return out, true
 }
 
 // InsertInto returns the start of a multi-row INSERT statement ("INSERT

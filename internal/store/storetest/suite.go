@@ -21,6 +21,7 @@ func Run(t *testing.T, open func(t *testing.T) *sqldb.DB) {
 	t.Run("ConcurrentUpdates", func(t *testing.T) { testConcurrentUpdates(t, open(t)) })
 	t.Run("ConcurrentCreates", func(t *testing.T) { testConcurrentCreates(t, open(t)) })
 	t.Run("IndexReplaced", func(t *testing.T) { testIndexReplaced(t, open(t)) })
+	t.Run("PutNew", func(t *testing.T) { testPutNew(t, open(t)) })
 	t.Run("KV", func(t *testing.T) { testKV(t, open(t)) })
 	t.Run("Bulk", func(t *testing.T) { testBulk(t, open(t)) })
 }
@@ -306,6 +307,87 @@ func testIndexReplaced(t *testing.T, s *sqldb.DB) {
 	}
 	if n := count(t, s, `SELECT COUNT(*) FROM compartment`); n != 0 {
 		t.Fatalf("compartment rows kept: %d", n)
+	}
+}
+
+// testPutNew writes first versions in bulk beside single Puts (whose keys
+// must not collide with the bulk ones) and reads every field back.
+func testPutNew(t *testing.T, s *sqldb.DB) {
+	ctx := context.Background()
+	const n = 450 // more than one multi-row statement on SQLite
+	var puts []*store.Put
+	err := s.WriteTx(ctx, func(tx *sqldb.Tx) error {
+		if err := tx.Put(ctx, put("Patient", "before", 1, `{"n":"before"}`, t0)); err != nil {
+			return err
+		}
+		for i := range n {
+			p := put("Observation", fmt.Sprintf("o%d", i), 1, fmt.Sprintf(`{"n":%d}`, i), t0.Add(time.Duration(i)*time.Microsecond))
+			switch i % 3 {
+			case 1:
+				p.Batch, p.Blob = 7, fmt.Sprintf("blob-%d", i)
+			case 2:
+				p.Index = &index.Entries{
+					Tokens:     []index.Token{{Param: "code", System: "s", Code: fmt.Sprintf("c%d", i)}},
+					Dates:      []index.Date{{Param: "date", Low: int64(i), High: int64(i) + 1}},
+					Quantities: []index.Quantity{{Param: "value-quantity", Value: float64(i) / 2, Low: 0, High: 1, Text: "x"}},
+				}
+				p.Patients = []string{"pat", "pat2"}
+			}
+			puts = append(puts, p)
+		}
+		if err := tx.PutNew(ctx, puts); err != nil {
+			return err
+		}
+		return tx.Put(ctx, put("Patient", "after", 1, `{"n":"after"}`, t0))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs := map[int64]bool{}
+	for _, id := range []string{"before", "after"} {
+		r, err := s.Read(ctx, "Patient", id)
+		if err != nil || string(r.JSON) != `{"n":"`+id+`"}` {
+			t.Fatalf("read Patient/%s: %+v %v", id, r, err)
+		}
+		seqs[r.Seq] = true
+	}
+	for i, p := range puts {
+		r, err := s.Read(ctx, "Observation", p.ID)
+		if err != nil {
+			t.Fatalf("read %s: %v", p.ID, err)
+		}
+		if r.Version != 1 || r.Seq != p.Seq || string(r.JSON) != string(p.JSON) || r.Blob != p.Blob || !r.LastUpdated.Equal(p.LastUpdated) || r.Method != "POST" || r.Deleted {
+			t.Fatalf("%d: read back %+v, wrote %+v", i, r, p)
+		}
+		seqs[r.Seq] = true
+	}
+	if len(seqs) != n+2 {
+		t.Fatalf("%d distinct version numbers for %d versions", len(seqs), n+2)
+	}
+	if got := count(t, s, `SELECT COUNT(*) FROM resource_version WHERE batch = 7`); got != n/3 {
+		t.Fatalf("%d versions with the batch, want %d", got, n/3)
+	}
+	if got := count(t, s, `SELECT COUNT(*) FROM resource_version WHERE batch IS NULL AND blob IS NULL`); got != n-n/3+2 {
+		t.Fatalf("%d versions without batch and blob, want %d", got, n-n/3+2)
+	}
+	for tb, want := range map[string]int{"idx_token": n / 3, "idx_date": n / 3, "idx_quantity": n / 3, "compartment": 2 * n / 3} {
+		if got := count(t, s, `SELECT COUNT(*) FROM `+tb); got != want {
+			t.Fatalf("%s has %d rows, want %d", tb, got, want)
+		}
+	}
+	if got := count(t, s, `SELECT COUNT(*) FROM idx_quantity WHERE value = ? AND text = 'x'`, 1.0); got != 1 {
+		t.Fatalf("quantity 1.0 found %d times", got)
+	}
+	// An update after the bulk write takes the next number, and a second
+	// PutNew of an existing resource is a conflict.
+	if v, err := update(ctx, s, "Observation", "o5", `{"n":"five"}`, t0); err != nil || v != 2 {
+		t.Fatalf("update after PutNew: %d %v", v, err)
+	}
+	err = s.WriteTx(ctx, func(tx *sqldb.Tx) error {
+		return tx.PutNew(ctx, []*store.Put{put("Observation", "o1", 1, `{}`, t0)})
+	})
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("PutNew of an existing resource: %v", err)
 	}
 }
 

@@ -1,0 +1,292 @@
+package importer
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/r4"
+)
+
+// A reference can point forward: at a resource that arrives later in the
+// same import (a later chunk of a Bundle, a later line or file of NDJSON).
+// Its local id is not known yet - from a second source it may be another
+// id than the source's, or an existing resource the target's identifier
+// matches - so the resource holding it is deferred: identities are
+// resolved as usual (so that others can point at it), but it is written
+// after the rest of its scope (the Bundle, or the whole run for NDJSON),
+// when every identity of the scope is known. Deferred items wait in a
+// temporary file, so memory stays flat however many there are.
+
+// deferScope collects the items deferred within one Bundle or run.
+type deferScope struct {
+	f *os.File
+	w *bufio.Writer
+	n int
+	// keys are the "Type/sourceId" of deferred items: a later item for
+	// the same resource is deferred too, to keep their order.
+	keys map[string]bool
+	// ids keeps the local ids of deferred items (r.ids may be cleared).
+	ids map[string]string
+}
+
+// deferred is what a deferred item keeps: its input and the identity
+// already resolved for it.
+type deferred struct {
+	File    string       `json:"f,omitempty"`
+	Line    int          `json:"l"`
+	FullURL string       `json:"u,omitempty"`
+	Del     bool         `json:"d,omitempty"`
+	Type    string       `json:"t"`
+	SID     string       `json:"s"`
+	Local   string       `json:"i"`
+	Known   bool         `json:"k,omitempty"`
+	KnownV  string       `json:"kv,omitempty"`
+	KnownUp string       `json:"ku,omitempty"`
+	NewMap  bool         `json:"n,omitempty"`
+	OwnV    int64        `json:"ov,omitempty"`
+	OwnSame bool         `json:"os,omitempty"`
+	Issues  []fhir.Issue `json:"is,omitempty"`
+}
+
+func newScope() *deferScope {
+	return &deferScope{keys: map[string]bool{}, ids: map[string]string{}}
+}
+
+// add writes an item to the scope's file.
+func (sc *deferScope) add(file string, it *item) error {
+	if sc.f == nil {
+		f, err := os.CreateTemp("", "phr-import-deferred-*")
+		if err != nil {
+			return fmt.Errorf("defer forward references: %w", err)
+		}
+		sc.f, sc.w = f, bufio.NewWriterSize(f, 1<<16)
+	}
+	hdr, err := json.Marshal(deferred{File: file, Line: it.line, FullURL: it.fullURL, Del: it.del, Type: it.typ, SID: it.sid,
+		Local: it.localID, Known: it.known, KnownV: it.knownV, KnownUp: it.knownUp, NewMap: it.newMap, OwnV: it.ownVersion, OwnSame: it.ownSame, Issues: it.issues})
+	if err != nil {
+		return fmt.Errorf("defer %s: %w", it.key(), err)
+	}
+	var lb [2 * binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(lb[:], uint64(len(hdr)))
+	n += binary.PutUvarint(lb[n:], uint64(len(it.raw)))
+	sc.w.Write(lb[:n])
+	sc.w.Write(hdr)
+	if _, err := sc.w.Write(it.raw); err != nil {
+		return fmt.Errorf("defer %s: %w", it.key(), err)
+	}
+	sc.n++
+	sc.keys[it.key()] = true
+	sc.ids[it.key()] = it.localID
+	return nil
+}
+
+// close removes the scope's file.
+func (sc *deferScope) close() {
+	if sc.f != nil {
+		sc.f.Close()
+		os.Remove(sc.f.Name())
+		sc.f = nil
+	}
+}
+
+// read calls f with each deferred item, in the order deferred.
+func (sc *deferScope) read(f func(*item, string) error) error {
+	if sc.n == 0 {
+		return nil
+	}
+	if err := sc.w.Flush(); err != nil {
+		return fmt.Errorf("read deferred items: %w", err)
+	}
+	if _, err := sc.f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("read deferred items: %w", err)
+	}
+	br := bufio.NewReaderSize(sc.f, 1<<16)
+	for i := 0; i < sc.n; i++ {
+		hl, err := binary.ReadUvarint(br)
+		if err != nil {
+			return fmt.Errorf("read deferred items: %w", err)
+		}
+		rl, err := binary.ReadUvarint(br)
+		if err != nil {
+			return fmt.Errorf("read deferred items: %w", err)
+		}
+		buf := make([]byte, hl+rl)
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return fmt.Errorf("read deferred items: %w", err)
+		}
+		var d deferred
+		if err := json.Unmarshal(buf[:hl], &d); err != nil {
+			return fmt.Errorf("read deferred items: %w", err)
+		}
+		it := &item{line: d.Line, raw: buf[hl:], fullURL: d.FullURL, del: d.Del, typ: d.Type, sid: d.SID,
+			localID: d.Local, known: d.Known, knownV: d.KnownV, knownUp: d.KnownUp, newMap: d.NewMap, ownVersion: d.OwnV, ownSame: d.OwnSame}
+		if d.Del {
+			it.issues = d.Issues
+		} else {
+			parseItem(it)
+			it.issues = d.Issues // the same parse warnings, and those of resolving
+		}
+		if err := f(it, d.File); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deferForward moves the items of ch whose references may point forward
+// out of the chunk into the scope (none when the run is replaying).
+func (r *Run) deferForward(ctx context.Context, ch *chunk) error {
+	sc := r.scope
+	if sc == nil || r.replaying {
+		return nil
+	}
+	kept := ch.items[:0]
+	for _, it := range ch.items {
+		later, err := r.pointsForward(ctx, it, ch, sc)
+		if err != nil {
+			return err
+		}
+		if !later {
+			kept = append(kept, it)
+			continue
+		}
+		if err := sc.add(r.fileName, it); err != nil {
+			return err
+		}
+	}
+	clear(ch.items[len(kept):])
+	ch.items = kept
+	return nil
+}
+
+// pointsForward reports whether an item must wait for the rest of its
+// scope: it has a reference nothing resolves yet, or an earlier item for
+// the same resource waits.
+func (r *Run) pointsForward(ctx context.Context, it *item, ch *chunk, sc *deferScope) (bool, error) {
+	if it.act == actReject || it.act == actSkip || it.typ == "" {
+		return false, nil
+	}
+	if sc.keys[it.key()] {
+		return true, nil
+	}
+	if it.del || it.tree == nil {
+		return false, nil
+	}
+	later := false
+	var ferr error
+	walkRefs(it.tree, func(ref string) string {
+		if later || ferr != nil {
+			return ref
+		}
+		if _, ok := ch.bundle[ref]; ok {
+			return ref
+		}
+		if strings.HasPrefix(ref, "urn:uuid:") || strings.HasPrefix(ref, "urn:oid:") {
+			later = ch.bundle != nil // only a Bundle's later entry can name it
+			return ref
+		}
+		if t, q, ok := strings.Cut(ref, "?"); ok && r4.IsResourceType(t) {
+			if _, err := url.ParseQuery(q); err != nil {
+				return ref
+			}
+			local, err := r.resolveConditional(ctx, t, q, ch)
+			ferr = err
+			later = local == ""
+			return ref
+		}
+		pr, ok := fhir.ParseReference(ref)
+		if !ok || (pr.Base != "" && pr.Base != r.source) || !r4.IsResourceType(pr.Type) {
+			return ref
+		}
+		k := pr.Type + "/" + pr.ID
+		if _, ok := r.ids[k]; !ok {
+			if _, ok := sc.ids[k]; !ok {
+				later = true
+			}
+		}
+		return ref
+	})
+	return later, ferr
+}
+
+// replay processes the items deferred in sc, in order, now that every
+// identity of the scope is resolved; references still unresolved are kept
+// as they are. bundle is the fullUrl map of the scope's Bundle (nil for a
+// run).
+func (r *Run) replay(sc *deferScope, bundle map[string]string) error {
+	if sc.n == 0 {
+		return nil
+	}
+	slog.DebugContext(r.ctx, "import: writing the resources whose references pointed forward", "batch", r.sum.Batch, "count", sc.n)
+	r.replaying = true
+	defer func() { r.replaying = false }()
+	// Identities of deferred items are known: put them back where
+	// references are rewritten from.
+	for k, local := range sc.ids {
+		r.ids[k] = local
+	}
+	size := r.imp.ChunkSize
+	if size <= 0 {
+		size = 500
+	}
+	file := r.fileName
+	defer func() { r.fileName = file }()
+	var items []*item
+	keys := map[string]bool{}
+	flush := func() error {
+		if len(items) == 0 {
+			return nil
+		}
+		ch := &chunk{items: items, bundle: bundle}
+		items = nil
+		clear(keys)
+		return r.processResolved(ch)
+	}
+	err := sc.read(func(it *item, name string) error {
+		if name != r.fileName || keys[it.key()] {
+			if err := flush(); err != nil {
+				return err
+			}
+			r.fileName = name
+		}
+		keys[it.key()] = true
+		items = append(items, it)
+		if len(items) >= size {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return flush()
+}
+
+// Complete writes what waited for the end of the run (resources whose
+// references pointed forward). Call it once all input is read; Finish
+// with status "done" calls it when the caller did not.
+func (r *Run) Complete() error {
+	sc := r.runScope
+	if sc == nil {
+		return nil
+	}
+	defer sc.close()
+	r.scope, r.runScope = nil, nil
+	return r.replay(sc, nil)
+}
+
+// discard drops what waits (the run failed).
+func (r *Run) discard() {
+	if r.runScope != nil {
+		r.runScope.close()
+	}
+}

@@ -1,0 +1,75 @@
+package importer
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+
+	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/store"
+	"github.com/phr-project/phr/internal/store/sqldb"
+)
+
+// recogniseOwn finds, among items no identity map resolves, the versions
+// of this very record read back: the record's own export imported again,
+// under whatever source. Such an item has the id of a local resource and
+// a meta.versionId and meta.lastUpdated that one of its versions has; it
+// is that resource, not a newcomer to match by identifier or to rename (a
+// rename would also take it out of its patient's compartment). ownSame
+// is set when the content is that version's too.
+func (r *Run) recogniseOwn(ctx context.Context, items []*item) error {
+	byType := map[string][]string{}
+	for _, it := range items {
+		if it.localID != "" || it.sid == "" || it.srcVer == "" || it.srcUpd == "" || it.del {
+			continue
+		}
+		byType[it.typ] = append(byType[it.typ], it.sid)
+	}
+	if len(byType) == 0 {
+		return nil
+	}
+	versions := map[string]*store.Resource{} // "Type/id/version"
+	for typ, ids := range byType {
+		err := forChunks(ids, func(args []any) error {
+			rows, err := r.imp.query(ctx, `SELECT r.id, v.version, v.last_updated, v.deleted, v.json, v.blob
+				FROM resource r JOIN resource_version v ON v.rid = r.rid WHERE r.type = ? AND r.id IN (`+placeholders(len(args))+`)`, append([]any{typ}, args...)...)
+			if err != nil {
+				return fmt.Errorf("read versions: %w", err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				res := &store.Resource{Type: typ}
+				var lu int64
+				var blob sql.NullString
+				if err := rows.Scan(&res.ID, &res.Version, &lu, &res.Deleted, &res.JSON, &blob); err != nil {
+					return fmt.Errorf("read versions: %w", err)
+				}
+				res.LastUpdated = sqldb.FromMicros(lu)
+				res.Blob = blob.String
+				versions[typ+"/"+res.ID+"/"+strconv.FormatInt(res.Version, 10)] = res
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, it := range items {
+		if it.localID != "" || it.sid == "" || it.srcVer == "" || it.del {
+			continue
+		}
+		v, ok := versions[it.key()+"/"+it.srcVer]
+		if !ok || v.Deleted {
+			continue
+		}
+		at, err := fhir.ParseInstant(it.srcUpd)
+		if err != nil || !at.Equal(v.LastUpdated) {
+			continue
+		}
+		it.localID = it.sid
+		it.ownVersion = v.Version
+		it.ownSame = sameContent(it.tree, v)
+	}
+	return nil
+}

@@ -1,0 +1,130 @@
+package importer_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/phr-project/phr/internal/importer"
+)
+
+// writeBundle writes a transaction Bundle of n Observations of about 8 KB
+// each (narrative included) for one patient, the Patient entry last, so
+// every Observation points forward at it by urn:uuid.
+func writeBundle(w io.Writer, prefix string, n int) error {
+	bw := bufio.NewWriterSize(w, 1<<16)
+	div := `<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>` + strings.Repeat("Body weight measured at the clinic. ", 220) + `</p></div>`
+	bw.WriteString(`{"resourceType":"Bundle","type":"transaction","entry":[` + "\n")
+	for i := range n {
+		fmt.Fprintf(bw, `{"fullUrl":"urn:uuid:%s-%d","resource":{"resourceType":"Observation","id":"%s-o%d","text":{"status":"generated","div":"%s"},"status":"final","code":{"coding":[{"system":"http://loinc.org","code":"29463-7"}]},"subject":{"reference":"urn:uuid:%s-patient"},"effectiveDateTime":"2020-01-01T00:00:00Z","valueQuantity":{"value":%d.5,"unit":"kg","system":"http://unitsofmeasure.org","code":"kg"}},"request":{"method":"POST","url":"Observation"}},`+"\n", prefix, i, prefix, i, div, prefix, 50+i%50)
+	}
+	fmt.Fprintf(bw, `{"fullUrl":"urn:uuid:%s-patient","resource":{"resourceType":"Patient","id":"%s-p","name":[{"family":"Stream"}]},"request":{"method":"POST","url":"Patient"}}]}`+"\n", prefix, prefix)
+	return bw.Flush()
+}
+
+// importStreamed imports a generated Bundle of n entries through a pipe
+// (the importer never sees more than what it reads) and returns the peak
+// Go heap in use meanwhile and the bytes read.
+func importStreamed(t *testing.T, imp *importer.Importer, prefix string, n int) (base, peak uint64, sum importer.Summary) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(writeBundle(pw, prefix, n)) }()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base = ms.HeapInuse
+	var top atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var ms runtime.MemStats
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > top.Load() {
+				top.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	sum, issues := importReader(t, imp, "stream-"+prefix, "bundle", pr)
+	close(stop)
+	<-sampled
+	for _, is := range issues {
+		if is.Severity == "error" || strings.Contains(is.Diagnostics, "names no entry") {
+			t.Errorf("%s: %s", prefix, is.Diagnostics)
+			break
+		}
+	}
+	if sum.Created != n+1 {
+		t.Fatalf("%s: %+v", prefix, sum)
+	}
+	return base, top.Load(), sum
+}
+
+// TestBundleStreamMemory: a Bundle is read as a stream. Importing one 4
+// times as large (about 64 MB against 16 MB) raises the peak Go heap by
+// far less than the difference in size, and the import's heap stays under
+// a bound that does not depend on the size; read whole, the Bundle would
+// need several times its size.
+func TestBundleStreamMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("imports 10,000 resources")
+	}
+	app := openApp(t, "sqlite")
+	imp := importer.New(app.Store, app.Records)
+	_, small, s1 := importStreamed(t, imp, "small", 2000)
+	base, large, s2 := importStreamed(t, imp, "large", 8000)
+	mib := func(n uint64) float64 { return float64(n) / (1 << 20) }
+	t.Logf("peak heap: %.1f MiB for %.1f MiB of Bundle, %.1f MiB for %.1f MiB (%.1f MiB before it)", mib(small), mib(uint64(s1.Bytes)), mib(large), mib(uint64(s2.Bytes)), mib(base))
+	if s2.Bytes < 60<<20 {
+		t.Fatalf("the large Bundle has only %d bytes", s2.Bytes)
+	}
+	if grow := int64(large) - int64(small); grow > 24<<20 {
+		t.Errorf("the peak heap grew by %.1f MiB for %.1f MiB more input: not streamed", mib(uint64(grow)), mib(uint64(s2.Bytes-s1.Bytes)))
+	}
+	// The bound is the chunks in flight (500 entries of 8 KB, each as
+	// text, tree and prepared version) and garbage not yet collected.
+	if large-base > 128<<20 {
+		t.Errorf("the import took %.1f MiB of heap for a %.1f MiB Bundle", mib(large-base), mib(uint64(s2.Bytes)))
+	}
+}
+
+// TestStreamedBundleErrors: a broken entry of a streamed Bundle is
+// rejected with its line and the rest imported; a Bundle cut short keeps
+// what came before the cut and reports where it broke.
+func TestStreamedBundleErrors(t *testing.T) {
+	app := openApp(t, "sqlite")
+	imp := importer.New(app.Store, app.Records)
+	pat := func(id string) string {
+		return `{"fullUrl":"urn:uuid:` + id + `","resource":{"resourceType":"Patient","id":"` + id + `","name":[{"family":"X"}]}}`
+	}
+	broken := "{\"resourceType\":\"Bundle\",\"type\":\"collection\",\n\"entry\":[\n" + pat("s1") + ",\n" +
+		`{"resource":{"resourceType":"Patient","id":"s2",}}` + ",\n" + pat("s3") + "\n]}\n"
+	sum, issues := importReader(t, imp, "s", "bundle", strings.NewReader(broken))
+	if sum.Created != 2 || sum.Rejected != 1 {
+		t.Errorf("broken entry: %+v %v", sum, issues)
+	}
+	if len(issues) == 0 || !strings.Contains(issues[0].Diagnostics, "line 4") || !strings.Contains(issues[0].Diagnostics, "Bundle.entry[1]") && !strings.Contains(strings.Join(issues[0].Expression, ""), "Bundle.entry[1]") {
+		t.Errorf("the broken entry is not reported at line 4: %+v", issues)
+	}
+	cut := "{\"resourceType\":\"Bundle\",\"type\":\"collection\",\n\"entry\":[\n" + pat("c1") + ",\n" + pat("c2") + ",\n" + `{"resource":{"resourceType":"Pat`
+	sum, issues = importReader(t, imp, "s", "bundle", strings.NewReader(cut))
+	if sum.Created != 2 || sum.Rejected != 1 {
+		t.Errorf("cut Bundle: %+v %v", sum, issues)
+	}
+	if len(issues) == 0 || !strings.Contains(issues[len(issues)-1].Diagnostics, "does not end") {
+		t.Errorf("the cut is not reported: %+v", issues)
+	}
+}

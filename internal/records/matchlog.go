@@ -1,0 +1,66 @@
+package records
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+
+	"github.com/phr-project/phr/internal/fhir"
+)
+
+// A Bundle's conditional searches (ifNoneExist, conditional update and
+// delete, conditional references) run before its write transaction, so
+// that its entries can be prepared without holding the store's writer.
+// matchLog records them and verify runs them again inside the transaction:
+// when a write committed in between changed an answer, the preparation is
+// void and the Bundle is processed again (errMatchesChanged).
+type matchLog struct {
+	mu   sync.Mutex
+	recs []matchRecord
+}
+
+type matchRecord struct {
+	typ   string
+	q     url.Values
+	limit int
+	ids   []string
+}
+
+// errMatchesChanged says that a conditional search of a Bundle answers
+// differently inside its write transaction than it did before.
+var errMatchesChanged = errors.New("a concurrent write changed what the Bundle's conditional searches match")
+
+// match runs a search for a conditional interaction and records it in l
+// (when not nil).
+func (s *Service) match(ctx context.Context, l *matchLog, typ string, q url.Values, limit int) ([]string, error) {
+	ids, err := s.matcher.Match(ctx, typ, q, limit)
+	if err != nil || l == nil {
+		return ids, err
+	}
+	l.mu.Lock()
+	l.recs = append(l.recs, matchRecord{typ: typ, q: q, limit: limit, ids: slices.Sorted(slices.Values(ids))})
+	l.mu.Unlock()
+	return ids, nil
+}
+
+// verify runs the recorded searches again (inside the write transaction)
+// and returns errMatchesChanged, as a 409, when one answers differently.
+func (s *Service) verify(ctx context.Context, l *matchLog) error {
+	if l == nil {
+		return nil
+	}
+	for _, r := range l.recs {
+		ids, err := s.matcher.Match(ctx, r.typ, r.q, r.limit)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(slices.Sorted(slices.Values(ids)), r.ids) {
+			return &fhir.Error{Status: http.StatusConflict, Err: errMatchesChanged,
+				Issues: []fhir.Issue{{Severity: "error", Code: "conflict", Diagnostics: "a concurrent write changed what the Bundle's conditional searches (" + r.typ + "?" + r.q.Encode() + ") match; send it again"}}}
+		}
+	}
+	return nil
+}
