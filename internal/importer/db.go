@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/phr-project/phr/internal/store"
@@ -13,19 +14,35 @@ import (
 // inChunk is the number of values per IN (...) list.
 const inChunk = 200
 
+// anyChunk is the number of values per = ANY(array) condition
+// (PostgreSQL).
+const anyChunk = 2000
+
 func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
 }
 
-// forChunks calls f with slices of at most inChunk ids.
-func forChunks(ids []string, f func([]any) error) error {
+// forChunks calls f with parts of ids and the condition that selects a
+// column among them: "IN (?, ?...)" with one argument per id on SQLite;
+// "= ANY(?)" with one text array on PostgreSQL, so that every part runs
+// the same statement, prepared once, instead of one statement text (and a
+// preparing round trip) per list length.
+func (imp *Importer) forChunks(ids []string, f func(cond string, args []any) error) error {
+	if imp.db.SQLDialect() == sqldb.Postgres {
+		for start := 0; start < len(ids); start += anyChunk {
+			if err := f("= ANY(?::text[])", []any{ids[start:min(start+anyChunk, len(ids))]}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	for start := 0; start < len(ids); start += inChunk {
 		part := ids[start:min(start+inChunk, len(ids))]
 		args := make([]any, len(part))
 		for i, s := range part {
 			args[i] = s
 		}
-		if err := f(args); err != nil {
+		if err := f("IN ("+placeholders(len(args))+")", args); err != nil {
 			return err
 		}
 	}
@@ -35,8 +52,8 @@ func forChunks(ids []string, f func([]any) error) error {
 // lookupIdentity fills out["Type/sourceId"] = {local id, src version,
 // src updated} for the source's known ids.
 func (imp *Importer) lookupIdentity(ctx context.Context, source, typ string, sids []string, out map[string][3]string) error {
-	return forChunks(sids, func(args []any) error {
-		q := `SELECT source_id, local_id, src_version, src_updated FROM import_identity WHERE source = ? AND type = ? AND source_id IN (` + placeholders(len(args)) + `)`
+	return imp.forChunks(sids, func(cond string, args []any) error {
+		q := `SELECT source_id, local_id, src_version, src_updated FROM import_identity WHERE source = ? AND type = ? AND source_id ` + cond
 		rows, err := imp.query(ctx, q, append([]any{source, typ}, args...)...)
 		if err != nil {
 			return fmt.Errorf("read identity map: %w", err)
@@ -56,8 +73,8 @@ func (imp *Importer) lookupIdentity(ctx context.Context, source, typ string, sid
 
 // existing marks out["Type/id"] for ids that exist locally (in any state).
 func (imp *Importer) existing(ctx context.Context, typ string, ids []string, out map[string]bool) error {
-	return forChunks(ids, func(args []any) error {
-		rows, err := imp.query(ctx, `SELECT id FROM resource WHERE type = ? AND id IN (`+placeholders(len(args))+`)`, append([]any{typ}, args...)...)
+	return imp.forChunks(ids, func(cond string, args []any) error {
+		rows, err := imp.query(ctx, `SELECT id FROM resource WHERE type = ? AND id `+cond, append([]any{typ}, args...)...)
 		if err != nil {
 			return fmt.Errorf("check ids: %w", err)
 		}
@@ -71,6 +88,65 @@ func (imp *Importer) existing(ctx context.Context, typ string, ids []string, out
 		}
 		return rows.Err()
 	})
+}
+
+// identKey is a business identifier of a type: type, system, value.
+type identKey [3]string
+
+// identifierMatchesAll fills out[key] with the local ids of imported
+// resources carrying each identifier (keys without any stay absent). On
+// PostgreSQL the identifiers of a whole chunk are looked up together, one
+// statement per anyChunk of them, instead of one round trip each; SQLite,
+// in process, asks for each.
+func (imp *Importer) identifierMatchesAll(ctx context.Context, keys []identKey, out map[identKey][]string) error {
+	if imp.db.SQLDialect() != sqldb.Postgres {
+		for _, k := range keys {
+			ids, err := imp.identifierMatches(ctx, k[0], k[1], k[2])
+			if err != nil {
+				return err
+			}
+			if len(ids) > 0 {
+				out[k] = ids
+			}
+		}
+		return nil
+	}
+	for start := 0; start < len(keys); start += anyChunk {
+		part := keys[start:min(start+anyChunk, len(keys))]
+		var cols [3][]string
+		for i := range cols {
+			cols[i] = make([]string, len(part))
+		}
+		for j, k := range part {
+			for i := range cols {
+				cols[i][j] = k[i]
+			}
+		}
+		err := func() error {
+			rows, err := imp.query(ctx, `SELECT i.type, i.system, i.value, i.local_id
+				FROM unnest(?::text[], ?::text[], ?::text[]) AS q(type, system, value)
+				JOIN import_identifier i ON i.type = q.type AND i.system = q.system AND i.value = q.value`, cols[0], cols[1], cols[2])
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var k identKey
+				var id string
+				if err := rows.Scan(&k[0], &k[1], &k[2], &id); err != nil {
+					return err
+				}
+				if !slices.Contains(out[k], id) {
+					out[k] = append(out[k], id)
+				}
+			}
+			return rows.Err()
+		}()
+		if err != nil {
+			return fmt.Errorf("match identifiers: %w", err)
+		}
+	}
+	return nil
 }
 
 // identifierMatches returns the local ids of imported resources of typ
@@ -94,9 +170,9 @@ func (imp *Importer) identifierMatches(ctx context.Context, typ, system, value s
 
 // currentVersions reads the current versions of typ/ids into out.
 func (imp *Importer) currentVersions(ctx context.Context, typ string, ids []string, out map[string]*store.Resource) error {
-	return forChunks(ids, func(args []any) error {
+	return imp.forChunks(ids, func(cond string, args []any) error {
 		rows, err := imp.query(ctx, `SELECT r.id, r.version, r.seq, r.last_updated, r.deleted, v.json, v.blob
-			FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.type = ? AND r.id IN (`+placeholders(len(args))+`)`, append([]any{typ}, args...)...)
+			FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.type = ? AND r.id `+cond, append([]any{typ}, args...)...)
 		if err != nil {
 			return fmt.Errorf("read current versions: %w", err)
 		}
@@ -124,8 +200,8 @@ func (imp *Importer) query(ctx context.Context, q string, args ...any) (*sql.Row
 
 // seenHashes marks out[hash] for the digests the source sent before.
 func (imp *Importer) seenHashes(ctx context.Context, source string, hashes []string, out map[string]bool) error {
-	return forChunks(hashes, func(args []any) error {
-		rows, err := imp.query(ctx, `SELECT hash FROM import_seen WHERE source = ? AND hash IN (`+placeholders(len(args))+`)`, append([]any{source}, args...)...)
+	return imp.forChunks(hashes, func(cond string, args []any) error {
+		rows, err := imp.query(ctx, `SELECT hash FROM import_seen WHERE source = ? AND hash `+cond, append([]any{source}, args...)...)
 		if err != nil {
 			return fmt.Errorf("read digests: %w", err)
 		}

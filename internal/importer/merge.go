@@ -344,6 +344,22 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 // matchIdentifiers matches items by business identifier against imported
 // resources (and the Matcher when set).
 func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
+	// The identifiers of every item, looked up together.
+	var keys []identKey
+	seen := map[identKey]bool{}
+	for _, it := range items {
+		for _, idn := range it.idents {
+			k := identKey{it.typ, idn[0], idn[1]}
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
+	}
+	known := make(map[identKey][]string)
+	if err := r.imp.identifierMatchesAll(ctx, keys, known); err != nil {
+		return err
+	}
 	for _, it := range items {
 		if len(it.idents) == 0 || it.localID != "" {
 			continue
@@ -351,10 +367,8 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 		var match string
 		ambiguous := false
 		for _, idn := range it.idents {
-			ids, err := r.imp.identifierMatches(ctx, it.typ, idn[0], idn[1])
-			if err != nil {
-				return err
-			}
+			ids := known[identKey{it.typ, idn[0], idn[1]}]
+			var err error
 			if len(ids) == 0 && r.imp.Matcher != nil && searchIdentifiers[it.typ] {
 				ids, err = r.imp.Matcher.Match(ctx, it.typ, url.Values{"identifier": {idn[0] + "|" + idn[1]}}, 2)
 				if err != nil {

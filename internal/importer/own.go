@@ -31,9 +31,9 @@ func (r *Run) recogniseOwn(ctx context.Context, items []*item) error {
 	}
 	versions := map[string]*store.Resource{} // "Type/id/version"
 	for typ, ids := range byType {
-		err := forChunks(ids, func(args []any) error {
+		err := r.imp.forChunks(ids, func(cond string, args []any) error {
 			rows, err := r.imp.query(ctx, `SELECT r.id, v.version, v.last_updated, v.deleted, v.json, v.blob
-				FROM resource r JOIN resource_version v ON v.rid = r.rid WHERE r.type = ? AND r.id IN (`+placeholders(len(args))+`)`, append([]any{typ}, args...)...)
+				FROM resource r JOIN resource_version v ON v.rid = r.rid WHERE r.type = ? AND r.id `+cond, append([]any{typ}, args...)...)
 			if err != nil {
 				return fmt.Errorf("read versions: %w", err)
 			}

@@ -385,6 +385,8 @@ func (s *Service) writeEntries(ctx context.Context, p access.Principal, entries 
 	}
 	var out []EntryResponse
 	err := s.store.Write(ctx, func(tx store.Tx) error {
+		// Reads made while the transaction is open run inside it.
+		ctx := store.WithTx(ctx, tx)
 		var err error
 		out, err = s.writeInTx(ctx, tx, p, entries, n, log)
 		return err
@@ -907,6 +909,8 @@ func (s *Service) batchEntry(ctx context.Context, p access.Principal, item *fhir
 	}
 	var r EntryResponse
 	err = s.store.Write(ctx, func(tx store.Tx) error {
+		// Reads made while the transaction is open run inside it.
+		ctx := store.WithTx(ctx, tx)
 		// Each attempt starts from the entry as sent.
 		e, err := parse(item.Clone())
 		if err != nil {

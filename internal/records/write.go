@@ -354,6 +354,7 @@ func (s *Service) UpdateTree(ctx context.Context, typ, id string, res *fhirjson.
 	}
 	var result *Result
 	err = s.store.Write(ctx, func(tx store.Tx) error {
+		ctx := store.WithTx(ctx, tx)
 		r, err := s.updateTx(ctx, tx, p, typ, id, res.Clone(), o, "PUT")
 		result = r
 		return err
@@ -446,6 +447,7 @@ func (s *Service) Patch(ctx context.Context, typ, id string, patch []byte, o Wri
 	}
 	var result *Result
 	err = s.store.Write(ctx, func(tx store.Tx) error {
+		ctx := store.WithTx(ctx, tx)
 		cur, err := tx.Current(ctx, typ, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return fhir.NotFound("%s/%s is not known", typ, id)
@@ -502,6 +504,7 @@ func (s *Service) Delete(ctx context.Context, typ, id string, o WriteOptions) (*
 	}
 	var result *Result
 	err = s.store.Write(ctx, func(tx store.Tx) error {
+		ctx := store.WithTx(ctx, tx)
 		r, err := s.deleteTx(ctx, tx, p, typ, id, o)
 		result = r
 		return err

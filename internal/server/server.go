@@ -47,6 +47,9 @@ type Config struct {
 	DataDir string
 	// DB is empty for SQLite in DataDir, or a postgres:// URL.
 	DB string
+	// DBMaxConns caps the database connections that serve reads (0: the
+	// store's default, postgres.DefaultMaxConns or sqlite.DefaultMaxConns).
+	DBMaxConns int
 	// BaseURL is the public URL of the server (without /fhir); derived
 	// from Addr when empty.
 	BaseURL string
@@ -138,12 +141,12 @@ func OpenStore(ctx context.Context, c Config) (*sqldb.DB, error) {
 		if !strings.HasPrefix(c.DB, "postgres://") && !strings.HasPrefix(c.DB, "postgresql://") {
 			return nil, fmt.Errorf("--db must be empty (SQLite in the data directory) or a postgres:// URL")
 		}
-		return postgres.Open(ctx, c.DB)
+		return postgres.OpenWith(ctx, c.DB, postgres.Options{MaxConns: c.DBMaxConns})
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	return sqlite.Open(ctx, filepath.Join(c.DataDir, "phr.db"))
+	return sqlite.OpenWith(ctx, filepath.Join(c.DataDir, "phr.db"), sqlite.Options{MaxConns: c.DBMaxConns})
 }
 
 // Open assembles an App from the configuration.

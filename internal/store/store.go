@@ -101,6 +101,26 @@ type Store interface {
 	Close() error
 }
 
+type txKey struct{}
+
+// WithTx returns a context carrying tx. Reads that the store answers with
+// such a context - Read, ReadVersion, and the queries of the services built
+// on it, among them the search that conditional interactions run - happen
+// inside the transaction, on its own connection: they see what it wrote so
+// far, and they never wait for a second connection while the transaction
+// holds one (with every connection held by a transaction waiting for
+// another, the pool would be deadlocked). Code that reads while a
+// transaction is open passes this context.
+func WithTx(ctx context.Context, tx Tx) context.Context {
+	return context.WithValue(ctx, txKey{}, tx)
+}
+
+// TxFrom returns the transaction ctx carries (nil when none).
+func TxFrom(ctx context.Context) Tx {
+	tx, _ := ctx.Value(txKey{}).(Tx)
+	return tx
+}
+
 // Tx is a write transaction.
 type Tx interface {
 	// Current returns the latest version of a resource for an update,

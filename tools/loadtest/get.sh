@@ -1,8 +1,11 @@
 #!/bin/bash
 # get.sh [sqlite|postgres]: measures single-resource GET throughput of a real
 # `phr serve` with wrk (16 connections, 2 threads, 10 s) and prints wrk's
-# latency distribution. Needs wrk (apt-get install wrk). For postgres it
-# creates a fresh database on PHR_TEST_POSTGRES_URL's server.
+# latency distribution, then the CPU time spent per request by the server
+# (and, for postgres, by its database backends): on a shared machine the
+# wall-clock figures are noisy, the CPU per request much less so. Needs wrk
+# (apt-get install wrk). For postgres it creates a fresh database on
+# PHR_TEST_POSTGRES_URL's server. SERVE_ARGS adds flags to phr serve.
 set -euo pipefail
 store=${1:-sqlite}
 dur=${DURATION:-10s}
@@ -19,12 +22,39 @@ if [ "$store" = postgres ]; then
   db=$(echo "$base" | sed -E "s#/[^/?]+(\?|$)#/$name\1#")
 fi
 port=$((20000 + RANDOM % 20000))
-PHR_LOG_LEVEL=warn "$tmp/phr" serve --addr 127.0.0.1:$port --data "$tmp/data" --db "$db" >"$tmp/log" 2>&1 &
+# shellcheck disable=SC2086
+PHR_LOG_LEVEL=warn "$tmp/phr" serve --addr 127.0.0.1:$port --data "$tmp/data" --db "$db" ${SERVE_ARGS:-} >"$tmp/log" 2>&1 &
 pid=$!
 for i in $(seq 100); do curl -sf http://127.0.0.1:$port/healthz >/dev/null && break; sleep 0.1; done
 tok=$("$tmp/phr" token --data "$tmp/data" --db "$db" --scope 'system/*.*' --ttl 1h)
 curl -sf -X PUT -H "Authorization: Bearer $tok" -H 'Content-Type: application/fhir+json' \
   --data '{"resourceType":"Patient","id":"p1","name":[{"family":"Smith","given":["Ann"]}],"gender":"female","birthDate":"1970-01-01"}' \
   http://127.0.0.1:$port/fhir/Patient/p1 >/dev/null
+# ticks PIDS...: "pid ticks" lines, the user+system CPU each process has used.
+ticks() {
+  local p
+  for p in "$@"; do
+    [ -r /proc/$p/stat ] && echo "$p $(awk '{print $14 + $15}' /proc/$p/stat)"
+  done
+  true
+}
+backends() {
+  if [ "$store" = postgres ]; then psql "$base" -Atc "SELECT pid FROM pg_stat_activity WHERE datname = '$name'"; fi
+}
 echo "store=$store conns=$conns duration=$dur"
-wrk -t"${THREADS:-2}" -c"$conns" -d"$dur" --latency -H "Authorization: Bearer $tok" http://127.0.0.1:$port/fhir/Patient/p1
+ticks $pid >"$tmp/srv0"
+# shellcheck disable=SC2046
+ticks $(backends) >"$tmp/db0"
+wrk -t"${THREADS:-2}" -c"$conns" -d"$dur" --latency -H "Authorization: Bearer $tok" http://127.0.0.1:$port/fhir/Patient/p1 | tee "$tmp/wrk"
+ticks $pid >"$tmp/srv1"
+# shellcheck disable=SC2046
+ticks $(backends) >"$tmp/db1"
+reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk")
+# used BEFORE AFTER: ticks used in between (processes that started meanwhile count from zero)
+used() { awk 'NR == FNR {b[$1] = $2; next} {t += $2 - b[$1]; n++} END {print t + 0, n + 0}' "$1" "$2"; }
+read -r s _ < <(used "$tmp/srv0" "$tmp/srv1")
+read -r d nb < <(used "$tmp/db0" "$tmp/db1")
+awk -v s="$s" -v d="$d" -v n="$reqs" -v hz="$(getconf CLK_TCK)" -v nb="$nb" 'BEGIN {
+  printf "server CPU: %.1f s, %.0f us/request\n", s / hz, s / hz / n * 1e6
+  if (nb > 0) printf "database CPU (%d backends): %.1f s, %.0f us/request\n", nb, d / hz, d / hz / n * 1e6
+}'

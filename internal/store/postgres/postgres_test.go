@@ -1,12 +1,97 @@
 package postgres_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/phr-project/phr/internal/store"
+	"github.com/phr-project/phr/internal/store/postgres"
 	"github.com/phr-project/phr/internal/store/sqldb"
 	"github.com/phr-project/phr/internal/store/storetest"
 )
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) *sqldb.DB { return storetest.Open(t, "postgres") })
+}
+
+// TestCoalescedReads reads many resources at once, so that the reads are
+// answered in shared statements: each must get its own resource (current
+// version, tombstone, or not found), whatever it was batched with.
+func TestCoalescedReads(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.OpenWith(ctx, storetest.NewPostgresURL(t), postgres.Options{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	at := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	const n = 40
+	err = db.Write(ctx, func(tx store.Tx) error {
+		for i := range n {
+			for _, typ := range []string{"Patient", "Observation"} {
+				id := fmt.Sprintf("r%d", i)
+				js := fmt.Sprintf(`{"resourceType":%q,"id":%q}`, typ, id)
+				if err := tx.Put(ctx, &store.Put{Resource: store.Resource{Type: typ, ID: id, Version: 1, LastUpdated: at, Method: "POST", JSON: []byte(js)}}); err != nil {
+					return err
+				}
+			}
+		}
+		// every fifth Observation is deleted
+		for i := 0; i < n; i += 5 {
+			del := &store.Put{Resource: store.Resource{Type: "Observation", ID: fmt.Sprintf("r%d", i), Version: 2, LastUpdated: at.Add(time.Second), Deleted: true, Method: "DELETE"}}
+			if err := tx.Put(ctx, del); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	for g := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 20 {
+				i := (g*7 + k*13) % (n + 10) // some ids do not exist
+				typ := []string{"Patient", "Observation"}[(g+k)%2]
+				id := fmt.Sprintf("r%d", i)
+				res, err := db.Read(ctx, typ, id)
+				switch {
+				case i >= n:
+					if !errors.Is(err, store.ErrNotFound) {
+						errs <- fmt.Errorf("%s/%s: %v, want not found", typ, id, err)
+					}
+				case err != nil:
+					errs <- fmt.Errorf("%s/%s: %v", typ, id, err)
+				case res.Type != typ || res.ID != id:
+					errs <- fmt.Errorf("asked for %s/%s, got %s/%s", typ, id, res.Type, res.ID)
+				case typ == "Observation" && i%5 == 0:
+					if !res.Deleted || res.Version != 2 || res.JSON != nil {
+						errs <- fmt.Errorf("%s/%s: %+v, want the tombstone", typ, id, res)
+					}
+				default:
+					if res.Deleted || res.Version != 1 || string(res.JSON) != fmt.Sprintf(`{"resourceType":%q,"id":%q}`, typ, id) || !res.LastUpdated.Equal(at) {
+						errs <- fmt.Errorf("%s/%s: %+v", typ, id, res)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// A closed store refuses reads instead of hanging.
+	db.Close()
+	if _, err := db.Read(ctx, "Patient", "r1"); err == nil {
+		t.Error("read after Close succeeded")
+	}
 }

@@ -28,7 +28,25 @@ func scanVersion(sc interface{ Scan(...any) error }) (*store.Resource, error) {
 }
 
 // Read implements store.Store.
+// Inside a transaction (store.WithTx) it reads there.
 func (db *DB) Read(ctx context.Context, typ, id string) (*store.Resource, error) {
+	if t := db.txOf(ctx); t != nil {
+		return t.read(ctx, typ, id)
+	}
+	if db.readReqs != nil {
+		return db.readCoalesced(ctx, typ, id)
+	}
+	done, err := db.admit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := db.readOne(ctx, typ, id)
+	done()
+	return res, err
+}
+
+// readOne reads the current version of typ/id on the read pool.
+func (db *DB) readOne(ctx context.Context, typ, id string) (*store.Resource, error) {
 	row := db.QueryRow(ctx, `SELECT `+versionCols+` FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.type = ? AND r.id = ?`, typ, id)
 	res, err := scanVersion(row)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -41,9 +59,42 @@ func (db *DB) Read(ctx context.Context, typ, id string) (*store.Resource, error)
 }
 
 // ReadVersion implements store.Store.
+// Inside a transaction (store.WithTx) it reads there.
 func (db *DB) ReadVersion(ctx context.Context, typ, id string, version int64) (*store.Resource, error) {
+	if t := db.txOf(ctx); t != nil {
+		return t.readVersion(ctx, typ, id, version)
+	}
+	done, err := db.admit(ctx)
+	if err != nil {
+		return nil, err
+	}
 	row := db.QueryRow(ctx, `SELECT `+versionCols+` FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = ? WHERE r.type = ? AND r.id = ?`, version, typ, id)
 	res, err := scanVersion(row)
+	done()
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%s/_history/%d: %w", typ, id, version, err)
+	}
+	return res, nil
+}
+
+// read is Read inside the transaction.
+func (t *Tx) read(ctx context.Context, typ, id string) (*store.Resource, error) {
+	res, err := scanVersion(t.queryRow(ctx, `SELECT `+versionCols+` FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.type = ? AND r.id = ?`, typ, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%s: %w", typ, id, err)
+	}
+	return res, nil
+}
+
+// readVersion is ReadVersion inside the transaction.
+func (t *Tx) readVersion(ctx context.Context, typ, id string, version int64) (*store.Resource, error) {
+	res, err := scanVersion(t.queryRow(ctx, `SELECT `+versionCols+` FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = ? WHERE r.type = ? AND r.id = ?`, version, typ, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}

@@ -21,8 +21,11 @@ type ridVersion struct {
 // Tx is a write transaction. Index entries are buffered and written in
 // multi-row inserts when the transaction commits or before it queries.
 type Tx struct {
-	db    *DB
-	tx    *sql.Tx
+	db *DB
+	tx *sql.Tx
+	// conn is the connection tx runs on when the store bulk-copies
+	// (DB.copyFrom); nil otherwise.
+	conn  *sql.Conn
 	rids  map[resKey]ridVersion
 	stmts map[string]*sql.Stmt
 	pend  pending
@@ -31,6 +34,9 @@ type Tx struct {
 	queued map[int64]bool
 	// unprepared are statements to prepare on the pool after the transaction.
 	unprepared []string
+	// done is set when the transaction has ended: a context that still
+	// carries it (store.WithTx) reads from the pools again.
+	done bool
 	// On SQLite the transaction is the only writer, so it numbers new
 	// resources and versions itself (from the maxima read once) rather
 	// than asking for each generated key back; every row it writes to
@@ -75,6 +81,10 @@ var indexTables = [numTables]struct {
 	{"idx_uri", []string{"rid", "type", "param", "value"}},
 	{"idx_composite", []string{"rid", "type", "param", "parts"}},
 }
+
+// minCopyRows is the fewest rows worth a bulk copy (DB.copyFrom), which
+// costs an extra round trip (the copy first looks up the column types).
+const minCopyRows = 50
 
 // rowsPerInsert is how many rows one multi-row INSERT carries.
 const rowsPerInsert = 200
@@ -418,6 +428,13 @@ func (t *Tx) insertRows(ctx context.Context, table string, cols []string, args [
 		return t.insertArrays(ctx, table, cols, args, suffix)
 	}
 	nc := len(cols)
+	if t.conn != nil && suffix == "" && len(args)/nc >= minCopyRows {
+		err := t.conn.Raw(func(dc any) error { return t.db.copyFrom(ctx, dc, table, cols, args) })
+		if err != nil {
+			return fmt.Errorf("copy into %s: %w", table, err)
+		}
+		return nil
+	}
 	head := t.db.insertInto() + table + " (" + strings.Join(cols, ", ") + ") VALUES "
 	one := "(" + strings.TrimSuffix(strings.Repeat("?,", nc), ",") + ")"
 	for len(args) > 0 {

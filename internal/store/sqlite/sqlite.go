@@ -24,9 +24,25 @@ import (
 	"github.com/phr-project/phr/internal/store/sqldb"
 )
 
-// Open opens (creating if needed) the SQLite database at path and applies
-// the migrations (plus those in extra).
+// Options tune Open.
+type Options struct {
+	// MaxConns caps the read-only connections (0: DefaultMaxConns). There
+	// is always one writing connection besides.
+	MaxConns int
+}
+
+// DefaultMaxConns is the default number of read connections: four per
+// CPU, at least 8 (a read that waits on the disk leaves its CPU to others).
+func DefaultMaxConns() int { return max(8, 4*runtime.GOMAXPROCS(0)) }
+
+// Open opens (creating if needed) the SQLite database at path with the
+// default options and applies the migrations (plus those in extra).
 func Open(ctx context.Context, path string, extra ...fs.FS) (*sqldb.DB, error) {
+	return OpenWith(ctx, path, Options{}, extra...)
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, path string, o Options, extra ...fs.FS) (*sqldb.DB, error) {
 	// The driver runs the _pragma values of a DSN sorted by name, not in
 	// the order given, so a pragma must appear once per connection: the
 	// shared ones here, then the writer's or the readers' own.
@@ -65,11 +81,14 @@ func Open(ctx context.Context, path string, extra ...fs.FS) (*sqldb.DB, error) {
 		w.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	n := max(8, 4*runtime.GOMAXPROCS(0))
+	n := o.MaxConns
+	if n <= 0 {
+		n = DefaultMaxConns()
+	}
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
 	r.SetConnMaxLifetime(0)
-	db := sqldb.New(sqldb.Options{Dialect: sqldb.SQLite, Write: w, Read: r, IsConflict: isConflict})
+	db := sqldb.New(sqldb.Options{Dialect: sqldb.SQLite, Write: w, Read: r, MaxReads: n, IsConflict: isConflict})
 	if err := db.Migrate(ctx, extra...); err != nil {
 		db.Close()
 		return nil, err
