@@ -14,23 +14,99 @@ import (
 // inChunk is the number of values per IN (...) list.
 const inChunk = 200
 
-// anyChunk is the number of values per = ANY(array) condition
-// (PostgreSQL).
+// anyChunk is the number of values per array parameter (PostgreSQL).
 const anyChunk = 2000
 
 func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
 }
 
-// forChunks calls f with parts of ids and the condition that selects a
-// column among them: "IN (?, ?...)" with one argument per id on SQLite;
-// "= ANY(?)" with one text array on PostgreSQL, so that every part runs
-// the same statement, prepared once, instead of one statement text (and a
-// preparing round trip) per list length.
-func (imp *Importer) forChunks(ids []string, f func(cond string, args []any) error) error {
+// lookup is a query that reads the rows of a table matching a list of
+// keys (ids, digests...), in the form of each dialect.
+type lookup struct {
+	// sqlite is the query with %s where the condition on the key column
+	// goes ("IN (?, ?...)"); its arguments are fixed, then the keys.
+	sqlite string
+	// postgres reads the keys from one text array, the first parameter,
+	// "FROM unnest(?::text[]) AS q(key) CROSS JOIN LATERAL (... WHERE
+	// col = q.key ...)", followed by the fixed arguments. Every part then
+	// runs the same prepared statement, and each key is one index probe
+	// whatever the planner's statistics say: "col = ANY(?)" in a generic
+	// plan made before the table was analyzed (autovacuum off, or a bulk
+	// import outrunning it) became a filter over every row of the type,
+	// each compared with the whole array, so that an import's lookups
+	// grew with the square of what it had written (issue 5). The lateral
+	// subquery ends in LIMIT or OFFSET so that it is not flattened into a
+	// join the planner could turn into a scan of the table.
+	postgres string
+	fixed    []any
+}
+
+// with returns l with the fixed arguments args.
+func (l lookup) with(args ...any) lookup {
+	l.fixed = args
+	return l
+}
+
+// identityLookup reads identity map entries: source, type; source ids.
+var identityLookup = lookup{
+	sqlite: `SELECT source_id, local_id, src_version, src_updated FROM import_identity WHERE source = ? AND type = ? AND source_id %s`,
+	postgres: `SELECT i.source_id, i.local_id, i.src_version, i.src_updated FROM unnest(?::text[]) AS q(sid)
+		CROSS JOIN LATERAL (SELECT source_id, local_id, src_version, src_updated FROM import_identity
+			WHERE source = ? AND type = ? AND source_id = q.sid LIMIT 1) i`,
+}
+
+// existingLookup reads the ids that exist of a type.
+var existingLookup = lookup{
+	sqlite: `SELECT id FROM resource WHERE type = ? AND id %s`,
+	postgres: `SELECT r.id FROM unnest(?::text[]) AS q(id)
+		CROSS JOIN LATERAL (SELECT id FROM resource WHERE type = ? AND id = q.id LIMIT 1) r`,
+}
+
+// currentLookup reads the current versions of resources of a type.
+var currentLookup = lookup{
+	sqlite: `SELECT r.id, r.version, r.seq, r.last_updated, r.deleted, v.json, v.blob
+		FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.type = ? AND r.id %s`,
+	postgres: `SELECT c.* FROM unnest(?::text[]) AS q(id)
+		CROSS JOIN LATERAL (SELECT r.id, r.version, r.seq, r.last_updated, r.deleted, v.json, v.blob
+			FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.type = ? AND r.id = q.id LIMIT 1) c`,
+}
+
+// seenLookup reads the digests a source sent before.
+var seenLookup = lookup{
+	sqlite: `SELECT hash FROM import_seen WHERE source = ? AND hash %s`,
+	postgres: `SELECT s.hash FROM unnest(?::text[]) AS q(hash)
+		CROSS JOIN LATERAL (SELECT hash FROM import_seen WHERE source = ? AND hash = q.hash LIMIT 1) s`,
+}
+
+// identifierMatchQuery reads the local ids carrying business identifiers
+// (arrays of types, systems and values) on PostgreSQL: one index probe per
+// identifier (see lookup), at most 3 matches each as on SQLite (two
+// already make a match ambiguous).
+const identifierMatchQuery = `SELECT q.type, q.system, q.value, i.local_id
+	FROM unnest(?::text[], ?::text[], ?::text[]) AS q(type, system, value)
+	CROSS JOIN LATERAL (SELECT local_id FROM import_identifier
+		WHERE type = q.type AND system = q.system AND value = q.value LIMIT 3) i`
+
+// forChunks runs l over ids in parts and calls scan for each result row.
+func (imp *Importer) forChunks(ctx context.Context, ids []string, l lookup, scan func(*sql.Rows) error) error {
+	run := func(q string, args []any) error {
+		rows, err := imp.query(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	}
 	if imp.db.SQLDialect() == sqldb.Postgres {
 		for start := 0; start < len(ids); start += anyChunk {
-			if err := f("= ANY(?::text[])", []any{ids[start:min(start+anyChunk, len(ids))]}); err != nil {
+			args := append([]any{ids[start:min(start+anyChunk, len(ids))]}, l.fixed...)
+			if err := run(l.postgres, args); err != nil {
 				return err
 			}
 		}
@@ -38,11 +114,11 @@ func (imp *Importer) forChunks(ids []string, f func(cond string, args []any) err
 	}
 	for start := 0; start < len(ids); start += inChunk {
 		part := ids[start:min(start+inChunk, len(ids))]
-		args := make([]any, len(part))
-		for i, s := range part {
-			args[i] = s
+		args := append([]any(nil), l.fixed...)
+		for _, s := range part {
+			args = append(args, s)
 		}
-		if err := f("IN ("+placeholders(len(args))+")", args); err != nil {
+		if err := run(fmt.Sprintf(l.sqlite, "IN ("+placeholders(len(part))+")"), args); err != nil {
 			return err
 		}
 	}
@@ -52,42 +128,35 @@ func (imp *Importer) forChunks(ids []string, f func(cond string, args []any) err
 // lookupIdentity fills out["Type/sourceId"] = {local id, src version,
 // src updated} for the source's known ids.
 func (imp *Importer) lookupIdentity(ctx context.Context, source, typ string, sids []string, out map[string][3]string) error {
-	return imp.forChunks(sids, func(cond string, args []any) error {
-		q := `SELECT source_id, local_id, src_version, src_updated FROM import_identity WHERE source = ? AND type = ? AND source_id ` + cond
-		rows, err := imp.query(ctx, q, append([]any{source, typ}, args...)...)
-		if err != nil {
-			return fmt.Errorf("read identity map: %w", err)
+	err := imp.forChunks(ctx, sids, identityLookup.with(source, typ), func(rows *sql.Rows) error {
+		var sid string
+		var v [3]string
+		if err := rows.Scan(&sid, &v[0], &v[1], &v[2]); err != nil {
+			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var sid string
-			var v [3]string
-			if err := rows.Scan(&sid, &v[0], &v[1], &v[2]); err != nil {
-				return fmt.Errorf("read identity map: %w", err)
-			}
-			out[typ+"/"+sid] = v
-		}
-		return rows.Err()
+		out[typ+"/"+sid] = v
+		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("read identity map: %w", err)
+	}
+	return nil
 }
 
 // existing marks out["Type/id"] for ids that exist locally (in any state).
 func (imp *Importer) existing(ctx context.Context, typ string, ids []string, out map[string]bool) error {
-	return imp.forChunks(ids, func(cond string, args []any) error {
-		rows, err := imp.query(ctx, `SELECT id FROM resource WHERE type = ? AND id `+cond, append([]any{typ}, args...)...)
-		if err != nil {
-			return fmt.Errorf("check ids: %w", err)
+	err := imp.forChunks(ctx, ids, existingLookup.with(typ), func(rows *sql.Rows) error {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			out[typ+"/"+id] = true
-		}
-		return rows.Err()
+		out[typ+"/"+id] = true
+		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("check ids: %w", err)
+	}
+	return nil
 }
 
 // identKey is a business identifier of a type: type, system, value.
@@ -123,9 +192,7 @@ func (imp *Importer) identifierMatchesAll(ctx context.Context, keys []identKey, 
 			}
 		}
 		err := func() error {
-			rows, err := imp.query(ctx, `SELECT i.type, i.system, i.value, i.local_id
-				FROM unnest(?::text[], ?::text[], ?::text[]) AS q(type, system, value)
-				JOIN import_identifier i ON i.type = q.type AND i.system = q.system AND i.value = q.value`, cols[0], cols[1], cols[2])
+			rows, err := imp.query(ctx, identifierMatchQuery, cols[0], cols[1], cols[2])
 			if err != nil {
 				return err
 			}
@@ -170,26 +237,22 @@ func (imp *Importer) identifierMatches(ctx context.Context, typ, system, value s
 
 // currentVersions reads the current versions of typ/ids into out.
 func (imp *Importer) currentVersions(ctx context.Context, typ string, ids []string, out map[string]*store.Resource) error {
-	return imp.forChunks(ids, func(cond string, args []any) error {
-		rows, err := imp.query(ctx, `SELECT r.id, r.version, r.seq, r.last_updated, r.deleted, v.json, v.blob
-			FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.type = ? AND r.id `+cond, append([]any{typ}, args...)...)
-		if err != nil {
-			return fmt.Errorf("read current versions: %w", err)
+	err := imp.forChunks(ctx, ids, currentLookup.with(typ), func(rows *sql.Rows) error {
+		res := &store.Resource{Type: typ}
+		var lu int64
+		var blob sql.NullString
+		if err := rows.Scan(&res.ID, &res.Version, &res.Seq, &lu, &res.Deleted, &res.JSON, &blob); err != nil {
+			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			res := &store.Resource{Type: typ}
-			var lu int64
-			var blob sql.NullString
-			if err := rows.Scan(&res.ID, &res.Version, &res.Seq, &lu, &res.Deleted, &res.JSON, &blob); err != nil {
-				return fmt.Errorf("read current versions: %w", err)
-			}
-			res.LastUpdated = sqldb.FromMicros(lu)
-			res.Blob = blob.String
-			out[typ+"/"+res.ID] = res
-		}
-		return rows.Err()
+		res.LastUpdated = sqldb.FromMicros(lu)
+		res.Blob = blob.String
+		out[typ+"/"+res.ID] = res
+		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("read current versions: %w", err)
+	}
+	return nil
 }
 
 // query runs a read query; IN lists of varying length are not cached as
@@ -200,21 +263,18 @@ func (imp *Importer) query(ctx context.Context, q string, args ...any) (*sql.Row
 
 // seenHashes marks out[hash] for the digests the source sent before.
 func (imp *Importer) seenHashes(ctx context.Context, source string, hashes []string, out map[string]bool) error {
-	return imp.forChunks(hashes, func(cond string, args []any) error {
-		rows, err := imp.query(ctx, `SELECT hash FROM import_seen WHERE source = ? AND hash `+cond, append([]any{source}, args...)...)
-		if err != nil {
-			return fmt.Errorf("read digests: %w", err)
+	err := imp.forChunks(ctx, hashes, seenLookup.with(source), func(rows *sql.Rows) error {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var h string
-			if err := rows.Scan(&h); err != nil {
-				return err
-			}
-			out[h] = true
-		}
-		return rows.Err()
+		out[h] = true
+		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("read digests: %w", err)
+	}
+	return nil
 }
 
 // identifiersOf returns the recorded identifiers of an imported resource.

@@ -31,28 +31,20 @@ func (r *Run) recogniseOwn(ctx context.Context, items []*item) error {
 	}
 	versions := map[string]*store.Resource{} // "Type/id/version"
 	for typ, ids := range byType {
-		err := r.imp.forChunks(ids, func(cond string, args []any) error {
-			rows, err := r.imp.query(ctx, `SELECT r.id, v.version, v.last_updated, v.deleted, v.json, v.blob
-				FROM resource r JOIN resource_version v ON v.rid = r.rid WHERE r.type = ? AND r.id `+cond, append([]any{typ}, args...)...)
-			if err != nil {
-				return fmt.Errorf("read versions: %w", err)
+		err := r.imp.forChunks(ctx, ids, versionsLookup.with(typ), func(rows *sql.Rows) error {
+			res := &store.Resource{Type: typ}
+			var lu int64
+			var blob sql.NullString
+			if err := rows.Scan(&res.ID, &res.Version, &lu, &res.Deleted, &res.JSON, &blob); err != nil {
+				return err
 			}
-			defer rows.Close()
-			for rows.Next() {
-				res := &store.Resource{Type: typ}
-				var lu int64
-				var blob sql.NullString
-				if err := rows.Scan(&res.ID, &res.Version, &lu, &res.Deleted, &res.JSON, &blob); err != nil {
-					return fmt.Errorf("read versions: %w", err)
-				}
-				res.LastUpdated = sqldb.FromMicros(lu)
-				res.Blob = blob.String
-				versions[typ+"/"+res.ID+"/"+strconv.FormatInt(res.Version, 10)] = res
-			}
-			return rows.Err()
+			res.LastUpdated = sqldb.FromMicros(lu)
+			res.Blob = blob.String
+			versions[typ+"/"+res.ID+"/"+strconv.FormatInt(res.Version, 10)] = res
+			return nil
 		})
 		if err != nil {
-			return err
+			return fmt.Errorf("read versions: %w", err)
 		}
 	}
 	for _, it := range items {
@@ -72,4 +64,14 @@ func (r *Run) recogniseOwn(ctx context.Context, items []*item) error {
 		it.ownSame = sameContent(it.tree, v)
 	}
 	return nil
+}
+
+// versionsLookup reads every version of resources of a type: OFFSET 0
+// keeps the PostgreSQL subquery lateral (see lookup).
+var versionsLookup = lookup{
+	sqlite: `SELECT r.id, v.version, v.last_updated, v.deleted, v.json, v.blob
+		FROM resource r JOIN resource_version v ON v.rid = r.rid WHERE r.type = ? AND r.id %s`,
+	postgres: `SELECT c.* FROM unnest(?::text[]) AS q(id)
+		CROSS JOIN LATERAL (SELECT r.id, v.version, v.last_updated, v.deleted, v.json, v.blob
+			FROM resource r JOIN resource_version v ON v.rid = r.rid WHERE r.type = ? AND r.id = q.id OFFSET 0) c`,
 }

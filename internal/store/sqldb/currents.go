@@ -37,8 +37,13 @@ func (t *Tx) currents(ctx context.Context, typ string, ids []string, out map[str
 		// so that two such writers do not deadlock), then read the version
 		// rows with a fresh snapshot that sees the writers waited for.
 		// Arrays keep one statement text (pgx caches prepared statements
-		// by text), whatever the number of ids.
-		rows, err := t.tx.QueryContext(ctx, `SELECT rid, id, version, seq, last_updated, deleted FROM resource WHERE type = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`, typ, ids)
+		// by text), whatever the number of ids. Each id is one probe of
+		// the (type, id) index, locked in the order of ids (sorted): with
+		// "id = ANY($2)" the generic plan made while the table was small
+		// or unanalyzed could read every row of the type and compare each
+		// with the whole array (issue 5). LIMIT keeps the subquery lateral.
+		rows, err := t.tx.QueryContext(ctx, `SELECT r.rid, r.id, r.version, r.seq, r.last_updated, r.deleted FROM unnest($2::text[]) AS q(id)
+			CROSS JOIN LATERAL (SELECT rid, id, version, seq, last_updated, deleted FROM resource WHERE type = $1 AND id = q.id LIMIT 1 FOR UPDATE) r`, typ, ids)
 		if err != nil {
 			return err
 		}
