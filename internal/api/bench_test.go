@@ -5,10 +5,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
-	"syscall"
 	"testing"
-	"time"
 
+	"github.com/phr-project/phr/internal/procmem"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/store/storetest"
 )
@@ -36,10 +35,10 @@ func benchRead(b *testing.B, dialect string) {
 	b.ReportAllocs()
 	b.SetParallelism(max(1, 16/runtime.GOMAXPROCS(0)))
 	b.ResetTimer()
-	cpu0, db0 := cpuTime(), storetest.BackendCPU(ctx, s.App.Store)
+	cpu0, db0 := procmem.CPU(procmem.Self), storetest.BackendCPU(ctx, s.App.Store)
 	defer func() {
 		b.StopTimer()
-		b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
+		b.ReportMetric(float64((procmem.CPU(procmem.Self)-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
 		if d := storetest.BackendCPU(ctx, s.App.Store) - db0; d > 0 {
 			b.ReportMetric(float64(d.Microseconds())/float64(b.N), "db-cpu-us/op")
 		}
@@ -55,13 +54,4 @@ func benchRead(b *testing.B, dialect string) {
 			}
 		}
 	})
-}
-
-// cpuTime returns the user+system CPU time of this process so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -3,14 +3,12 @@ package bulk_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -71,7 +69,7 @@ func BenchmarkSystemExportSynthea(b *testing.B) {
 		b.Fatal(err)
 	}
 	startRSS, _ := procmem.Status(pid, "VmRSS")
-	cpu0 := cpuTime(pid)
+	cpu0 := procmem.CPU(pid)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		resp := do("GET", base+"/fhir/$export", "Accept", "application/fhir+json", "Prefer", "respond-async")
@@ -99,7 +97,7 @@ func BenchmarkSystemExportSynthea(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	if cpu := cpuTime(sv.cmd.Process.Pid) - cpu0; cpu > 0 {
+	if cpu := procmem.CPU(sv.cmd.Process.Pid) - cpu0; cpu > 0 {
 		// CPU seconds of the server per export: a figure that stays
 		// meaningful on a machine shared with other work.
 		b.ReportMetric(cpu.Seconds()/float64(b.N), "server-cpu-s/op")
@@ -229,26 +227,4 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(sv.dir)
 	}
 	os.Exit(code)
-}
-
-// cpuTime returns the user+system CPU time of a process (Linux), or 0.
-func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name (which may hold spaces) in parentheses.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	// Clock ticks are 100 per second on Linux.
-	return time.Duration(ut+st) * 10 * time.Millisecond
 }

@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -87,14 +86,14 @@ func BenchmarkImportSynthea(b *testing.B) {
 				}()
 				b.StartTimer()
 				start := time.Now()
-				cpu0 := cpuTime()
+				cpu0 := procmem.CPU(procmem.Self)
 				db0 := storetest.BackendCPU(ctx, app.Store)
 				if err := run.NDJSON(in, "synthea.ndjson"); err != nil {
 					b.Fatal(err)
 				}
 				sum, err := run.Finish("done")
 				el := time.Since(start)
-				cpu := cpuTime() - cpu0
+				cpu := procmem.CPU(procmem.Self) - cpu0
 				b.StopTimer()
 				dbCPU := storetest.BackendCPU(ctx, app.Store) - db0
 				close(stopHeap)
@@ -126,14 +125,4 @@ func BenchmarkImportSynthea(b *testing.B) {
 			}
 		})
 	}
-}
-
-// cpuTime returns the user+system CPU time of this process so far (the
-// machine is shared, so wall time alone says little).
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -12,7 +12,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -144,7 +143,7 @@ func BenchmarkExportSynthea(b *testing.B) {
 		b.Run(format, func(b *testing.B) {
 			var res, bytes, peakRSS, startRSS int64
 			var peak uint64
-			cpu0 := cpuTime()
+			cpu0 := procmem.CPU(procmem.Self)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -183,7 +182,7 @@ func BenchmarkExportSynthea(b *testing.B) {
 				peak = max(peak, pk)
 			}
 			s := b.Elapsed().Seconds()
-			cpu := (cpuTime() - cpu0).Seconds()
+			cpu := (procmem.CPU(procmem.Self) - cpu0).Seconds()
 			b.ReportMetric(float64(res)/cpu, "res/cpu-s")
 			b.ReportMetric(float64(bytes)/1e6/cpu, "MB/cpu-s")
 			if format == "ndjson" {
@@ -208,7 +207,7 @@ func BenchmarkExportSynthea(b *testing.B) {
 			b.Fatal(err)
 		}
 		var res, bytes int64
-		cpu0 := cpuTime()
+		cpu0 := procmem.CPU(procmem.Self)
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			for _, id := range ids {
@@ -224,7 +223,7 @@ func BenchmarkExportSynthea(b *testing.B) {
 			}
 		}
 		s := b.Elapsed().Seconds()
-		cpu := (cpuTime() - cpu0).Seconds()
+		cpu := (procmem.CPU(procmem.Self) - cpu0).Seconds()
 		b.ReportMetric(float64(res)/s, "res/s")
 		b.ReportMetric(float64(bytes)/1e6/s, "MB/s")
 		b.ReportMetric(float64(res)/cpu, "res/cpu-s")
@@ -265,7 +264,7 @@ func BenchmarkExportSynthea(b *testing.B) {
 		}
 		url := "http://" + ln.Addr().String() + "/fhir/Bundle/$phr-export?outputFormat=ndjson"
 		var res, n, peakRSS int64
-		cpu0 := cpuTime()
+		cpu0 := procmem.CPU(procmem.Self)
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			if err := procmem.ResetPeak(procmem.Self); err != nil {
@@ -291,7 +290,7 @@ func BenchmarkExportSynthea(b *testing.B) {
 			peakRSS = max(peakRSS, rss)
 		}
 		s := b.Elapsed().Seconds()
-		cpu := (cpuTime() - cpu0).Seconds()
+		cpu := (procmem.CPU(procmem.Self) - cpu0).Seconds()
 		b.ReportMetric(float64(res)/s, "res/s")
 		b.ReportMetric(float64(n)/1e6/s, "MB/s")
 		b.ReportMetric(float64(res)/cpu, "res/cpu-s")
@@ -309,14 +308,6 @@ func (c *lineCounter) Write(p []byte) (int, error) {
 	c.n += int64(len(p))
 	c.lines += int64(bytes.Count(p, []byte{'\n'}))
 	return len(p), nil
-}
-
-// cpuTime is the CPU time (user + system) the process has used: on a
-// shared machine it measures the export's cost better than wall time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func patientIDs(app *server.App) ([]string, error) {

@@ -11,11 +11,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/procmem"
 	"github.com/phr-project/phr/internal/synthea"
 )
 
@@ -83,11 +83,11 @@ func TestPageTimes(t *testing.T) {
 		req := httptest.NewRequest(http.MethodGet, path, nil)
 		req.AddCookie(c)
 		rec := httptest.NewRecorder()
-		c0 := cpuTime()
+		c0 := procmem.CPU(procmem.Self)
 		start := time.Now()
 		h.ServeHTTP(rec, req)
 		d := time.Since(start)
-		cpu[name] = append(cpu[name], cpuTime()-c0)
+		cpu[name] = append(cpu[name], procmem.CPU(procmem.Self)-c0)
 		if rec.Code != 200 {
 			t.Fatalf("%s %s: %d\n%s", name, path, rec.Code, clip(rec.Body.String()))
 		}
@@ -147,15 +147,6 @@ func TestPageTimes(t *testing.T) {
 			t.Logf("  notice: %s median %v is over 300 ms on a machine with load %.1f on %d CPUs; its CPU time is %v", name, med, load, runtime.NumCPU(), cd[len(cd)/2])
 		}
 	}
-}
-
-// cpuTime is the process's user+system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // loadAverage is the 1-minute load average (0 where unknown).

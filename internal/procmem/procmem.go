@@ -1,6 +1,6 @@
-// Package procmem reads a process's memory figures from Linux's /proc, for
-// the benchmarks that report peak memory: the peak resident set size
-// (VmHWM) counts everything the process touched - the Go heap, SQLite's
+// Package procmem reads a process's memory and CPU figures (Linux's /proc,
+// getrusage) for the benchmarks that report them. On memory: the peak
+// resident set size (VmHWM) counts everything the process touched - the Go heap, SQLite's
 // page caches (allocated outside the Go heap) and the pages of the
 // memory-mapped database it read - which the Go runtime's own statistics
 // do not see.

@@ -9,11 +9,11 @@ import (
 	"os"
 	"sort"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/phr-project/phr/internal/auth/token"
+	"github.com/phr-project/phr/internal/procmem"
 	"github.com/phr-project/phr/internal/server"
 	"github.com/phr-project/phr/internal/store/storetest"
 	"github.com/phr-project/phr/internal/synthea"
@@ -65,7 +65,7 @@ func loadSynthea(t testing.TB, dialect string, patients int) *loaded {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { app.Close() })
-	start, cpu := time.Now(), cpuTime()
+	start, cpu := time.Now(), procmem.CPU(procmem.Self)
 	var st synthea.Stats
 	if os.Getenv("PHR_BENCH_REUSE") == "" {
 		// PHR_BENCH_REUSE=1 with PHR_BENCH_DATA queries a database loaded before
@@ -73,7 +73,7 @@ func loadSynthea(t testing.TB, dialect string, patients int) *loaded {
 			t.Fatalf("load: %v", err)
 		}
 	}
-	l := &loaded{app: app, resouces: st.Resources, ingest: time.Since(start), ingestCPU: cpuTime() - cpu}
+	l := &loaded{app: app, resouces: st.Resources, ingest: time.Since(start), ingestCPU: procmem.CPU(procmem.Self) - cpu}
 	if dialect == "postgres" {
 		// planner statistics as autovacuum (off on some machines; search
 		// then refreshes them itself, in the background) would leave them
@@ -195,10 +195,10 @@ func TestSyntheaBenchmark(t *testing.T) {
 				var n, entries int
 				l.get(t, q) // warm
 				for i := 0; i < runs; i++ {
-					start, cpu := time.Now(), cpuTime()
+					start, cpu := time.Now(), procmem.CPU(procmem.Self)
 					b := l.get(t, q)
 					ds = append(ds, time.Since(start))
-					cs = append(cs, cpuTime()-cpu)
+					cs = append(cs, procmem.CPU(procmem.Self)-cpu)
 					if i == 0 {
 						n, entries = total(t, b)
 					}
@@ -233,14 +233,3 @@ func BenchmarkSearch(b *testing.B) {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 var _ = fmt.Sprint
-
-// cpuTime is the CPU time the test process has used (user + system): on
-// a shared machine it shows what a query costs when wall time includes
-// waiting for a core. (PostgreSQL's own work is not in it.)
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phr-project/phr/internal/procmem"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/store/storetest"
 	"github.com/phr-project/phr/internal/synthea"
@@ -29,13 +30,13 @@ func BenchmarkIngest(b *testing.B) {
 				b.StopTimer()
 				s := servertest.Start(b, d)
 				b.StartTimer()
-				start, cpu0 := time.Now(), cpuTime()
+				start, cpu0 := time.Now(), procmem.CPU(procmem.Self)
 				st, err := synthea.Load(context.Background(), s.App.Records, files)
 				if err != nil {
 					b.Fatal(err)
 				}
 				el += time.Since(start)
-				cpu += cpuTime() - cpu0
+				cpu += procmem.CPU(procmem.Self) - cpu0
 				total += st.Resources
 			}
 			b.ReportMetric(float64(total)/el.Seconds(), "resources/s")

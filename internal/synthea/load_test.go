@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phr-project/phr/internal/procmem"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/store/storetest"
 	"github.com/phr-project/phr/internal/synthea"
@@ -183,7 +184,7 @@ func BenchmarkIngestHTTP(b *testing.B) {
 				s := servertest.Start(b, d)
 				tok := s.AdminToken()
 				b.StartTimer()
-				start, cpu0 := time.Now(), cpuTime()
+				start, cpu0 := time.Now(), procmem.CPU(procmem.Self)
 				for _, body := range bodies {
 					r := s.Do("POST", "", tok, bytes.NewReader(body))
 					if r.Status != 200 {
@@ -192,7 +193,7 @@ func BenchmarkIngestHTTP(b *testing.B) {
 					total += bytes.Count(r.Body, []byte(`"status":"20`))
 				}
 				el += time.Since(start)
-				cpu += cpuTime() - cpu0
+				cpu += procmem.CPU(procmem.Self) - cpu0
 			}
 			b.ReportMetric(float64(total)/el.Seconds(), "resources/s")
 			b.ReportMetric(float64(total)/cpu.Seconds(), "resources/cpu-s")
