@@ -166,53 +166,43 @@ func TestKillMidImport(t *testing.T) {
 	want(t, "third run", sum, "unchanged", float64(total))
 }
 
+// batchPart is a part of the first batch in a $import-batches answer.
+type batchPart struct {
+	Name         string
+	ValueCode    string
+	ValueInstant string
+	ValueString  string
+	ValueInteger float64
+}
+
+// firstBatchPart finds the named part of the first batch in a
+// $import-batches answer (the zero part when there is none).
+func firstBatchPart(b []byte, name string) batchPart {
+	var p struct {
+		Parameter []struct {
+			Name string
+			Part []batchPart
+		}
+	}
+	json.Unmarshal(b, &p)
+	for _, x := range p.Parameter {
+		if x.Name == "batch" {
+			for _, y := range x.Part {
+				if y.Name == name {
+					return y
+				}
+			}
+		}
+	}
+	return batchPart{}
+}
+
 // batchString reads a text (code, instant, string) of the first batch in
 // a $import-batches answer.
 func batchString(b []byte, name string) string {
-	var p struct {
-		Parameter []struct {
-			Name string
-			Part []struct {
-				Name         string
-				ValueCode    string
-				ValueInstant string
-				ValueString  string
-			}
-		}
-	}
-	json.Unmarshal(b, &p)
-	for _, x := range p.Parameter {
-		if x.Name == "batch" {
-			for _, y := range x.Part {
-				if y.Name == name {
-					return y.ValueCode + y.ValueInstant + y.ValueString
-				}
-			}
-		}
-	}
-	return ""
+	y := firstBatchPart(b, name)
+	return y.ValueCode + y.ValueInstant + y.ValueString
 }
 
 // batchCount reads a count of the first batch in a $import-batches answer.
-func batchCount(b []byte, name string) float64 {
-	var p struct {
-		Parameter []struct {
-			Name string
-			Part []struct {
-				Name         string
-				ValueInteger float64
-			}
-		}
-	}
-	json.Unmarshal(b, &p)
-	for _, x := range p.Parameter {
-		if x.Name == "batch" {
-			for _, y := range x.Part {
-				if y.Name == name {
-					return y.ValueInteger
-				}
-			}
-		}
-	}
-	return 0
-}
+func batchCount(b []byte, name string) float64 { return firstBatchPart(b, name).ValueInteger }
