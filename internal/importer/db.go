@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/phr-project/phr/internal/store"
 	"github.com/phr-project/phr/internal/store/sqldb"
@@ -16,10 +15,6 @@ const inChunk = 200
 
 // anyChunk is the number of values per array parameter (PostgreSQL).
 const anyChunk = 2000
-
-func placeholders(n int) string {
-	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
-}
 
 // lookup is a query that reads the rows of a table matching a list of
 // keys (ids, digests...), in the form of each dialect.
@@ -118,7 +113,7 @@ func (imp *Importer) forChunks(ctx context.Context, ids []string, l lookup, scan
 		for _, s := range part {
 			args = append(args, s)
 		}
-		if err := run(fmt.Sprintf(l.sqlite, "IN ("+placeholders(len(part))+")"), args); err != nil {
+		if err := run(fmt.Sprintf(l.sqlite, "IN ("+sqldb.Placeholders(len(part))+")"), args); err != nil {
 			return err
 		}
 	}

@@ -1269,7 +1269,7 @@ func insertMulti(ctx context.Context, tx *sqldb.Tx, table, cols string, rows [][
 		}
 		rows = out
 	}
-	one := "(" + strings.TrimSuffix(strings.Repeat("?,", nc), ",") + ")"
+	one := "(" + sqldb.Placeholders(nc) + ")"
 	const per = 200
 	for start := 0; start < len(rows); start += per {
 		part := rows[start:min(start+per, len(rows))]

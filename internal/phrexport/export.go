@@ -603,7 +603,7 @@ func (e *exporter) shared(patient string) error {
 		part := rids[:n]
 		rids = rids[n:]
 		q := `SELECT r.rid, r.type, r.id, v.json, v.blob FROM resource r JOIN resource_version v ON v.seq = r.seq
-			WHERE ` + where + ` AND r.rid IN (` + placeholders(n) + `) AND r.rid > ? ORDER BY r.rid`
+			WHERE ` + where + ` AND r.rid IN (` + sqldb.Placeholders(n) + `) AND r.rid > ? ORDER BY r.rid`
 		if err := chunk(e, q, args, part, true); err != nil {
 			return err
 		}
@@ -624,7 +624,7 @@ func (e *exporter) shared(patient string) error {
 		part := ids[:n]
 		ids = ids[n:]
 		q := `SELECT r.rid, r.type, r.id, v.json, v.blob FROM resource r JOIN resource_version v ON v.seq = r.seq
-			WHERE ` + where + ` AND r.type = 'Binary' AND r.id IN (` + placeholders(n) + `) AND r.rid > ? ORDER BY r.rid`
+			WHERE ` + where + ` AND r.type = 'Binary' AND r.id IN (` + sqldb.Placeholders(n) + `) AND r.rid > ? ORDER BY r.rid`
 		if err := chunk(e, q, args, part, false); err != nil {
 			return err
 		}
@@ -637,10 +637,6 @@ func (e *exporter) allowed(typ string) bool {
 		return typ != "AuditEvent"
 	}
 	return slices.Contains(e.p.types, typ)
-}
-
-func placeholders(n int) string {
-	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
 }
 
 // filters returns the WHERE conditions on alias r common to every query:

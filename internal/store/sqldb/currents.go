@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/phr-project/phr/internal/store"
 )
@@ -94,7 +93,7 @@ func (t *Tx) currents(ctx context.Context, typ string, ids []string, out map[str
 			out[res.ID] = res
 		}
 	} else {
-		in := "(" + strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",") + ")"
+		in := "(" + Placeholders(len(ids)) + ")"
 		args := make([]any, 0, len(ids)+1)
 		args = append(args, typ)
 		for _, id := range ids {

@@ -132,7 +132,7 @@ func (t *Tx) putNewArrays(ctx context.Context, puts []*store.Put, rids, seqs []i
 }
 
 func rows(n, cols int) string {
-	one := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + ")"
+	one := "(" + Placeholders(cols) + ")"
 	return strings.TrimSuffix(strings.Repeat(one+",", n), ",")
 }
 

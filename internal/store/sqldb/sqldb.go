@@ -150,6 +150,12 @@ func (db *DB) Close() error {
 // PostgreSQL). Queries are written once with '?'.
 func (db *DB) Rebind(q string) string { return Rebind(db.dialect, q) }
 
+// Placeholders returns n comma-separated '?' placeholders ("?,?,?"), for
+// IN lists and multi-row VALUES built for a number of rows.
+func Placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+}
+
 // Rebind rewrites '?' placeholders for dialect d; '?' inside single-quoted
 // literals is left alone.
 func Rebind(d Dialect, q string) string {

@@ -383,7 +383,7 @@ func (t *Tx) flush(ctx context.Context) error {
 		// Old index and compartment rows of updated resources go first.
 		for start := 0; start < len(t.pend.clear); start += rowsPerInsert {
 			ids := t.pend.clear[start:min(start+rowsPerInsert, len(t.pend.clear))]
-			in := "(" + strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",") + ")"
+			in := "(" + Placeholders(len(ids)) + ")"
 			for _, tb := range indexTables {
 				if _, err := t.tx.ExecContext(ctx, t.db.Rebind("DELETE FROM "+tb.name+" WHERE rid IN "+in), ids...); err != nil {
 					return fmt.Errorf("clear %s: %w", tb.name, err)
@@ -436,7 +436,7 @@ func (t *Tx) insertRows(ctx context.Context, table string, cols []string, args [
 		return nil
 	}
 	head := t.db.insertInto() + table + " (" + strings.Join(cols, ", ") + ") VALUES "
-	one := "(" + strings.TrimSuffix(strings.Repeat("?,", nc), ",") + ")"
+	one := "(" + Placeholders(nc) + ")"
 	for len(args) > 0 {
 		n := min(len(args)/nc, rowsPerInsert)
 		q := head + strings.TrimSuffix(strings.Repeat(one+",", n), ",") + suffix
