@@ -50,7 +50,7 @@ func (db *DB) Migrate(ctx context.Context, extra ...fs.FS) error {
 			return err
 		}
 	}
-	return nil
+	return db.loadParams(ctx)
 }
 
 func (db *DB) applyMigration(ctx context.Context, name string, fsys fs.FS, file string) error {
