@@ -8,6 +8,7 @@ import (
 	"math"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -186,7 +187,8 @@ func TestParamRegistration(t *testing.T) {
 }
 
 // TestCompositeParts: the compact form decodes to the same parts as the
-// verbose one, is much shorter, and carries open range ends.
+// verbose one (but for the parts' Param), is much shorter, and carries
+// open range ends.
 func TestCompositeParts(t *testing.T) {
 	compact, err := sqldb.CompositeParts(oldComposite)
 	if err != nil {
@@ -199,6 +201,11 @@ func TestCompositeParts(t *testing.T) {
 	}
 	if len(compact)*2 > len(verbose) {
 		t.Errorf("compact parts take %d bytes, verbose %d", len(compact), len(verbose))
+	}
+	// the parts' Param repeats the composite's code, which the row names
+	withParam, err := sqldb.CompositeParts([]index.CompositePart{{Token: &index.Token{Param: "code-value-quantity", Code: "x"}}})
+	if err != nil || strings.Contains(withParam, "Param") {
+		t.Errorf("parts with Param: %s, %v", withParam, err)
 	}
 	open := []index.CompositePart{{Quantity: &index.Quantity{Value: 5, Low: 5, High: math.Inf(1)}}, {Number: &index.Number{Low: math.Inf(-1)}}}
 	s, err := sqldb.CompositeParts(open)
