@@ -73,7 +73,9 @@ func (t *Tx) PutNew(ctx context.Context, puts []*store.Put) error {
 		p.Seq = seqs[i]
 		t.rids[resKey{p.Type, p.ID}] = ridVersion{rids[i], 1}
 		if !p.Deleted {
-			t.queue(rids[i], p)
+			if err := t.queue(ctx, rids[i], p); err != nil {
+				return err
+			}
 			t.queued[rids[i]] = true
 		}
 	}
