@@ -149,8 +149,7 @@ func parseItem(it *item) {
 		}
 		it.sid = id.Str
 	}
-	sum := sha256.Sum256(v.AppendCanonical(nil))
-	it.hash = hex.EncodeToString(sum[:])
+	it.hash = contentHash(v)
 	if it.sid == "" {
 		// No id: name it by its content, so that importing the same file
 		// again finds it instead of creating a copy.
@@ -178,6 +177,24 @@ func parseItem(it *item) {
 			}
 		}
 	}
+}
+
+// canonBufs hold the canonical JSON contentHash digests, reused across
+// resources.
+var canonBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+// contentHash returns the hex SHA-256 of v's canonical JSON (members
+// sorted): the digest by which an exact duplicate is recognised whatever
+// its member order.
+func contentHash(v *fhirjson.Value) string {
+	bp := canonBufs.Get().(*[]byte)
+	buf := v.AppendCanonical((*bp)[:0])
+	sum := sha256.Sum256(buf)
+	if cap(buf) <= 1<<20 { // let a huge one go
+		*bp = buf
+		canonBufs.Put(bp)
+	}
+	return hex.EncodeToString(sum[:])
 }
 
 // parallel runs f over items with the importer's workers.
