@@ -11,6 +11,8 @@
 # PROFILE=FILE also takes a CPU profile of the server during the run (but
 # its first and last second; through phr serve --debug-addr) and writes it
 # to FILE for `go tool pprof` (DURATION must then be in seconds, >= 3s).
+# BIN=PATH runs a phr binary built before instead of building this tree
+# (to compare two builds back to back).
 set -euo pipefail
 store=${1:-sqlite}
 dur=${DURATION:-10s}
@@ -18,7 +20,7 @@ conns=${CONNS:-16}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
-go build -o "$tmp/phr" "$root/cmd/phr"
+if [ -n "${BIN:-}" ]; then cp "$BIN" "$tmp/phr"; else go build -o "$tmp/phr" "$root/cmd/phr"; fi
 db=""
 if [ "$store" = postgres ]; then
   base=${PHR_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
