@@ -21,7 +21,7 @@ import (
 // wantsRaw reports whether a Binary read should return the raw content:
 // when the client asks for something other than FHIR JSON.
 func wantsRaw(r *http.Request) bool {
-	if f := r.URL.Query().Get("_format"); f != "" {
+	if queryParam(r, "_format") != "" {
 		return false
 	}
 	a := r.Header.Get("Accept")
@@ -55,6 +55,9 @@ func (s *Server) writeResource(w http.ResponseWriter, r *http.Request, status in
 
 // shape applies _summary and _elements to a single resource read.
 func (s *Server) shape(r *http.Request, typ string, body []byte) ([]byte, error) {
+	if r.URL.RawQuery == "" {
+		return body, nil
+	}
 	q := r.URL.Query()
 	if q.Get("_summary") == "" && q.Get("_elements") == "" {
 		return body, nil
