@@ -274,7 +274,8 @@ func (r *Run) replay(sc *deferScope, bundle map[string]string) error {
 // Complete writes what waited for the end of the run (resources whose
 // references pointed forward). Call it once all input is read; Finish
 // with status "done" calls it when the caller did not.
-func (r *Run) Complete() error {
+func (r *Run) Complete() (err error) {
+	defer r.settleInto(&err)
 	sc := r.runScope
 	if sc == nil {
 		return nil
@@ -286,6 +287,7 @@ func (r *Run) Complete() error {
 
 // discard drops what waits (the run failed).
 func (r *Run) discard() {
+	r.settle()
 	if r.runScope != nil {
 		r.runScope.close()
 	}

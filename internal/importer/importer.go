@@ -142,6 +142,9 @@ type Run struct {
 	scope, runScope *deferScope
 	// replaying is set while deferred items are processed.
 	replaying bool
+	// fl is the chunk being written in the background (nil when none;
+	// see startWrite).
+	fl *flight
 }
 
 // Begin starts an import batch for the principal in ctx.
@@ -180,6 +183,13 @@ func (r *Run) Finish(status string) (Summary, error) {
 	var cerr error
 	if status == "done" {
 		if cerr = r.Complete(); cerr != nil {
+			status = "failed"
+		}
+	}
+	if err := r.settle(); err != nil && cerr == nil {
+		// Only a run that stopped early still writes here, and it failed.
+		cerr = err
+		if status == "done" {
 			status = "failed"
 		}
 	}

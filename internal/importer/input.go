@@ -34,7 +34,8 @@ func (c countingReader) Read(p []byte) (int, error) {
 
 // NDJSON imports one resource per line from rd. Blank lines are skipped;
 // a line that is a Bundle is imported entry by entry.
-func (r *Run) NDJSON(rd io.Reader, name string) error {
+func (r *Run) NDJSON(rd io.Reader, name string) (err error) {
+	defer r.settleInto(&err)
 	r.fileName = name
 	br := bufio.NewReaderSize(countingReader{rd, &r.sum.Bytes}, 1<<20)
 	size := r.imp.ChunkSize
@@ -191,7 +192,8 @@ func fieldValue(b []byte, prefix string) string {
 // whose first member is its resourceType is read as a stream, entry by
 // entry, in chunks: memory does not grow with its size. Other documents
 // are read whole (up to MaxBundle).
-func (r *Run) Bundle(rd io.Reader, name string) error {
+func (r *Run) Bundle(rd io.Reader, name string) (err error) {
+	defer r.settleInto(&err)
 	r.fileName = name
 	br := bufio.NewReaderSize(countingReader{rd, &r.sum.Bytes}, 1<<16)
 	if bom, _ := br.Peek(3); bytes.Equal(bom, []byte("\xef\xbb\xbf")) {
