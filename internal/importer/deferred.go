@@ -234,20 +234,17 @@ func (r *Run) replay(sc *deferScope, bundle map[string]string) error {
 	for k, local := range sc.ids {
 		r.ids[k] = local
 	}
-	size := r.imp.ChunkSize
-	if size <= 0 {
-		size = 500
-	}
 	file := r.fileName
 	defer func() { r.fileName = file }()
 	var items []*item
+	size := 0 // bytes of input in items
 	keys := map[string]bool{}
 	flush := func() error {
 		if len(items) == 0 {
 			return nil
 		}
 		ch := &chunk{items: items, bundle: bundle}
-		items = nil
+		items, size = nil, 0
 		clear(keys)
 		return r.processResolved(ch)
 	}
@@ -260,7 +257,8 @@ func (r *Run) replay(sc *deferScope, bundle map[string]string) error {
 		}
 		keys[it.key()] = true
 		items = append(items, it)
-		if len(items) >= size {
+		size += len(it.raw)
+		if r.imp.chunkFull(len(items), size) {
 			return flush()
 		}
 		return nil

@@ -136,6 +136,16 @@ func (r *Run) settleForConditional(typ string, identifier []string, others bool)
 	})
 }
 
+// chunkFull reports whether a chunk of n items holding size bytes of
+// input is complete (see ChunkSize and ChunkBytes).
+func (imp *Importer) chunkFull(n, size int) bool {
+	limit := imp.ChunkSize
+	if limit <= 0 {
+		limit = 500
+	}
+	return n >= limit || (imp.ChunkBytes > 0 && size >= imp.ChunkBytes)
+}
+
 // chunkWrite is what the write transaction of a chunk needs, fixed when
 // it is handed to the background: the run goes on to the next chunk.
 type chunkWrite struct {
