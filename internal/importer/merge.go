@@ -926,6 +926,16 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 	}
 	now := sqldb.Micros(time.Now())
 	err := r.imp.db.WriteTx(ctx, func(tx *sqldb.Tx) error {
+		// A chunk's commit does not wait for the disk (PostgreSQL): a
+		// crash of the database server may lose the chunks committed in
+		// its last few hundred milliseconds, which leaves the batch
+		// unfinished and a re-run imports them again (without duplicates:
+		// the identity map and digests were lost with them). Finish marks
+		// the batch done with an ordinary commit, which makes every chunk
+		// before it durable.
+		if err := tx.AsyncCommit(ctx); err != nil {
+			return err
+		}
 		// New resources go in multi-row statements; new versions one by one.
 		var fresh []*store.Put
 		for _, it := range written {

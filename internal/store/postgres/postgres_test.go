@@ -151,3 +151,51 @@ func TestJSONCompression(t *testing.T) {
 		}
 	}
 }
+
+// TestAsyncCommit checks that AsyncCommit turns off the wait for the disk
+// in its own transaction only, and that what it wrote commits.
+func TestAsyncCommit(t *testing.T) {
+	ctx := context.Background()
+	db := storetest.Open(t, "postgres")
+	setting := func(tx *sqldb.Tx) (string, error) {
+		var v string
+		err := tx.QueryRow(ctx, `SELECT current_setting('synchronous_commit')`).Scan(&v)
+		return v, err
+	}
+	at := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	err := db.WriteTx(ctx, func(tx *sqldb.Tx) error {
+		if err := tx.AsyncCommit(ctx); err != nil {
+			return err
+		}
+		if v, err := setting(tx); err != nil || v != "off" {
+			return fmt.Errorf("synchronous_commit in the transaction: %q %v, want off", v, err)
+		}
+		return tx.Put(ctx, &store.Put{Resource: store.Resource{Type: "Patient", ID: "p1", Version: 1, LastUpdated: at, Method: "PUT", JSON: []byte(`{"resourceType":"Patient","id":"p1"}`)}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every connection of the write pool is back to the default.
+	var wg sync.WaitGroup
+	for range postgres.WritePoolSize(postgres.DefaultMaxConns()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := db.WriteTx(ctx, func(tx *sqldb.Tx) error {
+				v, err := setting(tx)
+				if err == nil && v == "off" {
+					err = errors.New("synchronous_commit is still off in a later transaction")
+				}
+				time.Sleep(50 * time.Millisecond) // hold the connection so that the others use theirs
+				return err
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if res, err := db.Read(ctx, "Patient", "p1"); err != nil || res.Version != 1 {
+		t.Fatalf("read after an asynchronous commit: %v %v", res, err)
+	}
+}
