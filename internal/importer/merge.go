@@ -974,6 +974,16 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 func (r *Run) commit(ctx context.Context, w *chunkWrite) error {
 	items, written, provs, now := w.items, w.written, w.provs, w.now
 	err := r.imp.db.WriteTx(ctx, func(tx *sqldb.Tx) error {
+		// A chunk's commit does not wait for the disk (PostgreSQL): a
+		// crash of the database server may lose the chunks committed in
+		// its last few hundred milliseconds, which leaves the batch
+		// unfinished and a re-run imports them again (without duplicates:
+		// the identity map and digests were lost with them). Finish marks
+		// the batch done with an ordinary commit, which makes every chunk
+		// before it durable.
+		if err := tx.AsyncCommit(ctx); err != nil {
+			return err
+		}
 		// New resources go in multi-row statements; new versions one by one.
 		var fresh []*store.Put
 		for _, it := range written {
@@ -1289,46 +1299,4 @@ func contradiction(a, b [][2]string) string {
 		}
 	}
 	return ""
-}
-
-// insertMulti inserts rows with multi-row INSERT statements. Rows with the
-// same conflict key must not repeat within one call (PostgreSQL refuses to
-// update one row twice in a statement), so duplicates keep the last.
-func insertMulti(ctx context.Context, tx *sqldb.Tx, table, cols string, rows [][]any, suffix string) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	nc := len(rows[0])
-	if strings.Contains(suffix, "DO UPDATE") || strings.Contains(suffix, "DO NOTHING") {
-		seen := make(map[string]int, len(rows))
-		out := rows[:0:0]
-		keyCols := nc
-		if table == "import_identity" {
-			keyCols = 3
-		}
-		for _, r := range rows {
-			k := fmt.Sprint(r[:keyCols]...)
-			if i, ok := seen[k]; ok {
-				out[i] = r
-				continue
-			}
-			seen[k] = len(out)
-			out = append(out, r)
-		}
-		rows = out
-	}
-	one := "(" + sqldb.Placeholders(nc) + ")"
-	const per = 200
-	for start := 0; start < len(rows); start += per {
-		part := rows[start:min(start+per, len(rows))]
-		args := make([]any, 0, len(part)*nc)
-		for _, r := range part {
-			args = append(args, r...)
-		}
-		q := tx.InsertInto() + table + " (" + cols + ") VALUES " + strings.TrimSuffix(strings.Repeat(one+",", len(part)), ",") + suffix
-		if _, err := tx.Exec(ctx, q, args...); err != nil {
-			return err
-		}
-	}
-	return nil
 }
