@@ -908,6 +908,10 @@ func (s *Service) batch(ctx context.Context, b *fhirjson.Value, get Getter) ([]E
 	return out, nil
 }
 
+// afterGroupEntry, when set (by tests), runs after each entry of a group of
+// batch entries inside its store transaction; an error fails the group.
+var afterGroupEntry func(k int) error
+
 // batchWrites runs consecutive write entries of a batch in one store
 // transaction and puts their responses in out (see batch).
 func (s *Service) batchWrites(ctx context.Context, p access.Principal, items []*fhirjson.Value, out []EntryResponse) {
@@ -930,6 +934,11 @@ func (s *Service) batchWrites(ctx context.Context, p access.Principal, items []*
 				r = failedEntry(err)
 			}
 			rs[k] = r
+			if afterGroupEntry != nil {
+				if err := afterGroupEntry(k); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
