@@ -345,7 +345,17 @@ func (s *Service) prepareEntry(p access.Principal, e *bundleEntry) (*prepared, e
 		return nil, nil
 	}
 	res.SetAfter("id", fhirjson.NewString(e.id), "resourceType")
-	return s.prepareTree(res, e.typ, e.id, 1, s.now().UTC().Truncate(time.Microsecond), e.method, WriteOptions{IfMatch: e.ifMatch}, false)
+	prep, err := s.prepareTree(res, e.typ, e.id, 1, s.now().UTC().Truncate(time.Microsecond), e.method, WriteOptions{IfMatch: e.ifMatch}, false)
+	if err != nil {
+		return nil, err
+	}
+	if e.method == "POST" {
+		// Rendered here, in parallel and before the write transaction:
+		// there a new resource (version 1) only gets its time (stamp).
+		// An update learns its version only there.
+		prep.render()
+	}
+	return prep, nil
 }
 
 // beforeWrite, when set (by tests), runs between the preparation of a
@@ -409,12 +419,6 @@ func (s *Service) writeInTx(ctx context.Context, tx store.Tx, p access.Principal
 	if err != nil {
 		return nil, err
 	}
-	// New resources are rendered on all cores before they are written.
-	parallel(len(entries), func(i int) {
-		if e := entries[i]; e.method == "POST" && e.done == nil && e.prep != nil && e.prepErr == nil {
-			e.prep.stamp(1, w.at)
-		}
-	})
 	for _, m := range []string{"DELETE", "POST", "PUT", "PATCH"} {
 		for _, e := range entries {
 			if e.method != m {
@@ -574,7 +578,7 @@ func (w *entryWriter) write(e *bundleEntry) (EntryResponse, error) {
 		if err := s.checkWrite(w.ctx, p, access.Create, e.prep, nil); err != nil {
 			return EntryResponse{}, err
 		}
-		e.prep.stamp(1, w.at) // done already in parallel: no work
+		e.prep.stamp(1, w.at) // rendered in prepareEntry: the time only
 		if err := w.put(e.prep.put); err != nil {
 			return EntryResponse{}, err
 		}
