@@ -173,8 +173,9 @@ func (s *Service) parseEntries(b *fhirjson.Value) ([]*bundleEntry, error) {
 
 // relative strips this server's base URL from an absolute URL.
 func (s *Service) relative(u string) string {
-	if s.baseURL != "" && strings.HasPrefix(u, s.baseURL+"/") {
-		return strings.TrimPrefix(u, s.baseURL+"/")
+	// Called for every reference of a Bundle: no concatenation.
+	if s.baseURL != "" && len(u) > len(s.baseURL) && u[len(s.baseURL)] == '/' && strings.HasPrefix(u, s.baseURL) {
+		return u[len(s.baseURL)+1:]
 	}
 	return strings.TrimPrefix(u, "/")
 }
@@ -688,10 +689,11 @@ func entryPatch(res *fhirjson.Value) ([]byte, error) {
 }
 
 func written(r *store.Resource, status int) EntryResponse {
+	v := strconv.FormatInt(r.Version, 10)
 	return EntryResponse{
 		Status:       status,
-		Location:     fmt.Sprintf("%s/%s/_history/%d", r.Type, r.ID, r.Version),
-		ETag:         fmt.Sprintf(`W/"%d"`, r.Version),
+		Location:     r.Type + "/" + r.ID + "/_history/" + v,
+		ETag:         `W/"` + v + `"`,
 		LastModified: r.LastUpdated,
 		Resource:     r,
 	}
