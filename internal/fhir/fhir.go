@@ -66,25 +66,30 @@ type Reference struct {
 // forms (urn:uuid:, #contained, conditional references, canonical URLs
 // that do not end in Type/id).
 func ParseReference(ref string) (r Reference, ok bool) {
-	if ref == "" || strings.HasPrefix(ref, "#") || strings.HasPrefix(ref, "urn:") || strings.ContainsAny(ref, "?") {
+	if ref == "" || ref[0] == '#' || strings.HasPrefix(ref, "urn:") || strings.IndexByte(ref, '?') >= 0 {
 		return r, false
 	}
-	parts := strings.Split(ref, "/")
-	n := len(parts)
-	if n >= 4 && parts[n-2] == "_history" {
-		r.Version = parts[n-1]
-		parts = parts[:n-2]
-		n -= 2
+	// Split from the end, without allocating: [base/]Type/id[/_history/v].
+	end := ref
+	if i := strings.LastIndexByte(ref, '/'); i >= 0 {
+		if j := strings.LastIndexByte(ref[:i], '/'); j >= 0 && ref[j+1:i] == "_history" && strings.IndexByte(ref[:j], '/') >= 0 {
+			r.Version = ref[i+1:]
+			end = ref[:j]
+		}
 	}
-	if n < 2 {
+	i := strings.LastIndexByte(end, '/')
+	if i < 0 {
 		return Reference{}, false
 	}
-	r.Type, r.ID = parts[n-2], parts[n-1]
+	r.ID = end[i+1:]
+	head := end[:i]
+	j := strings.LastIndexByte(head, '/')
+	r.Type = head[j+1:]
 	if !isTypeName(r.Type) || !ValidID(r.ID) {
 		return Reference{}, false
 	}
-	if n > 2 {
-		r.Base = strings.Join(parts[:n-2], "/")
+	if j >= 0 {
+		r.Base = head[:j]
 		if !strings.Contains(r.Base, "://") {
 			return Reference{}, false
 		}

@@ -11,8 +11,11 @@ package fhirjson
 import (
 	"bytes"
 	"fmt"
+	"hash/maphash"
 	"sort"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -151,25 +154,77 @@ func NewObject(fields ...Field) *Value { return &Value{Kind: Object, Fields: fie
 // NewArray returns an array of the given items.
 func NewArray(items ...*Value) *Value { return &Value{Kind: Array, Items: items} }
 
-// Clone returns a deep copy of v.
+// Clone returns a deep copy of v. The copy's values, members and items are
+// allocated in one block each.
 func (v *Value) Clone() *Value {
 	if v == nil {
 		return nil
 	}
-	c := *v
+	var c cloner
+	nv, nf, ni := v.count()
+	c.vals = make([]Value, nv)
+	if nf > 0 {
+		c.fields = make([]Field, nf)
+	}
+	if ni > 0 {
+		c.items = make([]*Value, ni)
+	}
+	return c.clone(v)
+}
+
+// count returns the number of values, object members and array items in v.
+func (v *Value) count() (vals, fields, items int) {
+	vals = 1
+	for _, it := range v.Items {
+		a, b, c := it.count()
+		vals, fields, items = vals+a, fields+b, items+c
+	}
+	items += len(v.Items)
+	for i := range v.Fields {
+		a, b, c := v.Fields[i].Value.count()
+		vals, fields, items = vals+a, fields+b, items+c
+	}
+	fields += len(v.Fields)
+	return vals, fields, items
+}
+
+// cloner carves a copy from blocks sized by count.
+type cloner struct {
+	vals   []Value
+	fields []Field
+	items  []*Value
+}
+
+func (c *cloner) clone(v *Value) *Value {
+	if v == nil {
+		return nil
+	}
+	out := &c.vals[0]
+	c.vals = c.vals[1:]
+	*out = *v
 	if v.Items != nil {
-		c.Items = make([]*Value, len(v.Items))
+		n := len(v.Items)
+		out.Items = []*Value{} // an empty array stays non-nil
+		if n > 0 {
+			out.Items = c.items[:n:n]
+		}
+		c.items = c.items[n:]
 		for i, it := range v.Items {
-			c.Items[i] = it.Clone()
+			out.Items[i] = c.clone(it)
 		}
 	}
 	if v.Fields != nil {
-		c.Fields = make([]Field, len(v.Fields))
+		n := len(v.Fields)
+		out.Fields = []Field{}
+		if n > 0 {
+			out.Fields = c.fields[:n:n]
+		}
+		c.fields = c.fields[n:]
 		for i, f := range v.Fields {
-			c.Fields[i] = Field{Name: f.Name, Value: f.Value.Clone()}
+			out.Fields[i] = Field{Name: f.Name, Value: c.clone(f.Value)}
 		}
 	}
-	return &c
+	return out
 }
 
 // SyntaxError reports malformed JSON with its byte offset.
@@ -197,39 +252,107 @@ const MaxDepth = 512
 
 // Parse parses one JSON value that must make up all of data (surrounding
 // whitespace allowed). Duplicate object keys are an error, as FHIR requires.
+//
+// The tree is built with few allocations: values, object members and
+// array items are carved from blocks shared by the whole tree (appending
+// to a parsed Fields or Items slice copies it, as its capacity is its
+// length), and member names are interned.
 func Parse(data []byte) (*Value, error) {
-	p := parser{data: data}
+	p := parserPool.Get().(*parser)
+	p.data, p.pos = data, 0
 	p.skipSpace()
 	v, err := p.value(0)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		p.skipSpace()
+		if p.pos != len(p.data) {
+			v, err = nil, p.errorf("unexpected %q after the value", p.data[p.pos])
+		}
 	}
-	p.skipSpace()
-	if p.pos != len(p.data) {
-		return nil, p.errorf("unexpected %q after the value", p.data[p.pos])
-	}
-	return v, nil
+	p.release()
+	return v, err
 }
+
+// parserPool keeps parsers for their scratch stacks; the blocks a tree is
+// carved from belong to the tree and are never reused.
+var parserPool = sync.Pool{New: func() any { return new(parser) }}
 
 type parser struct {
 	data []byte
 	pos  int
-	slab []Value
+	// vals, fields and items are the rest of the current blocks that
+	// values, object members and array items are carved from.
+	vals   []Value
+	fields []Field
+	items  []*Value
+	// fstack and istack collect the members and items of the objects and
+	// arrays being parsed (nested ones above their parents'), to be copied
+	// into blocks of their exact size when each one ends.
+	fstack []Field
+	istack []*Value
+}
+
+// release forgets the parse (the tree keeps its blocks) and returns the
+// parser to the pool. Scratch stacks grown by a hostile input are dropped.
+func (p *parser) release() {
+	p.data = nil
+	p.vals, p.fields, p.items = nil, nil, nil
+	// After an error the stacks hold what was parsed; above their length
+	// they are clear already.
+	clear(p.fstack)
+	clear(p.istack)
+	p.fstack, p.istack = p.fstack[:0], p.istack[:0]
+	if cap(p.fstack) > 1<<12 || cap(p.istack) > 1<<12 {
+		return
+	}
+	parserPool.Put(p)
+}
+
+// blockSize returns the size of a new block: about what the rest of the
+// input needs (one value per per bytes of JSON text), within [lo, hi].
+func (p *parser) blockSize(per, lo, hi int) int {
+	n := (len(p.data) - p.pos) / per
+	return min(max(n, lo), hi)
 }
 
 func (p *parser) alloc() *Value {
-	if len(p.slab) == 0 {
-		n := len(p.data) / 24
-		if n < 16 {
-			n = 16
-		} else if n > 512 {
-			n = 512
-		}
-		p.slab = make([]Value, n)
+	if len(p.vals) == 0 {
+		// Synthea resources average 28 bytes of JSON per value.
+		p.vals = make([]Value, p.blockSize(24, 16, 512))
 	}
-	v := &p.slab[0]
-	p.slab = p.slab[1:]
+	v := &p.vals[0]
+	p.vals = p.vals[1:]
 	return v
+}
+
+// takeFields moves the members collected since base into a slice of their
+// own (its capacity its length).
+func (p *parser) takeFields(base int) []Field {
+	n := len(p.fstack) - base
+	if len(p.fields) < n {
+		// about 34 bytes of JSON per member
+		p.fields = make([]Field, max(n, p.blockSize(30, 16, 512)))
+	}
+	out := p.fields[:n:n]
+	p.fields = p.fields[n:]
+	copy(out, p.fstack[base:])
+	clear(p.fstack[base:])
+	p.fstack = p.fstack[:base]
+	return out
+}
+
+// takeItems is takeFields for array items.
+func (p *parser) takeItems(base int) []*Value {
+	n := len(p.istack) - base
+	if len(p.items) < n {
+		// about 160 bytes of JSON per array item
+		p.items = make([]*Value, max(n, p.blockSize(128, 8, 512)))
+	}
+	out := p.items[:n:n]
+	p.items = p.items[n:]
+	copy(out, p.istack[base:])
+	clear(p.istack[base:])
+	p.istack = p.istack[:base]
+	return out
 }
 
 func (p *parser) errorf(format string, args ...any) error {
@@ -265,17 +388,18 @@ func (p *parser) value(depth int) (*Value, error) {
 			p.pos++
 			return v, nil
 		}
+		base := len(p.fstack)
 		for {
 			p.skipSpace()
 			if p.pos >= len(p.data) || p.data[p.pos] != '"' {
 				return nil, p.errorf("expected a member name")
 			}
-			name, err := p.str()
+			name, err := p.name()
 			if err != nil {
 				return nil, err
 			}
-			for i := range v.Fields {
-				if v.Fields[i].Name == name {
+			for i := base; i < len(p.fstack); i++ {
+				if p.fstack[i].Name == name {
 					return nil, &SyntaxError{Offset: start, Msg: fmt.Sprintf("duplicate member %q", name)}
 				}
 			}
@@ -289,7 +413,7 @@ func (p *parser) value(depth int) (*Value, error) {
 			if err != nil {
 				return nil, err
 			}
-			v.Fields = append(v.Fields, Field{Name: name, Value: m})
+			p.fstack = append(p.fstack, Field{Name: name, Value: m})
 			p.skipSpace()
 			if p.pos >= len(p.data) {
 				return nil, p.errorf("unexpected end of input in object")
@@ -300,6 +424,7 @@ func (p *parser) value(depth int) (*Value, error) {
 			}
 			if p.data[p.pos] == '}' {
 				p.pos++
+				v.Fields = p.takeFields(base)
 				return v, nil
 			}
 			return nil, p.errorf("expected ',' or '}' in object")
@@ -314,13 +439,14 @@ func (p *parser) value(depth int) (*Value, error) {
 			v.Items = []*Value{}
 			return v, nil
 		}
+		base := len(p.istack)
 		for {
 			p.skipSpace()
 			it, err := p.value(depth + 1)
 			if err != nil {
 				return nil, err
 			}
-			v.Items = append(v.Items, it)
+			p.istack = append(p.istack, it)
 			p.skipSpace()
 			if p.pos >= len(p.data) {
 				return nil, p.errorf("unexpected end of input in array")
@@ -331,6 +457,7 @@ func (p *parser) value(depth int) (*Value, error) {
 			}
 			if p.data[p.pos] == ']' {
 				p.pos++
+				v.Items = p.takeItems(base)
 				return v, nil
 			}
 			return nil, p.errorf("expected ',' or ']' in array")
@@ -426,34 +553,97 @@ func (p *parser) number() (string, error) {
 	return string(d[start:i]), nil
 }
 
+// strStop marks the bytes that end the fast scan of a string: the closing
+// quote, a backslash, control characters (invalid) and non-ASCII bytes
+// (whose UTF-8 is checked).
+var strStop = func() (t [256]bool) {
+	for c := 0; c < 0x20; c++ {
+		t[c] = true
+	}
+	for c := 0x80; c < 0x100; c++ {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
+
+// scanStr scans a string starting after its opening quote. It returns the
+// end of its text (the closing quote) when the string has no escapes;
+// -1 when the slow path must decode it (escapes) or report an error.
+func (p *parser) scanStr(start int) int {
+	d := p.data
+	ascii := true
+	for i := start; i < len(d); i++ {
+		c := d[i]
+		if !strStop[c] {
+			continue
+		}
+		switch {
+		case c == '"':
+			if !ascii && !utf8.Valid(d[start:i]) {
+				return -1
+			}
+			return i
+		case c >= 0x80:
+			ascii = false
+		default:
+			return -1
+		}
+	}
+	return -1
+}
+
 // str parses a string starting at the opening quote.
 func (p *parser) str() (string, error) {
-	d := p.data
 	p.pos++ // opening quote
 	start := p.pos
-	i := start
-	for i < len(d) {
-		c := d[i]
-		if c == '"' {
-			s := d[start:i]
-			p.pos = i + 1
-			if !utf8.Valid(s) {
-				p.pos = start
-				return "", p.errorf("invalid UTF-8 in string")
-			}
-			return string(s), nil
-		}
-		if c == '\\' {
-			return p.strSlow(start)
-		}
-		if c < 0x20 {
-			p.pos = i
-			return "", p.errorf("control character in string")
-		}
-		i++
+	end := p.scanStr(start)
+	if end < 0 {
+		return p.strSlow(start)
 	}
-	p.pos = i
-	return "", p.errorf("unterminated string")
+	p.pos = end + 1
+	return string(p.data[start:end]), nil
+}
+
+// name parses a member name starting at the opening quote. Names repeat
+// across resources (a few hundred FHIR element names make up nearly all),
+// so they are interned rather than allocated each time.
+func (p *parser) name() (string, error) {
+	p.pos++ // opening quote
+	start := p.pos
+	end := p.scanStr(start)
+	if end < 0 {
+		return p.strSlow(start)
+	}
+	p.pos = end + 1
+	return intern(p.data[start:end]), nil
+}
+
+// internSlots is the size of the intern cache (a power of two).
+const internSlots = 1 << 12
+
+// internCache maps a hash of a member name to the last string made for a
+// name with that hash: a direct-mapped cache, safe for concurrent use,
+// that needs no lock and stays small whatever the input.
+var (
+	internCache [internSlots]atomic.Pointer[string]
+	internSeed  = maphash.MakeSeed()
+)
+
+// intern returns b as a string, shared with earlier calls for the same
+// bytes while the cache remembers them. Long names (rare, and unlikely to
+// repeat) are not cached.
+func intern(b []byte) string {
+	if len(b) > 48 {
+		return string(b)
+	}
+	slot := &internCache[maphash.Bytes(internSeed, b)&(internSlots-1)]
+	if s := slot.Load(); s != nil && *s == string(b) {
+		return *s
+	}
+	s := string(b)
+	slot.Store(&s)
+	return s
 }
 
 func (p *parser) strSlow(start int) (string, error) {
@@ -526,8 +716,14 @@ func (p *parser) strSlow(start int) (string, error) {
 				return "", p.errorf("invalid escape \\%c", e)
 			}
 		default:
-			buf = append(buf, c)
-			i++
+			// a run of plain bytes, up to the next quote, backslash or
+			// control character
+			j := i + 1
+			for j < len(d) && d[j] >= 0x20 && d[j] != '"' && d[j] != '\\' {
+				j++
+			}
+			buf = append(buf, d[i:j]...)
+			i = j
 		}
 	}
 	p.pos = i
@@ -546,7 +742,40 @@ func hex4(d []byte, i int) (rune, int, bool) {
 }
 
 // Marshal returns the compact JSON text of v.
-func (v *Value) Marshal() []byte { return v.Append(nil) }
+func (v *Value) Marshal() []byte {
+	// Sizing the buffer first costs a walk of the tree but saves growing
+	// it (a copy and a clear each time) while appending.
+	n := v.sizeHint()
+	return v.Append(make([]byte, 0, n+n/32+16))
+}
+
+// sizeHint returns the length of v's compact JSON text when its strings
+// need no escapes (a lower bound otherwise).
+func (v *Value) sizeHint() int {
+	switch v.Kind {
+	case Null:
+		return 4
+	case Bool:
+		return 5
+	case Number:
+		return len(v.Str)
+	case String:
+		return len(v.Str) + 2
+	case Array:
+		n := 1 + len(v.Items)
+		for _, it := range v.Items {
+			n += it.sizeHint()
+		}
+		return n
+	case Object:
+		n := 1 + len(v.Fields)
+		for i := range v.Fields {
+			n += len(v.Fields[i].Name) + 3 + v.Fields[i].Value.sizeHint()
+		}
+		return n
+	}
+	return 0
+}
 
 // Append appends the compact JSON text of v to buf. Numbers keep their
 // literal text; strings are escaped minimally (no HTML escaping).
@@ -601,26 +830,79 @@ func (v *Value) AppendCanonical(buf []byte) []byte {
 		}
 		return append(buf, ']')
 	case Object:
-		idx := make([]int, len(v.Fields))
-		for i := range idx {
-			idx[i] = i
-		}
-		sort.Slice(idx, func(a, b int) bool { return v.Fields[idx[a]].Name < v.Fields[idx[b]].Name })
+		fs := v.Fields
 		buf = append(buf, '{')
+		if sortedFields(fs) {
+			for i := range fs {
+				if i > 0 {
+					buf = append(buf, ',')
+				}
+				buf = AppendString(buf, fs[i].Name)
+				buf = append(buf, ':')
+				buf = fs[i].Value.AppendCanonical(buf)
+			}
+			return append(buf, '}')
+		}
+		// Sort indexes to the members, on the stack for the usual small
+		// objects.
+		var idx []int32
+		var small [32]int32
+		if len(fs) <= len(small) {
+			idx = small[:len(fs)]
+			for i := range idx {
+				idx[i] = int32(i)
+			}
+			for i := 1; i < len(idx); i++ {
+				for j := i; j > 0 && fs[idx[j]].Name < fs[idx[j-1]].Name; j-- {
+					idx[j], idx[j-1] = idx[j-1], idx[j]
+				}
+			}
+		} else {
+			idx = sortedIndex(fs)
+		}
 		for n, i := range idx {
 			if n > 0 {
 				buf = append(buf, ',')
 			}
-			buf = AppendString(buf, v.Fields[i].Name)
+			buf = AppendString(buf, fs[i].Name)
 			buf = append(buf, ':')
-			buf = v.Fields[i].Value.AppendCanonical(buf)
+			buf = fs[i].Value.AppendCanonical(buf)
 		}
 		return append(buf, '}')
 	}
 	return v.Append(buf)
 }
 
+// sortedIndex returns the indexes of fs in member name order.
+func sortedIndex(fs []Field) []int32 {
+	idx := make([]int32, len(fs))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	sort.Slice(idx, func(a, b int) bool { return fs[idx[a]].Name < fs[idx[b]].Name })
+	return idx
+}
+
+// sortedFields reports whether the members are in name order already.
+func sortedFields(fs []Field) bool {
+	for i := 1; i < len(fs); i++ {
+		if fs[i].Name < fs[i-1].Name {
+			return false
+		}
+	}
+	return true
+}
+
 const hexDigits = "0123456789abcdef"
+
+// mustEscape marks the bytes a JSON string cannot hold as they are.
+var mustEscape = func() (t [256]bool) {
+	for c := 0; c < 0x20; c++ {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
 
 // AppendString appends s as a JSON string literal.
 func AppendString(buf []byte, s string) []byte {
@@ -628,7 +910,7 @@ func AppendString(buf []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
+		if !mustEscape[c] {
 			continue
 		}
 		buf = append(buf, s[start:i]...)

@@ -92,14 +92,136 @@ func For(resourceType string) (*Extractor, error) {
 // error names each value that could not be indexed (an invalid date, a
 // decimal that is not one); the entries of everything else are returned
 // with it, so a caller may store what it can.
+//
+// The entries are extracted into pooled scratch space and then copied into
+// slices of their exact size, one per kind of entry, rather than grown
+// entry by entry: the write paths keep them until the version is stored.
 func Extract(resourceType string, res *fhirjson.Value) (Entries, error) {
-	var e Entries
 	x, err := For(resourceType)
 	if err != nil {
-		return e, err
+		return Entries{}, err
 	}
-	err = x.Append(&e, res)
+	sc := scratchEntries.Get().(*Entries)
+	err = x.Append(sc, res)
+	e := sc.clone()
+	sc.forget()
+	scratchEntries.Put(sc)
 	return e, err
+}
+
+// scratchEntries are the Entries Extract extracts into.
+var scratchEntries = sync.Pool{New: func() any { return new(Entries) }}
+
+// forget clears e's entries (so that the scratch space keeps no strings
+// of the resource alive) and resets it.
+func (e *Entries) forget() {
+	clear(e.Tokens)
+	clear(e.Strings)
+	clear(e.Dates)
+	clear(e.Refs)
+	clear(e.Quantities)
+	clear(e.Numbers)
+	clear(e.URIs)
+	clear(e.Composites)
+	clear(e.pTokens)
+	clear(e.pStrings)
+	clear(e.pDates)
+	clear(e.pRefs)
+	clear(e.pQuantities)
+	clear(e.pNumbers)
+	clear(e.pURIs)
+	clear(e.pParts)
+	e.Reset()
+}
+
+// clone returns a copy of e in slices of their exact size (nil for kinds
+// without entries). Composite parts get values of their own, copied from
+// what e's parts point at.
+func (e *Entries) clone() Entries {
+	out := Entries{
+		Tokens:     exact(e.Tokens),
+		Strings:    exact(e.Strings),
+		Dates:      exact(e.Dates),
+		Refs:       exact(e.Refs),
+		Quantities: exact(e.Quantities),
+		Numbers:    exact(e.Numbers),
+		URIs:       exact(e.URIs),
+	}
+	if len(e.Composites) == 0 {
+		return out
+	}
+	var nt, ns, nd, nr, nq, nn, nu, np int
+	for _, c := range e.Composites {
+		np += len(c.Parts)
+		for _, p := range c.Parts {
+			switch {
+			case p.Token != nil:
+				nt++
+			case p.String != nil:
+				ns++
+			case p.Date != nil:
+				nd++
+			case p.Ref != nil:
+				nr++
+			case p.Quantity != nil:
+				nq++
+			case p.Number != nil:
+				nn++
+			case p.URI != nil:
+				nu++
+			}
+		}
+	}
+	out.pTokens = make([]Token, 0, nt)
+	out.pStrings = make([]String, 0, ns)
+	out.pDates = make([]Date, 0, nd)
+	out.pRefs = make([]Ref, 0, nr)
+	out.pQuantities = make([]Quantity, 0, nq)
+	out.pNumbers = make([]Number, 0, nn)
+	out.pURIs = make([]URI, 0, nu)
+	out.pParts = make([]CompositePart, 0, np)
+	out.Composites = make([]Composite, len(e.Composites))
+	for i, c := range e.Composites {
+		start := len(out.pParts)
+		for _, p := range c.Parts {
+			var q CompositePart
+			switch {
+			case p.Token != nil:
+				out.pTokens = append(out.pTokens, *p.Token)
+				q.Token = &out.pTokens[len(out.pTokens)-1]
+			case p.String != nil:
+				out.pStrings = append(out.pStrings, *p.String)
+				q.String = &out.pStrings[len(out.pStrings)-1]
+			case p.Date != nil:
+				out.pDates = append(out.pDates, *p.Date)
+				q.Date = &out.pDates[len(out.pDates)-1]
+			case p.Ref != nil:
+				out.pRefs = append(out.pRefs, *p.Ref)
+				q.Ref = &out.pRefs[len(out.pRefs)-1]
+			case p.Quantity != nil:
+				out.pQuantities = append(out.pQuantities, *p.Quantity)
+				q.Quantity = &out.pQuantities[len(out.pQuantities)-1]
+			case p.Number != nil:
+				out.pNumbers = append(out.pNumbers, *p.Number)
+				q.Number = &out.pNumbers[len(out.pNumbers)-1]
+			case p.URI != nil:
+				out.pURIs = append(out.pURIs, *p.URI)
+				q.URI = &out.pURIs[len(out.pURIs)-1]
+			}
+			out.pParts = append(out.pParts, q)
+		}
+		end := len(out.pParts)
+		out.Composites[i] = Composite{Param: c.Param, Parts: out.pParts[start:end:end]}
+	}
+	return out
+}
+
+// exact returns a copy of s with no spare capacity, nil when s is empty.
+func exact[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return append(make([]T, 0, len(s)), s...)
 }
 
 // Supported returns the search parameters of a resource type that

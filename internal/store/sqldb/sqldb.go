@@ -45,6 +45,8 @@ type DB struct {
 	// rather than spin on SQLITE_BUSY.
 	wmu   sync.Mutex
 	stmts sync.Map // query text -> *sql.Stmt, prepared on w or r
+	// params caches the search_param registry (see params.go).
+	params paramIDs
 	// IsConflict reports whether a driver error is a uniqueness or
 	// serialisation failure that a retry of the transaction may resolve.
 	isConflict func(error) bool
@@ -358,5 +360,6 @@ func (db *DB) writeOnce(ctx context.Context, fn func(*Tx) error) (err error) {
 	if err = sqlTx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	db.params.add(tx.newParams)
 	return nil
 }
