@@ -92,10 +92,12 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 		expiry   string
 		rate     string
 		maxConns string
+		readers  string
 	)
 	f.string(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address (host:port)")
 	sf.add(f)
 	f.string(&maxConns, "db-max-conns", "0", "database connections that serve reads (0: PostgreSQL 3 per CPU, at least 4, plus a write pool half that size; SQLite 4 per CPU, at least 8, plus one writer)")
+	f.string(&readers, "db-readers", "0", "PostgreSQL: goroutines that answer single-resource reads, each looking up every read waiting at the time in one statement (0: one per CPU, at least 2; at most --db-max-conns)")
 	f.string(&cfg.BaseURL, "base-url", "", "public URL of the server used in absolute links (default: derived from --addr)")
 	f.string(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.string(&grace, "shutdown-grace", "30s", "how long running requests may take to finish on SIGTERM")
@@ -123,6 +125,10 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 		return fmt.Errorf("%w: --db-max-conns %q must be 0 (the default) or a positive number", errUsage, maxConns)
 	}
 	cfg.DBMaxConns = n
+	if n, err = strconv.Atoi(readers); err != nil || n < 0 {
+		return fmt.Errorf("%w: --db-readers %q must be 0 (the default) or a positive number", errUsage, readers)
+	}
+	cfg.DBReaders = n
 	if _, err := fmt.Sscanf(workers, "%d", &cfg.Workers); err != nil || cfg.Workers < 1 {
 		return fmt.Errorf("%w: --workers %q must be a positive number", errUsage, workers)
 	}

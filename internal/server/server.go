@@ -50,6 +50,9 @@ type Config struct {
 	// DBMaxConns caps the database connections that serve reads (0: the
 	// store's default, postgres.DefaultMaxConns or sqlite.DefaultMaxConns).
 	DBMaxConns int
+	// DBReaders is the number of PostgreSQL readers that answer
+	// single-resource reads in groups (0: postgres.DefaultReaders).
+	DBReaders int
 	// BaseURL is the public URL of the server (without /fhir); derived
 	// from Addr when empty.
 	BaseURL string
@@ -144,7 +147,7 @@ func OpenStore(ctx context.Context, c Config) (*sqldb.DB, error) {
 		if !strings.HasPrefix(c.DB, "postgres://") && !strings.HasPrefix(c.DB, "postgresql://") {
 			return nil, fmt.Errorf("--db must be empty (SQLite in the data directory) or a postgres:// URL")
 		}
-		return postgres.OpenWith(ctx, c.DB, postgres.Options{MaxConns: c.DBMaxConns})
+		return postgres.OpenWith(ctx, c.DB, postgres.Options{MaxConns: c.DBMaxConns, Readers: c.DBReaders})
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)

@@ -19,7 +19,14 @@ dur=${DURATION:-10s}
 conns=${CONNS:-16}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+pid=""
+name=""
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  if [ -n "$name" ]; then psql "$base" -qc "DROP DATABASE IF EXISTS $name" >/dev/null 2>&1 || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 if [ -n "${BIN:-}" ]; then cp "$BIN" "$tmp/phr"; else go build -o "$tmp/phr" "$root/cmd/phr"; fi
 db=""
 if [ "$store" = postgres ]; then
