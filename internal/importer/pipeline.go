@@ -141,7 +141,7 @@ func (r *Run) settleForConditional(typ string, identifier []string, others bool)
 func (imp *Importer) chunkFull(n, size int) bool {
 	limit := imp.ChunkSize
 	if limit <= 0 {
-		limit = 500
+		limit = 1000
 	}
 	return n >= limit || (imp.ChunkBytes > 0 && size >= imp.ChunkBytes)
 }
