@@ -99,8 +99,8 @@ func TestBundleStreamMemory(t *testing.T) {
 	if grow := int64(large) - int64(small); grow > 24<<20 {
 		t.Errorf("the peak heap grew by %.1f MiB for %.1f MiB more input: not streamed", mib(uint64(grow)), mib(uint64(s2.Bytes-s1.Bytes)))
 	}
-	// The bound is the chunks in flight (500 entries of 8 KB, each as
-	// text, tree and prepared version).
+	// The bound is the chunks in flight (two of at most 2 MiB of input, each
+	// entry as text, tree and prepared version).
 	if large-base > 128<<20 {
 		t.Errorf("the import took %.1f MiB of heap for a %.1f MiB Bundle", mib(large-base), mib(uint64(s2.Bytes)))
 	}
