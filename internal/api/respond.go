@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -47,7 +46,7 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 // when the client asked for _pretty=true.
 func writeJSONBody(w http.ResponseWriter, r *http.Request, status int, body []byte) {
 	w.Header().Set("Content-Type", responseType(r))
-	if r.URL.Query().Get("_pretty") == "true" {
+	if queryParam(r, "_pretty") == "true" {
 		var buf bytes.Buffer
 		if json.Indent(&buf, body, "", "  ") == nil {
 			body = buf.Bytes()
@@ -63,7 +62,7 @@ func writeJSONBody(w http.ResponseWriter, r *http.Request, status int, body []by
 // responseType is application/fhir+json unless the client asked for plain
 // application/json.
 func responseType(r *http.Request) string {
-	f := r.URL.Query().Get("_format")
+	f := queryParam(r, "_format")
 	if f == "application/json" || (f == "" && acceptsOnlyJSON(r.Header.Get("Accept"))) {
 		return "application/json; charset=utf-8"
 	}
@@ -86,7 +85,7 @@ func acceptsOnlyJSON(accept string) bool {
 // checkFormat refuses formats other than JSON: 406 for Accept and _format
 // asking for XML or anything else, 415 for request bodies that are not JSON.
 func checkFormat(r *http.Request) error {
-	if f := r.URL.Query().Get("_format"); f != "" {
+	if f := queryParam(r, "_format"); f != "" {
 		switch f {
 		case "json", ContentFHIRJSON, contentJSON, "application/json+fhir":
 		default:
@@ -157,10 +156,31 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	return body, nil
 }
 
-// versionHeaders sets ETag and Last-Modified of a version.
+// queryParam returns the first value of a query parameter. Most requests
+// have no query at all, and for them it parses nothing (r.URL.Query
+// allocates a map on every call, and a read asks for several parameters).
+func queryParam(r *http.Request, name string) string {
+	if r.URL.RawQuery == "" {
+		return ""
+	}
+	return r.URL.Query().Get(name)
+}
+
+// versionHeaders sets ETag and Last-Modified of a version. It is on the
+// path of every read: the values are appended into one buffer and the
+// headers set under their canonical names (Header.Set would canonicalise
+// "ETag" into a new string each time).
 func versionHeaders(w http.ResponseWriter, res *store.Resource) {
-	w.Header().Set("ETag", fmt.Sprintf(`W/"%d"`, res.Version))
-	w.Header().Set("Last-Modified", res.LastUpdated.UTC().Format(http.TimeFormat))
+	var buf [64]byte
+	b := append(buf[:0], `W/"`...)
+	b = strconv.AppendInt(b, res.Version, 10)
+	b = append(b, '"')
+	n := len(b)
+	b = res.LastUpdated.UTC().AppendFormat(b, http.TimeFormat)
+	all := string(b)
+	h := w.Header()
+	h["Etag"] = []string{all[:n]}
+	h["Last-Modified"] = []string{all[n:]}
 }
 
 // prefer returns the return= preference (minimal, representation,

@@ -21,7 +21,7 @@ import (
 // wantsRaw reports whether a Binary read should return the raw content:
 // when the client asks for something other than FHIR JSON.
 func wantsRaw(r *http.Request) bool {
-	if f := r.URL.Query().Get("_format"); f != "" {
+	if queryParam(r, "_format") != "" {
 		return false
 	}
 	a := r.Header.Get("Accept")
@@ -55,6 +55,9 @@ func (s *Server) writeResource(w http.ResponseWriter, r *http.Request, status in
 
 // shape applies _summary and _elements to a single resource read.
 func (s *Server) shape(r *http.Request, typ string, body []byte) ([]byte, error) {
+	if r.URL.RawQuery == "" {
+		return body, nil
+	}
 	q := r.URL.Query()
 	if q.Get("_summary") == "" && q.Get("_elements") == "" {
 		return body, nil
@@ -477,14 +480,25 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	buf.Grow(size)
-	fmt.Fprintf(&buf, `{"resourceType":"Bundle","type":%q,"entry":[`, typ)
+	// The entries are written without fmt: a Synthea Bundle has
+	// thousands.
+	var scratch []byte
+	str := func(v string) {
+		scratch = fhirjson.AppendString(scratch[:0], v)
+		buf.Write(scratch)
+	}
+	buf.WriteString(`{"resourceType":"Bundle","type":`)
+	str(typ)
+	buf.WriteString(`,"entry":[`)
 	for i, e := range entries {
 		if i > 0 {
 			buf.WriteByte(',')
 		}
 		buf.WriteByte('{')
 		if e.Resource != nil && !e.Resource.Deleted {
-			fmt.Fprintf(&buf, `"fullUrl":%q,`, s.base+"/"+e.Resource.Type+"/"+e.Resource.ID)
+			buf.WriteString(`"fullUrl":`)
+			str(s.base + "/" + e.Resource.Type + "/" + e.Resource.ID)
+			buf.WriteByte(',')
 			if ret != "minimal" && ret != "OperationOutcome" {
 				buf.WriteString(`"resource":`)
 				if err := s.records.WriteJSON(r.Context(), &buf, e.Resource); err != nil {
@@ -498,16 +512,19 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
 			buf.Write(e.Body)
 			buf.WriteByte(',')
 		}
-		fmt.Fprintf(&buf, `"response":{"status":%q`, fmt.Sprintf("%d %s", e.Status, http.StatusText(e.Status)))
+		buf.WriteString(`"response":{"status":`)
+		str(strconv.Itoa(e.Status) + " " + http.StatusText(e.Status))
 		if e.Location != "" {
-			fmt.Fprintf(&buf, `,"location":%q`, e.Location)
+			buf.WriteString(`,"location":`)
+			str(e.Location)
 		}
 		if e.ETag != "" {
 			buf.WriteString(`,"etag":`)
-			buf.Write(fhirjson.AppendString(nil, e.ETag))
+			str(e.ETag)
 		}
 		if !e.LastModified.IsZero() {
-			fmt.Fprintf(&buf, `,"lastModified":%q`, fhir.FormatInstant(e.LastModified))
+			buf.WriteString(`,"lastModified":`)
+			str(fhir.FormatInstant(e.LastModified))
 		}
 		if e.Outcome != nil {
 			buf.WriteString(`,"outcome":`)

@@ -67,38 +67,53 @@ type Event struct {
 // stands for; its period spans the first to the last of them.
 const CountExtension = "http://phr-project.github.io/fhir/StructureDefinition/audit-event-count"
 
-// coalesce merges identical events of a batch (same caller, client,
-// patient, address, method, path, query and status) into one event with a
-// count, keeping the order of first appearance. A burst of identical reads
-// (a dashboard polling, a load test) thus becomes one AuditEvent per batch
-// instead of one per request: the audit keeps up with the read rate
-// without dropping anything.
-func coalesce(events []Event) []Event {
-	type key struct {
-		method, path, query, subject, client, patient, ip string
-		status                                            int
-	}
-	at := make(map[key]int, len(events))
-	out := events[:0:0]
-	for _, e := range events {
-		k := key{e.Method, e.Path, e.Query, e.Subject, e.Client, e.Patient, e.IP, e.Status}
-		if i, ok := at[k]; ok {
-			g := &out[i]
-			if g.count == 0 {
-				g.count, g.first = 1, g.Time
-			}
-			g.count++
-			if e.Time.Before(g.first) {
-				g.first = e.Time
-			}
-			if e.Time.After(g.Time) {
-				g.Time = e.Time
-			}
-			continue
+// batch gathers the events waiting to be written, merging identical ones
+// (same caller, client, patient, address, method, path, query and status)
+// into one event with a count as they arrive, in the order of their first
+// appearance. A stream of identical reads (a dashboard polling, a load
+// test) thus becomes one AuditEvent per batch instead of one per request:
+// the audit keeps up with the read rate without dropping anything, and
+// since merging happens on arrival, a batch holds BatchSize distinct
+// events however many accesses they stand for.
+type batch struct {
+	events []Event
+	at     map[eventKey]int
+}
+
+type eventKey struct {
+	method, path, query, subject, client, patient, ip string
+	status                                            int
+}
+
+// add puts e in the batch, merging it into an identical event.
+func (b *batch) add(e Event) {
+	k := eventKey{e.Method, e.Path, e.Query, e.Subject, e.Client, e.Patient, e.IP, e.Status}
+	if i, ok := b.at[k]; ok {
+		g := &b.events[i]
+		if g.count == 0 {
+			g.count, g.first = 1, g.Time
 		}
-		at[k] = len(out)
-		out = append(out, e)
+		g.count++
+		if e.Time.Before(g.first) {
+			g.first = e.Time
+		}
+		if e.Time.After(g.Time) {
+			g.Time = e.Time
+		}
+		return
 	}
+	if b.at == nil {
+		b.at = make(map[eventKey]int)
+	}
+	b.at[k] = len(b.events)
+	b.events = append(b.events, e)
+}
+
+// take returns the batch's events and empties it.
+func (b *batch) take() []Event {
+	out := b.events
+	b.events = nil
+	clear(b.at)
 	return out
 }
 
@@ -200,19 +215,43 @@ func (l *Log) Close() {
 	<-l.done
 }
 
+// drainPause is how long the writer lets events gather in the queue after
+// taking some: under a steady stream of requests it then takes them in
+// bulk, instead of being woken (a goroutine switch) by every single one.
+// At tens of thousands of requests per second the queue holds a few
+// hundred events after a pause, far from its bound.
+const drainPause = 5 * time.Millisecond
+
 func (l *Log) run() {
 	defer close(l.done)
 	tick := time.NewTicker(l.o.Interval)
 	defer tick.Stop()
-	var batch []Event
+	var b batch
 	write := func() {
-		batch = coalesce(batch)
-		for len(batch) > 0 {
-			n := min(len(batch), l.o.BatchSize)
-			l.write(batch[:n])
-			batch = batch[n:]
+		events := b.take()
+		for len(events) > 0 {
+			n := min(len(events), l.o.BatchSize)
+			l.write(events[:n])
+			events = events[n:]
 		}
-		batch = nil
+	}
+	// drain takes what is waiting in the queue, writing whenever the
+	// batch is full; it reports false when the queue was closed.
+	drain := func() bool {
+		for {
+			select {
+			case e, ok := <-l.queue:
+				if !ok {
+					return false
+				}
+				b.add(e)
+				if len(b.events) >= l.o.BatchSize {
+					write()
+				}
+			default:
+				return true
+			}
+		}
 	}
 	for {
 		select {
@@ -221,42 +260,25 @@ func (l *Log) run() {
 				write()
 				return
 			}
-			batch = append(batch, e)
-			// Take whatever else is waiting (identical events coalesce,
-			// so a deep backlog costs few writes), up to a bound.
-		more:
-			for len(batch) < 20*l.o.BatchSize {
-				select {
-				case e, ok := <-l.queue:
-					if !ok {
-						write()
-						return
-					}
-					batch = append(batch, e)
-				default:
-					break more
-				}
-			}
-			if len(batch) >= l.o.BatchSize {
+			b.add(e)
+			if !drain() {
 				write()
+				return
 			}
+			time.Sleep(drainPause)
 		case <-tick.C:
+			if !drain() {
+				write()
+				return
+			}
 			write()
 		case reply := <-l.flushes:
-		drain:
-			for {
-				select {
-				case e, ok := <-l.queue:
-					if !ok {
-						break drain
-					}
-					batch = append(batch, e)
-				default:
-					break drain
-				}
-			}
+			open := drain()
 			write()
 			close(reply)
+			if !open {
+				return
+			}
 		}
 	}
 }

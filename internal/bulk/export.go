@@ -177,7 +177,7 @@ func (e *exporter) where(typ string) (string, []any) {
 			if typ == "Provenance" {
 				// Provenance of resources in the compartments, too.
 				cond = "(" + cond + " OR EXISTS (SELECT 1 FROM idx_ref i JOIN resource t ON t.type = i.target_type AND t.id = i.target_id JOIN compartment c ON c.rid = t.rid" + member +
-					" WHERE i.rid = r.rid AND i.param = 'target'))"
+					" WHERE i.rid = r.rid AND i.pid = (SELECT id FROM search_param WHERE type = 'Provenance' AND param = 'target')))"
 				args = append(args, memberArgs...)
 			}
 			conds = append(conds, cond)

@@ -110,6 +110,7 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&jobLease, "job-lease", "30s", "lease of a running job: another replica takes over a job whose worker stopped renewing it for this long")
 	f.string(&expiry, "export-expiry", "24h", "how long the files of a finished bulk export are kept")
 	f.string(&rate, "export-rate", "500ms", "shortest interval between status polls of one bulk export (faster polls get 429 + Retry-After)")
+	f.string(&cfg.DebugAddr, "debug-addr", "", "address (host:port) of a second listener serving Go runtime profiles at /debug/pprof/ (empty: none; keep it on 127.0.0.1)")
 	f.string(&cfg.SHLKeyFile, "shl-key-file", "", "file with the 32-byte key (base64url) that wraps the kept keys of SMART Health Links with flag L (default: a key kept in the store)")
 	if err := f.parse(args); err != nil {
 		return err

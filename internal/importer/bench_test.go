@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +25,11 @@ import (
 // during the import (the input is produced before, and its memory given
 // back). The garbage collector runs with the settings of phr serve
 // (server.TuneGC; GOGC and GOMEMLIMIT in the environment win), which is
-// where imports run. PHR_BENCH_PATIENTS=n imports fewer.
+// where imports run. PHR_BENCH_PATIENTS=n imports fewer;
+// PHR_BENCH_CHUNK=n sets the importer's ChunkSize. It also reports the
+// bytes the process wrote and read through system calls during the import
+// (/proc/self/io wchar and rchar: SQLite's WAL frames and checkpoints, and
+// the input file and page-cache misses).
 //
 //	go test ./internal/importer -run '^$' -bench ImportSynthea -benchtime 1x
 func BenchmarkImportSynthea(b *testing.B) {
@@ -48,6 +53,9 @@ func BenchmarkImportSynthea(b *testing.B) {
 				b.StopTimer()
 				app := openApp(b, d)
 				imp := importer.New(app.Store, app.Records)
+				if v, err := strconv.Atoi(os.Getenv("PHR_BENCH_CHUNK")); err == nil && v > 0 {
+					imp.ChunkSize = v
+				}
 				ctx := access.With(context.Background(), access.System{Name: "bench"})
 				run, err := imp.Begin(ctx, importer.Options{Source: "synthea"})
 				if err != nil {
@@ -88,12 +96,14 @@ func BenchmarkImportSynthea(b *testing.B) {
 				start := time.Now()
 				cpu0 := procmem.CPU(procmem.Self)
 				db0 := storetest.BackendCPU(ctx, app.Store)
+				io0 := selfIO(b)
 				if err := run.NDJSON(in, "synthea.ndjson"); err != nil {
 					b.Fatal(err)
 				}
 				sum, err := run.Finish("done")
 				el := time.Since(start)
 				cpu := procmem.CPU(procmem.Self) - cpu0
+				io1 := selfIO(b)
 				b.StopTimer()
 				dbCPU := storetest.BackendCPU(ctx, app.Store) - db0
 				close(stopHeap)
@@ -116,6 +126,8 @@ func BenchmarkImportSynthea(b *testing.B) {
 				b.ReportMetric(float64(peakRSS)/(1<<20), "peakRSS-MiB")
 				b.ReportMetric(float64(startRSS)/(1<<20), "startRSS-MiB")
 				b.ReportMetric(float64(heap)/(1<<20), "peakHeap-MiB")
+				b.ReportMetric(float64(io1["wchar"]-io0["wchar"])/(1<<20), "written-MiB")
+				b.ReportMetric(float64(io1["rchar"]-io0["rchar"])/(1<<20), "read-MiB")
 				if dbCPU > 0 {
 					b.ReportMetric(float64(total)/(cpu+dbCPU).Seconds(), "resources/cpu-s-with-db")
 				}
@@ -125,4 +137,25 @@ func BenchmarkImportSynthea(b *testing.B) {
 			}
 		})
 	}
+}
+
+// selfIO returns the counters of /proc/self/io (rchar, wchar, syscr...).
+func selfIO(b *testing.B) map[string]int64 {
+	b.Helper()
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		b.Fatalf("read I/O counters: %v", err)
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err == nil {
+			out[k] = n
+		}
+	}
+	return out
 }

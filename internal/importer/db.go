@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/phr-project/phr/internal/store"
 	"github.com/phr-project/phr/internal/store/sqldb"
@@ -288,4 +289,98 @@ func (imp *Importer) identifiersOf(ctx context.Context, typ, id string) ([][2]st
 		out = append(out, x)
 	}
 	return out, rows.Err()
+}
+
+// insertMulti inserts rows with multi-row INSERT statements (on
+// PostgreSQL: column arrays, see insertArrays). Rows with the same
+// conflict key must not repeat within one call (PostgreSQL refuses to
+// update one row twice in a statement), so duplicates keep the last.
+func insertMulti(ctx context.Context, tx *sqldb.Tx, table, cols string, rows [][]any, suffix string) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	nc := len(rows[0])
+	if strings.Contains(suffix, "DO UPDATE") || strings.Contains(suffix, "DO NOTHING") {
+		seen := make(map[string]int, len(rows))
+		out := rows[:0:0]
+		keyCols := nc
+		if table == "import_identity" {
+			keyCols = 3
+		}
+		for _, r := range rows {
+			k := fmt.Sprint(r[:keyCols]...)
+			if i, ok := seen[k]; ok {
+				out[i] = r
+				continue
+			}
+			seen[k] = len(out)
+			out = append(out, r)
+		}
+		rows = out
+	}
+	if tx.Dialect() == sqldb.Postgres {
+		return insertArrays(ctx, tx, table, cols, rows, suffix)
+	}
+	one := "(" + sqldb.Placeholders(nc) + ")"
+	const per = 200
+	for start := 0; start < len(rows); start += per {
+		part := rows[start:min(start+per, len(rows))]
+		args := make([]any, 0, len(part)*nc)
+		for _, r := range part {
+			args = append(args, r...)
+		}
+		q := tx.InsertInto() + table + " (" + cols + ") VALUES " + strings.TrimSuffix(strings.Repeat(one+",", len(part)), ",") + suffix
+		if _, err := tx.Exec(ctx, q, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// insertArrays inserts rows on PostgreSQL with one statement per anyChunk
+// rows: each column goes as one typed array parameter and unnest turns
+// the arrays back into rows. The statement text depends only on the
+// table, so it is prepared once; 200-row VALUES lists carried 400-1,200
+// parameters each, and the last, shorter list of every chunk was a new
+// text to parse and plan. For the identity map and digests of 30 Synthea
+// patients this cost the process about 5 rather than 11-16 us per row.
+func insertArrays(ctx context.Context, tx *sqldb.Tx, table, cols string, rows [][]any, suffix string) error {
+	nc := len(rows[0])
+	for start := 0; start < len(rows); start += anyChunk {
+		part := rows[start:min(start+anyChunk, len(rows))]
+		arrays := make([]any, nc)
+		casts := make([]string, nc)
+		for c := range nc {
+			var ok bool
+			switch part[0][c].(type) {
+			case string:
+				arrays[c], ok = columnOf[string](part, c)
+				casts[c] = "?::text[]"
+			case int64:
+				arrays[c], ok = columnOf[int64](part, c)
+				casts[c] = "?::bigint[]"
+			}
+			if !ok {
+				return fmt.Errorf("insert into %s: column %d holds a %T, which has no array form here", table, c+1, part[0][c])
+			}
+		}
+		q := "INSERT INTO " + table + " (" + cols + ") SELECT * FROM unnest(" + strings.Join(casts, ", ") + ")" + suffix
+		if _, err := tx.Exec(ctx, q, arrays...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// columnOf gathers column c of rows, all of type T.
+func columnOf[T any](rows [][]any, c int) ([]T, bool) {
+	out := make([]T, len(rows))
+	for i, r := range rows {
+		v, ok := r[c].(T)
+		if !ok {
+			return nil, false
+		}
+		out[i] = v
+	}
+	return out, true
 }

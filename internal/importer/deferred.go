@@ -234,20 +234,17 @@ func (r *Run) replay(sc *deferScope, bundle map[string]string) error {
 	for k, local := range sc.ids {
 		r.ids[k] = local
 	}
-	size := r.imp.ChunkSize
-	if size <= 0 {
-		size = 500
-	}
 	file := r.fileName
 	defer func() { r.fileName = file }()
 	var items []*item
+	size := 0 // bytes of input in items
 	keys := map[string]bool{}
 	flush := func() error {
 		if len(items) == 0 {
 			return nil
 		}
 		ch := &chunk{items: items, bundle: bundle}
-		items = nil
+		items, size = nil, 0
 		clear(keys)
 		return r.processResolved(ch)
 	}
@@ -260,7 +257,8 @@ func (r *Run) replay(sc *deferScope, bundle map[string]string) error {
 		}
 		keys[it.key()] = true
 		items = append(items, it)
-		if len(items) >= size {
+		size += len(it.raw)
+		if r.imp.chunkFull(len(items), size) {
 			return flush()
 		}
 		return nil
@@ -274,7 +272,8 @@ func (r *Run) replay(sc *deferScope, bundle map[string]string) error {
 // Complete writes what waited for the end of the run (resources whose
 // references pointed forward). Call it once all input is read; Finish
 // with status "done" calls it when the caller did not.
-func (r *Run) Complete() error {
+func (r *Run) Complete() (err error) {
+	defer r.settleInto(&err)
 	sc := r.runScope
 	if sc == nil {
 		return nil
@@ -286,6 +285,7 @@ func (r *Run) Complete() error {
 
 // discard drops what waits (the run failed).
 func (r *Run) discard() {
+	r.settle()
 	if r.runScope != nil {
 		r.runScope.close()
 	}

@@ -49,6 +49,11 @@ type Importer struct {
 	// ChunkSize is the number of input resources processed and written per
 	// transaction.
 	ChunkSize int
+	// ChunkBytes ends a chunk early once its resources' input text
+	// reaches this many bytes, so that a chunk of large resources takes
+	// no more memory than one of typical ones (two chunks are in memory
+	// at a time: one written, the next prepared).
+	ChunkBytes int
 	// Workers is the parallelism of parsing and validation.
 	Workers int
 
@@ -58,7 +63,7 @@ type Importer struct {
 // New returns an Importer writing through rec's validation and indexing
 // into db.
 func New(db *sqldb.DB, rec *records.Service) *Importer {
-	return &Importer{db: db, rec: rec, ChunkSize: 500, Workers: 2}
+	return &Importer{db: db, rec: rec, ChunkSize: 500, ChunkBytes: 2 << 20, Workers: 2}
 }
 
 // Options describe one import.
@@ -142,6 +147,9 @@ type Run struct {
 	scope, runScope *deferScope
 	// replaying is set while deferred items are processed.
 	replaying bool
+	// fl is the chunk being written in the background (nil when none;
+	// see startWrite).
+	fl *flight
 }
 
 // Begin starts an import batch for the principal in ctx.
@@ -180,6 +188,13 @@ func (r *Run) Finish(status string) (Summary, error) {
 	var cerr error
 	if status == "done" {
 		if cerr = r.Complete(); cerr != nil {
+			status = "failed"
+		}
+	}
+	if err := r.settle(); err != nil && cerr == nil {
+		// Only a run that stopped early still writes here, and it failed.
+		cerr = err
+		if status == "done" {
 			status = "failed"
 		}
 	}

@@ -34,15 +34,13 @@ func (c countingReader) Read(p []byte) (int, error) {
 
 // NDJSON imports one resource per line from rd. Blank lines are skipped;
 // a line that is a Bundle is imported entry by entry.
-func (r *Run) NDJSON(rd io.Reader, name string) error {
+func (r *Run) NDJSON(rd io.Reader, name string) (err error) {
+	defer r.settleInto(&err)
 	r.fileName = name
 	br := bufio.NewReaderSize(countingReader{rd, &r.sum.Bytes}, 1<<20)
-	size := r.imp.ChunkSize
-	if size <= 0 {
-		size = 500
-	}
 	ch := &chunk{}
 	keys := map[string]bool{}
+	size := 0 // bytes of input in ch
 	flush := func() error {
 		if len(ch.items) == 0 {
 			return nil
@@ -50,6 +48,7 @@ func (r *Run) NDJSON(rd io.Reader, name string) error {
 		err := r.process(ch)
 		ch = &chunk{}
 		clear(keys)
+		size = 0
 		return err
 	}
 	line := 0
@@ -94,7 +93,11 @@ func (r *Run) NDJSON(rd io.Reader, name string) error {
 				}
 				ch.items = append(ch.items, extra...)
 				ch.items = append(ch.items, it)
-				if len(ch.items) >= size {
+				for _, x := range extra {
+					size += len(x.raw)
+				}
+				size += len(it.raw)
+				if r.imp.chunkFull(len(ch.items), size) {
 					if err := flush(); err != nil {
 						return err
 					}
@@ -191,7 +194,8 @@ func fieldValue(b []byte, prefix string) string {
 // whose first member is its resourceType is read as a stream, entry by
 // entry, in chunks: memory does not grow with its size. Other documents
 // are read whole (up to MaxBundle).
-func (r *Run) Bundle(rd io.Reader, name string) error {
+func (r *Run) Bundle(rd io.Reader, name string) (err error) {
+	defer r.settleInto(&err)
 	r.fileName = name
 	br := bufio.NewReaderSize(countingReader{rd, &r.sum.Bytes}, 1<<16)
 	if bom, _ := br.Peek(3); bytes.Equal(bom, []byte("\xef\xbb\xbf")) {
@@ -392,6 +396,7 @@ func (r *Run) bundleTree(b *fhirjson.Value, data []byte, line int) error {
 type bundleStream struct {
 	r     *Run
 	items []*item
+	size  int // bytes of input in items
 	// urls maps fullUrl to local "Type/id" for the whole Bundle.
 	urls map[string]string
 	// keys are the "Type/id" of entries seen, to refuse repeats.
@@ -453,11 +458,8 @@ func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Va
 // add queues an item, processing a chunk when enough are queued.
 func (bs *bundleStream) add(it *item) error {
 	bs.items = append(bs.items, it)
-	size := bs.r.imp.ChunkSize
-	if size <= 0 {
-		size = 500
-	}
-	if len(bs.items) >= size {
+	bs.size += len(it.raw)
+	if bs.r.imp.chunkFull(len(bs.items), bs.size) {
 		return bs.flush()
 	}
 	return nil
@@ -471,7 +473,7 @@ func (bs *bundleStream) flush() error {
 	}
 	r := bs.r
 	ch := &chunk{items: bs.items, bundle: bs.urls}
-	bs.items = nil
+	bs.items, bs.size = nil, 0
 	r.imp.parallel(ch.items, parseItem)
 	for _, it := range ch.items {
 		if it.tree == nil && it.act != actReject && !it.del {

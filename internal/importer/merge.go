@@ -268,7 +268,12 @@ func (r *Run) nextAt() time.Time {
 // free, else a new id.
 func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) error {
 	if len(r.ids) > 200000 {
-		clear(r.ids) // bounded memory; misses are looked up again
+		// Bounded memory; misses are looked up again, once the chunk
+		// being written (whose identities are only here) has committed.
+		if err := r.settle(); err != nil {
+			return err
+		}
+		clear(r.ids)
 	}
 	byType := map[string][]string{}
 	for _, it := range items {
@@ -317,6 +322,11 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 	}
 	if len(unresolved) == 0 {
 		return nil
+	}
+	// What follows reads resources, identifiers and ids that the chunk
+	// being written may be adding.
+	if err := r.settleForItems(unresolved); err != nil {
+		return err
 	}
 	// Versions of this record read back (its own export).
 	if err := r.recogniseOwn(ctx, unresolved); err != nil {
@@ -408,6 +418,9 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 			// One shared identifier is not enough when another identifier
 			// of the same system disagrees (two people with one fake
 			// licence number are still two people).
+			if err := r.settleIf(func(fl *flight) bool { return fl.keys[it.typ+"/"+match] }); err != nil {
+				return err
+			}
 			theirs, err := r.imp.identifiersOf(ctx, it.typ, match)
 			if err != nil {
 				return err
@@ -591,6 +604,10 @@ func (r *Run) resolveConditional(ctx context.Context, typ, query string, ch *chu
 			}
 		}
 		if local == "" && hasSys {
+			// The lookups see committed data only.
+			if err := r.settleForConditional(typ, q["identifier"], false); err != nil {
+				return "", err
+			}
 			ids, err := r.imp.identifierMatches(ctx, typ, sys, val)
 			if err != nil {
 				return "", err
@@ -601,6 +618,9 @@ func (r *Run) resolveConditional(ctx context.Context, typ, query string, ch *chu
 		}
 	}
 	if local == "" && r.imp.Matcher != nil {
+		if err := r.settleForConditional(typ, q["identifier"], len(q) != 1); err != nil {
+			return "", err
+		}
 		ids, err := r.imp.Matcher.Match(ctx, typ, q, 2)
 		if err != nil {
 			return "", err
@@ -620,6 +640,9 @@ func (r *Run) resolveConditional(ctx context.Context, typ, query string, ch *chu
 
 // loadCurrent reads the current versions of the items' local resources.
 func (r *Run) loadCurrent(ctx context.Context, items []*item) error {
+	if err := r.settleForItems(items); err != nil {
+		return err
+	}
 	byType := map[string][]string{}
 	for _, it := range items {
 		if it.act == actReject || it.act == actSkip || it.localID == "" {
@@ -894,7 +917,8 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// write commits the chunk: versions, identity rows, identifiers,
+// write counts and reports the chunk's items, then commits them (in the
+// background, see startWrite): versions, identity rows, identifiers,
 // conflicts, quarantine and a Provenance citing the versions written.
 func (r *Run) write(ctx context.Context, items []*item) error {
 	var written []*item
@@ -941,8 +965,25 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 			return err
 		}
 	}
-	now := sqldb.Micros(time.Now())
+	return r.startWrite(ctx, &chunkWrite{items: items, written: written, provs: provs, file: r.fileName, lastAt: r.lastAt,
+		now: sqldb.Micros(time.Now()), counts: [5]int{r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected}})
+}
+
+// commit writes a chunk in one transaction. It runs in the background
+// (startWrite) and reads only w and the run's fixed fields.
+func (r *Run) commit(ctx context.Context, w *chunkWrite) error {
+	items, written, provs, now := w.items, w.written, w.provs, w.now
 	err := r.imp.db.WriteTx(ctx, func(tx *sqldb.Tx) error {
+		// A chunk's commit does not wait for the disk (PostgreSQL): a
+		// crash of the database server may lose the chunks committed in
+		// its last few hundred milliseconds, which leaves the batch
+		// unfinished and a re-run imports them again (without duplicates:
+		// the identity map and digests were lost with them). Finish marks
+		// the batch done with an ordinary commit, which makes every chunk
+		// before it durable.
+		if err := tx.AsyncCommit(ctx); err != nil {
+			return err
+		}
 		// New resources go in multi-row statements; new versions one by one.
 		var fresh []*store.Put
 		for _, it := range written {
@@ -962,8 +1003,8 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 			}
 			var put *store.Put
 			if it.act == actDelete {
-				put = &store.Put{Resource: store.Resource{Type: it.typ, ID: it.localID, Version: it.cur.Version + 1, LastUpdated: r.lastAt, Deleted: true, Method: "DELETE"}, Batch: r.sum.Batch}
-				if !r.lastAt.After(it.cur.LastUpdated) {
+				put = &store.Put{Resource: store.Resource{Type: it.typ, ID: it.localID, Version: it.cur.Version + 1, LastUpdated: w.lastAt, Deleted: true, Method: "DELETE"}, Batch: r.sum.Batch}
+				if !w.lastAt.After(it.cur.LastUpdated) {
 					put.LastUpdated = it.cur.LastUpdated.Add(time.Microsecond)
 				}
 			} else {
@@ -1011,17 +1052,17 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 			case actReject:
 				reason := fhir.OutcomeJSON(it.issues)
 				if _, err := tx.Exec(ctx, `INSERT INTO import_quarantine (batch, file, line, reason, text) VALUES (?, ?, ?, ?, ?)`,
-					r.sum.Batch, r.fileName, it.line, string(reason), it.raw); err != nil {
+					r.sum.Batch, w.file, it.line, string(reason), it.raw); err != nil {
 					return fmt.Errorf("quarantine line %d: %w", it.line, err)
 				}
 			}
 		}
 		_, err := tx.Exec(ctx, `UPDATE import_batch SET created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ?, heartbeat = ? WHERE id = ?`,
-			r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected, now, r.sum.Batch)
+			w.counts[0], w.counts[1], w.counts[2], w.counts[3], w.counts[4], now, r.sum.Batch)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("write import chunk (%s): %w", r.fileName, err)
+		return fmt.Errorf("write import chunk (%s): %w", w.file, err)
 	}
 	return nil
 }
@@ -1258,46 +1299,4 @@ func contradiction(a, b [][2]string) string {
 		}
 	}
 	return ""
-}
-
-// insertMulti inserts rows with multi-row INSERT statements. Rows with the
-// same conflict key must not repeat within one call (PostgreSQL refuses to
-// update one row twice in a statement), so duplicates keep the last.
-func insertMulti(ctx context.Context, tx *sqldb.Tx, table, cols string, rows [][]any, suffix string) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	nc := len(rows[0])
-	if strings.Contains(suffix, "DO UPDATE") || strings.Contains(suffix, "DO NOTHING") {
-		seen := make(map[string]int, len(rows))
-		out := rows[:0:0]
-		keyCols := nc
-		if table == "import_identity" {
-			keyCols = 3
-		}
-		for _, r := range rows {
-			k := fmt.Sprint(r[:keyCols]...)
-			if i, ok := seen[k]; ok {
-				out[i] = r
-				continue
-			}
-			seen[k] = len(out)
-			out = append(out, r)
-		}
-		rows = out
-	}
-	one := "(" + sqldb.Placeholders(nc) + ")"
-	const per = 200
-	for start := 0; start < len(rows); start += per {
-		part := rows[start:min(start+per, len(rows))]
-		args := make([]any, 0, len(part)*nc)
-		for _, r := range part {
-			args = append(args, r...)
-		}
-		q := tx.InsertInto() + table + " (" + cols + ") VALUES " + strings.TrimSuffix(strings.Repeat(one+",", len(part)), ",") + suffix
-		if _, err := tx.Exec(ctx, q, args...); err != nil {
-			return err
-		}
-	}
-	return nil
 }

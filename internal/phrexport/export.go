@@ -673,7 +673,8 @@ func (e *exporter) filters(r string, dates bool) (string, []any) {
 		}
 		sort.Strings(types)
 		sort.Strings(pairs)
-		in := "(d.type || '|' || d.param) IN (" + strings.Join(pairs, ",") + ")"
+		// index rows name their parameter by its id in search_param
+		in := "d.pid IN (SELECT id FROM search_param WHERE (type || '|' || param) IN (" + strings.Join(pairs, ",") + "))"
 		conds = append(conds, "("+r+".type NOT IN ("+strings.Join(types, ",")+")"+
 			" OR NOT EXISTS (SELECT 1 FROM idx_date d WHERE d.rid = "+r+".rid AND "+in+")"+
 			" OR EXISTS (SELECT 1 FROM idx_date d WHERE d.rid = "+r+".rid AND "+in+" AND d.low <= ? AND d.high >= ?))")

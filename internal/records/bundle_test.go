@@ -3,6 +3,7 @@ package records_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -100,4 +101,87 @@ func expectSearch(t *testing.T, s *servertest.Server, tok, q string) []any {
 	m := r.JSON(t)
 	e, _ := m["entry"].([]any)
 	return e
+}
+
+// TestBatchGroupFallback: the write entries of a batch share a store
+// transaction; when that transaction fails (not an entry on its own), the
+// entries run again one by one, with the same outcome as if they had
+// never been grouped and nothing of the failed attempt kept. An entry that
+// fails on its own inside a group does not stop the others, and a GET
+// entry reads what the entries before it wrote.
+func TestBatchGroupFallback(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d)
+			tok := s.AdminToken()
+			ctx := access.With(context.Background(), access.System{Name: "test"})
+			bundle := func(value string) *fhirjson.Value {
+				b, err := fhirjson.Parse([]byte(`{"resourceType":"Bundle","type":"batch","entry":[
+				 {"resource":{"resourceType":"Organization","identifier":[{"system":"urn:org","value":"` + value + `"}]},"request":{"method":"POST","url":"Organization","ifNoneExist":"identifier=urn:org|` + value + `"}},
+				 {"resource":{"resourceType":"Organization","identifier":[{"system":"urn:org","value":"` + value + `"}]},"request":{"method":"POST","url":"Organization","ifNoneExist":"identifier=urn:org|` + value + `"}},
+				 {"resource":{"resourceType":"Patient","birthDate":"nope"},"request":{"method":"POST","url":"Patient"}},
+				 {"resource":{"resourceType":"Location","managingOrganization":{"reference":"Organization?identifier=urn:org|` + value + `"}},"request":{"method":"POST","url":"Location"}},
+				 {"request":{"method":"GET","url":"Organization?identifier=urn:org|` + value + `"}},
+				 {"resource":{"resourceType":"Location","id":"loc-` + value + `","managingOrganization":{"reference":"Organization?identifier=urn:org|` + value + `"}},"request":{"method":"PUT","url":"Location/loc-` + value + `"}}
+				]}`))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}
+			get := func(ctx context.Context, rel string) (int, []byte, error) {
+				r := s.Do("GET", rel, tok, nil)
+				return r.Status, r.Body, nil
+			}
+			// failures counts the group transactions still to fail.
+			failures := 0
+			check := func(value string) {
+				t.Helper()
+				_, out, err := s.App.Records.ProcessBundleTree(ctx, bundle(value), get)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := []int{201, 200, 400, 201, 200, 201}
+				for i, w := range want {
+					if out[i].Status != w {
+						t.Fatalf("%s: entry %d: status %d, want %d (%v)", value, i, out[i].Status, w, out[i].Outcome)
+					}
+				}
+				org := out[0].Resource.ID
+				if out[1].Resource.ID != org {
+					t.Fatalf("%s: the second conditional create matched %s, not %s", value, out[1].Resource.ID, org)
+				}
+				for _, i := range []int{3, 5} {
+					if !strings.Contains(string(out[i].Resource.JSON), `"Organization/`+org+`"`) {
+						t.Fatalf("%s: entry %d does not reference Organization/%s: %s", value, i, org, out[i].Resource.JSON)
+					}
+				}
+				if !strings.Contains(string(out[4].Body), `"id":"`+org+`"`) {
+					t.Fatalf("%s: the GET entry did not find Organization/%s: %s", value, org, out[4].Body)
+				}
+				if n := len(expectSearch(t, s, tok, "Organization?identifier=urn:org|"+value)); n != 1 {
+					t.Fatalf("%s: %d Organizations, want 1", value, n)
+				}
+				if n := len(expectSearch(t, s, tok, "Location?organization=Organization/"+org)); n != 2 {
+					t.Fatalf("%s: %d Locations, want 2", value, n)
+				}
+				if failures != 0 {
+					t.Fatalf("%s: the group failed %d times fewer than planned", value, failures)
+				}
+			}
+			check("A")
+			// The first group fails after its third entry: its writes are
+			// rolled back and its entries run one by one.
+			failures = 1
+			records.SetAfterGroupEntry(func(k int) error {
+				if k == 2 && failures > 0 {
+					failures--
+					return errors.New("injected failure of the group's transaction")
+				}
+				return nil
+			})
+			t.Cleanup(func() { records.SetAfterGroupEntry(nil) })
+			check("B")
+		})
+	}
 }

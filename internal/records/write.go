@@ -70,6 +70,10 @@ type prepared struct {
 	// blobData is a Binary's decoded content, to store before the row.
 	blobData []byte
 	source   string
+	// atOff is where the text of meta.lastUpdated starts in put.JSON (0:
+	// not known), so that stamp can change the time without rendering
+	// the resource again.
+	atOff int
 }
 
 // prepare validates res (already of type typ with id set) and builds its
@@ -129,14 +133,38 @@ func (s *Service) prepareTree(res *fhirjson.Value, typ, id string, version int64
 // stamp gives a version from prepareTree its number and time and renders
 // its JSON; it may run again on the same version (a retried transaction),
 // and does nothing when the version has that number and time already.
+// A version rendered before (render) with the same number only gets its
+// meta.lastUpdated text replaced: the rendering stays out of the store
+// transaction, where the writers wait for each other.
 func (p *prepared) stamp(version int64, at time.Time) {
-	if p.put.JSON != nil && p.put.Version == version && p.put.LastUpdated.Equal(at) {
-		return
+	if p.put.JSON != nil && p.put.Version == version {
+		if p.put.LastUpdated.Equal(at) {
+			return
+		}
+		if ts := fhir.FormatInstant(at); p.atOff > 0 && len(ts) == len(fhir.FormatInstant(p.put.LastUpdated)) {
+			copy(p.put.JSON[p.atOff:], ts)
+			p.put.LastUpdated = at
+			return
+		}
 	}
 	setMeta(p.tree, version, at, p.source)
 	p.put.Version = version
 	p.put.LastUpdated = at
 	p.put.JSON = p.tree.Marshal()
+	p.atOff = 0
+}
+
+// render renders the JSON of a version from prepareTree with the number
+// and time it has, before it is stamped (see stamp).
+func (p *prepared) render() {
+	p.put.JSON = p.tree.Marshal()
+	p.atOff = 0
+	// The lastUpdated text of meta is found by its value; should the
+	// same text occur elsewhere, stamp renders the resource again.
+	at := []byte(`"lastUpdated":"` + fhir.FormatInstant(p.put.LastUpdated) + `"`)
+	if i := bytes.Index(p.put.JSON, at); i >= 0 && bytes.Index(p.put.JSON[i+1:], at) < 0 {
+		p.atOff = i + len(`"lastUpdated":"`)
+	}
 }
 
 func hasErrors(issues []fhir.Issue) bool {

@@ -144,9 +144,15 @@ func (e *Engine) Match(ctx context.Context, typ string, v url.Values, limit int)
 	return ids, rows.Err()
 }
 
+// builder returns an empty SQL builder for a request.
+func (e *Engine) builder(ctx context.Context) *builder {
+	return &builder{dialect: e.db.SQLDialect(), base: e.base, now: e.Now(), ctx: ctx, db: e.db}
+}
+
 func (e *Engine) newBuilder(ctx context.Context, pl *plan) (*builder, error) {
 	e.stats.maybeRefresh()
-	b := &builder{dialect: e.db.SQLDialect(), base: e.base, now: e.Now(), who: pl.who}
+	b := e.builder(ctx)
+	b.who = pl.who
 	if pl.lists == nil {
 		if err := e.chooseLists(ctx, b, pl); err != nil {
 			return nil, err
@@ -287,8 +293,9 @@ func (e *Engine) where(b *builder, pl *plan) error {
 		if pl.hasEnd {
 			hi = pl.end
 		}
-		b.w(" AND (NOT EXISTS (SELECT 1 FROM idx_date dd WHERE dd.rid = r.rid AND dd.param <> '_lastUpdated')")
-		b.arg(" OR EXISTS (SELECT 1 FROM idx_date de WHERE de.rid = r.rid AND de.param <> '_lastUpdated' AND de.high >= ?", lo)
+		// (_lastUpdated has no index rows: index.FromResourceRow)
+		b.w(" AND (NOT EXISTS (SELECT 1 FROM idx_date dd WHERE dd.rid = r.rid)")
+		b.arg(" OR EXISTS (SELECT 1 FROM idx_date de WHERE de.rid = r.rid AND de.high >= ?", lo)
 		b.arg(" AND de.low <= ?))", hi)
 	}
 	for i, c := range q.clauses {
@@ -380,7 +387,7 @@ func (e *Engine) chooseLists(ctx context.Context, b *builder, pl *plan) error {
 		if first < 0 {
 			first = i
 		}
-		pb := &builder{dialect: b.dialect, base: b.base, now: b.now}
+		pb := e.builder(ctx)
 		pb.w("SELECT COUNT(*) FROM (")
 		if err := pb.list(typ, c); err != nil {
 			return err
@@ -531,46 +538,11 @@ func (e *Engine) page(ctx context.Context, pl *plan, cur *cursor, count int, wit
 		withTotal = false
 	}
 	q := pl.q
-	b, err := e.newBuilder(ctx, pl)
+	back := cur != nil && cur.back
+	b, err := e.pageSQL(ctx, pl, cur, count, withTotal)
 	if err != nil {
 		return nil, false, -1, err
 	}
-	back := cur != nil && cur.back
-	dirs := make([]bool, len(q.sort)) // descending?
-	for i, k := range q.sort {
-		dirs[i] = k.desc != back
-	}
-	b.w("SELECT p.rid, p.type, p.id, p.version, p.last_updated, p.seq, v.method, v.json, v.blob")
-	for i := range q.sort {
-		b.w(", p.k" + strconv.Itoa(i))
-	}
-	if withTotal {
-		b.w(", p.total")
-	}
-	b.w(" FROM (SELECT s.*")
-	if withTotal {
-		b.w(", COUNT(*) OVER () AS total")
-	}
-	b.w(" FROM (SELECT r.rid, r.type, r.id, r.version, r.last_updated, r.seq")
-	for i, k := range q.sort {
-		b.w(", ")
-		b.sortExpr("r", k)
-		b.w(" AS k" + strconv.Itoa(i))
-	}
-	b.w(" FROM resource r WHERE ")
-	if err := e.where(b, pl); err != nil {
-		return nil, false, -1, err
-	}
-	b.w(") s")
-	if cur != nil {
-		b.w(" WHERE ")
-		b.cursorCond("s", cur, dirs, back)
-	}
-	b.w(" ORDER BY ")
-	b.orderBy("s", dirs, back)
-	b.arg(" LIMIT ?", count+1)
-	b.w(") p JOIN resource_version v ON v.seq = p.seq ORDER BY ")
-	b.orderBy("p", dirs, back)
 	rows, err := e.db.QueryDynamic(ctx, b.sb.String(), b.args...)
 	if err != nil {
 		return nil, false, -1, fmt.Errorf("search: %w", err)
@@ -613,6 +585,54 @@ func (e *Engine) page(ctx context.Context, pl *plan, cur *cursor, count int, wit
 		slices.Reverse(out)
 	}
 	return out, more, total, nil
+}
+
+// pageSQL builds the query of one page of a plan (see page).
+func (e *Engine) pageSQL(ctx context.Context, pl *plan, cur *cursor, count int, withTotal bool) (*builder, error) {
+	q := pl.q
+	b, err := e.newBuilder(ctx, pl)
+	if err != nil {
+		return nil, err
+	}
+	back := cur != nil && cur.back
+	dirs := make([]bool, len(q.sort)) // descending?
+	for i, k := range q.sort {
+		dirs[i] = k.desc != back
+	}
+	b.w("SELECT p.rid, p.type, p.id, p.version, p.last_updated, p.seq, v.method, v.json, v.blob")
+	for i := range q.sort {
+		b.w(", p.k" + strconv.Itoa(i))
+	}
+	if withTotal {
+		b.w(", p.total")
+	}
+	b.w(" FROM (SELECT s.*")
+	if withTotal {
+		b.w(", COUNT(*) OVER () AS total")
+	}
+	b.w(" FROM (SELECT r.rid, r.type, r.id, r.version, r.last_updated, r.seq")
+	for i, k := range q.sort {
+		b.w(", ")
+		if err := b.sortExpr("r", q.types, k); err != nil {
+			return nil, err
+		}
+		b.w(" AS k" + strconv.Itoa(i))
+	}
+	b.w(" FROM resource r WHERE ")
+	if err := e.where(b, pl); err != nil {
+		return nil, err
+	}
+	b.w(") s")
+	if cur != nil {
+		b.w(" WHERE ")
+		b.cursorCond("s", cur, dirs, back)
+	}
+	b.w(" ORDER BY ")
+	b.orderBy("s", dirs, back)
+	b.arg(" LIMIT ?", count+1)
+	b.w(") p JOIN resource_version v ON v.seq = p.seq ORDER BY ")
+	b.orderBy("p", dirs, back)
+	return b, nil
 }
 
 // orderBy writes the sort keys then rid of alias a.

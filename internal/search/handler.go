@@ -386,7 +386,7 @@ func (e *Engine) includes(ctx context.Context, p access.Principal, pl *plan, mat
 
 // include runs one _include (rev false) or _revinclude over rows.
 func (e *Engine) include(ctx context.Context, pl *plan, inc include, from []*row, rev bool) ([]*row, error) {
-	b := &builder{dialect: e.db.SQLDialect()}
+	b := e.builder(ctx)
 	var src []*row
 	for _, r := range from {
 		if inc.srcType == "" || (!rev && r.res.Type == inc.srcType) || rev {
@@ -408,7 +408,10 @@ func (e *Engine) include(ctx context.Context, pl *plan, inc include, from []*row
 		}
 		b.w(")")
 		if inc.param != "*" {
-			b.arg(" AND x.param = ?", inc.param)
+			b.w(" AND ")
+			if err := b.pidCond("x", []string{inc.srcType}, inc.param); err != nil {
+				return nil, err
+			}
 		}
 		if inc.target != "" {
 			b.arg(" AND x.target_type = ?", inc.target)
@@ -434,8 +437,10 @@ func (e *Engine) include(ctx context.Context, pl *plan, inc include, from []*row
 		}
 		b.w(")")
 		if inc.param != "*" {
-			b.arg(" AND x.type = ?", inc.srcType)
-			b.arg(" AND x.param = ?", inc.param)
+			b.w(" AND ")
+			if err := b.pidCond("x", []string{inc.srcType}, inc.param); err != nil {
+				return nil, err
+			}
 		}
 	}
 	b.w(") AND r.deleted = " + b.falseLit())
@@ -541,7 +546,7 @@ func (e *Engine) visible(ctx context.Context, p access.Principal, rs []*row) ([]
 }
 
 func (e *Engine) inCompartment(ctx context.Context, pid string, rs []*row) (map[int64]bool, error) {
-	b := &builder{dialect: e.db.SQLDialect()}
+	b := e.builder(ctx)
 	b.arg("SELECT c.rid FROM compartment c WHERE c.patient = ? AND c.rid IN (", pid)
 	for i, r := range rs {
 		if i > 0 {
@@ -574,15 +579,12 @@ func (e *Engine) rids(ctx context.Context, b *builder) (map[int64]bool, error) {
 // parameter matching one of the clause's values: candidates are read from
 // idx_composite and their parts compared here.
 func (e *Engine) compositeMatches(ctx context.Context, c *clause) ([]int64, error) {
-	b := &builder{dialect: e.db.SQLDialect()}
-	b.w("SELECT rid, parts FROM idx_composite WHERE type IN (")
-	for i, t := range c.types {
-		if i > 0 {
-			b.w(", ")
-		}
-		b.arg("?", t)
+	b := e.builder(ctx)
+	b.w("SELECT x.rid, x.parts FROM idx_composite x WHERE ")
+	if err := b.pidCond("x", c.types, c.code); err != nil {
+		return nil, err
 	}
-	b.arg(") AND param = ? ORDER BY rid", c.code)
+	b.w(" ORDER BY x.rid")
 	rows, err := e.db.QueryDynamic(ctx, b.sb.String(), b.args...)
 	if err != nil {
 		return nil, fmt.Errorf("composite %s: %w", c.key, err)

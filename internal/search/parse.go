@@ -402,7 +402,7 @@ func parseChain(types []string, key, head, rest, value string) (*clause, error) 
 	if inner.inner != nil {
 		return nil, notSupported("chained parameter %s: only one level of chaining is supported", key)
 	}
-	return &clause{key: key, code: code, typ: r4.ParamReference, chainTypes: chainTypes, inner: inner}, nil
+	return &clause{key: key, code: code, typ: r4.ParamReference, chainTypes: chainTypes, inner: inner, types: types}, nil
 }
 
 // parseHas parses "_has:Observation:patient:code=x" (one level).

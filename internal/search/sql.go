@@ -1,8 +1,10 @@
 package search
 
 import (
+	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +34,56 @@ type builder struct {
 	who access.Principal
 	// lists marks the query's clauses written as resource lists.
 	lists []bool
+	// ctx and db resolve the ids index rows name parameters by (pidCond).
+	ctx context.Context
+	db  *sqldb.DB
+}
+
+// pidCond writes the condition that index row x is an entry of parameter
+// code of one of types: index rows name their parameter by the id of the
+// (type, code) pair (sqldb.DB.ParamID), looked up here so that the
+// database seeks its indexes by the id itself. A type without the
+// parameter has no entries of it; when no type has any, the condition
+// matches nothing (id 0 is no parameter's).
+func (b *builder) pidCond(x string, types []string, code string) error {
+	var ids []int64
+	for _, t := range types {
+		if _, ok := r4.SearchParams(t)[code]; !ok {
+			continue
+		}
+		id, err := b.db.ParamID(b.ctx, t, code)
+		if err != nil {
+			return err
+		}
+		if id != 0 && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	switch len(ids) {
+	case 0:
+		b.w(x + ".pid = 0")
+	case 1:
+		b.arg(x+".pid = ?", ids[0])
+	default:
+		b.w(x + ".pid IN (")
+		for i, id := range ids {
+			if i > 0 {
+				b.w(", ")
+			}
+			b.arg("?", id)
+		}
+		b.w(")")
+	}
+	return nil
+}
+
+// typesOf returns the resource types a clause's index rows may be of on a
+// resource of type typ ("" when the search spans several types).
+func typesOf(typ string, c *clause) []string {
+	if typ != "" {
+		return []string{typ}
+	}
+	return c.types
 }
 
 // innerAccess writes the conditions that keep a resource alias t of one
@@ -136,8 +188,10 @@ func (b *builder) cond(ra, typ string, c *clause, drive bool) error {
 		if c.values[0] == "true" {
 			b.w("NOT ")
 		}
-		b.w("EXISTS (SELECT 1 FROM " + tbl + " " + x + " WHERE " + x + ".rid = " + ra + ".rid")
-		b.arg(" AND "+x+".param = ?", c.code)
+		b.w("EXISTS (SELECT 1 FROM " + tbl + " " + x + " WHERE " + x + ".rid = " + ra + ".rid AND ")
+		if err := b.pidCond(x, typesOf(typ, c), c.code); err != nil {
+			return err
+		}
 		b.w(")")
 		return nil
 	}
@@ -156,8 +210,10 @@ func (b *builder) cond(ra, typ string, c *clause, drive bool) error {
 		b.w(")")
 		return nil
 	}
-	b.w("EXISTS (SELECT 1 FROM " + tbl + " " + x + " WHERE " + x + ".rid = " + ra + ".rid")
-	b.arg(" AND "+x+".param = ?", c.code)
+	b.w("EXISTS (SELECT 1 FROM " + tbl + " " + x + " WHERE " + x + ".rid = " + ra + ".rid AND ")
+	if err := b.pidCond(x, typesOf(typ, c), c.code); err != nil {
+		return err
+	}
 	if err := b.values(x, c); err != nil {
 		return err
 	}
@@ -170,8 +226,9 @@ func (b *builder) cond(ra, typ string, c *clause, drive bool) error {
 func (b *builder) list(typ string, c *clause) error {
 	x := b.alias()
 	b.w("SELECT " + x + ".rid FROM " + tableOf(c.typ) + " " + x + " WHERE ")
-	b.arg(x+".type = ?", typ)
-	b.arg(" AND "+x+".param = ?", c.code)
+	if err := b.pidCond(x, []string{typ}, c.code); err != nil {
+		return err
+	}
 	return b.values(x, c)
 }
 
@@ -499,8 +556,10 @@ func (b *builder) lastUpdatedCond(ra string, c *clause) error {
 func (b *builder) chainCond(ra, typ string, c *clause) error {
 	x, t := b.alias(), b.alias()
 	b.w("EXISTS (SELECT 1 FROM idx_ref " + x + " JOIN resource " + t + " ON " + t + ".type = " + x + ".target_type AND " + t + ".id = " + x + ".target_id")
-	b.w(" WHERE " + x + ".rid = " + ra + ".rid")
-	b.arg(" AND "+x+".param = ?", c.code)
+	b.w(" WHERE " + x + ".rid = " + ra + ".rid AND ")
+	if err := b.pidCond(x, typesOf(typ, c), c.code); err != nil {
+		return err
+	}
 	b.w(" AND " + x + ".target_type IN (")
 	for i, ct := range c.chainTypes {
 		if i > 0 {
@@ -528,9 +587,10 @@ func (b *builder) chainCond(ra, typ string, c *clause) error {
 func (b *builder) hasCond(ra string, c *clause) error {
 	x, o := b.alias(), b.alias()
 	b.w("EXISTS (SELECT 1 FROM idx_ref " + x + " JOIN resource " + o + " ON " + o + ".rid = " + x + ".rid")
-	b.w(" WHERE " + x + ".target_id = " + ra + ".id AND " + x + ".target_type = " + ra + ".type")
-	b.arg(" AND "+x+".param = ?", c.hasParam)
-	b.arg(" AND "+x+".type = ?", c.hasType)
+	b.w(" WHERE " + x + ".target_id = " + ra + ".id AND " + x + ".target_type = " + ra + ".type AND ")
+	if err := b.pidCond(x, []string{c.hasType}, c.hasParam); err != nil {
+		return err
+	}
 	b.w(" AND ")
 	if err := b.cond(o, c.hasType, c.inner, false); err != nil {
 		return err
@@ -566,20 +626,20 @@ func (b *builder) falseLit() string {
 	return "0"
 }
 
-// sortExpr writes the SQL of a sort key on resource alias ra: the
-// smallest value ascending, the largest descending; resources without one
-// sort last.
-func (b *builder) sortExpr(ra string, k sortKey) {
+// sortExpr writes the SQL of a sort key on resource alias ra (of one of
+// types): the smallest value ascending, the largest descending; resources
+// without one sort last.
+func (b *builder) sortExpr(ra string, types []string, k sortKey) error {
 	switch k.code {
 	case "_lastUpdated":
 		b.w(ra + ".last_updated")
-		return
+		return nil
 	case "_id":
 		b.w(ra + ".id")
 		if b.dialect == sqldb.Postgres {
 			b.w(` COLLATE "C"`)
 		}
-		return
+		return nil
 	}
 	agg := "MIN"
 	if k.desc {
@@ -616,8 +676,11 @@ func (b *builder) sortExpr(ra string, k sortKey) {
 		}
 	}
 	x := b.alias()
-	b.w("COALESCE((SELECT " + agg + "(" + x + "." + col + ") FROM " + tableOf(k.typ) + " " + x + " WHERE " + x + ".rid = " + ra + ".rid")
-	b.arg(" AND "+x+".param = ?)", k.code)
+	b.w("COALESCE((SELECT " + agg + "(" + x + "." + col + ") FROM " + tableOf(k.typ) + " " + x + " WHERE " + x + ".rid = " + ra + ".rid AND ")
+	if err := b.pidCond(x, types, k.code); err != nil {
+		return err
+	}
+	b.w(")")
 	if b.dialect == sqldb.Postgres {
 		switch missing.(type) {
 		case string:
@@ -628,7 +691,8 @@ func (b *builder) sortExpr(ra string, k sortKey) {
 		default:
 			b.arg(", ?::double precision)", missing)
 		}
-		return
+		return nil
 	}
 	b.arg(", ?)", missing)
+	return nil
 }

@@ -86,7 +86,7 @@ func loadSynthea(t testing.TB, dialect string, patients int) *loaded {
 		t.Fatal(err)
 	}
 	// the patient with the most observations
-	rows, err := app.Store.Query(ctx, `SELECT c.patient, COUNT(*) FROM compartment c JOIN resource r ON r.rid = c.rid JOIN idx_token t ON t.rid = r.rid AND t.param = 'code' AND t.code = '2093-3' WHERE r.type = 'Observation' GROUP BY c.patient ORDER BY COUNT(*) DESC, c.patient LIMIT 1`)
+	rows, err := app.Store.Query(ctx, `SELECT c.patient, COUNT(*) FROM compartment c JOIN resource r ON r.rid = c.rid JOIN idx_token t ON t.rid = r.rid AND t.pid = (SELECT id FROM search_param WHERE type = 'Observation' AND param = 'code') AND t.code = '2093-3' WHERE r.type = 'Observation' GROUP BY c.patient ORDER BY COUNT(*) DESC, c.patient LIMIT 1`)
 	if err != nil {
 		t.Fatal(err)
 	}

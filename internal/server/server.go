@@ -81,6 +81,9 @@ type Config struct {
 	// SHLKeyFile holds the key that wraps SMART Health Links' kept keys
 	// (empty: a key kept in the store).
 	SHLKeyFile string
+	// DebugAddr, when set, is a second listen address that serves the Go
+	// runtime profiles (DebugHandler); empty (the default) serves none.
+	DebugAddr string
 }
 
 // Defaults fills the zero fields of c.
@@ -255,6 +258,13 @@ func (a *App) HTTPServer() *http.Server {
 // letting running requests finish for up to grace.
 func (a *App) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	srv := a.HTTPServer()
+	if a.Config.DebugAddr != "" {
+		stop, err := serveDebug(a.Config.DebugAddr)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	a.Jobs.Start()
 	defer a.Jobs.Stop()
 	a.Bulk.Start()

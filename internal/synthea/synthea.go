@@ -103,16 +103,44 @@ type Stats struct {
 }
 
 // Load processes the bundles through the record service's transaction and
-// batch path (with full access) and counts the resources written.
+// batch path (with full access) and counts the resources written. The
+// bundles are processed one after the other, in order; the next one is
+// read and parsed meanwhile (gunzip and parse were 8% of the CPU of an
+// in-process ingest, on the core the store's writing leaves idle).
 func Load(ctx context.Context, rec *records.Service, files []string) (Stats, error) {
 	ctx = access.With(ctx, access.System{Name: "synthea-loader"})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type read struct {
+		b   *fhirjson.Value
+		n   int64
+		err error
+	}
+	next := make(chan read, 1)
+	go func() {
+		defer close(next)
+		for _, f := range files {
+			b, n, err := ReadBundle(f)
+			select {
+			case next <- read{b, n, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	var st Stats
 	for _, f := range files {
-		b, n, err := ReadBundle(f)
-		if err != nil {
-			return st, err
+		r, ok := <-next
+		if !ok {
+			return st, ctx.Err()
 		}
-		_, entries, err := rec.ProcessBundleTree(ctx, b, nil)
+		if r.err != nil {
+			return st, r.err
+		}
+		_, entries, err := rec.ProcessBundleTree(ctx, r.b, nil)
 		if err != nil {
 			return st, fmt.Errorf("%s: %w", filepath.Base(f), err)
 		}
@@ -123,7 +151,7 @@ func Load(ctx context.Context, rec *records.Service, files []string) (Stats, err
 		}
 		st.Bundles++
 		st.Resources += len(entries)
-		st.Bytes += n
+		st.Bytes += r.n
 	}
 	return st, nil
 }

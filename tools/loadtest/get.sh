@@ -1,11 +1,18 @@
 #!/bin/bash
 # get.sh [sqlite|postgres]: measures single-resource GET throughput of a real
-# `phr serve` with wrk (16 connections, 2 threads, 10 s) and prints wrk's
-# latency distribution, then the CPU time spent per request by the server
-# (and, for postgres, by its database backends): on a shared machine the
-# wall-clock figures are noisy, the CPU per request much less so. Needs wrk
-# (apt-get install wrk). For postgres it creates a fresh database on
-# PHR_TEST_POSTGRES_URL's server. SERVE_ARGS adds flags to phr serve.
+# `phr serve` with wrk (16 connections, 10 s, one wrk thread: on a 2-core
+# machine a second client thread only takes CPU from the server; THREADS=2
+# to compare) and prints wrk's latency distribution, then the CPU time spent
+# per request by the server (and, for postgres, by its database backends):
+# on a shared machine the wall-clock figures are noisy, the CPU per request
+# much less so. Needs wrk (apt-get install wrk). For postgres it creates a
+# fresh database on PHR_TEST_POSTGRES_URL's server. SERVE_ARGS adds flags to
+# phr serve; CONNS and DURATION change the connections and the duration.
+# PROFILE=FILE also takes a CPU profile of the server during the run (but
+# its first and last second; through phr serve --debug-addr) and writes it
+# to FILE for `go tool pprof` (DURATION must then be in seconds, >= 3s).
+# BIN=PATH runs a phr binary built before instead of building this tree
+# (to compare two builds back to back).
 set -euo pipefail
 store=${1:-sqlite}
 dur=${DURATION:-10s}
@@ -13,7 +20,7 @@ conns=${CONNS:-16}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
-go build -o "$tmp/phr" "$root/cmd/phr"
+if [ -n "${BIN:-}" ]; then cp "$BIN" "$tmp/phr"; else go build -o "$tmp/phr" "$root/cmd/phr"; fi
 db=""
 if [ "$store" = postgres ]; then
   base=${PHR_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
@@ -22,8 +29,13 @@ if [ "$store" = postgres ]; then
   db=$(echo "$base" | sed -E "s#/[^/?]+(\?|$)#/$name\1#")
 fi
 port=$((20000 + RANDOM % 20000))
+debug_args=()
+if [ -n "${PROFILE:-}" ]; then
+  dport=$((port + 1))
+  debug_args=(--debug-addr 127.0.0.1:$dport)
+fi
 # shellcheck disable=SC2086
-PHR_LOG_LEVEL=warn "$tmp/phr" serve --addr 127.0.0.1:$port --data "$tmp/data" --db "$db" ${SERVE_ARGS:-} >"$tmp/log" 2>&1 &
+PHR_LOG_LEVEL=warn "$tmp/phr" serve --addr 127.0.0.1:$port --data "$tmp/data" --db "$db" "${debug_args[@]}" ${SERVE_ARGS:-} >"$tmp/log" 2>&1 &
 pid=$!
 for i in $(seq 100); do curl -sf http://127.0.0.1:$port/healthz >/dev/null && break; sleep 0.1; done
 tok=$("$tmp/phr" token --data "$tmp/data" --db "$db" --scope 'system/*.*' --ttl 1h)
@@ -45,8 +57,15 @@ echo "store=$store conns=$conns duration=$dur"
 ticks $pid >"$tmp/srv0"
 # shellcheck disable=SC2046
 ticks $(backends) >"$tmp/db0"
-wrk -t"${THREADS:-2}" -c"$conns" -d"$dur" --latency -H "Authorization: Bearer $tok" http://127.0.0.1:$port/fhir/Patient/p1 | tee "$tmp/wrk"
+if [ -n "${PROFILE:-}" ]; then
+  # the profile covers the run but its first and last second
+  secs=$(( ${dur%s} - 2 ))
+  (sleep 1; curl -sf -o "$PROFILE" "http://127.0.0.1:$dport/debug/pprof/profile?seconds=$secs") &
+  prof=$!
+fi
+wrk -t"${THREADS:-1}" -c"$conns" -d"$dur" --latency -H "Authorization: Bearer $tok" http://127.0.0.1:$port/fhir/Patient/p1 | tee "$tmp/wrk"
 ticks $pid >"$tmp/srv1"
+if [ -n "${PROFILE:-}" ]; then wait $prof && echo "CPU profile: $PROFILE"; fi
 # shellcheck disable=SC2046
 ticks $(backends) >"$tmp/db1"
 reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk")

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/auth/oidc"
@@ -83,7 +85,7 @@ type Principal struct {
 // confined to its patient's compartment; such a token without a patient
 // is refused.
 func NewPrincipal(c token.Claims) (*Principal, error) {
-	g, err := scope.Parse(c.Scope)
+	g, err := parseScope(c.Scope)
 	if err != nil {
 		return nil, unauthorized("the access token's scope is malformed: " + err.Error())
 	}
@@ -99,6 +101,36 @@ func NewPrincipal(c token.Claims) (*Principal, error) {
 		}
 	}
 	return p, nil
+}
+
+// grants caches the parsed scope lists of tokens: every request builds its
+// principal anew from the (cached) verified claims, and a server sees few
+// distinct scope lists. Grants are never modified once parsed, so one
+// value serves every principal with that list.
+var grants struct {
+	m sync.Map // scope list -> scope.Grants
+	n atomic.Int32
+}
+
+// maxGrants bounds the grants cache; lists beyond it are parsed each time.
+const maxGrants = 1024
+
+// parseScope is scope.Parse through the grants cache (errors are not
+// cached: they end the request anyway).
+func parseScope(list string) (scope.Grants, error) {
+	if g, ok := grants.m.Load(list); ok {
+		return g.(scope.Grants), nil
+	}
+	g, err := scope.Parse(list)
+	if err != nil {
+		return g, err
+	}
+	if grants.n.Load() < maxGrants {
+		if _, loaded := grants.m.LoadOrStore(list, g); !loaded {
+			grants.n.Add(1)
+		}
+	}
+	return g, nil
 }
 
 var interactions = map[access.Interaction]scope.Interaction{

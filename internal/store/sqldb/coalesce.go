@@ -16,9 +16,10 @@ import (
 // itself; what it costs is the round trip around it: a network write and
 // read on each side, and the wake-up of a server process. Under load, the
 // reads that arrive while the connections are busy are therefore answered
-// together: a few reader goroutines, one per read connection, each take
-// the next waiting read plus every other read waiting at that moment, and
-// look them all up in one statement (unnest of the requested type/id
+// together: a few reader goroutines (Options.Readers, fewer than the read
+// connections: the fewer they are, the larger the groups under load), each
+// take the next waiting read plus every other read waiting at that moment,
+// and look them all up in one statement (unnest of the requested type/id
 // pairs). At low load a read finds an idle reader and goes alone; a read
 // never waits for a batch to fill, and never joins a query that started
 // before it arrived, so it sees every write committed before it was made.

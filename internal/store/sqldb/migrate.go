@@ -19,6 +19,12 @@ var migrations embed.FS
 // systems laid out like migrations/<dialect>/NNNN_name.sql; migration names
 // must be unique across all of them.
 func (db *DB) Migrate(ctx context.Context, extra ...fs.FS) error {
+	return db.migrate(ctx, "", extra...)
+}
+
+// migrate applies the migrations named before stop ("": all of them, then
+// loads the search parameter registry).
+func (db *DB) migrate(ctx context.Context, stop string, extra ...fs.FS) error {
 	if _, err := db.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migration (name TEXT PRIMARY KEY)`); err != nil {
 		return fmt.Errorf("create migration table: %w", err)
 	}
@@ -46,11 +52,14 @@ func (db *DB) Migrate(ctx context.Context, extra ...fs.FS) error {
 		defer db.wmu.Unlock()
 	}
 	for _, m := range all {
+		if stop != "" && m.name >= stop {
+			return nil
+		}
 		if err := db.applyMigration(ctx, m.name, m.fsys, m.file); err != nil {
 			return err
 		}
 	}
-	return nil
+	return db.loadParams(ctx)
 }
 
 func (db *DB) applyMigration(ctx context.Context, name string, fsys fs.FS, file string) error {

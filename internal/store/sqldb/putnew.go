@@ -2,6 +2,7 @@ package sqldb
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 
@@ -10,7 +11,8 @@ import (
 
 // PutNew writes the first versions (Version 1) of resources that do not
 // exist yet, many per statement: ids and sequence numbers are allocated in
-// one step and the resource and version rows go in multi-row INSERTs.
+// one step and the resource and version rows go in bulk (COPY on
+// PostgreSQL, multi-row INSERTs on SQLite).
 // Bulk writers (the importer) use it instead of one Put per resource; the
 // rows are exactly those Put writes. A resource that exists already (or was
 // written earlier in the transaction) fails the whole call with a
@@ -34,46 +36,20 @@ func (t *Tx) PutNew(ctx context.Context, puts []*store.Put) error {
 	if err != nil {
 		return err
 	}
-	if t.db.dialect == Postgres {
-		if err := t.putNewArrays(ctx, puts, rids, seqs); err != nil {
+	if t.conn != nil {
+		if err := t.putNewCopy(ctx, puts, rids, seqs); err != nil {
 			return err
 		}
-	}
-	const per = 200
-	for start := 0; start < len(puts) && t.db.dialect == SQLite; start += per {
-		part := puts[start:min(start+per, len(puts))]
-		resArgs := make([]any, 0, len(part)*7)
-		verArgs := make([]any, 0, len(part)*10)
-		for i, p := range part {
-			rid, seq := rids[start+i], seqs[start+i]
-			lu := Micros(p.LastUpdated)
-			var blob, batch, js any
-			if p.Blob != "" {
-				blob = p.Blob
-			}
-			if p.Batch != 0 {
-				batch = p.Batch
-			}
-			if !p.Deleted {
-				js = p.JSON
-			}
-			resArgs = append(resArgs, rid, p.Type, p.ID, p.Version, seq, lu, p.Deleted)
-			verArgs = append(verArgs, seq, rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, js)
-		}
-		q := t.db.insertInto() + `resource (rid, type, id, version, seq, last_updated, deleted) VALUES ` + rows(len(part), 7)
-		if err := t.execMaybeCached(ctx, len(part) == per, q, resArgs); err != nil {
-			return t.batchErr(err)
-		}
-		q = t.db.insertInto() + `resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json) VALUES ` + rows(len(part), 10)
-		if err := t.execMaybeCached(ctx, len(part) == per, q, verArgs); err != nil {
-			return t.batchErr(err)
-		}
+	} else if err := t.putNewRows(ctx, puts, rids, seqs); err != nil {
+		return err
 	}
 	for i, p := range puts {
 		p.Seq = seqs[i]
 		t.rids[resKey{p.Type, p.ID}] = ridVersion{rids[i], 1}
 		if !p.Deleted {
-			t.queue(rids[i], p)
+			if err := t.queue(ctx, rids[i], p); err != nil {
+				return err
+			}
 			t.queued[rids[i]] = true
 		}
 	}
@@ -95,38 +71,80 @@ func (t *Tx) execMaybeCached(ctx context.Context, cached bool, q string, args []
 	return err
 }
 
-// putNewArrays writes the resource and version rows of PutNew on
-// PostgreSQL in two statements, each column an array parameter (see
-// insertArrays). Absent batch, blob and JSON values go as 0, "" and an
-// empty byte string and become NULL in the statement.
-func (t *Tx) putNewArrays(ctx context.Context, puts []*store.Put, rids, seqs []int64) error {
-	n := len(puts)
-	var (
-		types, ids, methods, blobs = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		versions, lus, batches     = make([]int64, n), make([]int64, n), make([]int64, n)
-		deleted                    = make([]bool, n)
-		jsons                      = make([][]byte, n)
-	)
+// putNewCopy writes the resource and version rows of PutNew with two
+// bulk copies (PostgreSQL's COPY) on the transaction's connection. COPY
+// fills whole pages at a time (one WAL record per page rather than one
+// per row) and has no array parameters to build and unpack into rows:
+// writing the 21,000 resources of 30 Synthea patients in chunks of 500
+// cost this process about 11 rather than 19 microseconds per resource,
+// compared with INSERT ... SELECT FROM unnest(arrays); the server's CPU
+// was about the same (within the noise of the shared machine).
+func (t *Tx) putNewCopy(ctx context.Context, puts []*store.Put, rids, seqs []int64) error {
+	res := make([]any, 0, len(puts)*len(newResourceCols))
+	ver := make([]any, 0, len(puts)*len(newVersionCols))
 	for i, p := range puts {
-		types[i], ids[i], methods[i], blobs[i] = p.Type, p.ID, p.Method, p.Blob
-		versions[i], lus[i], batches[i] = p.Version, Micros(p.LastUpdated), p.Batch
-		deleted[i] = p.Deleted
-		jsons[i] = []byte{}
-		if !p.Deleted && p.JSON != nil {
-			jsons[i] = p.JSON
+		r := newRow(p, rids[i], seqs[i])
+		res = append(res, r[:len(newResourceCols)]...)
+		ver = append(ver, r[len(newResourceCols):]...)
+	}
+	return t.conn.Raw(func(dc any) error {
+		if err := t.db.copyFrom(ctx, dc, "resource", newResourceCols, res); err != nil {
+			return t.batchErr(err)
 		}
+		if err := t.db.copyFrom(ctx, dc, "resource_version", newVersionCols, ver); err != nil {
+			return t.batchErr(err)
+		}
+		return nil
+	})
+}
+
+// The columns PutNew fills, in the order of newRow's values.
+var (
+	newResourceCols = []string{"rid", "type", "id", "version", "seq", "last_updated", "deleted"}
+	newVersionCols  = []string{"seq", "rid", "type", "version", "last_updated", "deleted", "method", "batch", "blob", "json"}
+)
+
+// newRow returns the values of a first version's resource row
+// (newResourceCols) followed by those of its version row (newVersionCols);
+// absent batch, blob and JSON are nil (NULL).
+func newRow(p *store.Put, rid, seq int64) []any {
+	lu := Micros(p.LastUpdated)
+	var blob, batch, js any
+	if p.Blob != "" {
+		blob = p.Blob
 	}
-	if _, err := t.Exec(ctx, `INSERT INTO resource (rid, type, id, version, seq, last_updated, deleted)
-		SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::boolean[])`,
-		rids, types, ids, versions, seqs, lus, deleted); err != nil {
-		return t.batchErr(err)
+	if p.Batch != 0 {
+		batch = p.Batch
 	}
-	if _, err := t.Exec(ctx, `INSERT INTO resource_version (seq, rid, type, version, last_updated, deleted, method, batch, blob, json)
-		SELECT seq, rid, type, version, lu, del, method, NULLIF(batch, 0), NULLIF(blob, ''), CASE WHEN del THEN NULL ELSE NULLIF(js, ''::bytea) END
-		FROM unnest(?::bigint[], ?::bigint[], ?::text[], ?::bigint[], ?::bigint[], ?::boolean[], ?::text[], ?::bigint[], ?::text[], ?::bytea[])
-			AS u(seq, rid, type, version, lu, del, method, batch, blob, js)`,
-		seqs, rids, types, versions, lus, deleted, methods, batches, blobs, jsons); err != nil {
-		return t.batchErr(err)
+	if !p.Deleted {
+		js = p.JSON
+	}
+	return []any{rid, p.Type, p.ID, p.Version, seq, lu, p.Deleted,
+		seq, rid, p.Type, p.Version, lu, p.Deleted, p.Method, batch, blob, js}
+}
+
+// putNewRows writes the resource and version rows of PutNew in multi-row
+// INSERTs of up to 200 rows.
+func (t *Tx) putNewRows(ctx context.Context, puts []*store.Put, rids, seqs []int64) error {
+	const per = 200
+	nr, nv := len(newResourceCols), len(newVersionCols)
+	for start := 0; start < len(puts); start += per {
+		part := puts[start:min(start+per, len(puts))]
+		resArgs := make([]any, 0, len(part)*nr)
+		verArgs := make([]any, 0, len(part)*nv)
+		for i, p := range part {
+			r := newRow(p, rids[start+i], seqs[start+i])
+			resArgs = append(resArgs, r[:nr]...)
+			verArgs = append(verArgs, r[nr:]...)
+		}
+		q := t.db.insertInto() + `resource (` + strings.Join(newResourceCols, ", ") + `) VALUES ` + rows(len(part), nr)
+		if err := t.execMaybeCached(ctx, len(part) == per, q, resArgs); err != nil {
+			return t.batchErr(err)
+		}
+		q = t.db.insertInto() + `resource_version (` + strings.Join(newVersionCols, ", ") + `) VALUES ` + rows(len(part), nv)
+		if err := t.execMaybeCached(ctx, len(part) == per, q, verArgs); err != nil {
+			return t.batchErr(err)
+		}
 	}
 	return nil
 }
@@ -151,30 +169,31 @@ func (t *Tx) allocate(ctx context.Context, nr, ns int) (rids, seqs []int64, err 
 	rids = make([]int64, nr)
 	seqs = make([]int64, ns)
 	if t.db.dialect == Postgres {
-		for _, x := range []struct {
-			table, col string
-			out        []int64
-		}{{"resource", "rid", rids}, {"resource_version", "seq", seqs}} {
-			n := len(x.out)
-			if n == 0 {
-				continue
+		// One statement draws both. The sequences are named once per
+		// statement (the uncorrelated subqueries run once): as the
+		// argument of nextval, pg_get_serial_sequence ran for every row.
+		r, err := t.tx.QueryContext(ctx, `SELECT CASE WHEN g <= $1::int THEN nextval((SELECT pg_get_serial_sequence('resource', 'rid')::regclass)) END,
+			CASE WHEN g <= $2::int THEN nextval((SELECT pg_get_serial_sequence('resource_version', 'seq')::regclass)) END
+			FROM generate_series(1, GREATEST($1::int, $2::int)) AS g`, nr, ns)
+		if err != nil {
+			return nil, nil, fmt.Errorf("allocate resource ids: %w", err)
+		}
+		defer r.Close()
+		i := 0
+		for ; r.Next(); i++ {
+			var rid, seq sql.NullInt64
+			if err := r.Scan(&rid, &seq); err != nil {
+				return nil, nil, fmt.Errorf("allocate resource ids: %w", err)
 			}
-			r, err := t.tx.QueryContext(ctx, `SELECT nextval(pg_get_serial_sequence('`+x.table+`', '`+x.col+`')) FROM generate_series(1, $1)`, n)
-			if err != nil {
-				return nil, nil, fmt.Errorf("allocate %s ids: %w", x.table, err)
+			if i < nr {
+				rids[i] = rid.Int64
 			}
-			i := 0
-			for r.Next() && i < n {
-				if err := r.Scan(&x.out[i]); err != nil {
-					r.Close()
-					return nil, nil, err
-				}
-				i++
+			if i < ns {
+				seqs[i] = seq.Int64
 			}
-			r.Close()
-			if err := r.Err(); err != nil || i != n {
-				return nil, nil, fmt.Errorf("allocate %s ids: got %d of %d: %v", x.table, i, n, err)
-			}
+		}
+		if err := r.Err(); err != nil || i != max(nr, ns) {
+			return nil, nil, fmt.Errorf("allocate resource ids: got %d of %d: %v", i, max(nr, ns), err)
 		}
 		return rids, seqs, nil
 	}

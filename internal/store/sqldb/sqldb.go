@@ -45,6 +45,8 @@ type DB struct {
 	// rather than spin on SQLITE_BUSY.
 	wmu   sync.Mutex
 	stmts sync.Map // query text -> *sql.Stmt, prepared on w or r
+	// params caches the search_param registry (see params.go).
+	params paramIDs
 	// IsConflict reports whether a driver error is a uniqueness or
 	// serialisation failure that a retry of the transaction may resolve.
 	isConflict func(error) bool
@@ -84,8 +86,9 @@ type Options struct {
 	MaxReads int
 	// CoalesceReads makes Read calls that arrive while others run share
 	// one statement (PostgreSQL, where the round trip is most of a read's
-	// cost); MaxReads readers issue them. See coalesce.go.
+	// cost); Readers readers issue them (0: MaxReads). See coalesce.go.
 	CoalesceReads bool
+	Readers       int
 	// CopyFrom, when set, loads many index rows at once: flat holds
 	// len(flat)/len(cols) rows of cols, and driverConn is the driver's
 	// connection of the transaction (sql.Conn.Raw). PostgreSQL's COPY
@@ -107,7 +110,11 @@ func New(o Options) *DB {
 		db.reads = make(chan struct{}, o.MaxReads)
 	}
 	if o.CoalesceReads {
-		db.startReaders(max(1, o.MaxReads))
+		n := o.Readers
+		if n <= 0 {
+			n = o.MaxReads
+		}
+		db.startReaders(max(1, n))
 	}
 	return db
 }
@@ -353,5 +360,6 @@ func (db *DB) writeOnce(ctx context.Context, fn func(*Tx) error) (err error) {
 	if err = sqlTx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	db.params.add(tx.newParams)
 	return nil
 }

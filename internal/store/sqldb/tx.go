@@ -3,7 +3,6 @@ package sqldb
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -43,6 +42,9 @@ type Tx struct {
 	// resource and resource_version takes its keys from here.
 	idsLoaded        bool
 	nextRid, nextSeq int64
+	// newParams are the search parameters (type -> code -> id) this
+	// transaction registered; they join the cache when it commits.
+	newParams map[string]map[string]int64
 }
 
 // pending holds index rows not yet inserted, as flat argument lists.
@@ -72,14 +74,14 @@ var indexTables = [numTables]struct {
 	name string
 	cols []string
 }{
-	{"idx_token", []string{"rid", "type", "param", "system", "code", "text", "type_system", "type_code"}},
-	{"idx_string", []string{"rid", "type", "param", "norm", "exact"}},
-	{"idx_date", []string{"rid", "type", "param", "low", "high"}},
-	{"idx_ref", []string{"rid", "type", "param", "target_type", "target_id", "version", "url", "id_system", "id_value"}},
-	{"idx_quantity", []string{"rid", "type", "param", "value", "low", "high", "text", "system", "code", "unit"}},
-	{"idx_number", []string{"rid", "type", "param", "value", "low", "high", "text"}},
-	{"idx_uri", []string{"rid", "type", "param", "value"}},
-	{"idx_composite", []string{"rid", "type", "param", "parts"}},
+	{"idx_token", []string{"rid", "pid", "system", "code", "text", "type_system", "type_code"}},
+	{"idx_string", []string{"rid", "pid", "norm", "exact"}},
+	{"idx_date", []string{"rid", "pid", "low", "high"}},
+	{"idx_ref", []string{"rid", "pid", "target_type", "target_id", "version", "url", "id_system", "id_value"}},
+	{"idx_quantity", []string{"rid", "pid", "value", "low", "high", "text", "system", "code", "unit"}},
+	{"idx_number", []string{"rid", "pid", "value", "low", "high", "text"}},
+	{"idx_uri", []string{"rid", "pid", "value"}},
+	{"idx_composite", []string{"rid", "pid", "parts"}},
 }
 
 // minCopyRows is the fewest rows worth a bulk copy (DB.copyFrom), which
@@ -288,7 +290,9 @@ func (t *Tx) Put(ctx context.Context, p *store.Put) error {
 	}
 	t.rids[key] = ridVersion{rid, p.Version}
 	if !p.Deleted {
-		t.queue(rid, p)
+		if err := t.queue(ctx, rid, p); err != nil {
+			return err
+		}
 		t.queued[rid] = true
 	}
 	if len(t.pend.clear) > 500 || t.pend.pendingRows() > 20000 {
@@ -326,7 +330,7 @@ func (p *pending) add(table int, args ...any) {
 }
 
 // queue buffers the index and compartment rows of a version.
-func (t *Tx) queue(rid int64, p *store.Put) {
+func (t *Tx) queue(ctx context.Context, rid int64, p *store.Put) error {
 	typ := p.Type
 	for _, pat := range p.Patients {
 		t.pend.comp = append(t.pend.comp, pat, rid)
@@ -334,33 +338,76 @@ func (t *Tx) queue(rid int64, p *store.Put) {
 	}
 	e := p.Index
 	if e == nil {
-		return
+		return nil
+	}
+	ids := t.db.params.forType(typ)
+	pid := func(code string) (int64, error) {
+		if id, ok := ids[code]; ok {
+			return id, nil
+		}
+		return t.paramID(ctx, typ, code)
 	}
 	for _, x := range e.Tokens {
-		t.pend.add(tToken, rid, typ, x.Param, x.System, x.Code, x.Text, x.TypeSystem, x.TypeCode)
+		id, err := pid(x.Param)
+		if err != nil {
+			return err
+		}
+		t.pend.add(tToken, rid, id, x.System, x.Code, x.Text, x.TypeSystem, x.TypeCode)
 	}
 	for _, x := range e.Strings {
-		t.pend.add(tString, rid, typ, x.Param, x.Norm, x.Exact)
+		id, err := pid(x.Param)
+		if err != nil {
+			return err
+		}
+		t.pend.add(tString, rid, id, x.Norm, x.Exact)
 	}
 	for _, x := range e.Dates {
-		t.pend.add(tDate, rid, typ, x.Param, x.Low, x.High)
+		id, err := pid(x.Param)
+		if err != nil {
+			return err
+		}
+		t.pend.add(tDate, rid, id, x.Low, x.High)
 	}
 	for _, x := range e.Refs {
-		t.pend.add(tRef, rid, typ, x.Param, x.Type, x.ID, x.Version, x.URL, x.IdentifierSystem, x.IdentifierValue)
+		id, err := pid(x.Param)
+		if err != nil {
+			return err
+		}
+		t.pend.add(tRef, rid, id, x.Type, x.ID, x.Version, x.URL, x.IdentifierSystem, x.IdentifierValue)
 	}
 	for _, x := range e.Quantities {
-		t.pend.add(tQuantity, rid, typ, x.Param, x.Value, x.Low, x.High, x.Text, x.System, x.Code, x.Unit)
+		id, err := pid(x.Param)
+		if err != nil {
+			return err
+		}
+		t.pend.add(tQuantity, rid, id, x.Value, x.Low, x.High, x.Text, x.System, x.Code, x.Unit)
 	}
 	for _, x := range e.Numbers {
-		t.pend.add(tNumber, rid, typ, x.Param, x.Value, x.Low, x.High, x.Text)
+		id, err := pid(x.Param)
+		if err != nil {
+			return err
+		}
+		t.pend.add(tNumber, rid, id, x.Value, x.Low, x.High, x.Text)
 	}
 	for _, x := range e.URIs {
-		t.pend.add(tURI, rid, typ, x.Param, x.Value)
+		id, err := pid(x.Param)
+		if err != nil {
+			return err
+		}
+		t.pend.add(tURI, rid, id, x.Value)
 	}
 	for _, x := range e.Composites {
-		parts, _ := json.Marshal(x.Parts)
-		t.pend.add(tComposite, rid, typ, x.Param, string(parts))
+		id, err := pid(x.Param)
+		if err != nil {
+			return err
+		}
+		parts, err := CompositeParts(x.Parts)
+		if err != nil {
+			return fmt.Errorf("index %s/%s: composite %s: %w", p.Type, p.ID, x.Param, err)
+		}
+		t.pend.add(tComposite, rid, id, parts)
 	}
+	return nil
 }
 
 // flush deletes the superseded index rows and inserts the pending ones.

@@ -1,0 +1,189 @@
+package importer
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/phr-project/phr/internal/records"
+)
+
+// The write transaction of a chunk runs in the background while the next
+// chunk is parsed, matched, validated and rendered: on SQLite the writer
+// is one connection on one core, and the preparation of the next chunk
+// takes the other. At most one chunk is being written at a time, and
+// chunks are written in order.
+//
+// A chunk's preparation reads what earlier chunks wrote (identity map,
+// identifiers, digests, current versions; searches of the Matcher), and
+// the reads see committed data only. So before each such read the next
+// chunk checks whether it could depend on the chunk being written - the
+// same local resource, a business identifier or digest that chunk
+// carries, a conditional reference it might answer - and if so waits for
+// that write to commit first (settle). The identity map of the chunk in
+// flight is in memory (Run.ids) and is not dropped while it is in flight.
+
+// flight is the write transaction of one chunk, running in the background,
+// with what the chunk writes that a later chunk's reads could see.
+type flight struct {
+	done chan struct{}
+	err  error
+	// keys are "Type/localId" of the chunk's resources.
+	keys map[string]bool
+	// idents are the business identifiers of the chunk's resources;
+	// values are their (type, value) pairs, for conditional references
+	// that name no system.
+	idents map[identKey]bool
+	values map[[2]string]bool
+	// hashes are the digests of the chunk's input.
+	hashes map[string]bool
+}
+
+// newFlight records what the items write.
+func newFlight(items []*item) *flight {
+	fl := &flight{done: make(chan struct{}), keys: map[string]bool{}, idents: map[identKey]bool{}, values: map[[2]string]bool{}, hashes: map[string]bool{}}
+	for _, it := range items {
+		if it.typ == "" {
+			continue
+		}
+		if it.localID != "" {
+			fl.keys[it.typ+"/"+it.localID] = true
+		}
+		for _, idn := range it.idents {
+			fl.idents[identKey{it.typ, idn[0], idn[1]}] = true
+			fl.values[[2]string{it.typ, idn[1]}] = true
+		}
+		if it.hash != "" {
+			fl.hashes[it.hash] = true
+		}
+	}
+	return fl
+}
+
+// settle waits for the chunk being written, if any, and returns the error
+// of its transaction.
+func (r *Run) settle() error {
+	fl := r.fl
+	if fl == nil {
+		return nil
+	}
+	<-fl.done
+	r.fl = nil
+	return fl.err
+}
+
+// settleInto settles; the write's error becomes *err unless that is set
+// already. Input methods end with it: when they return, what they read is
+// written.
+func (r *Run) settleInto(err *error) {
+	if serr := r.settle(); *err == nil && serr != nil {
+		*err = serr
+	}
+}
+
+// settleIf settles when a chunk is being written and dep says what is
+// about to be read may depend on it.
+func (r *Run) settleIf(dep func(*flight) bool) error {
+	if r.fl == nil || !dep(r.fl) {
+		return nil
+	}
+	return r.settle()
+}
+
+// settleForItems settles when the chunk being written has one of the
+// items' local resources (or, for items not resolved yet, a resource with
+// their source id), business identifiers or digests.
+func (r *Run) settleForItems(items []*item) error {
+	return r.settleIf(func(fl *flight) bool {
+		for _, it := range items {
+			if it.typ == "" {
+				continue
+			}
+			id := it.localID
+			if id == "" {
+				id = it.sid
+			}
+			if id != "" && fl.keys[it.typ+"/"+id] {
+				return true
+			}
+			if it.hash != "" && fl.hashes[it.hash] {
+				return true
+			}
+			for _, idn := range it.idents {
+				if fl.idents[identKey{it.typ, idn[0], idn[1]}] {
+					return true
+				}
+			}
+		}
+		return false
+	})
+}
+
+// settleForConditional settles when the chunk being written could answer
+// the conditional reference typ?q: an identifier query whose identifier
+// one of its resources carries, or any other query (searches are not
+// analysed).
+func (r *Run) settleForConditional(typ string, identifier []string, others bool) error {
+	return r.settleIf(func(fl *flight) bool {
+		if others || len(identifier) != 1 {
+			return true
+		}
+		sys, val, hasSys := strings.Cut(identifier[0], "|")
+		if !hasSys {
+			return fl.values[[2]string{typ, identifier[0]}]
+		}
+		return fl.idents[identKey{typ, sys, val}]
+	})
+}
+
+// chunkFull reports whether a chunk of n items holding size bytes of
+// input is complete (see ChunkSize and ChunkBytes).
+func (imp *Importer) chunkFull(n, size int) bool {
+	limit := imp.ChunkSize
+	if limit <= 0 {
+		limit = 500
+	}
+	return n >= limit || (imp.ChunkBytes > 0 && size >= imp.ChunkBytes)
+}
+
+// chunkWrite is what the write transaction of a chunk needs, fixed when
+// it is handed to the background: the run goes on to the next chunk.
+type chunkWrite struct {
+	items, written []*item
+	provs          []*records.Prepared
+	file           string
+	lastAt         time.Time
+	now            int64
+	// counts of the batch after this chunk: created, updated, unchanged,
+	// conflicts, rejected.
+	counts [5]int
+}
+
+// startWrite hands the chunk's transaction to the background once the
+// previous one has committed.
+func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
+	fl := newFlight(w.items)
+	// What the transaction does not need is let go now, before waiting
+	// for the previous chunk: the next chunk is prepared meanwhile, and
+	// both must fit in memory.
+	for _, it := range w.items {
+		it.tree = nil
+		if it.act != actReject {
+			it.raw = nil
+		}
+		if it.prep != nil {
+			// The version's row and index entries, without the tree
+			// (and a Binary's content, stored by now).
+			it.prep = &records.Prepared{Put: it.prep.Put}
+		}
+	}
+	if err := r.settle(); err != nil {
+		return err
+	}
+	r.fl = fl
+	go func() {
+		defer close(fl.done)
+		fl.err = r.commit(ctx, w)
+	}()
+	return nil
+}
