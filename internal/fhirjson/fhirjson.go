@@ -172,8 +172,12 @@ func (v *Value) Clone() *Value {
 	return c.clone(v)
 }
 
-// count returns the number of values, object members and array items in v.
+// count returns the number of values, object members and array items in v
+// (nil counts none, as Clone keeps it nil).
 func (v *Value) count() (vals, fields, items int) {
+	if v == nil {
+		return 0, 0, 0
+	}
 	vals = 1
 	for _, it := range v.Items {
 		a, b, c := it.count()

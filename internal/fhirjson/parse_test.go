@@ -177,3 +177,13 @@ func TestParseConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCloneNilMembers: a tree being built may hold nil items or member
+// values; Clone keeps them nil, as it always did.
+func TestCloneNilMembers(t *testing.T) {
+	v := NewObject(Field{Name: "a", Value: nil}, Field{Name: "b", Value: NewArray(nil, NewString("x"))})
+	c := v.Clone()
+	if c.Fields[0].Value != nil || c.Fields[1].Value.Items[0] != nil || c.Fields[1].Value.Items[1].Str != "x" {
+		t.Fatalf("clone %+v", c)
+	}
+}

@@ -13,7 +13,9 @@ import (
 )
 
 // syntheaTexts returns the JSON text of the entry resources of the first
-// ten Synthea patients (and the two shared-information bundles).
+// ten Synthea patients (and the two shared-information bundles) as the
+// NDJSON import benchmark feeds them: urn:uuid: references to entries of
+// the same Bundle turned into Type/id.
 func syntheaTexts(tb testing.TB) [][]byte {
 	tb.Helper()
 	files, err := synthea.Files(synthea.Require(tb), 10)
@@ -26,8 +28,20 @@ func syntheaTexts(tb testing.TB) [][]byte {
 		if err != nil {
 			tb.Fatal(err)
 		}
+		urls := map[string]string{}
 		for _, e := range b.Get("entry").Items {
-			out = append(out, e.Get("resource").Marshal())
+			res := e.Get("resource")
+			urls[e.GetString("fullUrl")] = res.GetString("resourceType") + "/" + res.GetString("id")
+		}
+		for _, e := range b.Get("entry").Items {
+			res := e.Get("resource")
+			walkRefs(res, func(ref string) string {
+				if local, ok := urls[ref]; ok {
+					return local
+				}
+				return ref
+			})
+			out = append(out, res.Marshal())
 		}
 	}
 	return out

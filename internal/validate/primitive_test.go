@@ -3,6 +3,7 @@ package validate
 import (
 	"math/rand/v2"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/phr-project/phr/internal/r4"
@@ -123,6 +124,37 @@ func TestRanges(t *testing.T) {
 	for s, want := range map[string]bool{"2019-02-29": false, "2020-02-29": true, "1900-02-29": false, "2000-02-29": true, "2020-04-31": false, "2020-12-31": true, "2020": true} {
 		if _, day := matchDate(s); day != want {
 			t.Errorf("date %s day valid = %v", s, day)
+		}
+	}
+}
+
+// TestControlChar compares controlChar with a byte-by-byte scan on strings
+// with a control character (or tab, CR, LF, or a byte just above 0x1f or
+// with the high bit set) at every position of every length up to 40.
+func TestControlChar(t *testing.T) {
+	naive := func(s string) int {
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c < 0x20 && c != '\t' && c != '\r' && c != '\n' {
+				return i
+			}
+		}
+		return -1
+	}
+	for n := 0; n <= 40; n++ {
+		for pos := 0; pos < max(n, 1); pos++ {
+			for _, c := range []byte{0x00, 0x01, 0x1f, 0x20, '\t', '\n', '\r', 0x7f, 0x80, 0x9f, 0xff, 'a'} {
+				b := []byte(strings.Repeat("x", n))
+				if n > 0 {
+					b[pos] = c
+				}
+				if pos+1 < n {
+					b[pos+1] = 0x1f // a second one after it
+				}
+				s := string(b)
+				if got, want := controlChar(s), naive(s); got != want {
+					t.Fatalf("controlChar(%q) = %d, want %d", s, got, want)
+				}
+			}
 		}
 	}
 }

@@ -480,11 +480,8 @@ func (st *state) stringValue(v *fhirjson.Value, f *field) {
 	}
 	switch f.prim {
 	case primString, primMarkdown:
-		for i := 0; i < len(s); i++ {
-			if c := s[i]; c < 0x20 && c != '\t' && c != '\r' && c != '\n' {
-				st.add(Warning, CodeValue, v.Offset, fmt.Sprintf("string contains control character 0x%02x", c))
-				break
-			}
+		if i := controlChar(s); i >= 0 {
+			st.add(Warning, CodeValue, v.Offset, fmt.Sprintf("string contains control character 0x%02x", s[i]))
 		}
 	case primCode:
 		if !matchCode(s) {
@@ -541,6 +538,29 @@ func (st *state) stringValue(v *fhirjson.Value, f *field) {
 			st.errorf(CodeValue, v.Offset, "%s", msg)
 		}
 	}
+}
+
+// controlChar returns the index of the first control character other than
+// tab, CR and LF in s, or -1. Strings are checked eight bytes at a time
+// for any byte below 0x20 (most have none: not even a tab or newline).
+func controlChar(s string) int {
+	const highs, below = 0x8080808080808080, 0x2020202020202020
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		// nonzero exactly when some byte is below 0x20 (Hacker's Delight
+		// "hasless"); the bytes are then looked at one by one
+		if (x-below)&^x&highs != 0 {
+			break
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && c != '\t' && c != '\r' && c != '\n' {
+			return i
+		}
+	}
+	return -1
 }
 
 // coding checks a Coding bound to a required value set: a coding of one of
