@@ -89,11 +89,11 @@ type Options struct {
 	// cost); Readers readers issue them (0: MaxReads). See coalesce.go.
 	CoalesceReads bool
 	Readers       int
-	// CopyFrom, when set, loads many index rows at once: flat holds
-	// len(flat)/len(cols) rows of cols, and driverConn is the driver's
-	// connection of the transaction (sql.Conn.Raw). PostgreSQL's COPY
-	// costs the server about half the CPU of multi-row INSERTs of the
-	// same rows (no statement to parse and plan per 200 rows).
+	// CopyFrom, when set, loads many rows at once (PutNew's resource and
+	// version rows): flat holds len(flat)/len(cols) rows of cols, and
+	// driverConn is the driver's connection of the transaction
+	// (sql.Conn.Raw). PostgreSQL's COPY needs no column arrays built in
+	// Go and unpacked by the server.
 	CopyFrom func(ctx context.Context, driverConn any, table string, cols []string, flat []any) error
 }
 
