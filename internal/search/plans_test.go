@@ -68,6 +68,11 @@ func TestSearchPlans(t *testing.T) {
 		{"date", "Observation", "date=ge2020-01-01", []string{"idx_date_rid", "idx_date_low"}, false, true},
 		{"quantity", "Observation", "value-quantity=gt100", []string{"idx_quantity_rid", "idx_quantity_value"}, false, true},
 		{"token-and-reference", "Observation", "subject=Patient/p1&code=http://loinc.org|2093-3", []string{"idx_token_code"}, true, false},
+		// Several codes: the token index is sought by pid and code, not
+		// read for every row of the parameter. Checked on SQLite only
+		// (rangeOnly), where the OR of the values kept the seek at pid;
+		// PostgreSQL's plan is checked by the other token cases.
+		{"reference-and-codes", "Observation", "subject=Patient/pp1&code=urn:s|c1,urn:s|c2,urn:s|c3,urn:s|c4,urn:s|c5,urn:s|c6,urn:s|c7,urn:s|c8,urn:s|c9,urn:s|c10", []string{"idx_token_code (pid=? AND code=?"}, true, true},
 		{"sort-by-date", "Observation", "code=http://loinc.org|2093-3&_sort=-date", []string{"idx_date_rid", "idx_date_low"}, false, false},
 		{"chain", "Observation", "subject:Patient.name=smith", []string{"idx_ref_rid", "idx_ref_target"}, false, false},
 		// _has may start from the inner clause and probe idx_ref by rid
