@@ -223,14 +223,8 @@ func (e *Engine) where(b *builder, pl *plan) error {
 			b.arg(" AND r.type <> ?", t)
 		}
 	} else if len(q.types) < len(r4.ResourceTypes()) {
-		b.w(" AND r.type IN (")
-		for i, t := range q.types {
-			if i > 0 {
-				b.w(", ")
-			}
-			b.arg("?", t)
-		}
-		b.w(")")
+		b.w(" AND ")
+		inList(b, "r.type", q.types)
 	}
 	// the resource lists to intersect: compartments, then selective clauses
 	var lists []func() error

@@ -417,14 +417,8 @@ func (e *Engine) include(ctx context.Context, pl *plan, inc include, from []*row
 			b.arg(" AND x.target_type = ?", inc.target)
 		}
 		if inc.sharedOnly {
-			b.w(" AND x.target_type IN (")
-			for i, t := range sharedTypes() {
-				if i > 0 {
-					b.w(", ")
-				}
-				b.arg("?", t)
-			}
-			b.w(")")
+			b.w(" AND ")
+			inList(b, "x.target_type", sharedTypes())
 		}
 	} else {
 		b.w("SELECT x.rid FROM idx_ref x WHERE (")

@@ -65,14 +65,7 @@ func (b *builder) pidCond(x string, types []string, code string) error {
 	case 1:
 		b.arg(x+".pid = ?", ids[0])
 	default:
-		b.w(x + ".pid IN (")
-		for i, id := range ids {
-			if i > 0 {
-				b.w(", ")
-			}
-			b.arg("?", id)
-		}
-		b.w(")")
+		inList(b, x+".pid", ids)
 	}
 	return nil
 }
@@ -153,6 +146,18 @@ func (b *builder) innerAccess(t string, types []string) error {
 func (b *builder) w(s string)          { b.sb.WriteString(s) }
 func (b *builder) arg(s string, a any) { b.sb.WriteString(s); b.args = append(b.args, a) }
 func (b *builder) alias() string       { b.n++; return "x" + strconv.Itoa(b.n) }
+
+// inList writes "col IN (?, ?, ...)" with vals as the arguments.
+func inList[T any](b *builder, col string, vals []T) {
+	b.w(col + " IN (")
+	for i, v := range vals {
+		if i > 0 {
+			b.w(", ")
+		}
+		b.arg("?", v)
+	}
+	b.w(")")
+}
 
 // tableOf is the index table of each parameter type.
 func tableOf(t r4.ParamType) string {
@@ -254,14 +259,8 @@ func (b *builder) values(x string, c *clause) error {
 		// index seeks by (pid, code) for each instead of reading every
 		// row of the parameter and testing the ORs (SQLite does not take
 		// pid into each OR branch).
-		b.w(" AND " + x + ".code IN (")
-		for i, code := range codes {
-			if i > 0 {
-				b.w(", ")
-			}
-			b.arg("?", code)
-		}
-		b.w(")")
+		b.w(" AND ")
+		inList(b, x+".code", codes)
 	}
 	b.w(" AND (")
 	for i, v := range c.values {
@@ -329,15 +328,7 @@ func (b *builder) valueCond(x string, c *clause, v string) error {
 			b.arg(x+".value = ?", u)
 			b.arg(" OR "+x+".value LIKE ? ESCAPE '\\'", escapeLike(strings.TrimSuffix(u, "/"))+"/%")
 		case "above":
-			ps := uriAbove(u)
-			b.w(x + ".value IN (")
-			for i, p := range ps {
-				if i > 0 {
-					b.w(", ")
-				}
-				b.arg("?", p)
-			}
-			b.w(")")
+			inList(b, x+".value", uriAbove(u))
 		default:
 			b.arg(x+".value = ?", u)
 		}
@@ -609,14 +600,9 @@ func (b *builder) chainCond(ra, typ string, c *clause) error {
 	if err := b.pidCond(x, typesOf(typ, c), c.code); err != nil {
 		return err
 	}
-	b.w(" AND " + x + ".target_type IN (")
-	for i, ct := range c.chainTypes {
-		if i > 0 {
-			b.w(", ")
-		}
-		b.arg("?", ct)
-	}
-	b.w(") AND " + t + ".deleted = " + b.falseLit() + " AND ")
+	b.w(" AND ")
+	inList(b, x+".target_type", c.chainTypes)
+	b.w(" AND " + t + ".deleted = " + b.falseLit() + " AND ")
 	innerType := ""
 	if len(c.chainTypes) == 1 {
 		innerType = c.chainTypes[0]
