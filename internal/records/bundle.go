@@ -180,6 +180,26 @@ func (s *Service) relative(u string) string {
 	return strings.TrimPrefix(u, "/")
 }
 
+// target sets the resource a conditional PUT, PATCH or DELETE entry
+// writes from what its search matched: the match; for a PUT without one,
+// the entry's id or a new one. A DELETE that matches nothing is done
+// (204); a PATCH that matches nothing fails.
+func (e *bundleEntry) target(match *store.Resource) *fhir.Error {
+	switch {
+	case match != nil:
+		e.id = match.ID
+	case e.method == "PUT":
+		if e.id = e.res.GetString("id"); e.id == "" {
+			e.id = fhir.NewID()
+		}
+	case e.method == "DELETE":
+		e.done = &EntryResponse{Status: http.StatusNoContent}
+	default:
+		return fhir.NotFound("conditional patch %s?%s matched nothing", e.typ, e.query)
+	}
+	return nil
+}
+
 // ParseETag parses W/"n", "n" or n into a version number.
 func ParseETag(s string) (int64, error) {
 	t := strings.TrimPrefix(strings.TrimSpace(s), "W/")
@@ -227,17 +247,8 @@ func (s *Service) transaction(ctx context.Context, b *fhirjson.Value, get Getter
 				if err != nil {
 					return nil, entryErr(e.index, fhir.AsError(err))
 				}
-				switch {
-				case match != nil:
-					e.id = match.ID
-				case e.method == "PUT":
-					if e.id = e.res.GetString("id"); e.id == "" {
-						e.id = fhir.NewID()
-					}
-				case e.method == "DELETE":
-					e.done = &EntryResponse{Status: http.StatusNoContent}
-				default:
-					return nil, entryErr(e.index, fhir.NotFound("conditional patch %s?%s matched nothing", e.typ, e.query))
+				if err := e.target(match); err != nil {
+					return nil, entryErr(e.index, err)
 				}
 			}
 		}
@@ -1035,17 +1046,11 @@ func (s *Service) batchWrite(ctx context.Context, tx store.Tx, p access.Principa
 		if err != nil {
 			return EntryResponse{}, err
 		}
-		switch {
-		case match != nil:
-			e.id = match.ID
-		case e.method == "PUT":
-			if e.id = e.res.GetString("id"); e.id == "" {
-				e.id = fhir.NewID()
-			}
-		case e.method == "DELETE":
-			return EntryResponse{Status: http.StatusNoContent}, nil
-		default:
-			return EntryResponse{}, fhir.NotFound("conditional patch %s?%s matched nothing", e.typ, e.query)
+		if err := e.target(match); err != nil {
+			return EntryResponse{}, err
+		}
+		if e.done != nil {
+			return *e.done, nil
 		}
 	}
 	if e.method == "POST" {
