@@ -300,24 +300,7 @@ func insertMulti(ctx context.Context, tx *sqldb.Tx, table, cols string, rows [][
 		return nil
 	}
 	nc := len(rows[0])
-	if strings.Contains(suffix, "DO UPDATE") || strings.Contains(suffix, "DO NOTHING") {
-		seen := make(map[string]int, len(rows))
-		out := rows[:0:0]
-		keyCols := nc
-		if table == "import_identity" {
-			keyCols = 3
-		}
-		for _, r := range rows {
-			k := fmt.Sprint(r[:keyCols]...)
-			if i, ok := seen[k]; ok {
-				out[i] = r
-				continue
-			}
-			seen[k] = len(out)
-			out = append(out, r)
-		}
-		rows = out
-	}
+	rows = dedupe(table, rows, suffix)
 	if tx.Dialect() == sqldb.Postgres {
 		return insertArrays(ctx, tx, table, cols, rows, suffix)
 	}
@@ -335,6 +318,32 @@ func insertMulti(ctx context.Context, tx *sqldb.Tx, table, cols string, rows [][
 		}
 	}
 	return nil
+}
+
+// dedupe keeps the last of rows with the same conflict key when suffix
+// is an ON CONFLICT clause (PostgreSQL refuses to update one row twice in
+// a statement): the first three columns for import_identity, all of them
+// elsewhere.
+func dedupe(table string, rows [][]any, suffix string) [][]any {
+	if len(rows) == 0 || !strings.Contains(suffix, "DO UPDATE") && !strings.Contains(suffix, "DO NOTHING") {
+		return rows
+	}
+	seen := make(map[string]int, len(rows))
+	out := rows[:0:0]
+	keyCols := len(rows[0])
+	if table == "import_identity" {
+		keyCols = 3
+	}
+	for _, r := range rows {
+		k := fmt.Sprint(r[:keyCols]...)
+		if i, ok := seen[k]; ok {
+			out[i] = r
+			continue
+		}
+		seen[k] = len(out)
+		out = append(out, r)
+	}
+	return out
 }
 
 // insertArrays inserts rows on PostgreSQL with one statement per anyChunk

@@ -972,7 +972,7 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 // commit writes a chunk in one transaction. It runs in the background
 // (startWrite) and reads only w and the run's fixed fields.
 func (r *Run) commit(ctx context.Context, w *chunkWrite) error {
-	items, written, provs, now := w.items, w.written, w.provs, w.now
+	items, written, now := w.items, w.written, w.now
 	err := r.imp.db.WriteTx(ctx, func(tx *sqldb.Tx) error {
 		// A chunk's commit does not wait for the disk (PostgreSQL): a
 		// crash of the database server may lose the chunks committed in
@@ -984,17 +984,9 @@ func (r *Run) commit(ctx context.Context, w *chunkWrite) error {
 		if err := tx.AsyncCommit(ctx); err != nil {
 			return err
 		}
-		// New resources go in multi-row statements; new versions one by one.
-		var fresh []*store.Put
-		for _, it := range written {
-			if it.act == actCreate && it.cur == nil {
-				fresh = append(fresh, it.prep.Put)
-			}
-		}
-		for _, p := range provs {
-			fresh = append(fresh, p.Put)
-		}
-		if err := tx.PutNew(ctx, fresh); err != nil {
+		// New resources go in bulk (prepared in startWrite); new
+		// versions one by one.
+		if err := tx.PutNewPrepared(ctx, w.fresh); err != nil {
 			return err
 		}
 		for _, it := range written {
@@ -1014,34 +1006,13 @@ func (r *Run) commit(ctx context.Context, w *chunkWrite) error {
 				return err
 			}
 		}
-		var idRows, seenRows, identRows [][]any
-		for _, it := range items {
-			switch it.act {
-			case actCreate, actUpdate, actUnchanged, actConflict:
-			default:
-				continue
-			}
-			if it.sid != "" && (it.newMap || it.act == actUpdate || it.act == actCreate) {
-				idRows = append(idRows, []any{r.source, it.typ, it.sid, it.localID, it.srcVer, it.srcUpd})
-			}
-			if !it.seen && it.hash != "" {
-				seenRows = append(seenRows, []any{r.source, it.hash})
-			}
-			if it.act == actCreate || it.act == actUpdate {
-				for _, idn := range it.idents {
-					identRows = append(identRows, []any{it.typ, idn[0], idn[1], it.localID})
+		if !w.fresh.Encoded() {
+			// Not sent with the new resources: written here.
+			for _, t := range w.records {
+				if err := insertMulti(ctx, tx, t.table, t.cols, t.rows, t.suffix); err != nil {
+					return fmt.Errorf("record %s: %w", t.what, err)
 				}
 			}
-		}
-		if err := insertMulti(ctx, tx, "import_identity", "source, type, source_id, local_id, src_version, src_updated", idRows,
-			" ON CONFLICT (source, type, source_id) DO UPDATE SET local_id = excluded.local_id, src_version = excluded.src_version, src_updated = excluded.src_updated"); err != nil {
-			return fmt.Errorf("record identities: %w", err)
-		}
-		if err := insertMulti(ctx, tx, "import_seen", "source, hash", seenRows, " ON CONFLICT DO NOTHING"); err != nil {
-			return fmt.Errorf("record digests: %w", err)
-		}
-		if err := insertMulti(ctx, tx, "import_identifier", "type, system, value, local_id", identRows, " ON CONFLICT DO NOTHING"); err != nil {
-			return fmt.Errorf("record identifiers: %w", err)
 		}
 		for _, it := range items {
 			switch it.act {
@@ -1065,6 +1036,66 @@ func (r *Run) commit(ctx context.Context, w *chunkWrite) error {
 		return fmt.Errorf("write import chunk (%s): %w", w.file, err)
 	}
 	return nil
+}
+
+// recordRows are rows of one of the importer's tables (identity map,
+// digests, identifiers) that a chunk adds.
+type recordRows struct {
+	what, table, cols, suffix string
+	rows                      [][]any
+}
+
+// records returns the identity map entries, digests and identifiers the
+// items add, each table's rows without repeated keys (see dedupe).
+func (r *Run) records(items []*item) []recordRows {
+	var idRows, seenRows, identRows [][]any
+	for _, it := range items {
+		switch it.act {
+		case actCreate, actUpdate, actUnchanged, actConflict:
+		default:
+			continue
+		}
+		if it.sid != "" && (it.newMap || it.act == actUpdate || it.act == actCreate) {
+			idRows = append(idRows, []any{r.source, it.typ, it.sid, it.localID, it.srcVer, it.srcUpd})
+		}
+		if !it.seen && it.hash != "" {
+			seenRows = append(seenRows, []any{r.source, it.hash})
+		}
+		if it.act == actCreate || it.act == actUpdate {
+			for _, idn := range it.idents {
+				identRows = append(identRows, []any{it.typ, idn[0], idn[1], it.localID})
+			}
+		}
+	}
+	out := []recordRows{
+		{"identities", "import_identity", "source, type, source_id, local_id, src_version, src_updated",
+			" ON CONFLICT (source, type, source_id) DO UPDATE SET local_id = excluded.local_id, src_version = excluded.src_version, src_updated = excluded.src_updated", idRows},
+		{"digests", "import_seen", "source, hash", " ON CONFLICT DO NOTHING", seenRows},
+		{"identifiers", "import_identifier", "type, system, value, local_id", " ON CONFLICT DO NOTHING", identRows},
+	}
+	for i := range out {
+		out[i].rows = dedupe(out[i].table, out[i].rows, out[i].suffix)
+	}
+	return out
+}
+
+// encode returns the rows as an insert of column arrays (all columns are
+// text), for sqldb.NewBatch.Add; nil when there are none.
+func (t recordRows) encode() []sqldb.RawStmt {
+	if len(t.rows) == 0 {
+		return nil
+	}
+	names := strings.Split(t.cols, ", ")
+	cols := make([]*sqldb.ArrayCol, len(names))
+	for c := range cols {
+		cols[c] = sqldb.NewArrayCol("text")
+	}
+	for _, row := range t.rows {
+		for c, v := range row {
+			cols[c].Text(v.(string))
+		}
+	}
+	return []sqldb.RawStmt{sqldb.ArrayInsert(t.table, names, cols, t.suffix)}
 }
 
 // insertConflict stores a conflict unless the same incoming content is

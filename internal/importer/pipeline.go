@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/phr-project/phr/internal/records"
+	"github.com/phr-project/phr/internal/store"
+	"github.com/phr-project/phr/internal/store/sqldb"
 )
 
 // The write transaction of a chunk runs in the background while the next
@@ -157,6 +159,12 @@ type chunkWrite struct {
 	// counts of the batch after this chunk: created, updated, unchanged,
 	// conflicts, rejected.
 	counts [5]int
+	// fresh are the chunk's new resources (and its Provenances), made
+	// ready to write (sqldb.PrepareNew) before the transaction.
+	fresh *sqldb.NewBatch
+	// records are the rows the chunk adds to the importer's tables, for
+	// the transaction to write when fresh could not carry them.
+	records []recordRows
 }
 
 // startWrite hands the chunk's transaction to the background once the
@@ -177,6 +185,29 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 			it.prep = &records.Prepared{Put: it.prep.Put}
 		}
 	}
+	// The new resources are encoded now too, while the previous chunk
+	// is written: the transaction then only sends them.
+	var fresh []*store.Put
+	for _, it := range w.written {
+		if it.act == actCreate && it.cur == nil {
+			fresh = append(fresh, it.prep.Put)
+		}
+	}
+	for _, p := range w.provs {
+		fresh = append(fresh, p.Put)
+	}
+	b, err := r.imp.db.PrepareNew(ctx, fresh)
+	if err != nil {
+		return err
+	}
+	w.fresh = b
+	w.records = r.records(w.items)
+	if b.Encoded() {
+		for _, t := range w.records {
+			b.Add(t.encode()...)
+		}
+	}
+	b.Seal()
 	if err := r.settle(); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -91,7 +92,7 @@ func OpenWith(ctx context.Context, url string, o Options, extra ...fs.FS) (*sqld
 		w.Close()
 		return nil, err
 	}
-	s := sqldb.New(sqldb.Options{Dialect: sqldb.Postgres, Write: w, Read: r, MaxReads: o.MaxConns, CoalesceReads: true, Readers: o.Readers, CopyFrom: copyFrom, IsConflict: isConflict,
+	s := sqldb.New(sqldb.Options{Dialect: sqldb.Postgres, Write: w, Read: r, MaxReads: o.MaxConns, CoalesceReads: true, Readers: o.Readers, CopyFrom: copyFrom, Raw: rawWriter{}, IsConflict: isConflict,
 		// search builds its SQL per request: run it as unnamed statements
 		DynamicArg: pgx.QueryExecModeExec})
 	if err := s.Migrate(ctx, extra...); err != nil {
@@ -115,6 +116,71 @@ func copyFrom(ctx context.Context, driverConn any, table string, cols []string, 
 	}
 	if want := int64(len(flat) / len(cols)); n != want {
 		return fmt.Errorf("copy wrote %d of %d rows", n, want)
+	}
+	return nil
+}
+
+// rawWriter sends writes encoded in advance (sqldb.RawWriter): the
+// statements as one pgconn batch, built before the transaction.
+type rawWriter struct{}
+
+// packedBatch is statements packed as a pgconn batch. Sending a batch
+// appends to it, so a batch is sent once; a retried transaction packs
+// the statements again.
+type packedBatch struct {
+	stmts []sqldb.RawStmt
+	b     *pgconn.Batch
+}
+
+func batchOf(stmts []sqldb.RawStmt) *pgconn.Batch {
+	b := &pgconn.Batch{}
+	for _, st := range stmts {
+		formats := make([]int16, len(st.Params))
+		for i := range formats {
+			formats[i] = pgx.BinaryFormatCode
+		}
+		b.ExecParams(st.SQL, st.Params, st.OIDs, formats, nil)
+	}
+	return b
+}
+
+// Pack implements sqldb.RawWriter.
+func (rawWriter) Pack(stmts []sqldb.RawStmt) any {
+	return &packedBatch{stmts: stmts, b: batchOf(stmts)}
+}
+
+// Exec implements sqldb.RawWriter.
+func (rawWriter) Exec(ctx context.Context, driverConn any, copies []sqldb.RawCopy, packed any) error {
+	c, ok := driverConn.(*stdlib.Conn)
+	if !ok {
+		return fmt.Errorf("raw write: unexpected driver connection %T", driverConn)
+	}
+	p, ok := packed.(*packedBatch)
+	if !ok {
+		return fmt.Errorf("raw write: statements packed as %T", packed)
+	}
+	b := p.b
+	if b == nil {
+		b = batchOf(p.stmts)
+	}
+	p.b = nil
+	pc := c.Conn().PgConn()
+	for _, cp := range copies {
+		if _, err := pc.CopyFrom(ctx, bytes.NewReader(cp.Data), cp.SQL); err != nil {
+			return err
+		}
+	}
+	if len(p.stmts) == 0 {
+		return nil
+	}
+	results, err := pc.ExecBatch(ctx, b).ReadAll()
+	if err != nil {
+		return err
+	}
+	for _, r := range results {
+		if r.Err != nil {
+			return r.Err
+		}
 	}
 	return nil
 }

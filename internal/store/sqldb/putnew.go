@@ -2,7 +2,6 @@ package sqldb
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 
@@ -169,33 +168,7 @@ func (t *Tx) allocate(ctx context.Context, nr, ns int) (rids, seqs []int64, err 
 	rids = make([]int64, nr)
 	seqs = make([]int64, ns)
 	if t.db.dialect == Postgres {
-		// One statement draws both. The sequences are named once per
-		// statement (the uncorrelated subqueries run once): as the
-		// argument of nextval, pg_get_serial_sequence ran for every row.
-		r, err := t.tx.QueryContext(ctx, `SELECT CASE WHEN g <= $1::int THEN nextval((SELECT pg_get_serial_sequence('resource', 'rid')::regclass)) END,
-			CASE WHEN g <= $2::int THEN nextval((SELECT pg_get_serial_sequence('resource_version', 'seq')::regclass)) END
-			FROM generate_series(1, GREATEST($1::int, $2::int)) AS g`, nr, ns)
-		if err != nil {
-			return nil, nil, fmt.Errorf("allocate resource ids: %w", err)
-		}
-		defer r.Close()
-		i := 0
-		for ; r.Next(); i++ {
-			var rid, seq sql.NullInt64
-			if err := r.Scan(&rid, &seq); err != nil {
-				return nil, nil, fmt.Errorf("allocate resource ids: %w", err)
-			}
-			if i < nr {
-				rids[i] = rid.Int64
-			}
-			if i < ns {
-				seqs[i] = seq.Int64
-			}
-		}
-		if err := r.Err(); err != nil || i != max(nr, ns) {
-			return nil, nil, fmt.Errorf("allocate resource ids: got %d of %d: %v", i, max(nr, ns), err)
-		}
-		return rids, seqs, nil
+		return allocatePostgres(ctx, t.tx, nr, ns)
 	}
 	if !t.idsLoaded {
 		var maxRid, maxSeq int64

@@ -59,6 +59,9 @@ type DB struct {
 	// copyFrom, when set, bulk-loads rows into a table over a driver
 	// connection (PostgreSQL's COPY); see Options.CopyFrom.
 	copyFrom func(ctx context.Context, driverConn any, table string, cols []string, flat []any) error
+	// raw, when set, sends encoded writes over a driver connection; see
+	// Options.Raw.
+	raw RawWriter
 	// readReqs feeds the readers that coalesce Read calls (nil: Read
 	// queries directly); see coalesce.go.
 	readReqs  chan *readReq
@@ -95,6 +98,10 @@ type Options struct {
 	// (sql.Conn.Raw). PostgreSQL's COPY needs no column arrays built in
 	// Go and unpacked by the server.
 	CopyFrom func(ctx context.Context, driverConn any, table string, cols []string, flat []any) error
+	// Raw, when set, sends writes encoded in advance (PrepareNew) on the
+	// driver connection of a transaction. It needs CopyFrom (which gives
+	// transactions their own connection).
+	Raw RawWriter
 }
 
 // New wraps opened databases; call Migrate before use.
@@ -105,7 +112,7 @@ func New(o Options) *DB {
 	if o.IsConflict == nil {
 		o.IsConflict = func(error) bool { return false }
 	}
-	db := &DB{dialect: o.Dialect, w: o.Write, r: o.Read, isConflict: o.IsConflict, dynamicArg: o.DynamicArg, copyFrom: o.CopyFrom}
+	db := &DB{dialect: o.Dialect, w: o.Write, r: o.Read, isConflict: o.IsConflict, dynamicArg: o.DynamicArg, copyFrom: o.CopyFrom, raw: o.Raw}
 	if o.MaxReads > 0 {
 		db.reads = make(chan struct{}, o.MaxReads)
 	}

@@ -1,0 +1,551 @@
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/phr-project/phr/internal/store"
+)
+
+// A bulk writer's transaction (the importer's chunk) is one connection
+// running one statement after another: while this process builds and
+// encodes the next statement's values the server waits, and while the
+// server inserts this process waits. On PostgreSQL the new resources of a
+// chunk can instead be made ready before the transaction starts, while
+// the previous chunk is still being written: their ids are drawn from the
+// sequences (outside any transaction; a rolled-back chunk leaves a gap,
+// as any rollback does), their resource and version rows are encoded as
+// COPY data and their index and compartment rows as binary column arrays.
+// The transaction then only sends bytes: two COPYs and one pipelined
+// batch of inserts, one round trip, with no encoding between statements.
+
+// RawCopy is a COPY ... FROM STDIN with its data, encoded already.
+type RawCopy struct {
+	SQL  string
+	Data []byte
+}
+
+// RawStmt is a statement ($n placeholders) with its parameters encoded
+// already in binary form, of the types OIDs name.
+type RawStmt struct {
+	SQL    string
+	OIDs   []uint32
+	Params [][]byte
+}
+
+// PostgreSQL type OIDs of the binary values encoded here.
+const (
+	oidInt8        = 20
+	oidText        = 25
+	oidFloat8      = 701
+	oidInt8Array   = 1016
+	oidTextArray   = 1009
+	oidFloat8Array = 1022
+)
+
+// ArrayCol accumulates the elements of a one-dimensional array parameter
+// in PostgreSQL's binary format (no NULL elements).
+type ArrayCol struct {
+	elem uint32
+	n    int
+	body []byte
+}
+
+// arrayHeader is the size of a one-dimensional array's header, which
+// body starts with (filled in by bytes).
+const arrayHeader = 20
+
+// NewArrayCol returns an empty column of the element type "bigint",
+// "text" or "double precision".
+func NewArrayCol(elem string) *ArrayCol {
+	c := &ArrayCol{elem: oidText, body: make([]byte, arrayHeader, 4096)}
+	switch elem {
+	case "bigint":
+		c.elem = oidInt8
+	case "double precision":
+		c.elem = oidFloat8
+	}
+	return c
+}
+
+// Int appends a bigint element.
+func (c *ArrayCol) Int(v int64) {
+	c.body = binary.BigEndian.AppendUint32(c.body, 8)
+	c.body = binary.BigEndian.AppendUint64(c.body, uint64(v))
+	c.n++
+}
+
+// Float appends a double precision element.
+func (c *ArrayCol) Float(v float64) {
+	c.body = binary.BigEndian.AppendUint32(c.body, 8)
+	c.body = binary.BigEndian.AppendUint64(c.body, math.Float64bits(v))
+	c.n++
+}
+
+// Text appends a text element.
+func (c *ArrayCol) Text(s string) {
+	c.body = binary.BigEndian.AppendUint32(c.body, uint32(len(s)))
+	c.body = append(c.body, s...)
+	c.n++
+}
+
+// Len is the number of elements.
+func (c *ArrayCol) Len() int { return c.n }
+
+// arrayOID is the OID of the array type of c's elements.
+func (c *ArrayCol) arrayOID() uint32 {
+	switch c.elem {
+	case oidInt8:
+		return oidInt8Array
+	case oidFloat8:
+		return oidFloat8Array
+	}
+	return oidTextArray
+}
+
+// castName is the SQL name of the array type of c's elements.
+func (c *ArrayCol) castName() string {
+	switch c.elem {
+	case oidInt8:
+		return "bigint[]"
+	case oidFloat8:
+		return "double precision[]"
+	}
+	return "text[]"
+}
+
+// bytes returns the array's binary form (its header written into the
+// space left at the start of body).
+func (c *ArrayCol) bytes() []byte {
+	h := c.body[:0]
+	h = binary.BigEndian.AppendUint32(h, 1) // dimensions
+	h = binary.BigEndian.AppendUint32(h, 0) // no NULL elements
+	h = binary.BigEndian.AppendUint32(h, c.elem)
+	h = binary.BigEndian.AppendUint32(h, uint32(c.n))
+	binary.BigEndian.AppendUint32(h, 1) // lower bound
+	return c.body
+}
+
+// ArrayInsert returns the statement that inserts the rows held by the
+// columns (all of the same length) into table: INSERT ... SELECT * FROM
+// unnest($1::type[], ...) followed by suffix.
+func ArrayInsert(table string, cols []string, vals []*ArrayCol, suffix string) RawStmt {
+	casts := make([]string, len(vals))
+	st := RawStmt{OIDs: make([]uint32, len(vals)), Params: make([][]byte, len(vals))}
+	for i, c := range vals {
+		casts[i] = fmt.Sprintf("$%d::%s", i+1, c.castName())
+		st.OIDs[i] = c.arrayOID()
+		st.Params[i] = c.bytes()
+	}
+	st.SQL = "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") SELECT * FROM unnest(" + strings.Join(casts, ", ") + ")" + suffix
+	return st
+}
+
+// copyBuf encodes rows in the binary COPY format.
+type copyBuf struct{ b []byte }
+
+func newCopyBuf() *copyBuf {
+	b := append([]byte(nil), "PGCOPY\n\xff\r\n\x00"...)
+	b = binary.BigEndian.AppendUint32(b, 0) // flags
+	b = binary.BigEndian.AppendUint32(b, 0) // header extension length
+	return &copyBuf{b: b}
+}
+
+func (c *copyBuf) row(fields int) { c.b = binary.BigEndian.AppendUint16(c.b, uint16(fields)) }
+func (c *copyBuf) null()          { c.b = binary.BigEndian.AppendUint32(c.b, math.MaxUint32) }
+func (c *copyBuf) int8(v int64) {
+	c.b = binary.BigEndian.AppendUint32(c.b, 8)
+	c.b = binary.BigEndian.AppendUint64(c.b, uint64(v))
+}
+func (c *copyBuf) text(s string) {
+	c.b = binary.BigEndian.AppendUint32(c.b, uint32(len(s)))
+	c.b = append(c.b, s...)
+}
+func (c *copyBuf) bytea(p []byte) {
+	c.b = binary.BigEndian.AppendUint32(c.b, uint32(len(p)))
+	c.b = append(c.b, p...)
+}
+func (c *copyBuf) bool(v bool) {
+	c.b = binary.BigEndian.AppendUint32(c.b, 1)
+	if v {
+		c.b = append(c.b, 1)
+	} else {
+		c.b = append(c.b, 0)
+	}
+}
+func (c *copyBuf) done() []byte { return binary.BigEndian.AppendUint16(c.b, math.MaxUint16) }
+
+// RawWriter sends encoded writes on a driver connection (see
+// Options.Raw).
+type RawWriter interface {
+	// Pack turns statements into the form Exec sends; it runs before the
+	// transaction, so that Exec has nothing left to encode.
+	Pack(stmts []RawStmt) any
+	// Exec runs the copies one after the other, then the packed
+	// statements in one round trip, on driverConn (sql.Conn.Raw).
+	Exec(ctx context.Context, driverConn any, copies []RawCopy, packed any) error
+}
+
+// NewBatch is the new resources of PrepareNew, ready to write.
+type NewBatch struct {
+	db   *DB
+	puts []*store.Put
+	rids []int64
+	// copies and stmts are the encoded writes (PostgreSQL); nil when the
+	// batch goes through PutNew in the transaction instead (SQLite, or a
+	// search parameter met for the first time, which the transaction
+	// registers).
+	copies []RawCopy
+	stmts  []RawStmt
+	// packed is stmts made ready to send (Seal); nil until then.
+	packed any
+}
+
+// Encoded reports whether the batch's rows are encoded statements, to
+// which the caller may Add its own; when not, PutNewPrepared is PutNew.
+func (b *NewBatch) Encoded() bool { return b.copies != nil }
+
+// Add appends statements to send after the batch's rows, in the same
+// round trip. Only for an Encoded batch.
+func (b *NewBatch) Add(stmts ...RawStmt) {
+	b.stmts = append(b.stmts, stmts...)
+	b.packed = nil
+}
+
+// Seal makes the statements ready to send. PutNewPrepared seals a batch
+// that is not; sealing first moves that work out of the transaction.
+func (b *NewBatch) Seal() {
+	if b.Encoded() && b.packed == nil {
+		b.packed = b.db.raw.Pack(b.stmts)
+	}
+}
+
+// PrepareNew readies first versions of new resources for PutNewPrepared
+// in a later transaction. On PostgreSQL it draws their ids and sequence
+// numbers and encodes all their rows; elsewhere it only keeps them.
+// The puts must not change until they are written.
+func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put) (*NewBatch, error) {
+	b := &NewBatch{db: db, puts: puts}
+	if db.dialect != Postgres || db.raw == nil || len(puts) == 0 {
+		return b, nil
+	}
+	for _, p := range puts {
+		if p.Version != 1 {
+			return nil, fmt.Errorf("PrepareNew: %s/%s version %d is not a first version", p.Type, p.ID, p.Version)
+		}
+	}
+	rids, seqs, err := allocatePostgres(ctx, db.w, len(puts), len(puts))
+	if err != nil {
+		return nil, err
+	}
+	var enc newEncoder
+	if !enc.index(db, puts, rids) {
+		return b, nil // an unregistered parameter: PutNew registers it
+	}
+	res, ver := newCopyBuf(), newCopyBuf()
+	size := 0
+	for _, p := range puts {
+		size += 120 + len(p.Type) + len(p.Method) + len(p.Blob) + len(p.JSON)
+	}
+	ver.b = slices.Grow(ver.b, size)
+	res.b = slices.Grow(res.b, len(puts)*(80+len(puts[0].ID)))
+	for i, p := range puts {
+		r := newRow(p, rids[i], seqs[i])
+		res.row(len(newResourceCols))
+		res.int8(rids[i])
+		res.text(p.Type)
+		res.text(p.ID)
+		res.int8(p.Version)
+		res.int8(seqs[i])
+		res.int8(r[5].(int64))
+		res.bool(p.Deleted)
+		ver.row(len(newVersionCols))
+		ver.int8(seqs[i])
+		ver.int8(rids[i])
+		ver.text(p.Type)
+		ver.int8(p.Version)
+		ver.int8(r[5].(int64))
+		ver.bool(p.Deleted)
+		ver.text(p.Method)
+		if p.Batch != 0 {
+			ver.int8(p.Batch)
+		} else {
+			ver.null()
+		}
+		if p.Blob != "" {
+			ver.text(p.Blob)
+		} else {
+			ver.null()
+		}
+		if p.Deleted {
+			ver.null()
+		} else {
+			ver.bytea(p.JSON)
+		}
+	}
+	b.rids = rids
+	for i, p := range puts {
+		p.Seq = seqs[i]
+	}
+	b.copies = []RawCopy{
+		{SQL: "COPY resource (" + strings.Join(newResourceCols, ", ") + ") FROM STDIN BINARY", Data: res.done()},
+		{SQL: "COPY resource_version (" + strings.Join(newVersionCols, ", ") + ") FROM STDIN BINARY", Data: ver.done()},
+	}
+	b.stmts = enc.stmts()
+	return b, nil
+}
+
+// newEncoder encodes the index and compartment rows of new resources as
+// column arrays, one set per table.
+type newEncoder struct {
+	cols [numTables][]*ArrayCol
+	comp [2]*ArrayCol
+}
+
+// index encodes the rows; false means a parameter is not registered yet.
+func (e *newEncoder) index(db *DB, puts []*store.Put, rids []int64) bool {
+	for i, tb := range indexTables {
+		e.cols[i] = make([]*ArrayCol, len(tb.cols))
+		for j, c := range tb.cols {
+			e.cols[i][j] = NewArrayCol(indexColType(i, c))
+		}
+	}
+	e.comp = [2]*ArrayCol{NewArrayCol("text"), NewArrayCol("bigint")}
+	for k, p := range puts {
+		if p.Deleted {
+			continue
+		}
+		rid := rids[k]
+		for j, pat := range p.Patients {
+			dup := false
+			for _, q := range p.Patients[:j] {
+				dup = dup || q == pat
+			}
+			if !dup {
+				e.comp[0].Text(pat)
+				e.comp[1].Int(rid)
+			}
+		}
+		x := p.Index
+		if x == nil {
+			continue
+		}
+		ids := db.params.forType(p.Type)
+		pid := func(code string) (int64, bool) {
+			id, ok := ids[code]
+			return id, ok
+		}
+		c := e.cols[tToken]
+		for _, v := range x.Tokens {
+			id, ok := pid(v.Param)
+			if !ok {
+				return false
+			}
+			c[0].Int(rid)
+			c[1].Int(id)
+			c[2].Text(v.System)
+			c[3].Text(v.Code)
+			c[4].Text(v.Text)
+			c[5].Text(v.TypeSystem)
+			c[6].Text(v.TypeCode)
+		}
+		c = e.cols[tString]
+		for _, v := range x.Strings {
+			id, ok := pid(v.Param)
+			if !ok {
+				return false
+			}
+			c[0].Int(rid)
+			c[1].Int(id)
+			c[2].Text(v.Norm)
+			c[3].Text(v.Exact)
+		}
+		c = e.cols[tDate]
+		for _, v := range x.Dates {
+			id, ok := pid(v.Param)
+			if !ok {
+				return false
+			}
+			c[0].Int(rid)
+			c[1].Int(id)
+			c[2].Int(v.Low)
+			c[3].Int(v.High)
+		}
+		c = e.cols[tRef]
+		for _, v := range x.Refs {
+			id, ok := pid(v.Param)
+			if !ok {
+				return false
+			}
+			c[0].Int(rid)
+			c[1].Int(id)
+			c[2].Text(v.Type)
+			c[3].Text(v.ID)
+			c[4].Text(v.Version)
+			c[5].Text(v.URL)
+			c[6].Text(v.IdentifierSystem)
+			c[7].Text(v.IdentifierValue)
+		}
+		c = e.cols[tQuantity]
+		for _, v := range x.Quantities {
+			id, ok := pid(v.Param)
+			if !ok {
+				return false
+			}
+			c[0].Int(rid)
+			c[1].Int(id)
+			c[2].Float(v.Value)
+			c[3].Float(v.Low)
+			c[4].Float(v.High)
+			c[5].Text(v.Text)
+			c[6].Text(v.System)
+			c[7].Text(v.Code)
+			c[8].Text(v.Unit)
+		}
+		c = e.cols[tNumber]
+		for _, v := range x.Numbers {
+			id, ok := pid(v.Param)
+			if !ok {
+				return false
+			}
+			c[0].Int(rid)
+			c[1].Int(id)
+			c[2].Float(v.Value)
+			c[3].Float(v.Low)
+			c[4].Float(v.High)
+			c[5].Text(v.Text)
+		}
+		c = e.cols[tURI]
+		for _, v := range x.URIs {
+			id, ok := pid(v.Param)
+			if !ok {
+				return false
+			}
+			c[0].Int(rid)
+			c[1].Int(id)
+			c[2].Text(v.Value)
+		}
+		c = e.cols[tComposite]
+		for _, v := range x.Composites {
+			id, ok := pid(v.Param)
+			if !ok {
+				return false
+			}
+			parts, err := CompositeParts(v.Parts)
+			if err != nil {
+				return false // PutNew reports it
+			}
+			c[0].Int(rid)
+			c[1].Int(id)
+			c[2].Text(parts)
+		}
+	}
+	return true
+}
+
+// indexColType is the SQL element type of column col of index table t.
+func indexColType(t int, col string) string {
+	switch col {
+	case "rid", "pid":
+		return "bigint"
+	case "low", "high":
+		if t == tDate {
+			return "bigint"
+		}
+		return "double precision"
+	case "value":
+		if t == tURI {
+			return "text"
+		}
+		return "double precision"
+	}
+	return "text"
+}
+
+// stmts returns the inserts of the non-empty tables. The compartment
+// rows of new resources cannot exist yet and are unique per resource, so
+// they go in without ON CONFLICT (a speculative insertion costs the
+// server an extra index probe per row).
+func (e *newEncoder) stmts() []RawStmt {
+	var out []RawStmt
+	for i, tb := range indexTables {
+		if e.cols[i][0].Len() > 0 {
+			out = append(out, ArrayInsert(tb.name, tb.cols, e.cols[i], ""))
+		}
+	}
+	if e.comp[0].Len() > 0 {
+		out = append(out, ArrayInsert("compartment", []string{"patient", "rid"}, e.comp[:], ""))
+	}
+	return out
+}
+
+// PutNewPrepared writes a batch of PrepareNew (and the statements Added
+// to it): what PutNew would write. A batch that is not Encoded is PutNew.
+func (t *Tx) PutNewPrepared(ctx context.Context, b *NewBatch) error {
+	if !b.Encoded() {
+		return t.PutNew(ctx, b.puts)
+	}
+	if t.conn == nil {
+		return fmt.Errorf("PutNewPrepared: the transaction has no connection for raw writes")
+	}
+	for _, p := range b.puts {
+		k := resKey{p.Type, p.ID}
+		if _, known := t.rids[k]; known {
+			return fmt.Errorf("%w: %s/%s was already written", store.ErrConflict, p.Type, p.ID)
+		}
+	}
+	b.Seal()
+	err := t.conn.Raw(func(dc any) error {
+		return t.db.raw.Exec(ctx, dc, b.copies, b.packed)
+	})
+	if err != nil {
+		return t.batchErr(err)
+	}
+	for i, p := range b.puts {
+		t.rids[resKey{p.Type, p.ID}] = ridVersion{b.rids[i], 1}
+	}
+	return nil
+}
+
+// queryer runs a query: a *sql.DB or a *sql.Tx.
+type queryer interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+}
+
+// allocatePostgres draws nr resource ids and ns version sequence numbers.
+func allocatePostgres(ctx context.Context, q queryer, nr, ns int) (rids, seqs []int64, err error) {
+	rids = make([]int64, nr)
+	seqs = make([]int64, ns)
+	// One statement draws both. The sequences are named once per
+	// statement (the uncorrelated subqueries run once): as the argument
+	// of nextval, pg_get_serial_sequence ran for every row.
+	r, err := q.QueryContext(ctx, `SELECT CASE WHEN g <= $1::int THEN nextval((SELECT pg_get_serial_sequence('resource', 'rid')::regclass)) END,
+		CASE WHEN g <= $2::int THEN nextval((SELECT pg_get_serial_sequence('resource_version', 'seq')::regclass)) END
+		FROM generate_series(1, GREATEST($1::int, $2::int)) AS g`, nr, ns)
+	if err != nil {
+		return nil, nil, fmt.Errorf("allocate resource ids: %w", err)
+	}
+	defer r.Close()
+	i := 0
+	for ; r.Next(); i++ {
+		var rid, seq sql.NullInt64
+		if err := r.Scan(&rid, &seq); err != nil {
+			return nil, nil, fmt.Errorf("allocate resource ids: %w", err)
+		}
+		if i < nr {
+			rids[i] = rid.Int64
+		}
+		if i < ns {
+			seqs[i] = seq.Int64
+		}
+	}
+	if err := r.Err(); err != nil || i != max(nr, ns) {
+		return nil, nil, fmt.Errorf("allocate resource ids: got %d of %d: %v", i, max(nr, ns), err)
+	}
+	return rids, seqs, nil
+}

@@ -1,0 +1,190 @@
+package sqldb_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phr-project/phr/internal/index"
+	"github.com/phr-project/phr/internal/store"
+	"github.com/phr-project/phr/internal/store/sqldb"
+	"github.com/phr-project/phr/internal/store/storetest"
+)
+
+// newPuts returns first versions with index entries of every kind,
+// repeated patients, a Binary's blob key and an import batch; custom adds
+// an entry of a search parameter the registry does not know yet.
+func newPuts(custom bool) []*store.Put {
+	at := time.Date(2024, 1, 2, 3, 4, 5, 6000, time.UTC)
+	var puts []*store.Put
+	for i := range 3 {
+		id := fmt.Sprintf("o%d", i)
+		e := &index.Entries{
+			Tokens:     []index.Token{{Param: "code", System: "http://loinc.org", Code: fmt.Sprintf("c%d", i), Text: "glucose"}, {Param: "identifier", System: "urn:s", Code: id, TypeSystem: "ts", TypeCode: "tc"}},
+			Strings:    []index.String{{Param: "value-string", Norm: "é x", Exact: "É X"}},
+			Dates:      []index.Date{{Param: "date", Low: -5, High: 1 << 40}},
+			Refs:       []index.Ref{{Param: "subject", Type: "Patient", ID: "p1"}, {Param: "performer", IdentifierSystem: "urn:x", IdentifierValue: "v"}, {Param: "has-member", URL: "http://x/y", Version: "2"}},
+			Quantities: []index.Quantity{{Param: "value-quantity", Value: 1.5, Low: math.Inf(-1), High: 1.55, Text: "1.5", System: "http://unitsofmeasure.org", Code: "mg", Unit: "mg"}},
+			URIs:       []index.URI{{Param: "_profile", Value: "http://example.org/p"}},
+			Composites: []index.Composite{{Param: "code-value-quantity", Parts: []index.CompositePart{
+				{Token: &index.Token{System: "http://loinc.org", Code: "c"}},
+				{Quantity: &index.Quantity{Value: 2, Low: 1.5, High: 2.5, Code: "mg"}},
+			}}},
+		}
+		if custom && i == 1 {
+			e.Tokens = append(e.Tokens, index.Token{Param: "x-custom-prepared", Code: "k"})
+		}
+		puts = append(puts, &store.Put{
+			Resource: store.Resource{Type: "Observation", ID: id, Version: 1, LastUpdated: at, Method: "POST", JSON: []byte(`{"resourceType":"Observation","id":"` + id + `"}`)},
+			Index:    e, Patients: []string{"p1", "p2", "p1"}, Batch: 7,
+		})
+	}
+	puts = append(puts,
+		&store.Put{Resource: store.Resource{Type: "RiskAssessment", ID: "r", Version: 1, LastUpdated: at, Method: "PUT", JSON: []byte(`{"resourceType":"RiskAssessment","id":"r"}`)},
+			Index: &index.Entries{Numbers: []index.Number{{Param: "probability", Value: 0.25, Low: 0.245, High: 0.255, Text: "0.25"}}}},
+		&store.Put{Resource: store.Resource{Type: "Binary", ID: "b", Version: 1, LastUpdated: at, Method: "POST", JSON: []byte(`{"resourceType":"Binary","id":"b"}`), Blob: "sha256-abc"}},
+	)
+	return puts
+}
+
+// dump returns every row the puts wrote, with rids and sequence numbers
+// replaced by the resource's type and id, sorted.
+func dump(t *testing.T, db *sqldb.DB) []string {
+	t.Helper()
+	ctx := context.Background()
+	queries := []string{
+		`SELECT r.type, r.id, r.version, r.last_updated, r.deleted, v.version, v.type, v.last_updated, v.deleted, v.method, COALESCE(v.batch, -1), COALESCE(v.blob, '<null>'), v.json
+			FROM resource r JOIN resource_version v ON v.seq = r.seq AND v.rid = r.rid`,
+		`SELECT 'compartment', r.type, r.id, c.patient FROM compartment c JOIN resource r ON r.rid = c.rid`,
+		`SELECT 'token', r.type, r.id, p.param, x.system, x.code, x.text, x.type_system, x.type_code FROM idx_token x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
+		`SELECT 'string', r.type, r.id, p.param, x.norm, x.exact FROM idx_string x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
+		`SELECT 'date', r.type, r.id, p.param, x.low, x.high FROM idx_date x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
+		`SELECT 'ref', r.type, r.id, p.param, x.target_type, x.target_id, x.version, x.url, x.id_system, x.id_value FROM idx_ref x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
+		`SELECT 'quantity', r.type, r.id, p.param, x.value, x.low, x.high, x.text, x.system, x.code, x.unit FROM idx_quantity x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
+		`SELECT 'number', r.type, r.id, p.param, x.value, x.low, x.high, x.text FROM idx_number x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
+		`SELECT 'uri', r.type, r.id, p.param, x.value FROM idx_uri x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
+		`SELECT 'composite', r.type, r.id, p.param, x.parts FROM idx_composite x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
+	}
+	var out []string
+	for _, q := range queries {
+		rows, err := db.Query(ctx, q)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, q)
+		}
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			parts := make([]string, len(vals))
+			for i, v := range vals {
+				if b, ok := v.([]byte); ok {
+					v = string(b)
+				}
+				parts[i] = fmt.Sprint(v)
+			}
+			out = append(out, strings.Join(parts, "|"))
+		}
+		rows.Close()
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestPutNewPrepared checks that PrepareNew and PutNewPrepared write the
+// very rows PutNew writes, with and without a search parameter met for
+// the first time, and that statements added to the batch run in its
+// transaction.
+func TestPutNewPrepared(t *testing.T) {
+	ctx := context.Background()
+	for _, d := range storetest.Dialects() {
+		for _, custom := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/custom=%v", d, custom), func(t *testing.T) {
+				ref := storetest.Open(t, d)
+				if err := ref.WriteTx(ctx, func(tx *sqldb.Tx) error { return tx.PutNew(ctx, newPuts(custom)) }); err != nil {
+					t.Fatal(err)
+				}
+				db := storetest.Open(t, d)
+				puts := newPuts(custom)
+				b, err := db.PrepareNew(ctx, puts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantEncoded := d == "postgres" && !custom
+				if b.Encoded() != wantEncoded {
+					t.Fatalf("Encoded() = %v, want %v", b.Encoded(), wantEncoded)
+				}
+				if b.Encoded() {
+					col := sqldb.NewArrayCol("text")
+					col.Text("k1")
+					col.Text("k2")
+					b.Add(sqldb.ArrayInsert("kv", []string{"key"}, []*sqldb.ArrayCol{col}, " ON CONFLICT DO NOTHING"))
+					// kv.value is NOT NULL: the added statement fails
+					// unless it fills it, and the batch with it.
+					b.Seal()
+				}
+				err = db.WriteTx(ctx, func(tx *sqldb.Tx) error { return tx.PutNewPrepared(ctx, b) })
+				if b.Encoded() {
+					if err == nil {
+						t.Fatal("a failing added statement did not fail the batch")
+					}
+					if n := len(dump(t, db)); n != 0 {
+						t.Fatalf("%d rows left by the failed batch", n)
+					}
+					puts = newPuts(custom)
+					if b, err = db.PrepareNew(ctx, puts); err != nil {
+						t.Fatal(err)
+					}
+					v := sqldb.NewArrayCol("text")
+					v.Text("1")
+					k := sqldb.NewArrayCol("text")
+					k.Text("prepared-key")
+					ins := sqldb.ArrayInsert("kv", []string{"key", "value"}, []*sqldb.ArrayCol{k, v}, "")
+					ins.SQL = strings.Replace(ins.SQL, "SELECT * FROM", "SELECT k, convert_to(v, 'UTF8') FROM", 1) + " AS u(k, v)"
+					b.Add(ins)
+					err = db.WriteTx(ctx, func(tx *sqldb.Tx) error { return tx.PutNewPrepared(ctx, b) })
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, got := dump(t, ref), dump(t, db)
+				if !slices.Equal(got, want) {
+					t.Errorf("rows differ:\ngot  %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+				}
+				if len(want) < 20 {
+					t.Errorf("only %d rows written", len(want))
+				}
+				for _, p := range puts {
+					if p.Seq == 0 {
+						t.Errorf("%s/%s: no sequence number", p.Type, p.ID)
+					}
+				}
+				if b.Encoded() {
+					var v []byte
+					if err := db.QueryRow(ctx, `SELECT value FROM kv WHERE key = 'prepared-key'`).Scan(&v); err != nil || string(v) != "1" {
+						t.Errorf("added statement: %q %v", v, err)
+					}
+				}
+				// Written again: the resources exist, a conflict.
+				again, err := db.PrepareNew(ctx, newPuts(custom)[:1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = db.WriteTx(ctx, func(tx *sqldb.Tx) error { return tx.PutNewPrepared(ctx, again) })
+				if !errors.Is(err, store.ErrConflict) {
+					t.Errorf("existing resource written again: %v, want a conflict", err)
+				}
+			})
+		}
+	}
+}
