@@ -1039,16 +1039,22 @@ func (r *Run) commit(ctx context.Context, w *chunkWrite) error {
 }
 
 // recordRows are rows of one of the importer's tables (identity map,
-// digests, identifiers) that a chunk adds.
+// digests, identifiers) that a chunk adds. When fresh, the rows are not
+// expected to exist (new identity map entries, digests not seen, the
+// identifiers of created resources): on PostgreSQL they go in with a
+// plain INSERT, which costs the server less than ON CONFLICT, and only if
+// one exists after all (another import of the same source at the same
+// time) with suffix (see sqldb.RawStmt.Fallback).
 type recordRows struct {
 	what, table, cols, suffix string
+	fresh                     bool
 	rows                      [][]any
 }
 
 // records returns the identity map entries, digests and identifiers the
 // items add, each table's rows without repeated keys (see dedupe).
 func (r *Run) records(items []*item) []recordRows {
-	var idRows, seenRows, identRows [][]any
+	var newIDRows, idRows, seenRows, newIdentRows, identRows [][]any
 	for _, it := range items {
 		switch it.act {
 		case actCreate, actUpdate, actUnchanged, actConflict:
@@ -1056,22 +1062,40 @@ func (r *Run) records(items []*item) []recordRows {
 			continue
 		}
 		if it.sid != "" && (it.newMap || it.act == actUpdate || it.act == actCreate) {
-			idRows = append(idRows, []any{r.source, it.typ, it.sid, it.localID, it.srcVer, it.srcUpd})
+			row := []any{r.source, it.typ, it.sid, it.localID, it.srcVer, it.srcUpd}
+			if it.act == actCreate && !it.known {
+				newIDRows = append(newIDRows, row)
+			} else {
+				idRows = append(idRows, row)
+			}
 		}
 		if !it.seen && it.hash != "" {
 			seenRows = append(seenRows, []any{r.source, it.hash})
 		}
 		if it.act == actCreate || it.act == actUpdate {
 			for _, idn := range it.idents {
-				identRows = append(identRows, []any{it.typ, idn[0], idn[1], it.localID})
+				row := []any{it.typ, idn[0], idn[1], it.localID}
+				if it.act == actCreate {
+					newIdentRows = append(newIdentRows, row)
+				} else {
+					identRows = append(identRows, row)
+				}
 			}
 		}
 	}
+	const (
+		idTable    = "import_identity"
+		idCols     = "source, type, source_id, local_id, src_version, src_updated"
+		idSuffix   = " ON CONFLICT (source, type, source_id) DO UPDATE SET local_id = excluded.local_id, src_version = excluded.src_version, src_updated = excluded.src_updated"
+		identTable = "import_identifier"
+		identCols  = "type, system, value, local_id"
+	)
 	out := []recordRows{
-		{"identities", "import_identity", "source, type, source_id, local_id, src_version, src_updated",
-			" ON CONFLICT (source, type, source_id) DO UPDATE SET local_id = excluded.local_id, src_version = excluded.src_version, src_updated = excluded.src_updated", idRows},
-		{"digests", "import_seen", "source, hash", " ON CONFLICT DO NOTHING", seenRows},
-		{"identifiers", "import_identifier", "type, system, value, local_id", " ON CONFLICT DO NOTHING", identRows},
+		{"identities", idTable, idCols, idSuffix, true, newIDRows},
+		{"identities", idTable, idCols, idSuffix, false, idRows},
+		{"digests", "import_seen", "source, hash", " ON CONFLICT DO NOTHING", true, seenRows},
+		{"identifiers", identTable, identCols, " ON CONFLICT DO NOTHING", true, newIdentRows},
+		{"identifiers", identTable, identCols, " ON CONFLICT DO NOTHING", false, identRows},
 	}
 	for i := range out {
 		out[i].rows = dedupe(out[i].table, out[i].rows, out[i].suffix)
@@ -1095,7 +1119,13 @@ func (t recordRows) encode() []sqldb.RawStmt {
 			cols[c].Text(v.(string))
 		}
 	}
-	return []sqldb.RawStmt{sqldb.ArrayInsert(t.table, names, cols, t.suffix)}
+	st := sqldb.ArrayInsert(t.table, names, cols, t.suffix)
+	if t.fresh {
+		plain := sqldb.ArrayInsert(t.table, names, cols, "")
+		plain.Fallback = &st
+		st = plain
+	}
+	return []sqldb.RawStmt{st}
 }
 
 // insertConflict stores a conflict unless the same incoming content is

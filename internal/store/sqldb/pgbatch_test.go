@@ -152,6 +152,22 @@ func TestPutNewPrepared(t *testing.T) {
 					ins := sqldb.ArrayInsert("kv", []string{"key", "value"}, []*sqldb.ArrayCol{k, v}, "")
 					ins.SQL = strings.Replace(ins.SQL, "SELECT * FROM", "SELECT k, convert_to(v, 'UTF8') FROM", 1) + " AS u(k, v)"
 					b.Add(ins)
+					// A guarded insert that meets an existing row: its
+					// fallback runs instead, and the batch commits.
+					if _, err := db.Exec(ctx, `INSERT INTO kv (key, value) VALUES ('g1', '0')`); err != nil {
+						t.Fatal(err)
+					}
+					gk, gv := sqldb.NewArrayCol("text"), sqldb.NewArrayCol("text")
+					gk.Text("g1")
+					gv.Text("1")
+					gk.Text("g2")
+					gv.Text("2")
+					plain := sqldb.ArrayInsert("kv", []string{"key", "value"}, []*sqldb.ArrayCol{gk, gv}, "")
+					plain.SQL = strings.Replace(plain.SQL, "SELECT * FROM", "SELECT k, convert_to(v, 'UTF8') FROM", 1) + " AS u(k, v)"
+					fallback := plain
+					fallback.SQL += " ON CONFLICT DO NOTHING"
+					plain.Fallback = &fallback
+					b.Add(plain)
 					err = db.WriteTx(ctx, func(tx *sqldb.Tx) error { return tx.PutNewPrepared(ctx, b) })
 				}
 				if err != nil {
@@ -173,6 +189,11 @@ func TestPutNewPrepared(t *testing.T) {
 					var v []byte
 					if err := db.QueryRow(ctx, `SELECT value FROM kv WHERE key = 'prepared-key'`).Scan(&v); err != nil || string(v) != "1" {
 						t.Errorf("added statement: %q %v", v, err)
+					}
+					for key, want := range map[string]string{"g1": "0", "g2": "2"} {
+						if err := db.QueryRow(ctx, `SELECT value FROM kv WHERE key = ?`, key).Scan(&v); err != nil || string(v) != want {
+							t.Errorf("guarded insert: %s = %q %v, want %q", key, v, err, want)
+						}
 					}
 				}
 				// Written again: the resources exist, a conflict.
