@@ -3,10 +3,12 @@ package cli
 import (
 	"context"
 	"fmt"
+	"github.com/phr-project/phr/internal/procs"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -93,6 +95,7 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 		rate     string
 		maxConns string
 		readers  string
+		procsN   string
 	)
 	f.string(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address (host:port)")
 	sf.add(f)
@@ -112,6 +115,7 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&jobLease, "job-lease", "30s", "lease of a running job: another replica takes over a job whose worker stopped renewing it for this long")
 	f.string(&expiry, "export-expiry", "24h", "how long the files of a finished bulk export are kept")
 	f.string(&rate, "export-rate", "500ms", "shortest interval between status polls of one bulk export (faster polls get 429 + Retry-After)")
+	f.string(&procsN, "procs", "0", "threads running Go code while the server only answers requests (GOMAXPROCS); imports, export jobs and Bundles over 256 KiB use all CPUs while they run (0: one fewer than the CPUs, at least 1; a GOMAXPROCS environment variable fixes the number instead)")
 	f.string(&cfg.DebugAddr, "debug-addr", "", "address (host:port) of a second listener serving Go runtime profiles at /debug/pprof/ (empty: none; keep it on 127.0.0.1)")
 	f.string(&cfg.SHLKeyFile, "shl-key-file", "", "file with the 32-byte key (base64url) that wraps the kept keys of SMART Health Links with flag L (default: a key kept in the store)")
 	if err := f.parse(args); err != nil {
@@ -142,6 +146,10 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 			return fmt.Errorf("%w: --%s %q must be a positive duration like 30s", errUsage, d.name, d.val)
 		}
 		*d.dst = v
+	}
+	np, err := strconv.Atoi(procsN)
+	if err != nil || np < 0 {
+		return fmt.Errorf("%w: --procs %q must be 0 (the default) or a positive number", errUsage, procsN)
 	}
 	server.TuneGC()
 	if err := setupLogging(logLevel, errOut); err != nil {
@@ -190,6 +198,10 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fmt.Fprintf(out, "Then:        curl -H \"Authorization: Bearer $TOKEN\" %s/fhir/metadata\n", app.Config.BaseURL)
 	fmt.Fprintf(out, "Portal:      %s/   (sign in at %s/login; add people with: phr users add --email E --role admin|patient [--patient ID])\n", app.Config.BaseURL, app.Config.BaseURL)
 	fmt.Fprintf(out, "SMART:       %s/fhir/.well-known/smart-configuration   (register apps and backends with: phr clients add)\n", app.Config.BaseURL)
+	if os.Getenv("GOMAXPROCS") == "" {
+		all := runtime.GOMAXPROCS(0)
+		slog.Info("threads running Go code", "serving", procs.Enable(np), "bulk", all)
+	}
 	slog.Info("serving", "addr", ln.Addr().String(), "base", app.Config.BaseURL)
 	return app.Serve(ctx, ln, g)
 }

@@ -13,6 +13,8 @@ func TestServeRejectsBadNumbers(t *testing.T) {
 		{"--db-readers", "-1"},
 		{"--db-readers", "two"},
 		{"--db-max-conns", "-3"},
+		{"--procs", "-1"},
+		{"--procs", "one"},
 	} {
 		code, _, errOut := run(t, append([]string{"serve", "--data", dir, "--addr", "127.0.0.1:0"}, args...)...)
 		if code != 2 || !strings.Contains(errOut, args[0]) {

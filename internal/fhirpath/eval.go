@@ -569,9 +569,14 @@ func (ev *Evaluator) resolve(n Node) (Node, bool) {
 		return Node{}, false
 	}
 	if id, ok := strings.CutPrefix(ref, "#"); ok {
-		return ev.contained(id)
-	}
-	if rt := ReferenceType(ref); rt != "" {
+		if r, found := ev.contained(id); found {
+			return r, true
+		}
+		// a contained resource that is not there: the Reference's type,
+		// if it has one, is all that can be told (the search index gives
+		// such a reference that type too, which Observation's patient
+		// parameter, read from its subject entries, relies on)
+	} else if rt := ReferenceType(ref); rt != "" {
 		typ = rt
 	}
 	if typ == "" {

@@ -24,7 +24,8 @@
 //     like ofType instead of failing, since expressions such as
 //     (Observation.component.value as Quantity) rely on it.
 //   - resolve() does not fetch anything: a contained reference ("#id")
-//     yields the contained resource; any other reference yields a
+//     yields the contained resource (when there is none, a node of the
+//     Reference's type, if it has one); any other reference yields a
 //     content-less node of the type named by the reference text
 //     ("Patient/1", "Patient?identifier=x", "http://host/fhir/Patient/1",
 //     or Reference.type), so that resolve() is Patient works; urn:uuid and

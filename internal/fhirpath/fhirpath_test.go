@@ -523,3 +523,26 @@ func TestSearchParameterSurvey(t *testing.T) {
 		t.Errorf("only %d (type, parameter) pairs compiled", n)
 	}
 }
+
+// TestResolveDanglingContained: a contained reference to a resource that
+// is not there resolves to the Reference's type when it has one (what the
+// search index records as the reference's type), and to nothing without.
+func TestResolveDanglingContained(t *testing.T) {
+	res := mustResource(t, `{"resourceType": "Observation",
+		"contained": [{"resourceType": "Group", "id": "g"}],
+		"performer": [{"reference": "#gone", "type": "Patient"}, {"reference": "#gone2"}, {"reference": "#g", "type": "Patient"}]}`)
+	for _, tc := range []struct{ expr, want string }{
+		{"Observation.performer.where(resolve() is Patient)", `Reference:{"reference":"#gone","type":"Patient"}`},
+		{"Observation.performer.where(resolve() is Group)", `Reference:{"reference":"#g","type":"Patient"}`},
+		{"Observation.performer.resolve().count()", `System.Integer:2`},
+	} {
+		got, err := MustCompile(tc.expr).Eval(res)
+		if err != nil {
+			t.Errorf("%q: %v", tc.expr, err)
+			continue
+		}
+		if s := render(got); s != tc.want {
+			t.Errorf("%q\n got %s\nwant %s", tc.expr, s, tc.want)
+		}
+	}
+}

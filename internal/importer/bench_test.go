@@ -15,6 +15,7 @@ import (
 	"github.com/phr-project/phr/internal/importer"
 	"github.com/phr-project/phr/internal/procmem"
 	"github.com/phr-project/phr/internal/server"
+	"github.com/phr-project/phr/internal/store/sqldb"
 	"github.com/phr-project/phr/internal/store/storetest"
 	"github.com/phr-project/phr/internal/synthea"
 )
@@ -131,12 +132,41 @@ func BenchmarkImportSynthea(b *testing.B) {
 				if dbCPU > 0 {
 					b.ReportMetric(float64(total)/(cpu+dbCPU).Seconds(), "resources/cpu-s-with-db")
 				}
+				rows, size := storeSize(b, ctx, app.Store)
+				b.ReportMetric(float64(rows), "index-rows")
+				b.ReportMetric(float64(size)/(1<<20), "db-MiB")
 				b.Logf("%s: %d resources in %v (%v CPU of this process, %v of the database server's backends): %.0f resources/s, %.0f resources per CPU-second, peak RSS %d MiB (from %d MiB at the start; SQLite's page cache and mmap included; after: anon %d MiB, file %d MiB), peak Go heap %d MiB",
 					d, total, el.Round(time.Millisecond), cpu.Round(time.Millisecond), dbCPU, float64(total)/el.Seconds(), float64(total)/cpu.Seconds(), peakRSS>>20, startRSS>>20, anon>>20, file>>20, heap>>20)
 				b.StartTimer()
 			}
 		})
 	}
+}
+
+// storeSize returns the number of search index rows in a store and the
+// size of its database (SQLite: the pages of the main file, after a WAL
+// checkpoint; PostgreSQL: pg_database_size), which load-independent
+// comparisons of the index's cost rest on.
+func storeSize(b *testing.B, ctx context.Context, db *sqldb.DB) (rows, size int64) {
+	b.Helper()
+	for _, t := range []string{"idx_token", "idx_string", "idx_date", "idx_ref", "idx_quantity", "idx_number", "idx_uri", "idx_composite"} {
+		var n int64
+		if err := db.QueryRow(ctx, "SELECT COUNT(*) FROM "+t).Scan(&n); err != nil {
+			b.Fatalf("count %s: %v", t, err)
+		}
+		rows += n
+	}
+	q := `SELECT pg_database_size(current_database())`
+	if db.SQLDialect() == sqldb.SQLite {
+		if _, err := db.Exec(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+			b.Fatalf("checkpoint: %v", err)
+		}
+		q = `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`
+	}
+	if err := db.QueryRow(ctx, q).Scan(&size); err != nil {
+		b.Fatalf("database size: %v", err)
+	}
+	return rows, size
 }
 
 // selfIO returns the counters of /proc/self/io (rchar, wchar, syscr...).

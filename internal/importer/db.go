@@ -273,9 +273,13 @@ func (imp *Importer) seenHashes(ctx context.Context, source string, hashes []str
 	return nil
 }
 
+// identifiersOfQuery reads the recorded identifiers of a local resource
+// (index import_identifier_local).
+const identifiersOfQuery = `SELECT system, value FROM import_identifier WHERE type = ? AND local_id = ?`
+
 // identifiersOf returns the recorded identifiers of an imported resource.
 func (imp *Importer) identifiersOf(ctx context.Context, typ, id string) ([][2]string, error) {
-	rows, err := imp.query(ctx, `SELECT system, value FROM import_identifier WHERE type = ? AND local_id = ?`, typ, id)
+	rows, err := imp.query(ctx, identifiersOfQuery, typ, id)
 	if err != nil {
 		return nil, fmt.Errorf("read identifiers: %w", err)
 	}

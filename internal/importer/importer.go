@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/phr-project/phr/internal/procs"
 	"net/url"
 	"strings"
 	"sync"
@@ -153,6 +154,8 @@ type Run struct {
 	// fl is the chunk being written in the background (nil when none;
 	// see startWrite).
 	fl *flight
+	// bulkDone ends the run's claim on all CPUs (package procs).
+	bulkDone func()
 }
 
 // Begin starts an import batch for the principal in ctx.
@@ -167,6 +170,8 @@ func (imp *Importer) Begin(ctx context.Context, o Options) (*Run, error) {
 	r := &Run{imp: imp, ctx: ctx, p: p, o: o, source: SourceURI(o.Source), started: time.Now().UTC(),
 		ids: map[string]string{}, cond: map[string]string{}}
 	r.sum.Source = r.source
+	// An import is bulk work: it runs with all CPUs until Finish.
+	r.bulkDone = procs.Bulk()
 	r.runScope = newScope()
 	r.scope = r.runScope
 	if o.Validate {
@@ -175,6 +180,7 @@ func (imp *Importer) Begin(ctx context.Context, o Options) (*Run, error) {
 	mode := "merge"
 	id, err := imp.insertBatch(ctx, r.source, o.Filename, mode, p.Subject(), p.Patient(), r.started)
 	if err != nil {
+		r.bulkDone()
 		return nil, err
 	}
 	r.sum.Batch = id
@@ -188,6 +194,7 @@ func (r *Run) Summary() Summary { return r.sum }
 
 // Finish records the batch's end and counts.
 func (r *Run) Finish(status string) (Summary, error) {
+	defer r.bulkDone()
 	var cerr error
 	if status == "done" {
 		if cerr = r.Complete(); cerr != nil {

@@ -110,6 +110,9 @@ func TestLookups(t *testing.T) {
 			if m := matches[identKey{"Observation", "sys", "v36"}]; len(matches) != 299 || len(m) != 1 || m[0] != "o36" {
 				t.Errorf("identifier matches: %d, v36 -> %v", len(matches), m)
 			}
+			if got, err := imp.identifiersOf(ctx, "Observation", "o43"); err != nil || len(got) != 1 || got[0] != [2]string{"sys", "v43"} {
+				t.Errorf("identifiers of o43: %v %v", got, err)
+			}
 		})
 	}
 }
@@ -170,5 +173,44 @@ func TestLookupPlans(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestIdentifiersOfPlan: reading a local resource's recorded identifiers
+// probes an index by (type, local_id) on both stores rather than reading
+// every identifier row of the type.
+func TestIdentifiersOfPlan(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			db := storetest.Open(t, d)
+			fillLookupTables(t, db)
+			ctx := context.Background()
+			explain := "EXPLAIN QUERY PLAN "
+			if d == "postgres" {
+				explain = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
+			}
+			rows, err := db.QueryDynamic(ctx, explain+identifiersOfQuery, "Observation", "o43")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			cols, _ := rows.Columns()
+			var plan []string
+			for rows.Next() {
+				vals := make([]any, len(cols))
+				ptrs := make([]any, len(cols))
+				for i := range vals {
+					ptrs[i] = &vals[i]
+				}
+				if err := rows.Scan(ptrs...); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, fmt.Sprint(vals[len(vals)-1]))
+			}
+			text := strings.Join(plan, "\n")
+			if !strings.Contains(text, "import_identifier_local") || strings.Contains(text, "Rows Removed by Filter") {
+				t.Errorf("the plan does not probe import_identifier_local by key:\n%s", text)
+			}
+		})
 	}
 }

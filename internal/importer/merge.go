@@ -803,7 +803,7 @@ func sameContent(in *fhirjson.Value, cur *store.Resource) bool {
 			b.Delete("data")
 		}
 	}
-	return bytes.Equal(a.AppendCanonical(nil), b.AppendCanonical(nil))
+	return fhirjson.Equal(a, b)
 }
 
 // normalized returns a shallow copy of a resource without the meta

@@ -24,6 +24,10 @@ type Extractor struct {
 	// keyBits maps the JSON member names of the type's elements that
 	// parameters read to bits of a presence mask.
 	keyBits map[string]uint64
+	// aliases are the parameters whose entries are other parameters'
+	// (see Alias); aliasParams holds them compiled, left out of params.
+	aliases     map[string]Alias
+	aliasParams []param
 }
 
 type param struct {
@@ -329,6 +333,16 @@ func newExtractor(rt string) *Extractor {
 			x.params = append(x.params, *p)
 		}
 	}
+	x.aliases = findAliases(x.params)
+	kept := x.params[:0]
+	for _, p := range x.params {
+		if _, ok := x.aliases[p.sp.Code]; ok {
+			x.aliasParams = append(x.aliasParams, p)
+		} else {
+			kept = append(kept, p)
+		}
+	}
+	x.params = kept
 	x.presenceMasks()
 	return x
 }
@@ -628,6 +642,11 @@ type state struct {
 // type, and appends them to e (which may be reused across calls after
 // Reset). See Extract for errors.
 func (x *Extractor) Append(e *Entries, res *fhirjson.Value) error {
+	return x.appendParams(e, res, x.params)
+}
+
+// appendParams is Append over the given parameters of the type.
+func (x *Extractor) appendParams(e *Entries, res *fhirjson.Value, params []param) error {
 	root, err := fhirpath.Resource(res)
 	if err != nil {
 		return fmt.Errorf("index: %w", err)
@@ -645,8 +664,8 @@ func (x *Extractor) Append(e *Entries, res *fhirjson.Value) error {
 	for _, f := range res.Fields {
 		present |= x.keyBits[f.Name]
 	}
-	for i := range x.params {
-		p := &x.params[i]
+	for i := range params {
+		p := &params[i]
 		if p.mask != 0 && p.mask&present == 0 {
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -309,11 +310,26 @@ func expectSome(t *testing.T, e *Entries, want map[string][]string) {
 	}
 }
 
+// mustExtract extracts the entries of r with those of its type's alias
+// parameters too (which Extract leaves out: see Alias), so that the
+// hand-checked tests show what each parameter yields.
 func mustExtract(t *testing.T, r *fhirjson.Value) *Entries {
 	t.Helper()
-	e, err := Extract(r.GetString("resourceType"), r)
+	e, err := extractAll(r.GetString("resourceType"), r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &e
+	return e
+}
+
+// extractAll extracts the entries of every parameter of res's type,
+// aliases included.
+func extractAll(rt string, res *fhirjson.Value) (*Entries, error) {
+	x, err := For(rt)
+	if err != nil {
+		return nil, err
+	}
+	var e Entries
+	err = x.appendParams(&e, res, slices.Concat(x.params, x.aliasParams))
+	return &e, err
 }

@@ -3,7 +3,9 @@
 // Each standard search parameter's FHIRPath expression is evaluated over the
 // parsed resource and the values found are normalised into the typed entries
 // below, which the store keeps in one table per parameter type and the search
-// engine queries.
+// engine queries. Parameters whose entries would be exactly other
+// parameters' (Observation's combo-code, most patient parameters: see
+// Alias) are not extracted; readers take their sources' entries.
 package index
 
 // Entries are the index entries of one resource version.

@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/phr-project/phr/internal/procs"
 	"log/slog"
 	"os"
 	"strings"
@@ -424,7 +425,9 @@ func (q *Queue) run(parent context.Context, j *Job) {
 		q.heartbeat(ctx, cancel, r)
 	}()
 	slog.Info("job started", "id", j.ID, "kind", j.Kind, "attempt", j.Attempts, "worker", q.o.WorkerID)
+	doneBulk := procs.Bulk() // jobs (exports) are bulk work: all CPUs
 	err := h(ctx, r)
+	doneBulk()
 	cause := context.Cause(ctx)
 	cancel(nil)
 	<-hbDone

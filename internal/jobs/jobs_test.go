@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/phr-project/phr/internal/procs"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -55,6 +56,29 @@ func TestQueue(t *testing.T) {
 				got := waitState(t, q, j.ID, jobs.Done)
 				if string(got.Result) != "done:p" || string(got.Progress) != `{"n":1}` || got.Attempts != 1 || got.Owner != "alice" || got.Expires.IsZero() {
 					t.Fatalf("job = %+v", got)
+				}
+			})
+
+			t.Run("a running job is bulk work", func(t *testing.T) {
+				q := jobs.New(db, jobs.Options{Workers: 1, Lease: time.Second, Poll: 50 * time.Millisecond})
+				before := procs.Active()
+				during := make(chan int, 1)
+				q.Register("bulk", func(ctx context.Context, r *jobs.Run) error {
+					during <- procs.Active()
+					return nil
+				})
+				q.Start()
+				defer q.Stop()
+				j, err := q.Enqueue(ctx, "bulk", "alice", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := <-during; got != before+1 {
+					t.Fatalf("bulk work while the job runs: %d, want %d", got, before+1)
+				}
+				waitState(t, q, j.ID, jobs.Done)
+				if got := procs.Active(); got != before {
+					t.Fatalf("bulk work after the job: %d, want %d", got, before)
 				}
 			})
 

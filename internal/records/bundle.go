@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/phr-project/phr/internal/procs"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -62,6 +63,11 @@ type bundleEntry struct {
 	prepErr, idErr error
 }
 
+// BulkBundleBytes is the size from which a Bundle is processed as bulk
+// work, with all CPUs (package procs): a Synthea patient's transaction is
+// several MB, an app's few-entry transaction a few KB.
+const BulkBundleBytes = 256 << 10
+
 // ProcessBundle runs a transaction or batch Bundle and returns the type of
 // the response Bundle and its entries in request order.
 //
@@ -69,6 +75,9 @@ type bundleEntry struct {
 // differently between its preparation and its write is processed again
 // from the body (a few times, then 409).
 func (s *Service) ProcessBundle(ctx context.Context, body []byte, get Getter) (string, []EntryResponse, error) {
+	if len(body) >= BulkBundleBytes {
+		defer procs.Bulk()()
+	}
 	for attempt := 1; ; attempt++ {
 		b, err := parseBody(body)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/phr-project/phr/internal/procs"
 	"strings"
 	"testing"
 
@@ -183,5 +184,40 @@ func TestBatchGroupFallback(t *testing.T) {
 			t.Cleanup(func() { records.SetAfterGroupEntry(nil) })
 			check("B")
 		})
+	}
+}
+
+// TestLargeBundleIsBulkWork: a Bundle of BulkBundleBytes or more is
+// processed as bulk work (all CPUs, package procs), a small one is not.
+func TestLargeBundleIsBulkWork(t *testing.T) {
+	s := servertest.Start(t, "sqlite")
+	tok := s.AdminToken()
+	ctx := access.With(context.Background(), access.System{Name: "test"})
+	before := procs.Active()
+	var during []int
+	get := func(ctx context.Context, rel string) (int, []byte, error) {
+		during = append(during, procs.Active())
+		r := s.Do("GET", rel, tok, nil)
+		return r.Status, r.Body, nil
+	}
+	body := func(pad int) []byte {
+		return []byte(`{"resourceType":"Bundle","type":"batch","entry":[
+		 {"resource":{"resourceType":"Basic","code":{"text":"` + strings.Repeat("x", pad) + `"}},"request":{"method":"POST","url":"Basic"}},
+		 {"request":{"method":"GET","url":"Basic?_count=1"}}]}`)
+	}
+	for _, c := range []struct {
+		pad  int
+		want int
+	}{{10, before}, {records.BulkBundleBytes, before + 1}} {
+		during = nil
+		if _, out, err := s.App.Records.ProcessBundle(ctx, body(c.pad), get); err != nil || out[0].Status != 201 {
+			t.Fatalf("bundle of %d bytes: %v %+v", c.pad, err, out)
+		}
+		if len(during) != 1 || during[0] != c.want {
+			t.Fatalf("bundle with %d bytes of text: bulk work during it %v, want [%d]", c.pad, during, c.want)
+		}
+		if got := procs.Active(); got != before {
+			t.Fatalf("bulk work after the bundle: %d, want %d", got, before)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/phr-project/phr/internal/access"
@@ -164,7 +165,7 @@ func Patients(typ, id string, e *index.Entries) []string {
 	if typ == "Patient" {
 		out = append(out, id)
 	}
-	params := r4.PatientCompartmentParams(typ)
+	params := compartmentParams(typ)
 	if len(params) == 0 || e == nil {
 		return out
 	}
@@ -173,6 +174,35 @@ func Patients(typ, id string, e *index.Entries) []string {
 			out = append(out, r.ID)
 		}
 	}
+	return out
+}
+
+// compartmentSources caches compartmentParams: type -> []string.
+var compartmentSources sync.Map
+
+// compartmentParams returns the parameters whose Patient references put a
+// resource of type typ in a patient's compartment, as index entries name
+// them: the compartment definition's parameters, with each alias
+// (index.AliasOf) replaced by its sources. An alias restricted to Patient
+// references (Condition's patient: the subject references to a Patient)
+// is its sources' Patient references, which is all Patients looks at.
+func compartmentParams(typ string) []string {
+	if v, ok := compartmentSources.Load(typ); ok {
+		return v.([]string)
+	}
+	var out []string
+	for _, p := range r4.PatientCompartmentParams(typ) {
+		a, alias := index.AliasOf(typ, p)
+		switch {
+		case !alias:
+			out = append(out, p)
+		case a.TargetType == "" || a.TargetType == "Patient":
+			out = append(out, a.Sources...)
+		}
+	}
+	slices.Sort(out)
+	out = slices.Compact(out)
+	compartmentSources.Store(typ, out)
 	return out
 }
 

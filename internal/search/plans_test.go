@@ -24,16 +24,16 @@ var fillSQL = []string{
 	 SELECT CASE WHEN n % 10 = 0 THEN 'Patient' WHEN n % 10 = 1 THEN 'ValueSet' ELSE 'Observation' END, 'fill' || n, 1, 0, n, FALSE FROM g`,
 	`INSERT INTO idx_token (rid, pid, system, code, text, type_system, type_code)
 	 SELECT r.rid, p.id, 'urn:s', 'c' || (r.rid % 997), '', '', '' FROM resource r JOIN search_param p ON p.type = r.type
-	 WHERE r.id LIKE 'fill%' AND p.param IN ('code', 'category', 'status', 'identifier', '_tag', 'gender')`,
+	 WHERE r.id LIKE 'fill%' AND p.param IN ('code', 'component-code', 'category', 'status', 'identifier', '_tag', 'gender')`,
 	`INSERT INTO idx_ref (rid, pid, target_type, target_id, version, url, id_system, id_value)
 	 SELECT r.rid, p.id, 'Patient', 'pp' || (r.rid % 500), '', '', '', '' FROM resource r JOIN search_param p ON p.type = r.type
-	 WHERE r.id LIKE 'fill%' AND p.param IN ('subject', 'patient', 'performer', 'general-practitioner')`,
+	 WHERE r.id LIKE 'fill%' AND p.param IN ('subject', 'performer', 'general-practitioner')`,
 	`INSERT INTO idx_date (rid, pid, low, high)
 	 SELECT r.rid, p.id, r.rid * 1000, r.rid * 1000 + 999 FROM resource r JOIN search_param p ON p.type = r.type
 	 WHERE r.id LIKE 'fill%' AND p.param IN ('date', 'birthdate')`,
 	`INSERT INTO idx_quantity (rid, pid, value, low, high, text, system, code, unit)
 	 SELECT r.rid, p.id, r.rid % 300, r.rid % 300, r.rid % 300 + 1, '', 'http://unitsofmeasure.org', 'mg', 'mg' FROM resource r JOIN search_param p ON p.type = r.type
-	 WHERE r.id LIKE 'fill%' AND p.param IN ('value-quantity')`,
+	 WHERE r.id LIKE 'fill%' AND p.param IN ('value-quantity', 'component-value-quantity')`,
 	`INSERT INTO idx_string (rid, pid, norm, exact)
 	 SELECT r.rid, p.id, 'n' || (r.rid % 1000), 'N' FROM resource r JOIN search_param p ON p.type = r.type
 	 WHERE r.id LIKE 'fill%' AND p.param IN ('name', 'family', 'given')`,
@@ -79,6 +79,16 @@ func TestSearchPlans(t *testing.T) {
 		{"has", "Patient", "_has:Observation:subject:code=2093-3", []string{"idx_ref_target", "idx_ref_rid"}, false, false},
 		{"missing", "Observation", "value-quantity:missing=true", []string{"idx_quantity_rid", "idx_quantity_value"}, false, false},
 		{"id", "Patient", "_id=p1", []string{"sqlite_autoindex_resource_1", "resource_type_id_key"}, false, false},
+		// aliases (index.AliasOf) read their sources' rows: the same
+		// indexes, sought by the sources' ids (and the target type)
+		{"alias-token", "Observation", "combo-code=urn:s|c1", []string{"idx_token_code"}, true, false},
+		{"alias-reference", "Observation", "patient=Patient/pp1", []string{"idx_ref_target"}, true, false},
+		{"alias-token-and-reference", "Observation", "patient=Patient/pp1&combo-code=urn:s|c1", []string{"idx_token_code"}, true, false},
+		{"alias-chain", "Observation", "patient.name=smith", []string{"idx_ref_rid", "idx_ref_target"}, false, false},
+		{"alias-has", "Patient", "_has:Observation:patient:code=c1", []string{"idx_ref_target", "idx_ref_rid"}, false, false},
+		{"alias-missing", "Observation", "combo-value-quantity:missing=true", []string{"idx_quantity_rid", "idx_quantity_value"}, false, false},
+		{"alias-quantity", "Observation", "combo-value-quantity=gt100", []string{"idx_quantity_rid", "idx_quantity_value"}, false, true},
+		{"alias-sort", "Observation", "patient=Patient/pp1&_sort=combo-code", []string{"idx_token_rid", "idx_token_code"}, false, false},
 	}
 	for _, d := range storetest.Dialects() {
 		t.Run(d, func(t *testing.T) {

@@ -45,27 +45,77 @@ type builder struct {
 // database seeks its indexes by the id itself. A type without the
 // parameter has no entries of it; when no type has any, the condition
 // matches nothing (id 0 is no parameter's).
+//
+// An alias parameter (index.AliasOf: combo-code, most patient
+// parameters...) has no entries of its own: its condition names its
+// sources' ids instead, with the target type of a restricted alias
+// ("x.pid = ? AND x.target_type = 'Patient'" for Observation's patient).
 func (b *builder) pidCond(x string, types []string, code string) error {
-	var ids []int64
+	return b.pidCondCol(x, x+".pid", types, code)
+}
+
+// pidCondCol is pidCond with the pid column written as col.
+func (b *builder) pidCondCol(x, col string, types []string, code string) error {
+	// the ids by the target type their rows are restricted to ("": none)
+	var targets []string
+	ids := map[string][]int64{}
+	add := func(target, t, c string) error {
+		id, err := b.db.ParamID(b.ctx, t, c)
+		if err != nil {
+			return err
+		}
+		if id == 0 || slices.Contains(ids[target], id) {
+			return nil
+		}
+		if _, seen := ids[target]; !seen {
+			targets = append(targets, target)
+		}
+		ids[target] = append(ids[target], id)
+		return nil
+	}
 	for _, t := range types {
 		if _, ok := r4.SearchParams(t)[code]; !ok {
 			continue
 		}
-		id, err := b.db.ParamID(b.ctx, t, code)
-		if err != nil {
-			return err
+		a, alias := index.AliasOf(t, code)
+		if !alias {
+			if err := add("", t, code); err != nil {
+				return err
+			}
+			continue
 		}
-		if id != 0 && !slices.Contains(ids, id) {
-			ids = append(ids, id)
+		for _, src := range a.Sources {
+			if err := add(a.TargetType, t, src); err != nil {
+				return err
+			}
 		}
 	}
-	switch len(ids) {
-	case 0:
-		b.w(x + ".pid = 0")
-	case 1:
-		b.arg(x+".pid = ?", ids[0])
-	default:
-		inList(b, x+".pid", ids)
+	if len(targets) == 0 {
+		b.w(col + " = 0")
+		return nil
+	}
+	slices.Sort(targets)
+	if len(targets) > 1 {
+		b.w("(")
+	}
+	for i, target := range targets {
+		if i > 0 {
+			b.w(" OR ")
+		}
+		if target != "" {
+			b.w("(")
+		}
+		if l := ids[target]; len(l) == 1 {
+			b.arg(col+" = ?", l[0])
+		} else {
+			inList(b, col, l)
+		}
+		if target != "" {
+			b.arg(" AND "+x+".target_type = ?)", target)
+		}
+	}
+	if len(targets) > 1 {
+		b.w(")")
 	}
 	return nil
 }
@@ -80,7 +130,7 @@ func (b *builder) pidCond(x string, types []string, code string) error {
 // PostgreSQL plans from statistics and keeps the plain column.
 func (b *builder) pidProbe(x string, types []string, code string) error {
 	if b.dialect == sqldb.SQLite {
-		b.w("+")
+		return b.pidCondCol(x, "+"+x+".pid", types, code)
 	}
 	return b.pidCond(x, types, code)
 }

@@ -216,3 +216,56 @@ func TestCompositeParts(t *testing.T) {
 		t.Errorf("open range %s decodes to %+v, %v", s, got, err)
 	}
 }
+
+// TestMigrateAliasRows builds a store of the schema before migration 0012
+// with index rows of alias parameters and of their sources, migrates it,
+// and checks that the alias rows are gone and every other row is kept.
+func TestMigrateAliasRows(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			ctx := context.Background()
+			db := openUnmigrated(t, d)
+			if err := db.MigrateBefore(ctx, "0012"); err != nil {
+				t.Fatal(err)
+			}
+			for _, q := range []string{
+				`INSERT INTO search_param (id, type, param) VALUES (900001, 'Observation', 'subject'), (900002, 'Observation', 'patient'), (900003, 'Observation', 'code'),
+				 (900004, 'Observation', 'combo-code'), (900005, 'Claim', 'patient'), (900006, 'Observation', 'combo-code-value-quantity'), (900007, 'Observation', 'combo-value-quantity')`,
+				`INSERT INTO resource (rid, type, id, version, seq, last_updated, deleted) VALUES (7, 'Observation', 'o1', 1, 1, 0, FALSE), (8, 'Claim', 'c1', 1, 2, 0, FALSE)`,
+				`INSERT INTO idx_ref (rid, pid, target_type, target_id, version, url, id_system, id_value) VALUES
+				 (7, 900001, 'Patient', 'p1', '', '', '', ''), (7, 900002, 'Patient', 'p1', '', '', '', ''), (8, 900005, 'Patient', 'p1', '', '', '', '')`,
+				`INSERT INTO idx_token (rid, pid, system, code, text, type_system, type_code) VALUES
+				 (7, 900003, 'http://loinc.org', '2093-3', '', '', ''), (7, 900004, 'http://loinc.org', '2093-3', '', '', '')`,
+				`INSERT INTO idx_composite (rid, pid, parts) VALUES (7, 900006, '[]')`,
+				`INSERT INTO idx_quantity (rid, pid, value, low, high, text, system, code, unit) VALUES (7, 900007, 1, 0.5, 1.5, '1', '', '', '')`,
+			} {
+				if _, err := db.Exec(ctx, q); err != nil {
+					t.Fatalf("%v\n%s", err, q)
+				}
+			}
+			if err := db.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				q    string
+				want int
+			}{
+				{`SELECT COUNT(*) FROM idx_ref WHERE pid IN (900001, 900005)`, 2},
+				{`SELECT COUNT(*) FROM idx_ref WHERE pid = 900002`, 0},
+				{`SELECT COUNT(*) FROM idx_token WHERE pid = 900003`, 1},
+				{`SELECT COUNT(*) FROM idx_token WHERE pid = 900004`, 0},
+				{`SELECT COUNT(*) FROM idx_composite`, 0},
+				{`SELECT COUNT(*) FROM idx_quantity`, 0},
+				{`SELECT COUNT(*) FROM search_param WHERE id IN (900002, 900004)`, 2},
+			} {
+				var n int
+				if err := db.QueryRow(ctx, c.q).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n != c.want {
+					t.Errorf("%s: %d, want %d", c.q, n, c.want)
+				}
+			}
+		})
+	}
+}
