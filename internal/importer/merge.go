@@ -325,7 +325,7 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 	}
 	// What follows reads resources, identifiers and ids that the chunk
 	// being written may be adding.
-	if err := r.settleForItems(unresolved); err != nil {
+	if err := r.settleForItems(ctx, unresolved, true); err != nil {
 		return err
 	}
 	// Versions of this record read back (its own export).
@@ -640,7 +640,9 @@ func (r *Run) resolveConditional(ctx context.Context, typ, query string, ch *chu
 
 // loadCurrent reads the current versions of the items' local resources.
 func (r *Run) loadCurrent(ctx context.Context, items []*item) error {
-	if err := r.settleForItems(items); err != nil {
+	// The current versions and digests, by local id and digest: the
+	// items' identifiers are not read.
+	if err := r.settleForItems(ctx, items, false); err != nil {
 		return err
 	}
 	byType := map[string][]string{}

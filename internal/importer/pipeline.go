@@ -94,31 +94,61 @@ func (r *Run) settleIf(dep func(*flight) bool) error {
 
 // settleForItems settles when the chunk being written has one of the
 // items' local resources (or, for items not resolved yet, a resource with
-// their source id), business identifiers or digests.
-func (r *Run) settleForItems(items []*item) error {
-	return r.settleIf(func(fl *flight) bool {
-		for _, it := range items {
-			if it.typ == "" {
-				continue
-			}
-			id := it.localID
-			if id == "" {
-				id = it.sid
-			}
-			if id != "" && fl.keys[it.typ+"/"+id] {
-				return true
-			}
-			if it.hash != "" && fl.hashes[it.hash] {
-				return true
-			}
-			for _, idn := range it.idents {
-				if fl.idents[identKey{it.typ, idn[0], idn[1]}] {
-					return true
-				}
+// their source id) or digests, or, when idents is set (the items are
+// about to be matched by business identifier), one of their business
+// identifiers that could still change a match.
+//
+// An identifier that two or more committed resources carry already makes
+// every match on it ambiguous, and the chunk being written can only add
+// resources to it: waiting for that chunk would change nothing. Synthea's
+// ExplanationOfBenefits all carry one placeholder claim-group identifier,
+// so every chunk waited for the previous chunk's write at this point and
+// the writes hardly overlapped the preparation of the next chunk.
+func (r *Run) settleForItems(ctx context.Context, items []*item, idents bool) error {
+	fl := r.fl
+	if fl == nil {
+		return nil
+	}
+	var shared []identKey
+	dup := map[identKey]bool{}
+	for _, it := range items {
+		if it.typ == "" {
+			continue
+		}
+		id := it.localID
+		if id == "" {
+			id = it.sid
+		}
+		if id != "" && fl.keys[it.typ+"/"+id] {
+			return r.settle()
+		}
+		if it.hash != "" && fl.hashes[it.hash] {
+			return r.settle()
+		}
+		if !idents {
+			continue
+		}
+		for _, idn := range it.idents {
+			k := identKey{it.typ, idn[0], idn[1]}
+			if fl.idents[k] && !dup[k] {
+				dup[k] = true
+				shared = append(shared, k)
 			}
 		}
-		return false
-	})
+	}
+	if len(shared) == 0 {
+		return nil
+	}
+	committed := make(map[identKey][]string, len(shared))
+	if err := r.imp.identifierMatchesAll(ctx, shared, committed); err != nil {
+		return err
+	}
+	for _, k := range shared {
+		if len(committed[k]) < 2 {
+			return r.settle()
+		}
+	}
+	return nil
 }
 
 // settleForConditional settles when the chunk being written could answer
