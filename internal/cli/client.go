@@ -42,6 +42,8 @@ type clientFlags struct {
 	server, token, tokenFile string
 	sf                       storeFlags
 	fs                       *flags
+	// bulk opens a local store for bulk writes (server.Config.BulkWrites).
+	bulk bool
 }
 
 func (c *clientFlags) add(f *flags) {
@@ -160,7 +162,7 @@ func (c *clientFlags) open(ctx context.Context) (*fhirClient, error) {
 		}
 		return &fhirClient{root: root, base: base, token: tok, http: &http.Client{}, close: func() {}}, nil
 	}
-	app, err := server.Open(ctx, server.Config{DataDir: c.sf.data, DB: c.sf.db, Addr: "127.0.0.1:0", BaseURL: "http://local"})
+	app, err := server.Open(ctx, server.Config{DataDir: c.sf.data, DB: c.sf.db, Addr: "127.0.0.1:0", BaseURL: "http://local", BulkWrites: c.bulk})
 	if err != nil {
 		return nil, err
 	}

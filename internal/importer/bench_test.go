@@ -27,7 +27,10 @@ import (
 // back). The garbage collector runs with the settings of phr serve
 // (server.TuneGC; GOGC and GOMEMLIMIT in the environment win), which is
 // where imports run. PHR_BENCH_PATIENTS=n imports fewer;
-// PHR_BENCH_CHUNK=n sets the importer's ChunkSize. It also reports the
+// PHR_BENCH_CHUNK=n sets the importer's ChunkSize. PHR_BENCH_BULK=1
+// opens the store as `phr import --data` does (server.Config.BulkWrites:
+// a bigger SQLite writer cache in slots, 2,000-resource chunks; run
+// SQLite alone then, as the slots are the first store's of the process). It also reports the
 // bytes the process wrote and read through system calls during the import
 // (/proc/self/io wchar and rchar: SQLite's WAL frames and checkpoints, and
 // the input file and page-cache misses).
@@ -52,8 +55,16 @@ func BenchmarkImportSynthea(b *testing.B) {
 		b.Run(d, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				app := openApp(b, d)
+				var app *server.App
+				if os.Getenv("PHR_BENCH_BULK") != "" {
+					app = openBulkApp(b, d)
+				} else {
+					app = openApp(b, d)
+				}
 				imp := importer.New(app.Store, app.Records)
+				if os.Getenv("PHR_BENCH_BULK") != "" {
+					imp.BulkChunks()
+				}
 				if v, err := strconv.Atoi(os.Getenv("PHR_BENCH_CHUNK")); err == nil && v > 0 {
 					imp.ChunkSize = v
 				}
@@ -188,4 +199,20 @@ func selfIO(b *testing.B) map[string]int64 {
 		}
 	}
 	return out
+}
+
+// openBulkApp opens a store set up as `phr import --data` does
+// (server.Config.BulkWrites), with the importer of that configuration.
+func openBulkApp(b *testing.B, dialect string) *server.App {
+	b.Helper()
+	cfg := server.Config{DataDir: b.TempDir(), Addr: "127.0.0.1:0", BulkWrites: true}
+	if dialect == "postgres" {
+		cfg.DB = storetest.NewPostgresURL(b)
+	}
+	app, err := server.Open(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { app.Close() })
+	return app
 }

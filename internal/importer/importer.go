@@ -70,6 +70,16 @@ func New(db *sqldb.DB, rec *records.Service) *Importer {
 	return &Importer{db: db, rec: rec, ChunkSize: 1000, ChunkBytes: 2 << 20, Workers: 2}
 }
 
+// BulkChunks sets the chunks for a SQLite store opened for bulk writes
+// (sqlite.Options.BulkWrites): 2,000 resources or 4 MiB. A chunk's
+// transaction then dirties about 5,000 pages, and with that store's
+// bigger writer cache half as many transactions write the shared index
+// pages to the WAL half as often (for the 120 Synthea patients 2.8 GB
+// written against 3.5 with chunks of 2,000 or 2 MiB). With the ordinary
+// 16 MiB cache such chunks cost more CPU than 1,000 (2,924 against 3,292
+// resources per CPU-second).
+func (imp *Importer) BulkChunks() { imp.ChunkSize, imp.ChunkBytes = 2000, 4<<20 }
+
 // Options describe one import.
 type Options struct {
 	// Source names where the data came from (a label or URL). It becomes

@@ -1,7 +1,29 @@
 package sqlite
 
+import (
+	"encoding/binary"
+
+	"modernc.org/libc"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
 // Pragmas of each pool, for the tests.
 var (
 	WriterPragmas = writerPragmas
 	ReaderPragmas = readerPragmas
 )
+
+// PageCacheStatus returns the number of page cache slots in use and the
+// bytes of page cache allocations that found no free slot (since the
+// process started).
+func PageCacheStatus() (used, overflow int64) {
+	tls := libc.NewTLS()
+	defer tls.Close()
+	p := libc.Xcalloc(tls, 2, 8)
+	defer libc.Xfree(tls, p)
+	read := func(op int32) int64 {
+		sqlite3.Xsqlite3_status64(tls, op, p, p+8, 0)
+		return int64(binary.NativeEndian.Uint64(libc.GoBytes(p, 8)))
+	}
+	return read(sqlite3.SQLITE_STATUS_PAGECACHE_USED), read(sqlite3.SQLITE_STATUS_PAGECACHE_OVERFLOW)
+}

@@ -3,6 +3,8 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -59,5 +61,60 @@ func TestConnectionSettings(t *testing.T) {
 	var ro int64
 	if err := db.QueryRow(ctx, "PRAGMA query_only").Scan(&ro); err != nil || ro != 1 {
 		t.Errorf("readers: query_only = %d (%v), want 1", ro, err)
+	}
+}
+
+// TestPageCacheSlots checks that with Options.BulkWrites cached pages live
+// in the slots given to SQLite when the store opened (pagecache.go), not
+// in allocations of their own, and that the writer's cache is the bulk
+// one. The slots are configured once per process, before SQLite
+// initialises, so the check runs in a fresh test process.
+func TestPageCacheSlots(t *testing.T) {
+	if os.Getenv("PHR_TEST_SLOTS_CHILD") == "" {
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestPageCacheSlots$", "-test.v")
+		cmd.Env = append(os.Environ(), "PHR_TEST_SLOTS_CHILD=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestPageCacheSlots") {
+			t.Fatalf("child test process: %v\n%s", err, out)
+		}
+		return
+	}
+	ctx := context.Background()
+	db, err := sqlite.OpenWith(ctx, filepath.Join(t.TempDir(), "phr.db"), sqlite.Options{BulkWrites: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_, over0 := sqlite.PageCacheStatus()
+	value := strings.Repeat("x", 1000)
+	var pages int
+	if err := db.WriteTx(ctx, func(tx *sqldb.Tx) error {
+		if err := tx.QueryRow(ctx, "PRAGMA cache_size").Scan(&pages); err != nil {
+			return err
+		}
+		for i := range 2000 {
+			if _, err := tx.Exec(ctx, "INSERT INTO kv (key, value) VALUES (?, ?)", "k"+strconv.Itoa(i), value); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if pages != 4000 {
+		t.Errorf("writer cache_size %d, want 4000 pages", pages)
+	}
+	var n int
+	if err := db.QueryRow(ctx, "SELECT COUNT(*) FROM kv WHERE length(value) = 1000").Scan(&n); err != nil || n != 2000 {
+		t.Fatalf("read back %d rows (%v), want 2000", n, err)
+	}
+	used, over := sqlite.PageCacheStatus()
+	// 2 MB of rows take more than 250 pages of 8 KiB, all cached by the
+	// writer (and the reader's scan).
+	if used < 250 {
+		t.Errorf("%d page cache slots in use, want at least 250", used)
+	}
+	if over != over0 {
+		t.Errorf("%d bytes of pages allocated outside the slots", over-over0)
 	}
 }
