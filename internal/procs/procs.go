@@ -8,10 +8,12 @@
 // the 2-core development machine, with the load generator (wrk, 16
 // connections) on the same machine, one thread answered as many reads a
 // second as two (21,000 on SQLite), with less CPU per request (46 against
-// 55-60 µs), and the 99th percentile latency fell from 5.4-5.7 ms to 3.0-3.6
-// ms; on PostgreSQL, 22,700 against 17,500 reads a second. With two threads
-// the Go scheduler's spinning and cross-thread wake-ups took the core the
-// client needed. Bulk work, by contrast, keeps several threads busy (the
+// 55-67 µs), and the 99th percentile latency fell from 5.2-6.3 ms to 3-4
+// ms in most runs; on PostgreSQL, 22,700 against 17,500 reads a second.
+// With two threads the Go scheduler's spinning and cross-thread wake-ups
+// took the core the client needed. The price: when the (virtual) CPU is
+// taken away for tens of milliseconds, no second thread keeps serving,
+// and such runs reached a p99 of 6-9 ms. Bulk work, by contrast, keeps several threads busy (the
 // importer prepares the next chunk while the last one is written), so it
 // gets all CPUs while it runs.
 package procs
