@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -309,6 +310,10 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put) (*NewBatch, err
 	return b, nil
 }
 
+// errUnregistered is PrepareNew's answer for a search parameter that has
+// no id yet (PutNew registers it).
+var errUnregistered = errors.New("search parameter not registered yet")
+
 // newEncoder encodes the index and compartment rows of new resources as
 // column arrays, one set per table.
 type newEncoder struct {
@@ -345,113 +350,16 @@ func (e *newEncoder) index(db *DB, puts []*store.Put, rids []int64) bool {
 			continue
 		}
 		ids := db.params.forType(p.Type)
-		pid := func(code string) (int64, bool) {
-			id, ok := ids[code]
-			return id, ok
+		pid := func(code string) (int64, error) {
+			if id, ok := ids[code]; ok {
+				return id, nil
+			}
+			return 0, errUnregistered
 		}
-		c := e.cols[tToken]
-		for _, v := range x.Tokens {
-			id, ok := pid(v.Param)
-			if !ok {
-				return false
-			}
-			c[0].Int(rid)
-			c[1].Int(id)
-			c[2].Text(v.System)
-			c[3].Text(v.Code)
-			c[4].Text(v.Text)
-			c[5].Text(v.TypeSystem)
-			c[6].Text(v.TypeCode)
-		}
-		c = e.cols[tString]
-		for _, v := range x.Strings {
-			id, ok := pid(v.Param)
-			if !ok {
-				return false
-			}
-			c[0].Int(rid)
-			c[1].Int(id)
-			c[2].Text(v.Norm)
-			c[3].Text(v.Exact)
-		}
-		c = e.cols[tDate]
-		for _, v := range x.Dates {
-			id, ok := pid(v.Param)
-			if !ok {
-				return false
-			}
-			c[0].Int(rid)
-			c[1].Int(id)
-			c[2].Int(v.Low)
-			c[3].Int(v.High)
-		}
-		c = e.cols[tRef]
-		for _, v := range x.Refs {
-			id, ok := pid(v.Param)
-			if !ok {
-				return false
-			}
-			c[0].Int(rid)
-			c[1].Int(id)
-			c[2].Text(v.Type)
-			c[3].Text(v.ID)
-			c[4].Text(v.Version)
-			c[5].Text(v.URL)
-			c[6].Text(v.IdentifierSystem)
-			c[7].Text(v.IdentifierValue)
-		}
-		c = e.cols[tQuantity]
-		for _, v := range x.Quantities {
-			id, ok := pid(v.Param)
-			if !ok {
-				return false
-			}
-			c[0].Int(rid)
-			c[1].Int(id)
-			c[2].Float(v.Value)
-			c[3].Float(v.Low)
-			c[4].Float(v.High)
-			c[5].Text(v.Text)
-			c[6].Text(v.System)
-			c[7].Text(v.Code)
-			c[8].Text(v.Unit)
-		}
-		c = e.cols[tNumber]
-		for _, v := range x.Numbers {
-			id, ok := pid(v.Param)
-			if !ok {
-				return false
-			}
-			c[0].Int(rid)
-			c[1].Int(id)
-			c[2].Float(v.Value)
-			c[3].Float(v.Low)
-			c[4].Float(v.High)
-			c[5].Text(v.Text)
-		}
-		c = e.cols[tURI]
-		for _, v := range x.URIs {
-			id, ok := pid(v.Param)
-			if !ok {
-				return false
-			}
-			c[0].Int(rid)
-			c[1].Int(id)
-			c[2].Text(v.Value)
-		}
-		c = e.cols[tComposite]
-		for _, v := range x.Composites {
-			id, ok := pid(v.Param)
-			if !ok {
-				return false
-			}
-			parts, err := CompositeParts(v.Parts)
-			if err != nil {
-				return false // PutNew reports it
-			}
-			c[0].Int(rid)
-			c[1].Int(id)
-			c[2].Text(parts)
+		// An unregistered parameter or a composite PutNew reports
+		// (false: the caller falls back to it).
+		if err := writeIndexRows(x, rid, pid, &arraySink{cols: &e.cols}); err != nil {
+			return false
 		}
 	}
 	return true

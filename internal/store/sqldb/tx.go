@@ -320,11 +320,6 @@ func (p *pending) pendingRows() int {
 	return n
 }
 
-func (p *pending) add(table int, args ...any) {
-	p.tables[table] = append(p.tables[table], args...)
-	p.rows[table]++
-}
-
 // queue buffers the index and compartment rows of a version.
 func (t *Tx) queue(ctx context.Context, rid int64, p *store.Put) error {
 	typ := p.Type
@@ -343,65 +338,8 @@ func (t *Tx) queue(ctx context.Context, rid int64, p *store.Put) error {
 		}
 		return t.paramID(ctx, typ, code)
 	}
-	for _, x := range e.Tokens {
-		id, err := pid(x.Param)
-		if err != nil {
-			return err
-		}
-		t.pend.add(tToken, rid, id, x.System, x.Code, x.Text, x.TypeSystem, x.TypeCode)
-	}
-	for _, x := range e.Strings {
-		id, err := pid(x.Param)
-		if err != nil {
-			return err
-		}
-		t.pend.add(tString, rid, id, x.Norm, x.Exact)
-	}
-	for _, x := range e.Dates {
-		id, err := pid(x.Param)
-		if err != nil {
-			return err
-		}
-		t.pend.add(tDate, rid, id, x.Low, x.High)
-	}
-	for _, x := range e.Refs {
-		id, err := pid(x.Param)
-		if err != nil {
-			return err
-		}
-		t.pend.add(tRef, rid, id, x.Type, x.ID, x.Version, x.URL, x.IdentifierSystem, x.IdentifierValue)
-	}
-	for _, x := range e.Quantities {
-		id, err := pid(x.Param)
-		if err != nil {
-			return err
-		}
-		t.pend.add(tQuantity, rid, id, x.Value, x.Low, x.High, x.Text, x.System, x.Code, x.Unit)
-	}
-	for _, x := range e.Numbers {
-		id, err := pid(x.Param)
-		if err != nil {
-			return err
-		}
-		t.pend.add(tNumber, rid, id, x.Value, x.Low, x.High, x.Text)
-	}
-	for _, x := range e.URIs {
-		id, err := pid(x.Param)
-		if err != nil {
-			return err
-		}
-		t.pend.add(tURI, rid, id, x.Value)
-	}
-	for _, x := range e.Composites {
-		id, err := pid(x.Param)
-		if err != nil {
-			return err
-		}
-		parts, err := CompositeParts(x.Parts)
-		if err != nil {
-			return fmt.Errorf("index %s/%s: composite %s: %w", p.Type, p.ID, x.Param, err)
-		}
-		t.pend.add(tComposite, rid, id, parts)
+	if err := writeIndexRows(e, rid, pid, &pendingSink{p: &t.pend}); err != nil {
+		return fmt.Errorf("index %s/%s: %w", p.Type, p.ID, err)
 	}
 	return nil
 }

@@ -1,0 +1,140 @@
+package sqldb
+
+import (
+	"fmt"
+
+	"github.com/phr-project/phr/internal/index"
+)
+
+// rowSink receives index rows value by value: start begins a row of an
+// index table (tToken, ...) with its resource and parameter ids, and the
+// row's other values follow in the order of the table's columns
+// (indexTables).
+type rowSink interface {
+	start(table int, rid, pid int64)
+	str(s string)
+	i64(v int64)
+	f64(v float64)
+}
+
+// writeIndexRows passes the index rows of e (resource rid) to s, the
+// parameter ids from pid, and stops at pid's first error. It is the one
+// place that knows which entry field goes in which column; Tx.queue (rows
+// of values) and PrepareNew (PostgreSQL column arrays) both write through it.
+func writeIndexRows(e *index.Entries, rid int64, pid func(code string) (int64, error), s rowSink) error {
+	start := func(table int, param string) error {
+		id, err := pid(param)
+		if err != nil {
+			return err
+		}
+		s.start(table, rid, id)
+		return nil
+	}
+	for _, x := range e.Tokens {
+		if err := start(tToken, x.Param); err != nil {
+			return err
+		}
+		s.str(x.System)
+		s.str(x.Code)
+		s.str(x.Text)
+		s.str(x.TypeSystem)
+		s.str(x.TypeCode)
+	}
+	for _, x := range e.Strings {
+		if err := start(tString, x.Param); err != nil {
+			return err
+		}
+		s.str(x.Norm)
+		s.str(x.Exact)
+	}
+	for _, x := range e.Dates {
+		if err := start(tDate, x.Param); err != nil {
+			return err
+		}
+		s.i64(x.Low)
+		s.i64(x.High)
+	}
+	for _, x := range e.Refs {
+		if err := start(tRef, x.Param); err != nil {
+			return err
+		}
+		s.str(x.Type)
+		s.str(x.ID)
+		s.str(x.Version)
+		s.str(x.URL)
+		s.str(x.IdentifierSystem)
+		s.str(x.IdentifierValue)
+	}
+	for _, x := range e.Quantities {
+		if err := start(tQuantity, x.Param); err != nil {
+			return err
+		}
+		s.f64(x.Value)
+		s.f64(x.Low)
+		s.f64(x.High)
+		s.str(x.Text)
+		s.str(x.System)
+		s.str(x.Code)
+		s.str(x.Unit)
+	}
+	for _, x := range e.Numbers {
+		if err := start(tNumber, x.Param); err != nil {
+			return err
+		}
+		s.f64(x.Value)
+		s.f64(x.Low)
+		s.f64(x.High)
+		s.str(x.Text)
+	}
+	for _, x := range e.URIs {
+		if err := start(tURI, x.Param); err != nil {
+			return err
+		}
+		s.str(x.Value)
+	}
+	for _, x := range e.Composites {
+		id, err := pid(x.Param)
+		if err != nil {
+			return err
+		}
+		parts, err := CompositeParts(x.Parts)
+		if err != nil {
+			return fmt.Errorf("composite %s: %w", x.Param, err)
+		}
+		s.start(tComposite, rid, id)
+		s.str(parts)
+	}
+	return nil
+}
+
+// pendingSink adds the rows to a transaction's pending rows.
+type pendingSink struct {
+	p   *pending
+	cur int
+}
+
+func (s *pendingSink) start(table int, rid, pid int64) {
+	s.cur = table
+	s.p.tables[table] = append(s.p.tables[table], rid, pid)
+	s.p.rows[table]++
+}
+func (s *pendingSink) str(v string)  { s.p.tables[s.cur] = append(s.p.tables[s.cur], v) }
+func (s *pendingSink) i64(v int64)   { s.p.tables[s.cur] = append(s.p.tables[s.cur], v) }
+func (s *pendingSink) f64(v float64) { s.p.tables[s.cur] = append(s.p.tables[s.cur], v) }
+
+// arraySink adds the rows to PostgreSQL column arrays, one set per table.
+type arraySink struct {
+	cols *[numTables][]*ArrayCol
+	c    []*ArrayCol
+	i    int
+}
+
+func (s *arraySink) start(table int, rid, pid int64) {
+	s.c = s.cols[table]
+	s.c[0].Int(rid)
+	s.c[1].Int(pid)
+	s.i = 2
+}
+func (s *arraySink) str(v string)  { s.c[s.i].Text(v); s.i++ }
+func (s *arraySink) i64(v int64)   { s.c[s.i].Int(v); s.i++ }
+func (s *arraySink) f64(v float64) { s.c[s.i].Float(v); s.i++ }
