@@ -18,23 +18,8 @@ store=${1:-sqlite}
 dur=${DURATION:-10s}
 conns=${CONNS:-16}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-tmp=$(mktemp -d)
-pid=""
-name=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  if [ -n "$name" ]; then psql "$base" -qc "DROP DATABASE IF EXISTS $name" >/dev/null 2>&1 || true; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-if [ -n "${BIN:-}" ]; then cp "$BIN" "$tmp/phr"; else go build -o "$tmp/phr" "$root/cmd/phr"; fi
-db=""
-if [ "$store" = postgres ]; then
-  base=${PHR_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
-  name=phr_get_$$
-  psql "$base" -qc "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null
-  db=$(echo "$base" | sed -E "s#/[^/?]+(\?|$)#/$name\1#")
-fi
+# shellcheck source=setup.sh
+. "$root/tools/loadtest/setup.sh" get
 port=$((20000 + RANDOM % 20000))
 debug_args=()
 if [ -n "${PROFILE:-}" ]; then

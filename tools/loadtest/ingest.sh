@@ -15,23 +15,8 @@ conc=${CONCURRENCY:-2}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 data=${PHR_SYNTHEA_DIR:-$root/../shared/data/synthea-120-bundles}
 [ -d "$data" ] || { echo "skipping: $data not found (the Synthea bundles of ../shared/data)"; exit 0; }
-tmp=$(mktemp -d)
-pid=""
-name=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  if [ -n "$name" ]; then psql "$base" -qc "DROP DATABASE IF EXISTS $name" >/dev/null 2>&1 || true; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-if [ -n "${BIN:-}" ]; then cp "$BIN" "$tmp/phr"; else go build -o "$tmp/phr" "$root/cmd/phr"; fi
-db=""
-if [ "$store" = postgres ]; then
-  base=${PHR_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
-  name=phr_ingest_$$
-  psql "$base" -qc "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null
-  db=$(echo "$base" | sed -E "s#/[^/?]+(\?|$)#/$name\1#")
-fi
+# shellcheck source=setup.sh
+. "$root/tools/loadtest/setup.sh" ingest
 # Decompress the Bundles first, so that the clients only send.
 mkdir "$tmp/in"
 for f in "$data"/*.json.gz; do gunzip -c "$f" >"$tmp/in/$(basename "$f" .gz)"; done
