@@ -165,8 +165,30 @@ func newCopyBuf() *copyBuf {
 	return &copyBuf{b: b}
 }
 
-func (c *copyBuf) row(fields int) { c.b = binary.BigEndian.AppendUint16(c.b, uint16(fields)) }
-func (c *copyBuf) null()          { c.b = binary.BigEndian.AppendUint32(c.b, math.MaxUint32) }
+// row encodes a row of newRow's values: int64, string, bool, []byte or
+// nil (NULL).
+func (c *copyBuf) row(vals []any) error {
+	c.b = binary.BigEndian.AppendUint16(c.b, uint16(len(vals)))
+	for _, v := range vals {
+		switch v := v.(type) {
+		case nil:
+			c.null()
+		case int64:
+			c.int8(v)
+		case string:
+			c.text(v)
+		case bool:
+			c.bool(v)
+		case []byte:
+			c.bytea(v)
+		default:
+			return fmt.Errorf("binary COPY: no encoding for a %T value", v)
+		}
+	}
+	return nil
+}
+
+func (c *copyBuf) null() { c.b = binary.BigEndian.AppendUint32(c.b, math.MaxUint32) }
 func (c *copyBuf) int8(v int64) {
 	c.b = binary.BigEndian.AppendUint32(c.b, 8)
 	c.b = binary.BigEndian.AppendUint64(c.b, uint64(v))
@@ -264,38 +286,15 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put) (*NewBatch, err
 	}
 	ver.b = slices.Grow(ver.b, size)
 	res.b = slices.Grow(res.b, len(puts)*(80+len(puts[0].ID)))
+	// The values and their order are newRow's, which PutNew writes too.
+	nr := len(newResourceCols)
 	for i, p := range puts {
 		r := newRow(p, rids[i], seqs[i])
-		res.row(len(newResourceCols))
-		res.int8(rids[i])
-		res.text(p.Type)
-		res.text(p.ID)
-		res.int8(p.Version)
-		res.int8(seqs[i])
-		res.int8(r[5].(int64))
-		res.bool(p.Deleted)
-		ver.row(len(newVersionCols))
-		ver.int8(seqs[i])
-		ver.int8(rids[i])
-		ver.text(p.Type)
-		ver.int8(p.Version)
-		ver.int8(r[5].(int64))
-		ver.bool(p.Deleted)
-		ver.text(p.Method)
-		if p.Batch != 0 {
-			ver.int8(p.Batch)
-		} else {
-			ver.null()
+		if err := res.row(r[:nr]); err != nil {
+			return nil, err
 		}
-		if p.Blob != "" {
-			ver.text(p.Blob)
-		} else {
-			ver.null()
-		}
-		if p.Deleted {
-			ver.null()
-		} else {
-			ver.bytea(p.JSON)
+		if err := ver.row(r[nr:]); err != nil {
+			return nil, err
 		}
 	}
 	b.rids = rids
