@@ -74,7 +74,12 @@ func OpenWith(ctx context.Context, path string, o Options, extra ...fs.FS) (*sql
 	wp := writerPragmas
 	if o.BulkWrites {
 		configurePageCache(bulkWriterPages)
-		wp = append(slices.Clone(writerPragmas[:len(writerPragmas)-2]), "cache_size("+strconv.Itoa(bulkWriterPages)+")", "mmap_size(0)")
+		wp = slices.Clone(writerPragmas)
+		for i, p := range wp {
+			if strings.HasPrefix(p, "cache_size(") {
+				wp[i] = "cache_size(" + strconv.Itoa(bulkWriterPages) + ")"
+			}
+		}
 	}
 	w, err := sql.Open("sqlite", dsn(wp...))
 	if err != nil {
@@ -127,7 +132,7 @@ var writerPragmas = []string{
 	// resident (a 60-patient import peaked at 396 MiB RSS with the 4 GiB
 	// map and a 64 MiB cache, 190 MiB with this) while costing more CPU
 	// (1,606 against 1,792 resources per CPU-second), not less.
-	// (The last two entries are replaced with BulkWrites.)
+	// (BulkWrites replaces the cache size.)
 	"cache_size(-16384)",
 	"mmap_size(0)",
 }
