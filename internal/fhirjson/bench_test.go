@@ -70,6 +70,21 @@ func cpuPerOp(b *testing.B, start time.Duration) {
 	}
 }
 
+// benchEach runs op over items in turn, one item per operation, and
+// reports bytes (the mean size of an item) per operation, allocations and
+// the CPU time per operation.
+func benchEach[T any](b *testing.B, items []T, bytes int, op func(T)) {
+	b.SetBytes(int64(bytes))
+	b.ReportAllocs()
+	n := 0
+	cpu := procmem.CPU(procmem.Self)
+	for b.Loop() {
+		op(items[n%len(items)])
+		n++
+	}
+	cpuPerOp(b, cpu)
+}
+
 func syntheaTrees(b *testing.B) ([]*Value, int) {
 	raw := syntheaRaw(b)
 	vals := make([]*Value, len(raw))
@@ -91,71 +106,33 @@ func BenchmarkSyntheaParse(b *testing.B) {
 	for _, r := range raw {
 		size += len(r)
 	}
-	b.SetBytes(int64(size / len(raw)))
-	b.ReportAllocs()
-	n := 0
-	cpu := procmem.CPU(procmem.Self)
-	for b.Loop() {
-		if _, err := Parse(raw[n%len(raw)]); err != nil {
+	benchEach(b, raw, size/len(raw), func(r []byte) {
+		if _, err := Parse(r); err != nil {
 			b.Fatal(err)
 		}
-		n++
-	}
-	cpuPerOp(b, cpu)
+	})
 }
 
 func BenchmarkSyntheaMarshal(b *testing.B) {
 	vals, size := syntheaTrees(b)
-	b.SetBytes(int64(size))
-	b.ReportAllocs()
-	n := 0
-	cpu := procmem.CPU(procmem.Self)
-	for b.Loop() {
-		_ = vals[n%len(vals)].Marshal()
-		n++
-	}
-	cpuPerOp(b, cpu)
+	benchEach(b, vals, size, func(v *Value) { _ = v.Marshal() })
 }
 
 func BenchmarkSyntheaAppend(b *testing.B) {
 	vals, size := syntheaTrees(b)
-	b.SetBytes(int64(size))
-	b.ReportAllocs()
 	var buf []byte
-	n := 0
-	cpu := procmem.CPU(procmem.Self)
-	for b.Loop() {
-		buf = vals[n%len(vals)].Append(buf[:0])
-		n++
-	}
-	cpuPerOp(b, cpu)
+	benchEach(b, vals, size, func(v *Value) { buf = v.Append(buf[:0]) })
 }
 
 func BenchmarkSyntheaAppendCanonical(b *testing.B) {
 	vals, size := syntheaTrees(b)
-	b.SetBytes(int64(size))
-	b.ReportAllocs()
 	var buf []byte
-	n := 0
-	cpu := procmem.CPU(procmem.Self)
-	for b.Loop() {
-		buf = vals[n%len(vals)].AppendCanonical(buf[:0])
-		n++
-	}
-	cpuPerOp(b, cpu)
+	benchEach(b, vals, size, func(v *Value) { buf = v.AppendCanonical(buf[:0]) })
 }
 
 func BenchmarkSyntheaClone(b *testing.B) {
 	vals, size := syntheaTrees(b)
-	b.SetBytes(int64(size))
-	b.ReportAllocs()
-	n := 0
-	cpu := procmem.CPU(procmem.Self)
-	for b.Loop() {
-		_ = vals[n%len(vals)].Clone()
-		n++
-	}
-	cpuPerOp(b, cpu)
+	benchEach(b, vals, size, func(v *Value) { _ = v.Clone() })
 }
 
 // BenchmarkSyntheaAppendString appends every string value and member name
@@ -182,14 +159,6 @@ func BenchmarkSyntheaAppendString(b *testing.B) {
 	for _, v := range vals {
 		walk(v)
 	}
-	b.SetBytes(int64(len(strings.Join(strs, "")) / len(strs)))
-	b.ReportAllocs()
 	var buf []byte
-	n := 0
-	cpu := procmem.CPU(procmem.Self)
-	for b.Loop() {
-		buf = AppendString(buf[:0], strs[n%len(strs)])
-		n++
-	}
-	cpuPerOp(b, cpu)
+	benchEach(b, strs, len(strings.Join(strs, ""))/len(strs), func(s string) { buf = AppendString(buf[:0], s) })
 }
