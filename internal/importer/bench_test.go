@@ -57,7 +57,7 @@ func BenchmarkImportSynthea(b *testing.B) {
 				b.StopTimer()
 				var app *server.App
 				if os.Getenv("PHR_BENCH_BULK") != "" {
-					app = openBulkApp(b, d)
+					app = openAppWith(b, d, server.Config{BulkWrites: true})
 				} else {
 					app = openApp(b, d)
 				}
@@ -199,20 +199,4 @@ func selfIO(b *testing.B) map[string]int64 {
 		}
 	}
 	return out
-}
-
-// openBulkApp opens a store set up as `phr import --data` does
-// (server.Config.BulkWrites), with the importer of that configuration.
-func openBulkApp(b *testing.B, dialect string) *server.App {
-	b.Helper()
-	cfg := server.Config{DataDir: b.TempDir(), Addr: "127.0.0.1:0", BulkWrites: true}
-	if dialect == "postgres" {
-		cfg.DB = storetest.NewPostgresURL(b)
-	}
-	app, err := server.Open(context.Background(), cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { app.Close() })
-	return app
 }

@@ -30,7 +30,14 @@ func findData(t testing.TB, name string) string {
 
 func openApp(t testing.TB, dialect string) *server.App {
 	t.Helper()
-	cfg := server.Config{DataDir: t.TempDir(), Addr: "127.0.0.1:0"}
+	return openAppWith(t, dialect, server.Config{})
+}
+
+// openAppWith is openApp with the settings of cfg (its data directory,
+// address and database are the test's).
+func openAppWith(t testing.TB, dialect string, cfg server.Config) *server.App {
+	t.Helper()
+	cfg.DataDir, cfg.Addr = t.TempDir(), "127.0.0.1:0"
 	if dialect == "postgres" {
 		cfg.DB = storetest.NewPostgresURL(t)
 	}
