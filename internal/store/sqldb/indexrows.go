@@ -1,6 +1,7 @@
 package sqldb
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/phr-project/phr/internal/index"
@@ -20,7 +21,7 @@ type rowSink interface {
 // writeIndexRows passes the index rows of e (resource rid) to s, the
 // parameter ids from pid, and stops at pid's first error. It is the one
 // place that knows which entry field goes in which column; Tx.queue (rows
-// of values) and PrepareNew (PostgreSQL column arrays) both write through it.
+// of values) and PrepareNew (PostgreSQL COPY data) both write through it.
 func writeIndexRows(e *index.Entries, rid int64, pid func(code string) (int64, error), s rowSink) error {
 	start := func(table int, param string) error {
 		id, err := pid(param)
@@ -122,19 +123,21 @@ func (s *pendingSink) str(v string)  { s.p.tables[s.cur] = append(s.p.tables[s.c
 func (s *pendingSink) i64(v int64)   { s.p.tables[s.cur] = append(s.p.tables[s.cur], v) }
 func (s *pendingSink) f64(v float64) { s.p.tables[s.cur] = append(s.p.tables[s.cur], v) }
 
-// arraySink adds the rows to PostgreSQL column arrays, one set per table.
-type arraySink struct {
-	cols *[numTables][]*ArrayCol
-	c    []*ArrayCol
-	i    int
+// copySink adds the rows to binary COPY data, one buffer per table
+// (PostgreSQL; the column types are those of the index tables: pid is an
+// integer, the others bigint, double precision or text).
+type copySink struct {
+	bufs *[numTables]*copyBuf
+	c    *copyBuf
 }
 
-func (s *arraySink) start(table int, rid, pid int64) {
-	s.c = s.cols[table]
-	s.c[0].Int(rid)
-	s.c[1].Int(pid)
-	s.i = 2
+func (s *copySink) start(table int, rid, pid int64) {
+	s.c = s.bufs[table]
+	s.c.b = binary.BigEndian.AppendUint16(s.c.b, uint16(len(indexTables[table].cols)))
+	s.c.int8(rid)
+	s.c.int4(int32(pid))
+	s.c.n++
 }
-func (s *arraySink) str(v string)  { s.c[s.i].Text(v); s.i++ }
-func (s *arraySink) i64(v int64)   { s.c[s.i].Int(v); s.i++ }
-func (s *arraySink) f64(v float64) { s.c[s.i].Float(v); s.i++ }
+func (s *copySink) str(v string)  { s.c.text(v) }
+func (s *copySink) i64(v int64)   { s.c.int8(v) }
+func (s *copySink) f64(v float64) { s.c.float8(v) }

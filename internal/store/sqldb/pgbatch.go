@@ -20,10 +20,10 @@ import (
 // chunk can instead be made ready before the transaction starts, while
 // the previous chunk is still being written: their ids are drawn from the
 // sequences (outside any transaction; a rolled-back chunk leaves a gap,
-// as any rollback does), their resource and version rows are encoded as
-// COPY data and their index and compartment rows as binary column arrays.
-// The transaction then only sends bytes: two COPYs and one pipelined
-// batch of inserts, one round trip, with no encoding between statements.
+// as any rollback does), and their resource, version, index and
+// compartment rows are encoded as binary COPY data. The transaction then
+// only sends bytes: a COPY per table, then one pipelined batch of the
+// statements callers add, with no encoding between statements.
 
 // RawCopy is a COPY ... FROM STDIN with its data, encoded already.
 type RawCopy struct {
@@ -156,7 +156,10 @@ func ArrayInsert(table string, cols []string, vals []*ArrayCol, suffix string) R
 }
 
 // copyBuf encodes rows in the binary COPY format.
-type copyBuf struct{ b []byte }
+type copyBuf struct {
+	b []byte
+	n int // rows, when counted by the writer
+}
 
 func newCopyBuf() *copyBuf {
 	b := append([]byte(nil), "PGCOPY\n\xff\r\n\x00"...)
@@ -192,6 +195,14 @@ func (c *copyBuf) null() { c.b = binary.BigEndian.AppendUint32(c.b, math.MaxUint
 func (c *copyBuf) int8(v int64) {
 	c.b = binary.BigEndian.AppendUint32(c.b, 8)
 	c.b = binary.BigEndian.AppendUint64(c.b, uint64(v))
+}
+func (c *copyBuf) int4(v int32) {
+	c.b = binary.BigEndian.AppendUint32(c.b, 4)
+	c.b = binary.BigEndian.AppendUint32(c.b, uint32(v))
+}
+func (c *copyBuf) float8(v float64) {
+	c.b = binary.BigEndian.AppendUint32(c.b, 8)
+	c.b = binary.BigEndian.AppendUint64(c.b, math.Float64bits(v))
 }
 func (c *copyBuf) text(s string) {
 	c.b = binary.BigEndian.AppendUint32(c.b, uint32(len(s)))
@@ -301,11 +312,10 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put) (*NewBatch, err
 	for i, p := range puts {
 		p.Seq = seqs[i]
 	}
-	b.copies = []RawCopy{
+	b.copies = append([]RawCopy{
 		{SQL: "COPY resource (" + strings.Join(newResourceCols, ", ") + ") FROM STDIN BINARY", Data: res.done()},
 		{SQL: "COPY resource_version (" + strings.Join(newVersionCols, ", ") + ") FROM STDIN BINARY", Data: ver.done()},
-	}
-	b.stmts = enc.stmts()
+	}, enc.copies()...)
 	return b, nil
 }
 
@@ -314,21 +324,22 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put) (*NewBatch, err
 var errUnregistered = errors.New("search parameter not registered yet")
 
 // newEncoder encodes the index and compartment rows of new resources as
-// column arrays, one set per table.
+// binary COPY data, one buffer per table. COPY puts a page's worth of
+// rows in the heap at a time, with one WAL record per page, where
+// INSERT ... SELECT FROM unnest(arrays) first materialised the unnested
+// rows and then inserted and logged them one by one.
 type newEncoder struct {
-	cols [numTables][]*ArrayCol
-	comp [2]*ArrayCol
+	bufs [numTables]*copyBuf
+	comp *copyBuf
 }
 
 // index encodes the rows; false means a parameter is not registered yet.
 func (e *newEncoder) index(db *DB, puts []*store.Put, rids []int64) bool {
-	for i, tb := range indexTables {
-		e.cols[i] = make([]*ArrayCol, len(tb.cols))
-		for j, c := range tb.cols {
-			e.cols[i][j] = NewArrayCol(indexColType(i, c))
-		}
+	for i := range e.bufs {
+		e.bufs[i] = newCopyBuf()
 	}
-	e.comp = [2]*ArrayCol{NewArrayCol("text"), NewArrayCol("bigint")}
+	e.comp = newCopyBuf()
+	sink := &copySink{bufs: &e.bufs}
 	for k, p := range puts {
 		if p.Deleted {
 			continue
@@ -340,8 +351,10 @@ func (e *newEncoder) index(db *DB, puts []*store.Put, rids []int64) bool {
 				dup = dup || q == pat
 			}
 			if !dup {
-				e.comp[0].Text(pat)
-				e.comp[1].Int(rid)
+				e.comp.b = binary.BigEndian.AppendUint16(e.comp.b, 2)
+				e.comp.text(pat)
+				e.comp.int8(rid)
+				e.comp.n++
 			}
 		}
 		x := p.Index
@@ -357,45 +370,25 @@ func (e *newEncoder) index(db *DB, puts []*store.Put, rids []int64) bool {
 		}
 		// An unregistered parameter or a composite PutNew reports
 		// (false: the caller falls back to it).
-		if err := writeIndexRows(x, rid, pid, &arraySink{cols: &e.cols}); err != nil {
+		if err := writeIndexRows(x, rid, pid, sink); err != nil {
 			return false
 		}
 	}
 	return true
 }
 
-// indexColType is the SQL element type of column col of index table t.
-func indexColType(t int, col string) string {
-	switch col {
-	case "rid", "pid":
-		return "bigint"
-	case "low", "high":
-		if t == tDate {
-			return "bigint"
-		}
-		return "double precision"
-	case "value":
-		if t == tURI {
-			return "text"
-		}
-		return "double precision"
-	}
-	return "text"
-}
-
-// stmts returns the inserts of the non-empty tables. The compartment
+// copies returns the COPYs of the non-empty tables. The compartment
 // rows of new resources cannot exist yet and are unique per resource, so
-// they go in without ON CONFLICT (a speculative insertion costs the
-// server an extra index probe per row).
-func (e *newEncoder) stmts() []RawStmt {
-	var out []RawStmt
+// they need no ON CONFLICT (which COPY could not do).
+func (e *newEncoder) copies() []RawCopy {
+	var out []RawCopy
 	for i, tb := range indexTables {
-		if e.cols[i][0].Len() > 0 {
-			out = append(out, ArrayInsert(tb.name, tb.cols, e.cols[i], ""))
+		if e.bufs[i].n > 0 {
+			out = append(out, RawCopy{SQL: "COPY " + tb.name + " (" + strings.Join(tb.cols, ", ") + ") FROM STDIN BINARY", Data: e.bufs[i].done()})
 		}
 	}
-	if e.comp[0].Len() > 0 {
-		out = append(out, ArrayInsert("compartment", []string{"patient", "rid"}, e.comp[:], ""))
+	if e.comp.n > 0 {
+		out = append(out, RawCopy{SQL: "COPY compartment (patient, rid) FROM STDIN BINARY", Data: e.comp.done()})
 	}
 	return out
 }
