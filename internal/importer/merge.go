@@ -61,10 +61,14 @@ type item struct {
 	knownUp string // src_updated recorded for the mapping
 	knownV  string
 	newMap  bool // write the identity mapping
-	cur     *store.Resource
-	act     action
-	issues  []fhir.Issue
-	prep    *records.Prepared
+	// free says that identity resolution found localID free (or drew it
+	// new) just now: no version of it exists, and loadCurrent does not
+	// look for one.
+	free   bool
+	cur    *store.Resource
+	act    action
+	issues []fhir.Issue
+	prep   *records.Prepared
 	// incoming is the rewritten resource JSON of a conflict.
 	incoming []byte
 	idents   [][2]string
@@ -351,6 +355,7 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 	}
 	for _, it := range unresolved {
 		if it.localID == "" {
+			it.free = true
 			if it.sid != "" && !taken[it.key()] {
 				it.localID = it.sid
 			} else {
@@ -645,9 +650,14 @@ func (r *Run) loadCurrent(ctx context.Context, items []*item) error {
 	if err := r.settleForItems(ctx, items, false); err != nil {
 		return err
 	}
+	// A resource whose id resolveIdentities found free has no versions:
+	// the only chunk of the run that can commit since is the one being
+	// written, and the settle before that check covered it. Not reading
+	// them again saves the server an index probe and a join per new
+	// resource.
 	byType := map[string][]string{}
 	for _, it := range items {
-		if it.act == actReject || it.act == actSkip || it.localID == "" {
+		if it.act == actReject || it.act == actSkip || it.localID == "" || it.free {
 			continue
 		}
 		byType[it.typ] = append(byType[it.typ], it.localID)
