@@ -161,9 +161,9 @@ type Run struct {
 	scope, runScope *deferScope
 	// replaying is set while deferred items are processed.
 	replaying bool
-	// fls are the chunks being written in the background, oldest first
-	// (see startWrite).
-	fls []*flight
+	// fl is the chunk being written in the background (nil when none;
+	// see startWrite).
+	fl *flight
 	// bulkDone ends the run's claim on all CPUs (package procs).
 	bulkDone func()
 }

@@ -1040,17 +1040,6 @@ func (r *Run) commit(ctx context.Context, w *chunkWrite) error {
 				}
 			}
 		}
-		if w.after != nil {
-			// Commit after the previous chunk, and not without it.
-			select {
-			case <-w.after.done:
-				if w.after.err != nil {
-					return fmt.Errorf("the previous chunk was not written: %v", w.after.err)
-				}
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
 		_, err := tx.Exec(ctx, `UPDATE import_batch SET created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ?, heartbeat = ? WHERE id = ?`,
 			w.counts[0], w.counts[1], w.counts[2], w.counts[3], w.counts[4], now, r.sum.Batch)
 		return err

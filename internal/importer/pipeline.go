@@ -13,23 +13,17 @@ import (
 // The write transaction of a chunk runs in the background while the next
 // chunk is parsed, matched, validated and rendered: on SQLite the writer
 // is one connection on one core, and the preparation of the next chunk
-// takes the other. On SQLite at most one chunk is being written at a
-// time; on PostgreSQL two (maxFlights), on two connections, so that the
-// server's work on one chunk overlaps its work on the next instead of
-// waiting for this process between them. Chunks still commit in order,
-// and only after every earlier chunk committed (see chunkWrite.after), so
-// that what an interrupted import leaves is a prefix of its chunks.
+// takes the other. At most one chunk is being written at a time, and
+// chunks are written in order.
 //
 // A chunk's preparation reads what earlier chunks wrote (identity map,
 // identifiers, digests, current versions; searches of the Matcher), and
 // the reads see committed data only. So before each such read the next
-// chunk checks whether it could depend on a chunk being written - the
+// chunk checks whether it could depend on the chunk being written - the
 // same local resource, a business identifier or digest that chunk
 // carries, a conditional reference it might answer - and if so waits for
-// the writes to commit first (settle). The same checks keep two chunks in
-// flight from writing the same rows. The identity map of the chunks in
-// flight is in memory (Run.ids) and is not dropped while they are in
-// flight.
+// that write to commit first (settle). The identity map of the chunk in
+// flight is in memory (Run.ids) and is not dropped while it is in flight.
 
 // flight is the write transaction of one chunk, running in the background,
 // with what the chunk writes that a later chunk's reads could see.
@@ -68,34 +62,15 @@ func newFlight(items []*item) *flight {
 	return fl
 }
 
-// maxFlights is how many chunks are written at a time on a store (see
-// the comment at the top).
-func (r *Run) maxFlights() int {
-	if r.imp.db.SQLDialect() == sqldb.Postgres {
-		return 2
-	}
-	return 1
-}
-
-// settle waits for the chunks being written, if any, and returns the
-// error of the first transaction that failed.
+// settle waits for the chunk being written, if any, and returns the error
+// of its transaction.
 func (r *Run) settle() error {
-	var err error
-	for len(r.fls) > 0 {
-		if ferr := r.settleOldest(); err == nil {
-			err = ferr
-		}
+	fl := r.fl
+	if fl == nil {
+		return nil
 	}
-	return err
-}
-
-// settleOldest waits for the oldest chunk being written and returns the
-// error of its transaction.
-func (r *Run) settleOldest() error {
-	fl := r.fls[0]
 	<-fl.done
-	r.fls[0] = nil
-	r.fls = r.fls[1:]
+	r.fl = nil
 	return fl.err
 }
 
@@ -111,12 +86,10 @@ func (r *Run) settleInto(err *error) {
 // settleIf settles when a chunk is being written and dep says what is
 // about to be read may depend on it.
 func (r *Run) settleIf(dep func(*flight) bool) error {
-	for _, fl := range r.fls {
-		if dep(fl) {
-			return r.settle()
-		}
+	if r.fl == nil || !dep(r.fl) {
+		return nil
 	}
-	return nil
+	return r.settle()
 }
 
 // settleForItems settles when the chunk being written has one of the
@@ -132,7 +105,8 @@ func (r *Run) settleIf(dep func(*flight) bool) error {
 // so every chunk waited for the previous chunk's write at this point and
 // the writes hardly overlapped the preparation of the next chunk.
 func (r *Run) settleForItems(ctx context.Context, items []*item, idents bool) error {
-	if len(r.fls) == 0 {
+	fl := r.fl
+	if fl == nil {
 		return nil
 	}
 	var shared []identKey
@@ -145,22 +119,20 @@ func (r *Run) settleForItems(ctx context.Context, items []*item, idents bool) er
 		if id == "" {
 			id = it.sid
 		}
-		for _, fl := range r.fls {
-			if id != "" && fl.keys[it.typ+"/"+id] {
-				return r.settle()
-			}
-			if it.hash != "" && fl.hashes[it.hash] {
-				return r.settle()
-			}
-			if !idents {
-				continue
-			}
-			for _, idn := range it.idents {
-				k := identKey{it.typ, idn[0], idn[1]}
-				if fl.idents[k] && !dup[k] {
-					dup[k] = true
-					shared = append(shared, k)
-				}
+		if id != "" && fl.keys[it.typ+"/"+id] {
+			return r.settle()
+		}
+		if it.hash != "" && fl.hashes[it.hash] {
+			return r.settle()
+		}
+		if !idents {
+			continue
+		}
+		for _, idn := range it.idents {
+			k := identKey{it.typ, idn[0], idn[1]}
+			if fl.idents[k] && !dup[k] {
+				dup[k] = true
+				shared = append(shared, k)
 			}
 		}
 	}
@@ -223,14 +195,10 @@ type chunkWrite struct {
 	// records are the rows the chunk adds to the importer's tables, for
 	// the transaction to write when fresh could not carry them.
 	records []recordRows
-	// after is the previous chunk's write, still in flight when this
-	// one started (else nil): this transaction commits only once that
-	// one has, and not at all if it failed.
-	after *flight
 }
 
-// startWrite hands the chunk's transaction to the background once fewer
-// than maxFlights chunks are being written.
+// startWrite hands the chunk's transaction to the background once the
+// previous one has committed.
 func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 	fl := newFlight(w.items)
 	// What the transaction does not need is let go now, before waiting
@@ -270,15 +238,10 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 		}
 	}
 	b.Seal()
-	for len(r.fls) >= r.maxFlights() {
-		if err := r.settleOldest(); err != nil {
-			return err
-		}
+	if err := r.settle(); err != nil {
+		return err
 	}
-	if n := len(r.fls); n > 0 {
-		w.after = r.fls[n-1]
-	}
-	r.fls = append(r.fls, fl)
+	r.fl = fl
 	go func() {
 		defer close(fl.done)
 		fl.err = r.commit(ctx, w)
