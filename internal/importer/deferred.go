@@ -246,6 +246,9 @@ func (r *Run) replay(sc *deferScope, bundle map[string]string) error {
 		ch := &chunk{items: items, bundle: bundle}
 		items, size = nil, 0
 		clear(keys)
+		if err := r.checkFresh(r.ctx); err != nil {
+			return err
+		}
 		return r.processResolved(ch)
 	}
 	err := sc.read(func(it *item, name string) error {

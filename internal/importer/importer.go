@@ -164,6 +164,8 @@ type Run struct {
 	// fl is the chunk being written in the background (nil when none;
 	// see startWrite).
 	fl *flight
+	// fresh says whether the source is new to the database (fresh.go).
+	fresh freshState
 	// bulkDone ends the run's claim on all CPUs (package procs).
 	bulkDone func()
 }
@@ -194,6 +196,10 @@ func (imp *Importer) Begin(ctx context.Context, o Options) (*Run, error) {
 		return nil, err
 	}
 	r.sum.Batch = id
+	if err := r.beginFresh(ctx); err != nil {
+		r.bulkDone()
+		return nil, err
+	}
 	r.stopBeat = make(chan struct{})
 	go r.heartbeat(r.stopBeat)
 	return r, nil

@@ -271,6 +271,9 @@ func (r *Run) nextAt() time.Time {
 // identity map, then business identifiers, then the source's id when it is
 // free, else a new id.
 func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) error {
+	if err := r.checkFresh(ctx); err != nil {
+		return err
+	}
 	if len(r.ids) > 200000 {
 		// Bounded memory; misses are looked up again, once the chunk
 		// being written (whose identities are only here) has committed.
@@ -278,6 +281,7 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 			return err
 		}
 		clear(r.ids)
+		r.fresh = freshState{} // the identities of this run are not all here now
 	}
 	byType := map[string][]string{}
 	for _, it := range items {
@@ -295,6 +299,9 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 	}
 	known := map[string][3]string{}
 	for typ, sids := range byType {
+		if r.fresh.on {
+			break // nothing recorded of the source but what r.ids holds
+		}
 		if err := r.imp.lookupIdentity(ctx, r.source, typ, sids, known); err != nil {
 			return err
 		}
@@ -493,7 +500,7 @@ func (r *Run) prefetchRefs(ctx context.Context, items []*item, ch *chunk) error 
 			return ref
 		})
 	}
-	if len(need) > 0 {
+	if len(need) > 0 && !r.fresh.on {
 		// Targets this source sent before map through its identity map;
 		// others are kept as they are (unresolvable ones are reported by
 		// validation only when malformed).
@@ -669,7 +676,13 @@ func (r *Run) loadCurrent(ctx context.Context, items []*item) error {
 		}
 	}
 	seen := map[string]bool{}
-	if err := r.imp.seenHashes(ctx, r.source, hashes, seen); err != nil {
+	if r.fresh.on {
+		for _, h := range hashes {
+			if r.fresh.digests[h] {
+				seen[h] = true
+			}
+		}
+	} else if err := r.imp.seenHashes(ctx, r.source, hashes, seen); err != nil {
 		return err
 	}
 	for _, it := range items {
@@ -1112,6 +1125,7 @@ func (r *Run) records(items []*item) []recordRows {
 	for i := range out {
 		out[i].rows = dedupe(out[i].table, out[i].rows, out[i].suffix)
 	}
+	r.recordedFresh(seenRows)
 	return out
 }
 
