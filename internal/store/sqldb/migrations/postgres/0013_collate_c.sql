@@ -1,10 +1,13 @@
 -- Indexed text columns compare bytes (COLLATE "C"), as SQLite's BINARY
--- collation does, instead of through the database's collation: with
--- C.UTF-8 every B-tree comparison of two different strings went through
--- strcoll (varstr_cmp copies both into NUL-terminated buffers first), a
--- tenth of the server's CPU of an import, which is mostly index inserts.
--- Byte order is code point order for UTF-8, so orders and ranges are those
--- of C.UTF-8 and of SQLite; LIKE prefixes can now use the indexes too.
+-- collation does and search's sorts already did, instead of through the
+-- database's collation: with C.UTF-8 every B-tree comparison of two
+-- different strings went through strcoll (varstr_cmp copies both into
+-- NUL-terminated buffers first), about 2% of the server's CPU samples in
+-- a Synthea import (which is mostly index inserts; what remains of their
+-- comparisons is memcmp). Byte order is code point order for UTF-8, so
+-- orders and ranges are those of C.UTF-8 and of SQLite. A string search's
+-- prefix (norm LIKE 'abc%') now becomes a range of idx_string_norm rather
+-- than a filter over every row of the parameter.
 --
 -- Columns compared with each other (resource.type/id with idx_ref's
 -- target, compartment.patient, search_param with resource.type) all
