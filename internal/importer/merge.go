@@ -298,9 +298,10 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 		byType[it.typ] = append(byType[it.typ], it.sid)
 	}
 	known := map[string][3]string{}
+	looked := !r.fresh.on // else nothing recorded of the source but what r.ids holds
 	for typ, sids := range byType {
-		if r.fresh.on {
-			break // nothing recorded of the source but what r.ids holds
+		if !looked {
+			break
 		}
 		if err := r.imp.lookupIdentity(ctx, r.source, typ, sids, known); err != nil {
 			return err
@@ -357,6 +358,15 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 	taken := map[string]bool{}
 	for typ, ids := range free {
 		if err := r.imp.existing(ctx, typ, ids, taken); err != nil {
+			return err
+		}
+	}
+	if !looked && len(taken) > 0 {
+		// The source's identity map was not read (fresh.go): another
+		// import of the source that began after this chunk's checkFresh
+		// may have written these since. Its mapping is what the map
+		// lookup would have found.
+		if err := r.takenByFreshSource(ctx, unresolved, taken); err != nil {
 			return err
 		}
 	}
