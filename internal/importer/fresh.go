@@ -69,34 +69,3 @@ func (r *Run) recordedFresh(seenRows [][]any) {
 		r.fresh.digests[row[1].(string)] = true
 	}
 }
-
-// takenByFreshSource resolves through the source's identity map the
-// unresolved items whose source id resolveIdentities found taken, when
-// it did not read that map (a fresh source): an import of the same
-// source started since may have written them, and without the map the
-// run would store a copy under a new id.
-func (r *Run) takenByFreshSource(ctx context.Context, items []*item, taken map[string]bool) error {
-	byType := map[string][]string{}
-	for _, it := range items {
-		if it.localID == "" && it.sid != "" && taken[it.key()] {
-			byType[it.typ] = append(byType[it.typ], it.sid)
-		}
-	}
-	known := map[string][3]string{}
-	for typ, sids := range byType {
-		if err := r.imp.lookupIdentity(ctx, r.source, typ, sids, known); err != nil {
-			return err
-		}
-	}
-	if len(known) == 0 {
-		return nil
-	}
-	// Something of the source is recorded that this run did not write.
-	r.fresh = freshState{}
-	for _, it := range items {
-		if m, ok := known[it.key()]; ok && it.localID == "" {
-			it.localID, it.known, it.knownV, it.knownUp = m[0], true, m[1], m[2]
-		}
-	}
-	return nil
-}

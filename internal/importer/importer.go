@@ -166,6 +166,9 @@ type Run struct {
 	fl *flight
 	// fresh says whether the source is new to the database (fresh.go).
 	fresh freshState
+	// attempt is set while a chunk is merged again (see redo): how many
+	// times its write lost a race.
+	attempt int
 	// bulkDone ends the run's claim on all CPUs (package procs).
 	bulkDone func()
 }

@@ -529,5 +529,5 @@ func (r *Run) processResolved(ch *chunk) error {
 	at := r.nextAt()
 	r.imp.parallel(items, func(it *item) { r.prepareItem(it, at) })
 	r.checkAccess(ctx, items)
-	return r.write(ctx, items)
+	return r.write(ctx, ch)
 }

@@ -80,6 +80,9 @@ type item struct {
 	// content is that version's.
 	ownVersion int64
 	ownSame    bool
+	// prevAct is what the merge decided the first time, for an item
+	// merged again (see redo); actNone otherwise.
+	prevAct action
 }
 
 func (it *item) key() string { return it.typ + "/" + it.sid }
@@ -298,10 +301,9 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 		byType[it.typ] = append(byType[it.typ], it.sid)
 	}
 	known := map[string][3]string{}
-	looked := !r.fresh.on // else nothing recorded of the source but what r.ids holds
 	for typ, sids := range byType {
-		if !looked {
-			break
+		if r.fresh.on {
+			break // nothing recorded of the source but what r.ids holds
 		}
 		if err := r.imp.lookupIdentity(ctx, r.source, typ, sids, known); err != nil {
 			return err
@@ -361,12 +363,11 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 			return err
 		}
 	}
-	if !looked && len(taken) > 0 {
-		// The source's identity map was not read (fresh.go): another
-		// import of the source that began after this chunk's checkFresh
-		// may have written these since. Its mapping is what the map
-		// lookup would have found.
-		if err := r.takenByFreshSource(ctx, unresolved, taken); err != nil {
+	if len(taken) > 0 {
+		// Another import of the source may have written these since
+		// the identity map was read (or since checkFresh, when it was
+		// not: fresh.go).
+		if err := r.takenMapped(ctx, unresolved, taken); err != nil {
 			return err
 		}
 	}
@@ -955,7 +956,8 @@ func contains(list []string, s string) bool {
 // write counts and reports the chunk's items, then commits them (in the
 // background, see startWrite): versions, identity rows, identifiers,
 // conflicts, quarantine and a Provenance citing the versions written.
-func (r *Run) write(ctx context.Context, items []*item) error {
+func (r *Run) write(ctx context.Context, ch *chunk) error {
+	items := ch.items
 	var written []*item
 	for _, it := range items {
 		switch it.act {
@@ -964,24 +966,26 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 		}
 	}
 	// Count and report.
+	var d Summary
 	for _, it := range items {
-		r.sum.Resources++
+		d.Resources++
 		switch it.act {
 		case actCreate:
-			r.sum.Created++
+			d.Created++
 		case actUpdate:
-			r.sum.Updated++
+			d.Updated++
 		case actUnchanged:
-			r.sum.Unchanged++
+			d.Unchanged++
 		case actConflict:
-			r.sum.Conflicts++
+			d.Conflicts++
 		case actReject:
-			r.sum.Rejected++
+			d.Rejected++
 		case actDelete:
-			r.sum.Deleted++
+			d.Deleted++
 		}
 		r.reportItem(it)
 	}
+	r.sum.add(d, 1)
 	if r.o.Validate {
 		return nil
 	}
@@ -1001,7 +1005,8 @@ func (r *Run) write(ctx context.Context, items []*item) error {
 		}
 	}
 	return r.startWrite(ctx, &chunkWrite{items: items, written: written, provs: provs, file: r.fileName, lastAt: r.lastAt,
-		now: sqldb.Micros(time.Now()), counts: [5]int{r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected}})
+		now: sqldb.Micros(time.Now()), counts: [5]int{r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected},
+		bundle: ch.bundle, delta: d, attempt: r.attempt})
 }
 
 // commit writes a chunk in one transaction. It runs in the background
@@ -1189,6 +1194,13 @@ func (r *Run) reportItem(it *item) {
 	prefix := ""
 	if where != "" {
 		prefix = where + " "
+	}
+	if r.attempt > 0 && it.prevAct != actNone {
+		// Merged again (redo): the caller has the issues of the first
+		// time, and a conflict already reported.
+		if it.act != actConflict || it.prevAct == actConflict {
+			return
+		}
 	}
 	for _, is := range it.issues {
 		is.Diagnostics = fmt.Sprintf("%sline %d: %s", prefix, it.line, is.Diagnostics)

@@ -39,6 +39,9 @@ type flight struct {
 	values map[[2]string]bool
 	// hashes are the digests of the chunk's input.
 	hashes map[string]bool
+	// w is the chunk, kept to merge it again should its write lose a
+	// race with another import (see redo).
+	w *chunkWrite
 }
 
 // newFlight records what the items write.
@@ -63,15 +66,25 @@ func newFlight(items []*item) *flight {
 }
 
 // settle waits for the chunk being written, if any, and returns the error
-// of its transaction.
+// of its transaction. A chunk whose write lost a race with another
+// import is merged and written again first (see redo).
 func (r *Run) settle() error {
-	fl := r.fl
-	if fl == nil {
-		return nil
+	for {
+		fl := r.fl
+		if fl == nil {
+			return nil
+		}
+		<-fl.done
+		r.fl = nil
+		if !lostRace(fl) {
+			return fl.err
+		}
+		// redo hands the chunk's new write to the background (r.fl):
+		// wait for that one too.
+		if err := r.redo(fl.w); err != nil {
+			return err
+		}
 	}
-	<-fl.done
-	r.fl = nil
-	return fl.err
 }
 
 // settleInto settles; the write's error becomes *err unless that is set
@@ -195,20 +208,25 @@ type chunkWrite struct {
 	// records are the rows the chunk adds to the importer's tables, for
 	// the transaction to write when fresh could not carry them.
 	records []recordRows
+	// What redo needs to merge the chunk again: the fullUrl map of its
+	// Bundle, what it added to the run's counts, and how many times it
+	// was merged again already.
+	bundle  map[string]string
+	delta   Summary
+	attempt int
 }
 
 // startWrite hands the chunk's transaction to the background once the
 // previous one has committed.
 func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 	fl := newFlight(w.items)
+	fl.w = w
 	// What the transaction does not need is let go now, before waiting
 	// for the previous chunk: the next chunk is prepared meanwhile, and
-	// both must fit in memory.
+	// both must fit in memory. The input text (raw) stays until the
+	// write commits, for redo.
 	for _, it := range w.items {
 		it.tree = nil
-		if it.act != actReject {
-			it.raw = nil
-		}
 		if it.prep != nil {
 			// The version's row and index entries, without the tree
 			// (and a Binary's content, stored by now).
