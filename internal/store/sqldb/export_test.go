@@ -7,6 +7,3 @@ import "context"
 func (db *DB) MigrateBefore(ctx context.Context, stop string) error {
 	return db.migrate(ctx, stop)
 }
-
-// HasRows reports whether PrepareNew built the batch's rows (SQLite).
-func (b *NewBatch) HasRows() bool { return b.rows != nil }

@@ -236,9 +236,6 @@ type NewBatch struct {
 	stmts  []RawStmt
 	// packed is stmts made ready to send (Seal); nil until then.
 	packed any
-	// rows are the batch's rows on SQLite (sqlitebatch.go); nil when the
-	// batch goes through PutNew.
-	rows *preparedRows
 }
 
 // Encoded reports whether the batch's rows are encoded statements, to
@@ -262,22 +259,17 @@ func (b *NewBatch) Seal() {
 
 // PrepareNew readies first versions of new resources for PutNewPrepared
 // in a later transaction. On PostgreSQL it draws their ids and sequence
-// numbers and encodes all their rows; on SQLite it builds their rows,
-// which the transaction numbers (sqlitebatch.go).
+// numbers and encodes all their rows; elsewhere it only keeps them.
 // The puts must not change until they are written.
 func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put) (*NewBatch, error) {
 	b := &NewBatch{db: db, puts: puts}
-	if len(puts) == 0 || (db.dialect == Postgres && db.raw == nil) {
+	if db.dialect != Postgres || db.raw == nil || len(puts) == 0 {
 		return b, nil
 	}
 	for _, p := range puts {
 		if p.Version != 1 {
 			return nil, fmt.Errorf("PrepareNew: %s/%s version %d is not a first version", p.Type, p.ID, p.Version)
 		}
-	}
-	if db.dialect == SQLite {
-		b.rows = db.prepareRows(puts)
-		return b, nil
 	}
 	rids, seqs, err := db.allocateAsync(ctx, len(puts), len(puts))
 	if err != nil {
@@ -409,12 +401,8 @@ func (e *newEncoder) stmts() []RawStmt {
 }
 
 // PutNewPrepared writes a batch of PrepareNew (and the statements Added
-// to it): what PutNew would write. A batch that is not Encoded is PutNew,
-// on SQLite with the rows PrepareNew built.
+// to it): what PutNew would write. A batch that is not Encoded is PutNew.
 func (t *Tx) PutNewPrepared(ctx context.Context, b *NewBatch) error {
-	if b.rows != nil {
-		return t.putPrepared(ctx, b)
-	}
 	if !b.Encoded() {
 		return t.PutNew(ctx, b.puts)
 	}

@@ -124,9 +124,6 @@ func TestPutNewPrepared(t *testing.T) {
 				if b.Encoded() != wantEncoded {
 					t.Fatalf("Encoded() = %v, want %v", b.Encoded(), wantEncoded)
 				}
-				if want := d == "sqlite" && !custom; b.HasRows() != want {
-					t.Fatalf("HasRows() = %v, want %v", b.HasRows(), want)
-				}
 				if b.Encoded() {
 					col := sqldb.NewArrayCol("text")
 					col.Text("k1")
@@ -136,32 +133,7 @@ func TestPutNewPrepared(t *testing.T) {
 					// unless it fills it, and the batch with it.
 					b.Seal()
 				}
-				if b.HasRows() {
-					// A transaction that wrote the batch and was retried
-					// (a conflict) writes it again from the same rows.
-					tries := 0
-					err = db.WriteTx(ctx, func(tx *sqldb.Tx) error {
-						if err := tx.PutNewPrepared(ctx, b); err != nil {
-							return err
-						}
-						if tries++; tries == 1 {
-							return fmt.Errorf("%w: first try", store.ErrConflict)
-						}
-						return nil
-					})
-					if err != nil || tries != 2 {
-						t.Fatalf("retried batch: %v after %d tries", err, tries)
-					}
-					var rid, seq int64
-					if err := db.QueryRow(ctx, `SELECT MIN(rid), MAX(seq) FROM resource`).Scan(&rid, &seq); err != nil {
-						t.Fatal(err)
-					}
-					if rid != 1 || seq != int64(len(puts)) {
-						t.Errorf("retried batch numbered from rid %d to seq %d, want 1 and %d", rid, seq, len(puts))
-					}
-				} else {
-					err = db.WriteTx(ctx, func(tx *sqldb.Tx) error { return tx.PutNewPrepared(ctx, b) })
-				}
+				err = db.WriteTx(ctx, func(tx *sqldb.Tx) error { return tx.PutNewPrepared(ctx, b) })
 				if b.Encoded() {
 					if err == nil {
 						t.Fatal("a failing added statement did not fail the batch")
