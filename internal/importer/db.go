@@ -298,13 +298,13 @@ func (imp *Importer) identifiersOf(ctx context.Context, typ, id string) ([][2]st
 // insertMulti inserts rows with multi-row INSERT statements (on
 // PostgreSQL: column arrays, see insertArrays). Rows with the same
 // conflict key must not repeat within one call (PostgreSQL refuses to
-// update one row twice in a statement), so duplicates keep the last.
+// update one row twice in a statement): the caller removes them with
+// dedupe before the transaction (records does).
 func insertMulti(ctx context.Context, tx *sqldb.Tx, table, cols string, rows [][]any, suffix string) error {
 	if len(rows) == 0 {
 		return nil
 	}
 	nc := len(rows[0])
-	rows = dedupe(table, rows, suffix)
 	if tx.Dialect() == sqldb.Postgres {
 		return insertArrays(ctx, tx, table, cols, rows, suffix)
 	}

@@ -51,12 +51,14 @@ type Importer struct {
 	// transaction. A transaction rewrites every index page it touches into
 	// the WAL (SQLite), so fewer, larger ones write less: 1,000 instead of
 	// 500 wrote 29% fewer bytes and read 22% fewer importing 60 Synthea
-	// patients, at the same peak RSS.
+	// patients, at the same peak RSS. New sets 2,000 on SQLite (see
+	// sqliteChunks) and 1,000 on PostgreSQL.
 	ChunkSize int
 	// ChunkBytes ends a chunk early once its resources' input text
 	// reaches this many bytes, so that a chunk of large resources takes
 	// no more memory than one of typical ones (two chunks are in memory
-	// at a time: one written, the next prepared).
+	// at a time: one written, the next prepared). New sets 4 MiB on
+	// SQLite and 2 MiB on PostgreSQL.
 	ChunkBytes int
 	// Workers is the parallelism of parsing and validation.
 	Workers int
@@ -67,18 +69,32 @@ type Importer struct {
 // New returns an Importer writing through rec's validation and indexing
 // into db.
 func New(db *sqldb.DB, rec *records.Service) *Importer {
-	return &Importer{db: db, rec: rec, ChunkSize: 1000, ChunkBytes: 2 << 20, Workers: 2}
+	imp := &Importer{db: db, rec: rec, ChunkSize: 1000, ChunkBytes: 2 << 20, Workers: 2}
+	if db != nil && db.SQLDialect() == sqldb.SQLite {
+		imp.ChunkSize, imp.ChunkBytes = sqliteChunks()
+	}
+	return imp
 }
 
+// sqliteChunks are the chunks on SQLite: 2,000 resources or 4 MiB. A
+// chunk's transaction dirties about 5,000 pages, most of them leaves of
+// indexes with random keys (reference targets, identity map, digests)
+// that the next chunk dirties again, so half as many transactions write
+// them to the WAL half as often. For the 120 Synthea patients against
+// 1,000 or 2 MiB (WAL checkpoints every 256 MiB, 16 MiB writer cache; five
+// runs each, alternating, on a shared machine): 2.35 instead of 3.31 GB
+// written, 2.6-3.7 instead of 3.5-4.7 GB read, 3,100-4,400 instead of
+// 2,200-4,000 resources/s and 3,300-4,000 instead of 2,850-3,900 per
+// CPU-second, peak RSS 245-253 instead of 237-248 MiB. (With checkpoints
+// every 64 MiB, such chunks had cost more CPU than 1,000.)
+func sqliteChunks() (size, bytes int) { return 2000, 4 << 20 }
+
 // BulkChunks sets the chunks for a SQLite store opened for bulk writes
-// (sqlite.Options.BulkWrites): 2,000 resources or 4 MiB. A chunk's
-// transaction then dirties about 5,000 pages, and with that store's
-// bigger writer cache half as many transactions write the shared index
-// pages to the WAL half as often (for the 120 Synthea patients 2.8 GB
-// written against 3.5 with chunks of 2,000 or 2 MiB). With the ordinary
-// 16 MiB cache such chunks cost more CPU than 1,000 (2,924 against 3,292
-// resources per CPU-second).
-func (imp *Importer) BulkChunks() { imp.ChunkSize, imp.ChunkBytes = 2000, 4<<20 }
+// (sqlite.Options.BulkWrites): 2,000 resources or 4 MiB, the chunks New
+// gives any SQLite store (sqliteChunks). With that store's bigger writer
+// cache they wrote 2.8 GB for the 120 Synthea patients, against 3.5 with
+// chunks of 2,000 or 2 MiB (checkpoints every 64 MiB then).
+func (imp *Importer) BulkChunks() { imp.ChunkSize, imp.ChunkBytes = sqliteChunks() }
 
 // Options describe one import.
 type Options struct {
