@@ -17,6 +17,7 @@ import (
 	"github.com/phr-project/phr/internal/api"
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/store"
 )
 
 // ImportCanonical is the PHR IG's canonical URL of the import operation.
@@ -195,7 +196,7 @@ func (h *handlers) importOp(w http.ResponseWriter, r *http.Request, typ, id stri
 		err = ferr
 	}
 	if err != nil {
-		fe := fhir.AsError(err)
+		fe := importError(err)
 		if fe.Status >= 500 {
 			slog.ErrorContext(r.Context(), "import failed", "batch", sum.Batch, "error", err)
 		}
@@ -382,3 +383,18 @@ var opDefImport = func() []byte {
 }()
 
 var errNotFound = errors.New("not found")
+
+// importError is the response to an import that failed with err. A write
+// that met a concurrent one (store.ErrConflict: another import of the
+// same source wrote the same resources, and merging the chunk again could
+// not keep the ids the next chunk relied on) is a 409 whose diagnostics
+// say which resource and that importing again completes the import;
+// other failures are as fhir.AsError makes them.
+func importError(err error) *fhir.Error {
+	var fe *fhir.Error
+	if !errors.As(err, &fe) && errors.Is(err, store.ErrConflict) {
+		return &fhir.Error{Status: http.StatusConflict, Err: err,
+			Issues: []fhir.Issue{{Severity: "error", Code: "conflict", Diagnostics: err.Error()}}}
+	}
+	return fhir.AsError(err)
+}
