@@ -89,6 +89,10 @@ func TestBundleStreamMemory(t *testing.T) {
 	}
 	app := openApp(t, "sqlite")
 	imp := importer.New(app.Store, app.Records)
+	// Chunks of 2 MiB of input (New gives SQLite 4 MiB): the small
+	// Bundle then spans eight chunks, enough for its peak to be the
+	// steady state of two chunks in flight, as the large one's is.
+	imp.ChunkSize, imp.ChunkBytes = 1000, 2<<20
 	_, small, s1 := importStreamed(t, imp, "small", 2000)
 	base, large, s2 := importStreamed(t, imp, "large", 8000)
 	mib := func(n uint64) float64 { return float64(n) / (1 << 20) }
