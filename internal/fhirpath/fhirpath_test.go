@@ -212,7 +212,7 @@ func TestPrimitiveArraysWithExtensions(t *testing.T) {
 	res := mustResource(t, `{"resourceType": "Patient",
 		"name": [{"given": ["Ann", null, "Eve"], "_given": [null, {"extension": [{"url": "u", "valueString": "hidden"}]}, {"id": "g3"}]}],
 		"_birthDate": {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]}}`)
-	for _, tc := range []struct{ expr, want string }{
+	checkEvals(t, res, []evalCase{
 		{"Patient.name.given", `string:"Ann" string:_{"extension":[{"url":"u","valueString":"hidden"}]} string:"Eve"`},
 		{"Patient.name.given.id", `string:"g3"`},
 		{"Patient.name.given.extension('u').value", `string:"hidden"`},
@@ -220,16 +220,7 @@ func TestPrimitiveArraysWithExtensions(t *testing.T) {
 		{"Patient.birthDate.hasValue()", `System.Boolean:false`},
 		{"Patient.birthDate = @2000", ``},
 		{"Patient.birthDate.extension.value", `code:"unknown"`},
-	} {
-		got, err := MustCompile(tc.expr).Eval(res)
-		if err != nil {
-			t.Errorf("%q: %v", tc.expr, err)
-			continue
-		}
-		if s := render(got); s != tc.want {
-			t.Errorf("%q\n got %s\nwant %s", tc.expr, s, tc.want)
-		}
-	}
+	})
 }
 
 func TestBundleEntryResource(t *testing.T) {
@@ -531,11 +522,21 @@ func TestResolveDanglingContained(t *testing.T) {
 	res := mustResource(t, `{"resourceType": "Observation",
 		"contained": [{"resourceType": "Group", "id": "g"}],
 		"performer": [{"reference": "#gone", "type": "Patient"}, {"reference": "#gone2"}, {"reference": "#g", "type": "Patient"}]}`)
-	for _, tc := range []struct{ expr, want string }{
+	checkEvals(t, res, []evalCase{
 		{"Observation.performer.where(resolve() is Patient)", `Reference:{"reference":"#gone","type":"Patient"}`},
 		{"Observation.performer.where(resolve() is Group)", `Reference:{"reference":"#g","type":"Patient"}`},
 		{"Observation.performer.resolve().count()", `System.Integer:2`},
-	} {
+	})
+}
+
+// evalCase is an expression and the rendering of what it yields.
+type evalCase struct{ expr, want string }
+
+// checkEvals evaluates each case's expression on res and compares the
+// rendered result with the case's.
+func checkEvals(t *testing.T, res Node, cases []evalCase) {
+	t.Helper()
+	for _, tc := range cases {
 		got, err := MustCompile(tc.expr).Eval(res)
 		if err != nil {
 			t.Errorf("%q: %v", tc.expr, err)
