@@ -19,26 +19,16 @@ func TestFreshSourceWithinRun(t *testing.T) {
 			app := openApp(t, d)
 			imp := importer.New(app.Store, app.Records)
 			imp.ChunkSize = 1 // one chunk per line: every line reads what the earlier ones wrote
-			ctx := access.With(context.Background(), access.System{Name: "test"})
-			run, err := imp.Begin(ctx, importer.Options{Source: "fresh"})
-			if err != nil {
-				t.Fatal(err)
-			}
 			v1 := `{"resourceType":"Patient","id":"p1","meta":{"versionId":"1"},"gender":"male"}`
 			v2 := `{"resourceType":"Patient","id":"p1","meta":{"versionId":"2"},"gender":"female"}`
 			in := strings.Join([]string{v1, v1, v2, v2, v1}, "\n") + "\n"
-			if err := run.NDJSON(strings.NewReader(in), "a.ndjson"); err != nil {
-				t.Fatal(err)
-			}
-			sum, err := run.Finish("done")
-			if err != nil {
-				t.Fatal(err)
-			}
+			sum, _ := importReader(t, imp, "fresh", "ndjson", strings.NewReader(in))
 			// v1 created; its duplicate unchanged; v2 an update; its
 			// duplicate and the old v1 (sent before) unchanged.
 			if sum.Created != 1 || sum.Updated != 1 || sum.Unchanged != 3 || sum.Conflicts != 0 {
 				t.Errorf("summary %+v, want 1 created, 1 updated, 3 unchanged", sum)
 			}
+			ctx := access.With(context.Background(), access.System{Name: "test"})
 			res, err := app.Store.Read(ctx, "Patient", "p1")
 			if err != nil {
 				t.Fatal(err)
