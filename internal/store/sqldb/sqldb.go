@@ -62,6 +62,9 @@ type DB struct {
 	// raw, when set, sends encoded writes over a driver connection; see
 	// Options.Raw.
 	raw RawWriter
+	// afterCommit and beforeClose: see Options.
+	afterCommit func(context.Context)
+	beforeClose func() error
 	// readReqs feeds the readers that coalesce Read calls (nil: Read
 	// queries directly); see coalesce.go.
 	readReqs  chan *readReq
@@ -102,6 +105,12 @@ type Options struct {
 	// driver connection of a transaction. It needs CopyFrom (which gives
 	// transactions their own connection).
 	Raw RawWriter
+	// AfterCommit, when set, is called after each write transaction
+	// commits, before the next may begin (SQLite's background checkpoints
+	// count the pages written here).
+	AfterCommit func(context.Context)
+	// BeforeClose, when set, is called first by Close.
+	BeforeClose func() error
 }
 
 // New wraps opened databases; call Migrate before use.
@@ -112,7 +121,7 @@ func New(o Options) *DB {
 	if o.IsConflict == nil {
 		o.IsConflict = func(error) bool { return false }
 	}
-	db := &DB{dialect: o.Dialect, w: o.Write, r: o.Read, isConflict: o.IsConflict, dynamicArg: o.DynamicArg, copyFrom: o.CopyFrom, raw: o.Raw}
+	db := &DB{dialect: o.Dialect, w: o.Write, r: o.Read, isConflict: o.IsConflict, dynamicArg: o.DynamicArg, copyFrom: o.CopyFrom, raw: o.Raw, afterCommit: o.AfterCommit, beforeClose: o.BeforeClose}
 	if o.MaxReads > 0 {
 		db.reads = make(chan struct{}, o.MaxReads)
 	}
@@ -150,9 +159,12 @@ func (db *DB) SQLDialect() Dialect { return db.dialect }
 
 // Close implements store.Store.
 func (db *DB) Close() error {
+	var errs []error
+	if db.beforeClose != nil {
+		errs = append(errs, db.beforeClose())
+	}
 	db.stopReaders()
 	db.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
-	var errs []error
 	if db.r != db.w {
 		errs = append(errs, db.r.Close())
 	}
@@ -284,7 +296,11 @@ func (db *DB) Exec(ctx context.Context, q string, args ...any) (sql.Result, erro
 	if err != nil {
 		return nil, err
 	}
-	return s.ExecContext(ctx, args...)
+	res, err := s.ExecContext(ctx, args...)
+	if err == nil && db.afterCommit != nil {
+		db.afterCommit(context.WithoutCancel(ctx))
+	}
+	return res, err
 }
 
 // Micros converts a time to the stored form (microseconds since the epoch).
@@ -368,5 +384,8 @@ func (db *DB) writeOnce(ctx context.Context, fn func(*Tx) error) (err error) {
 		return fmt.Errorf("commit: %w", err)
 	}
 	db.params.add(tx.newParams)
+	if db.afterCommit != nil {
+		db.afterCommit(context.WithoutCancel(ctx))
+	}
 	return nil
 }

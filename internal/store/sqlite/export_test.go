@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"encoding/binary"
+	"time"
 
 	"modernc.org/libc"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -26,4 +27,12 @@ func PageCacheStatus() (used, overflow int64) {
 		return int64(binary.NativeEndian.Uint64(libc.GoBytes(p, 8)))
 	}
 	return read(sqlite3.SQLITE_STATUS_PAGECACHE_USED), read(sqlite3.SQLITE_STATUS_PAGECACHE_OVERFLOW)
+}
+
+// SetCheckpointSizes changes the background checkpoints' thresholds for
+// stores opened afterwards; the returned function restores them.
+func SetCheckpointSizes(pass, maxWAL int, idle time.Duration) (restore func()) {
+	p, m, i := passBytes, maxWALBytes, idleAfter
+	passBytes, maxWALBytes, idleAfter = pass, maxWAL, idle
+	return func() { passBytes, maxWALBytes, idleAfter = p, m, i }
 }

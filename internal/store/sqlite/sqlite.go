@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -57,7 +58,7 @@ func OpenWith(ctx context.Context, path string, o Options, extra ...fs.FS) (*sql
 	// the order given, so a pragma must appear once per connection: the
 	// shared ones here, then the writer's or the readers' own.
 	shared := []string{
-		"busy_timeout(10000)",
+		fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()),
 		"journal_mode(WAL)",
 		"synchronous(NORMAL)",
 		"foreign_keys(0)",
@@ -108,7 +109,20 @@ func OpenWith(ctx context.Context, path string, o Options, extra ...fs.FS) (*sql
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
 	r.SetConnMaxLifetime(0)
-	db := sqldb.New(sqldb.Options{Dialect: sqldb.SQLite, Write: w, Read: r, MaxReads: n, IsConflict: isConflict})
+	var ps int
+	if err := w.QueryRowContext(ctx, "PRAGMA page_size").Scan(&ps); err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("open %s: read page size: %w", path, err)
+	}
+	ck, err := startCheckpointer(ctx, dsn(), w, ps)
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db := sqldb.New(sqldb.Options{Dialect: sqldb.SQLite, Write: w, Read: r, MaxReads: n, IsConflict: isConflict,
+		AfterCommit: ck.committed, BeforeClose: ck.close})
 	if err := db.Migrate(ctx, extra...); err != nil {
 		db.Close()
 		return nil, err
@@ -118,16 +132,9 @@ func OpenWith(ctx context.Context, path string, o Options, extra ...fs.FS) (*sql
 
 // writerPragmas configure the one write connection.
 var writerPragmas = []string{
-	// Checkpoint the WAL into the database file every 32,768 pages (256
-	// MiB at the 8 KiB page size of new databases) instead of SQLite's 4
-	// MiB: a bulk import dirties the same index pages in many consecutive
-	// transactions (keys with random values: UUIDs, digests), and each
-	// checkpoint writes every page once however often it changed since
-	// the last one. The default spent about 15% of an import's CPU in
-	// checkpoints; for the 120 Synthea patients (a 391 MiB database,
-	// 1,000-resource chunks), 64 MiB wrote 4.1 GB and 256 MiB 3.3 GB in
-	// all, for 10-20% more resources per CPU-second (512 MiB: 3.1 GB).
-	"wal_autocheckpoint(32768)",
+	// The writer does not checkpoint the WAL: a connection of its own does,
+	// in the background (checkpoint.go).
+	"wal_autocheckpoint(0)",
 	// Give the disk back after a checkpoint has reset the WAL.
 	"journal_size_limit(67108864)",
 	// A 16 MiB page cache and no memory map: the writer touches index
@@ -193,6 +200,9 @@ func isConflict(err error) bool {
 	}
 	return false
 }
+
+// busyTimeout is how long a connection waits for a lock another holds.
+const busyTimeout = 10 * time.Second
 
 // pageSize is the page size of new databases.
 const pageSize = 8192
