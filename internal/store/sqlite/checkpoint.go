@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -34,18 +35,20 @@ import (
 // (a page written twice in one transaction counts twice), which costs at
 // most an early restart.
 //
-// Importing the 120 Synthea patients (92,114 resources; alternating runs
-// on the 2-core development machine, the importer's benchmark) took
-// 14.3-15.1 s against 16.6-17.9 s with the writer's own checkpoints, for
-// the same CPU time (one pair of runs in three was within the machine's
-// noise: 17.7 s against 16.6 s).
+// Importing the 120 Synthea patients (92,114 resources; three alternating
+// pairs of runs on the 2-core development machine, the importer's
+// benchmark) took 14.8-15.5 s against 16.8-19.0 s with the writer's own
+// checkpoints, for the same CPU time.
 
 // checkpointer runs the background checkpoints of one database.
 type checkpointer struct {
-	// conn checkpoints; w is the writer's pool (one connection), read for
-	// the pages the writer wrote.
-	conn, w *sql.DB
-	log     *slog.Logger
+	// pool holds conn, the connection that checkpoints (kept for the
+	// checkpointer's life: it has its own busy timeout); w is the writer's
+	// pool (one connection), read for the pages the writer wrote.
+	pool *sql.DB
+	conn *sql.Conn
+	w    *sql.DB
+	log  *slog.Logger
 	// passPages and maxWAL are thresholds in pages: a pass starts once the
 	// writer has written passPages since the last one began, and the
 	// writer restarts the WAL when it may hold maxWAL.
@@ -91,19 +94,26 @@ var (
 // startCheckpointer opens the checkpointing connection and starts its
 // goroutine. dsn opens a connection with the shared pragmas.
 func startCheckpointer(ctx context.Context, dsn string, w *sql.DB, pageSize int) (*checkpointer, error) {
-	conn, err := sql.Open("sqlite", dsn)
+	pool, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open checkpoint connection: %w", err)
 	}
-	conn.SetMaxOpenConns(1)
-	conn.SetMaxIdleConns(1)
-	conn.SetConnMaxLifetime(0)
-	if err := conn.PingContext(ctx); err != nil {
-		conn.Close()
+	pool.SetMaxOpenConns(1)
+	conn, err := pool.Conn(ctx)
+	if err == nil {
+		// An idle pass (TRUNCATE) takes the write lock while it waits for
+		// readers: a writer that comes along waits at most this long.
+		_, err = conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", restartWait.Milliseconds()))
+	}
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		pool.Close()
 		return nil, fmt.Errorf("open checkpoint connection: %w", err)
 	}
 	c := &checkpointer{
-		conn: conn, w: w, log: slog.Default(),
+		pool: pool, conn: conn, w: w, log: slog.Default(),
 		passPages: max(1, passBytes/pageSize), maxWAL: max(2, maxWALBytes/pageSize), idle: idleAfter,
 		nudge: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -118,6 +128,7 @@ func (c *checkpointer) run() {
 	tick := time.NewTicker(c.idle / 2)
 	defer tick.Stop()
 	for {
+		mode := "PASSIVE"
 		select {
 		case <-c.quit:
 			return
@@ -129,21 +140,30 @@ func (c *checkpointer) run() {
 			if !due {
 				continue
 			}
+			mode = "TRUNCATE"
 		}
-		c.pass()
+		c.pass(mode)
 	}
 }
 
-// pass runs one PASSIVE checkpoint: it copies what it can without waiting
-// for the writer or readers.
-func (c *checkpointer) pass() {
+// pass runs one checkpoint. PASSIVE copies what it can without waiting
+// for the writer or readers; TRUNCATE, run when writes have paused, also
+// waits briefly for readers (restartWait) and then empties the WAL file,
+// giving its disk space back.
+func (c *checkpointer) pass(mode string) {
 	c.ckMu.Lock()
 	defer c.ckMu.Unlock()
 	c.mu.Lock()
+	if mode == "TRUNCATE" && time.Since(c.lastCommit) < c.idle {
+		// The writer wrote (or restarted the WAL) while this pass
+		// waited for ckMu: it is not idle.
+		c.mu.Unlock()
+		return
+	}
 	c.written = 0
 	c.mu.Unlock()
 	var busy, frames, copied int
-	err := c.conn.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
+	err := c.conn.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &frames, &copied)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.passes++
@@ -160,6 +180,9 @@ func (c *checkpointer) pass() {
 	// a pass that left nothing to copy) and for a WAL an earlier process
 	// left.
 	c.walPages = frames + c.written
+	if mode == "TRUNCATE" && busy == 0 {
+		c.walPages, c.retryAt = c.written, 0
+	}
 }
 
 // committed is called by the writer after each commit, with the writer's
@@ -179,6 +202,10 @@ func (c *checkpointer) committed(ctx context.Context) {
 	c.mu.Unlock()
 	if restart {
 		c.restart(ctx)
+		// The writer was busy until now, not idle.
+		c.mu.Lock()
+		c.lastCommit = time.Now()
+		c.mu.Unlock()
 		return
 	}
 	if pass {
@@ -260,7 +287,7 @@ func (c *checkpointer) restartWAL(ctx context.Context) (busy bool, err error) {
 func (c *checkpointer) close() error {
 	close(c.quit)
 	<-c.done
-	return c.conn.Close()
+	return errors.Join(c.conn.Close(), c.pool.Close())
 }
 
 // counts returns the passes and restarts so far.

@@ -51,8 +51,8 @@ func fileSize(t *testing.T, path string) int64 {
 
 // TestBackgroundCheckpoints checks that the WAL is copied into the
 // database file while the writer goes on (the writer itself never
-// checkpoints), that the WAL stays within its cap, and that what was
-// written is all there.
+// checkpoints), that the WAL stays within its cap, that the WAL file is
+// emptied once writes pause, and that what was written is all there.
 func TestBackgroundCheckpoints(t *testing.T) {
 	defer sqlite.SetCheckpointSizes(256<<10, 2<<20, 200*time.Millisecond)()
 	ctx := context.Background()
@@ -80,6 +80,13 @@ func TestBackgroundCheckpoints(t *testing.T) {
 	}
 	if got := fileSize(t, path); got < start+15<<20 {
 		t.Errorf("database file %d bytes a while after the last write, want all 15 MiB copied", got)
+	}
+	// ... and empties the WAL file.
+	for fileSize(t, path+"-wal") > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := fileSize(t, path+"-wal"); got > 0 {
+		t.Errorf("WAL file %d bytes a while after the last write, want it emptied", got)
 	}
 	var n int
 	if err := db.QueryRow(ctx, "SELECT COUNT(*) FROM kv WHERE key LIKE 'blob-%'").Scan(&n); err != nil {
@@ -127,6 +134,7 @@ func TestCheckpointReaderInWAL(t *testing.T) {
 	began := time.Now()
 	held := writeBlobs(t, db, wal, 8, 96) // 6 MiB: three times the cap
 	took := time.Since(began)
+	t.Logf("96 writes with a reader in the WAL: %v", took)
 	// Each restart waits at most 250 ms for readers and is tried again
 	// after a quarter of the cap: 6 MiB gives about a dozen tries.
 	if took > 8*time.Second {
