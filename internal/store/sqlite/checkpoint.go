@@ -54,8 +54,8 @@ type checkpointer struct {
 	// writer restarts the WAL when it may hold maxWAL.
 	passPages, maxWAL int
 	// idle is how long after the last commit a pass copies what is left
-	// (so that an import's last pages reach the database file and the WAL
-	// can start over at the next write).
+	// and empties the WAL file (so that an import's last pages reach the
+	// database file and the WAL's disk space comes back).
 	idle time.Duration
 
 	nudge chan struct{}
@@ -70,6 +70,11 @@ type checkpointer struct {
 	// began; walPages estimates the WAL's length in frames.
 	written, walPages int
 	lastCommit        time.Time
+	// unemptied says the writer wrote since the WAL file was last emptied
+	// (an idle pass is due once it pauses); truncateAt is when an idle
+	// pass that found readers in the WAL may try again.
+	unemptied  bool
+	truncateAt time.Time
 	// retryAt is the estimate of the WAL's size at which a restart that
 	// found readers in the WAL is tried again.
 	retryAt int
@@ -135,7 +140,7 @@ func (c *checkpointer) run() {
 		case <-c.nudge:
 		case <-tick.C:
 			c.mu.Lock()
-			due := c.written > 0 && time.Since(c.lastCommit) >= c.idle
+			due := c.unemptied && time.Since(c.lastCommit) >= c.idle && !time.Now().Before(c.truncateAt)
 			c.mu.Unlock()
 			if !due {
 				continue
@@ -161,6 +166,7 @@ func (c *checkpointer) pass(mode string) {
 		return
 	}
 	c.written = 0
+	began := time.Now()
 	c.mu.Unlock()
 	var busy, frames, copied int
 	err := c.conn.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &frames, &copied)
@@ -169,9 +175,9 @@ func (c *checkpointer) pass(mode string) {
 	c.passes++
 	if err != nil {
 		// The pages stay in the WAL, which the writer's restart bounds;
-		// the next pass tries again.
-		c.written += c.passPages
-		c.log.Warn("background WAL checkpoint failed", "err", err)
+		// the next pass (or idle pass, after a while) tries again.
+		c.truncateAt = time.Now().Add(retryIdle * c.idle)
+		c.log.Warn("background WAL checkpoint failed", "mode", mode, "err", err)
 		return
 	}
 	// frames is the WAL's length when the pass began, and written counts
@@ -180,10 +186,22 @@ func (c *checkpointer) pass(mode string) {
 	// a pass that left nothing to copy) and for a WAL an earlier process
 	// left.
 	c.walPages = frames + c.written
-	if mode == "TRUNCATE" && busy == 0 {
-		c.walPages, c.retryAt = c.written, 0
+	if mode != "TRUNCATE" {
+		return
+	}
+	switch {
+	case busy != 0:
+		// A reader kept it: try again after a while, not at every tick
+		// (each try holds writers off for up to restartWait).
+		c.truncateAt = time.Now().Add(retryIdle * c.idle)
+	case !c.lastCommit.After(began):
+		c.walPages, c.retryAt, c.unemptied = c.written, 0, false
 	}
 }
+
+// retryIdle is how many idle periods an idle pass that readers kept from
+// emptying the WAL waits before it tries again.
+const retryIdle = 10
 
 // committed is called by the writer after each commit, with the writer's
 // connection idle (and its lock held, so no transaction starts meanwhile).
@@ -197,6 +215,9 @@ func (c *checkpointer) committed(ctx context.Context) {
 	c.lastCommit = time.Now()
 	c.written += n
 	c.walPages += n
+	if n > 0 {
+		c.unemptied = true
+	}
 	pass := c.written >= c.passPages
 	restart := c.walPages >= max(c.maxWAL, c.retryAt)
 	c.mu.Unlock()
