@@ -78,8 +78,6 @@ type checkpointer struct {
 	// retryAt is the estimate of the WAL's size at which a restart that
 	// found readers in the WAL is tried again.
 	retryAt int
-	// passes and restarts count what happened, for tests.
-	passes, restarts int
 }
 
 // Checkpoint thresholds in bytes (converted to pages of the database's page
@@ -172,7 +170,6 @@ func (c *checkpointer) pass(mode string) {
 	err := c.conn.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &frames, &copied)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.passes++
 	if err != nil {
 		// The pages stay in the WAL, which the writer's restart bounds;
 		// the next pass (or idle pass, after a while) tries again.
@@ -270,7 +267,6 @@ func (c *checkpointer) restart(ctx context.Context) {
 	busy, err := c.restartWAL(ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.restarts++
 	switch {
 	case err != nil:
 		c.log.Warn("WAL restart checkpoint failed", "err", err)
@@ -309,11 +305,4 @@ func (c *checkpointer) close() error {
 	close(c.quit)
 	<-c.done
 	return errors.Join(c.conn.Close(), c.pool.Close())
-}
-
-// counts returns the passes and restarts so far.
-func (c *checkpointer) counts() (passes, restarts int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.passes, c.restarts
 }
