@@ -67,7 +67,8 @@ type checkpointer struct {
 	ckMu sync.Mutex
 	mu   sync.Mutex
 	// written counts the pages the writer wrote since the last pass
-	// began; walPages estimates the WAL's length in frames.
+	// began; walPages estimates the WAL's length in frames. lastCommit is
+	// when the writer last committed pages.
 	written, walPages int
 	lastCommit        time.Time
 	// unemptied says the writer wrote since the WAL file was last emptied
@@ -209,12 +210,14 @@ func (c *checkpointer) committed(ctx context.Context) {
 		return
 	}
 	c.mu.Lock()
-	c.lastCommit = time.Now()
-	c.written += n
-	c.walPages += n
 	if n > 0 {
+		// (Statements that change nothing, as a poll's UPDATE of no
+		// rows, leave the writer idle.)
+		c.lastCommit = time.Now()
 		c.unemptied = true
 	}
+	c.written += n
+	c.walPages += n
 	pass := c.written >= c.passPages
 	restart := c.walPages >= max(c.maxWAL, c.retryAt)
 	c.mu.Unlock()
