@@ -68,7 +68,9 @@
       $("#import-progress").hidden = false;
       $("#import-report").hidden = false;
       lines.textContent = ""; sum.textContent = "";
-      bar.value = 0; status.textContent = "Uploading " + f.name + "…";
+      // The status of the previous upload goes (a page or a test that
+      // waits for #import-status.ok would otherwise see it at once).
+      bar.value = 0; status.className = ""; status.textContent = "Uploading " + f.name + "…";
       $("#import-go").disabled = true;
       var seen = 0, problems = 0;
       function consume(final) {
