@@ -62,9 +62,6 @@ func BenchmarkImportSynthea(b *testing.B) {
 					app = openApp(b, d)
 				}
 				imp := importer.New(app.Store, app.Records)
-				if os.Getenv("PHR_BENCH_BULK") != "" {
-					imp.BulkChunks()
-				}
 				if v, err := strconv.Atoi(os.Getenv("PHR_BENCH_CHUNK")); err == nil && v > 0 {
 					imp.ChunkSize = v
 				}

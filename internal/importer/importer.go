@@ -89,13 +89,6 @@ func New(db *sqldb.DB, rec *records.Service) *Importer {
 // every 64 MiB, such chunks had cost more CPU than 1,000.)
 func sqliteChunks() (size, bytes int) { return 2000, 4 << 20 }
 
-// BulkChunks sets the chunks for a SQLite store opened for bulk writes
-// (sqlite.Options.BulkWrites): 2,000 resources or 4 MiB, the chunks New
-// gives any SQLite store (sqliteChunks). With that store's bigger writer
-// cache they wrote 2.8 GB for the 120 Synthea patients, against 3.5 with
-// chunks of 2,000 or 2 MiB (checkpoints every 64 MiB then).
-func (imp *Importer) BulkChunks() { imp.ChunkSize, imp.ChunkBytes = sqliteChunks() }
-
 // Options describe one import.
 type Options struct {
 	// Source names where the data came from (a label or URL). It becomes

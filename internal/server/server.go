@@ -203,9 +203,6 @@ func (a *App) build(ctx context.Context) error {
 	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens, Matcher: searchEngine}).Register(a.FHIR, audit.Capture(a.Auth))
 	imp := importer.New(a.Store, a.Records)
 	imp.Matcher = searchEngine
-	if c.BulkWrites && c.DB == "" {
-		imp.BulkChunks()
-	}
 	if _, err := imp.MarkInterrupted(ctx); err != nil {
 		return err
 	}

@@ -151,8 +151,9 @@ var writerPragmas = []string{
 
 // bulkWriterPages is the writer's page cache with Options.BulkWrites:
 // 4,000 pages of 8 KiB in slots. Importing the 120 Synthea patients in
-// process with the importer's BulkChunks: 4,589-5,046 resources/s,
-// 4,385-4,715 per CPU-second, peak RSS 208-210 MiB, 3.3-3.5 GB read and
+// process with the importer's SQLite chunks (2,000 resources or 4 MiB):
+// 4,589-5,046 resources/s, 4,385-4,715 per CPU-second, peak RSS 208-210
+// MiB, 3.3-3.5 GB read and
 // 2.8 GB written, against about 3,100-3,800, 3,300-3,600, 241 MiB, 4.4
 // and 4.1 GB without (16 MiB of malloc'ed pages, 1,000-resource chunks).
 // 3,000 pages gave 4,320 per CPU-second, 6,000 pages 4,654 with 225 MiB;
