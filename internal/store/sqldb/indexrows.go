@@ -1,7 +1,6 @@
 package sqldb
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/phr-project/phr/internal/index"
@@ -133,10 +132,9 @@ type copySink struct {
 
 func (s *copySink) start(table int, rid, pid int64) {
 	s.c = s.bufs[table]
-	s.c.b = binary.BigEndian.AppendUint16(s.c.b, uint16(len(indexTables[table].cols)))
+	s.c.startRow(len(indexTables[table].cols))
 	s.c.int8(rid)
 	s.c.int4(int32(pid))
-	s.c.n++
 }
 func (s *copySink) str(v string)  { s.c.text(v) }
 func (s *copySink) i64(v int64)   { s.c.int8(v) }

@@ -158,7 +158,7 @@ func ArrayInsert(table string, cols []string, vals []*ArrayCol, suffix string) R
 // copyBuf encodes rows in the binary COPY format.
 type copyBuf struct {
 	b []byte
-	n int // rows, when counted by the writer
+	n int // rows begun (startRow)
 }
 
 func newCopyBuf() *copyBuf {
@@ -171,7 +171,7 @@ func newCopyBuf() *copyBuf {
 // row encodes a row of newRow's values: int64, string, bool, []byte or
 // nil (NULL).
 func (c *copyBuf) row(vals []any) error {
-	c.b = binary.BigEndian.AppendUint16(c.b, uint16(len(vals)))
+	c.startRow(len(vals))
 	for _, v := range vals {
 		switch v := v.(type) {
 		case nil:
@@ -189,6 +189,12 @@ func (c *copyBuf) row(vals []any) error {
 		}
 	}
 	return nil
+}
+
+// startRow begins a row of fields values, which the caller appends next.
+func (c *copyBuf) startRow(fields int) {
+	c.b = binary.BigEndian.AppendUint16(c.b, uint16(fields))
+	c.n++
 }
 
 func (c *copyBuf) null() { c.b = binary.BigEndian.AppendUint32(c.b, math.MaxUint32) }
@@ -351,10 +357,9 @@ func (e *newEncoder) index(db *DB, puts []*store.Put, rids []int64) bool {
 				dup = dup || q == pat
 			}
 			if !dup {
-				e.comp.b = binary.BigEndian.AppendUint16(e.comp.b, 2)
+				e.comp.startRow(2)
 				e.comp.text(pat)
 				e.comp.int8(rid)
-				e.comp.n++
 			}
 		}
 		x := p.Index
