@@ -93,7 +93,8 @@ func OpenWith(ctx context.Context, path string, o Options, extra ...fs.FS) (*sql
 		w.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	if err := setPageSize(ctx, w, pageSize); err != nil {
+	ps, err := setPageSize(ctx, w, pageSize)
+	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -109,12 +110,6 @@ func OpenWith(ctx context.Context, path string, o Options, extra ...fs.FS) (*sql
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
 	r.SetConnMaxLifetime(0)
-	var ps int
-	if err := w.QueryRowContext(ctx, "PRAGMA page_size").Scan(&ps); err != nil {
-		w.Close()
-		r.Close()
-		return nil, fmt.Errorf("open %s: read page size: %w", path, err)
-	}
 	ck, err := startCheckpointer(ctx, dsn(), w, ps)
 	if err != nil {
 		w.Close()
@@ -214,22 +209,23 @@ const pageSize = 8192
 // DSN cannot: the driver applies its pragmas in sorted order, so WAL mode
 // (which fixes the page size) comes first. An empty database can still
 // leave WAL mode, take the size and return; an existing one keeps its own.
-func setPageSize(ctx context.Context, w *sql.DB, size int) error {
+// It returns the database's page size.
+func setPageSize(ctx context.Context, w *sql.DB, size int) (int, error) {
 	var n int
 	if err := w.QueryRowContext(ctx, "SELECT COUNT(*) FROM sqlite_schema").Scan(&n); err != nil {
-		return fmt.Errorf("inspect schema: %w", err)
+		return 0, fmt.Errorf("inspect schema: %w", err)
 	}
 	var cur int
 	if err := w.QueryRowContext(ctx, "PRAGMA page_size").Scan(&cur); err != nil {
-		return fmt.Errorf("read page size: %w", err)
+		return 0, fmt.Errorf("read page size: %w", err)
 	}
 	if n > 0 || cur == size {
-		return nil
+		return cur, nil
 	}
 	for _, q := range []string{"PRAGMA journal_mode=DELETE", "PRAGMA page_size=" + strconv.Itoa(size), "VACUUM", "PRAGMA journal_mode=WAL"} {
 		if _, err := w.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("set page size (%s): %w", q, err)
+			return 0, fmt.Errorf("set page size (%s): %w", q, err)
 		}
 	}
-	return nil
+	return size, nil
 }
