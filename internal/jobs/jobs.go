@@ -375,8 +375,21 @@ func (q *Queue) claim(ctx context.Context) (*Job, error) {
 		kindArgs[i] = k
 	}
 	in := "(" + strings.Join(ph, ", ") + ")"
+	// Look first, on a read connection: an idle worker's poll then takes
+	// no write lock (on SQLite, the one writer that imports and every
+	// other write wait for) and writes nothing. The condition covers both
+	// writes below: queued jobs, and running ones whose lease ran out.
+	var one int
+	err := q.db.QueryRow(ctx, `SELECT 1 FROM job WHERE kind IN `+in+` AND (state = 'queued' OR (state = 'running' AND lease_until < ?)) LIMIT 1`,
+		append(kindArgs[:len(kindArgs):len(kindArgs)], micros(now))...).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look for jobs: %w", err)
+	}
 	// Jobs whose lease ran out after their last allowed attempt fail.
-	_, err := q.db.Exec(ctx, `UPDATE job SET state = 'failed', error = ?, finished = ?, updated = ? WHERE state = 'running' AND lease_until < ? AND attempts >= max_attempts AND kind IN `+in,
+	_, err = q.db.Exec(ctx, `UPDATE job SET state = 'failed', error = ?, finished = ?, updated = ? WHERE state = 'running' AND lease_until < ? AND attempts >= max_attempts AND kind IN `+in,
 		append([]any{"the job was interrupted on each of its attempts (its worker stopped renewing the lease)", micros(now), micros(now), micros(now)}, kindArgs...)...)
 	if err != nil {
 		return nil, fmt.Errorf("fail exhausted jobs: %w", err)

@@ -2,15 +2,19 @@ package jobs_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/phr-project/phr/internal/procs"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	_ "modernc.org/sqlite"
+
 	"github.com/phr-project/phr/internal/jobs"
+	"github.com/phr-project/phr/internal/procs"
 	"github.com/phr-project/phr/internal/store/sqldb"
 	"github.com/phr-project/phr/internal/store/storetest"
 )
@@ -266,4 +270,53 @@ func TestConcurrentClaimsOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIdlePollWritesNothing: idle workers look for jobs on a read
+// connection and write nothing (on SQLite a write, even one that changes
+// nothing, takes the one writer that imports and every other write wait
+// for); a job enqueued meanwhile still runs. The store is SQLite opened
+// here with a hook that counts the write transactions that commit.
+func TestIdlePollWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "phr.db")
+	open := func(q string) *sql.DB {
+		d, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"+q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		return d
+	}
+	w := open("&_txlock=immediate")
+	w.SetMaxOpenConns(1)
+	var commits atomic.Int64
+	db := sqldb.New(sqldb.Options{Dialect: sqldb.SQLite, Write: w, Read: open(""),
+		IsConflict: func(error) bool { return false }, AfterCommit: func(context.Context) { commits.Add(1) }})
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	q := jobs.New(db, jobs.Options{Workers: 2, Lease: time.Second, Poll: 5 * time.Millisecond})
+	ran := make(chan struct{})
+	q.Register("echo", func(ctx context.Context, r *jobs.Run) error {
+		close(ran)
+		return r.Complete(ctx, nil, time.Now().Add(time.Hour), nil)
+	})
+	base := commits.Load()
+	q.Start()
+	defer q.Stop()
+	time.Sleep(300 * time.Millisecond) // about 60 polls per worker
+	if n := commits.Load() - base; n != 0 {
+		t.Fatalf("idle workers committed %d write transactions, want 0", n)
+	}
+	j, err := q.Enqueue(ctx, "echo", "alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ran:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the enqueued job did not run")
+	}
+	waitState(t, q, j.ID, jobs.Done)
 }
