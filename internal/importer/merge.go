@@ -87,6 +87,12 @@ type item struct {
 
 func (it *item) key() string { return it.typ + "/" + it.sid }
 
+// mapped takes the local id, source version and source lastUpdated of an
+// identity map entry (lookupIdentity's values) for the item.
+func (it *item) mapped(m [3]string) {
+	it.localID, it.known, it.knownV, it.knownUp = m[0], true, m[1], m[2]
+}
+
 // reject marks the item rejected with the issues.
 func (it *item) reject(issues ...fhir.Issue) {
 	it.act = actReject
@@ -300,12 +306,10 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 		}
 		byType[it.typ] = append(byType[it.typ], it.sid)
 	}
-	known := map[string][3]string{}
-	for typ, sids := range byType {
-		if r.fresh.on {
-			break // nothing recorded of the source but what r.ids holds
-		}
-		if err := r.imp.lookupIdentity(ctx, r.source, typ, sids, known); err != nil {
+	var known map[string][3]string
+	if !r.fresh.on { // else nothing recorded of the source but what r.ids holds
+		var err error
+		if known, err = r.imp.lookupIdentities(ctx, r.source, byType); err != nil {
 			return err
 		}
 	}
@@ -316,7 +320,7 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 		}
 		if it.sid != "" {
 			if m, ok := known[it.key()]; ok {
-				it.localID, it.known, it.knownV, it.knownUp = m[0], true, m[1], m[2]
+				it.mapped(m)
 				r.ids[it.key()] = it.localID
 				continue
 			}
@@ -515,11 +519,9 @@ func (r *Run) prefetchRefs(ctx context.Context, items []*item, ch *chunk) error 
 		// Targets this source sent before map through its identity map;
 		// others are kept as they are (unresolvable ones are reported by
 		// validation only when malformed).
-		known := map[string][3]string{}
-		for typ, ids := range need {
-			if err := r.imp.lookupIdentity(ctx, r.source, typ, ids, known); err != nil {
-				return err
-			}
+		known, err := r.imp.lookupIdentities(ctx, r.source, need)
+		if err != nil {
+			return err
 		}
 		for k, m := range known {
 			r.ids[k] = m[0]

@@ -130,11 +130,9 @@ func (r *Run) takenMapped(ctx context.Context, items []*item, taken map[string]b
 			byType[it.typ] = append(byType[it.typ], it.sid)
 		}
 	}
-	known := map[string][3]string{}
-	for typ, sids := range byType {
-		if err := r.imp.lookupIdentity(ctx, r.source, typ, sids, known); err != nil {
-			return err
-		}
+	known, err := r.imp.lookupIdentities(ctx, r.source, byType)
+	if err != nil {
+		return err
 	}
 	if len(known) == 0 {
 		return nil
@@ -143,7 +141,7 @@ func (r *Run) takenMapped(ctx context.Context, items []*item, taken map[string]b
 	r.fresh = freshState{}
 	for _, it := range items {
 		if m, ok := known[it.key()]; ok && it.localID == "" {
-			it.localID, it.known, it.knownV, it.knownUp = m[0], true, m[1], m[2]
+			it.mapped(m)
 		}
 	}
 	return nil
