@@ -107,7 +107,7 @@ func startCheckpointer(ctx context.Context, dsn string, w *sql.DB, pageSize int)
 	if err == nil {
 		// An idle pass (TRUNCATE) takes the write lock while it waits for
 		// readers: a writer that comes along waits at most this long.
-		_, err = conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", restartWait.Milliseconds()))
+		_, err = conn.ExecContext(ctx, busyTimeoutPragma(restartWait))
 	}
 	if err != nil {
 		if conn != nil {
@@ -211,8 +211,8 @@ func (c *checkpointer) committed(ctx context.Context) {
 	}
 	c.mu.Lock()
 	if n > 0 {
-		// (Statements that change nothing, as a poll's UPDATE of no
-		// rows, leave the writer idle.)
+		// (Statements that change nothing, as an UPDATE that matches
+		// no rows, leave the writer idle.)
 		c.lastCommit = time.Now()
 		c.unemptied = true
 	}
@@ -292,15 +292,20 @@ func (c *checkpointer) restartWAL(ctx context.Context) (busy bool, err error) {
 		return false, err
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", restartWait.Milliseconds())); err != nil {
+	if _, err := conn.ExecContext(ctx, busyTimeoutPragma(restartWait)); err != nil {
 		return false, err
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf("PRAGMA busy_timeout = %d", busyTimeout.Milliseconds()))
+	defer conn.ExecContext(context.WithoutCancel(ctx), busyTimeoutPragma(busyTimeout))
 	var b, frames, copied int
 	if err := conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&b, &frames, &copied); err != nil {
 		return false, err
 	}
 	return b != 0, nil
+}
+
+// busyTimeoutPragma sets a connection's busy timeout to d.
+func busyTimeoutPragma(d time.Duration) string {
+	return fmt.Sprintf("PRAGMA busy_timeout = %d", d.Milliseconds())
 }
 
 // close stops the goroutine and closes the connection.
