@@ -170,9 +170,9 @@ type Run struct {
 	scope, runScope *deferScope
 	// replaying is set while deferred items are processed.
 	replaying bool
-	// fl is the chunk being written in the background (nil when none;
-	// see startWrite).
-	fl *flight
+	// fls are the chunks being written in the background, oldest first
+	// (see startWrite).
+	fls []*flight
 	// fresh says whether the source is new to the database (fresh.go).
 	fresh freshState
 	// attempt is set while a chunk is merged again (see redo): how many

@@ -1011,11 +1011,32 @@ func (r *Run) write(ctx context.Context, ch *chunk) error {
 		bundle: ch.bundle, delta: d, attempt: r.attempt})
 }
 
-// commit writes a chunk in one transaction. It runs in the background
-// (startWrite) and reads only w and the run's fixed fields.
-func (r *Run) commit(ctx context.Context, w *chunkWrite) error {
+// commit writes the chunk of fl in one transaction. It runs in the
+// background (startWrite) and reads only fl, its chunk and the run's
+// fixed fields.
+func (r *Run) commit(ctx context.Context, fl *flight) error {
+	w := fl.w
 	items, written, now := w.items, w.written, w.now
-	err := r.imp.db.WriteTx(ctx, func(tx *sqldb.Tx) error {
+	write := r.imp.db.WriteTx
+	if r.imp.writers() > 1 {
+		// See awaitEarlier.
+		write = r.imp.db.WriteTxOnce
+		if fl.prev != nil {
+			select {
+			case <-fl.prev.begun:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	err := write(ctx, func(tx *sqldb.Tx) error {
+		if r.imp.writers() > 1 {
+			// For the chunk after it (awaitEarlier).
+			if err := tx.HoldKey(ctx, fl.key); err != nil {
+				return err
+			}
+			fl.start()
+		}
 		// A chunk's commit does not wait for the disk (PostgreSQL): a
 		// crash of the database server may lose the chunks committed in
 		// its last few hundred milliseconds, which leaves the batch
@@ -1069,6 +1090,11 @@ func (r *Run) commit(ctx context.Context, w *chunkWrite) error {
 					return fmt.Errorf("quarantine line %d: %w", it.line, err)
 				}
 			}
+		}
+		// The batch's row last, after the chunk before it committed:
+		// that chunk updates it too.
+		if err := r.awaitEarlier(ctx, tx, fl); err != nil {
+			return err
 		}
 		_, err := tx.Exec(ctx, `UPDATE import_batch SET created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ?, heartbeat = ? WHERE id = ?`,
 			w.counts[0], w.counts[1], w.counts[2], w.counts[3], w.counts[4], now, r.sum.Batch)

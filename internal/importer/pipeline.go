@@ -2,7 +2,11 @@ package importer
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/phr-project/phr/internal/records"
@@ -13,8 +17,11 @@ import (
 // The write transaction of a chunk runs in the background while the next
 // chunk is parsed, matched, validated and rendered: on SQLite the writer
 // is one connection on one core, and the preparation of the next chunk
-// takes the other. At most one chunk is being written at a time, and
-// chunks are written in order.
+// takes the other. On SQLite one chunk is written at a time; on
+// PostgreSQL two (see Importer.writers), each in its own transaction,
+// and the second commits only after the first has (see awaitEarlier):
+// chunks commit in order, so a chunk whose references name resources of
+// the chunk before it is never committed without them.
 //
 // A chunk's preparation reads what earlier chunks wrote (identity map,
 // identifiers, digests, current versions; searches of the Matcher), and
@@ -42,7 +49,23 @@ type flight struct {
 	// w is the chunk, kept to merge it again should its write lose a
 	// race with another import (see redo).
 	w *chunkWrite
+	// prev is the chunk handed to the background before this one, while
+	// it was still being written: this one commits after it only.
+	prev *flight
+	// key names the advisory lock its transaction holds (see
+	// awaitEarlier); begun is closed once the transaction holds it, or
+	// has failed.
+	key   int64
+	begun chan struct{}
+	began sync.Once
 }
+
+// start closes fl.begun (once).
+func (fl *flight) start() { fl.began.Do(func() { close(fl.begun) }) }
+
+// errEarlier is the error of a chunk's write that was rolled back, before
+// committing, because the write of the chunk before it failed.
+var errEarlier = errors.New("the chunk before it was not written")
 
 // newFlight records what the items write.
 func newFlight(items []*item) *flight {
@@ -65,26 +88,87 @@ func newFlight(items []*item) *flight {
 	return fl
 }
 
-// settle waits for the chunk being written, if any, and returns the error
-// of its transaction. A chunk whose write lost a race with another
-// import is merged and written again first (see redo).
+// settle waits for the chunks being written, if any, and returns the
+// error of the first transaction that failed. A chunk whose write lost a
+// race with another import is merged and written again first (see redo).
 func (r *Run) settle() error {
-	for {
-		fl := r.fl
-		if fl == nil {
-			return nil
+	var first error
+	for len(r.fls) > 0 {
+		if err := r.settleOldest(); err != nil && first == nil {
+			first = err
 		}
-		<-fl.done
-		r.fl = nil
-		if !lostRace(fl) {
-			return fl.err
+	}
+	return first
+}
+
+// settleOldest waits for the oldest chunk being written and returns the
+// error of its transaction. One that lost a race with another import is
+// merged and handed to the background again (see redo), and so are the
+// chunks after it, which were rolled back without it (errEarlier).
+func (r *Run) settleOldest() error {
+	fl := r.fls[0]
+	<-fl.done
+	r.fls = r.fls[1:]
+	if !lostRace(fl) {
+		return fl.err
+	}
+	later := r.fls
+	r.fls = nil
+	for _, l := range later {
+		<-l.done
+	}
+	if err := r.redo(fl.w); err != nil {
+		return err
+	}
+	for _, l := range later {
+		if !errors.Is(l.err, errEarlier) && !lostRace(l) {
+			return l.err
 		}
-		// redo hands the chunk's new write to the background (r.fl):
-		// wait for that one too.
-		if err := r.redo(fl.w); err != nil {
+		if err := r.redo(l.w); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// awaitEarlier waits, in the transaction of fl's chunk and before it
+// commits, for the chunk written before it (fl.prev) to finish, and fails
+// with errEarlier when that one failed.
+//
+// The chunks of one run write different rows (a later chunk that reads
+// or writes what the earlier one writes waits before it is handed to the
+// background: settleForItems), but two runs at the same time may write
+// the same rows, and then one run's earlier chunk can wait in the server
+// for a row that the other's later chunk wrote, while that one waits here
+// for its own earlier chunk, which waits for the first run's later chunk.
+// So the wait is the server's: the earlier chunk's transaction holds the
+// advisory lock fl.prev.key while it runs, and this one waits for that
+// lock (sqldb.Tx.AwaitKey), which the server's deadlock detector sees and
+// breaks by failing one of them (store.ErrConflict: the chunk is merged
+// again, see redo).
+//
+// Neither wait can be for a connection of the write pool, which would be
+// invisible too: a chunk's transaction begins only once the one before it
+// holds its connection (see commit), and is not retried on a conflict
+// (sqldb.DB.WriteTxOnce).
+func (r *Run) awaitEarlier(ctx context.Context, tx *sqldb.Tx, fl *flight) error {
+	prev := fl.prev
+	if prev == nil {
+		return nil
+	}
+	if err := tx.AwaitKey(ctx, prev.key); err != nil {
+		return err
+	}
+	// Its transaction has ended; its goroutine is about to report.
+	select {
+	case <-prev.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if prev.err != nil {
+		return errEarlier
+	}
+	return nil
 }
 
 // settleInto settles; the write's error becomes *err unless that is set
@@ -99,10 +183,12 @@ func (r *Run) settleInto(err *error) {
 // settleIf settles when a chunk is being written and dep says what is
 // about to be read may depend on it.
 func (r *Run) settleIf(dep func(*flight) bool) error {
-	if r.fl == nil || !dep(r.fl) {
-		return nil
+	for _, fl := range r.fls {
+		if dep(fl) {
+			return r.settle()
+		}
 	}
-	return r.settle()
+	return nil
 }
 
 // settleForItems settles when the chunk being written has one of the
@@ -118,34 +204,35 @@ func (r *Run) settleIf(dep func(*flight) bool) error {
 // so every chunk waited for the previous chunk's write at this point and
 // the writes hardly overlapped the preparation of the next chunk.
 func (r *Run) settleForItems(ctx context.Context, items []*item, idents bool) error {
-	fl := r.fl
-	if fl == nil {
+	if len(r.fls) == 0 {
 		return nil
 	}
 	var shared []identKey
 	dup := map[identKey]bool{}
-	for _, it := range items {
-		if it.typ == "" {
-			continue
-		}
-		id := it.localID
-		if id == "" {
-			id = it.sid
-		}
-		if id != "" && fl.keys[it.typ+"/"+id] {
-			return r.settle()
-		}
-		if it.hash != "" && fl.hashes[it.hash] {
-			return r.settle()
-		}
-		if !idents {
-			continue
-		}
-		for _, idn := range it.idents {
-			k := identKey{it.typ, idn[0], idn[1]}
-			if fl.idents[k] && !dup[k] {
-				dup[k] = true
-				shared = append(shared, k)
+	for _, fl := range r.fls {
+		for _, it := range items {
+			if it.typ == "" {
+				continue
+			}
+			id := it.localID
+			if id == "" {
+				id = it.sid
+			}
+			if id != "" && fl.keys[it.typ+"/"+id] {
+				return r.settle()
+			}
+			if it.hash != "" && fl.hashes[it.hash] {
+				return r.settle()
+			}
+			if !idents {
+				continue
+			}
+			for _, idn := range it.idents {
+				k := identKey{it.typ, idn[0], idn[1]}
+				if fl.idents[k] && !dup[k] {
+					dup[k] = true
+					shared = append(shared, k)
+				}
 			}
 		}
 	}
@@ -221,6 +308,8 @@ type chunkWrite struct {
 func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 	fl := newFlight(w.items)
 	fl.w = w
+	fl.key = rand.Int64()
+	fl.begun = make(chan struct{})
 	// What the transaction does not need is let go now, before waiting
 	// for the previous chunk: the next chunk is prepared meanwhile, and
 	// both must fit in memory. The input text (raw) stays until the
@@ -256,13 +345,37 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 		}
 	}
 	b.Seal()
-	if err := r.settle(); err != nil {
-		return err
+	for len(r.fls) >= r.imp.writers() {
+		if err := r.settleOldest(); err != nil {
+			// The later chunks are let finish before the run ends.
+			if serr := r.settle(); serr != nil {
+				slog.WarnContext(ctx, "import: a later chunk failed too", "err", serr)
+			}
+			return err
+		}
 	}
-	r.fl = fl
+	if n := len(r.fls); n > 0 {
+		fl.prev = r.fls[n-1]
+	}
+	r.fls = append(r.fls, fl)
 	go func() {
 		defer close(fl.done)
-		fl.err = r.commit(ctx, w)
+		defer fl.start()
+		fl.err = r.commit(ctx, fl)
+		// Else every chunk of the run stays reachable from the last.
+		fl.prev = nil
 	}()
 	return nil
+}
+
+// writers is how many chunks may be written at the same time: on
+// PostgreSQL two, each on its own connection and server process, so that
+// the server inserts one chunk's rows while it inserts the other's and
+// this process prepares the next; on SQLite one, as its single writer
+// runs one transaction at a time.
+func (imp *Importer) writers() int {
+	if imp.db.SQLDialect() == sqldb.Postgres {
+		return 2
+	}
+	return 1
 }

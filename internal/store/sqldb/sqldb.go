@@ -333,6 +333,14 @@ func (db *DB) WriteTx(ctx context.Context, fn func(*Tx) error) error {
 	return err
 }
 
+// WriteTxOnce is WriteTx without its retries: a conflict (a unique key
+// another transaction committed, a deadlock) fails it with
+// store.ErrConflict at once, for callers that must decide anew what to
+// write, or that others wait for.
+func (db *DB) WriteTxOnce(ctx context.Context, fn func(*Tx) error) error {
+	return db.writeOnce(ctx, fn)
+}
+
 func (db *DB) writeOnce(ctx context.Context, fn func(*Tx) error) (err error) {
 	if db.dialect == SQLite {
 		db.wmu.Lock()
