@@ -2,6 +2,8 @@ package importer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 )
 
@@ -25,8 +27,20 @@ type freshState struct {
 	// on says the database holds no identity map entries or digests of
 	// the source but those of this run, all in Run.ids and digests.
 	on bool
-	// digests are those this run recorded (chunks handed to startWrite).
-	digests map[string]bool
+	// digests are those this run recorded (chunks handed to startWrite),
+	// as bytes: a map without pointers, which the garbage collector,
+	// running often during an import, need not scan.
+	digests map[digestKey]bool
+}
+
+// digestKey is a content digest (item.hash, hexadecimal SHA-256) as bytes.
+type digestKey [sha256.Size]byte
+
+// keyOf returns the digest key of a hexadecimal digest.
+func keyOf(h string) digestKey {
+	var k digestKey
+	hex.Decode(k[:], []byte(h))
+	return k
 }
 
 // beginFresh sets r.fresh when nothing of the source is recorded yet.
@@ -37,7 +51,7 @@ func (r *Run) beginFresh(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("check import source: %w", err)
 	}
-	r.fresh = freshState{on: !recorded, digests: map[string]bool{}}
+	r.fresh = freshState{on: !recorded, digests: map[digestKey]bool{}}
 	return nil
 }
 
@@ -66,6 +80,6 @@ func (r *Run) recordedFresh(seenRows [][]any) {
 		return
 	}
 	for _, row := range seenRows {
-		r.fresh.digests[row[1].(string)] = true
+		r.fresh.digests[keyOf(row[1].(string))] = true
 	}
 }

@@ -691,7 +691,7 @@ func (r *Run) loadCurrent(ctx context.Context, items []*item) error {
 	seen := map[string]bool{}
 	if r.fresh.on {
 		for _, h := range hashes {
-			if r.fresh.digests[h] {
+			if r.fresh.digests[keyOf(h)] {
 				seen[h] = true
 			}
 		}
