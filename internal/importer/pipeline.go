@@ -343,6 +343,16 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 		for _, t := range w.records {
 			b.Add(t.encode()...)
 		}
+		// Their rows are encoded: their text and index entries can go
+		// (two chunks in flight and the one being prepared hold about
+		// 80 MB otherwise, which the garbage collector scans again and
+		// again during an import).
+		for _, it := range w.written {
+			if it.act == actCreate && it.cur == nil {
+				it.prep = nil
+			}
+		}
+		w.provs = nil
 	}
 	b.Seal()
 	for len(r.fls) >= r.imp.writers() {

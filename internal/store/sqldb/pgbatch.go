@@ -242,8 +242,12 @@ type RawWriter interface {
 
 // NewBatch is the new resources of PrepareNew, ready to write.
 type NewBatch struct {
-	db   *DB
+	db *DB
+	// puts are the resources when not Encoded; keys and rids name them
+	// when Encoded (the encoded rows are all the transaction needs, and
+	// the resources' text and index entries can be let go meanwhile).
 	puts []*store.Put
+	keys []resKey
 	rids []int64
 	// copies and stmts are the encoded writes (PostgreSQL); nil when the
 	// batch goes through PutNew in the transaction instead (SQLite, or a
@@ -315,9 +319,12 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put) (*NewBatch, err
 		}
 	}
 	b.rids = rids
+	b.keys = make([]resKey, len(puts))
 	for i, p := range puts {
 		p.Seq = seqs[i]
+		b.keys[i] = resKey{p.Type, p.ID}
 	}
+	b.puts = nil
 	b.copies = append([]RawCopy{
 		{SQL: "COPY resource (" + strings.Join(newResourceCols, ", ") + ") FROM STDIN BINARY", Data: res.done()},
 		{SQL: "COPY resource_version (" + strings.Join(newVersionCols, ", ") + ") FROM STDIN BINARY", Data: ver.done()},
@@ -407,10 +414,9 @@ func (t *Tx) PutNewPrepared(ctx context.Context, b *NewBatch) error {
 	if t.conn == nil {
 		return fmt.Errorf("PutNewPrepared: the transaction has no connection for raw writes")
 	}
-	for _, p := range b.puts {
-		k := resKey{p.Type, p.ID}
+	for _, k := range b.keys {
 		if _, known := t.rids[k]; known {
-			return fmt.Errorf("%w: %s/%s was already written", store.ErrConflict, p.Type, p.ID)
+			return fmt.Errorf("%w: %s/%s was already written", store.ErrConflict, k.typ, k.id)
 		}
 	}
 	b.Seal()
@@ -420,8 +426,8 @@ func (t *Tx) PutNewPrepared(ctx context.Context, b *NewBatch) error {
 	if err != nil {
 		return t.batchErr(err)
 	}
-	for i, p := range b.puts {
-		t.rids[resKey{p.Type, p.ID}] = ridVersion{b.rids[i], 1}
+	for i, k := range b.keys {
+		t.rids[k] = ridVersion{b.rids[i], 1}
 	}
 	return nil
 }
