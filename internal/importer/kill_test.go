@@ -2,6 +2,7 @@ package importer_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -13,6 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phr-project/phr/internal/store/postgres"
+	"github.com/phr-project/phr/internal/store/sqldb"
+	"github.com/phr-project/phr/internal/store/sqlite"
+	"github.com/phr-project/phr/internal/store/storetest"
 	"github.com/phr-project/phr/internal/synthea"
 )
 
@@ -28,9 +33,10 @@ func phrBinary(t *testing.T) string {
 }
 
 // serve starts `phr serve` on a free port and returns it and its base URL.
-func serve(t *testing.T, bin, data string) (*exec.Cmd, string) {
+// extra adds flags (--db URL).
+func serve(t *testing.T, bin, data string, extra ...string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--data", data, "--addr", "127.0.0.1:0", "--log-level", "warn")
+	cmd := exec.Command(bin, append([]string{"serve", "--data", data, "--addr", "127.0.0.1:0", "--log-level", "warn"}, extra...)...)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -65,7 +71,9 @@ func httpDo(t *testing.T, method, u, tok string, body io.Reader, headers ...stri
 
 // The server is killed (SIGKILL) in the middle of a large import; after a
 // restart, running the same import again completes it: every resource is
-// there once, nothing committed is lost or duplicated.
+// there once, nothing committed is lost or duplicated, and every reference
+// resolves (on PostgreSQL two chunks are written at a time, and the later
+// must never commit without the earlier). On each store.
 func TestKillMidImport(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the phr binary")
@@ -84,13 +92,23 @@ func TestKillMidImport(t *testing.T) {
 	total := syntheaNDJSON(t, files, f)
 	f.Close()
 	bin := phrBinary(t)
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) { killMidImport(t, bin, input, n, total, d) })
+	}
+}
+
+func killMidImport(t *testing.T, bin, input string, n, total int, dialect string) {
 	data := t.TempDir()
-	out, err := exec.Command(bin, "token", "--data", data, "--scope", "system/*.*").Output()
+	var dbArgs []string
+	if dialect == "postgres" {
+		dbArgs = []string{"--db", storetest.NewPostgresURL(t)}
+	}
+	out, err := exec.Command(bin, append([]string{"token", "--data", data, "--scope", "system/*.*"}, dbArgs...)...).Output()
 	if err != nil {
 		t.Fatalf("phr token: %v", err)
 	}
 	tok := strings.TrimSpace(string(out))
-	srv, base := serve(t, bin, data)
+	srv, base := serve(t, bin, data, dbArgs...)
 	importOnce := func(base string) ([]byte, error) {
 		body, _ := os.Open(input)
 		defer body.Close()
@@ -123,7 +141,7 @@ func TestKillMidImport(t *testing.T) {
 	if err := <-done; err == nil {
 		t.Log("the import finished before the kill landed; the test still checks the re-run")
 	}
-	_, base = serve(t, bin, data)
+	_, base = serve(t, bin, data, dbArgs...)
 	_, b, err := httpDo(t, "GET", base+"/fhir/$import-batches?batch=1", tok, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -164,6 +182,27 @@ func TestKillMidImport(t *testing.T) {
 	sum, _ = parseSummary(t, resp)
 	want(t, "third run", sum, "created", 0)
 	want(t, "third run", sum, "unchanged", float64(total))
+	// Every reference of every stored resource names a stored resource.
+	var db *sqldb.DB
+	ctx := context.Background()
+	if dialect == "postgres" {
+		db, err = postgres.Open(ctx, dbArgs[1])
+	} else {
+		db, err = sqlite.Open(ctx, filepath.Join(data, "phr.db"))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var refs, dangling int
+	if err := db.QueryRow(ctx, `SELECT COUNT(*), COUNT(*) - COUNT(x.rid) FROM idx_ref r
+		LEFT JOIN resource x ON x.type = r.target_type AND x.id = r.target_id
+		WHERE r.target_type <> '' AND r.target_id <> ''`).Scan(&refs, &dangling); err != nil {
+		t.Fatal(err)
+	}
+	if refs < total || dangling != 0 {
+		t.Errorf("%d of %d indexed references name no stored resource", dangling, refs)
+	}
 }
 
 // batchPart is a part of the first batch in a $import-batches answer.
