@@ -357,9 +357,10 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 	b.Seal()
 	for len(r.fls) >= r.imp.writers() {
 		if err := r.settleOldest(); err != nil {
-			// The later chunks are let finish before the run ends.
-			if serr := r.settle(); serr != nil {
-				slog.WarnContext(ctx, "import: a later chunk failed too", "err", serr)
+			// The later chunk ends before the run does (rolled back:
+			// errEarlier, unless it failed on its own).
+			if serr := r.settle(); serr != nil && !errors.Is(serr, errEarlier) {
+				slog.WarnContext(ctx, "import: the chunk after a failed one failed too", "err", serr)
 			}
 			return err
 		}
