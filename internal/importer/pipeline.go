@@ -383,9 +383,11 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 // PostgreSQL two, each on its own connection and server process, so that
 // the server inserts one chunk's rows while it inserts the other's and
 // this process prepares the next; on SQLite one, as its single writer
-// runs one transaction at a time.
+// runs one transaction at a time. Two only when the write pool has a
+// connection more, for the rest of the server's writes (and the import's
+// heartbeat and id draws) meanwhile.
 func (imp *Importer) writers() int {
-	if imp.db.SQLDialect() == sqldb.Postgres {
+	if imp.db.SQLDialect() == sqldb.Postgres && imp.db.WriteConns() >= 3 {
 		return 2
 	}
 	return 1

@@ -157,6 +157,10 @@ func (db *DB) Dialect() string { return db.dialect.String() }
 // their own tables.
 func (db *DB) SQLDialect() Dialect { return db.dialect }
 
+// WriteConns returns the size of the write pool: the transactions that
+// can be open at once (1 on SQLite).
+func (db *DB) WriteConns() int { return db.w.Stats().MaxOpenConnections }
+
 // Close implements store.Store.
 func (db *DB) Close() error {
 	var errs []error
