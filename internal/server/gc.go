@@ -3,6 +3,8 @@ package server
 import (
 	"os"
 	"runtime/debug"
+
+	"github.com/phr-project/phr/internal/gcbudget"
 )
 
 // GOGC and MemoryLimit are the garbage collector settings of `phr serve`
@@ -27,12 +29,13 @@ const (
 // the process stays within its memory goals (import under 300 MB, bulk
 // export under 150 MB, with SQLite's page caches beside the Go heap). A
 // small live heap, as when serving reads, stays far below the limit and
-// keeps the GOGC=400 throughput.
+// keeps the GOGC=400 throughput. Work with a larger budget raises the
+// limit while it runs (package gcbudget: PostgreSQL imports).
 func TuneGC() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(GOGC)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(MemoryLimit)
+		gcbudget.Enable(MemoryLimit)
 	}
 }
