@@ -27,7 +27,8 @@ import (
 // back). The garbage collector runs with the settings of phr serve
 // (server.TuneGC; GOGC and GOMEMLIMIT in the environment win), which is
 // where imports run. PHR_BENCH_PATIENTS=n imports fewer;
-// PHR_BENCH_CHUNK=n sets the importer's ChunkSize. PHR_BENCH_BULK=1
+// PHR_BENCH_CHUNK=n sets the importer's ChunkSize, PHR_BENCH_WORKERS=n
+// its Workers. PHR_BENCH_BULK=1
 // opens the store as `phr import --data` does (server.Config.BulkWrites:
 // a bigger SQLite writer cache in slots, 2,000-resource chunks; run
 // SQLite alone then, as the slots are the first store's of the process). It also reports the
@@ -64,6 +65,9 @@ func BenchmarkImportSynthea(b *testing.B) {
 				imp := importer.New(app.Store, app.Records)
 				if v, err := strconv.Atoi(os.Getenv("PHR_BENCH_CHUNK")); err == nil && v > 0 {
 					imp.ChunkSize = v
+				}
+				if v, err := strconv.Atoi(os.Getenv("PHR_BENCH_WORKERS")); err == nil && v > 0 {
+					imp.Workers = v
 				}
 				ctx := access.With(context.Background(), access.System{Name: "bench"})
 				run, err := imp.Begin(ctx, importer.Options{Source: "synthea"})

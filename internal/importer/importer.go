@@ -61,7 +61,13 @@ type Importer struct {
 	// at a time: one written, the next prepared). New sets 4 MiB on
 	// SQLite and 2 MiB on PostgreSQL.
 	ChunkBytes int
-	// Workers is the parallelism of parsing and validation.
+	// Workers is the parallelism of parsing and validation (a run that
+	// only validates uses all CPUs). New sets 1 on SQLite, where the
+	// single writer is the bottleneck: a second worker only took CPU from
+	// it (the writer waited about 2 of 13 s for a CPU in a trace of the
+	// Synthea import), and one imported 5% more resources per second
+	// (tools/loadtest/ab.sh, 10 of 10 alternated pairs); 2 on PostgreSQL,
+	// whose writers are server processes.
 	Workers int
 
 	cacheMu sync.Mutex
@@ -73,6 +79,7 @@ func New(db *sqldb.DB, rec *records.Service) *Importer {
 	imp := &Importer{db: db, rec: rec, ChunkSize: 1000, ChunkBytes: 2 << 20, Workers: 2}
 	if db != nil && db.SQLDialect() == sqldb.SQLite {
 		imp.ChunkSize, imp.ChunkBytes = sqliteChunks()
+		imp.Workers = 1
 	}
 	return imp
 }

@@ -474,7 +474,7 @@ func (bs *bundleStream) flush() error {
 	r := bs.r
 	ch := &chunk{items: bs.items, bundle: bs.urls}
 	bs.items, bs.size = nil, 0
-	r.imp.parallel(ch.items, parseItem)
+	r.parallel(ch.items, parseItem)
 	for _, it := range ch.items {
 		if it.tree == nil && it.act != actReject && !it.del {
 			it.act = actReject
@@ -527,7 +527,7 @@ func (r *Run) processResolved(ch *chunk) error {
 	}
 	r.decide(items)
 	at := r.nextAt()
-	r.imp.parallel(items, func(it *item) { r.prepareItem(it, at) })
+	r.parallel(items, func(it *item) { r.prepareItem(it, at) })
 	r.checkAccess(ctx, items)
 	return r.write(ctx, ch)
 }

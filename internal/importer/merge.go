@@ -210,11 +210,13 @@ func contentHash(v *fhirjson.Value) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// parallel runs f over items with the importer's workers.
-func (imp *Importer) parallel(items []*item, f func(*item)) {
-	w := imp.Workers
-	if w <= 0 {
-		w = runtime.GOMAXPROCS(0)
+// parallel runs f over items with the run's workers: the importer's
+// Workers, or all CPUs for a run that only validates (mode=validate, which
+// has no writer to leave a core to).
+func (r *Run) parallel(items []*item, f func(*item)) {
+	w := r.imp.Workers
+	if w <= 0 || r.o.Validate {
+		w = max(w, runtime.GOMAXPROCS(0))
 	}
 	if w == 1 || len(items) < 16 {
 		for _, it := range items {
@@ -258,7 +260,7 @@ func (r *Run) process(ch *chunk) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r.imp.parallel(ch.items, parseItem)
+	r.parallel(ch.items, parseItem)
 	if err := r.resolveIdentities(ctx, ch.items, ch); err != nil {
 		return err
 	}

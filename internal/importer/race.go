@@ -79,7 +79,7 @@ func (r *Run) redo(w *chunkWrite) error {
 		}
 	}
 	ch := &chunk{items: items, bundle: w.bundle}
-	r.imp.parallel(items, parseItem)
+	r.parallel(items, parseItem)
 	for _, it := range items {
 		if it.tree == nil && it.act != actReject && !it.del {
 			it.act = actReject // as bundleStream.flush
