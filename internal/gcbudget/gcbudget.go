@@ -10,8 +10,9 @@
 // (the chunks being prepared and written): the collector ran a hundred
 // times in ten seconds and took a sixth of the process's CPU, on a
 // machine whose two cores the import keeps busy. With 192 MiB the
-// collector runs half as often; the 120 Synthea patients imported 2-10%
-// faster, with a peak RSS of 205 MiB instead of 147.
+// benchmark process collected 64-70 times instead of 97, and the 120
+// Synthea patients imported about 5% faster (2-10% in alternated runs),
+// with a peak RSS of about 205 MiB instead of 147.
 package gcbudget
 
 import (
