@@ -10,7 +10,7 @@ import (
 // waited for waits in the server for a row the waiting one wrote, neither
 // ever ends. HoldKey and AwaitKey move such a wait into the server, as an
 // advisory lock, where the detector sees it and breaks a cycle by failing
-// one transaction (SQLSTATE 40P01, which Write retries as a conflict).
+// one transaction (SQLSTATE 40P01, reported as store.ErrConflict).
 
 // HoldKey takes the transaction-level advisory lock key, which the
 // transaction keeps until it ends (PostgreSQL; nothing on SQLite, whose
