@@ -38,9 +38,9 @@ func newTestFlight(key int64) *flight {
 // one failed, so the later chunk is rolled back too.
 func TestLaterChunkWaitsForEarlier(t *testing.T) {
 	db := storetest.Open(t, "postgres")
-	r := &Run{imp: &Importer{db: db}}
-	if want := map[bool]int{true: 2, false: 1}[db.WriteConns() >= 3]; r.imp.writers() != want {
-		t.Fatalf("writers on PostgreSQL with %d write connections = %d, want %d", db.WriteConns(), r.imp.writers(), want)
+	r := &Run{imp: New(db, nil)}
+	if want := map[bool]int{true: 2, false: 1}[db.WriteConns() >= 3]; r.imp.writers != want {
+		t.Fatalf("writers on PostgreSQL with %d write connections = %d, want %d", db.WriteConns(), r.imp.writers, want)
 	}
 	ctx := context.Background()
 	for _, fail := range []bool{false, true} {
@@ -87,7 +87,7 @@ func TestLaterChunkWaitsForEarlier(t *testing.T) {
 // conflict (to be merged again) instead of both hanging.
 func TestChunkWaitDeadlockIsBroken(t *testing.T) {
 	db := storetest.Open(t, "postgres")
-	r := &Run{imp: &Importer{db: db}}
+	r := &Run{imp: New(db, nil)}
 	ctx := context.Background()
 	prev := newTestFlight(99)
 	laterWrote := make(chan struct{})

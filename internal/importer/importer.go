@@ -70,13 +70,16 @@ type Importer struct {
 	// whose writers are server processes.
 	Workers int
 
+	// writers is how many chunks are written at a time (see writers).
+	writers int
+
 	cacheMu sync.Mutex
 }
 
 // New returns an Importer writing through rec's validation and indexing
 // into db.
 func New(db *sqldb.DB, rec *records.Service) *Importer {
-	imp := &Importer{db: db, rec: rec, ChunkSize: 1000, ChunkBytes: 2 << 20, Workers: 2}
+	imp := &Importer{db: db, rec: rec, ChunkSize: 1000, ChunkBytes: 2 << 20, Workers: 2, writers: writers(db)}
 	if db != nil && db.SQLDialect() == sqldb.SQLite {
 		imp.ChunkSize, imp.ChunkBytes = sqliteChunks()
 		imp.Workers = 1

@@ -1020,7 +1020,7 @@ func (r *Run) commit(ctx context.Context, fl *flight) error {
 	w := fl.w
 	items, written, now := w.items, w.written, w.now
 	write := r.imp.db.WriteTx
-	if r.imp.writers() > 1 {
+	if r.imp.writers > 1 {
 		// See awaitEarlier.
 		write = r.imp.db.WriteTxOnce
 		if fl.prev != nil {
@@ -1032,7 +1032,7 @@ func (r *Run) commit(ctx context.Context, fl *flight) error {
 		}
 	}
 	err := write(ctx, func(tx *sqldb.Tx) error {
-		if r.imp.writers() > 1 {
+		if r.imp.writers > 1 {
 			// For the chunk after it (awaitEarlier).
 			if err := tx.HoldKey(ctx, fl.key); err != nil {
 				return err

@@ -355,7 +355,7 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 		w.provs = nil
 	}
 	b.Seal()
-	for len(r.fls) >= r.imp.writers() {
+	for len(r.fls) >= r.imp.writers {
 		if err := r.settleOldest(); err != nil {
 			// The later chunk ends before the run does (rolled back:
 			// errEarlier, unless it failed on its own).
@@ -385,9 +385,9 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 // this process prepares the next; on SQLite one, as its single writer
 // runs one transaction at a time. Two only when the write pool has a
 // connection more, for the rest of the server's writes (and the import's
-// heartbeat and id draws) meanwhile.
-func (imp *Importer) writers() int {
-	if imp.db.SQLDialect() == sqldb.Postgres && imp.db.WriteConns() >= 3 {
+// heartbeat and id draws) meanwhile. New sets Importer.writers with it.
+func writers(db *sqldb.DB) int {
+	if db != nil && db.SQLDialect() == sqldb.Postgres && db.WriteConns() >= 3 {
 		return 2
 	}
 	return 1
