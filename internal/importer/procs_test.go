@@ -14,35 +14,11 @@ import (
 )
 
 // TestRunIsBulkWork checks that an import run counts as bulk work (all
-// CPUs, package procs) from Begin to Finish, and only then.
+// CPUs, package procs) from Begin to Finish, and only then; and that one
+// into PostgreSQL raises the collector's soft memory limit (package
+// gcbudget) for as long, while one into SQLite, whose page caches share
+// the process's memory, leaves it alone.
 func TestRunIsBulkWork(t *testing.T) {
-	app := openApp(t, "sqlite")
-	imp := importer.New(app.Store, app.Records)
-	ctx := access.With(context.Background(), access.System{Name: "test"})
-	before := procs.Active()
-	run, err := imp.Begin(ctx, importer.Options{Source: "procs-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := procs.Active(); got != before+1 {
-		t.Fatalf("bulk work during the run: %d, want %d", got, before+1)
-	}
-	if err := run.NDJSON(strings.NewReader(`{"resourceType":"Patient","id":"a"}`+"\n"), "p.ndjson"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := run.Finish("done"); err != nil {
-		t.Fatal(err)
-	}
-	if got := procs.Active(); got != before {
-		t.Fatalf("bulk work after Finish: %d, want %d", got, before)
-	}
-}
-
-// TestRunMemoryBudget checks that an import into PostgreSQL raises the
-// collector's soft memory limit (package gcbudget) from Begin to Finish,
-// and that one into SQLite, whose page caches share the process's memory,
-// leaves it alone.
-func TestRunMemoryBudget(t *testing.T) {
 	const base = 100 << 20
 	gcbudget.Enable(base)
 	defer gcbudget.Enable(math.MaxInt64) // no limit, as before
@@ -51,9 +27,13 @@ func TestRunMemoryBudget(t *testing.T) {
 			app := openApp(t, d)
 			imp := importer.New(app.Store, app.Records)
 			ctx := access.With(context.Background(), access.System{Name: "test"})
-			run, err := imp.Begin(ctx, importer.Options{Source: "budget-test"})
+			before := procs.Active()
+			run, err := imp.Begin(ctx, importer.Options{Source: "procs-test"})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if got := procs.Active(); got != before+1 {
+				t.Fatalf("bulk work during the run: %d, want %d", got, before+1)
 			}
 			want := int64(base)
 			if d == "postgres" {
@@ -67,6 +47,9 @@ func TestRunMemoryBudget(t *testing.T) {
 			}
 			if _, err := run.Finish("done"); err != nil {
 				t.Fatal(err)
+			}
+			if got := procs.Active(); got != before {
+				t.Fatalf("bulk work after Finish: %d, want %d", got, before)
 			}
 			if got := gcbudget.Limit(); got != base {
 				t.Errorf("memory limit after Finish: %d, want %d", got, base)
