@@ -333,7 +333,7 @@ func TestKeySerialisation(t *testing.T) {
 	}
 }
 
-func benchIssuer(b *testing.B, alg string, cacheSize int) (*Issuer, string) {
+func benchIssuer(b testing.TB, alg string, cacheSize int) (*Issuer, string) {
 	k, err := GenerateKey(alg)
 	if err != nil {
 		b.Fatal(err)
@@ -483,4 +483,21 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("token %q verified with claims %+v", tok, got)
 		}
 	})
+}
+
+// TestVerifyCachedAllocatesNothing: a request with a token already
+// verified costs no heap allocation for the check (it runs on every API
+// request; the garbage collector's work shows in the read latency).
+func TestVerifyCachedAllocatesNothing(t *testing.T) {
+	iss, tok := benchIssuer(t, EdDSA, 0)
+	if _, err := iss.Verify(tok); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := iss.Verify(tok); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("a cached Verify allocates %.1f times, want 0", n)
+	}
 }
