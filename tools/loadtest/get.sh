@@ -13,6 +13,17 @@
 # to FILE for `go tool pprof` (DURATION must then be in seconds, >= 3s).
 # BIN=PATH runs a phr binary built before instead of building this tree
 # (to compare two builds back to back).
+# PACE=MS makes each connection wait MS milliseconds on average between a
+# response and its next request (pace.lua; fractions allowed), so that the
+# latency is measured at a load below the most the server can do. Without
+# it wrk keeps every connection busy, the server's thread and wrk's each
+# keep one of a 2-core machine's cores fully busy, and the tail shows
+# mostly how often the kernel takes a core from them for anything else
+# (in 8 such runs, the two with a p99 over 10 ms were the two where the
+# server's threads were preempted most, about 4,400 times against
+# 1,300-2,700). With 16 connections on the 2-core development machine,
+# PACE=0.7 offered 12,000-17,000 requests per second to SQLite and
+# 12,000-14,000 to PostgreSQL; PACE=1 about 8,000-11,000.
 set -euo pipefail
 store=${1:-sqlite}
 dur=${DURATION:-10s}
@@ -45,7 +56,7 @@ ticks() {
 backends() {
   if [ "$store" = postgres ]; then psql "$base" -Atc "SELECT pid FROM pg_stat_activity WHERE datname = '$name'"; fi
 }
-echo "store=$store conns=$conns duration=$dur"
+echo "store=$store conns=$conns duration=$dur${PACE:+ pace=${PACE}ms}"
 ticks $pid >"$tmp/srv0"
 # shellcheck disable=SC2046
 ticks $(backends) >"$tmp/db0"
@@ -55,7 +66,9 @@ if [ -n "${PROFILE:-}" ]; then
   (sleep 1; curl -sf -o "$PROFILE" "http://127.0.0.1:$dport/debug/pprof/profile?seconds=$secs") &
   prof=$!
 fi
-wrk -t"${THREADS:-1}" -c"$conns" -d"$dur" --latency -H "Authorization: Bearer $tok" http://127.0.0.1:$port/fhir/Patient/p1 | tee "$tmp/wrk"
+pace=()
+if [ -n "${PACE:-}" ]; then pace=(-s "$root/tools/loadtest/pace.lua"); fi
+wrk -t"${THREADS:-1}" -c"$conns" -d"$dur" --latency "${pace[@]}" -H "Authorization: Bearer $tok" http://127.0.0.1:$port/fhir/Patient/p1 ${PACE:+-- "$PACE"} | tee "$tmp/wrk"
 ticks $pid >"$tmp/srv1"
 if [ -n "${PROFILE:-}" ]; then wait $prof && echo "CPU profile: $PROFILE"; fi
 # shellcheck disable=SC2046
