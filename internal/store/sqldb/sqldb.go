@@ -379,7 +379,13 @@ func (db *DB) writeOnce(ctx context.Context, fn func(*Tx) error) (err error) {
 		if conn != nil {
 			conn.Close()
 		}
-		tx.prepareNew(context.WithoutCancel(ctx))
+		// Not waited for: preparing needs a connection of the pool, and
+		// callers may hold the others while they wait for this write to
+		// return (the importer's later chunk waits for the earlier one);
+		// a wait here, invisible to the database, could close a cycle.
+		if len(tx.unprepared) > 0 {
+			go tx.prepareNew(context.WithoutCancel(ctx))
+		}
 		if err != nil {
 			if db.isConflict(err) && !errors.Is(err, store.ErrConflict) {
 				err = fmt.Errorf("%w: %v", store.ErrConflict, err)
