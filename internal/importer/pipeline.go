@@ -159,7 +159,9 @@ func (r *Run) awaitEarlier(ctx context.Context, tx *sqldb.Tx, fl *flight) error 
 	if err := tx.AwaitKey(ctx, prev.key); err != nil {
 		return err
 	}
-	// Its transaction has ended; its goroutine is about to report.
+	// Its transaction has ended; its goroutine is about to report (a
+	// write returns without waiting for anything once its transaction
+	// has ended: sqldb's TestWriteReturnsWithThePoolBusy).
 	select {
 	case <-prev.done:
 	case <-ctx.Done():
