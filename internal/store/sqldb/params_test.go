@@ -23,6 +23,19 @@ import (
 // openUnmigrated opens an empty store of dialect d without migrating it.
 func openUnmigrated(t *testing.T, d string) *sqldb.DB {
 	t.Helper()
+	w, dialect := openWritePool(t, d)
+	if dialect == sqldb.SQLite {
+		w.SetMaxOpenConns(1)
+	}
+	db := sqldb.New(sqldb.Options{Dialect: dialect, Write: w})
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// openWritePool opens the connection pool of an empty database of dialect
+// d (a new PostgreSQL database, or a SQLite file in WAL mode).
+func openWritePool(t *testing.T, d string) (*sql.DB, sqldb.Dialect) {
+	t.Helper()
 	var (
 		w       *sql.DB
 		err     error
@@ -34,14 +47,11 @@ func openUnmigrated(t *testing.T, d string) *sqldb.DB {
 	} else {
 		// the sqlite driver is registered by the sqlite store, which storetest imports
 		w, err = sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "phr.db")+"?_pragma=journal_mode(wal)")
-		w.SetMaxOpenConns(1)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := sqldb.New(sqldb.Options{Dialect: dialect, Write: w})
-	t.Cleanup(func() { db.Close() })
-	return db
+	return w, dialect
 }
 
 // oldComposite is a composite entry's parts as stored before the compact

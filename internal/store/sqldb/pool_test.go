@@ -3,7 +3,6 @@ package sqldb_test
 import (
 	"context"
 	"database/sql"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -22,20 +21,7 @@ import (
 func TestWriteReturnsWithThePoolBusy(t *testing.T) {
 	for _, d := range storetest.Dialects() {
 		t.Run(d, func(t *testing.T) {
-			var (
-				w       *sql.DB
-				err     error
-				dialect = sqldb.SQLite
-			)
-			if d == "postgres" {
-				dialect = sqldb.Postgres
-				w, err = sql.Open("pgx", storetest.NewPostgresURL(t))
-			} else {
-				w, err = sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "phr.db")+"?_pragma=journal_mode(wal)")
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			w, dialect := openWritePool(t, d)
 			w.SetMaxOpenConns(2)
 			db := sqldb.New(sqldb.Options{Dialect: dialect, Write: w})
 			t.Cleanup(func() { db.Close() })
