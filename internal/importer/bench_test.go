@@ -2,6 +2,7 @@ package importer_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -28,7 +29,8 @@ import (
 // (server.TuneGC; GOGC and GOMEMLIMIT in the environment win), which is
 // where imports run. PHR_BENCH_PATIENTS=n imports fewer;
 // PHR_BENCH_CHUNK=n sets the importer's ChunkSize, PHR_BENCH_WORKERS=n
-// its Workers. PHR_BENCH_BULK=1
+// its Workers, PHR_BENCH_SQL statements to run on the store first
+// (benchSQL). PHR_BENCH_BULK=1
 // opens the store as `phr import --data` does (server.Config.BulkWrites:
 // a bigger SQLite writer cache in slots, 2,000-resource chunks; run
 // SQLite alone then, as the slots are the first store's of the process). It also reports the
@@ -70,6 +72,9 @@ func BenchmarkImportSynthea(b *testing.B) {
 					imp.Workers = v
 				}
 				ctx := access.With(context.Background(), access.System{Name: "bench"})
+				if err := benchSQL(ctx, app.Store); err != nil {
+					b.Fatal(err)
+				}
 				run, err := imp.Begin(ctx, importer.Options{Source: "synthea"})
 				if err != nil {
 					b.Fatal(err)
@@ -153,6 +158,23 @@ func BenchmarkImportSynthea(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchSQL runs the statements of PHR_BENCH_SQL (separated by ";") on the
+// fresh store before the import, outside the measured time: what an index
+// costs the import, for example, is the difference the benchmark shows
+// with PHR_BENCH_SQL='DROP INDEX idx_ref_target'. Such a store is for
+// measuring only.
+func benchSQL(ctx context.Context, db *sqldb.DB) error {
+	for _, q := range strings.Split(os.Getenv("PHR_BENCH_SQL"), ";") {
+		if strings.TrimSpace(q) == "" {
+			continue
+		}
+		if _, err := db.Exec(ctx, q); err != nil {
+			return fmt.Errorf("PHR_BENCH_SQL: %s: %w", q, err)
+		}
+	}
+	return nil
 }
 
 // storeSize returns the number of search index rows in a store and the
