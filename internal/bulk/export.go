@@ -183,7 +183,7 @@ func (e *exporter) where(typ string) (string, []any) {
 			conds = append(conds, cond)
 		} else {
 			// Shared resources referenced from the compartments.
-			conds = append(conds, "EXISTS (SELECT 1 FROM idx_ref i JOIN compartment c ON c.rid = i.rid"+member+" WHERE i.target_type = r.type AND i.target_id = r.id)")
+			conds = append(conds, "EXISTS (SELECT 1 FROM idx_ref i JOIN compartment c ON c.rid = i.rid"+member+" WHERE (i.target_rid = r.rid OR i.target_rid = 0 AND i.target_type = r.type AND i.target_id = r.id))")
 			args = append(args, memberArgs...)
 		}
 	}

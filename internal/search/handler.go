@@ -421,7 +421,16 @@ func (e *Engine) include(ctx context.Context, pl *plan, inc include, from []*row
 			inList(b, "x.target_type", sharedTypes())
 		}
 	} else {
-		b.w("SELECT x.rid FROM idx_ref x WHERE (")
+		// Rows name their target by rid, or by type and id when it did not
+		// exist as they were written (target_rid 0).
+		b.w("SELECT x.rid FROM idx_ref x WHERE (x.target_rid IN (")
+		for i, s := range src {
+			if i > 0 {
+				b.w(",")
+			}
+			b.w(strconv.FormatInt(s.rid, 10))
+		}
+		b.w(") OR x.target_rid = 0 AND (")
 		for i, s := range src {
 			if i > 0 {
 				b.w(" OR ")
@@ -429,7 +438,7 @@ func (e *Engine) include(ctx context.Context, pl *plan, inc include, from []*row
 			b.arg("(x.target_id = ?", s.res.ID)
 			b.arg(" AND x.target_type = ?)", s.res.Type)
 		}
-		b.w(")")
+		b.w("))")
 		if inc.param != "*" {
 			b.w(" AND ")
 			if err := b.pidCond("x", []string{inc.srcType}, inc.param); err != nil {

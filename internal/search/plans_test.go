@@ -25,8 +25,11 @@ var fillSQL = []string{
 	`INSERT INTO idx_token (rid, pid, system, code, text, type_system, type_code)
 	 SELECT r.rid, p.id, 'urn:s', 'c' || (r.rid % 997), '', '', '' FROM resource r JOIN search_param p ON p.type = r.type
 	 WHERE r.id LIKE 'fill%' AND p.param IN ('code', 'component-code', 'category', 'status', 'identifier', '_tag', 'gender')`,
-	`INSERT INTO idx_ref (rid, pid, target_type, target_id, version, url, id_system, id_value)
-	 SELECT r.rid, p.id, 'Patient', 'pp' || (r.rid % 500), '', '', '', '' FROM resource r JOIN search_param p ON p.type = r.type
+	// Most references name a target that exists (target_rid), one in 50
+	// one that did not when it was written (0); the rid values stand
+	// for 500 patients outside the filled ids.
+	`INSERT INTO idx_ref (rid, pid, target_type, target_id, version, url, id_system, id_value, target_rid)
+	 SELECT r.rid, p.id, 'Patient', 'pp' || (r.rid % 500), '', '', '', '', CASE WHEN r.rid % 50 = 0 THEN 0 ELSE 1000000 + r.rid % 500 END FROM resource r JOIN search_param p ON p.type = r.type
 	 WHERE r.id LIKE 'fill%' AND p.param IN ('subject', 'performer', 'general-practitioner')`,
 	`INSERT INTO idx_date (rid, pid, low, high)
 	 SELECT r.rid, p.id, r.rid * 1000, r.rid * 1000 + 999 FROM resource r JOIN search_param p ON p.type = r.type

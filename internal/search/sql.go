@@ -491,15 +491,57 @@ func (b *builder) refCond(x string, c *clause, v string) error {
 			b.w("1=0")
 			return nil
 		}
+		// The rows name the target by its rid, or by type and id when
+		// it did not exist as they were written (target_rid 0; see
+		// sqldb's migrations/*/0014_ref_target_rid.sql).
+		t := b.alias()
+		b.w("(" + x + ".target_rid = (SELECT " + t + ".rid FROM resource " + t + " WHERE ")
+		b.arg(t+".type = ?", typ)
+		b.arg(" AND "+t+".id = ?)", id)
+		b.w(" OR (" + x + ".target_rid = 0 AND ")
 		b.arg(x+".target_type = ?", typ)
-		b.arg(" AND "+x+".target_id = ?", id)
+		b.arg(" AND "+x+".target_id = ?))", id)
 		return nil
 	}
+	// An id alone: a resource of any type the parameter can point at.
+	types := []string{c.mod}
+	if c.mod == "" {
+		types = refTargetTypes(c)
+	}
+	t := b.alias()
+	b.w("(" + x + ".target_rid IN (SELECT " + t + ".rid FROM resource " + t + " WHERE ")
+	inList(b, t+".type", types)
+	b.arg(" AND "+t+".id = ?)", v)
+	b.w(" OR (" + x + ".target_rid = 0 AND ")
 	b.arg(x+".target_id = ?", v)
 	if c.mod != "" {
 		b.arg(" AND "+x+".target_type = ?", c.mod)
 	}
+	b.w("))")
 	return nil
+}
+
+// refTargetTypes are the resource types reference parameter c can point
+// at on the types it applies to (every type when a definition does not
+// say).
+func refTargetTypes(c *clause) []string {
+	var out []string
+	for _, typ := range c.types {
+		p := r4.SearchParams(typ)[c.code]
+		if p == nil || len(p.Targets) == 0 {
+			return r4.ResourceTypes()
+		}
+		for _, t := range p.Targets {
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return r4.ResourceTypes()
+	}
+	slices.Sort(out)
+	return out
 }
 
 // rangeCond writes the FHIR date comparison of a search range [sl, sh]
@@ -645,7 +687,7 @@ func (b *builder) lastUpdatedCond(ra string, c *clause) error {
 // that matches c.inner.
 func (b *builder) chainCond(ra, typ string, c *clause) error {
 	x, t := b.alias(), b.alias()
-	b.w("EXISTS (SELECT 1 FROM idx_ref " + x + " JOIN resource " + t + " ON " + t + ".type = " + x + ".target_type AND " + t + ".id = " + x + ".target_id")
+	b.w("EXISTS (SELECT 1 FROM idx_ref " + x + " JOIN resource " + t + " ON (" + t + ".rid = " + x + ".target_rid OR " + x + ".target_rid = 0 AND " + t + ".type = " + x + ".target_type AND " + t + ".id = " + x + ".target_id)")
 	b.w(" WHERE " + x + ".rid = " + ra + ".rid AND ")
 	if err := b.pidCond(x, typesOf(typ, c), c.code); err != nil {
 		return err
@@ -668,20 +710,30 @@ func (b *builder) chainCond(ra, typ string, c *clause) error {
 }
 
 // hasCond: a resource of c.hasType refers to this one by c.hasParam and
-// matches c.inner.
+// matches c.inner. The reference rows name this resource by its rid, or
+// by its type and id when it did not exist as they were written
+// (target_rid 0): two EXISTS, so that each side joins on its own index
+// rather than through one OR, which PostgreSQL can only filter.
 func (b *builder) hasCond(ra string, c *clause) error {
-	x, o := b.alias(), b.alias()
-	b.w("EXISTS (SELECT 1 FROM idx_ref " + x + " JOIN resource " + o + " ON " + o + ".rid = " + x + ".rid")
-	b.w(" WHERE " + x + ".target_id = " + ra + ".id AND " + x + ".target_type = " + ra + ".type AND ")
-	if err := b.pidCond(x, []string{c.hasType}, c.hasParam); err != nil {
-		return err
-	}
-	b.w(" AND ")
-	if err := b.cond(o, c.hasType, c.inner, false); err != nil {
-		return err
-	}
-	if err := b.innerAccess(o, []string{c.hasType}); err != nil {
-		return err
+	b.w("(")
+	for i, by := range []string{"%[1]s.target_rid = %[2]s.rid", "%[1]s.target_rid = 0 AND %[1]s.target_id = %[2]s.id AND %[1]s.target_type = %[2]s.type"} {
+		if i > 0 {
+			b.w(" OR ")
+		}
+		x, o := b.alias(), b.alias()
+		b.w("EXISTS (SELECT 1 FROM idx_ref " + x + " JOIN resource " + o + " ON " + o + ".rid = " + x + ".rid")
+		b.w(" WHERE " + fmt.Sprintf(by, x, ra) + " AND ")
+		if err := b.pidCond(x, []string{c.hasType}, c.hasParam); err != nil {
+			return err
+		}
+		b.w(" AND ")
+		if err := b.cond(o, c.hasType, c.inner, false); err != nil {
+			return err
+		}
+		if err := b.innerAccess(o, []string{c.hasType}); err != nil {
+			return err
+		}
+		b.w(")")
 	}
 	b.w(")")
 	return nil

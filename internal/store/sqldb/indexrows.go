@@ -15,6 +15,10 @@ type rowSink interface {
 	str(s string)
 	i64(v int64)
 	f64(v float64)
+	// target writes the target_rid of a reference row: the rid of the
+	// resource typ/id, or 0 when it is not known (see
+	// migrations/*/0014_ref_target_rid.sql).
+	target(typ, id string)
 }
 
 // writeIndexRows passes the index rows of e (resource rid) to s, the
@@ -64,6 +68,7 @@ func writeIndexRows(e *index.Entries, rid int64, pid func(code string) (int64, e
 		s.str(x.URL)
 		s.str(x.IdentifierSystem)
 		s.str(x.IdentifierValue)
+		s.target(x.Type, x.ID)
 	}
 	for _, x := range e.Quantities {
 		if err := start(tQuantity, x.Param); err != nil {
@@ -122,12 +127,24 @@ func (s *pendingSink) str(v string)  { s.p.tables[s.cur] = append(s.p.tables[s.c
 func (s *pendingSink) i64(v int64)   { s.p.tables[s.cur] = append(s.p.tables[s.cur], v) }
 func (s *pendingSink) f64(v float64) { s.p.tables[s.cur] = append(s.p.tables[s.cur], v) }
 
+// target leaves 0 and notes the value's place: the transaction looks the
+// targets up in bulk when it inserts the rows (Tx.resolveTargets).
+func (s *pendingSink) target(typ, id string) {
+	s.p.tables[s.cur] = append(s.p.tables[s.cur], int64(0))
+	if typ != "" && id != "" {
+		s.p.targets = append(s.p.targets, targetSlot{len(s.p.tables[s.cur]) - 1, resKey{typ, id}})
+	}
+}
+
 // copySink adds the rows to binary COPY data, one buffer per table
 // (PostgreSQL; the column types are those of the index tables: pid is an
 // integer, the others bigint, double precision or text).
 type copySink struct {
 	bufs *[numTables]*copyBuf
 	c    *copyBuf
+	// rids are the targets' rids, looked up beforehand; a target not in
+	// it is written as 0.
+	rids map[resKey]int64
 }
 
 func (s *copySink) start(table int, rid, pid int64) {
@@ -139,3 +156,6 @@ func (s *copySink) start(table int, rid, pid int64) {
 func (s *copySink) str(v string)  { s.c.text(v) }
 func (s *copySink) i64(v int64)   { s.c.int8(v) }
 func (s *copySink) f64(v float64) { s.c.float8(v) }
+func (s *copySink) target(typ, id string) {
+	s.c.int8(s.rids[resKey{typ, id}])
+}

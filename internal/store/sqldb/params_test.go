@@ -8,6 +8,7 @@ import (
 	"math"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -275,6 +276,56 @@ func TestMigrateAliasRows(t *testing.T) {
 				if n != c.want {
 					t.Errorf("%s: %d, want %d", c.q, n, c.want)
 				}
+			}
+		})
+	}
+}
+
+// TestMigrateRefTargetRid builds a store of the schema before 0014 with
+// reference rows whose targets exist, do not exist, or have no type and
+// id, migrates it, and checks each row's target_rid: the target's rid, or
+// 0.
+func TestMigrateRefTargetRid(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			ctx := context.Background()
+			db := openUnmigrated(t, d)
+			if err := db.MigrateBefore(ctx, "0014"); err != nil {
+				t.Fatal(err)
+			}
+			for _, q := range []string{
+				`INSERT INTO search_param (id, type, param) VALUES (900001, 'Observation', 'subject'), (900002, 'Observation', 'performer')`,
+				`INSERT INTO resource (rid, type, id, version, seq, last_updated, deleted) VALUES
+				 (7, 'Observation', 'o1', 1, 1, 0, FALSE), (8, 'Patient', 'p1', 1, 2, 0, FALSE), (9, 'Practitioner', 'p1', 2, 3, 0, TRUE)`,
+				`INSERT INTO idx_ref (rid, pid, target_type, target_id, version, url, id_system, id_value) VALUES
+				 (7, 900001, 'Patient', 'p1', '', '', '', ''), (7, 900002, 'Practitioner', 'p1', '2', '', '', ''),
+				 (7, 900002, 'Practitioner', 'gone', '', '', '', ''), (7, 900002, '', '', '', '', 'urn:npi', '1')`,
+			} {
+				if _, err := db.Exec(ctx, q); err != nil {
+					t.Fatalf("%v\n%s", err, q)
+				}
+			}
+			if err := db.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			rows, err := db.Query(ctx, `SELECT target_type, target_id, id_value, target_rid FROM idx_ref ORDER BY target_type, target_id, id_value`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var got []string
+			for rows.Next() {
+				var typ, id, val string
+				var rid int64
+				if err := rows.Scan(&typ, &id, &val, &rid); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, typ+"/"+id+"|"+val+"="+strconv.FormatInt(rid, 10))
+			}
+			// A deleted target is still the resource named.
+			want := []string{"/|1=0", "Patient/p1|=8", "Practitioner/gone|=0", "Practitioner/p1|=9"}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("target_rid after the migration: %v, want %v", got, want)
 			}
 		})
 	}

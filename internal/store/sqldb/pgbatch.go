@@ -296,8 +296,12 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put) (*NewBatch, err
 	if err != nil {
 		return nil, err
 	}
+	targets, err := db.newTargets(ctx, puts, rids)
+	if err != nil {
+		return nil, err
+	}
 	var enc newEncoder
-	if !enc.index(db, puts, rids) {
+	if !enc.index(db, puts, rids, targets) {
 		return b, nil // an unregistered parameter: PutNew registers it
 	}
 	res, ver := newCopyBuf(), newCopyBuf()
@@ -346,13 +350,14 @@ type newEncoder struct {
 	comp *copyBuf
 }
 
-// index encodes the rows; false means a parameter is not registered yet.
-func (e *newEncoder) index(db *DB, puts []*store.Put, rids []int64) bool {
+// index encodes the rows, with the reference targets' rids from targets;
+// false means a parameter is not registered yet.
+func (e *newEncoder) index(db *DB, puts []*store.Put, rids []int64, targets map[resKey]int64) bool {
 	for i := range e.bufs {
 		e.bufs[i] = newCopyBuf()
 	}
 	e.comp = newCopyBuf()
-	sink := &copySink{bufs: &e.bufs}
+	sink := &copySink{bufs: &e.bufs, rids: targets}
 	for k, p := range puts {
 		if p.Deleted {
 			continue

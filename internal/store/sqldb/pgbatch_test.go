@@ -28,7 +28,7 @@ func newPuts(custom bool) []*store.Put {
 			Tokens:     []index.Token{{Param: "code", System: "http://loinc.org", Code: fmt.Sprintf("c%d", i), Text: "glucose"}, {Param: "identifier", System: "urn:s", Code: id, TypeSystem: "ts", TypeCode: "tc"}},
 			Strings:    []index.String{{Param: "value-string", Norm: "é x", Exact: "É X"}},
 			Dates:      []index.Date{{Param: "date", Low: -5, High: 1 << 40}},
-			Refs:       []index.Ref{{Param: "subject", Type: "Patient", ID: "p1"}, {Param: "performer", IdentifierSystem: "urn:x", IdentifierValue: "v"}, {Param: "has-member", URL: "http://x/y", Version: "2"}},
+			Refs:       []index.Ref{{Param: "subject", Type: "Patient", ID: "p1"}, {Param: "performer", IdentifierSystem: "urn:x", IdentifierValue: "v"}, {Param: "has-member", URL: "http://x/y", Version: "2"}, {Param: "derived-from", Type: "Observation", ID: "o0"}},
 			Quantities: []index.Quantity{{Param: "value-quantity", Value: 1.5, Low: math.Inf(-1), High: 1.55, Text: "1.5", System: "http://unitsofmeasure.org", Code: "mg", Unit: "mg"}},
 			URIs:       []index.URI{{Param: "_profile", Value: "http://example.org/p"}},
 			Composites: []index.Composite{{Param: "code-value-quantity", Parts: []index.CompositePart{
@@ -64,7 +64,7 @@ func dump(t *testing.T, db *sqldb.DB) []string {
 		`SELECT 'token', r.type, r.id, p.param, x.system, x.code, x.text, x.type_system, x.type_code FROM idx_token x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
 		`SELECT 'string', r.type, r.id, p.param, x.norm, x.exact FROM idx_string x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
 		`SELECT 'date', r.type, r.id, p.param, x.low, x.high FROM idx_date x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
-		`SELECT 'ref', r.type, r.id, p.param, x.target_type, x.target_id, x.version, x.url, x.id_system, x.id_value FROM idx_ref x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
+		`SELECT 'ref', r.type, r.id, p.param, x.target_type, x.target_id, x.version, x.url, x.id_system, x.id_value, COALESCE((SELECT t.type || '/' || t.id FROM resource t WHERE t.rid = x.target_rid), '-') FROM idx_ref x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
 		`SELECT 'quantity', r.type, r.id, p.param, x.value, x.low, x.high, x.text, x.system, x.code, x.unit FROM idx_quantity x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
 		`SELECT 'number', r.type, r.id, p.param, x.value, x.low, x.high, x.text FROM idx_number x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
 		`SELECT 'uri', r.type, r.id, p.param, x.value FROM idx_uri x JOIN resource r ON r.rid = x.rid JOIN search_param p ON p.id = x.pid`,
@@ -179,6 +179,12 @@ func TestPutNewPrepared(t *testing.T) {
 				}
 				if len(want) < 20 {
 					t.Errorf("only %d rows written", len(want))
+				}
+				// A reference to a resource of the batch names its rid.
+				if !slices.ContainsFunc(got, func(s string) bool {
+					return strings.HasPrefix(s, "ref|Observation|o1|derived-from|") && strings.HasSuffix(s, "|Observation/o0")
+				}) {
+					t.Errorf("the reference to Observation/o0 has no target rid:\n%s", strings.Join(got, "\n"))
 				}
 				for _, p := range puts {
 					if p.Seq == 0 {

@@ -45,6 +45,9 @@ type Tx struct {
 	// newParams are the search parameters (type -> code -> id) this
 	// transaction registered; they join the cache when it commits.
 	newParams map[string]map[string]int64
+	// targets caches the rids of reference targets looked up by this
+	// transaction (0: the resource did not exist); t.rids comes first.
+	targets map[resKey]int64
 }
 
 // pending holds index rows not yet inserted, as flat argument lists.
@@ -56,6 +59,16 @@ type pending struct {
 	// clear lists resources whose old index rows must go before the
 	// pending rows are inserted.
 	clear []any
+	// targets are the reference rows' target_rid values to fill in
+	// (places in tables[tRef]) before the rows are inserted.
+	targets []targetSlot
+}
+
+// targetSlot is the place of a reference row's target_rid among the
+// pending values, and the target it names.
+type targetSlot struct {
+	at  int
+	key resKey
 }
 
 const (
@@ -77,7 +90,7 @@ var indexTables = [numTables]struct {
 	{"idx_token", []string{"rid", "pid", "system", "code", "text", "type_system", "type_code"}},
 	{"idx_string", []string{"rid", "pid", "norm", "exact"}},
 	{"idx_date", []string{"rid", "pid", "low", "high"}},
-	{"idx_ref", []string{"rid", "pid", "target_type", "target_id", "version", "url", "id_system", "id_value"}},
+	{"idx_ref", []string{"rid", "pid", "target_type", "target_id", "version", "url", "id_system", "id_value", "target_rid"}},
 	{"idx_quantity", []string{"rid", "pid", "value", "low", "high", "text", "system", "code", "unit"}},
 	{"idx_number", []string{"rid", "pid", "value", "low", "high", "text"}},
 	{"idx_uri", []string{"rid", "pid", "value"}},
@@ -375,6 +388,9 @@ func (t *Tx) flush(ctx context.Context) error {
 			}
 		}
 		t.pend.clear = t.pend.clear[:0]
+	}
+	if err := t.resolveTargets(ctx); err != nil {
+		return err
 	}
 	for i, tb := range indexTables {
 		if err := t.insertRows(ctx, tb.name, tb.cols, t.pend.tables[i], ""); err != nil {
