@@ -1169,9 +1169,25 @@ func (r *Run) records(items []*item) []recordRows {
 	}
 	for i := range out {
 		out[i].rows = dedupe(out[i].table, out[i].rows, out[i].suffix)
+		// In key order: the keys are random (ids, digests), and rows
+		// inserted in order visit each page of the table's B-tree once,
+		// in turn, rather than jumping across it row by row.
+		slices.SortFunc(out[i].rows, compareTextRows)
 	}
 	r.recordedFresh(seenRows)
 	return out
+}
+
+// compareTextRows orders rows of text values column by column, bytewise:
+// the order of the importer tables' keys (their leading columns) under
+// SQLite's BINARY and PostgreSQL's "C" collation.
+func compareTextRows(a, b []any) int {
+	for i := range min(len(a), len(b)) {
+		if c := strings.Compare(a[i].(string), b[i].(string)); c != 0 {
+			return c
+		}
+	}
+	return len(a) - len(b)
 }
 
 // encode returns the rows as an insert of column arrays (all columns are
