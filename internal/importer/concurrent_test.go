@@ -160,6 +160,7 @@ func concurrentImports(t *testing.T, dialect string, a, b []byte, counts map[str
 	if mapped != total || same != total {
 		t.Errorf("%d identity map entries, %d to the same id, want %d", mapped, same, total)
 	}
+	checkRefTargets(t, app.Store)
 	for i, in := range [][]byte{a, b} {
 		sum, err := importOne(in, "again.ndjson")
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/store/sqldb"
 	"github.com/phr-project/phr/internal/synthea"
 )
 
@@ -99,5 +101,23 @@ func rewriteURNs(v *fhirjson.Value, refs map[string]string) {
 		for _, x := range v.Items {
 			rewriteURNs(x, refs)
 		}
+	}
+}
+
+// checkRefTargets fails t when a reference row names by rid
+// (target_rid) a resource other than its target: every chunk that names
+// another chunk's resources by rid must commit only with it, whatever the
+// races and retries of the import.
+func checkRefTargets(t testing.TB, db *sqldb.DB) {
+	t.Helper()
+	var bad, byRid int
+	err := db.QueryRow(context.Background(), `SELECT
+		COALESCE(SUM(CASE WHEN NOT EXISTS (SELECT 1 FROM resource r WHERE r.rid = x.target_rid AND r.type = x.target_type AND r.id = x.target_id) THEN 1 ELSE 0 END), 0),
+		COUNT(*) FROM idx_ref x WHERE x.target_rid <> 0`).Scan(&bad, &byRid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad != 0 {
+		t.Errorf("%d of %d reference rows name a target by the rid of another resource (or none)", bad, byRid)
 	}
 }

@@ -203,6 +203,7 @@ func killMidImport(t *testing.T, bin, input string, n, total int, dialect string
 	if refs < total || dangling != 0 {
 		t.Errorf("%d of %d indexed references name no stored resource", dangling, refs)
 	}
+	checkRefTargets(t, db)
 }
 
 // batchPart is a part of the first batch in a $import-batches answer.

@@ -324,8 +324,21 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 			it.prep = &records.Prepared{Put: it.prep.Put}
 		}
 	}
-	// The new resources are encoded now too, while the previous chunk
-	// is written: the transaction then only sends them.
+	for len(r.fls) >= r.imp.writers {
+		if err := r.settleOldest(); err != nil {
+			// The later chunk ends before the run does (rolled back:
+			// errEarlier, unless it failed on its own).
+			if serr := r.settle(); serr != nil && !errors.Is(serr, errEarlier) {
+				slog.WarnContext(ctx, "import: the chunk after a failed one failed too", "err", serr)
+			}
+			return err
+		}
+	}
+	// The new resources are encoded now, while the previous chunk is
+	// written: the transaction then only sends them. This comes after
+	// the wait above, which may merge and prepare the chunks in flight
+	// again (redo): this chunk's references name theirs by the rids of
+	// the batches now in r.fls.
 	var fresh []*store.Put
 	for _, it := range w.written {
 		if it.act == actCreate && it.cur == nil {
@@ -335,7 +348,14 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 	for _, p := range w.provs {
 		fresh = append(fresh, p.Put)
 	}
-	b, err := r.imp.db.PrepareNew(ctx, fresh)
+	// The chunks still in flight commit before this one does, or this
+	// one does not commit (awaitEarlier; a redo prepares it again): the
+	// references to their resources can name them by rid.
+	var inflight []*sqldb.NewBatch
+	for _, f := range r.fls {
+		inflight = append(inflight, f.w.fresh)
+	}
+	b, err := r.imp.db.PrepareNew(ctx, fresh, inflight...)
 	if err != nil {
 		return err
 	}
@@ -357,16 +377,6 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 		w.provs = nil
 	}
 	b.Seal()
-	for len(r.fls) >= r.imp.writers {
-		if err := r.settleOldest(); err != nil {
-			// The later chunk ends before the run does (rolled back:
-			// errEarlier, unless it failed on its own).
-			if serr := r.settle(); serr != nil && !errors.Is(serr, errEarlier) {
-				slog.WarnContext(ctx, "import: the chunk after a failed one failed too", "err", serr)
-			}
-			return err
-		}
-	}
 	if n := len(r.fls); n > 0 {
 		fl.prev = r.fls[n-1]
 	}

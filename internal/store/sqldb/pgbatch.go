@@ -282,7 +282,13 @@ func (b *NewBatch) Seal() {
 // in a later transaction. On PostgreSQL it draws their ids and sequence
 // numbers and encodes all their rows; elsewhere it only keeps them.
 // The puts must not change until they are written.
-func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put) (*NewBatch, error) {
+//
+// The rows of references name their targets by rid where the targets
+// exist (see newTargets); after are batches whose resources count as
+// existing: batches being written whose transactions commit before this
+// batch's does, or else this batch's transaction does not commit (the
+// importer's chunks in flight).
+func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put, after ...*NewBatch) (*NewBatch, error) {
 	b := &NewBatch{db: db, puts: puts}
 	if db.dialect != Postgres || db.raw == nil || len(puts) == 0 {
 		return b, nil
@@ -296,7 +302,7 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put) (*NewBatch, err
 	if err != nil {
 		return nil, err
 	}
-	targets, err := db.newTargets(ctx, puts, rids)
+	targets, err := db.newTargets(ctx, puts, rids, after)
 	if err != nil {
 		return nil, err
 	}

@@ -215,3 +215,50 @@ func TestPutNewPrepared(t *testing.T) {
 		}
 	}
 }
+
+// TestPrepareNewAfter checks that a batch prepared while an earlier one
+// is still unwritten names the earlier batch's resources by rid when it
+// is told about it, and by type and id (target_rid 0) when not.
+func TestPrepareNewAfter(t *testing.T) {
+	if !slices.Contains(storetest.Dialects(), "postgres") {
+		t.Skip("PrepareNew encodes batches on PostgreSQL only; set PHR_TEST_POSTGRES_URL")
+	}
+	ctx := context.Background()
+	at := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	put := func(typ, id string, refs ...index.Ref) *store.Put {
+		return &store.Put{Resource: store.Resource{Type: typ, ID: id, Version: 1, LastUpdated: at, Method: "POST", JSON: []byte(`{"resourceType":"` + typ + `","id":"` + id + `"}`)},
+			Index: &index.Entries{Refs: refs}}
+	}
+	for _, told := range []bool{true, false} {
+		t.Run(fmt.Sprintf("told=%v", told), func(t *testing.T) {
+			db := storetest.Open(t, "postgres")
+			first, err := db.PrepareNew(ctx, []*store.Put{put("Patient", "p1")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var after []*sqldb.NewBatch
+			if told {
+				after = append(after, first)
+			}
+			second, err := db.PrepareNew(ctx, []*store.Put{put("Observation", "o1", index.Ref{Param: "subject", Type: "Patient", ID: "p1"})}, after...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !first.Encoded() || !second.Encoded() {
+				t.Fatal("batches not encoded")
+			}
+			for _, b := range []*sqldb.NewBatch{first, second} {
+				if err := db.WriteTx(ctx, func(tx *sqldb.Tx) error { return tx.PutNewPrepared(ctx, b) }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var target, rid int64
+			if err := db.QueryRow(ctx, `SELECT x.target_rid, (SELECT rid FROM resource WHERE type = 'Patient' AND id = 'p1') FROM idx_ref x`).Scan(&target, &rid); err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]int64{true: rid, false: 0}[told]; target != want {
+				t.Errorf("target_rid %d, want %d (Patient/p1 is %d)", target, want, rid)
+			}
+		})
+	}
+}

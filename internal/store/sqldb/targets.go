@@ -55,12 +55,20 @@ func (t *Tx) resolveTargets(ctx context.Context) error {
 }
 
 // newTargets returns the rids of the reference targets of puts: those
-// of puts themselves (rids[k] is puts[k]'s), then those that exist
-// already, as the read pool sees them. Targets of a transaction not
-// committed yet are missing (0): such rows are found by the target's type
-// and id instead.
-func (db *DB) newTargets(ctx context.Context, puts []*store.Put, rids []int64) (map[resKey]int64, error) {
+// of puts themselves (rids[k] is puts[k]'s), those of the encoded batches
+// after (see PrepareNew), then those that exist already, as the read pool
+// sees them. Targets of other transactions not committed yet are missing
+// (0): such rows are found by the target's type and id instead.
+func (db *DB) newTargets(ctx context.Context, puts []*store.Put, rids []int64, after []*NewBatch) (map[resKey]int64, error) {
 	found := make(map[resKey]int64, len(puts))
+	for _, b := range after {
+		if b == nil || !b.Encoded() {
+			continue
+		}
+		for i, k := range b.keys {
+			found[k] = b.rids[i]
+		}
+	}
 	for k, p := range puts {
 		found[resKey{p.Type, p.ID}] = rids[k]
 	}
