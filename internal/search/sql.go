@@ -40,6 +40,8 @@ type builder struct {
 	// refArm limits refCond to the reference rows that name their target
 	// by rid (armRid) or by type and id (armText); armBoth is either.
 	refArm int
+	// targets caches lookupTarget.
+	targets map[string]target
 }
 
 // The arms of a reference condition (builder.refArm).
@@ -535,22 +537,14 @@ func (b *builder) refCond(x string, c *clause, v string) error {
 		// The rows name the target by its rid, or by type and id when
 		// it did not exist as they were written (target_rid 0; see
 		// sqldb's migrations/*/0014_ref_target_rid.sql).
-		b.w("(")
-		if b.refArm != armText {
-			t := b.alias()
-			b.w(x + ".target_rid = (SELECT " + t + ".rid FROM resource " + t + " WHERE ")
-			b.arg(t+".type = ?", typ)
-			b.arg(" AND "+t+".id = ?)", id)
+		t, err := b.lookupTarget([]string{typ}, []string{typ}, id)
+		if err != nil {
+			return err
 		}
-		if b.refArm == armBoth {
-			b.w(" OR ")
-		}
-		if b.refArm != armRid {
-			b.w("(" + x + ".target_rid = 0 AND ")
+		b.targetCond(x, t, func() {
 			b.arg(x+".target_type = ?", typ)
-			b.arg(" AND "+x+".target_id = ?)", id)
-		}
-		b.w(")")
+			b.arg(" AND "+x+".target_id = ?", id)
+		})
 		return nil
 	}
 	// An id alone: a resource of any type the parameter can point at.
@@ -558,26 +552,115 @@ func (b *builder) refCond(x string, c *clause, v string) error {
 	if c.mod == "" {
 		types = refTargetTypes(c)
 	}
-	b.w("(")
-	if b.refArm != armText {
-		t := b.alias()
-		b.w(x + ".target_rid IN (SELECT " + t + ".rid FROM resource " + t + " WHERE ")
-		inList(b, t+".type", types)
-		b.arg(" AND "+t+".id = ?)", v)
+	var textTypes []string // any type
+	if c.mod != "" {
+		textTypes = types
 	}
-	if b.refArm == armBoth {
-		b.w(" OR ")
+	t, err := b.lookupTarget(types, textTypes, v)
+	if err != nil {
+		return err
 	}
-	if b.refArm != armRid {
-		b.w("(" + x + ".target_rid = 0 AND ")
+	b.targetCond(x, t, func() {
 		b.arg(x+".target_id = ?", v)
 		if c.mod != "" {
 			b.arg(" AND "+x+".target_type = ?", c.mod)
 		}
-		b.w(")")
-	}
-	b.w(")")
+	})
 	return nil
+}
+
+// target is what lookupTarget found of a reference's target.
+type target struct {
+	// rids are the rids of the resources it names (none when none
+	// exists).
+	rids []int64
+	// byText says that some reference rows name it by type and id
+	// (target_rid 0: written before it existed).
+	byText bool
+}
+
+// targetCond writes the condition that reference row x names target t:
+// by rid, or by type and id (text writes that condition, on a row of
+// target_rid 0), as builder.refArm allows. A side that no row can match
+// is left out, so that the usual search (the target exists, and every row
+// that names it says so by rid) is one index range, as before rids.
+func (b *builder) targetCond(x string, t target, text func()) {
+	byRid := len(t.rids) > 0 && b.refArm != armText
+	byText := t.byText && b.refArm != armRid
+	switch {
+	case byRid && byText:
+		b.w("(")
+		inList(b, x+".target_rid", t.rids)
+		b.w(" OR (" + x + ".target_rid = 0 AND ")
+		text()
+		b.w("))")
+	case byRid:
+		inList(b, x+".target_rid", t.rids)
+	case byText || b.refArm != armRid:
+		// (also when nothing matches: an index seek that finds nothing,
+		// where a constant false condition would have SQLite plan a scan)
+		b.w("(" + x + ".target_rid = 0 AND ")
+		text()
+		b.w(")")
+	default:
+		b.w(x + ".target_rid = -1") // no row: no rid is negative
+	}
+}
+
+// lookupTarget finds the resources of one of types with id id, and
+// whether reference rows name such a target by type and id (of one of
+// textTypes; nil: any type) because it did not exist when they were
+// written. It runs before the search, rather than as a subquery in it,
+// so that the database plans with the values (PostgreSQL took about 4
+// ms instead of 2.3 for a Synthea patient's cholesterol results with a
+// subquery in their place), and so that the search reads only the index
+// it needs. A resource's rid never changes and its row is never removed;
+// a row that names a target by type and id and commits between this
+// lookup and the search (a write that began before the target existed)
+// is missed, as a write that commits after the search would be.
+func (b *builder) lookupTarget(types, textTypes []string, id string) (target, error) {
+	if b.targets == nil {
+		b.targets = map[string]target{}
+	}
+	key := strings.Join(types, ",") + "|" + strings.Join(textTypes, ",") + "|" + id
+	if t, ok := b.targets[key]; ok {
+		return t, nil
+	}
+	var args []any
+	for _, t := range types {
+		args = append(args, t)
+	}
+	args = append(args, id, id)
+	q := "SELECT rid FROM resource WHERE type IN (" + sqldb.Placeholders(len(types)) + ") AND id = ?" +
+		" UNION ALL SELECT 0 WHERE EXISTS (SELECT 1 FROM idx_ref WHERE target_rid = 0 AND target_id = ?"
+	if textTypes != nil {
+		q += " AND target_type IN (" + sqldb.Placeholders(len(textTypes)) + ")"
+		for _, t := range textTypes {
+			args = append(args, t)
+		}
+	}
+	rows, err := b.db.Query(b.ctx, q+")", args...)
+	if err != nil {
+		return target{}, fmt.Errorf("search: look up reference target: %w", err)
+	}
+	defer rows.Close()
+	var t target
+	for rows.Next() {
+		var rid int64
+		if err := rows.Scan(&rid); err != nil {
+			return target{}, fmt.Errorf("search: look up reference target: %w", err)
+		}
+		if rid == 0 {
+			t.byText = true
+		} else {
+			t.rids = append(t.rids, rid)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return target{}, fmt.Errorf("search: look up reference target: %w", err)
+	}
+	b.targets[key] = t
+	return t, nil
 }
 
 // refTargetTypes are the resource types reference parameter c can point
