@@ -100,6 +100,10 @@ type plan struct {
 	who access.Principal
 	// lists marks the clauses written as resource lists (chosen once).
 	lists []bool
+	// targets are the reference targets looked up for the request
+	// (builder.lookupTarget), once for all its queries: the probes of
+	// chooseLists, the page and the total.
+	targets map[string]target
 	// since, start and end are $everything's bounds (0: none).
 	since      int64
 	start, end int64
@@ -153,6 +157,10 @@ func (e *Engine) newBuilder(ctx context.Context, pl *plan) (*builder, error) {
 	e.stats.maybeRefresh()
 	b := e.builder(ctx)
 	b.who = pl.who
+	if pl.targets == nil {
+		pl.targets = map[string]target{}
+	}
+	b.targets = pl.targets
 	if pl.lists == nil {
 		if err := e.chooseLists(ctx, b, pl); err != nil {
 			return nil, err
@@ -382,6 +390,7 @@ func (e *Engine) chooseLists(ctx context.Context, b *builder, pl *plan) error {
 			first = i
 		}
 		pb := e.builder(ctx)
+		pb.targets = b.targets
 		pb.w("SELECT COUNT(*) FROM (")
 		if err := pb.list(typ, c); err != nil {
 			return err

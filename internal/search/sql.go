@@ -40,7 +40,8 @@ type builder struct {
 	// refArm limits refCond to the reference rows that name their target
 	// by rid (armRid) or by type and id (armText); armBoth is either.
 	refArm int
-	// targets caches lookupTarget.
+	// targets caches lookupTarget (the plan's, shared by the request's
+	// builders; see Engine.newBuilder).
 	targets map[string]target
 }
 
