@@ -397,15 +397,19 @@ func (e *Engine) include(ctx context.Context, pl *plan, inc include, from []*row
 		return nil, nil
 	}
 	// the referenced (or referring) resources, each once, then their JSON
-	b.w("SELECT " + rowCols + " FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.rid IN (")
-	if !rev {
-		b.w("SELECT t.rid FROM idx_ref x JOIN resource t ON t.type = x.target_type AND t.id = x.target_id WHERE x.rid IN (")
+	// srcRids writes the rids of src, comma-separated
+	srcRids := func() {
 		for i, s := range src {
 			if i > 0 {
 				b.w(",")
 			}
 			b.w(strconv.FormatInt(s.rid, 10))
 		}
+	}
+	b.w("SELECT " + rowCols + " FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.rid IN (")
+	if !rev {
+		b.w("SELECT t.rid FROM idx_ref x JOIN resource t ON t.type = x.target_type AND t.id = x.target_id WHERE x.rid IN (")
+		srcRids()
 		b.w(")")
 		if inc.param != "*" {
 			b.w(" AND ")
@@ -424,12 +428,7 @@ func (e *Engine) include(ctx context.Context, pl *plan, inc include, from []*row
 		// Rows name their target by rid, or by type and id when it did not
 		// exist as they were written (target_rid 0).
 		b.w("SELECT x.rid FROM idx_ref x WHERE (x.target_rid IN (")
-		for i, s := range src {
-			if i > 0 {
-				b.w(",")
-			}
-			b.w(strconv.FormatInt(s.rid, 10))
-		}
+		srcRids()
 		b.w(") OR x.target_rid = 0 AND (")
 		for i, s := range src {
 			if i > 0 {

@@ -55,6 +55,27 @@ func openWritePool(t *testing.T, d string) (*sql.DB, sqldb.Dialect) {
 	return w, dialect
 }
 
+// migratedFrom opens an empty store of dialect d with the schema before
+// migration stop, runs the statements of fixtures on it (rows as that
+// schema held them) and applies the remaining migrations.
+func migratedFrom(t *testing.T, d, stop string, fixtures ...string) *sqldb.DB {
+	t.Helper()
+	ctx := context.Background()
+	db := openUnmigrated(t, d)
+	if err := db.MigrateBefore(ctx, stop); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range fixtures {
+		if _, err := db.Exec(ctx, q); err != nil {
+			t.Fatalf("%v\n%s", err, q)
+		}
+	}
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 // oldComposite is a composite entry's parts as stored before the compact
 // form: encoding/json's defaults, every member present.
 var oldComposite = []index.CompositePart{
@@ -235,11 +256,7 @@ func TestMigrateAliasRows(t *testing.T) {
 	for _, d := range storetest.Dialects() {
 		t.Run(d, func(t *testing.T) {
 			ctx := context.Background()
-			db := openUnmigrated(t, d)
-			if err := db.MigrateBefore(ctx, "0012"); err != nil {
-				t.Fatal(err)
-			}
-			for _, q := range []string{
+			db := migratedFrom(t, d, "0012",
 				`INSERT INTO search_param (id, type, param) VALUES (900001, 'Observation', 'subject'), (900002, 'Observation', 'patient'), (900003, 'Observation', 'code'),
 				 (900004, 'Observation', 'combo-code'), (900005, 'Claim', 'patient'), (900006, 'Observation', 'combo-code-value-quantity'), (900007, 'Observation', 'combo-value-quantity')`,
 				`INSERT INTO resource (rid, type, id, version, seq, last_updated, deleted) VALUES (7, 'Observation', 'o1', 1, 1, 0, FALSE), (8, 'Claim', 'c1', 1, 2, 0, FALSE)`,
@@ -249,14 +266,7 @@ func TestMigrateAliasRows(t *testing.T) {
 				 (7, 900003, 'http://loinc.org', '2093-3', '', '', ''), (7, 900004, 'http://loinc.org', '2093-3', '', '', '')`,
 				`INSERT INTO idx_composite (rid, pid, parts) VALUES (7, 900006, '[]')`,
 				`INSERT INTO idx_quantity (rid, pid, value, low, high, text, system, code, unit) VALUES (7, 900007, 1, 0.5, 1.5, '1', '', '', '')`,
-			} {
-				if _, err := db.Exec(ctx, q); err != nil {
-					t.Fatalf("%v\n%s", err, q)
-				}
-			}
-			if err := db.Migrate(ctx); err != nil {
-				t.Fatal(err)
-			}
+			)
 			for _, c := range []struct {
 				q    string
 				want int
@@ -289,25 +299,14 @@ func TestMigrateRefTargetRid(t *testing.T) {
 	for _, d := range storetest.Dialects() {
 		t.Run(d, func(t *testing.T) {
 			ctx := context.Background()
-			db := openUnmigrated(t, d)
-			if err := db.MigrateBefore(ctx, "0014"); err != nil {
-				t.Fatal(err)
-			}
-			for _, q := range []string{
+			db := migratedFrom(t, d, "0014",
 				`INSERT INTO search_param (id, type, param) VALUES (900001, 'Observation', 'subject'), (900002, 'Observation', 'performer')`,
 				`INSERT INTO resource (rid, type, id, version, seq, last_updated, deleted) VALUES
 				 (7, 'Observation', 'o1', 1, 1, 0, FALSE), (8, 'Patient', 'p1', 1, 2, 0, FALSE), (9, 'Practitioner', 'p1', 2, 3, 0, TRUE)`,
 				`INSERT INTO idx_ref (rid, pid, target_type, target_id, version, url, id_system, id_value) VALUES
 				 (7, 900001, 'Patient', 'p1', '', '', '', ''), (7, 900002, 'Practitioner', 'p1', '2', '', '', ''),
 				 (7, 900002, 'Practitioner', 'gone', '', '', '', ''), (7, 900002, '', '', '', '', 'urn:npi', '1')`,
-			} {
-				if _, err := db.Exec(ctx, q); err != nil {
-					t.Fatalf("%v\n%s", err, q)
-				}
-			}
-			if err := db.Migrate(ctx); err != nil {
-				t.Fatal(err)
-			}
+			)
 			rows, err := db.Query(ctx, `SELECT target_type, target_id, id_value, target_rid FROM idx_ref ORDER BY target_type, target_id, id_value`)
 			if err != nil {
 				t.Fatal(err)
