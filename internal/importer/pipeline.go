@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +53,9 @@ type flight struct {
 	// prev is the chunk handed to the background before this one, while
 	// it was still being written: this one commits after it only.
 	prev *flight
+	// prepared is closed once the chunk's rows are encoded (w.fresh set),
+	// or their preparation failed (see Run.prepare).
+	prepared chan struct{}
 	// key names the advisory lock its transaction holds (see
 	// awaitEarlier); begun is closed once the transaction holds it, or
 	// has failed.
@@ -312,6 +316,7 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 	fl.w = w
 	fl.key = rand.Int64()
 	fl.begun = make(chan struct{})
+	fl.prepared = make(chan struct{})
 	// What the transaction does not need is let go now, before waiting
 	// for the previous chunk: the next chunk is prepared meanwhile, and
 	// both must fit in memory. The input text (raw) stays until the
@@ -334,11 +339,42 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 			return err
 		}
 	}
-	// The new resources are encoded now, while the previous chunk is
-	// written: the transaction then only sends them. This comes after
-	// the wait above, which may merge and prepare the chunks in flight
-	// again (redo): this chunk's references name theirs by the rids of
-	// the batches now in r.fls.
+	// The chunks still in flight commit before this one does, or this
+	// one does not commit (awaitEarlier; a redo merges and prepares it
+	// again): the references to their resources can name them by rid.
+	// They are the ones left after the wait above, which may have merged
+	// them again (redo).
+	inflight := slices.Clone(r.fls)
+	w.records = r.records(w.items)
+	if n := len(r.fls); n > 0 {
+		fl.prev = r.fls[n-1]
+	}
+	r.fls = append(r.fls, fl)
+	go func() {
+		defer close(fl.done)
+		defer fl.start()
+		fl.err = r.prepare(ctx, w, fl, inflight)
+		inflight = nil
+		if fl.err == nil {
+			fl.err = r.commit(ctx, fl)
+		}
+		// Else every chunk of the run stays reachable from the last.
+		fl.prev = nil
+	}()
+	return nil
+}
+
+// prepare encodes the chunk's new resources and the importer's rows
+// (sqldb.PrepareNew), in the chunk's goroutine: the run goes on with the
+// next chunk meanwhile (encoding took a fifth of the time of the run's
+// goroutine, which is the import's critical path on PostgreSQL). The
+// transaction then only sends them. inflight are the chunks handed to
+// the background before this one and still being written; their
+// resources are named by the rids their preparation drew, so this one
+// waits for those first. fl.prepared is closed when w.fresh is set, or
+// the preparation failed.
+func (r *Run) prepare(ctx context.Context, w *chunkWrite, fl *flight, inflight []*flight) error {
+	defer close(fl.prepared)
 	var fresh []*store.Put
 	for _, it := range w.written {
 		if it.act == actCreate && it.cur == nil {
@@ -348,19 +384,23 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 	for _, p := range w.provs {
 		fresh = append(fresh, p.Put)
 	}
-	// The chunks still in flight commit before this one does, or this
-	// one does not commit (awaitEarlier; a redo prepares it again): the
-	// references to their resources can name them by rid.
-	var inflight []*sqldb.NewBatch
-	for _, f := range r.fls {
-		inflight = append(inflight, f.w.fresh)
+	var after []*sqldb.NewBatch
+	for _, f := range inflight {
+		select {
+		case <-f.prepared:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if f.w.fresh != nil {
+			// (nil: its preparation failed, and so will this chunk's
+			// commit, with errEarlier.)
+			after = append(after, f.w.fresh)
+		}
 	}
-	b, err := r.imp.db.PrepareNew(ctx, fresh, inflight...)
+	b, err := r.imp.db.PrepareNew(ctx, fresh, after...)
 	if err != nil {
 		return err
 	}
-	w.fresh = b
-	w.records = r.records(w.items)
 	if b.Encoded() {
 		for _, t := range w.records {
 			b.Add(t.encode()...)
@@ -377,17 +417,7 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 		w.provs = nil
 	}
 	b.Seal()
-	if n := len(r.fls); n > 0 {
-		fl.prev = r.fls[n-1]
-	}
-	r.fls = append(r.fls, fl)
-	go func() {
-		defer close(fl.done)
-		defer fl.start()
-		fl.err = r.commit(ctx, fl)
-		// Else every chunk of the run stays reachable from the last.
-		fl.prev = nil
-	}()
+	w.fresh = b
 	return nil
 }
 
