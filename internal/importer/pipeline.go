@@ -358,6 +358,11 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 		if fl.err == nil {
 			fl.err = r.commit(ctx, fl)
 		}
+		if w.fresh != nil {
+			// Its rows are sent (or will not be: a redo prepares the
+			// chunk again); their buffers serve the next chunks.
+			w.fresh.Release()
+		}
 		// Else every chunk of the run stays reachable from the last.
 		fl.prev = nil
 	}()

@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/phr-project/phr/internal/store"
 )
@@ -29,6 +30,9 @@ import (
 type RawCopy struct {
 	SQL  string
 	Data []byte
+	// pool is 1 + the copyBufs pool Data's buffer goes back to on
+	// NewBatch.Release; 0 for none.
+	pool int
 }
 
 // RawStmt is a statement ($n placeholders) with its parameters encoded
@@ -157,15 +161,59 @@ func ArrayInsert(table string, cols []string, vals []*ArrayCol, suffix string) R
 
 // copyBuf encodes rows in the binary COPY format.
 type copyBuf struct {
-	b []byte
-	n int // rows begun (startRow)
+	b    []byte
+	n    int // rows begun (startRow)
+	pool int // its copyBufs pool
 }
 
-func newCopyBuf() *copyBuf {
-	b := append([]byte(nil), "PGCOPY\n\xff\r\n\x00"...)
+// The pools of copyBufs' buffers, by what they hold: the index tables
+// (tToken...), then these. A chunk's COPY data for a table is about the
+// size of the chunk's before, so the buffers of a written batch
+// (NewBatch.Release) serve the next ones: growing new ones by appending
+// allocated about three times the data (740 MB for an import of 250 MB
+// of COPY data, a third of the import's allocations), all of it garbage
+// to collect.
+const (
+	bufResource = numTables + iota
+	bufVersion
+	bufCompartment
+	numBufPools
+)
+
+var copyBufs [numBufPools]sync.Pool // of *[]byte
+
+// maxPooledCopy is the largest buffer kept for reuse; a bigger one (a
+// chunk of huge resources) goes to the garbage collector.
+const maxPooledCopy = 16 << 20
+
+// newCopyBuf returns an empty COPY buffer, from the pool's spares when it
+// has one.
+func newCopyBuf(pool int) *copyBuf {
+	var b []byte
+	if p, ok := copyBufs[pool].Get().(*[]byte); ok {
+		b = (*p)[:0]
+	}
+	b = append(b, "PGCOPY\n\xff\r\n\x00"...)
 	b = binary.BigEndian.AppendUint32(b, 0) // flags
 	b = binary.BigEndian.AppendUint32(b, 0) // header extension length
-	return &copyBuf{b: b}
+	return &copyBuf{b: b, pool: pool}
+}
+
+// copy returns the COPY of sql with the buffer's rows, its buffer to go
+// back to its pool on Release.
+func (c *copyBuf) copy(sql string) RawCopy {
+	return RawCopy{SQL: sql, Data: c.done(), pool: c.pool + 1}
+}
+
+// recycle puts the buffer back in its pool unused.
+func (c *copyBuf) recycle() { putCopyBuf(c.pool, c.b) }
+
+// putCopyBuf keeps b, emptied, for a later buffer of the pool.
+func putCopyBuf(pool int, b []byte) {
+	if cap(b) <= maxPooledCopy {
+		b = b[:0]
+		copyBufs[pool].Put(&b)
+	}
 }
 
 // row encodes a row of newRow's values: int64, string, bool, []byte or
@@ -257,6 +305,25 @@ type NewBatch struct {
 	stmts  []RawStmt
 	// packed is stmts made ready to send (Seal); nil until then.
 	packed any
+	// released says the encoded rows were handed back (Release).
+	released bool
+}
+
+// Release hands the batch's encoded rows back for later batches to reuse
+// their memory, once the transaction that wrote them has ended (or the
+// batch will not be written): PutNewPrepared fails after it. Its rids and
+// keys stay, for the batches that name its resources (PrepareNew's
+// after).
+func (b *NewBatch) Release() {
+	if !b.Encoded() {
+		return
+	}
+	for _, c := range b.copies {
+		if c.pool > 0 {
+			putCopyBuf(c.pool-1, c.Data)
+		}
+	}
+	b.copies, b.stmts, b.packed, b.released = nil, nil, nil, true
 }
 
 // Encoded reports whether the batch's rows are encoded statements, to
@@ -310,7 +377,7 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put, after ...*NewBa
 	if !enc.index(db, puts, rids, targets) {
 		return b, nil // an unregistered parameter: PutNew registers it
 	}
-	res, ver := newCopyBuf(), newCopyBuf()
+	res, ver := newCopyBuf(bufResource), newCopyBuf(bufVersion)
 	size := 0
 	for _, p := range puts {
 		size += 120 + len(p.Type) + len(p.Method) + len(p.Blob) + len(p.JSON)
@@ -336,8 +403,8 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put, after ...*NewBa
 	}
 	b.puts = nil
 	b.copies = append([]RawCopy{
-		{SQL: "COPY resource (" + strings.Join(newResourceCols, ", ") + ") FROM STDIN BINARY", Data: res.done()},
-		{SQL: "COPY resource_version (" + strings.Join(newVersionCols, ", ") + ") FROM STDIN BINARY", Data: ver.done()},
+		res.copy("COPY resource (" + strings.Join(newResourceCols, ", ") + ") FROM STDIN BINARY"),
+		ver.copy("COPY resource_version (" + strings.Join(newVersionCols, ", ") + ") FROM STDIN BINARY"),
 	}, enc.copies()...)
 	return b, nil
 }
@@ -360,9 +427,9 @@ type newEncoder struct {
 // false means a parameter is not registered yet.
 func (e *newEncoder) index(db *DB, puts []*store.Put, rids []int64, targets map[resKey]int64) bool {
 	for i := range e.bufs {
-		e.bufs[i] = newCopyBuf()
+		e.bufs[i] = newCopyBuf(i)
 	}
-	e.comp = newCopyBuf()
+	e.comp = newCopyBuf(bufCompartment)
 	sink := &copySink{bufs: &e.bufs, rids: targets}
 	for k, p := range puts {
 		if p.Deleted {
@@ -407,11 +474,15 @@ func (e *newEncoder) copies() []RawCopy {
 	var out []RawCopy
 	for i, tb := range indexTables {
 		if e.bufs[i].n > 0 {
-			out = append(out, RawCopy{SQL: "COPY " + tb.name + " (" + strings.Join(tb.cols, ", ") + ") FROM STDIN BINARY", Data: e.bufs[i].done()})
+			out = append(out, e.bufs[i].copy("COPY "+tb.name+" ("+strings.Join(tb.cols, ", ")+") FROM STDIN BINARY"))
+		} else {
+			e.bufs[i].recycle()
 		}
 	}
 	if e.comp.n > 0 {
-		out = append(out, RawCopy{SQL: "COPY compartment (patient, rid) FROM STDIN BINARY", Data: e.comp.done()})
+		out = append(out, e.comp.copy("COPY compartment (patient, rid) FROM STDIN BINARY"))
+	} else {
+		e.comp.recycle()
 	}
 	return out
 }
@@ -419,6 +490,9 @@ func (e *newEncoder) copies() []RawCopy {
 // PutNewPrepared writes a batch of PrepareNew (and the statements Added
 // to it): what PutNew would write. A batch that is not Encoded is PutNew.
 func (t *Tx) PutNewPrepared(ctx context.Context, b *NewBatch) error {
+	if b.released {
+		return fmt.Errorf("PutNewPrepared: the batch was released")
+	}
 	if !b.Encoded() {
 		return t.PutNew(ctx, b.puts)
 	}
