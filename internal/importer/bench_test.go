@@ -28,8 +28,8 @@ import (
 // back). The garbage collector runs with the settings of phr serve
 // (server.TuneGC; GOGC and GOMEMLIMIT in the environment win), which is
 // where imports run. PHR_BENCH_PATIENTS=n imports fewer;
-// PHR_BENCH_CHUNK=n sets the importer's ChunkSize, PHR_BENCH_WORKERS=n
-// its Workers, PHR_BENCH_SQL statements to run on the store first
+// PHR_BENCH_CHUNK=n sets the importer's ChunkSize, PHR_BENCH_CHUNK_BYTES=n
+// its ChunkBytes, PHR_BENCH_WORKERS=n its Workers, PHR_BENCH_SQL statements to run on the store first
 // (benchSQL). PHR_BENCH_BULK=1
 // opens the store as `phr import --data` does (server.Config.BulkWrites:
 // a bigger SQLite writer cache in slots, 2,000-resource chunks; run
@@ -67,6 +67,9 @@ func BenchmarkImportSynthea(b *testing.B) {
 				imp := importer.New(app.Store, app.Records)
 				if v, err := strconv.Atoi(os.Getenv("PHR_BENCH_CHUNK")); err == nil && v > 0 {
 					imp.ChunkSize = v
+				}
+				if v, err := strconv.Atoi(os.Getenv("PHR_BENCH_CHUNK_BYTES")); err == nil && v > 0 {
+					imp.ChunkBytes = v
 				}
 				if v, err := strconv.Atoi(os.Getenv("PHR_BENCH_WORKERS")); err == nil && v > 0 {
 					imp.Workers = v
