@@ -1112,9 +1112,9 @@ func (r *Run) commit(ctx context.Context, fl *flight) error {
 // digests, identifiers) that a chunk adds. When fresh, the rows are not
 // expected to exist (new identity map entries, digests not seen, the
 // identifiers of created resources): on PostgreSQL they go in with a
-// plain INSERT, which costs the server less than ON CONFLICT, and only if
-// one exists after all (another import of the same source at the same
-// time) with suffix (see sqldb.RawStmt.Fallback).
+// COPY, which costs the server less than INSERT ... ON CONFLICT, and only
+// if one exists after all (another import of the same source at the same
+// time) with an insert with suffix (see sqldb.RawCopy.Fallback).
 type recordRows struct {
 	what, table, cols, suffix string
 	fresh                     bool
@@ -1190,8 +1190,28 @@ func compareTextRows(a, b []any) int {
 	return len(a) - len(b)
 }
 
+// add adds the rows to b: fresh ones as a COPY, which writes them in bulk,
+// that falls back on the insert of encode with suffix should one exist
+// after all (sqldb.RawCopy.Fallback); others with encode.
+func (t recordRows) add(b *sqldb.NewBatch) error {
+	if len(t.rows) == 0 {
+		return nil
+	}
+	if !t.fresh {
+		b.Add(t.encode()...)
+		return nil
+	}
+	cp, err := sqldb.TextCopy(t.table, strings.Split(t.cols, ", "), t.rows, func() sqldb.RawStmt { return t.encode()[0] })
+	if err != nil {
+		return fmt.Errorf("record %s: %w", t.what, err)
+	}
+	b.AddCopy(cp)
+	return nil
+}
+
 // encode returns the rows as an insert of column arrays (all columns are
-// text), for sqldb.NewBatch.Add; nil when there are none.
+// text) followed by suffix, for sqldb.NewBatch.Add; nil when there are
+// none.
 func (t recordRows) encode() []sqldb.RawStmt {
 	if len(t.rows) == 0 {
 		return nil
@@ -1206,13 +1226,7 @@ func (t recordRows) encode() []sqldb.RawStmt {
 			cols[c].Text(v.(string))
 		}
 	}
-	st := sqldb.ArrayInsert(t.table, names, cols, t.suffix)
-	if t.fresh {
-		plain := sqldb.ArrayInsert(t.table, names, cols, "")
-		plain.Fallback = &st
-		st = plain
-	}
-	return []sqldb.RawStmt{st}
+	return []sqldb.RawStmt{sqldb.ArrayInsert(t.table, names, cols, t.suffix)}
 }
 
 // insertConflict stores a conflict unless the same incoming content is

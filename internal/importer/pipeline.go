@@ -408,7 +408,9 @@ func (r *Run) prepare(ctx context.Context, w *chunkWrite, fl *flight, inflight [
 	}
 	if b.Encoded() {
 		for _, t := range w.records {
-			b.Add(t.encode()...)
+			if err := t.add(b); err != nil {
+				return err
+			}
 		}
 		// Their rows are encoded: their text and index entries can go
 		// (two chunks in flight and the one being prepared hold about

@@ -189,8 +189,18 @@ func (rawWriter) Exec(ctx context.Context, driverConn any, copies []sqldb.RawCop
 	b := p.b
 	p.b = nil
 	pc := c.Conn().PgConn()
+	var guarded []sqldb.RawCopy
 	for _, cp := range copies {
+		if cp.Fallback != nil {
+			guarded = append(guarded, cp)
+			continue
+		}
 		if _, err := pc.CopyFrom(ctx, bytes.NewReader(cp.Data), cp.SQL); err != nil {
+			return err
+		}
+	}
+	if len(guarded) > 0 {
+		if err := copyGuarded(ctx, pc, guarded); err != nil {
 			return err
 		}
 	}
@@ -214,6 +224,41 @@ func (rawWriter) Exec(ctx context.Context, driverConn any, copies []sqldb.RawCop
 		return err
 	}
 	return nil
+}
+
+// copySavepoint guards the COPYs that have a Fallback.
+const copySavepoint = "phr_copy"
+
+// copyGuarded runs the COPYs in a savepoint; when one fails on a unique
+// constraint, it rolls them all back and runs their Fallbacks instead
+// (sqldb.RawCopy.Fallback).
+func copyGuarded(ctx context.Context, pc *pgconn.PgConn, copies []sqldb.RawCopy) error {
+	if _, err := pc.Exec(ctx, "SAVEPOINT "+copySavepoint).ReadAll(); err != nil {
+		return err
+	}
+	for _, cp := range copies {
+		_, err := pc.CopyFrom(ctx, bytes.NewReader(cp.Data), cp.SQL)
+		if err == nil {
+			continue
+		}
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "23505" {
+			return err
+		}
+		if _, err := pc.Exec(ctx, "ROLLBACK TO SAVEPOINT "+copySavepoint).ReadAll(); err != nil {
+			return err
+		}
+		fallbacks := make([]sqldb.RawStmt, len(copies))
+		for i, g := range copies {
+			fallbacks[i] = g.Fallback()
+		}
+		if _, err := execBatch(ctx, pc, pack(fallbacks).b); err != nil {
+			return err
+		}
+		break
+	}
+	_, err := pc.Exec(ctx, "RELEASE SAVEPOINT "+copySavepoint).ReadAll()
+	return err
 }
 
 // execBatch sends a batch and returns the first error with the index of

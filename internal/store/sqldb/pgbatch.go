@@ -30,9 +30,40 @@ import (
 type RawCopy struct {
 	SQL  string
 	Data []byte
+	// Fallback, when set, returns what to run instead if this COPY, or
+	// another with a Fallback in the same batch, fails on a unique
+	// constraint: typically rows not expected to exist yet, and an INSERT
+	// of them with ON CONFLICT (see RawStmt.Fallback; a COPY writes rows
+	// in bulk, where INSERT ... SELECT FROM unnest inserts them one by
+	// one). Such COPYs run after the others, in a savepoint; a conflict
+	// rolls them all back and runs every Fallback instead. It is called
+	// only then, so the statement is encoded only when needed.
+	Fallback func() RawStmt
 	// pool is 1 + the copyBufs pool Data's buffer goes back to on
 	// NewBatch.Release; 0 for none.
 	pool int
+}
+
+// TextCopy returns the COPY of rows of text values (strings) into
+// table's columns, with fallback (see RawCopy.Fallback; nil for none).
+func TextCopy(table string, cols []string, rows [][]any, fallback func() RawStmt) (RawCopy, error) {
+	c := newCopyBuf(bufText)
+	for _, row := range rows {
+		if len(row) != len(cols) {
+			return RawCopy{}, fmt.Errorf("COPY %s: a row of %d values for %d columns", table, len(row), len(cols))
+		}
+		c.startRow(len(row))
+		for _, v := range row {
+			s, ok := v.(string)
+			if !ok {
+				return RawCopy{}, fmt.Errorf("COPY %s: a %T value, not text", table, v)
+			}
+			c.text(s)
+		}
+	}
+	cp := c.copy("COPY " + table + " (" + strings.Join(cols, ", ") + ") FROM STDIN BINARY")
+	cp.Fallback = fallback
+	return cp, nil
 }
 
 // RawStmt is a statement ($n placeholders) with its parameters encoded
@@ -177,6 +208,7 @@ const (
 	bufResource = numTables + iota
 	bufVersion
 	bufCompartment
+	bufText // TextCopy's
 	numBufPools
 )
 
@@ -283,8 +315,9 @@ type RawWriter interface {
 	// transaction, so that Exec has nothing left to encode. Statements
 	// with a Fallback go last (see RawStmt.Fallback).
 	Pack(stmts []RawStmt) any
-	// Exec runs the copies one after the other, then the packed
-	// statements in one round trip, on driverConn (sql.Conn.Raw).
+	// Exec runs the copies one after the other (those with a Fallback
+	// last, in a savepoint), then the packed statements in one round
+	// trip, on driverConn (sql.Conn.Raw).
 	Exec(ctx context.Context, driverConn any, copies []RawCopy, packed any) error
 }
 
@@ -329,6 +362,12 @@ func (b *NewBatch) Release() {
 // Encoded reports whether the batch's rows are encoded statements, to
 // which the caller may Add its own; when not, PutNewPrepared is PutNew.
 func (b *NewBatch) Encoded() bool { return b.copies != nil }
+
+// AddCopy appends COPYs to send after the batch's rows (and before the
+// statements of Add). Only for an Encoded batch.
+func (b *NewBatch) AddCopy(copies ...RawCopy) {
+	b.copies = append(b.copies, copies...)
+}
 
 // Add appends statements to send after the batch's rows, in the same
 // round trip. Only for an Encoded batch.

@@ -175,6 +175,27 @@ func TestPutNewPrepared(t *testing.T) {
 					fallback.SQL += " ON CONFLICT DO NOTHING"
 					plain.Fallback = &fallback
 					b.Add(plain)
+					// The same for COPYs: c3's goes in, then c1's meets the
+					// row c1; both are rolled back and both fallbacks run.
+					if _, err := db.Exec(ctx, `INSERT INTO kv (key, value) VALUES ('c1', '0')`); err != nil {
+						t.Fatal(err)
+					}
+					for _, rows := range [][][]any{{{"c3", "3"}}, {{"c1", "1"}, {"c2", "2"}}} {
+						cp, err := sqldb.TextCopy("kv", []string{"key", "value"}, rows, func() sqldb.RawStmt {
+							k, v := sqldb.NewArrayCol("text"), sqldb.NewArrayCol("text")
+							for _, r := range rows {
+								k.Text(r[0].(string))
+								v.Text(r[1].(string))
+							}
+							st := sqldb.ArrayInsert("kv", []string{"key", "value"}, []*sqldb.ArrayCol{k, v}, "")
+							st.SQL = strings.Replace(st.SQL, "SELECT * FROM", "SELECT k, convert_to(v, 'UTF8') FROM", 1) + " AS u(k, v) ON CONFLICT DO NOTHING"
+							return st
+						})
+						if err != nil {
+							t.Fatal(err)
+						}
+						b.AddCopy(cp)
+					}
 					err = db.WriteTx(ctx, func(tx *sqldb.Tx) error { return tx.PutNewPrepared(ctx, b) })
 				}
 				if err != nil {
@@ -203,7 +224,7 @@ func TestPutNewPrepared(t *testing.T) {
 					if err := db.QueryRow(ctx, `SELECT value FROM kv WHERE key = 'prepared-key'`).Scan(&v); err != nil || string(v) != "1" {
 						t.Errorf("added statement: %q %v", v, err)
 					}
-					for key, want := range map[string]string{"g1": "0", "g2": "2"} {
+					for key, want := range map[string]string{"g1": "0", "g2": "2", "c1": "0", "c2": "2", "c3": "3"} {
 						if err := db.QueryRow(ctx, `SELECT value FROM kv WHERE key = ?`, key).Scan(&v); err != nil || string(v) != want {
 							t.Errorf("guarded insert: %s = %q %v, want %q", key, v, err, want)
 						}
