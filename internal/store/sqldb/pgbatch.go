@@ -338,6 +338,11 @@ type NewBatch struct {
 	stmts  []RawStmt
 	// packed is stmts made ready to send (Seal); nil until then.
 	packed any
+	// encoded says PrepareNew encoded the rows (copies, until Release).
+	// Only it sets it, before the batch is shared: a batch being
+	// prepared reads it from batches written or released meanwhile
+	// (PrepareNew's after).
+	encoded bool
 	// released says the encoded rows were handed back (Release).
 	released bool
 }
@@ -361,7 +366,7 @@ func (b *NewBatch) Release() {
 
 // Encoded reports whether the batch's rows are encoded statements, to
 // which the caller may Add its own; when not, PutNewPrepared is PutNew.
-func (b *NewBatch) Encoded() bool { return b.copies != nil }
+func (b *NewBatch) Encoded() bool { return b.encoded }
 
 // AddCopy appends COPYs to send after the batch's rows (and before the
 // statements of Add). Only for an Encoded batch.
@@ -441,6 +446,7 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put, after ...*NewBa
 		b.keys[i] = resKey{p.Type, p.ID}
 	}
 	b.puts = nil
+	b.encoded = true
 	b.copies = append([]RawCopy{
 		res.copy("COPY resource (" + strings.Join(newResourceCols, ", ") + ") FROM STDIN BINARY"),
 		ver.copy("COPY resource_version (" + strings.Join(newVersionCols, ", ") + ") FROM STDIN BINARY"),
