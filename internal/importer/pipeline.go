@@ -358,9 +358,12 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 		if fl.err == nil {
 			fl.err = r.commit(ctx, fl)
 		}
-		if w.fresh != nil {
-			// Its rows are sent (or will not be: a redo prepares the
-			// chunk again); their buffers serve the next chunks.
+		if fl.err == nil {
+			// Its rows are written: their buffers serve the next
+			// chunks. Not after a failure, which the garbage collector
+			// cleans up: when the server breaks a COPY off, the driver
+			// (pgconn.CopyFrom) may return before its goroutine stops
+			// reading the buffer.
 			w.fresh.Release()
 		}
 		// Else every chunk of the run stays reachable from the last.

@@ -348,10 +348,11 @@ type NewBatch struct {
 }
 
 // Release hands the batch's encoded rows back for later batches to reuse
-// their memory, once the transaction that wrote them has ended (or the
-// batch will not be written): PutNewPrepared fails after it. Its rids and
-// keys stay, for the batches that name its resources (PrepareNew's
-// after).
+// their memory, once PutNewPrepared has written them, or if the batch is
+// not sent at all. Not after PutNewPrepared failed: a COPY the server
+// broke off may still be read by the driver. PutNewPrepared fails after
+// it. Its rids and keys stay, for the batches that name its resources
+// (PrepareNew's after).
 func (b *NewBatch) Release() {
 	if !b.Encoded() {
 		return

@@ -141,11 +141,15 @@ func TestPutNewPrepared(t *testing.T) {
 					if n := len(dump(t, db)); n != 0 {
 						t.Fatalf("%d rows left by the failed batch", n)
 					}
-					// Released, its buffers serve the next batch (whose
-					// rows are compared below), and it cannot be sent.
-					failed := b
-					failed.Release()
-					if err := db.WriteTx(ctx, func(tx *sqldb.Tx) error { return tx.PutNewPrepared(ctx, failed) }); err == nil {
+					// A batch released unsent: its buffers, holding other
+					// rows, serve the next batch (whose rows are compared
+					// below), and it cannot be sent.
+					unsent, perr := db.PrepareNew(ctx, newPuts(custom)[:1])
+					if perr != nil {
+						t.Fatal(perr)
+					}
+					unsent.Release()
+					if err := db.WriteTx(ctx, func(tx *sqldb.Tx) error { return tx.PutNewPrepared(ctx, unsent) }); err == nil {
 						t.Fatal("a released batch was written")
 					}
 					puts = newPuts(custom)
