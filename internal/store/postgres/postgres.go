@@ -124,48 +124,22 @@ func copyFrom(ctx context.Context, driverConn any, table string, cols []string, 
 // statements as one pgconn batch, built before the transaction.
 type rawWriter struct{}
 
-// packedBatch is statements packed as a pgconn batch: those without a
-// Fallback, then the others in a savepoint (guarded is their index in
-// the batch's results, -1 when there are none). Sending a batch appends
-// to it, so a batch is sent once; a retried transaction packs the
+// packedBatch is statements packed as a pgconn batch. Sending a batch
+// appends to it, so a batch is sent once; a retried transaction packs the
 // statements again.
 type packedBatch struct {
-	stmts     []sqldb.RawStmt
-	b         *pgconn.Batch
-	guarded   int
-	fallbacks []sqldb.RawStmt
+	stmts []sqldb.RawStmt
+	b     *pgconn.Batch
 }
 
-// plainSavepoint guards the statements that have a Fallback.
-const plainSavepoint = "phr_plain"
-
 func pack(stmts []sqldb.RawStmt) *packedBatch {
-	p := &packedBatch{stmts: stmts, b: &pgconn.Batch{}, guarded: -1}
-	n := 0
-	add := func(st sqldb.RawStmt) {
+	p := &packedBatch{stmts: stmts, b: &pgconn.Batch{}}
+	for _, st := range stmts {
 		formats := make([]int16, len(st.Params))
 		for i := range formats {
 			formats[i] = pgx.BinaryFormatCode
 		}
 		p.b.ExecParams(st.SQL, st.Params, st.OIDs, formats, nil)
-		n++
-	}
-	var guarded []sqldb.RawStmt
-	for _, st := range stmts {
-		if st.Fallback != nil {
-			guarded = append(guarded, st)
-			continue
-		}
-		add(st)
-	}
-	if len(guarded) > 0 {
-		add(sqldb.RawStmt{SQL: "SAVEPOINT " + plainSavepoint})
-		p.guarded = n
-		for _, st := range guarded {
-			add(st)
-			p.fallbacks = append(p.fallbacks, *st.Fallback)
-		}
-		add(sqldb.RawStmt{SQL: "RELEASE SAVEPOINT " + plainSavepoint})
 	}
 	return p
 }
@@ -207,23 +181,7 @@ func (rawWriter) Exec(ctx context.Context, driverConn any, copies []sqldb.RawCop
 	if len(p.stmts) == 0 {
 		return nil
 	}
-	failed, err := execBatch(ctx, pc, b)
-	if err == nil {
-		return nil
-	}
-	var pe *pgconn.PgError
-	if p.guarded < 0 || failed < p.guarded || !errors.As(err, &pe) || pe.Code != "23505" {
-		return err
-	}
-	// A guarded insert met an existing row: redo them all with their
-	// fallbacks.
-	if _, err := pc.Exec(ctx, "ROLLBACK TO SAVEPOINT "+plainSavepoint).ReadAll(); err != nil {
-		return err
-	}
-	if _, err := execBatch(ctx, pc, pack(p.fallbacks).b); err != nil {
-		return err
-	}
-	return nil
+	return execBatch(ctx, pc, b)
 }
 
 // copySavepoint guards the COPYs that have a Fallback.
@@ -252,7 +210,7 @@ func copyGuarded(ctx context.Context, pc *pgconn.PgConn, copies []sqldb.RawCopy)
 		for i, g := range copies {
 			fallbacks[i] = g.Fallback()
 		}
-		if _, err := execBatch(ctx, pc, pack(fallbacks).b); err != nil {
+		if err := execBatch(ctx, pc, pack(fallbacks).b); err != nil {
 			return err
 		}
 		break
@@ -261,16 +219,15 @@ func copyGuarded(ctx context.Context, pc *pgconn.PgConn, copies []sqldb.RawCopy)
 	return err
 }
 
-// execBatch sends a batch and returns the first error with the index of
-// the statement that failed (the results end before it).
-func execBatch(ctx context.Context, pc *pgconn.PgConn, b *pgconn.Batch) (int, error) {
+// execBatch sends a batch and returns the first error of its statements.
+func execBatch(ctx context.Context, pc *pgconn.PgConn, b *pgconn.Batch) error {
 	results, err := pc.ExecBatch(ctx, b).ReadAll()
-	for i, r := range results {
+	for _, r := range results {
 		if r.Err != nil {
-			return i, r.Err
+			return r.Err
 		}
 	}
-	return len(results), err
+	return err
 }
 
 // flatRows is a pgx.CopyFromSource over rows of n values laid end to end.

@@ -33,11 +33,13 @@ type RawCopy struct {
 	// Fallback, when set, returns what to run instead if this COPY, or
 	// another with a Fallback in the same batch, fails on a unique
 	// constraint: typically rows not expected to exist yet, and an INSERT
-	// of them with ON CONFLICT (see RawStmt.Fallback; a COPY writes rows
-	// in bulk, where INSERT ... SELECT FROM unnest inserts them one by
-	// one). Such COPYs run after the others, in a savepoint; a conflict
-	// rolls them all back and runs every Fallback instead. It is called
-	// only then, so the statement is encoded only when needed.
+	// of them with ON CONFLICT. A COPY writes rows in bulk, and costs the
+	// server less than INSERT ... SELECT FROM unnest, which inserts them
+	// one by one, and less again than ON CONFLICT, which probes the
+	// unique index first. Such COPYs run after the others, in a
+	// savepoint; a conflict rolls them all back and runs every Fallback
+	// instead. It is called only then, so the statement is encoded only
+	// when needed.
 	Fallback func() RawStmt
 	// pool is 1 + the copyBufs pool Data's buffer goes back to on
 	// NewBatch.Release; 0 for none.
@@ -72,14 +74,6 @@ type RawStmt struct {
 	SQL    string
 	OIDs   []uint32
 	Params [][]byte
-	// Fallback, when set, is what to run instead if this statement, or
-	// another with a Fallback in the same batch, fails on a unique
-	// constraint: typically an INSERT whose rows are not expected to
-	// exist yet, and the same INSERT with ON CONFLICT. Such statements run
-	// last, in a savepoint; a conflict rolls them back and runs every
-	// Fallback instead. A plain insert costs the server less than one
-	// with ON CONFLICT, which probes the unique index before inserting.
-	Fallback *RawStmt
 }
 
 // PostgreSQL type OIDs of the binary values encoded here.
@@ -312,8 +306,7 @@ func (c *copyBuf) done() []byte { return binary.BigEndian.AppendUint16(c.b, math
 // Options.Raw).
 type RawWriter interface {
 	// Pack turns statements into the form Exec sends; it runs before the
-	// transaction, so that Exec has nothing left to encode. Statements
-	// with a Fallback go last (see RawStmt.Fallback).
+	// transaction, so that Exec has nothing left to encode.
 	Pack(stmts []RawStmt) any
 	// Exec runs the copies one after the other (those with a Fallback
 	// last, in a savepoint), then the packed statements in one round
