@@ -11,7 +11,8 @@ import (
 
 var _ store.BulkTx = (*Tx)(nil)
 
-// idsPerQuery caps the ids of one Currents statement.
+// idsPerQuery caps the ids of one statement of Currents, and of a
+// reference-target lookup on SQLite (lookupRids).
 const idsPerQuery = 500
 
 // Currents implements store.BulkTx: Current for many resources of one type

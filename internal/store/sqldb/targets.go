@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 
 	"github.com/phr-project/phr/internal/store"
 )
@@ -101,9 +100,6 @@ type querier interface {
 	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
 }
 
-// lookupBatch is how many ids one lookup query carries on SQLite.
-const lookupBatch = 500
-
 // lookupRids adds to found the rids of the resources named by need (type
 // -> ids) that exist, as q sees them.
 func (db *DB) lookupRids(ctx context.Context, q querier, need map[string][]string, found map[resKey]int64) error {
@@ -119,14 +115,14 @@ func (db *DB) lookupRids(ctx context.Context, q querier, need map[string][]strin
 					CROSS JOIN LATERAL (SELECT rid FROM resource WHERE type = $1 AND id = u.id LIMIT 1) r`, typ, ids)
 				ids = nil
 			} else {
-				part := ids[:min(len(ids), lookupBatch)]
+				part := ids[:min(len(ids), idsPerQuery)]
 				ids = ids[len(part):]
 				args := make([]any, 0, len(part)+1)
 				args = append(args, typ)
 				for _, id := range part {
 					args = append(args, id)
 				}
-				rows, err = q.QueryContext(ctx, `SELECT id, rid FROM resource WHERE type = ? AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(part)), ",")+`)`, args...)
+				rows, err = q.QueryContext(ctx, `SELECT id, rid FROM resource WHERE type = ? AND id IN (`+Placeholders(len(part))+`)`, args...)
 			}
 			if err != nil {
 				return fmt.Errorf("look up reference targets: %w", err)
