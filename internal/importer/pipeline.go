@@ -329,6 +329,16 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 			it.prep = &records.Prepared{Put: it.prep.Put}
 		}
 	}
+	// On SQLite a chunk's rows name no other chunk's resources by rid
+	// (the transaction draws the rids and fills them in), so the chunk
+	// is prepared before the wait for the previous chunk's write, while
+	// that write goes on. On PostgreSQL the chunks in flight after the
+	// wait count (see below).
+	early := r.imp.db.SQLDialect() != sqldb.Postgres
+	var earlyErr error
+	if early {
+		earlyErr = r.prepare(ctx, w, fl, nil)
+	}
 	for len(r.fls) >= r.imp.writers {
 		if err := r.settleOldest(); err != nil {
 			// The later chunk ends before the run does (rolled back:
@@ -353,7 +363,11 @@ func (r *Run) startWrite(ctx context.Context, w *chunkWrite) error {
 	go func() {
 		defer close(fl.done)
 		defer fl.start()
-		fl.err = r.prepare(ctx, w, fl, inflight)
+		if early {
+			fl.err = earlyErr
+		} else {
+			fl.err = r.prepare(ctx, w, fl, inflight)
+		}
 		inflight = nil
 		if fl.err == nil {
 			fl.err = r.commit(ctx, fl)

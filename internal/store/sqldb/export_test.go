@@ -7,3 +7,6 @@ import "context"
 func (db *DB) MigrateBefore(ctx context.Context, stop string) error {
 	return db.migrate(ctx, stop)
 }
+
+// Built reports whether PrepareNew built the rows of a SQLite batch.
+func (b *NewBatch) Built() bool { return b.lite != nil }

@@ -338,6 +338,10 @@ type NewBatch struct {
 	encoded bool
 	// released says the encoded rows were handed back (Release).
 	released bool
+	// lite are the rows of a SQLite batch, built before the transaction
+	// (litebatch.go); nil elsewhere, and when PutNew must register a
+	// search parameter first.
+	lite *liteRows
 }
 
 // Release hands the batch's encoded rows back for later batches to reuse
@@ -347,6 +351,10 @@ type NewBatch struct {
 // it. Its rids and keys stay, for the batches that name its resources
 // (PrepareNew's after).
 func (b *NewBatch) Release() {
+	if b.lite != nil {
+		b.lite, b.puts, b.released = nil, nil, true
+		return
+	}
 	if !b.Encoded() {
 		return
 	}
@@ -385,7 +393,8 @@ func (b *NewBatch) Seal() {
 
 // PrepareNew readies first versions of new resources for PutNewPrepared
 // in a later transaction. On PostgreSQL it draws their ids and sequence
-// numbers and encodes all their rows; elsewhere it only keeps them.
+// numbers and encodes all their rows; on SQLite it builds their rows,
+// which the transaction completes with the ids it draws (litebatch.go).
 // The puts must not change until they are written.
 //
 // The rows of references name their targets by rid where the targets
@@ -395,13 +404,25 @@ func (b *NewBatch) Seal() {
 // importer's chunks in flight).
 func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put, after ...*NewBatch) (*NewBatch, error) {
 	b := &NewBatch{db: db, puts: puts}
-	if db.dialect != Postgres || db.raw == nil || len(puts) == 0 {
+	if len(puts) == 0 || (db.dialect == Postgres && db.raw == nil) {
 		return b, nil
 	}
+	seen := make(map[resKey]bool, len(puts))
 	for _, p := range puts {
 		if p.Version != 1 {
 			return nil, fmt.Errorf("PrepareNew: %s/%s version %d is not a first version", p.Type, p.ID, p.Version)
 		}
+		k := resKey{p.Type, p.ID}
+		if seen[k] {
+			return nil, fmt.Errorf("PrepareNew: %s/%s is in the batch twice", p.Type, p.ID)
+		}
+		seen[k] = true
+	}
+	if db.dialect != Postgres {
+		if lr, ok := db.prepareLite(puts); ok {
+			b.lite = lr
+		}
+		return b, nil
 	}
 	rids, seqs, err := db.allocateAsync(ctx, len(puts), len(puts))
 	if err != nil {
@@ -531,6 +552,9 @@ func (e *newEncoder) copies() []RawCopy {
 func (t *Tx) PutNewPrepared(ctx context.Context, b *NewBatch) error {
 	if b.released {
 		return fmt.Errorf("PutNewPrepared: the batch was released")
+	}
+	if b.lite != nil {
+		return t.putNewLite(ctx, b.puts, b.lite)
 	}
 	if !b.Encoded() {
 		return t.PutNew(ctx, b.puts)

@@ -28,7 +28,7 @@ func newPuts(custom bool) []*store.Put {
 			Tokens:     []index.Token{{Param: "code", System: "http://loinc.org", Code: fmt.Sprintf("c%d", i), Text: "glucose"}, {Param: "identifier", System: "urn:s", Code: id, TypeSystem: "ts", TypeCode: "tc"}},
 			Strings:    []index.String{{Param: "value-string", Norm: "é x", Exact: "É X"}},
 			Dates:      []index.Date{{Param: "date", Low: -5, High: 1 << 40}},
-			Refs:       []index.Ref{{Param: "subject", Type: "Patient", ID: "p1"}, {Param: "performer", IdentifierSystem: "urn:x", IdentifierValue: "v"}, {Param: "has-member", URL: "http://x/y", Version: "2"}, {Param: "derived-from", Type: "Observation", ID: "o0"}},
+			Refs:       []index.Ref{{Param: "subject", Type: "Patient", ID: "p1"}, {Param: "performer", IdentifierSystem: "urn:x", IdentifierValue: "v"}, {Param: "has-member", URL: "http://x/y", Version: "2"}, {Param: "derived-from", Type: "Observation", ID: "o0"}, {Param: "focus", Type: "Patient", ID: "p0"}},
 			Quantities: []index.Quantity{{Param: "value-quantity", Value: 1.5, Low: math.Inf(-1), High: 1.55, Text: "1.5", System: "http://unitsofmeasure.org", Code: "mg", Unit: "mg"}},
 			URIs:       []index.URI{{Param: "_profile", Value: "http://example.org/p"}},
 			Composites: []index.Composite{{Param: "code-value-quantity", Parts: []index.CompositePart{
@@ -101,20 +101,35 @@ func dump(t *testing.T, db *sqldb.DB) []string {
 	return out
 }
 
+// existing writes Patient/p0, which newPuts' resources refer to, and
+// Patient/p9, which shifts the ids of resources written after it.
+func existing(ctx context.Context, t *testing.T, db *sqldb.DB, id string) {
+	t.Helper()
+	p := &store.Put{Resource: store.Resource{Type: "Patient", ID: id, Version: 1, LastUpdated: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), Method: "POST", JSON: []byte(`{"resourceType":"Patient","id":"` + id + `"}`)}}
+	if err := db.WriteTx(ctx, func(tx *sqldb.Tx) error { return tx.Put(ctx, p) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestPutNewPrepared checks that PrepareNew and PutNewPrepared write the
 // very rows PutNew writes, with and without a search parameter met for
 // the first time, and that statements added to the batch run in its
-// transaction.
+// transaction. On SQLite the batch is sent in a transaction that rolls
+// back first, then in one that commits with other ids: the rows it built
+// take the ids of the second.
 func TestPutNewPrepared(t *testing.T) {
 	ctx := context.Background()
 	for _, d := range storetest.Dialects() {
 		for _, custom := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/custom=%v", d, custom), func(t *testing.T) {
 				ref := storetest.Open(t, d)
+				existing(ctx, t, ref, "p0")
+				existing(ctx, t, ref, "p9")
 				if err := ref.WriteTx(ctx, func(tx *sqldb.Tx) error { return tx.PutNew(ctx, newPuts(custom)) }); err != nil {
 					t.Fatal(err)
 				}
 				db := storetest.Open(t, d)
+				existing(ctx, t, db, "p0")
 				puts := newPuts(custom)
 				b, err := db.PrepareNew(ctx, puts)
 				if err != nil {
@@ -124,6 +139,24 @@ func TestPutNewPrepared(t *testing.T) {
 				if b.Encoded() != wantEncoded {
 					t.Fatalf("Encoded() = %v, want %v", b.Encoded(), wantEncoded)
 				}
+				if wantBuilt := d == "sqlite" && !custom; b.Built() != wantBuilt {
+					t.Fatalf("Built() = %v, want %v", b.Built(), wantBuilt)
+				}
+				if d == "sqlite" {
+					rollback := errors.New("rolled back")
+					if err := db.WriteTx(ctx, func(tx *sqldb.Tx) error {
+						if err := tx.PutNewPrepared(ctx, b); err != nil {
+							return err
+						}
+						return rollback
+					}); !errors.Is(err, rollback) {
+						t.Fatalf("first transaction: %v", err)
+					}
+					if n := len(dump(t, db)); n != 1 {
+						t.Fatalf("%d rows after the rollback, want Patient/p0's 1", n)
+					}
+				}
+				existing(ctx, t, db, "p9")
 				if b.Encoded() {
 					col := sqldb.NewArrayCol("text")
 					col.Text("k1")
@@ -138,8 +171,8 @@ func TestPutNewPrepared(t *testing.T) {
 					if err == nil {
 						t.Fatal("a failing added statement did not fail the batch")
 					}
-					if n := len(dump(t, db)); n != 0 {
-						t.Fatalf("%d rows left by the failed batch", n)
+					if n := len(dump(t, db)); n != 2 {
+						t.Fatalf("%d rows after the failed batch, want the Patients' 2", n)
 					}
 					// A batch released unsent: its buffers, holding other
 					// rows, serve the next batch (whose rows are compared
@@ -197,11 +230,14 @@ func TestPutNewPrepared(t *testing.T) {
 				if len(want) < 20 {
 					t.Errorf("only %d rows written", len(want))
 				}
-				// A reference to a resource of the batch names its rid.
-				if !slices.ContainsFunc(got, func(s string) bool {
-					return strings.HasPrefix(s, "ref|Observation|o1|derived-from|") && strings.HasSuffix(s, "|Observation/o0")
-				}) {
-					t.Errorf("the reference to Observation/o0 has no target rid:\n%s", strings.Join(got, "\n"))
+				// A reference to a resource of the batch names its rid,
+				// and so does one to a resource written before.
+				for _, want := range [][2]string{{"ref|Observation|o1|derived-from|", "|Observation/o0"}, {"ref|Observation|o2|focus|", "|Patient/p0"}} {
+					if !slices.ContainsFunc(got, func(s string) bool {
+						return strings.HasPrefix(s, want[0]) && strings.HasSuffix(s, want[1])
+					}) {
+						t.Errorf("no %s...%s:\n%s", want[0], want[1], strings.Join(got, "\n"))
+					}
 				}
 				for _, p := range puts {
 					if p.Seq == 0 {

@@ -125,23 +125,31 @@ func newRow(p *store.Put, rid, seq int64) []any {
 // putNewRows writes the resource and version rows of PutNew in multi-row
 // INSERTs of up to 200 rows.
 func (t *Tx) putNewRows(ctx context.Context, puts []*store.Put, rids, seqs []int64) error {
+	nr, nv := len(newResourceCols), len(newVersionCols)
+	resArgs := make([]any, 0, len(puts)*nr)
+	verArgs := make([]any, 0, len(puts)*nv)
+	for i, p := range puts {
+		r := newRow(p, rids[i], seqs[i])
+		resArgs = append(resArgs, r[:nr]...)
+		verArgs = append(verArgs, r[nr:]...)
+	}
+	return t.insertNewRows(ctx, resArgs, verArgs)
+}
+
+// insertNewRows inserts resource and version rows (newRow's values, flat)
+// in multi-row INSERTs of up to 200 rows.
+func (t *Tx) insertNewRows(ctx context.Context, resArgs, verArgs []any) error {
 	const per = 200
 	nr, nv := len(newResourceCols), len(newVersionCols)
-	for start := 0; start < len(puts); start += per {
-		part := puts[start:min(start+per, len(puts))]
-		resArgs := make([]any, 0, len(part)*nr)
-		verArgs := make([]any, 0, len(part)*nv)
-		for i, p := range part {
-			r := newRow(p, rids[start+i], seqs[start+i])
-			resArgs = append(resArgs, r[:nr]...)
-			verArgs = append(verArgs, r[nr:]...)
-		}
-		q := t.db.insertInto() + `resource (` + strings.Join(newResourceCols, ", ") + `) VALUES ` + rows(len(part), nr)
-		if err := t.execMaybeCached(ctx, len(part) == per, q, resArgs); err != nil {
+	n := len(resArgs) / nr
+	for start := 0; start < n; start += per {
+		k := min(per, n-start)
+		q := t.db.insertInto() + `resource (` + strings.Join(newResourceCols, ", ") + `) VALUES ` + rows(k, nr)
+		if err := t.execMaybeCached(ctx, k == per, q, resArgs[start*nr:(start+k)*nr]); err != nil {
 			return t.batchErr(err)
 		}
-		q = t.db.insertInto() + `resource_version (` + strings.Join(newVersionCols, ", ") + `) VALUES ` + rows(len(part), nv)
-		if err := t.execMaybeCached(ctx, len(part) == per, q, verArgs); err != nil {
+		q = t.db.insertInto() + `resource_version (` + strings.Join(newVersionCols, ", ") + `) VALUES ` + rows(k, nv)
+		if err := t.execMaybeCached(ctx, k == per, q, verArgs[start*nv:(start+k)*nv]); err != nil {
 			return t.batchErr(err)
 		}
 	}

@@ -14,11 +14,21 @@ import (
 // its row is never removed (a delete is a version), so a target_rid once
 // written stays right.
 
-// resolveTargets fills in the target_rid of the pending reference rows:
-// resources this transaction wrote or read (t.rids), then the others,
-// looked up in bulk. A target that does not exist keeps 0.
+// resolveTargets fills in the target_rid of the pending reference rows
+// (fillTargets).
 func (t *Tx) resolveTargets(ctx context.Context) error {
-	slots := t.pend.targets
+	if err := t.fillTargets(ctx, t.pend.targets, t.pend.tables[tRef]); err != nil {
+		return err
+	}
+	t.pend.targets = t.pend.targets[:0]
+	return nil
+}
+
+// fillTargets sets the target_rid places slots name in args (reference
+// rows): the rids of resources this transaction wrote or read (t.rids),
+// then of the others, looked up in bulk; 0 for a target that does not
+// exist.
+func (t *Tx) fillTargets(ctx context.Context, slots []targetSlot, args []any) error {
 	if len(slots) == 0 {
 		return nil
 	}
@@ -39,17 +49,13 @@ func (t *Tx) resolveTargets(ctx context.Context) error {
 	if err := t.db.lookupRids(ctx, t.tx, need, t.targets); err != nil {
 		return err
 	}
-	args := t.pend.tables[tRef]
 	for _, s := range slots {
 		rid := t.targets[s.key]
 		if rv, ok := t.rids[s.key]; ok {
 			rid = rv.rid
 		}
-		if rid != 0 {
-			args[s.at] = rid
-		}
+		args[s.at] = rid
 	}
-	t.pend.targets = t.pend.targets[:0]
 	return nil
 }
 
