@@ -153,8 +153,8 @@ func (t *Tx) putNewLite(ctx context.Context, puts []*store.Put, lr *liteRows) er
 	if err := t.fillTargets(ctx, lr.targets, refs); err != nil {
 		return err
 	}
-	for i, tb := range indexTables {
-		if err := t.insertRows(ctx, tb.name, tb.cols, lr.tables[i], ""); err != nil {
+	for i := range indexTables {
+		if err := t.insertIndexRows(ctx, i, lr.tables[i]); err != nil {
 			return err
 		}
 	}

@@ -230,6 +230,19 @@ func TestPutNewPrepared(t *testing.T) {
 				if len(want) < 20 {
 					t.Errorf("only %d rows written", len(want))
 				}
+				// Rows with their sparse columns empty (sqldb's sparseCols)
+				// and rows with them set.
+				for _, row := range []string{
+					"token|Observation|o0|code|http://loinc.org|c0|glucose||",
+					"token|Observation|o0|identifier|urn:s|o0||ts|tc",
+					"ref|Observation|o0|subject|Patient|p1|||||-",
+					"ref|Observation|o0|has-member|||2|http://x/y|||-",
+					"ref|Observation|o0|performer|||||urn:x|v|-",
+				} {
+					if !slices.Contains(got, row) {
+						t.Errorf("no row %s:\n%s", row, strings.Join(got, "\n"))
+					}
+				}
 				// A reference to a resource of the batch names its rid,
 				// and so does one to a resource written before.
 				for _, want := range [][2]string{{"ref|Observation|o1|derived-from|", "|Observation/o0"}, {"ref|Observation|o2|focus|", "|Patient/p0"}} {

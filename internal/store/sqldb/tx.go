@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/phr-project/phr/internal/store"
 )
@@ -392,8 +394,8 @@ func (t *Tx) flush(ctx context.Context) error {
 	if err := t.resolveTargets(ctx); err != nil {
 		return err
 	}
-	for i, tb := range indexTables {
-		if err := t.insertRows(ctx, tb.name, tb.cols, t.pend.tables[i], ""); err != nil {
+	for i := range indexTables {
+		if err := t.insertIndexRows(ctx, i, t.pend.tables[i]); err != nil {
 			return err
 		}
 		t.pend.tables[i] = t.pend.tables[i][:0]
@@ -430,9 +432,14 @@ func (t *Tx) insertRows(ctx context.Context, table string, cols []string, args [
 	if t.db.dialect == Postgres {
 		return t.insertArrays(ctx, table, cols, args, suffix)
 	}
-	nc := len(cols)
+	return t.insertTuples(ctx, table, cols, "("+Placeholders(len(cols))+")", len(cols), args, suffix)
+}
+
+// insertTuples inserts flat args on SQLite, nc values per row, with one
+// as each row's tuple of values ('?' for each of the nc values, and
+// constants).
+func (t *Tx) insertTuples(ctx context.Context, table string, cols []string, one string, nc int, args []any, suffix string) error {
 	head := t.db.insertInto() + table + " (" + strings.Join(cols, ", ") + ") VALUES "
-	one := "(" + Placeholders(nc) + ")"
 	for len(args) > 0 {
 		n := min(len(args)/nc, rowsPerInsert)
 		q := head + strings.TrimSuffix(strings.Repeat(one+",", n), ",") + suffix
@@ -448,6 +455,88 @@ func (t *Tx) insertRows(ctx context.Context, table string, cols []string, args [
 		args = args[n*nc:]
 	}
 	return nil
+}
+
+// sparseCols are, per index table, columns that are empty in nearly
+// every row: type_system and type_code of tokens (only identifiers with a
+// type have them), url, id_system and id_value of references (only
+// references by URL or identifier). Of the 120 Synthea patients' rows,
+// 363,324 of 363,761 tokens and 467,000 of 472,488 references have them
+// all empty.
+var sparseCols = [numTables][]int{
+	tToken: {5, 6},
+	tRef:   {5, 6, 7},
+}
+
+// sparseTuples are, per index table with sparseCols, the tuple of a row
+// whose sparse columns are empty: '' in their places, '?' in the others.
+var sparseTuples = func() (out [numTables]string) {
+	for i, sparse := range sparseCols {
+		if len(sparse) == 0 {
+			continue
+		}
+		vals := make([]string, len(indexTables[i].cols))
+		for c := range vals {
+			vals[c] = "?"
+			if slices.Contains(sparse, c) {
+				vals[c] = "''"
+			}
+		}
+		out[i] = "(" + strings.Join(vals, ", ") + ")"
+	}
+	return out
+}()
+
+// scratchRows holds the values of insertIndexRows' rows with empty sparse
+// columns, reused from one call to the next.
+var scratchRows = sync.Pool{New: func() any { return new([]any) }}
+
+// insertIndexRows inserts flat rows of index table i. On SQLite the rows
+// whose sparseCols are empty go with '' in those places instead of
+// parameters: the driver copies every text parameter into memory of its
+// own (malloc, copy and free, about 200 ns each), and binding took a
+// fifth of the import writer's time. The others go as they are.
+func (t *Tx) insertIndexRows(ctx context.Context, i int, args []any) error {
+	tb, sparse := indexTables[i], sparseCols[i]
+	if t.db.dialect == Postgres || len(sparse) == 0 || len(args) == 0 {
+		return t.insertRows(ctx, tb.name, tb.cols, args, "")
+	}
+	nc := len(tb.cols)
+	bp := scratchRows.Get().(*[]any)
+	defer func() {
+		clear(*bp)
+		*bp = (*bp)[:0]
+		scratchRows.Put(bp)
+	}()
+	short := (*bp)[:0]
+	var full []any
+	for r := 0; r < len(args); r += nc {
+		row := args[r : r+nc]
+		empty := true
+		for _, c := range sparse {
+			if s, ok := row[c].(string); !ok || s != "" {
+				empty = false
+				break
+			}
+		}
+		if !empty {
+			full = append(full, row...)
+			continue
+		}
+		k := 0
+		for c, v := range row {
+			if k < len(sparse) && sparse[k] == c {
+				k++
+				continue
+			}
+			short = append(short, v)
+		}
+	}
+	*bp = short
+	if err := t.insertTuples(ctx, tb.name, tb.cols, sparseTuples[i], nc-len(sparse), short, ""); err != nil {
+		return err
+	}
+	return t.insertRows(ctx, tb.name, tb.cols, full, "")
 }
 
 // arrayRows bounds the rows one array insert carries (a message of a few MB).
