@@ -469,7 +469,8 @@ var sparseCols = [numTables][]int{
 }
 
 // sparseTuples are, per index table with sparseCols, the tuple of a row
-// whose sparse columns are empty: '' in their places, '?' in the others.
+// whose sparse columns are empty: the empty string literal in their
+// places, a parameter in the others.
 var sparseTuples = func() (out [numTables]string) {
 	for i, sparse := range sparseCols {
 		if len(sparse) == 0 {
@@ -492,10 +493,11 @@ var sparseTuples = func() (out [numTables]string) {
 var scratchRows = sync.Pool{New: func() any { return new([]any) }}
 
 // insertIndexRows inserts flat rows of index table i. On SQLite the rows
-// whose sparseCols are empty go with '' in those places instead of
-// parameters: the driver copies every text parameter into memory of its
-// own (malloc, copy and free, about 200 ns each), and binding took a
-// fifth of the import writer's time. The others go as they are.
+// whose sparseCols are empty go with the empty string literal in those
+// places instead of parameters: the driver copies every text parameter
+// into memory of its own (malloc, copy and free, about 200 ns each), and
+// binding took a fifth of the import writer's time. The others go as
+// they are.
 func (t *Tx) insertIndexRows(ctx context.Context, i int, args []any) error {
 	tb, sparse := indexTables[i], sparseCols[i]
 	if t.db.dialect == Postgres || len(sparse) == 0 || len(args) == 0 {
