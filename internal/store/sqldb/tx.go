@@ -497,13 +497,15 @@ var scratchRows = sync.Pool{New: func() any { return new([]any) }}
 // places instead of parameters: the driver copies every text parameter
 // into memory of its own (malloc, copy and free, about 200 ns each), and
 // binding took a fifth of the import writer's time. The others go as
-// they are.
+// they are, and so do all rows of a write too small to fill one
+// statement (two statements, each prepared for its row count, would
+// cost it more than the parameters save).
 func (t *Tx) insertIndexRows(ctx context.Context, i int, args []any) error {
 	tb, sparse := indexTables[i], sparseCols[i]
-	if t.db.dialect == Postgres || len(sparse) == 0 || len(args) == 0 {
+	nc := len(tb.cols)
+	if t.db.dialect == Postgres || len(sparse) == 0 || len(args) < rowsPerInsert*nc {
 		return t.insertRows(ctx, tb.name, tb.cols, args, "")
 	}
-	nc := len(tb.cols)
 	bp := scratchRows.Get().(*[]any)
 	defer func() {
 		clear(*bp)
