@@ -67,13 +67,7 @@ func (db *DB) prepareLite(puts []*store.Put) (*liteRows, bool) {
 		if p.Index == nil {
 			continue
 		}
-		ids := db.params.forType(p.Type)
-		pid := func(code string) (int64, error) {
-			if id, ok := ids[code]; ok {
-				return id, nil
-			}
-			return 0, errUnregistered
-		}
+		pid := db.registeredPID(p.Type)
 		sink := liteSink{r: lr, pos: pos, at: int32(i)}
 		if err := writeIndexRows(p.Index, 0, pid, &sink); err != nil {
 			return nil, false

@@ -469,6 +469,19 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put, after ...*NewBa
 	return b, nil
 }
 
+// registeredPID returns the ids of typ's search parameters by code for
+// writeIndexRows, before a transaction: errUnregistered for a parameter
+// not registered yet (PutNew registers it in its transaction).
+func (db *DB) registeredPID(typ string) func(code string) (int64, error) {
+	ids := db.params.forType(typ)
+	return func(code string) (int64, error) {
+		if id, ok := ids[code]; ok {
+			return id, nil
+		}
+		return 0, errUnregistered
+	}
+}
+
 // errUnregistered is PrepareNew's answer for a search parameter that has
 // no id yet (PutNew registers it).
 var errUnregistered = errors.New("search parameter not registered yet")
@@ -511,13 +524,7 @@ func (e *newEncoder) index(db *DB, puts []*store.Put, rids []int64, targets map[
 		if x == nil {
 			continue
 		}
-		ids := db.params.forType(p.Type)
-		pid := func(code string) (int64, error) {
-			if id, ok := ids[code]; ok {
-				return id, nil
-			}
-			return 0, errUnregistered
-		}
+		pid := db.registeredPID(p.Type)
 		// An unregistered parameter or a composite PutNew reports
 		// (false: the caller falls back to it).
 		if err := writeIndexRows(x, rid, pid, sink); err != nil {
