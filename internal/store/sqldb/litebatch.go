@@ -2,7 +2,6 @@ package sqldb
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/phr-project/phr/internal/store"
 )
@@ -106,13 +105,11 @@ func (s *liteSink) target(typ, id string) {
 	s.r.targets = append(s.r.targets, targetSlot{at, resKey{typ, id}})
 }
 
-// putNewLite writes a batch of prepareLite's rows: what PutNew writes.
-func (t *Tx) putNewLite(ctx context.Context, puts []*store.Put, lr *liteRows) error {
-	for _, p := range puts {
-		if _, known := t.rids[resKey{p.Type, p.ID}]; known {
-			return fmt.Errorf("%w: %s/%s was already written", store.ErrConflict, p.Type, p.ID)
-		}
-	}
+// putNewLite writes a batch of prepareLite's rows (b.lite), none of whose
+// resources the transaction knows (PutNewPrepared checks): what PutNew
+// writes.
+func (t *Tx) putNewLite(ctx context.Context, b *NewBatch) error {
+	puts, lr := b.puts, b.lite
 	rids, seqs, err := t.allocate(ctx, len(puts), len(puts))
 	if err != nil {
 		return err
@@ -132,7 +129,7 @@ func (t *Tx) putNewLite(ctx context.Context, puts []*store.Put, lr *liteRows) er
 	}
 	for i, p := range puts {
 		p.Seq = seqs[i]
-		t.rids[resKey{p.Type, p.ID}] = ridVersion{rids[i], 1}
+		t.rids[b.keys[i]] = ridVersion{rids[i], 1}
 	}
 	for i, tb := range indexTables {
 		args, nc := lr.tables[i], len(tb.cols)

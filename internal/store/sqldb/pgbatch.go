@@ -317,9 +317,10 @@ type RawWriter interface {
 // NewBatch is the new resources of PrepareNew, ready to write.
 type NewBatch struct {
 	db *DB
-	// puts are the resources when not Encoded; keys and rids name them
-	// when Encoded (the encoded rows are all the transaction needs, and
-	// the resources' text and index entries can be let go meanwhile).
+	// puts are the resources when not Encoded; keys name them (in the
+	// order of puts) once PrepareNew has checked them, and rids too when
+	// Encoded (the encoded rows are all the transaction needs, and the
+	// resources' text and index entries can be let go meanwhile).
 	puts []*store.Put
 	keys []resKey
 	rids []int64
@@ -408,7 +409,8 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put, after ...*NewBa
 		return b, nil
 	}
 	seen := make(map[resKey]bool, len(puts))
-	for _, p := range puts {
+	keys := make([]resKey, len(puts))
+	for i, p := range puts {
 		if p.Version != 1 {
 			return nil, fmt.Errorf("PrepareNew: %s/%s version %d is not a first version", p.Type, p.ID, p.Version)
 		}
@@ -417,7 +419,9 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put, after ...*NewBa
 			return nil, fmt.Errorf("PrepareNew: %s/%s is in the batch twice", p.Type, p.ID)
 		}
 		seen[k] = true
+		keys[i] = k
 	}
+	b.keys = keys
 	if db.dialect != Postgres {
 		if lr, ok := db.prepareLite(puts); ok {
 			b.lite = lr
@@ -455,10 +459,8 @@ func (db *DB) PrepareNew(ctx context.Context, puts []*store.Put, after ...*NewBa
 		}
 	}
 	b.rids = rids
-	b.keys = make([]resKey, len(puts))
 	for i, p := range puts {
 		p.Seq = seqs[i]
-		b.keys[i] = resKey{p.Type, p.ID}
 	}
 	b.puts = nil
 	b.encoded = true
@@ -560,19 +562,19 @@ func (t *Tx) PutNewPrepared(ctx context.Context, b *NewBatch) error {
 	if b.released {
 		return fmt.Errorf("PutNewPrepared: the batch was released")
 	}
-	if b.lite != nil {
-		return t.putNewLite(ctx, b.puts, b.lite)
-	}
-	if !b.Encoded() {
+	if !b.Encoded() && b.lite == nil {
 		return t.PutNew(ctx, b.puts)
-	}
-	if t.conn == nil {
-		return fmt.Errorf("PutNewPrepared: the transaction has no connection for raw writes")
 	}
 	for _, k := range b.keys {
 		if _, known := t.rids[k]; known {
 			return fmt.Errorf("%w: %s/%s was already written", store.ErrConflict, k.typ, k.id)
 		}
+	}
+	if b.lite != nil {
+		return t.putNewLite(ctx, b)
+	}
+	if t.conn == nil {
+		return fmt.Errorf("PutNewPrepared: the transaction has no connection for raw writes")
 	}
 	b.Seal()
 	err := t.conn.Raw(func(dc any) error {
