@@ -43,6 +43,7 @@ type deferScope struct {
 type deferred struct {
 	File    string       `json:"f,omitempty"`
 	Line    int          `json:"l"`
+	Entry   int          `json:"e,omitempty"`
 	FullURL string       `json:"u,omitempty"`
 	Del     bool         `json:"d,omitempty"`
 	Type    string       `json:"t"`
@@ -70,7 +71,7 @@ func (sc *deferScope) add(file string, it *item) error {
 		}
 		sc.f, sc.w = f, bufio.NewWriterSize(f, 1<<16)
 	}
-	hdr, err := json.Marshal(deferred{File: file, Line: it.line, FullURL: it.fullURL, Del: it.del, Type: it.typ, SID: it.sid,
+	hdr, err := json.Marshal(deferred{File: file, Line: it.line, Entry: it.entry, FullURL: it.fullURL, Del: it.del, Type: it.typ, SID: it.sid,
 		Local: it.localID, Known: it.known, KnownV: it.knownV, KnownUp: it.knownUp, NewMap: it.newMap, OwnV: it.ownVersion, OwnSame: it.ownSame, Issues: it.issues})
 	if err != nil {
 		return fmt.Errorf("defer %s: %w", it.key(), err)
@@ -127,7 +128,7 @@ func (sc *deferScope) read(f func(*item, string) error) error {
 		if err := json.Unmarshal(buf[:hl], &d); err != nil {
 			return fmt.Errorf("read deferred items: %w", err)
 		}
-		it := &item{line: d.Line, raw: buf[hl:], fullURL: d.FullURL, del: d.Del, typ: d.Type, sid: d.SID,
+		it := &item{line: d.Line, entry: d.Entry, raw: buf[hl:], fullURL: d.FullURL, del: d.Del, typ: d.Type, sid: d.SID,
 			localID: d.Local, known: d.Known, knownV: d.KnownV, knownUp: d.KnownUp, newMap: d.NewMap, ownVersion: d.OwnV, ownSame: d.OwnSame}
 		if d.Del {
 			it.issues = d.Issues

@@ -304,7 +304,7 @@ func (r *Run) reattach(it *item) ([]*item, error) {
 						fhirjson.Field{Name: "contentType", Value: fhirjson.NewString(ct)},
 						fhirjson.Field{Name: "data", Value: fhirjson.NewString(base64.StdEncoding.EncodeToString(data))},
 					)
-					extra = append(extra, &item{line: it.line, tree: bin, raw: []byte(fmt.Sprintf(`{"resourceType":"Binary","id":%q,"contentType":%q}`, id, ct))})
+					extra = append(extra, &item{line: it.line, entry: it.entry, tree: bin, raw: []byte(fmt.Sprintf(`{"resourceType":"Binary","id":%q,"contentType":%q}`, id, ct))})
 					x.Set("url", fhirjson.NewString("Binary/"+id))
 					if x.Get("size") == nil {
 						x.SetAfter("size", fhirjson.NewNumber(fmt.Sprint(len(data))), "url")

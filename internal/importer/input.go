@@ -329,7 +329,7 @@ func (r *Run) streamEntries(sc *scanner, bs *bundleStream) error {
 		}
 		e, perr := fhirjson.Parse(raw)
 		if perr != nil {
-			it := &item{line: line, raw: bytes.Clone(raw)}
+			it := &item{line: line, entry: i + 1, raw: bytes.Clone(raw)}
 			msg := perr.Error()
 			var se *fhirjson.SyntaxError
 			if errors.As(perr, &se) {
@@ -416,14 +416,14 @@ func (r *Run) newBundleStream() *bundleStream {
 func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Value) int) error {
 	l := lineOf(e)
 	if e.Kind != fhirjson.Object {
-		return bs.add(&item{line: l, raw: e.Marshal(), act: actReject, issues: []fhir.Issue{issue("error", "structure", fmt.Sprintf("Bundle.entry[%d]", i), "the entry is not an object")}})
+		return bs.add(&item{line: l, entry: i + 1, raw: e.Marshal(), act: actReject, issues: []fhir.Issue{issue("error", "structure", fmt.Sprintf("Bundle.entry[%d]", i), "the entry is not an object")}})
 	}
 	if s := e.Get("search"); s != nil && s.GetString("mode") == "outcome" {
 		return nil
 	}
 	res := e.Get("resource")
 	req := e.Get("request")
-	it := &item{line: lineOf(res), fullURL: e.GetString("fullUrl")}
+	it := &item{line: lineOf(res), entry: i + 1, fullURL: e.GetString("fullUrl")}
 	if req != nil && strings.EqualFold(req.GetString("method"), "DELETE") {
 		u := req.GetString("url")
 		typ, id, ok := strings.Cut(strings.Trim(u, "/"), "/")

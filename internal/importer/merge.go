@@ -44,6 +44,10 @@ const (
 // item is one incoming resource (an NDJSON line or a Bundle entry).
 type item struct {
 	line int
+	// entry is 1 + the index of the Bundle entry the item came from (0:
+	// not from a Bundle), for the reports: every entry of a Bundle sent
+	// on one line (as servers send them) is on line 1.
+	entry int
 	// raw is the input text, kept verbatim for quarantine.
 	raw  []byte
 	tree *fhirjson.Value
@@ -1262,13 +1266,17 @@ func (r *Run) reportItem(it *item) {
 			return
 		}
 	}
+	at := fmt.Sprintf("%sline %d", prefix, it.line)
+	if it.entry > 0 {
+		at += fmt.Sprintf(", Bundle.entry[%d]", it.entry-1)
+	}
 	for _, is := range it.issues {
-		is.Diagnostics = fmt.Sprintf("%sline %d: %s", prefix, it.line, is.Diagnostics)
+		is.Diagnostics = at + ": " + is.Diagnostics
 		r.report(is)
 	}
 	if it.act == actConflict {
 		r.report(fhir.Issue{Severity: "warning", Code: "conflict",
-			Diagnostics: fmt.Sprintf("%sline %d: %s/%s differs from the current version %d (from %s); kept as a conflict to resolve", prefix, it.line, it.typ, it.localID, it.cur.Version, orUnknown(metaSource(it.cur.JSON)))})
+			Diagnostics: fmt.Sprintf("%s: %s/%s differs from the current version %d (from %s); kept as a conflict to resolve", at, it.typ, it.localID, it.cur.Version, orUnknown(metaSource(it.cur.JSON)))})
 	}
 }
 

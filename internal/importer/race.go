@@ -47,7 +47,7 @@ func (it *item) again() *item {
 		it.prevAct = actReject
 		return it
 	}
-	n := &item{line: it.line, raw: it.raw, del: it.del, fullURL: it.fullURL, prevAct: it.act}
+	n := &item{line: it.line, entry: it.entry, raw: it.raw, del: it.del, fullURL: it.fullURL, prevAct: it.act}
 	if it.del {
 		n.typ, n.sid = it.typ, it.sid
 	}

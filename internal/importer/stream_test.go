@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/importer"
 )
 
@@ -135,5 +136,64 @@ func TestStreamedBundleErrors(t *testing.T) {
 	}
 	if len(issues) == 0 || !strings.Contains(issues[len(issues)-1].Diagnostics, "does not end") {
 		t.Errorf("the cut is not reported: %+v", issues)
+	}
+}
+
+// TestBundleEntryInReports checks that a problem of a Bundle entry names
+// the entry as well as the line: a Bundle sent on one line, as servers
+// send them, has every entry on line 1. An entry that waits for a later
+// one (its reference points forward) keeps its index, and so does an
+// entry of a Bundle on one line of an NDJSON file.
+func TestBundleEntryInReports(t *testing.T) {
+	app := openApp(t, "sqlite")
+	imp := importer.New(app.Store, app.Records)
+	// Chunks of two entries: entry 2 names entry 4, of a later chunk, and
+	// waits for the end of the Bundle.
+	imp.ChunkSize = 2
+	entries := `{"fullUrl":"urn:uuid:e0","resource":{"resourceType":"Patient","id":"e0"}},` +
+		`{"fullUrl":"urn:uuid:e1","resource":{"resourceType":"Patient","id":"e1","gender":"bogus"}},` +
+		`{"fullUrl":"urn:uuid:e2","resource":{"resourceType":"Observation","id":"e2","status":"final","code":{"text":"x"},"subject":{"reference":"urn:uuid:e4"},"valueQuantity":{"value":"high"}}},` +
+		`"not an entry",` +
+		`{"fullUrl":"urn:uuid:e4","resource":{"resourceType":"Patient","id":"e4"}}`
+	bundle := `{"resourceType":"Bundle","type":"collection","entry":[` + entries + `]}`
+	want := map[string]string{
+		"Patient.gender": "line 1, Bundle.entry[1]: ",
+		"Observation.value.ofType(Quantity).value": "line 1, Bundle.entry[2]: ",
+		"Bundle.entry[3]":                          "line 1, Bundle.entry[3]: ",
+	}
+	check := func(name string, issues []fhir.Issue, line string) {
+		t.Helper()
+		found := map[string]bool{}
+		for _, is := range issues {
+			for _, ex := range is.Expression {
+				if w, ok := want[ex]; ok {
+					found[ex] = true
+					if w = strings.Replace(w, "line 1", line, 1); !strings.Contains(is.Diagnostics, w) {
+						t.Errorf("%s: the issue at %s says %q, want it to name %q", name, ex, is.Diagnostics, w)
+					}
+				}
+			}
+		}
+		for ex := range want {
+			if !found[ex] {
+				t.Errorf("%s: no issue at %s: %+v", name, ex, issues)
+			}
+		}
+	}
+	sum, issues := importReader(t, imp, "one-line", "bundle", strings.NewReader(bundle))
+	if sum.Created != 2 || sum.Rejected != 3 {
+		t.Errorf("one-line Bundle: %+v %+v", sum, issues)
+	}
+	check("one-line Bundle", issues, "line 1")
+	ndjson := `{"resourceType":"Patient","id":"n0"}` + "\n" + bundle + "\n"
+	sum, issues = importReader(t, imp, "ndjson", "ndjson", strings.NewReader(ndjson))
+	if sum.Created != 3 || sum.Rejected != 3 {
+		t.Errorf("Bundle in NDJSON: %+v %+v", sum, issues)
+	}
+	check("Bundle in NDJSON", issues, "line 2")
+	for _, is := range issues {
+		if strings.Contains(is.Diagnostics, "line 1") {
+			t.Errorf("an issue of the NDJSON line 1, which is no Bundle: %+v", is)
+		}
 	}
 }
