@@ -219,6 +219,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, r, err)
 		return
 	}
+	if err := decodeBody(r); err != nil {
+		WriteError(w, r, err)
+		return
+	}
 	r = r.WithContext(access.With(r.Context(), p))
 	s.route(w, r, seg)
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -204,6 +205,13 @@ func (h *handlers) importOp(w http.ResponseWriter, r *http.Request, typ, id stri
 			if stream {
 				// Nothing written yet: a plain error response.
 				w.Header().Del("Content-Type")
+			}
+			if sum.Batch > 0 && sum.Resources > 0 && mode != "validate" {
+				// Chunks before the error may be committed: say so, and
+				// what they wrote.
+				fe = &fhir.Error{Status: fe.Status, Err: fe.Err, Issues: append(slices.Clip(fe.Issues), fhir.Issue{Severity: "information", Code: "incomplete",
+					Diagnostics: fmt.Sprintf("the import stopped; batch %d keeps what was committed before (created %d, updated %d, unchanged %d, conflicts %d, rejected %d); run the same import again to complete it",
+						sum.Batch, sum.Created, sum.Updated, sum.Unchanged, sum.Conflicts, sum.Rejected)})}
 			}
 			api.WriteError(w, r, fe)
 			return

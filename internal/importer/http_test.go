@@ -3,6 +3,7 @@ package importer_test
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -537,4 +538,68 @@ func TestHTTPImportSupplementAndStale(t *testing.T) {
 	// Re-sending the first version (already seen from this source) is a no-op.
 	sum, _, _ = postImport(t, s, tok, "ehr", "application/x-ndjson", strings.NewReader(v("2024-01-01T00:00:00Z", "active")))
 	want(t, "old again", sum, "unchanged", 1)
+}
+
+// TestHTTPImportGzip imports an NDJSON upload sent with Content-Encoding:
+// gzip, as a stream. The same upload cut short is refused with a 400 that
+// says so, keeping the chunks committed before the cut, and sending the
+// whole upload again completes the import.
+func TestHTTPImportGzip(t *testing.T) {
+	s := servertest.Start(t, "sqlite")
+	tok := s.AdminToken()
+	var plain bytes.Buffer
+	for i := range 2500 {
+		fmt.Fprintf(&plain, `{"resourceType":"Patient","id":"gz%d","name":[{"family":"F%d"}]}`+"\n", i, i)
+	}
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(plain.Bytes())
+	zw.Close()
+	cut := z.Bytes()[:z.Len()*9/10]
+	resp := s.Do("POST", "Bundle/$import?source=gz", tok, cut, "Content-Type", "application/x-ndjson", "Content-Encoding", "gzip", "Accept", "application/x-ndjson")
+	if resp.Status != 400 || !bytes.Contains(resp.Body, []byte("upload line ")) || !bytes.Contains(resp.Body, []byte("is not the gzip data")) {
+		t.Fatalf("cut gzip upload: %d %s", resp.Status, resp.Body)
+	}
+	stored := func() int {
+		r := s.Do("GET", "Patient?_summary=count", tok, nil)
+		var b struct{ Total int }
+		if err := json.Unmarshal(r.Body, &b); err != nil {
+			t.Fatal(err)
+		}
+		return b.Total
+	}
+	kept := stored()
+	if kept == 0 || kept >= 2500 {
+		t.Errorf("the cut upload kept %d Patients, want the lines before the cut", kept)
+	}
+	if note := fmt.Sprintf("keeps what was committed before (created %d,", kept); !bytes.Contains(resp.Body, []byte(note)) {
+		t.Errorf("the answer to the cut upload does not say what it kept (%q): %s", note, resp.Body)
+	}
+	// A Bundle cut short in the same way.
+	var zb bytes.Buffer
+	zw = gzip.NewWriter(&zb)
+	zw.Write([]byte(`{"resourceType":"Bundle","type":"collection","entry":[`))
+	for i := range 2500 {
+		if i > 0 {
+			zw.Write([]byte(",\n"))
+		}
+		fmt.Fprintf(zw, `{"resource":{"resourceType":"Patient","id":"gzb%d","name":[{"family":"F%d"}]}}`, i, i)
+	}
+	zw.Write([]byte("]}"))
+	zw.Close()
+	resp = s.Do("POST", "Bundle/$import?source=gzb", tok, zb.Bytes()[:zb.Len()*9/10], "Content-Type", "application/fhir+json", "Content-Encoding", "gzip")
+	if resp.Status != 400 || !bytes.Contains(resp.Body, []byte("upload line ")) || !bytes.Contains(resp.Body, []byte("is not the gzip data")) || !bytes.Contains(resp.Body, []byte("keeps what was committed")) {
+		t.Errorf("cut gzip Bundle: %d %s", resp.Status, resp.Body)
+	}
+	resp = s.Do("POST", "Bundle/$import?source=gz", tok, z.Bytes(), "Content-Type", "application/x-ndjson", "Content-Encoding", "gzip", "Accept", "application/x-ndjson")
+	sum, issues := parseSummary(t, resp.Body)
+	want(t, "gzip upload", sum, "created", float64(2500-kept))
+	want(t, "gzip upload", sum, "unchanged", float64(kept))
+	want(t, "gzip upload", sum, "rejected", 0)
+	if len(issues) > 0 {
+		t.Errorf("issues: %v", issues)
+	}
+	if n := stored(); n < 2500+2000 {
+		t.Errorf("%d Patients stored, want the 2,500 of the NDJSON and most of the Bundle's", n)
+	}
 }

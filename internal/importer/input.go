@@ -65,7 +65,7 @@ func (r *Run) NDJSON(rd io.Reader, name string) (err error) {
 			if ferr := flush(); ferr != nil {
 				return ferr
 			}
-			return fmt.Errorf("read %s line %d: %w", name, line, err)
+			return readError(fmt.Sprintf("%s line %d", name, line), err)
 		}
 		if t := bytes.TrimSpace(raw); len(t) > 0 && !r.coverPage(t, line) {
 			it := &item{line: line, raw: t}
@@ -206,7 +206,7 @@ func (r *Run) Bundle(rd io.Reader, name string) (err error) {
 	}
 	data, err := io.ReadAll(io.LimitReader(br, MaxBundle+1))
 	if err != nil {
-		return fmt.Errorf("read %s: %w", name, err)
+		return readError(name, err)
 	}
 	if len(data) > MaxBundle {
 		return fhir.Errorf(413, "too-costly", "%s: a JSON document larger than %d bytes that is not a Bundle starting with its resourceType cannot be imported; send NDJSON", name, MaxBundle)
@@ -245,7 +245,7 @@ func (r *Run) Bundle(rd io.Reader, name string) (err error) {
 
 // streamBundle imports a Bundle from br entry by entry.
 func (r *Run) streamBundle(br *bufio.Reader) error {
-	sc := &scanner{br: br, line: 1}
+	sc := &scanner{br: br, line: 1, name: r.fileName}
 	bs := r.newBundleStream()
 	defer bs.close()
 	fail := func(err error) error {
@@ -530,4 +530,21 @@ func (r *Run) processResolved(ch *chunk) error {
 	r.parallel(items, func(it *item) { r.prepareItem(it, at) })
 	r.checkAccess(ctx, items)
 	return r.write(ctx, ch)
+}
+
+// readError is a failure to read the input at where (a file and line).
+// An error of the reader's own that is the client's (an upload that is
+// not the gzip data its Content-Encoding says: a *fhir.Error of status
+// 400) keeps its status and says where it happened.
+func readError(where string, err error) error {
+	var fe *fhir.Error
+	if errors.As(err, &fe) && fe.Status < 500 {
+		out := &fhir.Error{Status: fe.Status, Err: err}
+		for _, is := range fe.Issues {
+			is.Diagnostics = where + ": " + is.Diagnostics
+			out.Issues = append(out.Issues, is)
+		}
+		return out
+	}
+	return fmt.Errorf("read %s: %w", where, err)
 }

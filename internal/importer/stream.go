@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 )
 
 // scanner reads the outer structure of a JSON document from a stream: the
@@ -16,6 +17,12 @@ type scanner struct {
 	br   *bufio.Reader
 	line int // the line the next byte is on (1-based)
 	buf  []byte
+	// name is the input's, for errors; rerr is the first error reading it
+	// other than its end (a connection that broke, an upload that is not
+	// the gzip data it says). The input ends there, but not because it is
+	// cut short: syntax reports rerr instead of a syntax error.
+	name string
+	rerr error
 }
 
 // errSyntax is a JSON syntax error at a line of the stream.
@@ -27,13 +34,25 @@ type errSyntax struct {
 func (e *errSyntax) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
 
 func (s *scanner) syntax(format string, args ...any) error {
+	if s.rerr != nil {
+		return readError(fmt.Sprintf("%s line %d", s.name, s.line), s.rerr)
+	}
 	return &errSyntax{line: s.line, msg: fmt.Sprintf(format, args...)}
+}
+
+// readByte reads the next byte, noting an error other than the end.
+func (s *scanner) readByte() (byte, error) {
+	c, err := s.br.ReadByte()
+	if err != nil && !errors.Is(err, io.EOF) && s.rerr == nil {
+		s.rerr = err
+	}
+	return c, err
 }
 
 // peek skips white space and returns the next byte without consuming it.
 func (s *scanner) peek() (byte, error) {
 	for {
-		c, err := s.br.ReadByte()
+		c, err := s.readByte()
 		if err != nil {
 			return 0, err
 		}
@@ -74,9 +93,9 @@ func (s *scanner) value(max int) ([]byte, int, error) {
 	depth := 0
 	inStr, esc := false, false
 	for {
-		c, err = s.br.ReadByte()
+		c, err = s.readByte()
 		if err != nil {
-			if depth == 0 && !inStr && len(s.buf) > 0 {
+			if depth == 0 && !inStr && len(s.buf) > 0 && s.rerr == nil {
 				return s.buf, start, nil // a literal at the end of the input
 			}
 			return nil, start, s.syntax("the value starting on line %d does not end", start)
