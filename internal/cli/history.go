@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -277,10 +278,13 @@ func runConflicts(ctx context.Context, args []string, out, errOut io.Writer) err
 					who = p.value("currentSource")
 				}
 				fmt.Fprintf(out, "--- %s (from %s):\n", x.Name, who)
-				var v any
-				json.Unmarshal(x.Resource, &v)
-				pretty, _ := json.MarshalIndent(v, "", "  ")
-				fmt.Fprintf(out, "%s\n", pretty)
+				// Indented as sent: the members in their order, and
+				// decimals with their digits (1.50 stays 1.50).
+				var pretty bytes.Buffer
+				if err := json.Indent(&pretty, x.Resource, "", "  "); err != nil {
+					return fmt.Errorf("conflict %s: the %s side is not JSON: %w", rest[0], x.Name, err)
+				}
+				fmt.Fprintf(out, "%s\n", pretty.Bytes())
 			}
 		}
 		return nil

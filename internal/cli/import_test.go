@@ -61,6 +61,8 @@ func TestImportCLI(t *testing.T) {
 	// A second source disagrees: a conflict, resolved by keeping ours.
 	other := t.TempDir()
 	conf := bytes.Replace(first, []byte(`"active":false`), []byte(`"active":true`), 1)
+	// A decimal whose digits count (conflicts show prints it as sent).
+	conf = bytes.Replace(conf, []byte(`"extension":[`), []byte(`"extension":[{"url":"http://example.org/weight-kg","valueDecimal":70.50},`), 1)
 	os.WriteFile(filepath.Join(other, "Patient.ndjson"), append(conf, '\n'), 0o600)
 	code, out, errOut = run(t, "import", "--data", data, "--source", "clinic-b", other)
 	if code != 0 || !strings.Contains(out, "conflicts 1") || !strings.Contains(errOut, "conflict") {
@@ -74,6 +76,11 @@ func TestImportCLI(t *testing.T) {
 	code, out, _ = run(t, "conflicts", "show", m[1], "--data", data)
 	if code != 0 || !strings.Contains(out, "--- incoming (from urn:phr:source:clinic-b)") || !strings.Contains(out, "--- current") {
 		t.Fatalf("show: %d\n%s", code, out)
+	}
+	_, incoming, _ := strings.Cut(out, "--- incoming")
+	_, incoming, _ = strings.Cut(incoming, "\n")
+	if !strings.HasPrefix(incoming, "{\n  \"resourceType\": \"Patient\"") || !strings.Contains(incoming, `"valueDecimal": 70.50`) {
+		t.Errorf("show does not print the incoming resource as sent (resourceType first, 70.50): %s", out)
 	}
 	code, out, _ = run(t, "conflicts", "resolve", m[1], "keep", "--data", data)
 	if code != 0 || !strings.Contains(out, "version 4") {
