@@ -40,20 +40,20 @@ func (s *scanner) syntax(format string, args ...any) error {
 	return &errSyntax{line: s.line, msg: fmt.Sprintf(format, args...)}
 }
 
-// readByte reads the next byte, noting an error other than the end.
-func (s *scanner) readByte() (byte, error) {
-	c, err := s.br.ReadByte()
-	if err != nil && !errors.Is(err, io.EOF) && s.rerr == nil {
+// noteErr notes an error reading the input other than its end (see
+// rerr). The callers call it where a read failed, not on every byte.
+func (s *scanner) noteErr(err error) {
+	if !errors.Is(err, io.EOF) && s.rerr == nil {
 		s.rerr = err
 	}
-	return c, err
 }
 
 // peek skips white space and returns the next byte without consuming it.
 func (s *scanner) peek() (byte, error) {
 	for {
-		c, err := s.readByte()
+		c, err := s.br.ReadByte()
 		if err != nil {
+			s.noteErr(err)
 			return 0, err
 		}
 		switch c {
@@ -93,8 +93,9 @@ func (s *scanner) value(max int) ([]byte, int, error) {
 	depth := 0
 	inStr, esc := false, false
 	for {
-		c, err = s.readByte()
+		c, err = s.br.ReadByte()
 		if err != nil {
+			s.noteErr(err)
 			if depth == 0 && !inStr && len(s.buf) > 0 && s.rerr == nil {
 				return s.buf, start, nil // a literal at the end of the input
 			}
