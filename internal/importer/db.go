@@ -289,6 +289,62 @@ func (imp *Importer) seenHashes(ctx context.Context, source string, hashes []str
 // (index import_identifier_local).
 const identifiersOfQuery = `SELECT system, value FROM import_identifier WHERE type = ? AND local_id = ?`
 
+// identifiersOfAllQuery reads the recorded identifiers of several local
+// resources (PostgreSQL: arrays of types and local ids). The lateral
+// subquery probes the index by (type, local_id) for each resource; OFFSET
+// 0 keeps the planner from turning it into a plain join, which it plans
+// as a hash join over every identifier row (before the table has
+// statistics, as in an import's first minutes).
+const identifiersOfAllQuery = `SELECT q.type, q.local_id, i.system, i.value
+	FROM unnest(?::text[], ?::text[]) AS q(type, local_id)
+	CROSS JOIN LATERAL (SELECT system, value FROM import_identifier
+		WHERE type = q.type AND local_id = q.local_id OFFSET 0) i`
+
+// identifiersOfAll returns the recorded identifiers of imported resources,
+// by (type, local id): on PostgreSQL in one query per anyChunk resources,
+// on SQLite (in the process) one by one.
+func (imp *Importer) identifiersOfAll(ctx context.Context, pairs [][2]string) (map[[2]string][][2]string, error) {
+	out := make(map[[2]string][][2]string, len(pairs))
+	if imp.db.SQLDialect() != sqldb.Postgres {
+		for _, p := range pairs {
+			ids, err := imp.identifiersOf(ctx, p[0], p[1])
+			if err != nil {
+				return nil, err
+			}
+			if len(ids) > 0 {
+				out[p] = ids
+			}
+		}
+		return out, nil
+	}
+	for start := 0; start < len(pairs); start += anyChunk {
+		part := pairs[start:min(start+anyChunk, len(pairs))]
+		typs, locals := make([]string, len(part)), make([]string, len(part))
+		for j, p := range part {
+			typs[j], locals[j] = p[0], p[1]
+		}
+		err := func() error {
+			rows, err := imp.query(ctx, identifiersOfAllQuery, typs, locals)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var p, x [2]string
+				if err := rows.Scan(&p[0], &p[1], &x[0], &x[1]); err != nil {
+					return err
+				}
+				out[p] = append(out[p], x)
+			}
+			return rows.Err()
+		}()
+		if err != nil {
+			return nil, fmt.Errorf("read identifiers: %w", err)
+		}
+	}
+	return out, nil
+}
+
 // identifiersOf returns the recorded identifiers of an imported resource.
 func (imp *Importer) identifiersOf(ctx context.Context, typ, id string) ([][2]string, error) {
 	rows, err := imp.query(ctx, identifiersOfQuery, typ, id)

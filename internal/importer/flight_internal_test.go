@@ -134,3 +134,50 @@ func TestChunkWaitDeadlockIsBroken(t *testing.T) {
 		t.Fatalf("earlier chunk: %v; later one: %v", prev.err, later)
 	}
 }
+
+// settleForItems waits for the chunk in flight when it carries an
+// identifier of the next chunk's item that two or more committed resources
+// carry only if that resource could be the item's match: none of its
+// identifiers contradicts the item's (see matchIdentifiers).
+func TestSettleForSharedIdentifier(t *testing.T) {
+	db := storetest.Open(t, "sqlite")
+	ctx := context.Background()
+	if err := db.WriteTx(ctx, func(tx *sqldb.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO import_identifier (type, system, value, local_id) VALUES
+			('Practitioner', 'z', '5', 'a'), ('Practitioner', 'w', '1', 'a'),
+			('Practitioner', 'z', '5', 'b'), ('Practitioner', 'w', '2', 'b'),
+			('Practitioner', 'z', '6', 'a')`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	prac := func(id string, idents ...[2]string) *item {
+		return &item{typ: "Practitioner", sid: id, localID: id, idents: idents}
+	}
+	incoming := prac("d", [2]string{"z", "5"}, [2]string{"w", "3"})
+	for _, c := range []struct {
+		name     string
+		inFlight *item
+		item     *item
+		settles  bool
+	}{
+		{"no urn:w in flight: it would match", prac("c", [2]string{"z", "5"}), incoming, true},
+		{"another urn:w in flight: another resource", prac("c", [2]string{"z", "5"}, [2]string{"w", "9"}), incoming, false},
+		{"the same urn:w in flight", prac("c", [2]string{"z", "5"}, [2]string{"w", "3"}), incoming, true},
+		{"one committed carrier", prac("c", [2]string{"z", "6"}, [2]string{"w", "9"}), prac("e", [2]string{"z", "6"}, [2]string{"w", "3"}), true},
+		{"nothing shared", prac("c", [2]string{"z", "7"}), incoming, false},
+	} {
+		fl := newFlight([]*item{c.inFlight})
+		fl.w = &chunkWrite{items: []*item{c.inFlight}}
+		close(fl.done)
+		r := &Run{imp: New(db, nil), fls: []*flight{fl}}
+		next := *c.item
+		next.localID = "" // not resolved yet
+		if err := r.settleForItems(ctx, []*item{&next}, true); err != nil {
+			t.Fatal(err)
+		}
+		if settled := len(r.fls) == 0; settled != c.settles {
+			t.Errorf("%s: settled %v, want %v", c.name, settled, c.settles)
+		}
+	}
+}

@@ -113,6 +113,14 @@ func TestLookups(t *testing.T) {
 			if got, err := imp.identifiersOf(ctx, "Observation", "o43"); err != nil || len(got) != 1 || got[0] != [2]string{"sys", "v43"} {
 				t.Errorf("identifiers of o43: %v %v", got, err)
 			}
+			var pairs [][2]string
+			for _, id := range keys("o", 300) {
+				pairs = append(pairs, [2]string{"Observation", id})
+			}
+			all, err := imp.identifiersOfAll(ctx, append(pairs, [2]string{"Patient", "o43"}))
+			if got := all[[2]string{"Observation", "o43"}]; err != nil || len(all) != 299 || len(got) != 1 || got[0] != [2]string{"sys", "v43"} {
+				t.Errorf("identifiers of all: %v %d, o43 -> %v", err, len(all), got)
+			}
 		})
 	}
 }
@@ -137,6 +145,7 @@ func TestLookupPlans(t *testing.T) {
 		{"versions", versionsLookup.postgres, []string{arr("o"), "'Observation'"}},
 		{"seen", seenLookup.postgres, []string{arr("h"), "'s'"}},
 		{"identifiers", identifierMatchQuery, []string{"array_fill('Observation'::text, ARRAY[300])", "array_fill('sys'::text, ARRAY[300])", arr("v")}},
+		{"identifiers of", identifiersOfAllQuery, []string{"array_fill('Observation'::text, ARRAY[300])", arr("o")}},
 	}
 	err := db.WriteTx(ctx, func(tx *sqldb.Tx) error {
 		if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan"); err != nil {

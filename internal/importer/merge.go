@@ -402,7 +402,16 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 }
 
 // matchIdentifiers matches items by business identifier against imported
-// resources (and the Matcher when set).
+// resources (and the Matcher when set). The candidates of an item are the
+// resources that carry one of its identifiers; a candidate that carries
+// another identifier of a system the item has, and none of the item's
+// values of that system, is another resource (two people with one fake
+// licence number are still two people). One candidate left is the match;
+// several are reported as ambiguous, and the item is imported as a
+// separate resource. When every one of several candidates is another
+// resource, the identifier they share with the item names a group, not a
+// resource (Synthea's ExplanationOfBenefits all carry one placeholder
+// claim-group identifier beside their own claim id): nothing is reported.
 func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 	// The identifiers of every item, looked up together.
 	var keys []identKey
@@ -420,12 +429,13 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 	if err := r.imp.identifierMatchesAll(ctx, keys, known); err != nil {
 		return err
 	}
-	for _, it := range items {
+	cands := make([][]string, len(items))
+	var pairs [][2]string // (type, local id) of every candidate
+	seenPair := map[[2]string]bool{}
+	for i, it := range items {
 		if len(it.idents) == 0 || it.localID != "" {
 			continue
 		}
-		var match string
-		ambiguous := false
 		for _, idn := range it.idents {
 			ids := known[identKey{it.typ, idn[0], idn[1]}]
 			var err error
@@ -436,33 +446,54 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 				}
 			}
 			for _, id := range ids {
-				if match == "" {
-					match = id
-				} else if match != id {
-					ambiguous = true
+				if !slices.Contains(cands[i], id) {
+					cands[i] = append(cands[i], id)
+				}
+				if p := [2]string{it.typ, id}; !seenPair[p] {
+					seenPair[p] = true
+					pairs = append(pairs, p)
 				}
 			}
 		}
-		if ambiguous {
-			it.issues = append(it.issues, issue("warning", "multiple-matches", it.typ+".identifier", "the identifiers match several existing %s resources; imported as a separate resource", it.typ))
+	}
+	if len(pairs) == 0 {
+		return nil
+	}
+	// The chunk being written may add identifiers to a candidate.
+	if err := r.settleIf(func(fl *flight) bool {
+		for _, p := range pairs {
+			if fl.keys[p[0]+"/"+p[1]] {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		return err
+	}
+	theirs, err := r.imp.identifiersOfAll(ctx, pairs)
+	if err != nil {
+		return err
+	}
+	for i, it := range items {
+		if len(cands[i]) == 0 {
 			continue
 		}
-		if match != "" {
-			// One shared identifier is not enough when another identifier
-			// of the same system disagrees (two people with one fake
-			// licence number are still two people).
-			if err := r.settleIf(func(fl *flight) bool { return fl.keys[it.typ+"/"+match] }); err != nil {
-				return err
-			}
-			theirs, err := r.imp.identifiersOf(ctx, it.typ, match)
-			if err != nil {
-				return err
-			}
-			if sys := contradiction(it.idents, theirs); sys != "" {
-				it.issues = append(it.issues, issue("warning", "informational", it.typ+".identifier", "an identifier matches %s/%s but their %s identifiers differ; imported as a separate resource", it.typ, match, sys))
+		var fits []string
+		sys := ""
+		for _, id := range cands[i] {
+			if s := contradiction(it.idents, theirs[[2]string{it.typ, id}]); s != "" {
+				sys = s
 				continue
 			}
-			it.localID = match
+			fits = append(fits, id)
+		}
+		switch {
+		case len(fits) == 1:
+			it.localID = fits[0]
+		case len(fits) > 1:
+			it.issues = append(it.issues, issue("warning", "multiple-matches", it.typ+".identifier", "the identifiers match several existing %s resources; imported as a separate resource", it.typ))
+		case len(cands[i]) == 1:
+			it.issues = append(it.issues, issue("warning", "informational", it.typ+".identifier", "an identifier matches %s/%s but their %s identifiers differ; imported as a separate resource", it.typ, cands[i][0], sys))
 		}
 	}
 	return nil
@@ -1450,30 +1481,34 @@ func activityCode(activity string) *fhirjson.Value {
 var _ = http.StatusOK
 
 // contradiction returns a system both identifier lists use with no value
-// in common ("" when none).
+// in common ("" when none): the first such system of a. It allocates
+// nothing, as the lists are short and it runs for pairs of resources
+// (see settleForItems).
 func contradiction(a, b [][2]string) string {
-	vals := map[string]map[string]bool{}
-	for _, x := range b {
-		if vals[x[0]] == nil {
-			vals[x[0]] = map[string]bool{}
+	for i, x := range a {
+		if !hasSystem(b, x[0]) || hasSystem(a[:i], x[0]) {
+			continue // not in b, or checked already
 		}
-		vals[x[0]][x[1]] = true
-	}
-	ours := map[string]bool{}
-	for _, x := range a {
-		if _, ok := vals[x[0]]; !ok {
-			continue
+		common := false
+		for _, y := range a[i:] {
+			if y[0] == x[0] && slices.Contains(b, y) {
+				common = true
+				break
+			}
 		}
-		if vals[x[0]][x[1]] {
-			ours[x[0]] = true
-		} else if !ours[x[0]] {
-			ours[x[0]] = false
-		}
-	}
-	for sys, ok := range ours {
-		if !ok {
-			return sys
+		if !common {
+			return x[0]
 		}
 	}
 	return ""
+}
+
+// hasSystem reports whether ids has an identifier of system sys.
+func hasSystem(ids [][2]string, sys string) bool {
+	for _, x := range ids {
+		if x[0] == sys {
+			return true
+		}
+	}
+	return false
 }

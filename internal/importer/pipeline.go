@@ -203,18 +203,21 @@ func (r *Run) settleIf(dep func(*flight) bool) error {
 // about to be matched by business identifier), one of their business
 // identifiers that could still change a match.
 //
-// An identifier that two or more committed resources carry already makes
-// every match on it ambiguous, and the chunk being written can only add
-// resources to it: waiting for that chunk would change nothing. Synthea's
-// ExplanationOfBenefits all carry one placeholder claim-group identifier,
-// so every chunk waited for the previous chunk's write at this point and
-// the writes hardly overlapped the preparation of the next chunk.
+// An identifier that two or more committed resources carry makes a match
+// on it ambiguous unless other identifiers tell the resources apart (see
+// matchIdentifiers): a resource of the chunk being written changes a match
+// on it only when it is a candidate that stays, one without an identifier
+// that contradicts the item. Waiting for that chunk otherwise would change
+// nothing: Synthea's ExplanationOfBenefits all carry one placeholder
+// claim-group identifier (and each its own claim id), so every chunk
+// waited for the previous chunk's write at this point and the writes
+// hardly overlapped the preparation of the next chunk.
 func (r *Run) settleForItems(ctx context.Context, items []*item, idents bool) error {
 	if len(r.fls) == 0 {
 		return nil
 	}
 	var shared []identKey
-	dup := map[identKey]bool{}
+	carriers := map[identKey][]*item{} // the items carrying each shared key
 	for _, fl := range r.fls {
 		for _, it := range items {
 			if it.typ == "" {
@@ -235,9 +238,14 @@ func (r *Run) settleForItems(ctx context.Context, items []*item, idents bool) er
 			}
 			for _, idn := range it.idents {
 				k := identKey{it.typ, idn[0], idn[1]}
-				if fl.idents[k] && !dup[k] {
-					dup[k] = true
+				if !fl.idents[k] {
+					continue
+				}
+				if _, ok := carriers[k]; !ok {
 					shared = append(shared, k)
+				}
+				if !slices.Contains(carriers[k], it) {
+					carriers[k] = append(carriers[k], it)
 				}
 			}
 		}
@@ -252,6 +260,21 @@ func (r *Run) settleForItems(ctx context.Context, items []*item, idents bool) er
 	for _, k := range shared {
 		if len(committed[k]) < 2 {
 			return r.settle()
+		}
+	}
+	// Every shared identifier is carried by two or more committed
+	// resources: wait only for a resource in flight that carries one and
+	// does not contradict an item carrying it.
+	for _, fl := range r.fls {
+		for _, in := range fl.w.items {
+			for _, idn := range in.idents {
+				k := identKey{in.typ, idn[0], idn[1]}
+				for _, it := range carriers[k] {
+					if contradiction(it.idents, in.idents) == "" {
+						return r.settle()
+					}
+				}
+			}
 		}
 	}
 	return nil

@@ -142,3 +142,25 @@ func BenchmarkWalkRefs(b *testing.B) {
 	cpuPerOp(b, cpu)
 	b.ReportMetric(float64(refs)/float64(n), "refs/op")
 }
+
+func TestContradiction(t *testing.T) {
+	type ids = [][2]string
+	for _, c := range []struct {
+		a, b ids
+		want string
+	}{
+		{ids{{"s", "1"}}, ids{{"s", "2"}}, "s"},
+		{ids{{"s", "1"}, {"s", "2"}}, ids{{"s", "2"}}, ""},
+		{ids{{"s", "1"}}, ids{{"s", "2"}, {"s", "1"}}, ""},
+		{ids{{"s", "1"}}, ids{{"t", "1"}}, ""},
+		{ids{{"t", "9"}, {"s", "1"}}, ids{{"s", "2"}, {"t", "9"}}, "s"},
+		{ids{{"s", "1"}, {"u", "3"}}, ids{{"s", "1"}, {"u", "4"}}, "u"},
+		{ids{{"s", "1"}, {"s", "1"}}, ids{{"s", "2"}}, "s"},
+		{nil, ids{{"s", "2"}}, ""},
+		{ids{{"s", "2"}}, nil, ""},
+	} {
+		if got := contradiction(c.a, c.b); got != c.want {
+			t.Errorf("contradiction(%v, %v) = %q, want %q", c.a, c.b, got, c.want)
+		}
+	}
+}

@@ -15,8 +15,10 @@ import (
 // TestIdentifierMatchAcrossChunks imports one resource per chunk, so that
 // each is prepared while the previous one is being written: a business
 // identifier carried by the chunk in flight still matches (the next chunk
-// waits for it), and one that two committed resources carry already is
-// ambiguous whether or not the next chunk waits.
+// waits for it). An identifier that several committed resources carry
+// matches none of them whose other identifiers contradict the incoming
+// one's, whether or not the next chunk waits: it is ambiguous only when
+// several candidates are left.
 func TestIdentifierMatchAcrossChunks(t *testing.T) {
 	prac := func(id string, idents ...string) string {
 		var parts []string
@@ -30,13 +32,20 @@ func TestIdentifierMatchAcrossChunks(t *testing.T) {
 		// q2 carries q1's only identifier: the same practitioner.
 		prac("q1", "urn:v|1"),
 		prac("q2", "urn:v|1"),
-		// p2 shares urn:z|5 with p1 but not its urn:w licence: separate.
-		// p3, p4, p5 then match both: ambiguous, imported separately.
+		// p2 shares urn:z|5 with p1 but not its urn:w licence: separate,
+		// with a warning. p3, p4, p5 carry urn:z|5 too, and a urn:w licence
+		// of their own that each earlier one contradicts: separate, with
+		// nothing to report (urn:z|5 names a group).
 		prac("p1", "urn:z|5", "urn:w|1"),
 		prac("p2", "urn:z|5", "urn:w|2"),
 		prac("p3", "urn:z|5", "urn:w|3"),
 		prac("p4", "urn:z|5", "urn:w|4"),
 		prac("p5", "urn:z|5", "urn:w|5"),
+		// p6 has urn:z|5 alone: every one of them is a candidate, ambiguous.
+		prac("p6", "urn:z|5"),
+		// p7 has p2's licence: p2, the one candidate its licence does not
+		// contradict (p2's text, so nothing changes).
+		strings.Replace(prac("p7", "urn:z|5", "urn:w|2"), `"family":"p7"`, `"family":"p2"`, 1),
 	}
 	for _, d := range storetest.Dialects() {
 		t.Run(d, func(t *testing.T) {
@@ -60,20 +69,35 @@ func TestIdentifierMatchAcrossChunks(t *testing.T) {
 			if err := app.Store.QueryRow(ctx, `SELECT COUNT(*) FROM resource WHERE type = 'Practitioner' AND NOT deleted`).Scan(&n); err != nil {
 				t.Fatal(err)
 			}
-			if n != 6 {
-				t.Errorf("%d practitioners, want 6 (q1 = q2, p1..p5 apart); summary %+v", n, sum)
+			if n != 7 {
+				t.Errorf("%d practitioners, want 7 (q1 = q2, p1..p6 apart, p7 = p2); summary %+v", n, sum)
 			}
-			ambiguous := 0
+			if sum.Created != 7 || sum.Updated != 1 || sum.Unchanged != 1 {
+				t.Errorf("summary %+v, want 7 created, 1 updated (q2, another name) and 1 unchanged (p7)", sum)
+			}
+			var ambiguous, differ []string
 			for _, is := range issues {
-				if strings.Contains(is.Diagnostics, "match several existing") {
-					ambiguous++
+				switch {
+				case strings.Contains(is.Diagnostics, "match several existing"):
+					ambiguous = append(ambiguous, is.Diagnostics)
+				case strings.Contains(is.Diagnostics, "identifiers differ"):
+					differ = append(differ, is.Diagnostics)
 				}
 			}
-			if ambiguous != 3 {
-				t.Errorf("%d ambiguous matches reported, want 3 (p3, p4, p5)", ambiguous)
+			if len(ambiguous) != 1 || !strings.Contains(ambiguous[0], "line 8:") {
+				t.Errorf("ambiguous matches reported: %q, want one, of p6 (line 8)", ambiguous)
+			}
+			if len(differ) != 1 || !strings.Contains(differ[0], "line 4:") {
+				t.Errorf("contradicting identifiers reported: %q, want one, of p2 (line 4)", differ)
+			}
+			if t.Failed() {
 				for _, is := range issues {
 					t.Log(is.Severity, is.Diagnostics)
 				}
+			}
+			var local string
+			if err := app.Store.QueryRow(ctx, `SELECT local_id FROM import_identity WHERE type = 'Practitioner' AND source_id = 'p7'`).Scan(&local); err != nil || local != "p2" {
+				t.Errorf("p7 is stored as %q (%v), want p2", local, err)
 			}
 		})
 	}
