@@ -250,6 +250,13 @@ func (r *Run) streamBundle(br *bufio.Reader) error {
 	defer bs.close()
 	fail := func(err error) error {
 		if !isSyntax(err) {
+			if sc.rerr != nil {
+				// The input broke off (see scanner.rerr): what was read
+				// before stays imported, as of NDJSON.
+				if ferr := bs.finish(); ferr != nil {
+					return ferr
+				}
+			}
 			return err
 		}
 		// What was read before stays imported; the rest is reported.

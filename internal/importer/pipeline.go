@@ -266,6 +266,9 @@ func (r *Run) settleForItems(ctx context.Context, items []*item, idents bool) er
 	// resources: wait only for a resource in flight that carries one and
 	// does not contradict an item carrying it.
 	for _, fl := range r.fls {
+		if fl.w == nil {
+			return r.settle() // (what it writes is not known)
+		}
 		for _, in := range fl.w.items {
 			for _, idn := range in.idents {
 				k := identKey{in.typ, idn[0], idn[1]}
