@@ -1,15 +1,10 @@
 package importer
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
-	"os"
 	"strings"
 
 	"github.com/phr-project/phr/internal/fhir"
@@ -28,9 +23,7 @@ import (
 
 // deferScope collects the items deferred within one Bundle or run.
 type deferScope struct {
-	f *os.File
-	w *bufio.Writer
-	n int
+	sp itemSpool
 	// keys are the "Type/sourceId" of deferred items: a later item for
 	// the same resource is deferred too, to keep their order.
 	keys map[string]bool
@@ -59,76 +52,33 @@ type deferred struct {
 }
 
 func newScope() *deferScope {
-	return &deferScope{keys: map[string]bool{}, ids: map[string]string{}}
+	return &deferScope{sp: itemSpool{pattern: "phr-import-deferred-*"}, keys: map[string]bool{}, ids: map[string]string{}}
 }
 
 // add writes an item to the scope's file.
 func (sc *deferScope) add(file string, it *item) error {
-	if sc.f == nil {
-		f, err := os.CreateTemp("", "phr-import-deferred-*")
-		if err != nil {
-			return fmt.Errorf("defer forward references: %w", err)
-		}
-		sc.f, sc.w = f, bufio.NewWriterSize(f, 1<<16)
-	}
-	hdr, err := json.Marshal(deferred{File: file, Line: it.line, Entry: it.entry, FullURL: it.fullURL, Del: it.del, Type: it.typ, SID: it.sid,
-		Local: it.localID, Known: it.known, KnownV: it.knownV, KnownUp: it.knownUp, NewMap: it.newMap, OwnV: it.ownVersion, OwnSame: it.ownSame, Issues: it.issues})
+	err := sc.sp.put(deferred{File: file, Line: it.line, Entry: it.entry, FullURL: it.fullURL, Del: it.del, Type: it.typ, SID: it.sid,
+		Local: it.localID, Known: it.known, KnownV: it.knownV, KnownUp: it.knownUp, NewMap: it.newMap, OwnV: it.ownVersion, OwnSame: it.ownSame, Issues: it.issues}, it.raw)
 	if err != nil {
 		return fmt.Errorf("defer %s: %w", it.key(), err)
 	}
-	var lb [2 * binary.MaxVarintLen64]byte
-	n := binary.PutUvarint(lb[:], uint64(len(hdr)))
-	n += binary.PutUvarint(lb[n:], uint64(len(it.raw)))
-	sc.w.Write(lb[:n])
-	sc.w.Write(hdr)
-	if _, err := sc.w.Write(it.raw); err != nil {
-		return fmt.Errorf("defer %s: %w", it.key(), err)
-	}
-	sc.n++
 	sc.keys[it.key()] = true
 	sc.ids[it.key()] = it.localID
 	return nil
 }
 
 // close removes the scope's file.
-func (sc *deferScope) close() {
-	if sc.f != nil {
-		sc.f.Close()
-		os.Remove(sc.f.Name())
-		sc.f = nil
-	}
-}
+func (sc *deferScope) close() { sc.sp.close() }
 
 // read calls f with each deferred item, in the order deferred.
 func (sc *deferScope) read(f func(*item, string) error) error {
-	if sc.n == 0 {
-		return nil
-	}
-	if err := sc.w.Flush(); err != nil {
-		return fmt.Errorf("read deferred items: %w", err)
-	}
-	if _, err := sc.f.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("read deferred items: %w", err)
-	}
-	br := bufio.NewReaderSize(sc.f, 1<<16)
-	for i := 0; i < sc.n; i++ {
-		hl, err := binary.ReadUvarint(br)
-		if err != nil {
-			return fmt.Errorf("read deferred items: %w", err)
-		}
-		rl, err := binary.ReadUvarint(br)
-		if err != nil {
-			return fmt.Errorf("read deferred items: %w", err)
-		}
-		buf := make([]byte, hl+rl)
-		if _, err := io.ReadFull(br, buf); err != nil {
-			return fmt.Errorf("read deferred items: %w", err)
-		}
+	for i := 0; i < sc.sp.len(); i++ {
 		var d deferred
-		if err := json.Unmarshal(buf[:hl], &d); err != nil {
+		raw, err := sc.sp.get(i, &d)
+		if err != nil {
 			return fmt.Errorf("read deferred items: %w", err)
 		}
-		it := &item{line: d.Line, entry: d.Entry, raw: buf[hl:], fullURL: d.FullURL, del: d.Del, typ: d.Type, sid: d.SID,
+		it := &item{line: d.Line, entry: d.Entry, raw: raw, fullURL: d.FullURL, del: d.Del, typ: d.Type, sid: d.SID,
 			localID: d.Local, known: d.Known, knownV: d.KnownV, knownUp: d.KnownUp, newMap: d.NewMap, ownVersion: d.OwnV, ownSame: d.OwnSame}
 		if d.Del {
 			it.issues = d.Issues
@@ -224,10 +174,10 @@ func (r *Run) pointsForward(ctx context.Context, it *item, ch *chunk, sc *deferS
 // as they are. bundle is the fullUrl map of the scope's Bundle (nil for a
 // run).
 func (r *Run) replay(sc *deferScope, bundle map[string]string) error {
-	if sc.n == 0 {
+	if sc.sp.len() == 0 {
 		return nil
 	}
-	slog.DebugContext(r.ctx, "import: writing the resources whose references pointed forward", "batch", r.sum.Batch, "count", sc.n)
+	slog.DebugContext(r.ctx, "import: writing the resources whose references pointed forward", "batch", r.sum.Batch, "count", sc.sp.len())
 	r.replaying = true
 	defer func() { r.replaying = false }()
 	// Identities of deferred items are known: put them back where

@@ -372,7 +372,7 @@ var opDefImport = func() []byte {
 		"title":        "Import a personal health record",
 		"status":       "active",
 		"kind":         "operation",
-		"description":  "Imports NDJSON (application/x-ndjson, application/fhir+ndjson), a FHIR Bundle (application/fhir+json: document, collection, transaction, batch, searchset), a .phr file or a .sphr/zip (application/zip, X-PHR-Passphrase when encrypted) and merges it into the record: identity map per source, business-identifier matching, reference rewriting, exact-duplicate detection, supplement of newer versions from the same source, conflicts kept with both sides, meta.source and a Provenance on every version written. Rejected input is kept verbatim ($import-quarantine). With Accept: application/x-ndjson the response streams one OperationOutcome per problem and ends with the summary.",
+		"description":  "Imports NDJSON (application/x-ndjson, application/fhir+ndjson), a FHIR Bundle (application/fhir+json: document, collection, transaction, batch, searchset; a history Bundle oldest version first), a .phr file or a .sphr/zip (application/zip, X-PHR-Passphrase when encrypted) and merges it into the record: identity map per source, business-identifier matching, reference rewriting, exact-duplicate detection, supplement of newer versions from the same source, conflicts kept with both sides, meta.source and a Provenance on every version written. Rejected input is kept verbatim ($import-quarantine). With Accept: application/x-ndjson the response streams one OperationOutcome per problem and ends with the summary.",
 		"affectsState": true,
 		"code":         "import",
 		"resource":     []string{"Bundle"},

@@ -166,6 +166,10 @@ type Run struct {
 	// cache of resolved identities and reference targets: key
 	// "Type/sourceId" -> local id.
 	ids map[string]string
+	// own are the "Type/id" of items this run recognised as versions of
+	// the record's own resources (see recogniseOwn): a later version of
+	// one, in a history Bundle, is checked in the same way.
+	own map[string]bool
 	// cond caches conditional reference resolutions ("Type?query" -> "Type/id").
 	cond map[string]string
 	// fileName is the file being read, for reports.
@@ -221,7 +225,7 @@ func (imp *Importer) Begin(ctx context.Context, o Options) (*Run, error) {
 		return nil, fhir.Forbidden("importing needs permission to create resources (and Provenance)")
 	}
 	r := &Run{imp: imp, ctx: ctx, p: p, o: o, source: SourceURI(o.Source), started: time.Now().UTC(),
-		ids: map[string]string{}, cond: map[string]string{}}
+		ids: map[string]string{}, own: map[string]bool{}, cond: map[string]string{}}
 	r.sum.Source = r.source
 	// An import is bulk work: it runs with all CPUs until Finish, and
 	// with a larger Go heap (see ImportMemoryLimit).

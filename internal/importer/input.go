@@ -193,7 +193,9 @@ func fieldValue(b []byte, prefix string) string {
 // searchset, message, history) or a single resource from rd. A Bundle
 // whose first member is its resourceType is read as a stream, entry by
 // entry, in chunks: memory does not grow with its size. Other documents
-// are read whole (up to MaxBundle).
+// are read whole (up to MaxBundle). A history Bundle's entries are
+// imported oldest first (see historySpool) when its type comes before its
+// entries, as servers write it.
 func (r *Run) Bundle(rd io.Reader, name string) (err error) {
 	defer r.settleInto(&err)
 	r.fileName = name
@@ -290,8 +292,12 @@ func (r *Run) streamBundle(br *bufio.Reader) error {
 			return fail(err)
 		}
 		if k != "entry" || sawEntry {
-			if _, _, err := sc.value(MaxLine); err != nil {
+			v, _, err := sc.value(MaxLine)
+			if err != nil {
 				return fail(err)
+			}
+			if k == "type" && !sawEntry && string(v) == `"history"` {
+				bs.history = newHistorySpool()
 			}
 		} else {
 			sawEntry = true
@@ -387,6 +393,9 @@ func (r *Run) bundleTree(b *fhirjson.Value, data []byte, line int) error {
 	}
 	bs := r.newBundleStream()
 	defer bs.close()
+	if b.GetString("type") == "history" {
+		bs.history = newHistorySpool()
+	}
 	for i, e := range entries.Items {
 		if err := bs.entry(e, i, lineOf); err != nil {
 			return err
@@ -411,6 +420,11 @@ type bundleStream struct {
 	scope *deferScope
 	prev  *deferScope
 	done  bool
+	// history holds the entries of a history Bundle until its end (see
+	// historySpool); pending are the "Type/id" of the entries queued in
+	// items as they are read back.
+	history *historySpool
+	pending map[string]bool
 }
 
 func (r *Run) newBundleStream() *bundleStream {
@@ -423,7 +437,11 @@ func (r *Run) newBundleStream() *bundleStream {
 func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Value) int) error {
 	l := lineOf(e)
 	if e.Kind != fhirjson.Object {
-		return bs.add(&item{line: l, entry: i + 1, raw: e.Marshal(), act: actReject, issues: []fhir.Issue{issue("error", "structure", fmt.Sprintf("Bundle.entry[%d]", i), "the entry is not an object")}})
+		it := &item{line: l, entry: i + 1, raw: e.Marshal(), act: actReject, issues: []fhir.Issue{issue("error", "structure", fmt.Sprintf("Bundle.entry[%d]", i), "the entry is not an object")}}
+		if bs.history != nil {
+			return bs.history.add(it, "")
+		}
+		return bs.add(it)
 	}
 	if s := e.Get("search"); s != nil && s.GetString("mode") == "outcome" {
 		return nil
@@ -440,6 +458,9 @@ func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Va
 		} else {
 			it.del, it.typ, it.sid = true, typ, id
 		}
+		if bs.history != nil {
+			return bs.history.add(it, typ+"/"+id)
+		}
 		return bs.add(it)
 	}
 	if res == nil {
@@ -449,6 +470,16 @@ func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Va
 	it.raw = res.Marshal()
 	if bs.r.coverPage(it.raw, it.line) {
 		return nil
+	}
+	if bs.history != nil {
+		// Versions of one resource are expected; each goes after the
+		// one before it (see historySpool).
+		it.tree = nil
+		key := ""
+		if res.GetString("id") != "" {
+			key = res.GetString("resourceType") + "/" + res.GetString("id")
+		}
+		return bs.history.add(it, key)
 	}
 	if k := res.GetString("resourceType") + "/" + res.GetString("id"); res.GetString("id") != "" {
 		if bs.keys[k] {
@@ -481,6 +512,7 @@ func (bs *bundleStream) flush() error {
 	r := bs.r
 	ch := &chunk{items: bs.items, bundle: bs.urls}
 	bs.items, bs.size = nil, 0
+	clear(bs.pending)
 	r.parallel(ch.items, parseItem)
 	for _, it := range ch.items {
 		if it.tree == nil && it.act != actReject && !it.del {
@@ -505,6 +537,26 @@ func (bs *bundleStream) finish() error {
 		return nil
 	}
 	bs.done = true
+	if h := bs.history; h != nil {
+		bs.pending = map[string]bool{}
+		err := h.readBack(func(it *item, key string) error {
+			if key != "" && bs.pending[key] {
+				// The version before it is in this chunk: write that
+				// first.
+				if err := bs.flush(); err != nil {
+					return err
+				}
+			}
+			if key != "" {
+				bs.pending[key] = true
+			}
+			return bs.add(it)
+		})
+		h.close()
+		if err != nil {
+			return err
+		}
+	}
 	if err := bs.flush(); err != nil {
 		return err
 	}
@@ -512,10 +564,14 @@ func (bs *bundleStream) finish() error {
 	return bs.r.replay(bs.scope, bs.urls)
 }
 
-// close removes the Bundle's deferred items and restores the run's scope.
+// close removes the Bundle's deferred items (and a history Bundle's
+// entries) and restores the run's scope.
 func (bs *bundleStream) close() {
 	bs.r.scope = bs.prev
 	bs.scope.close()
+	if bs.history != nil {
+		bs.history.close()
+	}
 }
 
 // processResolved runs the rest of the merge for a chunk whose identities

@@ -296,6 +296,7 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 			return err
 		}
 		clear(r.ids)
+		clear(r.own)
 		r.fresh = freshState{} // the identities of this run are not all here now
 	}
 	byType := map[string][]string{}
@@ -319,7 +320,7 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 			return err
 		}
 	}
-	var unresolved []*item
+	var unresolved, ownMapped []*item
 	for _, it := range items {
 		if it.act == actReject {
 			continue
@@ -328,12 +329,18 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 			if m, ok := known[it.key()]; ok {
 				it.mapped(m)
 				r.ids[it.key()] = it.localID
+				if r.own[it.key()] {
+					ownMapped = append(ownMapped, it)
+				}
 				continue
 			}
 			if local, ok := r.ids[it.key()]; ok && !it.del {
 				// Pre-assigned by a reference seen earlier in this run.
 				it.localID = local
 				it.newMap = true
+				if r.own[it.key()] {
+					ownMapped = append(ownMapped, it)
+				}
 				continue
 			}
 		}
@@ -344,17 +351,22 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 		}
 		unresolved = append(unresolved, it)
 	}
-	if len(unresolved) == 0 {
+	if len(unresolved) == 0 && len(ownMapped) == 0 {
 		return nil
 	}
 	// What follows reads resources, identifiers and ids that the chunk
 	// being written may be adding.
-	if err := r.settleForItems(ctx, unresolved, true); err != nil {
+	if err := r.settleForItems(ctx, slices.Concat(unresolved, ownMapped), true); err != nil {
 		return err
 	}
-	// Versions of this record read back (its own export).
-	if err := r.recogniseOwn(ctx, unresolved); err != nil {
+	// Versions of this record read back (its own export, or its own
+	// history, whose later versions the identity map resolves once the
+	// first is recognised).
+	if err := r.recogniseOwn(ctx, slices.Concat(ownMapped, unresolved)); err != nil {
 		return err
+	}
+	if len(unresolved) == 0 {
+		return nil
 	}
 	// Business identifiers.
 	if err := r.matchIdentifiers(ctx, unresolved); err != nil {

@@ -17,14 +17,22 @@ import (
 // a meta.versionId and meta.lastUpdated that one of its versions has; it
 // is that resource, not a newcomer to match by identifier or to rename (a
 // rename would also take it out of its patient's compartment). ownSame
-// is set when the content is that version's too.
+// is set when the content is that version's too. Items resolved already
+// are checked only when an earlier version of theirs was recognised in
+// this run (Run.own) and they kept its id: the later versions of a
+// history Bundle of this record.
 func (r *Run) recogniseOwn(ctx context.Context, items []*item) error {
+	candidate := func(it *item) bool {
+		if it.sid == "" || it.srcVer == "" || it.srcUpd == "" || it.del {
+			return false
+		}
+		return it.localID == "" || it.localID == it.sid && r.own[it.key()]
+	}
 	byType := map[string][]string{}
 	for _, it := range items {
-		if it.localID != "" || it.sid == "" || it.srcVer == "" || it.srcUpd == "" || it.del {
-			continue
+		if candidate(it) {
+			byType[it.typ] = append(byType[it.typ], it.sid)
 		}
-		byType[it.typ] = append(byType[it.typ], it.sid)
 	}
 	if len(byType) == 0 {
 		return nil
@@ -48,7 +56,7 @@ func (r *Run) recogniseOwn(ctx context.Context, items []*item) error {
 		}
 	}
 	for _, it := range items {
-		if it.localID != "" || it.sid == "" || it.srcVer == "" || it.del {
+		if !candidate(it) {
 			continue
 		}
 		v, ok := versions[it.key()+"/"+it.srcVer]
@@ -62,6 +70,7 @@ func (r *Run) recogniseOwn(ctx context.Context, items []*item) error {
 		it.localID = it.sid
 		it.ownVersion = v.Version
 		it.ownSame = sameContent(it.tree, v)
+		r.own[it.key()] = true
 	}
 	return nil
 }

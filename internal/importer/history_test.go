@@ -1,0 +1,122 @@
+package importer_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/phr-project/phr/internal/server/servertest"
+	"github.com/phr-project/phr/internal/store/storetest"
+)
+
+// historyBundle is a history Bundle of another server, newest first: three
+// versions of Patient/fx (the first created it), an Observation about it,
+// and the deletion of a resource this record never had. first puts
+// "type" before "resourceType", so that the Bundle is read whole instead
+// of entry by entry.
+func historyBundle(first bool) string {
+	version := func(v int, family, updated, method string) string {
+		return fmt.Sprintf(`{"fullUrl":"https://other.example/fhir/Patient/fx","resource":{"resourceType":"Patient","id":"fx","meta":{"versionId":"%d","lastUpdated":"%s"},"name":[{"family":%q}]},"request":{"method":%q,"url":"Patient/fx"}}`, v, updated, family, method)
+	}
+	entries := []string{
+		`{"fullUrl":"https://other.example/fhir/Observation/ox","resource":{"resourceType":"Observation","id":"ox","meta":{"versionId":"1","lastUpdated":"2024-05-01T00:00:00Z"},"status":"final","code":{"text":"x"},"subject":{"reference":"Patient/fx"}},"request":{"method":"POST","url":"Observation"}}`,
+		`{"request":{"method":"DELETE","url":"Patient/gone"}}`,
+		version(3, "Three", "2024-04-01T00:00:00Z", "PUT"),
+		version(2, "Two", "2024-03-01T00:00:00Z", "PUT"),
+		version(1, "One", "2024-02-01T00:00:00Z", "POST"),
+	}
+	head := `"resourceType":"Bundle","type":"history"`
+	if first {
+		head = `"type":"history","resourceType":"Bundle"`
+	}
+	return `{` + head + `,"entry":[` + strings.Join(entries, ",") + `]}`
+}
+
+// historyOf returns the family names of a resource's versions, oldest
+// first.
+func historyOf(t *testing.T, s *servertest.Server, tok, ref string) []string {
+	t.Helper()
+	r := s.Do("GET", ref+"/_history", tok, nil)
+	var b struct {
+		Entry []struct {
+			Resource struct {
+				Name []struct{ Family string }
+			}
+		}
+	}
+	if err := json.Unmarshal(r.Body, &b); err != nil {
+		t.Fatalf("%s history: %v %s", ref, err, r.Body)
+	}
+	var out []string
+	for i := len(b.Entry) - 1; i >= 0; i-- {
+		if n := b.Entry[i].Resource.Name; len(n) > 0 {
+			out = append(out, n[0].Family)
+		}
+	}
+	return out
+}
+
+// TestHTTPImportHistoryBundle imports a history Bundle, whose entries are
+// versions, newest first: the versions are written oldest first, so that
+// the local history follows the source's, and importing it again writes
+// nothing. A history Bundle of this record read back writes nothing
+// either, and raises no conflict.
+func TestHTTPImportHistoryBundle(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d)
+			tok := s.AdminToken()
+			for _, whole := range []bool{false, true} {
+				source := fmt.Sprintf("https://other.example/fhir/%v", whole)
+				sum, issues, st := postImport(t, s, tok, source, "application/fhir+json", strings.NewReader(historyBundle(whole)))
+				if st != 200 {
+					t.Fatalf("import: %d %v", st, issues)
+				}
+				want(t, "history", sum, "created", 2)
+				want(t, "history", sum, "updated", 2)
+				want(t, "history", sum, "rejected", 0)
+				want(t, "history", sum, "conflicts", 0)
+				joined := strings.Join(issues, "\n")
+				if !strings.Contains(joined, "line 1, Bundle.entry[1]: delete of Patient/gone") {
+					t.Errorf("the deletion of a resource never imported is not reported at its entry: %s", joined)
+				}
+				// The second source's Patient/fx is another resource: its
+				// id is taken.
+				ref := "Patient/fx"
+				if whole {
+					r := s.Do("GET", "Patient?family=Three&_count=10", tok, nil)
+					var b struct {
+						Entry []struct{ Resource struct{ ID string } }
+					}
+					json.Unmarshal(r.Body, &b)
+					for _, e := range b.Entry {
+						if e.Resource.ID != "fx" {
+							ref = "Patient/" + e.Resource.ID
+						}
+					}
+				}
+				if got := strings.Join(historyOf(t, s, tok, ref), ","); got != "One,Two,Three" {
+					t.Errorf("%s history (oldest first): %s, want One,Two,Three", ref, got)
+				}
+				sum, issues, _ = postImport(t, s, tok, source, "application/fhir+json", strings.NewReader(historyBundle(whole)))
+				want(t, "history again", sum, "created", 0)
+				want(t, "history again", sum, "updated", 0)
+				want(t, "history again", sum, "conflicts", 0)
+				want(t, "history again", sum, "unchanged", 4)
+			}
+			// This record's own history, read back under another source.
+			own := s.Do("GET", "Patient/fx/_history", tok, nil)
+			sum, issues, _ := postImport(t, s, tok, "own-history", "application/fhir+json", strings.NewReader(string(own.Body)))
+			want(t, "own history", sum, "unchanged", 3)
+			want(t, "own history", sum, "created", 0)
+			want(t, "own history", sum, "conflicts", 0)
+			if t.Failed() {
+				t.Log(issues)
+			}
+			if got := strings.Join(historyOf(t, s, tok, "Patient/fx"), ","); got != "One,Two,Three" {
+				t.Errorf("Patient/fx history after its own history came back: %s", got)
+			}
+		})
+	}
+}
