@@ -39,7 +39,7 @@ type remoteFlags struct {
 }
 
 func (r *remoteFlags) add(f *flags) {
-	f.string(&r.token, "remote-token", "", "bearer token for the remote server")
+	f.string(&r.token, "remote-token", "", "bearer token for the remote server; prefer the environment variable to the flag, which other users can see")
 	f.string(&r.clientID, "client-id", "", "SMART Backend Services client id at the remote (with --key)")
 	f.string(&r.key, "key", "", "private key file (JWK or PEM) of --client-id")
 	f.string(&r.tokenURL, "token-url", "", "the remote's token endpoint (default: discovered from .well-known/smart-configuration)")

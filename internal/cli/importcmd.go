@@ -72,7 +72,7 @@ func runImport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	)
 	cf.add(f)
 	f.string(&source, "source", "", "where the data came from (a label or URL); default: the file or directory name")
-	f.string(&passphrase, "passphrase", "", "passphrase of an encrypted .sphr")
+	f.string(&passphrase, "passphrase", "", "passphrase of an encrypted .sphr; prefer the environment variable to the flag, which other users can see")
 	f.bool(&validate, "validate", false, "check and report only; write nothing")
 	f.bool(&quiet, "quiet", false, "print only the summary lines")
 	// Flags may follow the files: phr import FILE --passphrase P.
