@@ -609,3 +609,60 @@ func TestHTTPImportGzip(t *testing.T) {
 		t.Errorf("%d Patients stored, want the 2,500 of the NDJSON and most of the Bundle's", n)
 	}
 }
+
+// TestHTTPQuarantineNamesEntry: a rejected entry of a Bundle is listed
+// by $import-quarantine with its index in Bundle.entry beside its line; a
+// rejected NDJSON line has no entry.
+func TestHTTPQuarantineNamesEntry(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d)
+			tok := s.AdminToken()
+			bundle := `{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","id":"q0","gender":"bogus"}},{"resource":{"resourceType":"Patient","id":"q1"}},{"resource":"not an object"}]}`
+			ndjson := `{"resourceType":"Patient","id":"n0"}` + "\nnot json\n"
+			for _, c := range []struct {
+				ct, body string
+				want     []string // "line/entry" of each rejected item
+			}{
+				{"application/fhir+json", bundle, []string{"1/0", "1/2"}},
+				{"application/x-ndjson", ndjson, []string{"2/-"}},
+			} {
+				sum, issues, st := postImport(t, s, tok, "q", c.ct, strings.NewReader(c.body))
+				if st != 200 {
+					t.Fatalf("%s: %d %v", c.ct, st, issues)
+				}
+				r := s.Do("GET", fmt.Sprintf("$import-quarantine?batch=%v", sum["batch"]), tok, nil)
+				var p struct {
+					Parameter []struct {
+						Part []struct {
+							Name         string
+							ValueInteger *int
+						}
+					}
+				}
+				if err := json.Unmarshal(r.Body, &p); err != nil {
+					t.Fatalf("%s: %v %s", c.ct, err, r.Body)
+				}
+				var got []string
+				for _, x := range p.Parameter {
+					line, entry := "-", "-"
+					for _, pt := range x.Part {
+						if pt.ValueInteger == nil {
+							continue
+						}
+						switch pt.Name {
+						case "line":
+							line = fmt.Sprint(*pt.ValueInteger)
+						case "entry":
+							entry = fmt.Sprint(*pt.ValueInteger)
+						}
+					}
+					got = append(got, line+"/"+entry)
+				}
+				if strings.Join(got, " ") != strings.Join(c.want, " ") {
+					t.Errorf("%s: quarantined line/entry %v, want %v: %s", c.ct, got, c.want, r.Body)
+				}
+			}
+		})
+	}
+}

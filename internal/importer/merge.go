@@ -1134,8 +1134,8 @@ func (r *Run) commit(ctx context.Context, fl *flight) error {
 				}
 			case actReject:
 				reason := fhir.OutcomeJSON(it.issues)
-				if _, err := tx.Exec(ctx, `INSERT INTO import_quarantine (batch, file, line, reason, text) VALUES (?, ?, ?, ?, ?)`,
-					r.sum.Batch, w.file, it.line, string(reason), it.raw); err != nil {
+				if _, err := tx.Exec(ctx, `INSERT INTO import_quarantine (batch, file, line, entry, reason, text) VALUES (?, ?, ?, ?, ?, ?)`,
+					r.sum.Batch, w.file, it.line, it.entry, string(reason), it.raw); err != nil {
 					return fmt.Errorf("quarantine line %d: %w", it.line, err)
 				}
 			}

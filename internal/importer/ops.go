@@ -181,7 +181,7 @@ func (h *handlers) quarantine(w http.ResponseWriter, r *http.Request, _, _ strin
 		api.WriteError(w, r, err)
 		return
 	}
-	rows, err := h.imp.db.Query(ctx, `SELECT file, line, reason, text FROM import_quarantine WHERE batch = ? ORDER BY id`, id)
+	rows, err := h.imp.db.Query(ctx, `SELECT file, line, entry, reason, text FROM import_quarantine WHERE batch = ? ORDER BY id`, id)
 	if err != nil {
 		api.WriteError(w, r, fmt.Errorf("read quarantine: %w", err))
 		return
@@ -195,9 +195,9 @@ func (h *handlers) quarantine(w http.ResponseWriter, r *http.Request, _, _ strin
 	}
 	for rows.Next() {
 		var file, reason string
-		var line int64
+		var line, entry int64
 		var text []byte
-		if err := rows.Scan(&file, &line, &reason, &text); err != nil {
+		if err := rows.Scan(&file, &line, &entry, &reason, &text); err != nil {
 			api.WriteError(w, r, err)
 			return
 		}
@@ -210,12 +210,18 @@ func (h *handlers) quarantine(w http.ResponseWriter, r *http.Request, _, _ strin
 		if err != nil {
 			oo = fhir.Outcome([]fhir.Issue{{Severity: "error", Code: "processing", Diagnostics: reason}})
 		}
-		out = append(out, parts("rejected",
+		ps := []*fhirjson.Value{
 			param1("file", "valueString", fhirjson.NewString(file)),
 			intParam("line", line),
+		}
+		if entry > 0 {
+			// The index in Bundle.entry.
+			ps = append(ps, intParam("entry", entry-1))
+		}
+		ps = append(ps,
 			param1("text", "valueString", fhirjson.NewString(string(text))),
-			param1("reason", "resource", oo),
-		))
+			param1("reason", "resource", oo))
+		out = append(out, parts("rejected", ps...))
 	}
 	if raw {
 		return

@@ -206,7 +206,11 @@ func (p *Portal) importBatch(q *req) error {
 			if len(text) > 500 {
 				text = text[:500] + "…"
 			}
-			rej = append(rej, rejected{File: f["file"], Line: f["line"], Text: text, Reason: strings.Join(reasons, "; ")})
+			line := f["line"]
+			if e, ok := f["entry"]; ok {
+				line += ", Bundle.entry[" + e + "]"
+			}
+			rej = append(rej, rejected{File: f["file"], Line: line, Text: text, Reason: strings.Join(reasons, "; ")})
 		}
 	}
 	return p.render(q, http.StatusOK, "batch", map[string]any{

@@ -92,6 +92,21 @@ func testImportAndConflicts(t *testing.T, dialect string) {
 	p = e.get(m[1], alice)
 	p.mustContain(t, "batch", "lab-a.phr", "Condition/", "this is not JSON", "not a number")
 
+	// A Bundle on one line: its rejected entry is named by its index too.
+	oneLine := `{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","status":"final","code":{"text":"ok"},"subject":{"reference":"Patient/alice"}}},` +
+		`{"resource":{"resourceType":"Observation","status":"final","code":{"text":"bad"},"subject":{"reference":"Patient/alice"},"valueQuantity":{"value":"high"}}}]}`
+	p = e.upload(alice, csrf, "bundle.json", "application/fhir+json", oneLine, "source", "Lab C")
+	if !strings.Contains(p.Body, "line 1, Bundle.entry[1]") {
+		t.Errorf("the report does not name the entry:\n%s", clip(p.Body))
+	}
+	p = e.get("/p/alice/import", alice)
+	m = regexp.MustCompile(`href="(/p/alice/import/\d+)">#\d+</a></td><td>[^<]*</td><td>bundle\.json<`).FindStringSubmatch(p.Body)
+	if m == nil {
+		t.Fatalf("no link to the Bundle's batch in\n%s", clip(p.Body))
+	}
+	p = e.get(m[1], alice)
+	p.mustContain(t, "Bundle batch", "<td>1, Bundle.entry[1]</td>", "high")
+
 	// The same condition from another source, said differently: a conflict.
 	p = e.upload(alice, csrf, "lab-b.phr", "application/x-ndjson", labB, "source", "Lab B")
 	if !strings.Contains(p.Body, `"name":"conflicts","valueInteger":1`) {
