@@ -197,6 +197,8 @@ func sniff(fp string) (string, error) {
 	if bytes.HasPrefix(head, []byte("PK\x03\x04")) {
 		return "zip", nil
 	}
+	// A UTF-8 byte order mark (the importer skips it).
+	head = bytes.TrimPrefix(head, []byte("\xef\xbb\xbf"))
 	first := head
 	if nl := bytes.IndexByte(head, '\n'); nl >= 0 {
 		first = head[:nl]

@@ -133,6 +133,7 @@ func (r *Run) File(f io.Reader, name string, size int64, passphrase string) erro
 // looksNDJSON peeks at the first line.
 func looksNDJSON(br *bufio.Reader) bool {
 	buf, _ := br.Peek(1 << 16)
+	buf = trimBOM(buf)
 	nl := bytes.IndexByte(buf, '\n')
 	if nl < 0 {
 		return len(buf) < 1<<16 && json.Valid(bytes.TrimSpace(buf)) && !bytes.HasPrefix(bytes.TrimSpace(buf), []byte(`{"resourceType":"Bundle"`))

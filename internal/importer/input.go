@@ -67,7 +67,7 @@ func (r *Run) NDJSON(rd io.Reader, name string) (err error) {
 			}
 			return readError(fmt.Sprintf("%s line %d", name, line), err)
 		}
-		if t := bytes.TrimSpace(raw); len(t) > 0 && !r.coverPage(t, line) {
+		if t := bytes.TrimSpace(trimBOM(raw)); len(t) > 0 && !r.coverPage(t, line) {
 			it := &item{line: line, raw: t}
 			if k := quickKey(t); k != "" {
 				if keys[k] {
@@ -200,8 +200,8 @@ func (r *Run) Bundle(rd io.Reader, name string) (err error) {
 	defer r.settleInto(&err)
 	r.fileName = name
 	br := bufio.NewReaderSize(countingReader{rd, &r.sum.Bytes}, 1<<16)
-	if bom, _ := br.Peek(3); bytes.Equal(bom, []byte("\xef\xbb\xbf")) {
-		br.Discard(3)
+	if head, _ := br.Peek(len(utf8BOM)); bytes.Equal(head, utf8BOM) {
+		br.Discard(len(utf8BOM))
 	}
 	if streamsAsBundle(br) {
 		return r.streamBundle(br)
@@ -611,3 +611,13 @@ func readError(where string, err error) error {
 	}
 	return fmt.Errorf("read %s: %w", where, err)
 }
+
+// utf8BOM is the byte order mark some editors write at the start of a
+// UTF-8 file (Notepad, PowerShell, spreadsheet exports).
+var utf8BOM = []byte("\xef\xbb\xbf")
+
+// trimBOM removes a byte order mark from the start of b. The NDJSON
+// reader removes one from every line, not only the first: phr import
+// sends the files of a directory as one stream, so the mark of each file
+// after the first starts a line in the middle of it.
+func trimBOM(b []byte) []byte { return bytes.TrimPrefix(b, utf8BOM) }

@@ -2,6 +2,7 @@ package importer_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"runtime"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/importer"
 )
@@ -195,5 +197,38 @@ func TestBundleEntryInReports(t *testing.T) {
 		if strings.Contains(is.Diagnostics, "line 1") {
 			t.Errorf("an issue of the NDJSON line 1, which is no Bundle: %+v", is)
 		}
+	}
+}
+
+// TestByteOrderMarks: NDJSON written by Windows tools starts with a UTF-8
+// byte order mark and ends lines with CRLF; files joined into one stream
+// (phr import sends a directory that way) bring a mark in the middle. A
+// Bundle may start with one too.
+func TestByteOrderMarks(t *testing.T) {
+	app := openApp(t, "sqlite")
+	imp := importer.New(app.Store, app.Records)
+	bom := "\xef\xbb\xbf"
+	ndjson := bom + `{"resourceType":"Patient","id":"b1"}` + "\r\n" + `{"resourceType":"Patient","id":"b2"}` + "\r\n" +
+		bom + `{"resourceType":"Patient","id":"b3"}` + "\r\n"
+	sum, issues := importReader(t, imp, "bom", "ndjson", strings.NewReader(ndjson))
+	if sum.Created != 3 || sum.Rejected != 0 {
+		t.Errorf("NDJSON with byte order marks: %+v %v", sum, issues)
+	}
+	// A file named .json whose first line is a resource: NDJSON.
+	ctx := access.With(context.Background(), access.System{Name: "test"})
+	run, err := imp.Begin(ctx, importer.Options{Source: "bom"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.File(strings.NewReader(bom+`{"resourceType":"Patient","id":"b5"}`+"\r\n"+`{"resourceType":"Patient","id":"b6"}`+"\r\n"), "c.json", -1, ""); err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := run.Finish("done"); err != nil || sum.Created != 2 || sum.Rejected != 0 {
+		t.Errorf(".json NDJSON with a byte order mark: %+v %v", sum, err)
+	}
+	bundle := bom + `{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","id":"b4"}}]}`
+	sum, issues = importReader(t, imp, "bom", "bundle", strings.NewReader(bundle))
+	if sum.Created != 1 || sum.Rejected != 0 {
+		t.Errorf("Bundle with a byte order mark: %+v %v", sum, issues)
 	}
 }
