@@ -79,7 +79,7 @@ func (r *Run) NDJSON(rd io.Reader, name string) (err error) {
 				}
 				keys[k] = true
 			}
-			if bytes.Contains(t[:min(len(t), 64)], []byte(`"Bundle"`)) {
+			if t[0] == '[' || bytes.Contains(t[:min(len(t), 64)], []byte(`"Bundle"`)) {
 				if err := flush(); err != nil {
 					return err
 				}
@@ -128,10 +128,32 @@ func (r *Run) coverPage(raw []byte, line int) bool {
 // bundleLine imports an NDJSON line holding a Bundle entry by entry.
 func (r *Run) bundleLine(it *item) error {
 	v, err := fhirjson.Parse(it.raw)
+	if err == nil && v.Kind == fhirjson.Array {
+		w := arrayWarning
+		w.Diagnostics = fmt.Sprintf("%s line %d: %s", r.fileName, it.line, w.Diagnostics)
+		r.report(w)
+		v = arrayAsBundle(v)
+	}
 	if err != nil || v.Kind != fhirjson.Object || v.GetString("resourceType") != "Bundle" {
 		return r.process(&chunk{items: []*item{it}})
 	}
 	return r.bundleTree(v, it.raw, it.line)
+}
+
+// arrayWarning reports a JSON array of resources (see arrayAsBundle).
+var arrayWarning = issue("warning", "structure", "", "a JSON array, not a Bundle; its elements are imported as the entries of a collection Bundle (Bundle.entry[i] below is the element's index)")
+
+// arrayAsBundle makes a collection Bundle of the elements of a JSON
+// array. An array of resources is not FHIR, but some tools write one.
+func arrayAsBundle(v *fhirjson.Value) *fhirjson.Value {
+	entries := fhirjson.NewArray()
+	for _, el := range v.Items {
+		entries.Items = append(entries.Items, fhirjson.NewObject(fhirjson.Field{Name: "resource", Value: el}))
+	}
+	return fhirjson.NewObject(
+		fhirjson.Field{Name: "resourceType", Value: fhirjson.NewString("Bundle")},
+		fhirjson.Field{Name: "type", Value: fhirjson.NewString("collection")},
+		fhirjson.Field{Name: "entry", Value: entries})
 }
 
 var errLineTooLong = errors.New("line too long")
@@ -234,6 +256,10 @@ func (r *Run) Bundle(rd io.Reader, name string) (err error) {
 			data = []byte(v.Str)
 			v = inner
 		}
+	}
+	if v.Kind == fhirjson.Array {
+		warn = append(warn, arrayWarning)
+		v = arrayAsBundle(v)
 	}
 	for _, w := range warn {
 		w.Diagnostics = name + " line 1: " + w.Diagnostics

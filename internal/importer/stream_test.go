@@ -232,3 +232,38 @@ func TestByteOrderMarks(t *testing.T) {
 		t.Errorf("Bundle with a byte order mark: %+v %v", sum, issues)
 	}
 }
+
+// TestJSONArrayOfResources: a JSON array of resources is not FHIR, but
+// some tools write one; its elements are imported as the entries of a
+// collection Bundle, with a warning, and a bad one is named by line and
+// index.
+func TestJSONArrayOfResources(t *testing.T) {
+	app := openApp(t, "sqlite")
+	imp := importer.New(app.Store, app.Records)
+	array := "[\n" + `{"resourceType":"Patient","id":"ar1"},` + "\n" + `{"resourceType":"Patient","id":"ar2"},` + "\n" + `{"resourceType":"Patient","id":"ar3","gender":"bogus"}` + "\n]\n"
+	sum, issues := importReader(t, imp, "arr", "bundle", strings.NewReader(array))
+	if sum.Created != 2 || sum.Rejected != 1 {
+		t.Errorf("array: %+v %v", sum, issues)
+	}
+	var warned, named bool
+	for _, is := range issues {
+		warned = warned || strings.Contains(is.Diagnostics, "a JSON array, not a Bundle")
+		named = named || strings.Contains(is.Diagnostics, "line 4, Bundle.entry[2]: ") && strings.Join(is.Expression, "") == "Patient.gender"
+	}
+	if !warned || !named {
+		t.Errorf("issues (warned %v, bad element named %v): %v", warned, named, issues)
+	}
+	// The same array on line 2 of NDJSON.
+	ndjson := `{"resourceType":"Patient","id":"nd1"}` + "\n" + strings.ReplaceAll(strings.ReplaceAll(array, "ar", "na"), "\n", "") + "\n"
+	sum, issues = importReader(t, imp, "arr-nd", "ndjson", strings.NewReader(ndjson))
+	if sum.Created != 3 || sum.Rejected != 1 {
+		t.Errorf("array in NDJSON: %+v %v", sum, issues)
+	}
+	named = false
+	for _, is := range issues {
+		named = named || strings.Contains(is.Diagnostics, "line 2, Bundle.entry[2]: ")
+	}
+	if !named {
+		t.Errorf("array in NDJSON: the bad element is not named: %v", issues)
+	}
+}
