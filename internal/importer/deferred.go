@@ -34,21 +34,15 @@ type deferScope struct {
 // deferred is what a deferred item keeps: its input and the identity
 // already resolved for it.
 type deferred struct {
-	File    string       `json:"f,omitempty"`
-	Line    int          `json:"l"`
-	Entry   int          `json:"e,omitempty"`
-	FullURL string       `json:"u,omitempty"`
-	Del     bool         `json:"d,omitempty"`
-	Type    string       `json:"t"`
-	SID     string       `json:"s"`
-	Local   string       `json:"i"`
-	Known   bool         `json:"k,omitempty"`
-	KnownV  string       `json:"kv,omitempty"`
-	KnownUp string       `json:"ku,omitempty"`
-	NewMap  bool         `json:"n,omitempty"`
-	OwnV    int64        `json:"ov,omitempty"`
-	OwnSame bool         `json:"os,omitempty"`
-	Issues  []fhir.Issue `json:"is,omitempty"`
+	spooledInput
+	File    string `json:"f,omitempty"`
+	Local   string `json:"i"`
+	Known   bool   `json:"k,omitempty"`
+	KnownV  string `json:"kv,omitempty"`
+	KnownUp string `json:"ku,omitempty"`
+	NewMap  bool   `json:"n,omitempty"`
+	OwnV    int64  `json:"ov,omitempty"`
+	OwnSame bool   `json:"os,omitempty"`
 }
 
 func newScope() *deferScope {
@@ -57,8 +51,8 @@ func newScope() *deferScope {
 
 // add writes an item to the scope's file.
 func (sc *deferScope) add(file string, it *item) error {
-	err := sc.sp.put(deferred{File: file, Line: it.line, Entry: it.entry, FullURL: it.fullURL, Del: it.del, Type: it.typ, SID: it.sid,
-		Local: it.localID, Known: it.known, KnownV: it.knownV, KnownUp: it.knownUp, NewMap: it.newMap, OwnV: it.ownVersion, OwnSame: it.ownSame, Issues: it.issues}, it.raw)
+	err := sc.sp.put(deferred{spooledInput: inputOf(it), File: file,
+		Local: it.localID, Known: it.known, KnownV: it.knownV, KnownUp: it.knownUp, NewMap: it.newMap, OwnV: it.ownVersion, OwnSame: it.ownSame}, it.raw)
 	if err != nil {
 		return fmt.Errorf("defer %s: %w", it.key(), err)
 	}
@@ -78,11 +72,9 @@ func (sc *deferScope) read(f func(*item, string) error) error {
 		if err != nil {
 			return fmt.Errorf("read deferred items: %w", err)
 		}
-		it := &item{line: d.Line, entry: d.Entry, raw: raw, fullURL: d.FullURL, del: d.Del, typ: d.Type, sid: d.SID,
-			localID: d.Local, known: d.Known, knownV: d.KnownV, knownUp: d.KnownUp, newMap: d.NewMap, ownVersion: d.OwnV, ownSame: d.OwnSame}
-		if d.Del {
-			it.issues = d.Issues
-		} else {
+		it := d.item(raw)
+		it.localID, it.known, it.knownV, it.knownUp, it.newMap, it.ownVersion, it.ownSame = d.Local, d.Known, d.KnownV, d.KnownUp, d.NewMap, d.OwnV, d.OwnSame
+		if !d.Del {
 			parseItem(it)
 			it.issues = d.Issues // the same parse warnings, and those of resolving
 		}

@@ -1,10 +1,6 @@
 package importer
 
-import (
-	"fmt"
-
-	"github.com/phr-project/phr/internal/fhir"
-)
+import "fmt"
 
 // A history Bundle (Bundle.type "history", what GET [base]/T/id/_history
 // answers) holds versions of resources, the newest first. Imported as it
@@ -31,21 +27,14 @@ func newHistorySpool() *historySpool {
 
 // spooled is what a history entry keeps besides its input text.
 type spooled struct {
-	Line    int          `json:"l"`
-	Entry   int          `json:"e"`
-	FullURL string       `json:"u,omitempty"`
-	Del     bool         `json:"d,omitempty"`
-	Type    string       `json:"t,omitempty"`
-	SID     string       `json:"s,omitempty"`
-	Key     string       `json:"k,omitempty"`
-	Reject  bool         `json:"r,omitempty"`
-	Issues  []fhir.Issue `json:"is,omitempty"`
+	spooledInput
+	Key    string `json:"k,omitempty"`
+	Reject bool   `json:"r,omitempty"`
 }
 
 // add keeps an entry's item (key: its "Type/id", when known).
 func (h *historySpool) add(it *item, key string) error {
-	err := h.sp.put(spooled{Line: it.line, Entry: it.entry, FullURL: it.fullURL, Del: it.del, Type: it.typ, SID: it.sid,
-		Key: key, Reject: it.act == actReject, Issues: it.issues}, it.raw)
+	err := h.sp.put(spooled{spooledInput: inputOf(it), Key: key, Reject: it.act == actReject}, it.raw)
 	if err != nil {
 		return fmt.Errorf("history Bundle entry %d: %w", it.entry-1, err)
 	}
@@ -60,7 +49,7 @@ func (h *historySpool) readBack(f func(*item, string) error) error {
 		if err != nil {
 			return err
 		}
-		it := &item{line: s.Line, entry: s.Entry, raw: raw, fullURL: s.FullURL, del: s.Del, typ: s.Type, sid: s.SID, issues: s.Issues}
+		it := s.item(raw)
 		if s.Reject {
 			it.act = actReject
 		}

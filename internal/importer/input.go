@@ -277,20 +277,18 @@ func (r *Run) streamBundle(br *bufio.Reader) error {
 	bs := r.newBundleStream()
 	defer bs.close()
 	fail := func(err error) error {
-		if !isSyntax(err) {
-			if sc.rerr != nil {
-				// The input broke off (see scanner.rerr): what was read
-				// before stays imported, as of NDJSON.
-				if ferr := bs.finish(); ferr != nil {
-					return ferr
-				}
+		syntax := isSyntax(err)
+		if syntax || sc.rerr != nil {
+			// What was read before stays imported (as NDJSON's lines
+			// do when the input breaks off: see scanner.rerr).
+			if ferr := bs.finish(); ferr != nil {
+				return ferr
 			}
+		}
+		if !syntax {
 			return err
 		}
-		// What was read before stays imported; the rest is reported.
-		if ferr := bs.finish(); ferr != nil {
-			return ferr
-		}
+		// The rest is reported.
 		line, msg := sc.line, err.Error()
 		var se *errSyntax
 		var tl *errTooLarge
@@ -463,11 +461,7 @@ func (r *Run) newBundleStream() *bundleStream {
 func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Value) int) error {
 	l := lineOf(e)
 	if e.Kind != fhirjson.Object {
-		it := &item{line: l, entry: i + 1, raw: e.Marshal(), act: actReject, issues: []fhir.Issue{issue("error", "structure", fmt.Sprintf("Bundle.entry[%d]", i), "the entry is not an object")}}
-		if bs.history != nil {
-			return bs.history.add(it, "")
-		}
-		return bs.add(it)
+		return bs.take(&item{line: l, entry: i + 1, raw: e.Marshal(), act: actReject, issues: []fhir.Issue{issue("error", "structure", fmt.Sprintf("Bundle.entry[%d]", i), "the entry is not an object")}}, "")
 	}
 	if s := e.Get("search"); s != nil && s.GetString("mode") == "outcome" {
 		return nil
@@ -484,10 +478,7 @@ func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Va
 		} else {
 			it.del, it.typ, it.sid = true, typ, id
 		}
-		if bs.history != nil {
-			return bs.history.add(it, typ+"/"+id)
-		}
-		return bs.add(it)
+		return bs.take(it, typ+"/"+id)
 	}
 	if res == nil {
 		return nil
@@ -505,7 +496,7 @@ func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Va
 		if res.GetString("id") != "" {
 			key = res.GetString("resourceType") + "/" + res.GetString("id")
 		}
-		return bs.history.add(it, key)
+		return bs.take(it, key)
 	}
 	if k := res.GetString("resourceType") + "/" + res.GetString("id"); res.GetString("id") != "" {
 		if bs.keys[k] {
@@ -515,6 +506,15 @@ func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Va
 	}
 	if req != nil && req.GetString("ifNoneExist") != "" && res.Get("identifier") == nil {
 		it.issues = append(it.issues, issue("information", "informational", fmt.Sprintf("Bundle.entry[%d].request.ifNoneExist", i), "ifNoneExist is applied as identifier matching, and this resource has no identifier"))
+	}
+	return bs.add(it)
+}
+
+// take queues an entry's item (key: its "Type/id", when known), or keeps
+// it until the end of a history Bundle.
+func (bs *bundleStream) take(it *item, key string) error {
+	if bs.history != nil {
+		return bs.history.add(it, key)
 	}
 	return bs.add(it)
 }

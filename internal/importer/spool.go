@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+
+	"github.com/phr-project/phr/internal/fhir"
 )
 
 // itemSpool is a temporary file of items that wait: a JSON header (what
@@ -78,4 +80,26 @@ func (s *itemSpool) close() {
 		os.Remove(s.f.Name())
 		s.f, s.w, s.recs, s.at = nil, nil, nil, 0
 	}
+}
+
+// spooledInput is what reading an item found, kept with its input text
+// while it waits in an itemSpool (a deferred item, a history Bundle's
+// entry).
+type spooledInput struct {
+	Line    int          `json:"l"`
+	Entry   int          `json:"e,omitempty"`
+	FullURL string       `json:"u,omitempty"`
+	Del     bool         `json:"d,omitempty"`
+	Type    string       `json:"t,omitempty"`
+	SID     string       `json:"s,omitempty"`
+	Issues  []fhir.Issue `json:"is,omitempty"`
+}
+
+func inputOf(it *item) spooledInput {
+	return spooledInput{Line: it.line, Entry: it.entry, FullURL: it.fullURL, Del: it.del, Type: it.typ, SID: it.sid, Issues: it.issues}
+}
+
+// item makes the item again, with its input text raw.
+func (in spooledInput) item(raw []byte) *item {
+	return &item{line: in.Line, entry: in.Entry, raw: raw, fullURL: in.FullURL, del: in.Del, typ: in.Type, sid: in.SID, issues: in.Issues}
 }
