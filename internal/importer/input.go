@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/phr-project/phr/internal/fhir"
@@ -607,18 +608,58 @@ func (r *Run) processResolved(ch *chunk) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := r.rewriteAll(ctx, ch); err != nil {
+	if err := r.prefetchRefs(ctx, ch.items, ch); err != nil {
 		return err
 	}
-	items := ch.items
-	if err := r.loadCurrent(ctx, items); err != nil {
+	if err := r.deferForward(ctx, ch); err != nil {
 		return err
 	}
-	r.decide(items)
-	at := r.nextAt()
-	r.parallel(items, func(it *item) { r.prepareItem(it, at) })
-	r.checkAccess(ctx, items)
-	return r.write(ctx, ch)
+	for ch != nil {
+		tail := ch.splitShared()
+		if err := r.rewriteAll(ctx, ch); err != nil {
+			return err
+		}
+		items := ch.items
+		if err := r.loadCurrent(ctx, items); err != nil {
+			return err
+		}
+		r.decide(items)
+		at := r.nextAt()
+		r.parallel(items, func(it *item) { r.prepareItem(it, at) })
+		r.checkAccess(ctx, items)
+		if err := r.write(ctx, ch); err != nil {
+			return err
+		}
+		ch = tail
+	}
+	return nil
+}
+
+// splitShared ends the chunk before its first item whose local resource
+// an earlier item of the chunk has too, and returns the rest as a chunk of
+// its own (nil when there is none), to be merged once the first part is
+// written: each is merged against the version the one before it wrote,
+// as if they had come in separate chunks. Items of one chunk have
+// different source ids, but two can still resolve to one resource: one
+// through the identity map, the other by business identifier (the R4
+// examples' ConceptMaps 101 and 103 carry one identifier), or two by the
+// same business identifier.
+func (ch *chunk) splitShared() *chunk {
+	seen := make(map[string]bool, len(ch.items))
+	for i, it := range ch.items {
+		if it.act == actReject || it.act == actSkip || it.localID == "" || it.typ == "" {
+			continue
+		}
+		k := it.typ + "/" + it.localID
+		if seen[k] {
+			tail := &chunk{items: slices.Clone(ch.items[i:]), bundle: ch.bundle}
+			clear(ch.items[i:])
+			ch.items = ch.items[:i]
+			return tail
+		}
+		seen[k] = true
+	}
+	return nil
 }
 
 // readError is a failure to read the input at where (a file and line).

@@ -516,16 +516,10 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 // places records are about, few in number, where a match matters most.
 var searchIdentifiers = map[string]bool{"Patient": true, "Practitioner": true, "Organization": true, "Location": true, "PractitionerRole": true}
 
-// rewriteAll rewrites the references of every item of the chunk, after
-// moving those whose references may point forward out of it (see
-// deferForward).
+// rewriteAll rewrites the references of every item of the chunk (whose
+// targets prefetchRefs looked up, and whose items that may point forward
+// deferForward moved out).
 func (r *Run) rewriteAll(ctx context.Context, ch *chunk) error {
-	if err := r.prefetchRefs(ctx, ch.items, ch); err != nil {
-		return err
-	}
-	if err := r.deferForward(ctx, ch); err != nil {
-		return err
-	}
 	for _, it := range ch.items {
 		if it.act == actReject || it.del {
 			continue

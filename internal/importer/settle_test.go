@@ -102,3 +102,88 @@ func TestIdentifierMatchAcrossChunks(t *testing.T) {
 		})
 	}
 }
+
+// TestTwoItemsOneResource imports chunks in which two items resolve to one
+// local resource: one through the source's identity map and one by
+// business identifier, or both by one identifier. Each is merged against
+// the version the one before it wrote, as if they had come in separate
+// chunks; the chunk was written in one transaction before, with two
+// versions numbered after the same current one, and the import failed.
+func TestTwoItemsOneResource(t *testing.T) {
+	pat := func(id, gender string) string {
+		idp := ""
+		if id != "" {
+			idp = fmt.Sprintf(`"id":%q,`, id)
+		}
+		return fmt.Sprintf(`{"resourceType":"Patient",%s"identifier":[{"system":"urn:mrn","value":"2"}],"gender":%q}`, idp, gender)
+	}
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			app := openApp(t, d)
+			imp := importer.New(app.Store, app.Records)
+			ctx := access.With(context.Background(), access.System{Name: "test"})
+			run := func(source, name, body string) importer.Summary {
+				t.Helper()
+				r, err := imp.Begin(ctx, importer.Options{Source: source})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.HasPrefix(body, `{"resourceType":"Bundle"`) {
+					err = r.Bundle(strings.NewReader(body), name)
+				} else {
+					err = r.NDJSON(strings.NewReader(body), name)
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				sum, err := r.Finish("done")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return sum
+			}
+			count := func(q string) int {
+				t.Helper()
+				var n int
+				if err := app.Store.QueryRow(ctx, q).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			const a, b = "https://a.example/fhir", "https://b.example/fhir"
+			run(a, "1.ndjson", pat("d", "unknown")+"\n")
+			// e matches d by identifier, d is d: two versions, in order.
+			sum := run(a, "2.ndjson", pat("e", "male")+"\n"+pat("d", "female")+"\n")
+			if sum.Updated != 2 || sum.Created != 0 {
+				t.Errorf("second import: %+v, want 2 updated", sum)
+			}
+			if n := count(`SELECT COUNT(*) FROM resource WHERE type = 'Patient'`); n != 1 {
+				t.Errorf("%d patients, want 1", n)
+			}
+			if n := count(`SELECT version FROM resource WHERE type = 'Patient' AND id = 'd'`); n != 3 {
+				t.Errorf("Patient/d is at version %d, want 3", n)
+			}
+			res, err := app.Records.Read(ctx, "Patient", "d")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(res.JSON), `"female"`) {
+				t.Errorf("Patient/d is %s, want the last line's (female)", res.JSON)
+			}
+			// Another source sends two patients without ids that both
+			// match d: both are conflicts, nothing is overwritten.
+			bundle := `{"resourceType":"Bundle","type":"collection","entry":[{"resource":` + pat("", "male") + `},{"resource":` + pat("", "other") + `}]}`
+			sum = run(b, "3.json", bundle)
+			if sum.Conflicts != 2 || sum.Created != 0 || sum.Updated != 0 {
+				t.Errorf("third import: %+v, want 2 conflicts", sum)
+			}
+			if n := count(`SELECT COUNT(*) FROM resource_version WHERE type = 'Patient'`); n != 3 {
+				t.Errorf("%d patient versions after the conflicts, want 3", n)
+			}
+			// Again: nothing new.
+			if sum := run(a, "2.ndjson", pat("e", "male")+"\n"+pat("d", "female")+"\n"); sum.Updated+sum.Created+sum.Conflicts != 0 {
+				t.Errorf("re-import: %+v, want nothing written", sum)
+			}
+		})
+	}
+}
