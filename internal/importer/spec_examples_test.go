@@ -28,7 +28,7 @@ func TestImportSpecExamples(t *testing.T) {
 	want := map[string]string{
 		"devicemetric-example.json": "DeviceMetric.parent names a DeviceDefinition",
 		"questionnaireresponse-extensions-QuestionnaireResponse-item-subject.json": "an id of 67 characters",
-		"bundle-references.json": "Observation/14 and Patient/45 twice in one Bundle",
+		"bundle-references.json":  "Observation/14 and Patient/45 twice in one Bundle",
 		"bundle-transaction.json": "a conditional DELETE",
 	}
 	for _, d := range storetest.Dialects() {
