@@ -44,6 +44,9 @@ type clientFlags struct {
 	fs                       *flags
 	// bulk opens a local store for bulk writes (server.Config.BulkWrites).
 	bulk bool
+	// cards, when set, says how a local store's imports check SMART
+	// Health Cards.
+	cards *cardFlags
 }
 
 func (c *clientFlags) add(f *flags) {
@@ -152,6 +155,9 @@ func (c *clientFlags) open(ctx context.Context) (*fhirClient, error) {
 		return nil, err
 	}
 	if c.remote() {
+		if c.cards != nil && c.cardFlagGiven() {
+			return nil, fmt.Errorf("%w: --shc-keys and --shc-fetch-keys apply to imports into --data or --db; a server checks cards with its own (phr serve --shc-keys)", errUsage)
+		}
 		root, base, err := c.urls()
 		if err != nil {
 			return nil, err
@@ -162,7 +168,11 @@ func (c *clientFlags) open(ctx context.Context) (*fhirClient, error) {
 		}
 		return &fhirClient{root: root, base: base, token: tok, http: &http.Client{}, close: func() {}}, nil
 	}
-	app, err := server.Open(ctx, server.Config{DataDir: c.sf.data, DB: c.sf.db, Addr: "127.0.0.1:0", BaseURL: "http://local", BulkWrites: c.bulk})
+	cfg := server.Config{DataDir: c.sf.data, DB: c.sf.db, Addr: "127.0.0.1:0", BaseURL: "http://local", BulkWrites: c.bulk}
+	if c.cards != nil {
+		c.cards.set(&cfg)
+	}
+	app, err := server.Open(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -288,3 +298,36 @@ func (w *pipeWriter) Flush() {}
 
 // EnableFullDuplex allows reading the request while writing the response.
 func (w *pipeWriter) EnableFullDuplex() error { return nil }
+
+// cardFlags are the flags that say how imports check SMART Health Cards
+// (server.Config.CardKeys and CardFetch).
+type cardFlags struct {
+	keys  string
+	fetch bool
+}
+
+func (c *cardFlags) add(f *flags) {
+	f.string(&c.keys, "shc-keys", "", "comma-separated key set files (JWKS) of SMART Health Card issuers to check imported cards with")
+	f.bool(&c.fetch, "shc-fetch-keys", false, "check imported SMART Health Cards with the keys their issuers publish (fetches iss/.well-known/jwks.json over https)")
+}
+
+// set copies the flags into cfg.
+func (c *cardFlags) set(cfg *server.Config) {
+	for _, k := range strings.Split(c.keys, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			cfg.CardKeys = append(cfg.CardKeys, k)
+		}
+	}
+	cfg.CardFetch = c.fetch
+}
+
+// cardFlagGiven reports whether --shc-keys or --shc-fetch-keys is on the
+// command line (their environment variables, which a server's may share,
+// do not count).
+func (c *clientFlags) cardFlagGiven() bool {
+	given := false
+	c.fs.Visit(func(f *flag.Flag) {
+		given = given || f.Name == "shc-keys" || f.Name == "shc-fetch-keys"
+	})
+	return given
+}

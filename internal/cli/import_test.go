@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -114,5 +115,40 @@ func TestImportByteOrderMarks(t *testing.T) {
 	code, out, errOut = run(t, "import", "--data", data, "--source", "win", single)
 	if code != 0 || !strings.Contains(out, "created 2,") || !strings.Contains(out, "rejected 0") {
 		t.Errorf(".json NDJSON: %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// TestImportHealthCardCLI imports a SMART Health Card file into a data
+// directory, checked with the issuer's key set given by --shc-keys, and
+// refuses those flags with --server, whose own keys check cards.
+func TestImportHealthCardCLI(t *testing.T) {
+	dir := "../../../shared/data/smart-health-cards"
+	if _, err := os.Stat(dir); err != nil {
+		t.Skipf("%s not found; skipping", dir)
+	}
+	card := filepath.Join(dir, "example-00-e-file.smart-health-card")
+	data := t.TempDir()
+	code, out, errOut := run(t, "import", "--data", data, "--source", "clinic", "--shc-keys", filepath.Join(dir, "issuer/.well-known/jwks.json"), card)
+	if code != 0 || !strings.Contains(out, "created 4,") || !strings.Contains(errOut, "its signature is valid") {
+		t.Errorf("with keys: %d\n%s\n%s", code, out, errOut)
+	}
+	// The file on one line, without keys.
+	b, err := os.ReadFile(card)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var min bytes.Buffer
+	if err := json.Compact(&min, b); err != nil {
+		t.Fatal(err)
+	}
+	oneLine := filepath.Join(t.TempDir(), "card.smart-health-card")
+	os.WriteFile(oneLine, min.Bytes(), 0o600)
+	code, out, errOut = run(t, "import", "--data", t.TempDir(), "--source", "clinic", oneLine)
+	if code != 0 || !strings.Contains(out, "created 4,") || !strings.Contains(errOut, "its signature was not checked") {
+		t.Errorf("one line, without keys: %d\n%s\n%s", code, out, errOut)
+	}
+	code, _, errOut = run(t, "import", "--server", "http://127.0.0.1:1", "--token", "x", "--shc-fetch-keys", card)
+	if code != 2 || !strings.Contains(errOut, "a server checks cards with its own") {
+		t.Errorf("with --server: %d\n%s", code, errOut)
 	}
 }

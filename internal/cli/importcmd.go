@@ -20,7 +20,7 @@ import (
 )
 
 func init() {
-	register(command{name: "import", summary: "import files (NDJSON, Bundle, .phr, .sphr, Bulk Data export dir) and merge them", run: runImport})
+	register(command{name: "import", summary: "import files (NDJSON, Bundle, .phr, .sphr, SMART Health Card, Bulk Data export dir) and merge them", run: runImport})
 	register(command{name: "log", summary: "list import batches (or one: --batch N)", run: runLog})
 	register(command{name: "diff", summary: "show what changed between two versions: phr diff T/id [v1 v2]", run: runDiff})
 	register(command{name: "revert", summary: "write an old version back as a new one: phr revert T/id --to N", run: runRevert})
@@ -71,6 +71,8 @@ func runImport(ctx context.Context, args []string, out, errOut io.Writer) error 
 		quiet      bool
 	)
 	cf.add(f)
+	cf.cards = &cardFlags{}
+	cf.cards.add(f)
 	f.string(&source, "source", "", "where the data came from (a label or URL); default: the file or directory name")
 	f.string(&passphrase, "passphrase", "", "passphrase of an encrypted .sphr; prefer the environment variable to the flag, which other users can see")
 	f.bool(&validate, "validate", false, "check and report only; write nothing")
@@ -206,6 +208,9 @@ func sniff(fp string) (string, error) {
 	first = bytes.TrimSpace(first)
 	if len(first) > 0 && json.Valid(first) {
 		if !bytes.Contains(first, []byte(`"resourceType"`)) {
+			if bytes.Contains(first, []byte(`"verifiableCredential"`)) {
+				return "json", nil // a SMART Health Card file on one line
+			}
 			if bytes.Contains(first, []byte(`"transactionTime"`)) && bytes.Contains(first, []byte(`"output"`)) {
 				return "manifest", nil
 			}

@@ -118,12 +118,15 @@ func runServe(ctx context.Context, args []string, out, errOut io.Writer) error {
 	f.string(&procsN, "procs", "0", "threads running Go code while the server only answers requests (GOMAXPROCS); imports, export jobs and Bundles over 256 KiB use all CPUs while they run (0: one fewer than the CPUs, at least 1; a GOMAXPROCS environment variable fixes the number instead)")
 	f.string(&cfg.DebugAddr, "debug-addr", "", "address (host:port) of a second listener serving Go runtime profiles at /debug/pprof/ (empty: none; keep it on 127.0.0.1)")
 	f.string(&cfg.SHLKeyFile, "shl-key-file", "", "file with the 32-byte key (base64url) that wraps the kept keys of SMART Health Links with flag L (default: a key kept in the store)")
+	var cards cardFlags
+	cards.add(f)
 	if err := f.parse(args); err != nil {
 		return err
 	}
 	if f.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %v", errUsage, f.Args())
 	}
+	cards.set(&cfg)
 	n, err := strconv.Atoi(maxConns)
 	if err != nil || n < 0 {
 		return fmt.Errorf("%w: --db-max-conns %q must be 0 (the default) or a positive number", errUsage, maxConns)

@@ -81,7 +81,7 @@ func importable(name string) bool {
 		return false
 	}
 	n := strings.TrimSuffix(strings.ToLower(name), ".gz")
-	for _, ext := range []string{".ndjson", ".jsonl", ".phr", ".json", ".sphr", ".zip"} {
+	for _, ext := range []string{".ndjson", ".jsonl", ".phr", ".json", ".sphr", ".zip", ".smart-health-card"} {
 		if strings.HasSuffix(n, ext) {
 			return true
 		}
@@ -119,8 +119,9 @@ func (r *Run) File(f io.Reader, name string, size int64, passphrase string) erro
 		return r.NDJSON(br, name)
 	}
 	// .phr and .json: NDJSON when the first line is a complete JSON
-	// value, else one JSON document.
-	if looksNDJSON(br) {
+	// value, else one JSON document. A SMART Health Card file on one
+	// line is a document.
+	if looksNDJSON(br) && !looksCardFile(br) {
 		if skip, why := notFHIR(br); skip {
 			r.report(fhir.Issue{Severity: "warning", Code: "not-supported", Diagnostics: fmt.Sprintf("%s: skipped: %s", name, why)})
 			return nil
@@ -140,6 +141,14 @@ func looksNDJSON(br *bufio.Reader) bool {
 	}
 	first := bytes.TrimSpace(buf[:nl])
 	return len(first) > 0 && json.Valid(first)
+}
+
+// looksCardFile reports whether the input starts as a SMART Health Card
+// file does ({"verifiableCredential":[...]}; see healthCards).
+func looksCardFile(br *bufio.Reader) bool {
+	buf, _ := br.Peek(256)
+	buf = bytes.TrimLeft(trimBOM(buf), " \t\r\n")
+	return bytes.HasPrefix(buf, []byte("{")) && bytes.HasPrefix(bytes.TrimLeft(buf[1:], " \t\r\n"), []byte(`"verifiableCredential"`))
 }
 
 // notFHIR reports NDJSON that is not FHIR (an export log).

@@ -74,12 +74,12 @@ func bodyKind(r *http.Request) (inputKind, error) {
 	switch mt {
 	case "application/x-ndjson", "application/fhir+ndjson", "application/ndjson", "application/jsonl", "application/x-phr":
 		return kindNDJSON, nil
-	case "application/fhir+json", "application/json", "application/json+fhir":
+	case "application/fhir+json", "application/json", "application/json+fhir", "application/smart-health-card":
 		return kindJSON, nil
 	case "application/zip", "application/x-zip-compressed", "application/x-sphr", "application/octet-stream":
 		return kindZip, nil
 	}
-	return 0, fhir.Errorf(http.StatusUnsupportedMediaType, "not-supported", "Content-Type %q cannot be imported: send application/x-ndjson, application/fhir+ndjson, application/fhir+json (a Bundle) or application/zip (.sphr)", mt)
+	return 0, fhir.Errorf(http.StatusUnsupportedMediaType, "not-supported", "Content-Type %q cannot be imported: send application/x-ndjson, application/fhir+ndjson, application/fhir+json (a Bundle), application/smart-health-card or application/zip (.sphr)", mt)
 }
 
 func wantsNDJSON(r *http.Request) bool {
@@ -372,7 +372,7 @@ var opDefImport = func() []byte {
 		"title":        "Import a personal health record",
 		"status":       "active",
 		"kind":         "operation",
-		"description":  "Imports NDJSON (application/x-ndjson, application/fhir+ndjson), a FHIR Bundle (application/fhir+json: document, collection, transaction, batch, searchset; a history Bundle oldest version first), a .phr file or a .sphr/zip (application/zip, X-PHR-Passphrase when encrypted) and merges it into the record: identity map per source, business-identifier matching, reference rewriting, exact-duplicate detection, supplement of newer versions from the same source, conflicts kept with both sides, meta.source and a Provenance on every version written. Rejected input is kept verbatim ($import-quarantine). With Accept: application/x-ndjson the response streams one OperationOutcome per problem and ends with the summary.",
+		"description":  "Imports NDJSON (application/x-ndjson, application/fhir+ndjson), a FHIR Bundle (application/fhir+json: document, collection, transaction, batch, searchset; a history Bundle oldest version first), a .phr file, a .sphr/zip (application/zip, X-PHR-Passphrase when encrypted) or SMART Health Cards (application/smart-health-card, a card's JWS or its shc:/ QR text; signatures checked with the issuer keys the server is given) and merges it into the record: identity map per source, business-identifier matching, reference rewriting, exact-duplicate detection, supplement of newer versions from the same source, conflicts kept with both sides, meta.source and a Provenance on every version written. Rejected input is kept verbatim ($import-quarantine). With Accept: application/x-ndjson the response streams one OperationOutcome per problem and ends with the summary.",
 		"affectsState": true,
 		"code":         "import",
 		"resource":     []string{"Bundle"},

@@ -33,6 +33,7 @@ import (
 	"github.com/phr-project/phr/internal/gcbudget"
 	"github.com/phr-project/phr/internal/procs"
 	"github.com/phr-project/phr/internal/records"
+	"github.com/phr-project/phr/internal/shc"
 	"github.com/phr-project/phr/internal/store/sqldb"
 )
 
@@ -48,6 +49,10 @@ type Importer struct {
 	// Matcher, when set, resolves what the importer's own identity tables
 	// cannot (resources written outside imports).
 	Matcher Matcher
+	// CardKeys finds the keys that SMART Health Cards are checked with
+	// (see healthCards); nil imports cards with a warning that their
+	// signatures were not checked.
+	CardKeys shc.Keys
 	// ChunkSize is the number of input resources processed and written per
 	// transaction. A transaction rewrites every index page it touches into
 	// the WAL (SQLite), so fewer, larger ones write less: 1,000 instead of

@@ -11,6 +11,7 @@ import (
 
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/shc"
 	"github.com/phr-project/phr/internal/sphr"
 )
 
@@ -235,6 +236,9 @@ func (r *Run) Bundle(rd io.Reader, name string) (err error) {
 	}
 	if len(data) > MaxBundle {
 		return fhir.Errorf(413, "too-costly", "%s: a JSON document larger than %d bytes that is not a Bundle starting with its resourceType cannot be imported; send NDJSON", name, MaxBundle)
+	}
+	if cards, ok, err := shc.Find(data); ok {
+		return r.healthCards(cards, err, data)
 	}
 	v, err := fhirjson.Parse(data)
 	if err != nil {

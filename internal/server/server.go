@@ -21,6 +21,7 @@ import (
 	"github.com/phr-project/phr/internal/audit"
 	"github.com/phr-project/phr/internal/auth/authdb"
 	"github.com/phr-project/phr/internal/auth/bearer"
+	"github.com/phr-project/phr/internal/auth/jwks"
 	"github.com/phr-project/phr/internal/auth/oidc"
 	"github.com/phr-project/phr/internal/auth/token"
 	"github.com/phr-project/phr/internal/authserver"
@@ -33,6 +34,7 @@ import (
 	"github.com/phr-project/phr/internal/portal"
 	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/search"
+	"github.com/phr-project/phr/internal/shc"
 	"github.com/phr-project/phr/internal/shl"
 	"github.com/phr-project/phr/internal/store/postgres"
 	"github.com/phr-project/phr/internal/store/sqldb"
@@ -92,6 +94,13 @@ type Config struct {
 	// resources or 4 MiB, which only pay with that cache: an offline
 	// `phr import --data` uses it, `phr serve` does not.
 	BulkWrites bool
+	// CardKeys are key set files (JWKS) of SMART Health Card issuers whose
+	// cards imports check; CardFetch lets imports fetch the key set an
+	// issuer publishes at its iss + /.well-known/jwks.json (https only).
+	// Without either, cards are imported with a warning that their
+	// signatures were not checked.
+	CardKeys  []string
+	CardFetch bool
 }
 
 // Defaults fills the zero fields of c.
@@ -203,6 +212,17 @@ func (a *App) build(ctx context.Context) error {
 	phrexport.New(phrexport.Options{DB: a.Store, Records: a.Records, BaseURL: fhirBase, Signer: a.Tokens, Matcher: searchEngine}).Register(a.FHIR, audit.Capture(a.Auth))
 	imp := importer.New(a.Store, a.Records)
 	imp.Matcher = searchEngine
+	if len(c.CardKeys) > 0 || c.CardFetch {
+		trusted, err := shc.LoadKeys(c.CardKeys...)
+		if err != nil {
+			return err
+		}
+		is := &shc.Issuers{Trusted: trusted}
+		if c.CardFetch {
+			is.Fetch = &jwks.Cache{Client: &http.Client{Timeout: 10 * time.Second}}
+		}
+		imp.CardKeys = is
+	}
 	if _, err := imp.MarkInterrupted(ctx); err != nil {
 		return err
 	}

@@ -1,0 +1,105 @@
+package importer
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/shc"
+)
+
+// healthCards imports SMART Health Cards (package shc): a .smart-health-card
+// file, a card's JWS or the text of its QR codes, as Find found them in
+// data. Each card's FHIR Bundle is imported as a collection Bundle of the
+// run's source, after its signature is checked with the issuer's key when
+// Importer.CardKeys finds one. A card whose signature does not verify, or
+// that cannot be read, is rejected whole and kept as it is in the
+// quarantine; one that could not be checked is imported with a warning.
+func (r *Run) healthCards(cards []string, ferr error, data []byte) error {
+	name := r.fileName
+	if ferr != nil {
+		it := &item{line: 1, raw: data}
+		it.reject(issue("error", "structure", "", "a SMART Health Card that cannot be read: %v", ferr))
+		return r.process(&chunk{items: []*item{it}})
+	}
+	for i, jws := range cards {
+		where := name + " line 1"
+		if len(cards) > 1 {
+			where = fmt.Sprintf("%s, card %d of %d", where, i+1, len(cards))
+		}
+		reject := func(format string, args ...any) error {
+			it := &item{line: 1, raw: []byte(jws)}
+			it.reject(issue("error", "invalid", "", format, args...))
+			if len(cards) > 1 {
+				it.issues[0].Diagnostics = fmt.Sprintf("card %d of %d: %s", i+1, len(cards), it.issues[0].Diagnostics)
+			}
+			return r.process(&chunk{items: []*item{it}})
+		}
+		card, err := shc.Parse(jws)
+		if err != nil {
+			if err := reject("not a SMART Health Card: %v", err); err != nil {
+				return err
+			}
+			continue
+		}
+		b, err := fhirjson.Parse(card.Bundle)
+		if err != nil || b.GetString("resourceType") != "Bundle" {
+			if err := reject("the SMART Health Card of %s holds no FHIR Bundle", card.Issuer); err != nil {
+				return err
+			}
+			continue
+		}
+		about := fmt.Sprintf("a SMART Health Card of %s, issued %s", orUnnamed(card.Issuer), card.NotBefore.Format("2006-01-02"))
+		checked, err := r.checkCard(card)
+		switch {
+		case errors.Is(err, shc.ErrSignature) || (err != nil && !errors.Is(err, shc.ErrNoKey)):
+			if err := reject("%s: %v; nothing of it was imported", about, err); err != nil {
+				return err
+			}
+			continue
+		case err != nil:
+			r.report(fhir.Issue{Severity: "warning", Code: "security", Diagnostics: fmt.Sprintf("%s: %s: its signature was not checked: %v", where, about, err)})
+		default:
+			r.report(fhir.Issue{Severity: "information", Code: "informational", Diagnostics: fmt.Sprintf("%s: %s: its signature is valid (key %s)", where, about, checked)})
+		}
+		if card.FHIRVersion != "" && card.FHIRVersion != "4.0.1" {
+			r.report(fhir.Issue{Severity: "warning", Code: "not-supported", Diagnostics: fmt.Sprintf("%s: the card says FHIR %s; it is read as R4 (4.0.1)", where, card.FHIRVersion)})
+		}
+		if err := r.bundleTree(b, nil, 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkCard verifies a card's signature with the keys Importer.CardKeys
+// finds, and returns the kid of the key that verified it.
+func (r *Run) checkCard(card *shc.Card) (string, error) {
+	if r.imp.CardKeys == nil {
+		return "", fmt.Errorf("%w: no issuer keys are configured (--shc-keys, --shc-fetch-keys)", shc.ErrNoKey)
+	}
+	keys, err := r.imp.CardKeys.Key(r.ctx, card.Issuer, card.KeyID)
+	if err != nil {
+		return "", err
+	}
+	var first error
+	for _, k := range keys {
+		err := card.Verify(k)
+		if err == nil {
+			return card.KeyID, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return "", first
+}
+
+func orUnnamed(iss string) string {
+	if strings.TrimSpace(iss) == "" {
+		return "an unnamed issuer"
+	}
+	return iss
+}

@@ -1,0 +1,153 @@
+package importer_test
+
+import (
+	"bytes"
+	"compress/flate"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/phr-project/phr/internal/server"
+	"github.com/phr-project/phr/internal/server/servertest"
+	"github.com/phr-project/phr/internal/store/storetest"
+)
+
+// signCard issues a SMART Health Card holding bundle, as issuers do.
+func signCard(t *testing.T, key *ecdsa.PrivateKey, kid, iss, bundle string) string {
+	t.Helper()
+	var z bytes.Buffer
+	zw, _ := flate.NewWriter(&z, flate.BestCompression)
+	fmt.Fprintf(zw, `{"iss":%q,"nbf":1764000000,"vc":{"type":["https://smarthealth.cards#health-card","https://smarthealth.cards#immunization"],"credentialSubject":{"fhirVersion":"4.0.1","fhirBundle":%s}}}`, iss, bundle)
+	zw.Close()
+	in := base64.RawURLEncoding.EncodeToString([]byte(`{"zip":"DEF","alg":"ES256","kid":"`+kid+`"}`)) + "." + base64.RawURLEncoding.EncodeToString(z.Bytes())
+	sum := sha256.Sum256([]byte(in))
+	r, s, err := ecdsa.Sign(rand.Reader, key, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return in + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+// TestHTTPImportHealthCards imports SMART Health Cards over HTTP on both
+// stores: the specification's example card as a .smart-health-card file,
+// checked with the example issuer's key set given to the server (the card
+// was signed by the reference implementation), and as QR text; a card
+// altered after signing, which is rejected whole and kept in quarantine;
+// and a card of an issuer whose key set the server fetches (an issuer on
+// 127.0.0.1).
+func TestHTTPImportHealthCards(t *testing.T) {
+	dir := findData(t, "smart-health-cards")
+	file, err := os.ReadFile(filepath.Join(dir, "example-00-e-file.smart-health-card"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	qr, err := os.ReadFile(filepath.Join(dir, "example-00-f-qr-code-numeric-value-0.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fetched issuer.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jwk := jose.JSONWebKey{Key: &key.PublicKey, Use: "sig", Algorithm: "ES256"}
+	tp, _ := jwk.Thumbprint(crypto.SHA256)
+	jwk.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+	fetches := 0
+	iss := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/pharmacy/.well-known/jwks.json" {
+			http.NotFound(w, r)
+			return
+		}
+		fetches++
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}})
+	}))
+	defer iss.Close()
+	flu := `{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"resource:0","resource":{"resourceType":"Patient","name":[{"family":"Cardholder","given":["Ada"]}],"birthDate":"1970-03-04"}},{"fullUrl":"resource:1","resource":{"resourceType":"Immunization","status":"completed","vaccineCode":{"coding":[{"system":"http://hl7.org/fhir/sid/cvx","code":"141"}]},"patient":{"reference":"resource:0"},"occurrenceDateTime":"2025-10-01"}}]}`
+	fetched := signCard(t, key, jwk.KeyID, iss.URL+"/pharmacy", flu)
+
+	// The example card with its payload replaced: the signature is the
+	// original's.
+	var f struct{ VerifiableCredential []string }
+	if err := json.Unmarshal(file, &f); err != nil {
+		t.Fatal(err)
+	}
+	orig := strings.Split(f.VerifiableCredential[0], ".")
+	forged := strings.Split(signCard(t, key, orig[0], "https://spec.smarthealth.cards/examples/issuer", flu), ".")
+	altered := orig[0] + "." + forged[1] + "." + orig[2]
+
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d, servertest.Options{Configure: func(c *server.Config) {
+				c.CardKeys = []string{filepath.Join(dir, "issuer/.well-known/jwks.json")}
+				c.CardFetch = true
+			}})
+			tok := s.AdminToken()
+			has := func(issues []string, s string) bool {
+				for _, is := range issues {
+					if strings.Contains(is, s) {
+						return true
+					}
+				}
+				return false
+			}
+			sum, issues, st := postImport(t, s, tok, "vaccines", "application/smart-health-card", bytes.NewReader(file))
+			if st != 200 {
+				t.Fatalf("card file: %d %v", st, issues)
+			}
+			want(t, "card file", sum, "created", 4)
+			if !has(issues, "a SMART Health Card of https://spec.smarthealth.cards/examples/issuer, issued 2023-06-22: its signature is valid") {
+				t.Errorf("card file: the check is not reported: %q", issues)
+			}
+			// The same card as the text of its QR code: nothing new.
+			sum, issues, _ = postImport(t, s, tok, "vaccines", "", bytes.NewReader(qr))
+			want(t, "QR text", sum, "unchanged", 4)
+			want(t, "QR text", sum, "created", 0)
+			if !has(issues, "its signature is valid") {
+				t.Errorf("QR text: %q", issues)
+			}
+			// Altered: rejected whole, kept verbatim in the quarantine.
+			body := `{"verifiableCredential":[` + fmt.Sprintf("%q", altered) + `]}`
+			sum, issues, _ = postImport(t, s, tok, "vaccines", "application/smart-health-card", strings.NewReader(body))
+			want(t, "altered card", sum, "rejected", 1)
+			want(t, "altered card", sum, "created", 0)
+			if !has(issues, "the signature does not verify") {
+				t.Errorf("altered card: %q", issues)
+			}
+			resp := s.Do("GET", fmt.Sprintf("$import-quarantine?batch=%v", sum["batch"]), tok, nil, "Accept", "application/x-ndjson")
+			if !bytes.Contains(resp.Body, []byte(altered)) {
+				t.Errorf("the altered card is not in the quarantine: %.500s", resp.Body)
+			}
+			if r := s.Do("GET", "Patient?family=Cardholder", tok, nil); bytes.Contains(r.Body, []byte(`"Cardholder"`)) {
+				t.Errorf("the altered card's patient was stored")
+			}
+			// A card whose issuer's keys the server fetches.
+			sum, issues, _ = postImport(t, s, tok, "pharmacy", "", strings.NewReader(fetched))
+			want(t, "fetched issuer's card", sum, "created", 2)
+			if !has(issues, "its signature is valid (key "+jwk.KeyID+")") {
+				t.Errorf("fetched issuer's card: %q", issues)
+			}
+			r := s.Do("GET", "Immunization?patient.family=Cardholder", tok, nil)
+			if !bytes.Contains(r.Body, []byte(`"code":"141"`)) {
+				t.Errorf("the card's Immunization does not point at its Patient: %.1000s", r.Body)
+			}
+		})
+	}
+	if fetches == 0 {
+		t.Error("the issuer's key set was never fetched")
+	}
+}
