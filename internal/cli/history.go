@@ -89,9 +89,9 @@ func runLog(ctx context.Context, args []string, out, errOut io.Writer) error {
 			if fin := p.value("finished"); fin != "" && status != "done" {
 				status += " at " + fin
 			}
-			fmt.Fprintf(out, "batch %s  %s  %s  source %s  file %s  by %s\n    created %s, updated %s, unchanged %s, conflicts %s, rejected %s\n",
+			fmt.Fprintf(out, "batch %s  %s  %s  source %s  file %s  by %s\n    created %s, updated %s, unchanged %s, conflicts %s, rejected %s, deleted %s\n",
 				p.value("id"), p.value("started"), status, p.value("source"), p.value("filename"), p.value("by"),
-				p.value("created"), p.value("updated"), p.value("unchanged"), p.value("conflicts"), p.value("rejected"))
+				p.value("created"), p.value("updated"), p.value("unchanged"), p.value("conflicts"), p.value("rejected"), p.value("deleted"))
 		case "wrote", "deleted":
 			fmt.Fprintf(out, "    %-7s %v\n", p.Name, p.Values[p.Name])
 		}

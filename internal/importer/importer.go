@@ -289,8 +289,8 @@ func (r *Run) Finish(status string) (Summary, error) {
 		r.stopBeat = nil
 	}
 	ctx := context.WithoutCancel(r.ctx)
-	_, err := r.imp.db.Exec(ctx, `UPDATE import_batch SET finished = ?, status = ?, created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ? WHERE id = ?`,
-		sqldb.Micros(time.Now()), status, r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected, r.sum.Batch)
+	_, err := r.imp.db.Exec(ctx, `UPDATE import_batch SET finished = ?, status = ?, created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ?, deleted = ? WHERE id = ?`,
+		sqldb.Micros(time.Now()), status, r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected, r.sum.Deleted, r.sum.Batch)
 	if err != nil {
 		return r.sum, fmt.Errorf("record import batch %d: %w", r.sum.Batch, err)
 	}

@@ -1050,7 +1050,7 @@ func (r *Run) write(ctx context.Context, ch *chunk) error {
 		}
 	}
 	return r.startWrite(ctx, &chunkWrite{items: items, written: written, provs: provs, file: r.fileName, lastAt: r.lastAt,
-		now: sqldb.Micros(time.Now()), counts: [5]int{r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected},
+		now: sqldb.Micros(time.Now()), counts: [6]int{r.sum.Created, r.sum.Updated, r.sum.Unchanged, r.sum.Conflicts, r.sum.Rejected, r.sum.Deleted},
 		bundle: ch.bundle, delta: d, attempt: r.attempt})
 }
 
@@ -1139,8 +1139,8 @@ func (r *Run) commit(ctx context.Context, fl *flight) error {
 		if err := r.awaitEarlier(ctx, tx, fl); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE import_batch SET created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ?, heartbeat = ? WHERE id = ?`,
-			w.counts[0], w.counts[1], w.counts[2], w.counts[3], w.counts[4], now, r.sum.Batch)
+		_, err := tx.Exec(ctx, `UPDATE import_batch SET created = ?, updated = ?, unchanged = ?, conflicts = ?, rejected = ?, deleted = ?, heartbeat = ? WHERE id = ?`,
+			w.counts[0], w.counts[1], w.counts[2], w.counts[3], w.counts[4], w.counts[5], now, r.sum.Batch)
 		return err
 	})
 	if err != nil {

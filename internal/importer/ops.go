@@ -35,14 +35,15 @@ type Batch struct {
 	Unchanged int
 	Conflicts int
 	Rejected  int
+	Deleted   int
 }
 
-const batchCols = `id, source, filename, mode, subject, started, finished, status, created, updated, unchanged, conflicts, rejected`
+const batchCols = `id, source, filename, mode, subject, started, finished, status, created, updated, unchanged, conflicts, rejected, deleted`
 
 func scanBatch(sc interface{ Scan(...any) error }) (*Batch, error) {
 	var b Batch
 	var st, fin int64
-	if err := sc.Scan(&b.ID, &b.Source, &b.Filename, &b.Mode, &b.Subject, &st, &fin, &b.Status, &b.Created, &b.Updated, &b.Unchanged, &b.Conflicts, &b.Rejected); err != nil {
+	if err := sc.Scan(&b.ID, &b.Source, &b.Filename, &b.Mode, &b.Subject, &st, &fin, &b.Status, &b.Created, &b.Updated, &b.Unchanged, &b.Conflicts, &b.Rejected, &b.Deleted); err != nil {
 		return nil, err
 	}
 	b.Started = sqldb.FromMicros(st)
@@ -111,7 +112,7 @@ func batchParam(b *Batch) *fhirjson.Value {
 		ps = append(ps, param1("by", "valueString", fhirjson.NewString(b.Subject)))
 	}
 	ps = append(ps, intParam("created", int64(b.Created)), intParam("updated", int64(b.Updated)), intParam("unchanged", int64(b.Unchanged)),
-		intParam("conflicts", int64(b.Conflicts)), intParam("rejected", int64(b.Rejected)))
+		intParam("conflicts", int64(b.Conflicts)), intParam("rejected", int64(b.Rejected)), intParam("deleted", int64(b.Deleted)))
 	return parts("batch", ps...)
 }
 

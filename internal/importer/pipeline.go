@@ -319,8 +319,8 @@ type chunkWrite struct {
 	lastAt         time.Time
 	now            int64
 	// counts of the batch after this chunk: created, updated, unchanged,
-	// conflicts, rejected.
-	counts [5]int
+	// conflicts, rejected, deleted.
+	counts [6]int
 	// fresh are the chunk's new resources (and its Provenances), made
 	// ready to write (sqldb.PrepareNew) before the transaction.
 	fresh *sqldb.NewBatch

@@ -74,6 +74,14 @@ func TestImportSpecExamples(t *testing.T) {
 			if again.Deleted != 1 || again.Created != 1 || again.Updated+again.Conflicts != 0 || again.Rejected != sum.Rejected {
 				t.Errorf("second import: %+v, want only Patient/234 deleted and created again, and the same %d rejected", again, sum.Rejected)
 			}
+			// The batch's record keeps every count, the deletion too.
+			b, err := imp.GetBatch(ctx, again.Batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Deleted != 1 || b.Created != 1 || b.Unchanged != again.Unchanged || b.Rejected != again.Rejected {
+				t.Errorf("batch %d is recorded as %+v, want the counts of %+v", again.Batch, b, again)
+			}
 		})
 	}
 }
