@@ -168,6 +168,8 @@ type Run struct {
 	source  string
 	sum     Summary
 	started time.Time
+	// readable caches mayMatch's answers (a patient-scoped run only).
+	readable map[string]bool
 	// cache of resolved identities and reference targets: key
 	// "Type/sourceId" -> local id.
 	ids map[string]string

@@ -458,6 +458,11 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 				}
 			}
 			for _, id := range ids {
+				if ok, err := r.mayMatch(ctx, it.typ, id); err != nil {
+					return err
+				} else if !ok {
+					continue
+				}
 				if !slices.Contains(cands[i], id) {
 					cands[i] = append(cands[i], id)
 				}
@@ -509,6 +514,38 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 		}
 	}
 	return nil
+}
+
+// mayMatch reports whether the run may match an item to the resource
+// typ/id by business identifier. A run of a patient-scoped token matches
+// only resources the token may read: another patient's resource that
+// carries the identifier is not the same fact, and the run's answer must
+// not tell that it exists (it would be rejected as belonging to another
+// record, and the item with it).
+func (r *Run) mayMatch(ctx context.Context, typ, id string) (bool, error) {
+	if r.p == nil || r.p.Patient() == "" {
+		return true, nil
+	}
+	k := typ + "/" + id
+	if ok, seen := r.readable[k]; seen {
+		return ok, nil
+	}
+	_, err := r.imp.rec.Read(ctx, typ, id)
+	var fe *fhir.Error
+	switch {
+	case err == nil:
+	case errors.As(err, &fe) && fe.Status < 500:
+	default:
+		return false, fmt.Errorf("check access to %s: %w", k, err)
+	}
+	if r.readable == nil {
+		r.readable = map[string]bool{}
+	}
+	if len(r.readable) > 10000 {
+		clear(r.readable)
+	}
+	r.readable[k] = err == nil
+	return err == nil, nil
 }
 
 // searchIdentifiers are the types whose business identifiers are also

@@ -1,6 +1,7 @@
 package importer_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/importer"
+	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/store/storetest"
 )
 
@@ -183,6 +185,44 @@ func TestTwoItemsOneResource(t *testing.T) {
 			// Again: nothing new.
 			if sum := run(a, "2.ndjson", pat("e", "male")+"\n"+pat("d", "female")+"\n"); sum.Updated+sum.Created+sum.Conflicts != 0 {
 				t.Errorf("re-import: %+v, want nothing written", sum)
+			}
+		})
+	}
+}
+
+// TestPatientScopedIdentifierMatch imports, with a patient-scoped token,
+// an Observation whose identifier another patient's Observation carries:
+// it is not matched to that one (which the token may not see) but stored
+// in the token's own record, and the answer does not name the other.
+func TestPatientScopedIdentifierMatch(t *testing.T) {
+	obs := func(id, patient, value string) string {
+		return fmt.Sprintf(`{"resourceType":"Observation","id":%q,"identifier":[{"system":"urn:lab:accession","value":"A-77"}],"status":"final","code":{"text":"glucose"},"subject":{"reference":"Patient/%s"},"valueString":%q}`+"\n", id, patient, value)
+	}
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d)
+			admin := s.AdminToken()
+			sum, issues, st := postImport(t, s, admin, "lab-b", "application/x-ndjson", strings.NewReader(`{"resourceType":"Patient","id":"pb"}`+"\n"+obs("ob", "pb", "high")))
+			if st != 200 || sum["created"] != 2 {
+				t.Fatalf("the other patient's import: %d %v %v", st, sum, issues)
+			}
+			pa := s.Token("patient/*.cruds", "pa")
+			sum, issues, st = postImport(t, s, pa, "lab-a", "application/x-ndjson", strings.NewReader(obs("oa", "pa", "normal")))
+			if st != 200 || sum["created"] != 1 || sum["rejected"] != 0 || sum["conflicts"] != 0 {
+				t.Errorf("patient-scoped import: %d %v %v", st, sum, issues)
+			}
+			for _, is := range issues {
+				if strings.Contains(is, "Observation/ob") || strings.Contains(is, "another patient") {
+					t.Errorf("the answer tells of the other patient's Observation: %s", is)
+				}
+			}
+			r := s.Do("GET", "Observation?identifier=urn:lab:accession|A-77", pa, nil)
+			if !bytes.Contains(r.Body, []byte(`"normal"`)) || bytes.Contains(r.Body, []byte(`"high"`)) {
+				t.Errorf("the patient's search: %.800s", r.Body)
+			}
+			r = s.Do("GET", "Observation/ob", admin, nil)
+			if !bytes.Contains(r.Body, []byte(`"high"`)) || !bytes.Contains(r.Body, []byte(`"versionId":"1"`)) {
+				t.Errorf("the other patient's Observation changed: %.800s", r.Body)
 			}
 		})
 	}
