@@ -98,18 +98,24 @@ func TestImportCLI(t *testing.T) {
 }
 
 // TestImportByteOrderMarks: NDJSON files written by Windows tools (a
-// UTF-8 byte order mark, CRLF line ends) import like any other, one by
-// one, as a directory (sent as one stream), and named .json.
+// UTF-8 byte order mark, CRLF line ends; UTF-16) import like any other,
+// one by one, as a directory (sent as one stream), and named .json.
 func TestImportByteOrderMarks(t *testing.T) {
 	dir := t.TempDir()
 	bom := "\xef\xbb\xbf"
 	os.WriteFile(filepath.Join(dir, "a.ndjson"), []byte(bom+`{"resourceType":"Patient","id":"a1"}`+"\r\n"+`{"resourceType":"Patient","id":"a2"}`+"\r\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "b.ndjson"), []byte(bom+`{"resourceType":"Patient","id":"b1"}`+"\r\n"), 0o600)
+	// A UTF-16 file (Windows PowerShell 5) in the same directory.
+	u16 := []byte{0xff, 0xfe}
+	for _, c := range `{"resourceType":"Patient","id":"u1"}` + "\r\n" {
+		u16 = append(u16, byte(c), 0)
+	}
+	os.WriteFile(filepath.Join(dir, "u.ndjson"), u16, 0o600)
 	single := filepath.Join(t.TempDir(), "c.json")
 	os.WriteFile(single, []byte(bom+`{"resourceType":"Patient","id":"c1"}`+"\r\n"+`{"resourceType":"Patient","id":"c2"}`+"\r\n"), 0o600)
 	data := t.TempDir()
 	code, out, errOut := run(t, "import", "--data", data, "--source", "win", dir)
-	if code != 0 || !strings.Contains(out, "created 3,") || !strings.Contains(out, "rejected 0") {
+	if code != 0 || !strings.Contains(out, "created 4,") || !strings.Contains(out, "rejected 0") {
 		t.Errorf("directory: %d\n%s\n%s", code, out, errOut)
 	}
 	code, out, errOut = run(t, "import", "--data", data, "--source", "win", single)

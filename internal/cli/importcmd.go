@@ -195,10 +195,13 @@ func sniff(fp string) (string, error) {
 		r = zr
 	}
 	br := bufio.NewReaderSize(r, 1<<16)
-	head, _ := br.Peek(1 << 16)
-	if bytes.HasPrefix(head, []byte("PK\x03\x04")) {
+	if head, _ := br.Peek(4); bytes.HasPrefix(head, []byte("PK\x03\x04")) {
 		return "zip", nil
 	}
+	if rd, enc := importer.FromUTF16(br); enc != "" {
+		br = bufio.NewReaderSize(rd, 1<<16) // sent as UTF-8 (copyFile)
+	}
+	head, _ := br.Peek(1 << 16)
 	// A UTF-8 byte order mark (the importer skips it).
 	head = bytes.TrimPrefix(head, []byte("\xef\xbb\xbf"))
 	first := head
@@ -282,6 +285,9 @@ func copyFile(w io.Writer, fp string) error {
 		defer zr.Close()
 		r = zr
 	}
+	// A UTF-16 file is sent as UTF-8: a directory's NDJSON files go as
+	// one stream, where the server would not see its byte order mark.
+	r, _ = importer.FromUTF16(bufio.NewReaderSize(r, 1<<16))
 	_, err = io.Copy(w, r)
 	return err
 }

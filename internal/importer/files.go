@@ -103,6 +103,7 @@ func (r *Run) File(f io.Reader, name string, size int64, passphrase string) erro
 		return r.File(zr, strings.TrimSuffix(name, name[len(name)-3:]), -1, passphrase)
 	}
 	br := bufio.NewReaderSize(f, 1<<16)
+	br = r.fromUTF16(br, name, 1<<16)
 	head, _ := br.Peek(4)
 	if bytes.Equal(head, []byte("PK\x03\x04")) || strings.HasSuffix(lower, ".sphr") || strings.HasSuffix(lower, ".zip") {
 		ra, ok := f.(io.ReaderAt)

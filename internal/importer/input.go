@@ -40,6 +40,7 @@ func (r *Run) NDJSON(rd io.Reader, name string) (err error) {
 	defer r.settleInto(&err)
 	r.fileName = name
 	br := bufio.NewReaderSize(countingReader{rd, &r.sum.Bytes}, 1<<20)
+	br = r.fromUTF16(br, name, 1<<20)
 	ch := &chunk{}
 	keys := map[string]bool{}
 	size := 0 // bytes of input in ch
@@ -224,6 +225,7 @@ func (r *Run) Bundle(rd io.Reader, name string) (err error) {
 	defer r.settleInto(&err)
 	r.fileName = name
 	br := bufio.NewReaderSize(countingReader{rd, &r.sum.Bytes}, 1<<16)
+	br = r.fromUTF16(br, name, 1<<16)
 	if head, _ := br.Peek(len(utf8BOM)); bytes.Equal(head, utf8BOM) {
 		br.Discard(len(utf8BOM))
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
@@ -230,6 +231,55 @@ func TestByteOrderMarks(t *testing.T) {
 	sum, issues = importReader(t, imp, "bom", "bundle", strings.NewReader(bundle))
 	if sum.Created != 1 || sum.Rejected != 0 {
 		t.Errorf("Bundle with a byte order mark: %+v %v", sum, issues)
+	}
+}
+
+// TestUTF16 imports files that Windows PowerShell 5 writes: UTF-16 with
+// a byte order mark (little-endian, or big-endian), as NDJSON, as a
+// Bundle and as a .json file of NDJSON lines, with a warning.
+func TestUTF16(t *testing.T) {
+	app := openApp(t, "sqlite")
+	imp := importer.New(app.Store, app.Records)
+	enc := func(s string, big bool) string {
+		var b []byte
+		if big {
+			b = []byte{0xfe, 0xff}
+		} else {
+			b = []byte{0xff, 0xfe}
+		}
+		for _, u := range utf16.Encode([]rune(s)) {
+			if big {
+				b = append(b, byte(u>>8), byte(u))
+			} else {
+				b = append(b, byte(u), byte(u>>8))
+			}
+		}
+		return string(b)
+	}
+	ndjson := `{"resourceType":"Patient","id":"w1","name":[{"family":"Müller 😀"}]}` + "\r\n" + `{"resourceType":"Patient","id":"w2"}` + "\r\n"
+	sum, issues := importReader(t, imp, "win", "ndjson", strings.NewReader(enc(ndjson, false)))
+	if sum.Created != 2 || sum.Rejected != 0 || len(issues) != 1 || !strings.Contains(issues[0].Diagnostics, "the file is UTF-16 (little-endian)") {
+		t.Errorf("UTF-16 NDJSON: %+v %v", sum, issues)
+	}
+	ctx := access.With(context.Background(), access.System{Name: "test"})
+	res, err := app.Records.Read(ctx, "Patient", "w1")
+	if err != nil || !strings.Contains(string(res.JSON), `"Müller 😀"`) {
+		t.Errorf("the name is not read back as written: %v %s", err, res.JSON)
+	}
+	bundle := `{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","id":"w3"}}]}`
+	sum, issues = importReader(t, imp, "win", "bundle", strings.NewReader(enc(bundle, true)))
+	if sum.Created != 1 || sum.Rejected != 0 || len(issues) != 1 || !strings.Contains(issues[0].Diagnostics, "big-endian") {
+		t.Errorf("UTF-16 Bundle: %+v %v", sum, issues)
+	}
+	run, err := imp.Begin(ctx, importer.Options{Source: "win"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.File(strings.NewReader(enc(strings.ReplaceAll(ndjson, "w", "x"), false)), "c.json", -1, ""); err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := run.Finish("done"); err != nil || sum.Created != 2 || sum.Rejected != 0 {
+		t.Errorf(".json NDJSON in UTF-16: %+v %v", sum, err)
 	}
 }
 
