@@ -242,11 +242,17 @@ func (r *Run) Bundle(rd io.Reader, name string) (err error) {
 	if cards, ok, err := shc.Find(data); ok {
 		return r.healthCards(cards, err, data)
 	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		r.report(issue("warning", "incomplete", "", "%s: the file is empty; nothing to import", name))
+		return nil
+	}
 	v, err := fhirjson.Parse(data)
 	if err != nil {
 		it := &item{line: 1, raw: data}
 		var se *fhirjson.SyntaxError
-		if errors.As(err, &se) {
+		if t := bytes.TrimSpace(data); t[0] == '<' {
+			it.reject(issue("error", "not-supported", "", "not JSON: the file looks like XML; FHIR XML is not read, convert it to FHIR JSON first"))
+		} else if errors.As(err, &se) {
 			l, c := fhirjson.Position(data, se.Offset)
 			it.line = l
 			it.reject(issue("error", "structure", "", "not valid JSON: %s (line %d, column %d)", se.Msg, l, c))

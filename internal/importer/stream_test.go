@@ -317,3 +317,19 @@ func TestJSONArrayOfResources(t *testing.T) {
 		t.Errorf("array in NDJSON: the bad element is not named: %v", issues)
 	}
 }
+
+// TestEmptyAndXML: an empty JSON file imports nothing, with a warning that
+// says so (not a rejected line); an XML file is rejected with a message
+// that names XML.
+func TestEmptyAndXML(t *testing.T) {
+	app := openApp(t, "sqlite")
+	imp := importer.New(app.Store, app.Records)
+	sum, issues := importReader(t, imp, "x", "bundle", strings.NewReader(" \r\n"))
+	if sum.Resources != 0 || sum.Rejected != 0 || len(issues) != 1 || !strings.Contains(issues[0].Diagnostics, "the file is empty") {
+		t.Errorf("empty file: %+v %v", sum, issues)
+	}
+	sum, issues = importReader(t, imp, "x", "bundle", strings.NewReader(`<?xml version="1.0"?><Patient xmlns="http://hl7.org/fhir"><id value="x"/></Patient>`))
+	if sum.Rejected != 1 || len(issues) != 1 || !strings.Contains(issues[0].Diagnostics, "looks like XML; FHIR XML is not read") {
+		t.Errorf("XML file: %+v %v", sum, issues)
+	}
+}
