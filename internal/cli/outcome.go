@@ -22,8 +22,10 @@ func outcomeText(b []byte) string {
 	var parts []string
 	for _, is := range oo.Issue {
 		s := is.Diagnostics
-		if len(is.Expression) > 0 {
-			s = strings.Join(is.Expression, ", ") + ": " + s
+		// The location, unless the diagnostics name it already (an
+		// import's "file line 3, Bundle.entry[2]: ...").
+		if e := strings.Join(is.Expression, ", "); e != "" && !strings.Contains(s, e+":") {
+			s = e + ": " + s
 		}
 		parts = append(parts, s)
 	}
