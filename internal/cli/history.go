@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/phr-project/phr/internal/importer"
 	"io"
 	"net/url"
 	"os"
@@ -145,17 +146,22 @@ func runDiff(ctx context.Context, args []string, out, errOut io.Writer) error {
 		case "from", "to":
 			fmt.Fprintf(out, "%s version %v\n", p.Name, p.Values[p.Name])
 		case "operation":
-			switch p.value("type") {
-			case "add":
-				fmt.Fprintf(out, "+ %s: %s\n", p.value("path"), p.value("value"))
-			case "delete":
-				fmt.Fprintf(out, "- %s: %s\n", p.value("path"), p.value("previousValue"))
-			default:
-				fmt.Fprintf(out, "~ %s: %s -> %s\n", p.value("path"), p.value("previousValue"), p.value("value"))
-			}
+			fmt.Fprintln(out, changeLine(p.value("type"), p.value("path"), p.value("previousValue"), p.value("value")))
 		}
 	}
 	return nil
+}
+
+// changeLine renders one difference between two versions, as phr diff
+// prints it.
+func changeLine(op, path, old, new string) string {
+	switch op {
+	case "add":
+		return fmt.Sprintf("+ %s: %s", path, new)
+	case "delete":
+		return fmt.Sprintf("- %s: %s", path, old)
+	}
+	return fmt.Sprintf("~ %s: %s -> %s", path, old, new)
 }
 
 // reorder moves flags before positional arguments so that
@@ -271,6 +277,21 @@ func runConflicts(ctx context.Context, args []string, out, errOut io.Writer) err
 		}
 		p := pl.Parameter[0]
 		fmt.Fprintf(out, "conflict %s on %s (%s)\n", p.value("id"), p.value("resource"), p.value("status"))
+		// What differs first, as phr diff shows it; then both sides whole.
+		sides := map[string][]byte{}
+		for _, x := range p.Part {
+			sides[x.Name] = x.Resource
+		}
+		if cur, in := sides["current"], sides["incoming"]; len(cur) > 0 && len(in) > 0 {
+			changes, err := importer.Diff(cur, in)
+			if err != nil {
+				return fmt.Errorf("conflict %s: %w", rest[0], err)
+			}
+			fmt.Fprintf(out, "--- differences (current -> incoming): %d\n", len(changes))
+			for _, ch := range changes {
+				fmt.Fprintln(out, changeLine(ch.Op, ch.Path, string(ch.Old), string(ch.New)))
+			}
+		}
 		for _, x := range p.Part {
 			if len(x.Resource) > 0 {
 				who := p.value("incomingSource")

@@ -78,6 +78,11 @@ func TestImportCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "--- incoming (from urn:phr:source:clinic-b)") || !strings.Contains(out, "--- current") {
 		t.Fatalf("show: %d\n%s", code, out)
 	}
+	// What differs comes first: the one extension added, not a change of
+	// every extension after it.
+	if !strings.Contains(out, "--- differences (current -> incoming): 3\n") || !strings.Contains(out, `+ Patient.extension[0]: {"url":"http://example.org/weight-kg","valueDecimal":70.50}`) {
+		t.Errorf("show does not list the differences first: %.1000s", out)
+	}
 	_, incoming, _ := strings.Cut(out, "--- incoming")
 	_, incoming, _ = strings.Cut(incoming, "\n")
 	if !strings.HasPrefix(incoming, "{\n  \"resourceType\": \"Patient\"") || !strings.Contains(incoming, `"valueDecimal": 70.50`) {

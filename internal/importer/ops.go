@@ -726,7 +726,7 @@ type Change struct {
 }
 
 // Diff compares two resource versions, ignoring meta.versionId and
-// meta.lastUpdated.
+// meta.lastUpdated (and a meta left empty without them).
 func Diff(a, b []byte) ([]Change, error) {
 	va, err := fhirjson.Parse(a)
 	if err != nil {
@@ -740,6 +740,9 @@ func Diff(a, b []byte) ([]Change, error) {
 		if m := v.Get("meta"); m != nil && m.Kind == fhirjson.Object {
 			m.Delete("versionId")
 			m.Delete("lastUpdated")
+			if len(m.Fields) == 0 {
+				v.Delete("meta") // nothing else: as if absent
+			}
 		}
 	}
 	var out []Change
@@ -767,17 +770,63 @@ func diffValues(path string, a, b *fhirjson.Value, out *[]Change) {
 		return
 	}
 	if a.Kind == fhirjson.Array && b.Kind == fhirjson.Array {
-		n := min(len(a.Items), len(b.Items))
-		for i := 0; i < n; i++ {
-			diffValues(fmt.Sprintf("%s[%d]", path, i), a.Items[i], b.Items[i], out)
-		}
-		for i := n; i < len(a.Items); i++ {
-			*out = append(*out, Change{Op: "delete", Path: fmt.Sprintf("%s[%d]", path, i), Old: a.Items[i].Marshal()})
-		}
-		for i := n; i < len(b.Items); i++ {
-			*out = append(*out, Change{Op: "add", Path: fmt.Sprintf("%s[%d]", path, i), New: b.Items[i].Marshal()})
-		}
+		diffArrays(path, a.Items, b.Items, out)
 		return
 	}
 	*out = append(*out, Change{Op: "replace", Path: path, Old: a.Marshal(), New: b.Marshal()})
+}
+
+// diffArrays aligns the elements two arrays share (a longest common
+// subsequence of equal elements), so that an element added or removed in
+// the middle is one change rather than a change of every element after
+// it. Between two shared elements, the removed and added ones are compared
+// pairwise, and what is left over is deleted (named by its index in a) or
+// added (by its index in b). Arrays too long to align are compared by
+// position.
+func diffArrays(path string, a, b []*fhirjson.Value, out *[]Change) {
+	at := func(i int) string { return fmt.Sprintf("%s[%d]", path, i) }
+	// gap compares a[i0:i1] with b[j0:j1], none of them shared.
+	gap := func(i0, i1, j0, j1 int) {
+		for ; i0 < i1 && j0 < j1; i0, j0 = i0+1, j0+1 {
+			diffValues(at(j0), a[i0], b[j0], out)
+		}
+		for ; i0 < i1; i0++ {
+			*out = append(*out, Change{Op: "delete", Path: at(i0), Old: a[i0].Marshal()})
+		}
+		for ; j0 < j1; j0++ {
+			*out = append(*out, Change{Op: "add", Path: at(j0), New: b[j0].Marshal()})
+		}
+	}
+	n, m := len(a), len(b)
+	if n*m > 1<<14 {
+		gap(0, n, 0, m)
+		return
+	}
+	// lcs[i*(m+1)+j] is the length of the longest common subsequence of
+	// a[i:] and b[j:].
+	lcs := make([]int, (n+1)*(m+1))
+	for i := n - 1; i >= 0; i-- {
+		for j := m - 1; j >= 0; j-- {
+			if fhirjson.Equal(a[i], b[j]) {
+				lcs[i*(m+1)+j] = lcs[(i+1)*(m+1)+j+1] + 1
+			} else {
+				lcs[i*(m+1)+j] = max(lcs[(i+1)*(m+1)+j], lcs[i*(m+1)+j+1])
+			}
+		}
+	}
+	i0, j0 := 0, 0 // the start of the current gap
+	i, j := 0, 0
+	for i < n && j < m {
+		switch {
+		case lcs[i*(m+1)+j] == lcs[(i+1)*(m+1)+j+1]+1 && fhirjson.Equal(a[i], b[j]):
+			gap(i0, i, j0, j)
+			i, j = i+1, j+1
+			i0, j0 = i, j
+		case lcs[(i+1)*(m+1)+j] >= lcs[i*(m+1)+j+1]:
+			i++
+		default:
+			j++
+		}
+	}
+	gap(i0, n, j0, m)
 }
