@@ -120,3 +120,56 @@ func TestHTTPImportHistoryBundle(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPImportHistoryDeleteAndRecreate imports a history Bundle in which
+// the source deleted a resource and created it again, and deleted another
+// for good: the local history has the deletion and the version after it,
+// the other resource is gone, and importing the Bundle again writes
+// nothing (the deletion is older than the version already taken).
+func TestHTTPImportHistoryDeleteAndRecreate(t *testing.T) {
+	version := func(id string, v int, family, updated string) string {
+		return fmt.Sprintf(`{"fullUrl":"https://h.example/fhir/Patient/%s","resource":{"resourceType":"Patient","id":%q,"meta":{"versionId":"%d","lastUpdated":"%s"},"name":[{"family":%q}]},"request":{"method":"PUT","url":"Patient/%s"}}`, id, id, v, updated, family, id)
+	}
+	deletion := func(id string, v int, at string) string {
+		return fmt.Sprintf(`{"fullUrl":"https://h.example/fhir/Patient/%s","request":{"method":"DELETE","url":"Patient/%s"},"response":{"status":"204","etag":"W/\"%d\"","lastModified":%q}}`, id, id, v, at)
+	}
+	bundle := `{"resourceType":"Bundle","type":"history","entry":[` + strings.Join([]string{
+		version("dr", 3, "After", "2024-03-01T00:00:00Z"),
+		deletion("dz", 2, "2024-02-15T00:00:00Z"),
+		deletion("dr", 2, "2024-02-01T00:00:00Z"),
+		version("dz", 1, "Gone", "2024-01-15T00:00:00Z"),
+		version("dr", 1, "Before", "2024-01-01T00:00:00Z"),
+	}, ",") + `]}`
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d)
+			tok := s.AdminToken()
+			sum, issues, st := postImport(t, s, tok, "https://h.example/fhir", "application/fhir+json", strings.NewReader(bundle))
+			if st != 200 {
+				t.Fatalf("import: %d %v", st, issues)
+			}
+			want(t, "history", sum, "created", 3)
+			want(t, "history", sum, "deleted", 2)
+			if got := strings.Join(historyOf(t, s, tok, "Patient/dr"), ","); got != "Before,After" {
+				t.Errorf("Patient/dr history (oldest first): %s, want Before,After", got)
+			}
+			r := s.Do("GET", "Patient/dr/_history", tok, nil)
+			if n := strings.Count(string(r.Body), `"fullUrl"`); n != 3 {
+				t.Errorf("Patient/dr has %d versions, want 3 (the deletion between): %.1000s", n, r.Body)
+			}
+			if r := s.Do("GET", "Patient/dr", tok, nil); r.Status != 200 || !strings.Contains(string(r.Body), "After") {
+				t.Errorf("Patient/dr: %d %.300s", r.Status, r.Body)
+			}
+			if r := s.Do("GET", "Patient/dz", tok, nil); r.Status != 410 {
+				t.Errorf("Patient/dz: %d, want 410 (deleted)", r.Status)
+			}
+			sum, issues, _ = postImport(t, s, tok, "https://h.example/fhir", "application/fhir+json", strings.NewReader(bundle))
+			for _, f := range []string{"created", "updated", "deleted", "conflicts", "rejected"} {
+				want(t, "history again", sum, f, 0)
+			}
+			if t.Failed() {
+				t.Log(issues)
+			}
+		})
+	}
+}

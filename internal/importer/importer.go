@@ -170,6 +170,11 @@ type Run struct {
 	started time.Time
 	// readable caches mayMatch's answers (a patient-scoped run only).
 	readable map[string]bool
+	// deletedHere are the local "Type/id" this run deleted: a later
+	// version from the source (a history Bundle's, after the deletion)
+	// brings one back, where a resource deleted before the run stays
+	// deleted.
+	deletedHere map[string]bool
 	// cache of resolved identities and reference targets: key
 	// "Type/sourceId" -> local id.
 	ids map[string]string
@@ -232,7 +237,7 @@ func (imp *Importer) Begin(ctx context.Context, o Options) (*Run, error) {
 		return nil, fhir.Forbidden("importing needs permission to create resources (and Provenance)")
 	}
 	r := &Run{imp: imp, ctx: ctx, p: p, o: o, source: SourceURI(o.Source), started: time.Now().UTC(),
-		ids: map[string]string{}, own: map[string]bool{}, cond: map[string]string{}}
+		ids: map[string]string{}, own: map[string]bool{}, cond: map[string]string{}, deletedHere: map[string]bool{}}
 	r.sum.Source = r.source
 	// An import is bulk work: it runs with all CPUs until Finish, and
 	// with a larger Go heap (see ImportMemoryLimit).

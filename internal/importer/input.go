@@ -490,6 +490,14 @@ func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Va
 			it.reject(issue("error", "not-supported", fmt.Sprintf("Bundle.entry[%d].request.url", i), "a DELETE entry must name Type/id, not %q", u))
 		} else {
 			it.del, it.typ, it.sid = true, typ, id
+			// A history Bundle says when the source deleted it (and
+			// which version the deletion was): a deletion older than
+			// the version already taken from the source is not applied
+			// again (decideDelete).
+			if resp := e.Get("response"); resp != nil {
+				it.srcUpd = resp.GetString("lastModified")
+				it.srcVer = etagVersion(resp.GetString("etag"))
+			}
 		}
 		return bs.take(it, typ+"/"+id)
 	}
@@ -521,6 +529,15 @@ func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Va
 		it.issues = append(it.issues, issue("information", "informational", fmt.Sprintf("Bundle.entry[%d].request.ifNoneExist", i), "ifNoneExist is applied as identifier matching, and this resource has no identifier"))
 	}
 	return bs.add(it)
+}
+
+// etagVersion is the version of a weak ETag (W/"3" is 3).
+func etagVersion(etag string) string {
+	v := strings.Trim(strings.TrimPrefix(etag, "W/"), `"`)
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return ""
+	}
+	return v
 }
 
 // take queues an entry's item (key: its "Type/id", when known), or keeps

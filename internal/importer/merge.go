@@ -308,8 +308,8 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 			// No id: a new resource every time unless an identifier matches.
 			continue
 		}
-		if _, ok := r.ids[it.key()]; ok {
-			continue
+		if _, ok := r.ids[it.key()]; ok && !it.del {
+			continue // (a deletion reads what was last taken: decideDelete)
 		}
 		byType[it.typ] = append(byType[it.typ], it.sid)
 	}
@@ -334,7 +334,13 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 				}
 				continue
 			}
-			if local, ok := r.ids[it.key()]; ok && !it.del {
+			if local, ok := r.ids[it.key()]; ok && it.del {
+				// Written earlier in this run (a history Bundle's
+				// version before the deletion), or only named by a
+				// reference: decideDelete sees which.
+				it.localID, it.known = local, true
+				continue
+			} else if ok {
 				// Pre-assigned by a reference seen earlier in this run.
 				it.localID = local
 				it.newMap = true
@@ -810,7 +816,7 @@ func (r *Run) decide(items []*item) {
 		case it.cur == nil:
 			it.act = actCreate
 		case it.cur.Deleted:
-			if it.known {
+			if it.known && !r.deletedHere[it.typ+"/"+it.localID] {
 				it.act = actUnchanged
 				it.issues = append(it.issues, issue("information", "deleted", "", "%s/%s was deleted here; the import does not bring it back", it.typ, it.localID))
 			} else {
@@ -865,13 +871,24 @@ func (r *Run) newer(it *item) bool {
 // alone contributed.
 func (r *Run) decideDelete(it *item) {
 	switch {
-	case it.cur == nil || it.cur.Deleted:
+	case it.cur == nil:
+		it.act = actSkip
+		it.issues = append(it.issues, issue("information", "not-found", "", "delete of %s/%s: nothing from this source to delete", it.typ, it.sid))
+	case it.cur.Deleted:
+		it.act = actUnchanged
+	case (it.srcUpd != "" || it.srcVer != "") && !r.newer(it):
+		// The source's later version is here already: a deletion
+		// before it, read again (its history imported once more).
 		it.act = actUnchanged
 	case metaSource(it.cur.JSON) != r.source:
 		it.act = actSkip
 		it.issues = append(it.issues, issue("information", "conflict", "", "delete of %s/%s not applied: its current version came from another source", it.typ, it.localID))
 	default:
 		it.act = actDelete
+		if len(r.deletedHere) >= 100000 {
+			clear(r.deletedHere) // bounded; see decide
+		}
+		r.deletedHere[it.typ+"/"+it.localID] = true
 	}
 }
 

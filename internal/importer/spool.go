@@ -93,13 +93,21 @@ type spooledInput struct {
 	Type    string       `json:"t,omitempty"`
 	SID     string       `json:"s,omitempty"`
 	Issues  []fhir.Issue `json:"is,omitempty"`
+	// DelUpd and DelVer are a deletion's time and version at the source
+	// (a resource's come from its meta when it is parsed again).
+	DelUpd string `json:"du,omitempty"`
+	DelVer string `json:"dv,omitempty"`
 }
 
 func inputOf(it *item) spooledInput {
-	return spooledInput{Line: it.line, Entry: it.entry, FullURL: it.fullURL, Del: it.del, Type: it.typ, SID: it.sid, Issues: it.issues}
+	in := spooledInput{Line: it.line, Entry: it.entry, FullURL: it.fullURL, Del: it.del, Type: it.typ, SID: it.sid, Issues: it.issues}
+	if it.del {
+		in.DelUpd, in.DelVer = it.srcUpd, it.srcVer
+	}
+	return in
 }
 
 // item makes the item again, with its input text raw.
 func (in spooledInput) item(raw []byte) *item {
-	return &item{line: in.Line, entry: in.Entry, raw: raw, fullURL: in.FullURL, del: in.Del, typ: in.Type, sid: in.SID, issues: in.Issues}
+	return &item{line: in.Line, entry: in.Entry, raw: raw, fullURL: in.FullURL, del: in.Del, typ: in.Type, sid: in.SID, issues: in.Issues, srcUpd: in.DelUpd, srcVer: in.DelVer}
 }
