@@ -25,6 +25,9 @@ type fhirClient struct {
 	token string
 	http  *http.Client
 	close func()
+	// remote is set for a server over the network (--server), not the
+	// in-process one of --data.
+	remote bool
 }
 
 // clientFlags are the flags every client command shares to choose the phr
@@ -166,7 +169,7 @@ func (c *clientFlags) open(ctx context.Context) (*fhirClient, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &fhirClient{root: root, base: base, token: tok, http: &http.Client{}, close: func() {}}, nil
+		return &fhirClient{root: root, base: base, token: tok, http: &http.Client{}, close: func() {}, remote: true}, nil
 	}
 	cfg := server.Config{DataDir: c.sf.data, DB: c.sf.db, Addr: "127.0.0.1:0", BaseURL: "http://local", BulkWrites: c.bulk}
 	if c.cards != nil {

@@ -3,10 +3,17 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -161,5 +168,39 @@ func TestImportHealthCardCLI(t *testing.T) {
 	code, _, errOut = run(t, "import", "--server", "http://127.0.0.1:1", "--token", "x", "--shc-fetch-keys", card)
 	if code != 2 || !strings.Contains(errOut, "a server checks cards with its own") {
 		t.Errorf("with --server: %d\n%s", code, errOut)
+	}
+}
+
+// TestImportCompressesUploads: phr import --server sends text gzip-
+// compressed (Content-Encoding: gzip), which the server reads as a
+// stream; a proxy in front of it sees the compressed bytes.
+func TestImportCompressesUploads(t *testing.T) {
+	s := seed(t)
+	tok := s.AdminToken()
+	target, _ := url.Parse(s.URL)
+	var enc string
+	var got atomic.Int64
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/$import") {
+			enc = r.Header.Get("Content-Encoding")
+			b, _ := io.ReadAll(r.Body)
+			got.Add(int64(len(b)))
+			r.Body = io.NopCloser(bytes.NewReader(b))
+		}
+		httputil.NewSingleHostReverseProxy(target).ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	var nd bytes.Buffer
+	for i := range 2000 {
+		fmt.Fprintf(&nd, `{"resourceType":"Patient","id":"z%d","name":[{"family":"Compressed","given":["Number %d"]}],"gender":"unknown"}`+"\n", i, i)
+	}
+	file := filepath.Join(t.TempDir(), "many.ndjson")
+	os.WriteFile(file, nd.Bytes(), 0o600)
+	code, out, errOut := run(t, "import", "--server", proxy.URL, "--token", tok, "--source", "gz", "--quiet", file)
+	if code != 0 || !strings.Contains(out, "created 2000,") {
+		t.Fatalf("import: %d\n%s\n%s", code, out, errOut)
+	}
+	if enc != "gzip" || got.Load() == 0 || got.Load() > int64(nd.Len()/4) {
+		t.Errorf("upload: Content-Encoding %q, %d bytes for %d of NDJSON", enc, got.Load(), nd.Len())
 	}
 }

@@ -295,6 +295,7 @@ func copyFile(w io.Writer, fp string) error {
 // sendImport streams one upload to $import and prints the results.
 func sendImport(ctx context.Context, c *fhirClient, u upload, source, passphrase string, validate, quiet, tty bool, out, errOut io.Writer) error {
 	pr, pw := io.Pipe()
+	defer pr.Close() // stops the writer if the request ended early
 	var prog importProgress
 	go func() { pw.CloseWithError(u.open(pw)) }()
 	q := url.Values{"source": {source}, "filename": {u.name}}
@@ -348,7 +349,16 @@ func sendImport(ctx context.Context, c *fhirClient, u upload, source, passphrase
 			}
 		}()
 	}
-	resp, err := c.do(ctx, "POST", "Bundle/$import?"+q.Encode(), countReader{pr, &prog}, headers...)
+	var body io.Reader = countReader{pr, &prog}
+	if c.remote && u.contentType != "application/zip" {
+		// Over the network, text goes compressed (FHIR JSON about
+		// tenfold); the server reads it as a stream all the same.
+		zr := gzipStream(body)
+		defer zr.Close()
+		body = zr
+		headers = append(headers, "Content-Encoding", "gzip")
+	}
+	resp, err := c.do(ctx, "POST", "Bundle/$import?"+q.Encode(), body, headers...)
 	var stopOnce sync.Once
 	stopProgress := func() {
 		stopOnce.Do(func() {
@@ -413,6 +423,21 @@ func sendImport(ctx context.Context, c *fhirClient, u upload, source, passphrase
 	fmt.Fprintf(out, "%s %s: batch %s: created %s, updated %s, unchanged %s, conflicts %s, rejected %s, deleted %s (%s resources, %s in %.1fs, %.0f resources/s)\n",
 		verb, u.name, s["batch"], s["created"], s["updated"], s["unchanged"], s["conflicts"], s["rejected"], s["deleted"], s["resources"], humanBytes(prog.bytes.Load()), el.Seconds(), atof(s["resources"])/el.Seconds())
 	return nil
+}
+
+// gzipStream returns a reader of src compressed with gzip (its fastest
+// level), compressing as it is read. Closing it stops the compression.
+func gzipStream(src io.Reader) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() {
+		zw, _ := gzip.NewWriterLevel(pw, gzip.BestSpeed)
+		_, err := io.Copy(zw, src)
+		if cerr := zw.Close(); err == nil {
+			err = cerr
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr
 }
 
 func atof(s string) float64 {
