@@ -151,3 +151,56 @@ func TestHTTPImportHealthCards(t *testing.T) {
 		t.Error("the issuer's key set was never fetched")
 	}
 }
+
+// TestHealthCardsOfAFamily imports, under one source, the cards of two
+// people vaccinated at the same pharmacy on the same day (the same
+// Immunization text, pointing at "resource:0") and then a later card of
+// the first person that repeats that dose and adds one: each person keeps
+// their own Immunization, and the repeated dose is found again, not
+// copied.
+func TestHealthCardsOfAFamily(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	dose := func(date string, i int) string {
+		return fmt.Sprintf(`{"fullUrl":"resource:%d","resource":{"resourceType":"Immunization","status":"completed","vaccineCode":{"coding":[{"system":"http://hl7.org/fhir/sid/cvx","code":"208"}]},"patient":{"reference":"resource:0"},"occurrenceDateTime":%q}}`, i, date)
+	}
+	card := func(family, born string, dates ...string) string {
+		entries := []string{fmt.Sprintf(`{"fullUrl":"resource:0","resource":{"resourceType":"Patient","name":[{"family":%q}],"birthDate":%q}}`, family, born)}
+		for i, d := range dates {
+			entries = append(entries, dose(d, i+1))
+		}
+		return `{"verifiableCredential":["` + signCard(t, key, "k", "https://pharmacy.example", `{"resourceType":"Bundle","type":"collection","entry":[`+strings.Join(entries, ",")+`]}`) + `"]}`
+	}
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d)
+			tok := s.AdminToken()
+			for _, c := range []struct {
+				name, body string
+				created    float64
+			}{
+				{"first person", card("Parent", "1980-01-01", "2025-09-15"), 2},
+				{"second person", card("Child", "2015-01-01", "2025-09-15"), 2},
+				{"first person, later card", card("Parent", "1980-01-01", "2025-09-15", "2026-03-15"), 1},
+			} {
+				sum, issues, st := postImport(t, s, tok, "pharmacy", "application/smart-health-card", strings.NewReader(c.body))
+				if st != 200 {
+					t.Fatalf("%s: %d %v", c.name, st, issues)
+				}
+				want(t, c.name, sum, "created", c.created)
+				want(t, c.name, sum, "conflicts", 0)
+			}
+			count := func(q string) int {
+				r := s.Do("GET", q, tok, nil)
+				var b struct{ Total int }
+				json.Unmarshal(r.Body, &b)
+				return b.Total
+			}
+			if n := count("Immunization?patient.family=Parent&_summary=count"); n != 2 {
+				t.Errorf("the first person has %d immunizations, want 2", n)
+			}
+			if n := count("Immunization?patient.family=Child&_summary=count"); n != 1 {
+				t.Errorf("the second person has %d immunizations, want 1", n)
+			}
+		})
+	}
+}

@@ -450,8 +450,9 @@ type bundleStream struct {
 	r     *Run
 	items []*item
 	size  int // bytes of input in items
-	// urls maps fullUrl to local "Type/id" for the whole Bundle.
-	urls map[string]string
+	// urls maps fullUrl to local "Type/id" for the whole Bundle, and
+	// targets to the source's "Type/id" (see nameByTargets).
+	urls, targets map[string]string
 	// keys are the "Type/id" of entries seen, to refuse repeats.
 	keys  map[string]bool
 	scope *deferScope
@@ -465,7 +466,7 @@ type bundleStream struct {
 }
 
 func (r *Run) newBundleStream() *bundleStream {
-	bs := &bundleStream{r: r, urls: map[string]string{}, keys: map[string]bool{}, scope: newScope(), prev: r.scope}
+	bs := &bundleStream{r: r, urls: map[string]string{}, targets: map[string]string{}, keys: map[string]bool{}, scope: newScope(), prev: r.scope}
 	r.scope = bs.scope
 	return bs
 }
@@ -575,6 +576,7 @@ func (bs *bundleStream) flush() error {
 			it.act = actReject
 		}
 	}
+	bs.nameByTargets(ch.items)
 	if err := r.resolveIdentities(r.ctx, ch.items, ch); err != nil {
 		return err
 	}
@@ -584,6 +586,53 @@ func (bs *bundleStream) flush() error {
 		}
 	}
 	return r.processResolved(ch)
+}
+
+// nameByTargets names again, by their content with the entries they
+// point at in its place, the resources without an id whose references
+// name earlier entries of the Bundle. Such a reference ("resource:0" in a
+// health card, a urn:uuid: reused from one Bundle to the next) means
+// another resource in each Bundle: two cards of one pharmacy, for two
+// people vaccinated on the same day, hold the same Immunization text, and
+// named by the text alone the second would be taken for the first, read
+// again, and not stored. Two cards of one person still name the same
+// immunization alike (its Patient is the same text in both), so it is
+// found again instead of copied.
+func (bs *bundleStream) nameByTargets(items []*item) {
+	for _, it := range items {
+		if it.act == actReject || it.tree == nil || it.typ == "" {
+			continue
+		}
+		if it.named {
+			// Put the targets in, hash, and put the references back
+			// (walkRefs visits them in the same order each time).
+			orig := map[int]string{}
+			n := 0
+			walkRefs(it.tree, func(ref string) string {
+				n++
+				if k, ok := bs.targets[ref]; ok {
+					orig[n] = ref
+					return k
+				}
+				return ref
+			})
+			if len(orig) > 0 {
+				it.hash = contentHash(it.tree)
+				it.sid = "h" + it.hash[:40]
+				n = 0
+				walkRefs(it.tree, func(ref string) string {
+					n++
+					if o, ok := orig[n]; ok {
+						return o
+					}
+					return ref
+				})
+			}
+		}
+		if it.fullURL != "" && it.sid != "" {
+			bs.targets[it.fullURL] = it.typ + "/" + it.sid
+		}
+	}
 }
 
 // finish processes what is queued, then what waited for the end of the

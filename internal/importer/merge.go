@@ -65,6 +65,9 @@ type item struct {
 	knownUp string // src_updated recorded for the mapping
 	knownV  string
 	newMap  bool // write the identity mapping
+	// named says that the resource had no id and sid names it by its
+	// content (see parseItem and bundleStream.nameByTargets).
+	named bool
 	// free says that identity resolution found localID free (or drew it
 	// new) just now: no version of it exists, and loadCurrent does not
 	// look for one.
@@ -171,6 +174,7 @@ func parseItem(it *item) {
 		// No id: name it by its content, so that importing the same file
 		// again finds it instead of creating a copy.
 		it.sid = "h" + it.hash[:40]
+		it.named = true
 	}
 	if meta := v.Get("meta"); meta != nil && meta.Kind == fhirjson.Object {
 		it.srcVer = meta.GetString("versionId")
