@@ -152,6 +152,62 @@ func TestHTTPImportHealthCards(t *testing.T) {
 	}
 }
 
+// TestHTTPImportHealthCardPatientScoped imports a person's own vaccination
+// card with their patient-scoped token (as the portal does): the card's
+// Patient, a name and a birth date without an identifier, is taken as the
+// token's own Patient, which already holds all it says, and the
+// Immunization lands in that record. Someone else's card is rejected
+// whole, saying why.
+func TestHTTPImportHealthCardPatientScoped(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jwk := jose.JSONWebKey{Key: &key.PublicKey, Use: "sig", Algorithm: "ES256"}
+	tp, _ := jwk.Thumbprint(crypto.SHA256)
+	jwk.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+	keys := filepath.Join(t.TempDir(), "jwks.json")
+	b, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}})
+	os.WriteFile(keys, b, 0o600)
+	card := func(family, given, born string) string {
+		bundle := fmt.Sprintf(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"resource:0","resource":{"resourceType":"Patient","name":[{"family":%q,"given":[%q]}],"birthDate":%q}},{"fullUrl":"resource:1","resource":{"resourceType":"Immunization","status":"completed","vaccineCode":{"coding":[{"system":"http://hl7.org/fhir/sid/cvx","code":"208"}]},"patient":{"reference":"resource:0"},"occurrenceDateTime":"2025-09-15"}}]}`, family, given, born)
+		return `{"verifiableCredential":["` + signCard(t, key, jwk.KeyID, "https://pharmacy.example", bundle) + `"]}`
+	}
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d, servertest.Options{Configure: func(c *server.Config) { c.CardKeys = []string{keys} }})
+			admin := s.AdminToken()
+			if r := s.Do("PUT", "Patient/alice", admin, `{"resourceType":"Patient","id":"alice","name":[{"use":"official","family":"Example","given":["Alice","Mary"]}],"gender":"female","birthDate":"1980-02-03"}`); r.Status >= 300 {
+				t.Fatalf("Patient/alice: %d %s", r.Status, r.Body)
+			}
+			tok := s.Token("patient/*.cruds", "alice")
+			sum, issues, st := postImport(t, s, tok, "pharmacy", "application/smart-health-card", strings.NewReader(card("Example", "Alice", "1980-02-03")))
+			if st != 200 {
+				t.Fatalf("own card: %d %v", st, issues)
+			}
+			want(t, "own card", sum, "created", 1)
+			want(t, "own card", sum, "unchanged", 1)
+			want(t, "own card", sum, "rejected", 0)
+			want(t, "own card", sum, "conflicts", 0)
+			r := s.Do("GET", "Immunization?patient=alice", tok, nil)
+			if !strings.Contains(string(r.Body), `"code":"208"`) {
+				t.Errorf("alice's immunizations: %.800s", r.Body)
+			}
+			if r := s.Do("GET", "Patient/alice", admin, nil); !strings.Contains(string(r.Body), `"versionId":"1"`) {
+				t.Errorf("Patient/alice changed: %.500s", r.Body)
+			}
+			// Again: nothing new.
+			sum, _, _ = postImport(t, s, tok, "pharmacy", "application/smart-health-card", strings.NewReader(card("Example", "Alice", "1980-02-03")))
+			want(t, "own card again", sum, "created", 0)
+			want(t, "own card again", sum, "unchanged", 2)
+			// Someone else's card: rejected, with the reason.
+			sum, issues, _ = postImport(t, s, tok, "pharmacy", "application/smart-health-card", strings.NewReader(card("Other", "Bob", "1990-01-01")))
+			want(t, "other's card", sum, "created", 0)
+			want(t, "other's card", sum, "rejected", 2)
+			if j := strings.Join(issues, "\n"); !strings.Contains(j, "not the record's patient (Patient/alice): born 1990-01-01, not 1980-02-03") {
+				t.Errorf("other's card: the reason is not given: %s", j)
+			}
+		})
+	}
+}
+
 // TestHealthCardsOfAFamily imports, under one source, the cards of two
 // people vaccinated at the same pharmacy on the same day (the same
 // Immunization text, pointing at "resource:0") and then a later card of

@@ -30,6 +30,7 @@ import (
 
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/fhirjson"
 	"github.com/phr-project/phr/internal/gcbudget"
 	"github.com/phr-project/phr/internal/procs"
 	"github.com/phr-project/phr/internal/records"
@@ -170,6 +171,10 @@ type Run struct {
 	started time.Time
 	// readable caches mayMatch's answers (a patient-scoped run only).
 	readable map[string]bool
+	// ownPatient is the token's own Patient (a patient-scoped run), read
+	// once matchOwnPatient needs it (ownLoaded); nil when there is none.
+	ownPatient *fhirjson.Value
+	ownLoaded  bool
 	// deletedHere are the local "Type/id" this run deleted: a later
 	// version from the source (a history Bundle's, after the deletion)
 	// brings one back, where a resource deleted before the run stays

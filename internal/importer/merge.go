@@ -382,6 +382,9 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 	if err := r.matchIdentifiers(ctx, unresolved); err != nil {
 		return err
 	}
+	if err := r.matchOwnPatient(ctx, unresolved); err != nil {
+		return err
+	}
 	// Is the source's id free locally?
 	free := map[string][]string{}
 	for _, it := range unresolved {
@@ -524,6 +527,81 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 		}
 	}
 	return nil
+}
+
+// matchOwnPatient takes, in a run of a patient-scoped token, an incoming
+// Patient that nothing else matched for the token's own patient when their
+// names and birth dates agree: the only patient such a run may write. A
+// vaccination card or a lab's file carries the person's Patient without
+// an identifier this record knows; without this, it would be a new
+// Patient outside the token's compartment, rejected with everything that
+// points at it. One whose family name or birth date differs is left to
+// be rejected.
+func (r *Run) matchOwnPatient(ctx context.Context, items []*item) error {
+	if r.p == nil || r.p.Patient() == "" {
+		return nil
+	}
+	pid := r.p.Patient()
+	for _, it := range items {
+		if it.typ != "Patient" || it.localID != "" || it.tree == nil || it.act == actReject {
+			continue
+		}
+		if !r.ownLoaded {
+			res, err := r.imp.rec.Read(ctx, "Patient", pid)
+			var fe *fhir.Error
+			switch {
+			case err == nil:
+				if r.ownPatient, err = fhirjson.Parse(res.JSON); err != nil {
+					return fmt.Errorf("read Patient/%s: %w", pid, err)
+				}
+			case errors.As(err, &fe) && fe.Status < 500:
+				// No Patient resource yet: this one becomes it.
+			default:
+				return fmt.Errorf("read Patient/%s: %w", pid, err)
+			}
+			r.ownLoaded = true
+		}
+		if why := samePerson(it.tree, r.ownPatient); why != "" {
+			it.issues = append(it.issues, issue("information", "informational", "", "this Patient is not the record's patient (Patient/%s): %s", pid, why))
+			continue
+		}
+		it.localID = pid
+		it.issues = append(it.issues, issue("information", "informational", "", "taken as Patient/%s, the record's patient, whose name and birth date agree", pid))
+	}
+	return nil
+}
+
+// samePerson says why Patient a is not the person Patient b is ("" when
+// nothing says so): another birth date, or family names none of which the
+// other has. b nil (no Patient yet) is anyone.
+func samePerson(a, b *fhirjson.Value) string {
+	if b == nil {
+		return ""
+	}
+	if x, y := a.GetString("birthDate"), b.GetString("birthDate"); x != "" && y != "" && x != y {
+		return fmt.Sprintf("born %s, not %s", x, y)
+	}
+	families := func(p *fhirjson.Value) []string {
+		var out []string
+		if ns := p.Get("name"); ns != nil && ns.Kind == fhirjson.Array {
+			for _, n := range ns.Items {
+				if f := strings.ToLower(strings.TrimSpace(n.GetString("family"))); f != "" {
+					out = append(out, f)
+				}
+			}
+		}
+		return out
+	}
+	fa, fb := families(a), families(b)
+	if len(fa) == 0 || len(fb) == 0 {
+		return ""
+	}
+	for _, f := range fa {
+		if slices.Contains(fb, f) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("family name %q, not %q", fa[0], fb[0])
 }
 
 // mayMatch reports whether the run may match an item to the resource
@@ -837,6 +915,11 @@ func (r *Run) decide(items []*item) {
 			it.act = actUnchanged
 		case sameContent(it.tree, it.cur):
 			it.act = actUnchanged
+		case metaSource(it.cur.JSON) != r.source && covered(it.tree, it.cur):
+			// Another source says less than what is here, and nothing
+			// else: nothing to keep (a vaccination card's Patient, a name
+			// and a birth date, against the record's own).
+			it.act = actUnchanged
 		case metaSource(it.cur.JSON) == r.source:
 			if r.newer(it) {
 				it.act = actUpdate
@@ -947,6 +1030,40 @@ func sameContent(in *fhirjson.Value, cur *store.Resource) bool {
 
 // normalized returns a shallow copy of a resource without the meta
 // elements the server sets.
+// covered reports whether the stored version cur holds everything the
+// incoming resource says: each of its members, with the same value or
+// one that holds it, and each element of its arrays in some element of
+// the stored array. meta's version, time and source are not compared.
+func covered(in *fhirjson.Value, cur *store.Resource) bool {
+	stored, err := fhirjson.Parse(cur.JSON)
+	if err != nil {
+		return false
+	}
+	return holds(normalized(stored), normalized(in))
+}
+
+// holds reports whether b holds everything a says (see covered).
+func holds(b, a *fhirjson.Value) bool {
+	switch {
+	case a.Kind == fhirjson.Object && b.Kind == fhirjson.Object:
+		for _, f := range a.Fields {
+			bv := b.Get(f.Name)
+			if bv == nil || !holds(bv, f.Value) {
+				return false
+			}
+		}
+		return true
+	case a.Kind == fhirjson.Array && b.Kind == fhirjson.Array:
+		for _, x := range a.Items {
+			if !slices.ContainsFunc(b.Items, func(y *fhirjson.Value) bool { return holds(y, x) }) {
+				return false
+			}
+		}
+		return true
+	}
+	return fhirjson.Equal(a, b)
+}
+
 func normalized(v *fhirjson.Value) *fhirjson.Value {
 	out := &fhirjson.Value{Kind: fhirjson.Object, Fields: make([]fhirjson.Field, 0, len(v.Fields))}
 	for _, f := range v.Fields {
