@@ -113,6 +113,7 @@ var importTypes = map[string]bool{
 	"application/x-ndjson": true, "application/fhir+ndjson": true, "application/ndjson": true,
 	"application/fhir+json": true, "application/json": true,
 	"application/zip": true, "application/octet-stream": true,
+	"application/smart-health-card": true,
 }
 
 // importUpload streams an upload (the raw file as the request body, sent
@@ -125,7 +126,7 @@ func (p *Portal) importUpload(q *req) error {
 	}
 	ct, _, err := mime.ParseMediaType(q.r.Header.Get("Content-Type"))
 	if err != nil || !importTypes[ct] {
-		return fhir.Errorf(http.StatusUnsupportedMediaType, "not-supported", "Content-Type %q cannot be imported: send NDJSON (.phr, .ndjson), a FHIR Bundle (.json) or a zip (.sphr, .zip)", q.r.Header.Get("Content-Type"))
+		return fhir.Errorf(http.StatusUnsupportedMediaType, "not-supported", "Content-Type %q cannot be imported: send NDJSON (.phr, .ndjson), a FHIR Bundle (.json), a SMART Health Card (.smart-health-card) or a zip (.sphr, .zip)", q.r.Header.Get("Content-Type"))
 	}
 	in := q.r.URL.Query()
 	aq := url.Values{}

@@ -18,7 +18,8 @@
   }
 
   var TYPES = { phr: "application/x-ndjson", ndjson: "application/x-ndjson", jsonl: "application/x-ndjson",
-    json: "application/fhir+json", sphr: "application/zip", zip: "application/zip" };
+    json: "application/fhir+json", sphr: "application/zip", zip: "application/zip",
+    "smart-health-card": "application/smart-health-card" };
 
   function ext(name) { var i = name.lastIndexOf("."); return i < 0 ? "" : name.slice(i + 1).toLowerCase(); }
 
