@@ -606,11 +606,14 @@ func (bs *bundleStream) nameByTargets(items []*item) {
 		if it.named {
 			// Put the targets in, hash, and put the references back
 			// (walkRefs visits them in the same order each time).
-			orig := map[int]string{}
+			var orig map[int]string
 			n := 0
 			walkRefs(it.tree, func(ref string) string {
 				n++
 				if k, ok := bs.targets[ref]; ok {
+					if orig == nil {
+						orig = map[int]string{}
+					}
 					orig[n] = ref
 					return k
 				}

@@ -566,7 +566,11 @@ func (r *Run) matchOwnPatient(ctx context.Context, items []*item) error {
 			continue
 		}
 		it.localID = pid
-		it.issues = append(it.issues, issue("information", "informational", "", "taken as Patient/%s, the record's patient, whose name and birth date agree", pid))
+		if r.ownPatient == nil {
+			it.issues = append(it.issues, issue("information", "informational", "", "taken as Patient/%s, the record's patient, which has no Patient resource yet", pid))
+		} else {
+			it.issues = append(it.issues, issue("information", "informational", "", "taken as Patient/%s, the record's patient: their names and birth dates do not disagree", pid))
+		}
 	}
 	return nil
 }
