@@ -531,7 +531,8 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 
 // matchOwnPatient takes, in a run of a patient-scoped token, an incoming
 // Patient that nothing else matched for the token's own patient when their
-// names and birth dates agree: the only patient such a run may write. A
+// birth dates or family names agree and none differs (samePerson): the
+// only patient such a run may write. A
 // vaccination card or a lab's file carries the person's Patient without
 // an identifier this record knows; without this, it would be a new
 // Patient outside the token's compartment, rejected with everything that
@@ -569,21 +570,27 @@ func (r *Run) matchOwnPatient(ctx context.Context, items []*item) error {
 		if r.ownPatient == nil {
 			it.issues = append(it.issues, issue("information", "informational", "", "taken as Patient/%s, the record's patient, which has no Patient resource yet", pid))
 		} else {
-			it.issues = append(it.issues, issue("information", "informational", "", "taken as Patient/%s, the record's patient: their names and birth dates do not disagree", pid))
+			it.issues = append(it.issues, issue("information", "informational", "", "taken as Patient/%s, the record's patient: their birth dates or family names agree", pid))
 		}
 	}
 	return nil
 }
 
-// samePerson says why Patient a is not the person Patient b is ("" when
-// nothing says so): another birth date, or family names none of which the
-// other has. b nil (no Patient yet) is anyone.
+// samePerson says why Patient a may not be taken for the person Patient b
+// is, or "" when it may: their birth dates are the same or their family
+// names share one, and neither differs (another birth date, or family
+// names none of which the other has). b nil (the record has no Patient
+// yet) is anyone.
 func samePerson(a, b *fhirjson.Value) string {
 	if b == nil {
 		return ""
 	}
-	if x, y := a.GetString("birthDate"), b.GetString("birthDate"); x != "" && y != "" && x != y {
-		return fmt.Sprintf("born %s, not %s", x, y)
+	agree := false
+	if x, y := a.GetString("birthDate"), b.GetString("birthDate"); x != "" && y != "" {
+		if x != y {
+			return fmt.Sprintf("born %s, not %s", x, y)
+		}
+		agree = true
 	}
 	families := func(p *fhirjson.Value) []string {
 		var out []string
@@ -596,16 +603,16 @@ func samePerson(a, b *fhirjson.Value) string {
 		}
 		return out
 	}
-	fa, fb := families(a), families(b)
-	if len(fa) == 0 || len(fb) == 0 {
-		return ""
-	}
-	for _, f := range fa {
-		if slices.Contains(fb, f) {
-			return ""
+	if fa, fb := families(a), families(b); len(fa) > 0 && len(fb) > 0 {
+		if !slices.ContainsFunc(fa, func(f string) bool { return slices.Contains(fb, f) }) {
+			return fmt.Sprintf("family name %q, not %q", fa[0], fb[0])
 		}
+		agree = true
 	}
-	return fmt.Sprintf("family name %q, not %q", fa[0], fb[0])
+	if !agree {
+		return "neither a birth date nor a family name says it is"
+	}
+	return ""
 }
 
 // mayMatch reports whether the run may match an item to the resource

@@ -15,16 +15,18 @@ func mustParse(t *testing.T, s string) *fhirjson.Value {
 	return v
 }
 
-// TestSamePerson: a birth date or family names that disagree say that two
-// Patients are different people; what is missing says nothing.
+// TestSamePerson: a Patient is taken for the record's when its birth date
+// or a family name agrees and neither disagrees; one that says nothing of
+// either is not.
 func TestSamePerson(t *testing.T) {
 	own := mustParse(t, `{"resourceType":"Patient","name":[{"family":"Anders","given":["Alice"]},{"family":"Berg"}],"birthDate":"1970-02-03"}`)
 	for in, want := range map[string]string{
 		`{"resourceType":"Patient","name":[{"family":"anders"}],"birthDate":"1970-02-03"}`: "",
 		`{"resourceType":"Patient","name":[{"family":"Berg","given":["A."]}]}`:             "",
-		`{"resourceType":"Patient"}`:                             "",
-		`{"resourceType":"Patient","birthDate":"1971-02-03"}`:    "born 1971-02-03, not 1970-02-03",
-		`{"resourceType":"Patient","name":[{"family":"Other"}]}`: `family name "other", not "anders"`,
+		`{"resourceType":"Patient"}`:                              "neither a birth date nor a family name says it is",
+		`{"resourceType":"Patient","name":[{"given":["Alice"]}]}`: "neither a birth date nor a family name says it is",
+		`{"resourceType":"Patient","birthDate":"1971-02-03"}`:     "born 1971-02-03, not 1970-02-03",
+		`{"resourceType":"Patient","name":[{"family":"Other"}]}`:  `family name "other", not "anders"`,
 	} {
 		if got := samePerson(mustParse(t, in), own); got != want {
 			t.Errorf("samePerson(%s) = %q, want %q", in, got, want)
