@@ -569,6 +569,8 @@ func (r *Run) matchOwnPatient(ctx context.Context, items []*item) error {
 		it.localID = pid
 		if r.ownPatient == nil {
 			it.issues = append(it.issues, issue("information", "informational", "", "taken as Patient/%s, the record's patient, which has no Patient resource yet", pid))
+			// The next ones are compared with this one.
+			r.ownPatient = it.tree
 		} else {
 			it.issues = append(it.issues, issue("information", "informational", "", "taken as Patient/%s, the record's patient: their birth dates or family names agree", pid))
 		}

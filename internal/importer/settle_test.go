@@ -227,3 +227,33 @@ func TestPatientScopedIdentifierMatch(t *testing.T) {
 		})
 	}
 }
+
+// TestPatientScopedFirstPatient: a patient-scoped import into a record
+// that has no Patient resource yet takes the first Patient for the
+// record's, and compares the next with that one: another person's
+// Patient, and what points at it, are rejected.
+func TestPatientScopedFirstPatient(t *testing.T) {
+	lines := `{"resourceType":"Patient","id":"p-a","name":[{"family":"Alpha"}],"birthDate":"2000-01-01"}
+{"resourceType":"Observation","id":"o-a","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p-a"}}
+{"resourceType":"Patient","id":"p-b","name":[{"family":"Beta"}],"birthDate":"1990-05-05"}
+{"resourceType":"Observation","id":"o-b","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p-b"}}
+`
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d)
+			tok := s.Token("patient/*.cruds", "newbie")
+			sum, issues, st := postImport(t, s, tok, "clinic", "application/x-ndjson", strings.NewReader(lines))
+			if st != 200 {
+				t.Fatalf("import: %d %v", st, issues)
+			}
+			want(t, "first patient", sum, "created", 2)
+			want(t, "first patient", sum, "rejected", 2)
+			if j := strings.Join(issues, "\n"); !strings.Contains(j, "line 3: this Patient is not the record's patient (Patient/newbie): born 1990-05-05, not 2000-01-01") {
+				t.Errorf("the second Patient's rejection does not say why: %s", j)
+			}
+			if r := s.Do("GET", "Patient/newbie", tok, nil); !bytes.Contains(r.Body, []byte(`"Alpha"`)) {
+				t.Errorf("Patient/newbie: %d %.300s", r.Status, r.Body)
+			}
+		})
+	}
+}
