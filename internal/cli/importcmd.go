@@ -342,7 +342,7 @@ func sendImport(ctx context.Context, c *fhirClient, u upload, source, passphrase
 					if tty {
 						fmt.Fprintf(errOut, "\r\033[K%s:%s %s, %d resources, %.0f resources/s", u.name, pct, humanBytes(b), l, float64(l)/el)
 					} else {
-						fmt.Fprintf(errOut, "importing %s:%s %s sent, %d resources, %.0f resources/s\n", u.name, pct, humanBytes(b), l, float64(l)/el)
+						fmt.Fprintf(errOut, "importing %s:%s %s read, %d resources, %.0f resources/s\n", u.name, pct, humanBytes(b), l, float64(l)/el)
 					}
 					outMu.Unlock()
 				}
