@@ -2,13 +2,6 @@ package importer_test
 
 import (
 	"bytes"
-	"compress/flate"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -22,27 +15,9 @@ import (
 
 	"github.com/phr-project/phr/internal/server"
 	"github.com/phr-project/phr/internal/server/servertest"
+	"github.com/phr-project/phr/internal/shc/shctest"
 	"github.com/phr-project/phr/internal/store/storetest"
 )
-
-// signCard issues a SMART Health Card holding bundle, as issuers do.
-func signCard(t *testing.T, key *ecdsa.PrivateKey, kid, iss, bundle string) string {
-	t.Helper()
-	var z bytes.Buffer
-	zw, _ := flate.NewWriter(&z, flate.BestCompression)
-	fmt.Fprintf(zw, `{"iss":%q,"nbf":1764000000,"vc":{"type":["https://smarthealth.cards#health-card","https://smarthealth.cards#immunization"],"credentialSubject":{"fhirVersion":"4.0.1","fhirBundle":%s}}}`, iss, bundle)
-	zw.Close()
-	in := base64.RawURLEncoding.EncodeToString([]byte(`{"zip":"DEF","alg":"ES256","kid":"`+kid+`"}`)) + "." + base64.RawURLEncoding.EncodeToString(z.Bytes())
-	sum := sha256.Sum256([]byte(in))
-	r, s, err := ecdsa.Sign(rand.Reader, key, sum[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
-	return in + "." + base64.RawURLEncoding.EncodeToString(sig)
-}
 
 // TestHTTPImportHealthCards imports SMART Health Cards over HTTP on both
 // stores: the specification's example card as a .smart-health-card file,
@@ -62,10 +37,8 @@ func TestHTTPImportHealthCards(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The fetched issuer.
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	jwk := jose.JSONWebKey{Key: &key.PublicKey, Use: "sig", Algorithm: "ES256"}
-	tp, _ := jwk.Thumbprint(crypto.SHA256)
-	jwk.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+	issuer := shctest.NewIssuer(t)
+	jwk := issuer.JWK
 	fetches := 0
 	iss := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/pharmacy/.well-known/jwks.json" {
@@ -78,7 +51,7 @@ func TestHTTPImportHealthCards(t *testing.T) {
 	}))
 	defer iss.Close()
 	flu := `{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"resource:0","resource":{"resourceType":"Patient","name":[{"family":"Cardholder","given":["Ada"]}],"birthDate":"1970-03-04"}},{"fullUrl":"resource:1","resource":{"resourceType":"Immunization","status":"completed","vaccineCode":{"coding":[{"system":"http://hl7.org/fhir/sid/cvx","code":"141"}]},"patient":{"reference":"resource:0"},"occurrenceDateTime":"2025-10-01"}}]}`
-	fetched := signCard(t, key, jwk.KeyID, iss.URL+"/pharmacy", flu)
+	fetched := issuer.Card(t, iss.URL+"/pharmacy", flu)
 
 	// The example card with its payload replaced: the signature is the
 	// original's.
@@ -87,7 +60,7 @@ func TestHTTPImportHealthCards(t *testing.T) {
 		t.Fatal(err)
 	}
 	orig := strings.Split(f.VerifiableCredential[0], ".")
-	forged := strings.Split(signCard(t, key, orig[0], "https://spec.smarthealth.cards/examples/issuer", flu), ".")
+	forged := strings.Split(issuer.Card(t, "https://spec.smarthealth.cards/examples/issuer", flu), ".")
 	altered := orig[0] + "." + forged[1] + "." + orig[2]
 
 	for _, d := range storetest.Dialects() {
@@ -159,16 +132,13 @@ func TestHTTPImportHealthCards(t *testing.T) {
 // Immunization lands in that record. Someone else's card is rejected
 // whole, saying why.
 func TestHTTPImportHealthCardPatientScoped(t *testing.T) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	jwk := jose.JSONWebKey{Key: &key.PublicKey, Use: "sig", Algorithm: "ES256"}
-	tp, _ := jwk.Thumbprint(crypto.SHA256)
-	jwk.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+	issuer := shctest.NewIssuer(t)
 	keys := filepath.Join(t.TempDir(), "jwks.json")
-	b, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}})
+	b, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{issuer.JWK}})
 	os.WriteFile(keys, b, 0o600)
 	card := func(family, given, born string) string {
 		bundle := fmt.Sprintf(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"resource:0","resource":{"resourceType":"Patient","name":[{"family":%q,"given":[%q]}],"birthDate":%q}},{"fullUrl":"resource:1","resource":{"resourceType":"Immunization","status":"completed","vaccineCode":{"coding":[{"system":"http://hl7.org/fhir/sid/cvx","code":"208"}]},"patient":{"reference":"resource:0"},"occurrenceDateTime":"2025-09-15"}}]}`, family, given, born)
-		return `{"verifiableCredential":["` + signCard(t, key, jwk.KeyID, "https://pharmacy.example", bundle) + `"]}`
+		return shctest.File(issuer.Card(t, "https://pharmacy.example", bundle))
 	}
 	for _, d := range storetest.Dialects() {
 		t.Run(d, func(t *testing.T) {
@@ -215,7 +185,7 @@ func TestHTTPImportHealthCardPatientScoped(t *testing.T) {
 // their own Immunization, and the repeated dose is found again, not
 // copied.
 func TestHealthCardsOfAFamily(t *testing.T) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	issuer := shctest.NewIssuer(t)
 	dose := func(date string, i int) string {
 		return fmt.Sprintf(`{"fullUrl":"resource:%d","resource":{"resourceType":"Immunization","status":"completed","vaccineCode":{"coding":[{"system":"http://hl7.org/fhir/sid/cvx","code":"208"}]},"patient":{"reference":"resource:0"},"occurrenceDateTime":%q}}`, i, date)
 	}
@@ -224,7 +194,7 @@ func TestHealthCardsOfAFamily(t *testing.T) {
 		for i, d := range dates {
 			entries = append(entries, dose(d, i+1))
 		}
-		return `{"verifiableCredential":["` + signCard(t, key, "k", "https://pharmacy.example", `{"resourceType":"Bundle","type":"collection","entry":[`+strings.Join(entries, ",")+`]}`) + `"]}`
+		return shctest.File(issuer.Card(t, "https://pharmacy.example", `{"resourceType":"Bundle","type":"collection","entry":[`+strings.Join(entries, ",")+`]}`))
 	}
 	for _, d := range storetest.Dialects() {
 		t.Run(d, func(t *testing.T) {

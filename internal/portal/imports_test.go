@@ -1,20 +1,15 @@
 package portal_test
 
 import (
-	"bytes"
-	"compress/flate"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"github.com/phr-project/phr/internal/store/storetest"
 	"io"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/phr-project/phr/internal/shc/shctest"
+	"github.com/phr-project/phr/internal/store/storetest"
 )
 
 // upload posts a file body to the portal's import endpoint as the page's
@@ -198,19 +193,8 @@ func TestImportHealthCard(t *testing.T) {
 	alice := e.login("patient", "alice")
 	csrf := e.csrf(alice)
 	e.get("/p/alice/import", alice).mustContain(t, "import page", `.smart-health-card`)
-	payload := `{"iss":"https://pharmacy.example","nbf":1764000000,"vc":{"type":["https://smarthealth.cards#health-card"],"credentialSubject":{"fhirVersion":"4.0.1","fhirBundle":{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"resource:0","resource":{"resourceType":"Patient","name":[{"family":"Anders","given":["Alice"]}],"birthDate":"1970-02-03"}},{"fullUrl":"resource:1","resource":{"resourceType":"Immunization","status":"completed","vaccineCode":{"coding":[{"system":"http://hl7.org/fhir/sid/cvx","code":"208"}]},"patient":{"reference":"resource:0"},"occurrenceDateTime":"2025-09-15"}}]}}}}`
-	var z bytes.Buffer
-	zw, _ := flate.NewWriter(&z, flate.BestCompression)
-	zw.Write([]byte(payload))
-	zw.Close()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	in := base64.RawURLEncoding.EncodeToString([]byte(`{"zip":"DEF","alg":"ES256","kid":"k"}`)) + "." + base64.RawURLEncoding.EncodeToString(z.Bytes())
-	sum := sha256.Sum256([]byte(in))
-	r, s, _ := ecdsa.Sign(rand.Reader, key, sum[:])
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
-	card := `{"verifiableCredential":["` + in + "." + base64.RawURLEncoding.EncodeToString(sig) + `"]}`
+	bundle := `{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"resource:0","resource":{"resourceType":"Patient","name":[{"family":"Anders","given":["Alice"]}],"birthDate":"1970-02-03"}},{"fullUrl":"resource:1","resource":{"resourceType":"Immunization","status":"completed","vaccineCode":{"coding":[{"system":"http://hl7.org/fhir/sid/cvx","code":"208"}]},"patient":{"reference":"resource:0"},"occurrenceDateTime":"2025-09-15"}}]}`
+	card := shctest.File(shctest.NewIssuer(t).Card(t, "https://pharmacy.example", bundle))
 	p := e.upload(alice, csrf, "flu.smart-health-card", "application/smart-health-card", card, "source", "Pharmacy")
 	if p.Status != 200 || !strings.Contains(p.Body, `"name":"created","valueInteger":1`) || !strings.Contains(p.Body, `"name":"rejected","valueInteger":0`) || !strings.Contains(p.Body, "its signature was not checked") {
 		t.Fatalf("card upload: %d\n%s", p.Status, clip(p.Body))

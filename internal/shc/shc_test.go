@@ -1,15 +1,7 @@
 package shc_test
 
 import (
-	"bytes"
-	"compress/flate"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -25,6 +17,7 @@ import (
 
 	"github.com/phr-project/phr/internal/auth/jwks"
 	"github.com/phr-project/phr/internal/shc"
+	"github.com/phr-project/phr/internal/shc/shctest"
 )
 
 const examples = "../../../shared/data/smart-health-cards"
@@ -105,35 +98,12 @@ func TestExamples(t *testing.T) {
 	}
 }
 
-// sign makes a card the way issuers do.
-func sign(t *testing.T, key *ecdsa.PrivateKey, kid string, payload []byte) string {
-	t.Helper()
-	var z bytes.Buffer
-	zw, _ := flate.NewWriter(&z, flate.BestCompression)
-	zw.Write(payload)
-	zw.Close()
-	h := base64.RawURLEncoding.EncodeToString([]byte(`{"zip":"DEF","alg":"ES256","kid":"` + kid + `"}`))
-	in := h + "." + base64.RawURLEncoding.EncodeToString(z.Bytes())
-	sum := sha256.Sum256([]byte(in))
-	r, s, err := ecdsa.Sign(rand.Reader, key, sum[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
-	return in + "." + base64.RawURLEncoding.EncodeToString(sig)
-}
-
 // TestVerify checks that a card altered after signing, or signed by
 // another key, does not verify, and that keys are fetched from the issuer
 // only when allowed.
 func TestVerify(t *testing.T) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	jwk := jose.JSONWebKey{Key: &key.PublicKey, Use: "sig", Algorithm: "ES256"}
-	tp, _ := jwk.Thumbprint(crypto.SHA256)
-	jwk.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+	issuer, other := shctest.NewIssuer(t), shctest.NewIssuer(t)
+	jwk := issuer.JWK
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/iss/.well-known/jwks.json" {
 			http.NotFound(w, r)
@@ -144,7 +114,7 @@ func TestVerify(t *testing.T) {
 	}))
 	defer srv.Close()
 	payload := `{"iss":"` + srv.URL + `/iss","nbf":1700000000,"vc":{"type":["https://smarthealth.cards#health-card"],"credentialSubject":{"fhirVersion":"4.0.1","fhirBundle":{"resourceType":"Bundle","type":"collection","entry":[]}}}}`
-	good := sign(t, key, jwk.KeyID, []byte(payload))
+	good := issuer.Sign(t, "", []byte(payload))
 	c, err := shc.Parse(good)
 	if err != nil {
 		t.Fatal(err)
@@ -164,13 +134,13 @@ func TestVerify(t *testing.T) {
 		t.Errorf("good card: %v", err)
 	}
 	// Another key signed it (same kid claimed).
-	forged, _ := shc.Parse(sign(t, other, jwk.KeyID, []byte(payload)))
+	forged, _ := shc.Parse(other.Sign(t, jwk.KeyID, []byte(payload)))
 	if err := forged.Verify(keys[0]); !errors.Is(err, shc.ErrSignature) {
 		t.Errorf("forged card: %v, want ErrSignature", err)
 	}
 	// Its payload replaced after signing.
 	parts := strings.Split(good, ".")
-	evil := sign(t, other, jwk.KeyID, []byte(strings.Replace(payload, `"entry":[]`, `"entry":[{"resource":{"resourceType":"Patient"}}]`, 1)))
+	evil := other.Sign(t, jwk.KeyID, []byte(strings.Replace(payload, `"entry":[]`, `"entry":[{"resource":{"resourceType":"Patient"}}]`, 1)))
 	altered, err := shc.Parse(parts[0] + "." + strings.Split(evil, ".")[1] + "." + parts[2])
 	if err != nil {
 		t.Fatal(err)
