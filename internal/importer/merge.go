@@ -928,20 +928,30 @@ func (r *Run) decide(items []*item) {
 			it.act = actUnchanged
 		case sameContent(it.tree, it.cur):
 			it.act = actUnchanged
-		case metaSource(it.cur.JSON) != r.source && covered(it.tree, it.cur):
-			// Another source says less than what is here, and nothing
-			// else: nothing to keep (a vaccination card's Patient, a name
-			// and a birth date, against the record's own).
-			it.act = actUnchanged
-		case metaSource(it.cur.JSON) == r.source:
-			if r.newer(it) {
-				it.act = actUpdate
-			} else {
-				it.act = actConflict
-			}
 		default:
+			r.decideChange(it)
+		}
+	}
+}
+
+// decideChange decides for an item whose content is not the current
+// version's: from the same source, a newer version supplements and an
+// older or equal one is a conflict; from another source, one that says
+// less than what is here and nothing else changes nothing (a vaccination
+// card's Patient, a name and a birth date, against the record's own), and
+// any other is a conflict.
+func (r *Run) decideChange(it *item) {
+	switch {
+	case metaSource(it.cur.JSON) == r.source:
+		if r.newer(it) {
+			it.act = actUpdate
+		} else {
 			it.act = actConflict
 		}
+	case covered(it.tree, it.cur):
+		it.act = actUnchanged
+	default:
+		it.act = actConflict
 	}
 }
 
@@ -1041,8 +1051,6 @@ func sameContent(in *fhirjson.Value, cur *store.Resource) bool {
 	return fhirjson.Equal(a, b)
 }
 
-// normalized returns a shallow copy of a resource without the meta
-// elements the server sets.
 // covered reports whether the stored version cur holds everything the
 // incoming resource says: each of its members, with the same value or
 // one that holds it, and each element of its arrays in some element of
@@ -1077,6 +1085,8 @@ func holds(b, a *fhirjson.Value) bool {
 	return fhirjson.Equal(a, b)
 }
 
+// normalized returns a shallow copy of a resource without the meta
+// elements the server sets.
 func normalized(v *fhirjson.Value) *fhirjson.Value {
 	out := &fhirjson.Value{Kind: fhirjson.Object, Fields: make([]fhirjson.Field, 0, len(v.Fields))}
 	for _, f := range v.Fields {
