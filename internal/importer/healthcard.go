@@ -51,10 +51,11 @@ func (r *Run) healthCards(cards []string, ferr error, data []byte) error {
 			}
 			continue
 		}
-		about := fmt.Sprintf("a SMART Health Card of %s, issued %s", orUnnamed(card.Issuer), card.NotBefore.Format("2006-01-02"))
-		if card.NotBefore.IsZero() {
-			about = fmt.Sprintf("a SMART Health Card of %s, with no issue date", orUnnamed(card.Issuer))
+		issued := "with no issue date"
+		if !card.NotBefore.IsZero() {
+			issued = "issued " + card.NotBefore.Format("2006-01-02")
 		}
+		about := fmt.Sprintf("a SMART Health Card of %s, %s", orUnnamed(card.Issuer), issued)
 		checked, err := r.checkCard(card)
 		switch {
 		case errors.Is(err, shc.ErrSignature) || (err != nil && !errors.Is(err, shc.ErrNoKey)):

@@ -621,7 +621,7 @@ func (bs *bundleStream) nameByTargets(items []*item) {
 			})
 			if len(orig) > 0 {
 				it.hash = contentHash(it.tree)
-				it.sid = "h" + it.hash[:40]
+				it.nameByHash()
 				n = 0
 				walkRefs(it.tree, func(ref string) string {
 					n++

@@ -173,8 +173,7 @@ func parseItem(it *item) {
 	if it.sid == "" {
 		// No id: name it by its content, so that importing the same file
 		// again finds it instead of creating a copy.
-		it.sid = "h" + it.hash[:40]
-		it.named = true
+		it.nameByHash()
 	}
 	if meta := v.Get("meta"); meta != nil && meta.Kind == fhirjson.Object {
 		it.srcVer = meta.GetString("versionId")
@@ -198,6 +197,12 @@ func parseItem(it *item) {
 			}
 		}
 	}
+}
+
+// nameByHash names an item without an id by its content digest.
+func (it *item) nameByHash() {
+	it.sid = "h" + it.hash[:40]
+	it.named = true
 }
 
 // canonBufs hold the canonical JSON contentHash digests, reused across
@@ -548,17 +553,14 @@ func (r *Run) matchOwnPatient(ctx context.Context, items []*item) error {
 			continue
 		}
 		if !r.ownLoaded {
-			res, err := r.imp.rec.Read(ctx, "Patient", pid)
-			var fe *fhir.Error
-			switch {
-			case err == nil:
+			res, err := r.readVisible(ctx, "Patient", pid)
+			if err != nil {
+				return err
+			}
+			if res != nil { // else no Patient resource yet: this one becomes it
 				if r.ownPatient, err = fhirjson.Parse(res.JSON); err != nil {
 					return fmt.Errorf("read Patient/%s: %w", pid, err)
 				}
-			case errors.As(err, &fe) && fe.Status < 500:
-				// No Patient resource yet: this one becomes it.
-			default:
-				return fmt.Errorf("read Patient/%s: %w", pid, err)
 			}
 			r.ownLoaded = true
 		}
@@ -631,13 +633,9 @@ func (r *Run) mayMatch(ctx context.Context, typ, id string) (bool, error) {
 	if ok, seen := r.readable[k]; seen {
 		return ok, nil
 	}
-	_, err := r.imp.rec.Read(ctx, typ, id)
-	var fe *fhir.Error
-	switch {
-	case err == nil:
-	case errors.As(err, &fe) && fe.Status < 500:
-	default:
-		return false, fmt.Errorf("check access to %s: %w", k, err)
+	res, err := r.readVisible(ctx, typ, id)
+	if err != nil {
+		return false, err
 	}
 	if r.readable == nil {
 		r.readable = map[string]bool{}
@@ -645,8 +643,23 @@ func (r *Run) mayMatch(ctx context.Context, typ, id string) (bool, error) {
 	if len(r.readable) > 10000 {
 		clear(r.readable)
 	}
-	r.readable[k] = err == nil
-	return err == nil, nil
+	r.readable[k] = res != nil
+	return res != nil, nil
+}
+
+// readVisible reads the current version of typ/id as the run's token
+// may: nil when it may not, or there is none (the client's errors of
+// records.Read: not found, gone, forbidden).
+func (r *Run) readVisible(ctx context.Context, typ, id string) (*store.Resource, error) {
+	res, err := r.imp.rec.Read(ctx, typ, id)
+	var fe *fhir.Error
+	switch {
+	case err == nil:
+		return res, nil
+	case errors.As(err, &fe) && fe.Status < 500:
+		return nil, nil
+	}
+	return nil, fmt.Errorf("read %s/%s: %w", typ, id, err)
 }
 
 // searchIdentifiers are the types whose business identifiers are also
