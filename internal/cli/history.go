@@ -5,12 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/phr-project/phr/internal/importer"
 	"io"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/phr-project/phr/internal/importer"
 )
 
 // paramList is a decoded Parameters resource.

@@ -181,29 +181,16 @@ func uploads(p string) ([]upload, error) {
 
 // sniff classifies a file: ndjson, json (a document), manifest, zip or skip.
 func sniff(fp string) (string, error) {
-	f, err := os.Open(fp)
+	br, done, err := openInput(fp)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(fp, ".gz") {
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			return "", fmt.Errorf("%s: %w", fp, err)
-		}
-		r = zr
-	}
-	br := bufio.NewReaderSize(r, 1<<16)
-	if head, _ := br.Peek(4); bytes.HasPrefix(head, []byte("PK\x03\x04")) {
+	defer done()
+	head, _ := br.Peek(1 << 16)
+	if bytes.HasPrefix(head, []byte("PK\x03\x04")) {
 		return "zip", nil
 	}
-	if rd, enc := importer.FromUTF16(br); enc != "" {
-		br = bufio.NewReaderSize(rd, 1<<16) // sent as UTF-8 (copyFile)
-	}
-	head, _ := br.Peek(1 << 16)
-	// A UTF-8 byte order mark (the importer skips it).
-	head = bytes.TrimPrefix(head, []byte("\xef\xbb\xbf"))
+	head = importer.TrimBOM(head) // (the importer skips it)
 	first := head
 	if nl := bytes.IndexByte(head, '\n'); nl >= 0 {
 		first = head[:nl]
@@ -271,25 +258,40 @@ func manifestFiles(fp string) ([]string, error) {
 }
 
 func copyFile(w io.Writer, fp string) error {
-	f, err := os.Open(fp)
+	br, done, err := openInput(fp)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer done()
+	_, err = io.Copy(w, br)
+	return err
+}
+
+// openInput opens a file to import as the text phr import sends, for
+// sniff to classify and copyFile to send: a .gz file decompressed, and a
+// UTF-16 one decoded, as a directory's NDJSON files go as one stream,
+// where the server would not see its byte order mark. done closes it.
+func openInput(fp string) (br *bufio.Reader, done func(), err error) {
+	f, err := os.Open(fp)
+	if err != nil {
+		return nil, nil, err
+	}
 	var r io.Reader = f
+	done = func() { f.Close() }
 	if strings.HasSuffix(fp, ".gz") {
 		zr, err := gzip.NewReader(f)
 		if err != nil {
-			return fmt.Errorf("%s: %w", fp, err)
+			f.Close()
+			return nil, nil, fmt.Errorf("%s: %w", fp, err)
 		}
-		defer zr.Close()
 		r = zr
+		done = func() { zr.Close(); f.Close() }
 	}
-	// A UTF-16 file is sent as UTF-8: a directory's NDJSON files go as
-	// one stream, where the server would not see its byte order mark.
-	r, _ = importer.FromUTF16(bufio.NewReaderSize(r, 1<<16))
-	_, err = io.Copy(w, r)
-	return err
+	br = bufio.NewReaderSize(r, 1<<16)
+	if rd, enc := importer.FromUTF16(br); enc != "" {
+		br = bufio.NewReaderSize(rd, 1<<16)
+	}
+	return br, done, nil
 }
 
 // sendImport streams one upload to $import and prints the results.

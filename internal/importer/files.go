@@ -135,7 +135,7 @@ func (r *Run) File(f io.Reader, name string, size int64, passphrase string) erro
 // looksNDJSON peeks at the first line.
 func looksNDJSON(br *bufio.Reader) bool {
 	buf, _ := br.Peek(1 << 16)
-	buf = trimBOM(buf)
+	buf = TrimBOM(buf)
 	nl := bytes.IndexByte(buf, '\n')
 	if nl < 0 {
 		return len(buf) < 1<<16 && json.Valid(bytes.TrimSpace(buf)) && !bytes.HasPrefix(bytes.TrimSpace(buf), []byte(`{"resourceType":"Bundle"`))
@@ -148,7 +148,7 @@ func looksNDJSON(br *bufio.Reader) bool {
 // file does ({"verifiableCredential":[...]}; see healthCards).
 func looksCardFile(br *bufio.Reader) bool {
 	buf, _ := br.Peek(256)
-	buf = bytes.TrimLeft(trimBOM(buf), " \t\r\n")
+	buf = bytes.TrimLeft(TrimBOM(buf), " \t\r\n")
 	return bytes.HasPrefix(buf, []byte("{")) && bytes.HasPrefix(bytes.TrimLeft(buf[1:], " \t\r\n"), []byte(`"verifiableCredential"`))
 }
 

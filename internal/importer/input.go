@@ -70,7 +70,7 @@ func (r *Run) NDJSON(rd io.Reader, name string) (err error) {
 			}
 			return readError(fmt.Sprintf("%s line %d", name, line), err)
 		}
-		if t := bytes.TrimSpace(trimBOM(raw)); len(t) > 0 && !r.coverPage(t, line) {
+		if t := bytes.TrimSpace(TrimBOM(raw)); len(t) > 0 && !r.coverPage(t, line) {
 			it := &item{line: line, raw: t}
 			if k := quickKey(t); k != "" {
 				if keys[k] {
@@ -764,8 +764,8 @@ func readError(where string, err error) error {
 // UTF-8 file (Notepad, PowerShell, spreadsheet exports).
 var utf8BOM = []byte("\xef\xbb\xbf")
 
-// trimBOM removes a byte order mark from the start of b. The NDJSON
+// TrimBOM removes a UTF-8 byte order mark from the start of b. The NDJSON
 // reader removes one from every line, not only the first: phr import
 // sends the files of a directory as one stream, so the mark of each file
 // after the first starts a line in the middle of it.
-func trimBOM(b []byte) []byte { return bytes.TrimPrefix(b, utf8BOM) }
+func TrimBOM(b []byte) []byte { return bytes.TrimPrefix(b, utf8BOM) }
