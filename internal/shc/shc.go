@@ -211,11 +211,7 @@ func Find(data []byte) (jws []string, ok bool, err error) {
 	case bytes.HasPrefix(t, []byte("shc:/")):
 		// One text per line, or run together (files of one QR code each,
 		// concatenated).
-		var texts []string
-		for _, s := range strings.Split(strings.Join(strings.Fields(string(t)), ""), "shc:/")[1:] {
-			texts = append(texts, "shc:/"+s)
-		}
-		jws, err := fromQR(texts)
+		jws, err := fromQR(strings.Split(strings.Join(strings.Fields(string(t)), ""), "shc:/")[1:])
 		return jws, true, err
 	case looksJWS(t):
 		return []string{string(t)}, true, nil
@@ -236,17 +232,13 @@ func looksJWS(t []byte) bool {
 	return true
 }
 
-// fromQR decodes the shc:/ texts of QR codes into JWSs: each single one is
-// a card, and chunks shc:/i/n/... are joined in order.
-func fromQR(texts []string) ([]string, error) {
+// fromQR decodes the texts of QR codes (what follows shc:/ in each) into
+// JWSs: each single one is a card, and chunks i/n/... are joined in order.
+func fromQR(bodies []string) ([]string, error) {
 	var out []string
 	chunks := map[int]string{}
 	total := 0
-	for _, s := range texts {
-		body := strings.TrimPrefix(s, "shc:/")
-		if body == s {
-			return nil, fmt.Errorf("%.20q is not a health card QR text (shc:/...)", s)
-		}
+	for _, body := range bodies {
 		parts := strings.Split(body, "/")
 		switch len(parts) {
 		case 1:
