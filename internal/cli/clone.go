@@ -3,8 +3,10 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,12 +19,17 @@ import (
 
 func init() {
 	register(command{name: "clone", summary: "copy a remote FHIR server's record through Bulk Data $export and import it", run: runClone})
-	register(command{name: "pull", summary: "fetch what changed on the cloned remote since the last clone/pull (_since) and merge it", run: runPull})
+	register(command{name: "pull", summary: "fetch what changed on the cloned remotes since the last clone/pull (_since) and merge it", run: runPull})
 }
 
-// remoteState is what clone remembers for pull (no secrets: tokens are
-// given again; a key is named by its file).
+// remoteState is what clone remembers of one remote for pull (no secrets:
+// tokens are given again; a key is named by its file).
 type remoteState struct {
+	// Into names the record the remote was cloned into when the state
+	// file serves several: the phr server's FHIR base for --server, the
+	// database URL (without its password) for --db, empty for the SQLite
+	// store of the data directory that holds the file.
+	Into            string `json:"into,omitempty"`
 	Remote          string `json:"remote"`
 	Group           string `json:"group,omitempty"`
 	Patient         bool   `json:"patient,omitempty"`
@@ -33,7 +40,22 @@ type remoteState struct {
 	Scope           string `json:"scope,omitempty"`
 }
 
-// remoteFlags are the remote server's credentials.
+// same reports whether two states are of one remote export of one record.
+func (s *remoteState) same(o *remoteState) bool {
+	return s.Into == o.Into && s.Remote == o.Remote && s.Group == o.Group && s.Patient == o.Patient
+}
+
+// remotesFile is the state file: every remote cloned into the records it
+// serves, as git keeps a repository's remotes.
+type remotesFile struct {
+	Remotes []remoteState `json:"remotes"`
+}
+
+// legacyState is where phr clone kept its one remote before remotes
+// lived with the record: phr-remote.json in the working directory.
+const legacyState = "phr-remote.json"
+
+// remoteFlags are the remote server's credentials and the state file.
 type remoteFlags struct {
 	token, clientID, key, tokenURL, scope, state string
 }
@@ -44,7 +66,124 @@ func (r *remoteFlags) add(f *flags) {
 	f.string(&r.key, "key", "", "private key file (JWK or PEM) of --client-id")
 	f.string(&r.tokenURL, "token-url", "", "the remote's token endpoint (default: discovered from .well-known/smart-configuration)")
 	f.string(&r.scope, "scope", "system/*.read", "scope to ask for with --client-id")
-	f.string(&r.state, "state", "phr-remote.json", "file where clone remembers the remote and its transactionTime for pull")
+	f.string(&r.state, "state", "", "file where clone remembers the remotes and their transactionTime for pull (default: remotes.json in the data directory; with --server, phr/remotes.json in the user's configuration directory)")
+}
+
+// statePath is the state file for the record cf names, and that record's
+// key in it (remoteState.Into).
+func (r *remoteFlags) statePath(cf *clientFlags) (path, into string, err error) {
+	switch {
+	case cf.remote():
+		_, base, err := cf.urls()
+		if err != nil {
+			return "", "", err
+		}
+		into = base
+	case cf.sf.db != "":
+		into = redactDB(cf.sf.db)
+	}
+	if r.state != "" {
+		return r.state, into, nil
+	}
+	if !cf.remote() {
+		return filepath.Join(cf.sf.data, "remotes.json"), into, nil
+	}
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", "", fmt.Errorf("%w: no user configuration directory for the remotes of --server (%v); give --state FILE", errUsage, err)
+	}
+	return filepath.Join(dir, "phr", "remotes.json"), into, nil
+}
+
+// redactDB is a database URL without its password, to name a record by.
+func redactDB(db string) string {
+	u, err := url.Parse(db)
+	if err != nil || u.User == nil {
+		return db
+	}
+	u.User = url.User(u.User.Username())
+	return u.String()
+}
+
+// loadRemotes reads a state file; a missing file has no remotes. The
+// single-remote form of earlier versions is read as one remote of into.
+func loadRemotes(path, into string) (*remotesFile, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return &remotesFile{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	var rf remotesFile
+	if err := json.Unmarshal(b, &rf); err != nil {
+		return nil, fmt.Errorf("%s is not a phr remotes file: %w", path, err)
+	}
+	if rf.Remotes == nil {
+		var one remoteState
+		if json.Unmarshal(b, &one) == nil && one.Remote != "" {
+			one.Into = into
+			rf.Remotes = []remoteState{one}
+		}
+	}
+	return &rf, nil
+}
+
+// put records st, replacing an earlier state of the same remote export.
+func (rf *remotesFile) put(st *remoteState) {
+	for i := range rf.Remotes {
+		if rf.Remotes[i].same(st) {
+			rf.Remotes[i] = *st
+			return
+		}
+	}
+	rf.Remotes = append(rf.Remotes, *st)
+}
+
+// of lists the remotes cloned into the record named into.
+func (rf *remotesFile) of(into string) []remoteState {
+	var out []remoteState
+	for _, s := range rf.Remotes {
+		if s.Into == into {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// saveRemote records st in the state file at path (created with the
+// directories it needs; only its owner may read it). The file is
+// rewritten whole through a temporary file, so a crash leaves the old or
+// the new one.
+func saveRemote(path string, st *remoteState) error {
+	rf, err := loadRemotes(path, st.Into)
+	if err != nil {
+		return err
+	}
+	rf.put(st)
+	b, err := json.MarshalIndent(rf, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".remotes-*.json")
+	if err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	return nil
 }
 
 func (r *remoteFlags) client(st *remoteState) (*bulkclient.Client, error) {
@@ -67,6 +206,11 @@ func (r *remoteFlags) client(st *remoteState) (*bulkclient.Client, error) {
 		key, kid, err := bulkclient.LoadKey(data)
 		if err != nil {
 			return nil, fmt.Errorf("--key %s: %w", keyFile, err)
+		}
+		// Pull may run from another directory: the key is remembered by
+		// its absolute path.
+		if abs, err := filepath.Abs(keyFile); err == nil {
+			keyFile = abs
 		}
 		c.Tokens = &bulkclient.Backend{ClientID: clientID, Key: key, KeyID: kid, TokenURL: st.TokenURL, Base: st.Remote, Scope: st.Scope}
 		st.ClientID, st.KeyFile = clientID, keyFile
@@ -92,12 +236,19 @@ func runClone(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if f.NArg() != 1 {
 		return fmt.Errorf("%w: give the remote FHIR base URL", errUsage)
 	}
-	st := &remoteState{Remote: strings.TrimSuffix(f.Arg(0), "/"), Group: group, Patient: patient, TokenURL: rf.tokenURL, Scope: rf.scope}
-	return fetch(ctx, &cf, &rf, st, time.Time{}, out, errOut)
+	if err := cf.check(); err != nil {
+		return err
+	}
+	path, into, err := rf.statePath(&cf)
+	if err != nil {
+		return err
+	}
+	st := &remoteState{Into: into, Remote: strings.TrimSuffix(f.Arg(0), "/"), Group: group, Patient: patient, TokenURL: rf.tokenURL, Scope: rf.scope}
+	return fetch(ctx, &cf, &rf, st, time.Time{}, path, out, errOut)
 }
 
 func runPull(ctx context.Context, args []string, out, errOut io.Writer) error {
-	f := newFlags("pull", "[--remote-token T | --client-id ID --key FILE] [--state FILE] [--server URL --token T | --data DIR]", errOut)
+	f := newFlags("pull", "[URL] [--remote-token T | --client-id ID --key FILE] [--state FILE] [--server URL --token T | --data DIR]", errOut)
 	var (
 		cf clientFlags
 		rf remoteFlags
@@ -107,24 +258,87 @@ func runPull(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if err := f.parse(reorder(args)); err != nil {
 		return err
 	}
-	b, err := os.ReadFile(rf.state)
+	if f.NArg() > 1 {
+		return fmt.Errorf("%w: give at most one remote URL (none: every remote cloned into this record)", errUsage)
+	}
+	if err := cf.check(); err != nil {
+		return err
+	}
+	path, into, err := rf.statePath(&cf)
 	if err != nil {
-		return fmt.Errorf("read %s (made by phr clone): %w", rf.state, err)
+		return err
 	}
-	var st remoteState
-	if err := json.Unmarshal(b, &st); err != nil || st.Remote == "" {
-		return fmt.Errorf("%s is not a phr clone state file", rf.state)
-	}
-	since, err := fhir.ParseInstant(st.TransactionTime)
+	file, err := loadRemotes(path, into)
 	if err != nil {
-		return fmt.Errorf("%s: transactionTime: %w", rf.state, err)
+		return err
 	}
-	return fetch(ctx, &cf, &rf, &st, since, out, errOut)
+	remotes := file.of(into)
+	legacy := false
+	if len(remotes) == 0 && rf.state == "" {
+		// Clones made by earlier versions kept their remote in the
+		// working directory; a successful pull moves it to path.
+		if old, err := loadRemotes(legacyState, into); err == nil && len(old.Remotes) > 0 {
+			remotes, legacy = old.of(into), true
+			fmt.Fprintf(errOut, "phr: read the remote from %s (written by an older phr clone); it moves to %s\n", legacyState, path)
+		}
+	}
+	var names []string
+	for _, s := range remotes {
+		names = append(names, s.Remote)
+	}
+	if f.NArg() == 1 {
+		want := strings.TrimSuffix(f.Arg(0), "/")
+		var picked []remoteState
+		for _, s := range remotes {
+			if s.Remote == want {
+				picked = append(picked, s)
+			}
+		}
+		if len(picked) == 0 {
+			if len(names) == 0 {
+				return fmt.Errorf("%w: nothing was cloned into this record (%s); run phr clone %s first", errUsage, path, want)
+			}
+			return fmt.Errorf("%w: %s was not cloned into this record; its remotes: %s", errUsage, want, strings.Join(names, ", "))
+		}
+		remotes = picked
+	}
+	if len(remotes) == 0 {
+		return fmt.Errorf("%w: nothing was cloned into this record (%s); run phr clone URL first", errUsage, path)
+	}
+	// A bearer token or a client id is the credential of one server: it
+	// must not be sent to the others.
+	if len(remotes) > 1 && (rf.token != "" || rf.clientID != "") {
+		return fmt.Errorf("%w: a remote token or client id is for one server; name the remote to pull: phr pull URL (remotes: %s)", errUsage, strings.Join(names, ", "))
+	}
+	var errs []error
+	for i := range remotes {
+		st := &remotes[i]
+		since, err := fhir.ParseInstant(st.TransactionTime)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %s: transactionTime: %w", path, st.Remote, err))
+			continue
+		}
+		if len(remotes) > 1 {
+			fmt.Fprintf(errOut, "phr: pulling %s\n", st.Remote)
+		}
+		if err := fetch(ctx, &cf, &rf, st, since, path, out, errOut); err != nil {
+			if errors.Is(err, errUsage) {
+				return err
+			}
+			errs = append(errs, fmt.Errorf("pull %s: %w", st.Remote, err))
+		}
+	}
+	if legacy && len(errs) == 0 {
+		if err := os.Remove(legacyState); err != nil {
+			return fmt.Errorf("the remote is now kept in %s, but %s stays: %w", path, legacyState, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // fetch runs the remote export (since, when not zero), imports its output
 // and deletions with the remote as the source, and saves the state.
-func fetch(ctx context.Context, cf *clientFlags, rf *remoteFlags, st *remoteState, since time.Time, out, errOut io.Writer) error {
+func fetch(ctx context.Context, cf *clientFlags, rf *remoteFlags, st *remoteState, since time.Time, statePath string, out, errOut io.Writer) error {
 	// Usage problems of the local side first, before the remote export runs.
 	if err := cf.check(); err != nil {
 		return err
@@ -181,10 +395,9 @@ func fetch(ctx context.Context, cf *clientFlags, rf *remoteFlags, st *remoteStat
 		fmt.Fprintf(out, "nothing changed on %s since %s\n", st.Remote, since.Format(time.RFC3339))
 	}
 	st.TransactionTime = res.Manifest.TransactionTime
-	b, _ := json.MarshalIndent(st, "", "  ")
-	if err := os.WriteFile(rf.state, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("save %s: %w", rf.state, err)
+	if err := saveRemote(statePath, st); err != nil {
+		return err
 	}
-	fmt.Fprintf(out, "%s is at transactionTime %s (state in %s)\n", st.Remote, st.TransactionTime, rf.state)
+	fmt.Fprintf(out, "%s is at transactionTime %s (remembered in %s for phr pull)\n", st.Remote, st.TransactionTime, statePath)
 	return nil
 }

@@ -1,0 +1,154 @@
+package cli
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/phr-project/phr/internal/server"
+	"github.com/phr-project/phr/internal/server/servertest"
+)
+
+// A record cloned from two servers keeps both remotes with the record, as
+// a repository keeps its remotes: phr pull works from any directory, pulls
+// each remote (or the one named), and never sends one server's token to
+// another.
+func TestPullSeveralRemotes(t *testing.T) {
+	fast := servertest.Options{Configure: func(c *server.Config) { c.ExportRate = 50 * time.Millisecond }}
+	a := servertest.Start(t, "sqlite", fast)
+	b := servertest.Start(t, "sqlite", fast)
+	put := func(s *servertest.Server, id, birth string) {
+		t.Helper()
+		p := map[string]any{"resourceType": "Patient", "id": id, "gender": "female"}
+		if birth != "" {
+			p["birthDate"] = birth
+		}
+		if r := s.Do("PUT", "Patient/"+id, s.AdminToken(), p); r.Status >= 300 {
+			t.Fatalf("PUT: %d %s", r.Status, r.Body)
+		}
+	}
+	put(a, "pa", "")
+	put(b, "pb", "")
+
+	// Remote A is reached with SMART Backend Services (a key file given by
+	// a relative path), remote B with a bearer token.
+	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: "k1", Algorithm: "ES384", Use: "sig"}}})
+	reg := a.Do("POST", "/admin/clients", a.AdminToken(), map[string]any{"name": "phr pull", "scope": "system/*.read", "jwks": json.RawMessage(pub)}, "Content-Type", "application/json")
+	if reg.Status != 201 {
+		t.Fatalf("register client: %d %s", reg.Status, reg.Body)
+	}
+	clientID := reg.JSON(t)["id"].(string)
+	priv, _ := json.Marshal(jose.JSONWebKey{Key: key, KeyID: "k1", Algorithm: "ES384"})
+	work := t.TempDir()
+	t.Chdir(work)
+	if err := os.WriteFile("a-key.jwk", priv, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokB := b.Token("system/*.read", "")
+	data := filepath.Join(t.TempDir(), "record")
+
+	if code, out, errOut := run(t, "clone", a.FHIR, "--client-id", clientID, "--key", "a-key.jwk", "--data", data); code != 0 || !strings.Contains(out, "created 1,") {
+		t.Fatalf("clone A: %d\n%s\n%s", code, out, errOut)
+	}
+	if code, out, errOut := run(t, "clone", b.FHIR, "--remote-token", tokB, "--data", data); code != 0 || !strings.Contains(out, "created 1,") {
+		t.Fatalf("clone B: %d\n%s\n%s", code, out, errOut)
+	}
+	state := filepath.Join(data, "remotes.json")
+	raw, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatalf("the remotes are kept with the record: %v", err)
+	}
+	var file remotesFile
+	if err := json.Unmarshal(raw, &file); err != nil || len(file.Remotes) != 2 {
+		t.Fatalf("remotes.json: %v\n%s", err, raw)
+	}
+	if strings.Contains(string(raw), tokB) || !strings.Contains(string(raw), filepath.Join(work, "a-key.jwk")) {
+		t.Errorf("remotes.json holds a token or a relative key path:\n%s", raw)
+	}
+	if fi, err := os.Stat(state); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("remotes.json mode: %v %v", fi.Mode(), err)
+	}
+
+	time.Sleep(10 * time.Millisecond)
+	put(a, "pa", "1970-01-01")
+	put(b, "pb", "1980-01-01")
+
+	// B's token is refused for a pull of both.
+	if code, _, errOut := run(t, "pull", "--remote-token", tokB, "--data", data); code != 2 || !strings.Contains(errOut, "name the remote") || !strings.Contains(errOut, a.FHIR) || strings.Contains(errOut, "downloaded") {
+		t.Fatalf("pull of two remotes with one token: %d %s", code, errOut)
+	}
+	if code, _, errOut := run(t, "pull", "https://unknown.example/fhir", "--data", data); code != 2 || !strings.Contains(errOut, "was not cloned") || !strings.Contains(errOut, b.FHIR) {
+		t.Fatalf("pull of an unknown remote: %d %s", code, errOut)
+	}
+	if code, out, errOut := run(t, "pull", b.FHIR+"/", "--remote-token", tokB, "--data", data); code != 0 || !strings.Contains(out, "updated 1,") || strings.Contains(out, a.FHIR) {
+		t.Fatalf("pull B: %d\n%s\n%s", code, out, errOut)
+	}
+	// From another directory, A is pulled with its remembered client id
+	// and key.
+	t.Chdir(t.TempDir())
+	if code, out, errOut := run(t, "pull", a.FHIR, "--data", data); code != 0 || !strings.Contains(out, "updated 1,") {
+		t.Fatalf("pull A: %d\n%s\n%s", code, out, errOut)
+	}
+	// Pulling every remote goes on past one that fails (B needs its
+	// token) and reports it.
+	time.Sleep(10 * time.Millisecond)
+	put(a, "pa", "1970-01-02")
+	code, out, errOut := run(t, "pull", "--data", data)
+	if code != 1 || !strings.Contains(out, "updated 1,") || !strings.Contains(errOut, "pull "+b.FHIR) {
+		t.Fatalf("pull of every remote: %d\n%s\n%s", code, out, errOut)
+	}
+	if code, out, _ := run(t, "diff", "Patient/pb", "--data", data); code != 0 || !strings.Contains(out, "+ Patient.birthDate") {
+		t.Errorf("diff after pull: %d\n%s", code, out)
+	}
+
+	// A state file of an earlier phr clone (one remote, in the working
+	// directory) is read, and the remote moves to the record.
+	old, _ := json.Marshal(map[string]any{"remote": b.FHIR, "transactionTime": "2000-01-01T00:00:00Z", "scope": "system/*.read"})
+	if err := os.WriteFile(legacyState, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data2 := filepath.Join(t.TempDir(), "record2")
+	code, out, errOut = run(t, "pull", "--remote-token", tokB, "--data", data2)
+	if code != 0 || !strings.Contains(errOut, "older phr clone") || !strings.Contains(out, "created 1,") {
+		t.Fatalf("pull with a legacy state file: %d\n%s\n%s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(data2, "remotes.json")); err != nil {
+		t.Errorf("the legacy remote was not moved to the record: %v", err)
+	}
+	if _, err := os.Stat(legacyState); !os.IsNotExist(err) {
+		t.Errorf("the legacy state file stays after the move: %v", err)
+	}
+
+	// With --server, the remotes are kept in the user's configuration
+	// directory, under the server's FHIR base.
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	c := servertest.Start(t, "sqlite")
+	admC := c.AdminToken()
+	if code, out, errOut := run(t, "clone", b.FHIR, "--remote-token", tokB, "--server", c.FHIR, "--token", admC); code != 0 || !strings.Contains(out, "created 1,") {
+		t.Fatalf("clone B into a server: %d\n%s\n%s", code, out, errOut)
+	}
+	cfg, _ := os.UserConfigDir()
+	raw, err = os.ReadFile(filepath.Join(cfg, "phr", "remotes.json"))
+	if err != nil || !strings.Contains(string(raw), `"into": "`+c.FHIR+`"`) || strings.Contains(string(raw), admC) {
+		t.Fatalf("remotes of --server: %v\n%s", err, raw)
+	}
+	if code, out, errOut := run(t, "pull", "--remote-token", tokB, "--server", c.FHIR, "--token", admC); code != 0 || !(strings.Contains(out, "nothing changed") || strings.Contains(out, "updated 0,")) {
+		t.Fatalf("pull into a server: %d\n%s\n%s", code, out, errOut)
+	}
+	// Another record has no remotes.
+	if code, _, errOut := run(t, "pull", "--data", t.TempDir()); code != 2 || !strings.Contains(errOut, "nothing was cloned") {
+		t.Errorf("pull into a record without remotes: %d %s", code, errOut)
+	}
+}
