@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -313,10 +315,14 @@ func runPull(ctx context.Context, args []string, out, errOut io.Writer) error {
 	var errs []error
 	for i := range remotes {
 		st := &remotes[i]
-		since, err := fhir.ParseInstant(st.TransactionTime)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %s: transactionTime: %w", path, st.Remote, err))
-			continue
+		// No transactionTime: the clone's export reported errors, so
+		// everything is asked for again.
+		var since time.Time
+		if st.TransactionTime != "" {
+			if since, err = fhir.ParseInstant(st.TransactionTime); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %s: transactionTime: %w", path, st.Remote, err))
+				continue
+			}
 		}
 		if len(remotes) > 1 {
 			fmt.Fprintf(errOut, "phr: pulling %s\n", st.Remote)
@@ -366,11 +372,17 @@ func fetch(ctx context.Context, cf *clientFlags, rf *remoteFlags, st *remoteStat
 	if err != nil {
 		return fmt.Errorf("export from %s: %w", st.Remote, err)
 	}
-	var files []string
+	var files, errFiles []string
 	for _, p := range res.Files {
-		if !strings.HasPrefix(filepath.Base(p), "error-") {
+		if strings.HasPrefix(filepath.Base(p), "error-") {
+			errFiles = append(errFiles, p)
+		} else {
 			files = append(files, p)
 		}
+	}
+	failed, err := reportRemoteIssues(errFiles, errOut)
+	if err != nil {
+		return err
 	}
 	importer.SortForLoad(files)
 	c, err := cf.open(ctx)
@@ -394,10 +406,99 @@ func fetch(ctx context.Context, cf *clientFlags, rf *remoteFlags, st *remoteStat
 	} else {
 		fmt.Fprintf(out, "nothing changed on %s since %s\n", st.Remote, since.Format(time.RFC3339))
 	}
+	if failed > 0 {
+		// What failed on the remote may not change again, so a _since
+		// after this export could miss it for good: the next pull asks
+		// again from the time before it.
+		from := "the beginning (a full export)"
+		if !since.IsZero() {
+			from = st.TransactionTime
+		}
+		if err := saveRemote(statePath, st); err != nil {
+			return err
+		}
+		return fmt.Errorf("%s reported %d errors in its export (above): what it sent is imported, and the next pull asks again from %s", st.Remote, failed, from)
+	}
 	st.TransactionTime = res.Manifest.TransactionTime
 	if err := saveRemote(statePath, st); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "%s is at transactionTime %s (remembered in %s for phr pull)\n", st.Remote, st.TransactionTime, statePath)
 	return nil
+}
+
+// maxRemoteIssues is how many of a remote's export issues are printed.
+const maxRemoteIssues = 50
+
+// reportRemoteIssues prints the issues of an export's error files (NDJSON
+// of OperationOutcomes) and counts those of severity error or fatal; a
+// line that is not an OperationOutcome counts as an error.
+func reportRemoteIssues(paths []string, errOut io.Writer) (failed int, err error) {
+	printed, more := 0, 0
+	say := func(format string, a ...any) {
+		if printed < maxRemoteIssues {
+			fmt.Fprintf(errOut, "phr: the remote reported "+format+"\n", a...)
+			printed++
+		} else {
+			more++
+		}
+	}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return failed, fmt.Errorf("read the remote's error file: %w", err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for line := 1; sc.Scan(); line++ {
+			text := bytes.TrimSpace(sc.Bytes())
+			if len(text) == 0 {
+				continue
+			}
+			var oo struct {
+				ResourceType string `json:"resourceType"`
+				Issue        []struct {
+					Severity    string                `json:"severity"`
+					Code        string                `json:"code"`
+					Diagnostics string                `json:"diagnostics"`
+					Details     struct{ Text string } `json:"details"`
+					Expression  []string              `json:"expression"`
+				} `json:"issue"`
+			}
+			if json.Unmarshal(text, &oo) != nil || oo.ResourceType != "OperationOutcome" {
+				failed++
+				say("error: line %d of %s is not an OperationOutcome", line, filepath.Base(p))
+				continue
+			}
+			for _, is := range oo.Issue {
+				msg := is.Diagnostics
+				if msg == "" {
+					msg = is.Details.Text
+				}
+				if msg == "" {
+					msg = is.Code
+				}
+				if len(is.Expression) > 0 {
+					msg += " (at " + strings.Join(is.Expression, ", ") + ")"
+				}
+				if is.Severity == "error" || is.Severity == "fatal" || is.Severity == "" {
+					failed++
+				}
+				sev := is.Severity
+				if sev == "" {
+					sev = "error"
+				}
+				say("%s: %s", sev, msg)
+			}
+		}
+		err = sc.Err()
+		f.Close()
+		if err != nil {
+			return failed, fmt.Errorf("read the remote's error file %s: %w", filepath.Base(p), err)
+		}
+	}
+	if more > 0 {
+		fmt.Fprintf(errOut, "phr: ... and %d more issues from the remote\n", more)
+	}
+	return failed, nil
 }

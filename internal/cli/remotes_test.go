@@ -5,9 +5,15 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -150,5 +156,111 @@ func TestPullSeveralRemotes(t *testing.T) {
 	// Another record has no remotes.
 	if code, _, errOut := run(t, "pull", "--data", t.TempDir()); code != 2 || !strings.Contains(errOut, "nothing was cloned") {
 		t.Errorf("pull into a record without remotes: %d %s", code, errOut)
+	}
+}
+
+// A remote whose export reports errors: what it sent is imported, the
+// errors are printed, and its transactionTime is not taken, so the next
+// pull asks again from before (what failed may never change again, and a
+// later _since would miss it for good). Warnings are printed only.
+func TestPullAfterRemoteErrors(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		issue  = "error" // severity of the error file's issue; empty: no error file
+		sinces []string
+		tt     = "2026-01-01T00:00:00Z"
+	)
+	mux := http.NewServeMux()
+	var srv *httptest.Server
+	mux.HandleFunc("GET /fhir/$export", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		sinces = append(sinces, r.URL.Query().Get("_since"))
+		mu.Unlock()
+		w.Header().Set("Content-Location", srv.URL+"/fhir/status")
+		w.WriteHeader(http.StatusAccepted)
+	})
+	mux.HandleFunc("GET /fhir/status", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		errs := []map[string]any{}
+		if issue != "" {
+			errs = append(errs, map[string]any{"type": "OperationOutcome", "url": srv.URL + "/files/errors"})
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"transactionTime": tt, "request": srv.URL + "/fhir/$export", "requiresAccessToken": true,
+			"output": []map[string]any{{"type": "Patient", "url": srv.URL + "/files/patients"}}, "error": errs})
+	})
+	mux.HandleFunc("GET /files/patients", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/fhir+ndjson")
+		io.WriteString(w, `{"resourceType":"Patient","id":"p1","gender":"male"}`+"\n")
+	})
+	mux.HandleFunc("GET /files/errors", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		w.Header().Set("Content-Type", "application/fhir+ndjson")
+		fmt.Fprintf(w, `{"resourceType":"OperationOutcome","issue":[{"severity":%q,"code":"exception","diagnostics":"Observation/o7 could not be exported"}]}`+"\n", issue)
+		if issue == "error" {
+			io.WriteString(w, "not json\n")
+		}
+	})
+	srv = httptest.NewServer(mux)
+	defer srv.Close()
+	remote := srv.URL + "/fhir"
+	data := t.TempDir()
+	state := filepath.Join(data, "remotes.json")
+	saved := func() remoteState {
+		t.Helper()
+		f, err := loadRemotes(state, "")
+		if err != nil || len(f.Remotes) != 1 {
+			t.Fatalf("remotes: %v %+v", err, f)
+		}
+		return f.Remotes[0]
+	}
+
+	code, out, errOut := run(t, "clone", remote, "--remote-token", "t", "--data", data)
+	if code != 1 || !strings.Contains(out, "created 1,") || !strings.Contains(errOut, "error: Observation/o7 could not be exported") ||
+		!strings.Contains(errOut, "line 2 of error-OperationOutcome-1.ndjson is not an OperationOutcome") ||
+		!strings.Contains(errOut, "reported 2 errors") || !strings.Contains(errOut, "from the beginning") {
+		t.Fatalf("clone with remote errors: %d\n%s\n%s", code, out, errOut)
+	}
+	if st := saved(); st.Remote != remote || st.TransactionTime != "" {
+		t.Fatalf("after a clone with errors: %+v", st)
+	}
+	// The errors are gone: the pull asks for everything again, and then
+	// takes the transactionTime.
+	mu.Lock()
+	issue = ""
+	mu.Unlock()
+	if code, out, errOut := run(t, "pull", "--remote-token", "t", "--data", data); code != 0 || !strings.Contains(out, "unchanged 1,") {
+		t.Fatalf("pull: %d\n%s\n%s", code, out, errOut)
+	}
+	if st := saved(); st.TransactionTime != tt {
+		t.Fatalf("after a pull without errors: %+v", st)
+	}
+	// Errors in a later pull keep the time before it.
+	mu.Lock()
+	issue, tt = "fatal", "2026-02-01T00:00:00Z"
+	mu.Unlock()
+	if code, _, errOut := run(t, "pull", "--remote-token", "t", "--data", data); code != 1 || !strings.Contains(errOut, "asks again from 2026-01-01T00:00:00Z") {
+		t.Fatalf("pull with errors: %d\n%s", code, errOut)
+	}
+	// Warnings do not hold the time back.
+	mu.Lock()
+	issue, tt = "warning", "2026-03-01T00:00:00Z"
+	mu.Unlock()
+	code, _, errOut = run(t, "pull", "--remote-token", "t", "--data", data)
+	if code != 0 || !strings.Contains(errOut, "warning: Observation/o7") {
+		t.Fatalf("pull with a warning: %d\n%s", code, errOut)
+	}
+	if st := saved(); st.TransactionTime != tt {
+		t.Fatalf("after a pull with a warning: %+v", st)
+	}
+	if code, out, errOut := run(t, "pull", "--remote-token", "t", "--data", data); code != 0 {
+		t.Fatalf("pull: %d\n%s\n%s", code, out, errOut)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"", "", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "2026-03-01T00:00:00Z"}; !slices.Equal(sinces, want) {
+		t.Errorf("_since of the exports: %q, want %q", sinces, want)
 	}
 }
