@@ -143,14 +143,24 @@ func (r *Run) bundleLine(it *item) error {
 	return r.bundleTree(v, it.raw, it.line)
 }
 
-// arrayWarning reports a JSON array of resources (see arrayAsBundle).
-var arrayWarning = issue("warning", "structure", "", "a JSON array, not a Bundle; its elements are imported as the entries of a collection Bundle (Bundle.entry[i] below is the element's index)")
+// arrayWarning reports a JSON array of resources or entries (see
+// arrayAsBundle).
+var arrayWarning = issue("warning", "structure", "", "a JSON array, not a Bundle; its elements (resources, or Bundle entries) are imported as the entries of a collection Bundle (Bundle.entry[i] below is the element's index)")
 
 // arrayAsBundle makes a collection Bundle of the elements of a JSON
-// array. An array of resources is not FHIR, but some tools write one.
+// array. An array of resources is not FHIR, but some tools write one;
+// others write a Bundle's entry array alone (objects with a resource and
+// its fullUrl, which the other entries' references name), and those
+// elements are the entries as they are.
 func arrayAsBundle(v *fhirjson.Value) *fhirjson.Value {
 	entries := fhirjson.NewArray()
 	for _, el := range v.Items {
+		if el.Kind == fhirjson.Object && el.Get("resourceType") == nil {
+			if res := el.Get("resource"); res != nil && res.Kind == fhirjson.Object {
+				entries.Items = append(entries.Items, el)
+				continue
+			}
+		}
 		entries.Items = append(entries.Items, fhirjson.NewObject(fhirjson.Field{Name: "resource", Value: el}))
 	}
 	return fhirjson.NewObject(

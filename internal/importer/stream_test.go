@@ -316,6 +316,20 @@ func TestJSONArrayOfResources(t *testing.T) {
 	if !named {
 		t.Errorf("array in NDJSON: the bad element is not named: %v", issues)
 	}
+	// A Bundle's entry array alone (as the SMART Health Link examples of
+	// insurance cards have it): its elements are the entries, and their
+	// fullUrls resolve the references.
+	entries := `[{"fullUrl":"resource:0","resource":{"resourceType":"Patient","name":[{"family":"Entry"}]}},` +
+		`{"fullUrl":"resource:1","resource":{"resourceType":"Coverage","status":"active","beneficiary":{"reference":"resource:0"},"payor":[{"reference":"resource:0"}]}}]`
+	sum, issues = importReader(t, imp, "arr-entries", "bundle", strings.NewReader(entries))
+	if sum.Created != 2 || sum.Rejected != 0 {
+		t.Fatalf("entry array: %+v %v", sum, issues)
+	}
+	var resolved int
+	if err := app.Store.QueryRow(context.Background(), `SELECT COUNT(*) FROM idx_ref x JOIN resource s ON s.rid = x.rid
+		JOIN resource r ON r.type = x.target_type AND r.id = x.target_id WHERE s.type = 'Coverage' AND r.type = 'Patient'`).Scan(&resolved); err != nil || resolved == 0 {
+		t.Errorf("the Coverage's references do not name the stored Patient: %d %v", resolved, err)
+	}
 }
 
 // TestEmptyAndXML: an empty JSON file imports nothing, with a warning that
