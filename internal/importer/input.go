@@ -3,6 +3,8 @@ package importer
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -143,6 +145,38 @@ func (r *Run) bundleLine(it *item) error {
 	return r.bundleTree(v, it.raw, it.line)
 }
 
+// notJSON says what a file that is not JSON holds when it is something
+// people are given instead of FHIR JSON, and how to import it; empty
+// otherwise.
+func notJSON(t []byte) string {
+	switch {
+	case len(t) > 0 && t[0] == '<':
+		return "the file looks like XML; FHIR XML is not read, convert it to FHIR JSON first"
+	case bytes.Contains(t[:min(len(t), 8<<10)], []byte("shlink:/")):
+		return "the file holds a SMART Health Link; open it with phr shl fetch 'shlink:/...' (it fetches and decrypts what the link shares), then import what that saves"
+	case isJWE(t):
+		return "the file is encrypted (a JWE, as a SMART Health Link shares its files); it needs the link's key: open the link with phr shl fetch 'shlink:/...', then import what that saves"
+	}
+	return ""
+}
+
+// isJWE reports whether t is a JWE in compact form: five base64url parts
+// whose header names a content encryption ("enc").
+func isJWE(t []byte) bool {
+	parts := bytes.Split(t, []byte("."))
+	if len(parts) != 5 {
+		return false
+	}
+	head, err := base64.RawURLEncoding.DecodeString(string(parts[0]))
+	if err != nil {
+		return false
+	}
+	var h struct {
+		Enc string `json:"enc"`
+	}
+	return json.Unmarshal(head, &h) == nil && h.Enc != ""
+}
+
 // arrayWarning reports a JSON array of resources or entries (see
 // arrayAsBundle).
 var arrayWarning = issue("warning", "structure", "", "a JSON array, not a Bundle; its elements (resources, or Bundle entries) are imported as the entries of a collection Bundle (Bundle.entry[i] below is the element's index)")
@@ -260,8 +294,8 @@ func (r *Run) Bundle(rd io.Reader, name string) (err error) {
 	if err != nil {
 		it := &item{line: 1, raw: data}
 		var se *fhirjson.SyntaxError
-		if t := bytes.TrimSpace(data); t[0] == '<' {
-			it.reject(issue("error", "not-supported", "", "not JSON: the file looks like XML; FHIR XML is not read, convert it to FHIR JSON first"))
+		if what := notJSON(bytes.TrimSpace(data)); what != "" {
+			it.reject(issue("error", "not-supported", "", "not JSON: %s", what))
 		} else if errors.As(err, &se) {
 			l, c := fhirjson.Position(data, se.Offset)
 			it.line = l

@@ -3,6 +3,7 @@ package importer_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"runtime"
@@ -332,10 +333,11 @@ func TestJSONArrayOfResources(t *testing.T) {
 	}
 }
 
-// TestEmptyAndXML: an empty JSON file imports nothing, with a warning that
+// TestNotJSON: an empty JSON file imports nothing, with a warning that
 // says so (not a rejected line); an XML file is rejected with a message
-// that names XML.
-func TestEmptyAndXML(t *testing.T) {
+// that names XML, and so are the link and the encrypted file a SMART
+// Health Link gives, each with the way to open it.
+func TestNotJSON(t *testing.T) {
 	app := openApp(t, "sqlite")
 	imp := importer.New(app.Store, app.Records)
 	sum, issues := importReader(t, imp, "x", "bundle", strings.NewReader(" \r\n"))
@@ -345,5 +347,17 @@ func TestEmptyAndXML(t *testing.T) {
 	sum, issues = importReader(t, imp, "x", "bundle", strings.NewReader(`<?xml version="1.0"?><Patient xmlns="http://hl7.org/fhir"><id value="x"/></Patient>`))
 	if sum.Rejected != 1 || len(issues) != 1 || !strings.Contains(issues[0].Diagnostics, "looks like XML; FHIR XML is not read") {
 		t.Errorf("XML file: %+v %v", sum, issues)
+	}
+	// What a SMART Health Link gives: the link (here inside a viewer's
+	// URL) and its encrypted files. Each is named, with the way to open it.
+	jwe := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"dir","enc":"A256GCM","kid":"k"}`)) + "..aXY.Y2lwaGVydGV4dA.dGFn"
+	for _, c := range []struct{ in, want string }{
+		{"https://viewer.example/shlink.html#shlink:/eyJ1cmwiOiJodHRwczovL2V4YW1wbGUifQ\n", "holds a SMART Health Link; open it with phr shl fetch"},
+		{jwe + "\n", "the file is encrypted (a JWE"},
+	} {
+		sum, issues = importReader(t, imp, "x", "bundle", strings.NewReader(c.in))
+		if sum.Rejected != 1 || len(issues) != 1 || !strings.Contains(issues[0].Diagnostics, c.want) {
+			t.Errorf("%.30s: %+v %v", c.in, sum, issues)
+		}
 	}
 }
