@@ -391,16 +391,7 @@ func fetch(ctx context.Context, cf *clientFlags, rf *remoteFlags, st *remoteStat
 	}
 	defer c.close()
 	if len(files) > 0 {
-		u := upload{name: st.Remote, contentType: "application/fhir+ndjson", open: func(w io.Writer) error {
-			for _, fp := range files {
-				if err := copyFile(w, fp); err != nil {
-					return err
-				}
-				w.Write([]byte{'\n'})
-			}
-			return nil
-		}}
-		if err := sendImport(ctx, c, u, st.Remote, "", false, false, isTerminal(errOut), out, errOut); err != nil {
+		if err := sendImport(ctx, c, ndjsonUpload(st.Remote, files, 0), st.Remote, "", false, false, isTerminal(errOut), out, errOut); err != nil {
 			return err
 		}
 	} else {

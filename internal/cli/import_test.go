@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -202,5 +203,40 @@ func TestImportCompressesUploads(t *testing.T) {
 	}
 	if enc != "gzip" || got.Load() == 0 || got.Load() > int64(nd.Len()/4) {
 		t.Errorf("upload: Content-Encoding %q, %d bytes for %d of NDJSON", enc, got.Load(), nd.Len())
+	}
+}
+
+// TestImportDirNamesFiles: the NDJSON files of a directory go as one
+// stream, yet each problem is told by its own file and line, whether a
+// file ends with a newline or not and whether it is gzip-compressed. A
+// file of the directory that is not FHIR is skipped with a note.
+func TestImportDirNamesFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "export")
+	os.Mkdir(dir, 0o700)
+	p := func(id, extra string) string { return `{"resourceType":"Patient","id":"` + id + `"` + extra + `}` }
+	os.WriteFile(filepath.Join(dir, "a.ndjson"), []byte(p("a1", "")+"\n"+p("a2", "")+"\n"+p("a3", `,"gender":"bogus"`)), 0o600)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	io.WriteString(zw, p("b1", "")+"\nnot json\n")
+	zw.Close()
+	os.WriteFile(filepath.Join(dir, "b.ndjson.gz"), gz.Bytes(), 0o600)
+	os.WriteFile(filepath.Join(dir, "c.ndjson"), []byte(p("c1", "")+"\n\n"+p("c2", `,"birthDate":"soon"`)+"\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "notes.json"), []byte(`{"files":["a.ndjson"]}`+"\n"), 0o600)
+	code, out, errOut := run(t, "import", "--data", t.TempDir(), dir)
+	if code != 0 || !strings.Contains(out, "created 4,") || !strings.Contains(out, "rejected 3") {
+		t.Fatalf("import: %d\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{"a.ndjson line 3: ", "b.ndjson.gz line 2: ", "c.ndjson line 3: ", "skipped " + filepath.Join(dir, "notes.json") + ": JSON without a resourceType"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("no %q in:\n%s", want, errOut)
+		}
+	}
+	if strings.Contains(errOut, "export line") {
+		t.Errorf("a line is named by the stream, not its file:\n%s", errOut)
+	}
+	// Named on its own, such a file goes to the importer, which rejects it.
+	code, out, errOut = run(t, "import", "--data", t.TempDir(), filepath.Join(dir, "notes.json"))
+	if code != 0 || !strings.Contains(out, "rejected 1") || !strings.Contains(errOut, "no resourceType") {
+		t.Errorf("a file that is not FHIR: %d\n%s\n%s", code, out, errOut)
 	}
 }

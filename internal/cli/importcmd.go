@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,6 +61,102 @@ type upload struct {
 	name, contentType string
 	open              func(w io.Writer) error // writes the body
 	size              int64
+	// files, for NDJSON files sent as one stream, says which file each
+	// line of the stream came from.
+	files *lineMap
+}
+
+// ndjsonUpload sends NDJSON files as one stream (one batch, so the
+// identities of one file resolve the references of the next), each ended
+// by a newline. The server names a line of the stream; the CLI tells it
+// as the file's own line (lineMap).
+func ndjsonUpload(name string, files []string, size int64) upload {
+	m := &lineMap{stream: name}
+	return upload{name: name, contentType: "application/fhir+ndjson", size: size, files: m, open: func(w io.Writer) error {
+		lw := lineWriter{w: w, m: m}
+		for _, fp := range files {
+			m.begin(filepath.Base(fp))
+			if err := copyFile(lw, fp); err != nil {
+				return err
+			}
+			if _, err := lw.Write([]byte{'\n'}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
+}
+
+// lineMap records where each file of a stream of NDJSON files starts.
+type lineMap struct {
+	stream string // the stream's name, as the server's issues give it
+	mu     sync.Mutex
+	lines  int      // newlines written so far
+	starts []int    // the stream's line where each file starts
+	names  []string // the files
+}
+
+func (m *lineMap) begin(name string) {
+	m.mu.Lock()
+	m.starts = append(m.starts, m.lines+1)
+	m.names = append(m.names, name)
+	m.mu.Unlock()
+}
+
+// lineWriter counts the newlines written through it into m.
+type lineWriter struct {
+	w io.Writer
+	m *lineMap
+}
+
+func (l lineWriter) Write(p []byte) (int, error) {
+	n, err := l.w.Write(p)
+	l.m.mu.Lock()
+	l.m.lines += bytes.Count(p[:n], []byte{'\n'})
+	l.m.mu.Unlock()
+	return n, err
+}
+
+// tell rewrites each "STREAM line N" of a message as the file's own
+// "FILE line n". Lines are reported after they were written, so their
+// file has begun.
+func (m *lineMap) tell(msg string) string {
+	if m == nil {
+		return msg
+	}
+	key := m.stream + " line "
+	var b strings.Builder
+	for {
+		i := strings.Index(msg, key)
+		if i < 0 {
+			b.WriteString(msg)
+			return b.String()
+		}
+		j := i + len(key)
+		k := j
+		for k < len(msg) && msg[k] >= '0' && msg[k] <= '9' {
+			k++
+		}
+		n, err := strconv.Atoi(msg[j:k])
+		b.WriteString(msg[:i])
+		if name, line, ok := m.at(n); err == nil && ok {
+			fmt.Fprintf(&b, "%s line %d", name, line)
+		} else {
+			b.WriteString(msg[i:k])
+		}
+		msg = msg[k:]
+	}
+}
+
+// at finds the file and its own line of the stream's line n.
+func (m *lineMap) at(n int) (string, int, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	i := sort.SearchInts(m.starts, n+1) - 1
+	if i < 0 {
+		return "", 0, false
+	}
+	return m.names[i], n - m.starts[i] + 1, true
 }
 
 func runImport(ctx context.Context, args []string, out, errOut io.Writer) error {
@@ -97,7 +195,7 @@ func runImport(ctx context.Context, args []string, out, errOut io.Writer) error 
 		if src == "" {
 			src = filepath.Base(filepath.Clean(p))
 		}
-		ups, err := uploads(p)
+		ups, err := uploads(p, errOut)
 		if err != nil {
 			return err
 		}
@@ -113,7 +211,8 @@ func runImport(ctx context.Context, args []string, out, errOut io.Writer) error 
 // uploads turns a path into request bodies: the NDJSON files of a
 // directory (a Bulk Data export) become one stream (one batch), in the
 // order identities are best resolved; Bundles and archives go one by one.
-func uploads(p string) ([]upload, error) {
+// A file of a directory that is not FHIR is skipped with a note on errOut.
+func uploads(p string, errOut io.Writer) ([]upload, error) {
 	st, err := os.Stat(p)
 	if err != nil {
 		return nil, err
@@ -139,8 +238,12 @@ func uploads(p string) ([]upload, error) {
 		if kind == "manifest" && st.IsDir() {
 			continue // the directory's files are imported themselves
 		}
+		if kind == "skip" && !st.IsDir() {
+			kind = "json" // named on its own: the server says what is wrong with it
+		}
 		switch kind {
 		case "skip":
+			fmt.Fprintf(errOut, "phr: skipped %s: JSON without a resourceType, not FHIR\n", fp)
 		case "ndjson":
 			ndjson = append(ndjson, fp)
 		case "zip":
@@ -159,22 +262,13 @@ func uploads(p string) ([]upload, error) {
 		}
 	}
 	if len(ndjson) > 0 {
-		name := filepath.Base(filepath.Clean(p))
 		var size int64
 		for _, fp := range ndjson {
 			if st, err := os.Stat(fp); err == nil && !strings.HasSuffix(fp, ".gz") {
 				size += st.Size()
 			}
 		}
-		out = append([]upload{{name: name, contentType: "application/fhir+ndjson", size: size, open: func(w io.Writer) error {
-			for _, fp := range ndjson {
-				if err := copyFile(w, fp); err != nil {
-					return err
-				}
-				w.Write([]byte{'\n'})
-			}
-			return nil
-		}}}, out...)
+		out = append([]upload{ndjsonUpload(filepath.Base(filepath.Clean(p)), ndjson, size)}, out...)
 	}
 	return out, nil
 }
@@ -398,7 +492,7 @@ func sendImport(ctx context.Context, c *fhirClient, u upload, source, passphrase
 			continue
 		}
 		shown++
-		msg := outcomeText(line)
+		msg := u.files.tell(outcomeText(line))
 		outMu.Lock()
 		if tty {
 			fmt.Fprint(errOut, "\r\033[K")
