@@ -411,21 +411,42 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 			return err
 		}
 	}
+	var decided map[string]string // fullUrl -> "Type/id" (sameAsStored)
+	if len(taken) > 0 {
+		decided = map[string]string{}
+		for _, it := range ch.items {
+			if it.fullURL != "" && it.localID != "" && it.typ != "" {
+				decided[it.fullURL] = it.typ + "/" + it.localID
+			}
+		}
+	}
 	for _, it := range unresolved {
 		if it.localID == "" {
-			it.free = true
-			if it.sid != "" && !taken[it.key()] {
-				it.localID = it.sid
-			} else {
-				it.localID = fhir.NewID()
-				if it.sid != "" {
-					it.issues = append(it.issues, issue("information", "informational", "", "%s/%s already exists from another source; stored as %s/%s", it.typ, it.sid, it.typ, it.localID))
+			switch {
+			case it.sid != "" && !taken[it.key()]:
+				it.free, it.localID = true, it.sid
+			case it.sid != "":
+				same, err := r.sameAsStored(ctx, it, ch, decided)
+				if err != nil {
+					return err
 				}
+				if same {
+					// Not free: decide reads it and finds it unchanged.
+					it.localID = it.sid
+					break
+				}
+				it.free, it.localID = true, fhir.NewID()
+				it.issues = append(it.issues, issue("information", "informational", "", "%s/%s already exists from another source; stored as %s/%s", it.typ, it.sid, it.typ, it.localID))
+			default:
+				it.free, it.localID = true, fhir.NewID()
 			}
 		}
 		it.newMap = it.sid != ""
 		if it.sid != "" {
 			r.ids[it.key()] = it.localID
+		}
+		if decided != nil && it.fullURL != "" && it.typ != "" {
+			decided[it.fullURL] = it.typ + "/" + it.localID
 		}
 	}
 	return nil
@@ -645,6 +666,101 @@ func (r *Run) mayMatch(ctx context.Context, typ, id string) (bool, error) {
 	}
 	r.readable[k] = res != nil
 	return res != nil, nil
+}
+
+// sameAsStored reports whether the resource that another source stored
+// under the item's id is the item itself: the same content once its
+// references are rewritten (as decide compares it). The same file
+// imported under two source labels is then one record, not two copies; a
+// resource that says something else under that id is another one (merge
+// rule 1), and so is one with a reference whose target cannot be told yet
+// (predictRef). decided maps the fullUrls of the chunk's items resolved so
+// far to their local "Type/id".
+func (r *Run) sameAsStored(ctx context.Context, it *item, ch *chunk, decided map[string]string) (bool, error) {
+	if it.tree == nil {
+		return false, nil
+	}
+	var olds []string
+	known := true
+	var ferr error
+	walkRefs(it.tree, func(ref string) string {
+		olds = append(olds, ref)
+		if !known || ferr != nil {
+			return ref
+		}
+		out, ok, err := r.predictRef(ctx, ref, ch, decided)
+		known, ferr = ok, err
+		return out
+	})
+	// The references go back as they were: rewrite takes them from there.
+	defer func() {
+		i := 0
+		walkRefs(it.tree, func(string) string { i++; return olds[i-1] })
+	}()
+	if !known || ferr != nil {
+		return false, ferr
+	}
+	cur, err := r.readVisible(ctx, it.typ, it.sid)
+	if err != nil || cur == nil {
+		return false, err
+	}
+	return sameContent(it.tree, cur), nil
+}
+
+// predictRef tells what rewrite will make of a reference of an item of
+// the chunk being resolved, from what is known now and without changing
+// anything; ok is false when that depends on what is not resolved yet (an
+// entry or an identity still to come, an identifier an item of the chunk
+// also carries, a match by search).
+func (r *Run) predictRef(ctx context.Context, ref string, ch *chunk, decided map[string]string) (string, bool, error) {
+	if local, ok := ch.bundle[ref]; ok {
+		return local, true, nil
+	}
+	if local, ok := decided[ref]; ok {
+		return local, true, nil
+	}
+	if strings.HasPrefix(ref, "urn:uuid:") || strings.HasPrefix(ref, "urn:oid:") {
+		return "", false, nil
+	}
+	if t, q, ok := strings.Cut(ref, "?"); ok && r4.IsResourceType(t) {
+		if local, ok := r.cond[t+"?"+q]; ok {
+			return local, true, nil
+		}
+		vals, err := url.ParseQuery(q)
+		ids := vals["identifier"]
+		if err != nil || len(vals) != 1 || len(ids) != 1 {
+			return "", false, nil
+		}
+		sys, val, hasSys := strings.Cut(ids[0], "|")
+		if !hasSys {
+			return "", false, nil
+		}
+		for _, it := range ch.items {
+			if it.typ == t && slices.Contains(it.idents, [2]string{sys, val}) {
+				return "", false, nil
+			}
+		}
+		matches, err := r.imp.identifierMatches(ctx, t, sys, val)
+		if err != nil || len(matches) != 1 {
+			return "", false, err
+		}
+		return t + "/" + matches[0], true, nil
+	}
+	pr, ok := fhir.ParseReference(ref)
+	if !ok || (pr.Base != "" && pr.Base != r.source) {
+		return ref, true, nil
+	}
+	local, ok := r.ids[pr.Type+"/"+pr.ID]
+	if !ok {
+		// (Unless prefetchRefs finds it in the identity map later, or
+		// it points forward.)
+		return "", false, nil
+	}
+	out := pr.Type + "/" + local
+	if pr.Version != "" {
+		out += "/_history/" + pr.Version
+	}
+	return out, true, nil
 }
 
 // readVisible reads the current version of typ/id as the run's token

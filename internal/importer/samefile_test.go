@@ -1,0 +1,86 @@
+package importer_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/importer"
+	"github.com/phr-project/phr/internal/store/storetest"
+)
+
+// TestSameFileTwoSources: one file imported under two source labels (a
+// zip and then its unpacked folder, a file and then the same through the
+// portal) is one record. A resource another source stored under the same
+// id with the same content, references included, is that resource, not
+// another to store under a new id; one that says something else, or whose
+// references lead to other resources, still is another (merge rule 1).
+func TestSameFileTwoSources(t *testing.T) {
+	ndjson := strings.Join([]string{
+		`{"resourceType":"Patient","id":"p1","gender":"female"}`,
+		`{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"weight"},"subject":{"reference":"Patient/p1"}}`,
+		`{"resourceType":"Observation","id":"o2","status":"final","code":{"text":"height"},"contained":[{"resourceType":"Device","id":"d"}],"device":{"reference":"#d"}}`,
+	}, "\n") + "\n"
+	bundle := `{"resourceType":"Bundle","type":"collection","entry":[
+		{"fullUrl":"urn:uuid:6a1d1a3e-0000-4000-8000-000000000001","resource":{"resourceType":"Patient","id":"bp","gender":"male"}},
+		{"fullUrl":"urn:uuid:6a1d1a3e-0000-4000-8000-000000000002","resource":{"resourceType":"Condition","id":"bc","code":{"text":"flu"},"subject":{"reference":"urn:uuid:6a1d1a3e-0000-4000-8000-000000000001"}}}]}`
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			app := openApp(t, d)
+			imp := importer.New(app.Store, app.Records)
+			noRename := func(name string, issues []fhir.Issue) {
+				t.Helper()
+				for _, is := range issues {
+					if strings.Contains(is.Diagnostics, "already exists from another source") {
+						t.Errorf("%s: %s", name, is.Diagnostics)
+					}
+				}
+			}
+			if sum, issues := importReader(t, imp, "a.zip", "ndjson", strings.NewReader(ndjson)); sum.Created != 3 {
+				t.Fatalf("first source: %+v %v", sum, issues)
+			}
+			sum, issues := importReader(t, imp, "a-folder", "ndjson", strings.NewReader(ndjson))
+			if sum.Created != 0 || sum.Unchanged != 3 || sum.Conflicts != 0 {
+				t.Errorf("the same file from a second source: %+v %v", sum, issues)
+			}
+			noRename("second source", issues)
+			// The second source's identity map holds them now: its
+			// re-import finds them by it.
+			if sum, issues := importReader(t, imp, "a-folder", "ndjson", strings.NewReader(ndjson)); sum.Unchanged != 3 || sum.Created != 0 {
+				t.Errorf("second source again: %+v %v", sum, issues)
+			}
+			// A third source whose Patient p1 says something else: that
+			// is another patient, and its Observation o1 (about that
+			// patient) another observation; o2 is the same.
+			edited := strings.Replace(ndjson, `"gender":"female"`, `"gender":"male"`, 1)
+			sum, issues = importReader(t, imp, "other", "ndjson", strings.NewReader(edited))
+			if sum.Created != 2 || sum.Unchanged != 1 || sum.Conflicts != 0 {
+				t.Errorf("an edited copy from a third source: %+v %v", sum, issues)
+			}
+			renamed := 0
+			for _, is := range issues {
+				if strings.Contains(is.Diagnostics, "already exists from another source") {
+					renamed++
+				}
+			}
+			if renamed != 2 {
+				t.Errorf("third source: %d renamed, want Patient/p1 and Observation/o1: %v", renamed, issues)
+			}
+			ctx := access.With(context.Background(), access.System{Name: "test"})
+			if res, err := app.Records.Read(ctx, "Observation", "o1"); err != nil || res.Version != 1 || !strings.Contains(string(res.JSON), `"Patient/p1"`) {
+				t.Errorf("Observation/o1 changed: %v %+v", err, res)
+			}
+			// A Bundle whose references are urn:uuid: fullUrls.
+			if sum, issues := importReader(t, imp, "lab-1", "bundle", strings.NewReader(bundle)); sum.Created != 2 {
+				t.Fatalf("Bundle: %+v %v", sum, issues)
+			}
+			sum, issues = importReader(t, imp, "lab-2", "bundle", strings.NewReader(bundle))
+			if sum.Created != 0 || sum.Unchanged != 2 {
+				t.Errorf("the same Bundle from a second source: %+v %v", sum, issues)
+			}
+			noRename("Bundle from a second source", issues)
+		})
+	}
+}
