@@ -411,43 +411,89 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 			return err
 		}
 	}
-	var decided map[string]string // fullUrl -> "Type/id" (sameAsStored)
-	if len(taken) > 0 {
-		decided = map[string]string{}
-		for _, it := range ch.items {
-			if it.fullURL != "" && it.localID != "" && it.typ != "" {
-				decided[it.fullURL] = it.typ + "/" + it.localID
-			}
-		}
-	}
+	var held []*item // their ids another source uses: resolveTaken
 	for _, it := range unresolved {
 		if it.localID == "" {
 			switch {
 			case it.sid != "" && !taken[it.key()]:
 				it.free, it.localID = true, it.sid
 			case it.sid != "":
-				same, err := r.sameAsStored(ctx, it, ch, decided)
-				if err != nil {
-					return err
-				}
-				if same {
-					// Not free: decide reads it and finds it unchanged.
-					it.localID = it.sid
-					break
-				}
-				it.free, it.localID = true, fhir.NewID()
-				it.issues = append(it.issues, issue("information", "informational", "", "%s/%s already exists from another source; stored as %s/%s", it.typ, it.sid, it.typ, it.localID))
+				held = append(held, it)
+				continue
 			default:
 				it.free, it.localID = true, fhir.NewID()
 			}
 		}
-		it.newMap = it.sid != ""
-		if it.sid != "" {
-			r.ids[it.key()] = it.localID
-		}
-		if decided != nil && it.fullURL != "" && it.typ != "" {
+		r.assigned(it)
+	}
+	return r.resolveTaken(ctx, held, ch)
+}
+
+// assigned records the local id that identity resolution chose for it.
+func (r *Run) assigned(it *item) {
+	it.newMap = it.sid != ""
+	if it.sid != "" {
+		r.ids[it.key()] = it.localID
+	}
+}
+
+// resolveTaken decides for the items whose source id another source
+// already uses (merge rule 1): the same resource (sameAsStored) keeps the
+// id and any other gets a new one. An item with a reference to another
+// such item of the chunk waits until that one is decided, so the order of
+// a file does not matter; items left waiting only for each other get new
+// ids.
+func (r *Run) resolveTaken(ctx context.Context, held []*item, ch *chunk) error {
+	if len(held) == 0 {
+		return nil
+	}
+	decided := map[string]string{} // fullUrl -> "Type/id"
+	for _, it := range ch.items {
+		if it.fullURL != "" && it.localID != "" && it.typ != "" {
 			decided[it.fullURL] = it.typ + "/" + it.localID
 		}
+	}
+	waiting := map[string]bool{} // "Type/id" and fullUrl of the held
+	for _, it := range held {
+		waiting[it.key()] = true
+		if it.fullURL != "" {
+			waiting[it.fullURL] = true
+		}
+	}
+	settle := func(it *item, same bool) {
+		if same {
+			it.localID = it.sid // not free: decide reads it and finds it unchanged
+		} else {
+			it.free, it.localID = true, fhir.NewID()
+			it.issues = append(it.issues, issue("information", "informational", "", "%s/%s already exists from another source; stored as %s/%s", it.typ, it.sid, it.typ, it.localID))
+		}
+		r.assigned(it)
+		delete(waiting, it.key())
+		if it.fullURL != "" {
+			delete(waiting, it.fullURL)
+			decided[it.fullURL] = it.typ + "/" + it.localID
+		}
+	}
+	for len(held) > 0 {
+		var next []*item
+		for _, it := range held {
+			same, wait, err := r.sameAsStored(ctx, it, ch, decided, waiting)
+			if err != nil {
+				return err
+			}
+			if wait {
+				next = append(next, it)
+				continue
+			}
+			settle(it, same)
+		}
+		if len(next) == len(held) {
+			for _, it := range next {
+				settle(it, false)
+			}
+			return nil
+		}
+		held = next
 	}
 	return nil
 }
@@ -673,38 +719,55 @@ func (r *Run) mayMatch(ctx context.Context, typ, id string) (bool, error) {
 // references are rewritten (as decide compares it). The same file
 // imported under two source labels is then one record, not two copies; a
 // resource that says something else under that id is another one (merge
-// rule 1), and so is one with a reference whose target cannot be told yet
-// (predictRef). decided maps the fullUrls of the chunk's items resolved so
-// far to their local "Type/id".
-func (r *Run) sameAsStored(ctx context.Context, it *item, ch *chunk, decided map[string]string) (bool, error) {
+// rule 1), and so is one with a reference whose target cannot be told
+// (predictRef). wait says that a reference leads to an item still waiting
+// (the keys and fullUrls of waiting); decided maps the fullUrls of the
+// chunk's items resolved so far to their local "Type/id".
+func (r *Run) sameAsStored(ctx context.Context, it *item, ch *chunk, decided map[string]string, waiting map[string]bool) (same, wait bool, err error) {
 	if it.tree == nil {
-		return false, nil
+		return false, false, nil
 	}
 	var olds []string
-	known := true
-	var ferr error
+	unknown := false
 	walkRefs(it.tree, func(ref string) string {
 		olds = append(olds, ref)
-		if !known || ferr != nil {
+		if unknown || err != nil {
 			return ref
 		}
-		out, ok, err := r.predictRef(ctx, ref, ch, decided)
-		known, ferr = ok, err
-		return out
+		out, ok, perr := r.predictRef(ctx, ref, ch, decided)
+		switch {
+		case perr != nil:
+			err = perr
+		case ok:
+			return out
+		case waiting[ref]:
+			wait = true
+		default:
+			pr, parsed := fhir.ParseReference(ref)
+			if parsed && waiting[pr.Type+"/"+pr.ID] {
+				wait = true
+			} else {
+				unknown = true
+			}
+		}
+		return ref
 	})
 	// The references go back as they were: rewrite takes them from there.
 	defer func() {
 		i := 0
 		walkRefs(it.tree, func(string) string { i++; return olds[i-1] })
 	}()
-	if !known || ferr != nil {
-		return false, ferr
+	if err != nil || unknown {
+		return false, false, err
+	}
+	if wait {
+		return false, true, nil
 	}
 	cur, err := r.readVisible(ctx, it.typ, it.sid)
 	if err != nil || cur == nil {
-		return false, err
+		return false, false, err
 	}
-	return sameContent(it.tree, cur), nil
+	return sameContent(it.tree, cur), false, nil
 }
 
 // predictRef tells what rewrite will make of a reference of an item of

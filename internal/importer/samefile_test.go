@@ -17,6 +17,7 @@ import (
 // id with the same content, references included, is that resource, not
 // another to store under a new id; one that says something else, or whose
 // references lead to other resources, still is another (merge rule 1).
+// The order of the file does not matter.
 func TestSameFileTwoSources(t *testing.T) {
 	ndjson := strings.Join([]string{
 		`{"resourceType":"Patient","id":"p1","gender":"female"}`,
@@ -81,6 +82,24 @@ func TestSameFileTwoSources(t *testing.T) {
 				t.Errorf("the same Bundle from a second source: %+v %v", sum, issues)
 			}
 			noRename("Bundle from a second source", issues)
+			// An item before the one it points at waits for it; two that
+			// point at each other are not told apart, and get new ids.
+			rev := `{"resourceType":"Observation","id":"o9","status":"final","code":{"text":"w"},"subject":{"reference":"Patient/p9"}}` + "\n" +
+				`{"resourceType":"Observation","id":"o8","status":"final","code":{"text":"a"},"hasMember":[{"reference":"Observation/o7"}]}` + "\n" +
+				`{"resourceType":"Observation","id":"o7","status":"final","code":{"text":"b"},"hasMember":[{"reference":"Observation/o8"}]}` + "\n" +
+				`{"resourceType":"Patient","id":"p9"}` + "\n"
+			if sum, issues := importReader(t, imp, "rev-1", "ndjson", strings.NewReader(rev)); sum.Created != 4 {
+				t.Fatalf("reversed: %+v %v", sum, issues)
+			}
+			sum, issues = importReader(t, imp, "rev-2", "ndjson", strings.NewReader(rev))
+			if sum.Created != 2 || sum.Unchanged != 2 {
+				t.Errorf("reversed, from a second source: %+v %v", sum, issues)
+			}
+			for _, is := range issues {
+				if strings.Contains(is.Diagnostics, "already exists") && !strings.Contains(is.Diagnostics, "Observation/o8") && !strings.Contains(is.Diagnostics, "Observation/o7") {
+					t.Errorf("reversed, from a second source: %s", is.Diagnostics)
+				}
+			}
 		})
 	}
 }
