@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/phr-project/phr/internal/fhirjson"
 	"github.com/phr-project/phr/internal/importer"
 )
 
@@ -284,7 +285,9 @@ func runConflicts(ctx context.Context, args []string, out, errOut io.Writer) err
 			sides[x.Name] = x.Resource
 		}
 		if cur, in := sides["current"], sides["incoming"]; len(cur) > 0 && len(in) > 0 {
-			changes, err := importer.Diff(cur, in)
+			// Who says what is in the header: meta.source is not a
+			// difference (nor is it to the merge).
+			changes, err := importer.Diff(withoutSource(cur), withoutSource(in))
 			if err != nil {
 				return fmt.Errorf("conflict %s: %w", rest[0], err)
 			}
@@ -341,4 +344,17 @@ func runConflicts(ctx context.Context, args []string, out, errOut io.Writer) err
 		return nil
 	}
 	return fmt.Errorf("%w: unknown subcommand %q (list, show, resolve)", errUsage, sub)
+}
+
+// withoutSource is a resource's JSON without meta.source (as it is when it
+// is not JSON: Diff reports that).
+func withoutSource(b []byte) []byte {
+	v, err := fhirjson.Parse(b)
+	if err != nil {
+		return b
+	}
+	if m := v.Get("meta"); m != nil && m.Kind == fhirjson.Object {
+		m.Delete("source")
+	}
+	return v.Append(nil)
 }
