@@ -1,6 +1,7 @@
 package importer_test
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/importer"
+	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/store/storetest"
 )
 
@@ -99,6 +101,41 @@ func TestSameFileTwoSources(t *testing.T) {
 				if strings.Contains(is.Diagnostics, "already exists") && !strings.Contains(is.Diagnostics, "Observation/o8") && !strings.Contains(is.Diagnostics, "Observation/o7") {
 					t.Errorf("reversed, from a second source: %s", is.Diagnostics)
 				}
+			}
+		})
+	}
+}
+
+// TestPatientScopedSameAsStored: a patient who uploads, under a label of
+// their own, what the record already holds from the hospital finds it
+// unchanged; the same upload of another patient's resource is not taken
+// for that resource (nor told that it exists).
+func TestPatientScopedSameAsStored(t *testing.T) {
+	pat := func(id, family string) string {
+		return `{"resourceType":"Patient","id":"` + id + `","name":[{"family":"` + family + `"}],"birthDate":"1980-02-03"}` + "\n"
+	}
+	obs := func(id, patient string) string {
+		return `{"resourceType":"Observation","id":"` + id + `","status":"final","code":{"text":"pulse"},"subject":{"reference":"Patient/` + patient + `"}}` + "\n"
+	}
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d)
+			admin := s.AdminToken()
+			sum, issues, st := postImport(t, s, admin, "hospital", "application/x-ndjson", strings.NewReader(pat("pa", "Alpha")+obs("oa", "pa")+pat("pb", "Beta")+obs("ob", "pb")))
+			if st != 200 || sum["created"] != 4 {
+				t.Fatalf("the hospital's import: %d %v %v", st, sum, issues)
+			}
+			pa := s.Token("patient/*.cruds", "pa")
+			sum, issues, st = postImport(t, s, pa, "my-phone", "application/x-ndjson", strings.NewReader(pat("pa", "Alpha")+obs("oa", "pa")))
+			if st != 200 || sum["unchanged"] != 2 || sum["created"] != 0 || sum["conflicts"] != 0 {
+				t.Errorf("the patient's own data under another label: %d %v %v", st, sum, issues)
+			}
+			sum, issues, st = postImport(t, s, pa, "my-phone-2", "application/x-ndjson", strings.NewReader(obs("ob", "pb")))
+			if st != 200 || sum["unchanged"] != 0 || sum["created"] != 0 {
+				t.Errorf("another patient's Observation: %d %v %v", st, sum, issues)
+			}
+			if r := s.Do("GET", "Observation/ob", admin, nil); !bytes.Contains(r.Body, []byte(`"versionId":"1"`)) || !bytes.Contains(r.Body, []byte(`"Patient/pb"`)) {
+				t.Errorf("the other patient's Observation changed: %.500s", r.Body)
 			}
 		})
 	}
