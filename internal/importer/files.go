@@ -188,9 +188,10 @@ func (r *Run) spoolZip(rd io.Reader, name, passphrase string) error {
 	return r.Zip(tmp, n, name, passphrase)
 }
 
-// Zip imports a .sphr or zip archive: every .phr, .ndjson and .json in it
-// (ignoring __MACOSX/ and .DS_Store), re-attaching the files that
-// attachments reference by relative URL as Binary resources.
+// Zip imports a .sphr or zip archive: every .phr, .ndjson, .json and
+// .smart-health-card in it (ignoring __MACOSX/ and .DS_Store),
+// re-attaching the files that attachments reference by relative URL as
+// Binary resources. The other files are named in an information issue.
 func (r *Run) Zip(ra io.ReaderAt, size int64, name, passphrase string) error {
 	zr, err := zipaes.NewReader(ra, size, passphrase)
 	if err != nil {
@@ -204,12 +205,16 @@ func (r *Run) Zip(ra io.ReaderAt, size int64, name, passphrase string) error {
 		}
 		files[f.Name] = f
 		low := strings.ToLower(f.Name)
-		if strings.HasSuffix(low, ".phr") || strings.HasSuffix(low, ".ndjson") || strings.HasSuffix(low, ".json") || strings.HasSuffix(low, ".jsonl") {
+		if strings.HasSuffix(low, ".phr") || strings.HasSuffix(low, ".ndjson") || strings.HasSuffix(low, ".json") || strings.HasSuffix(low, ".jsonl") || strings.HasSuffix(low, ".smart-health-card") {
 			inputs = append(inputs, f)
 		}
 	}
 	if len(inputs) == 0 {
-		return fhir.Errorf(400, "not-found", "%s holds no .phr, .ndjson or .json file", name)
+		return fhir.Errorf(400, "not-found", "%s holds no .phr, .ndjson, .json or .smart-health-card file", name)
+	}
+	used := map[string]bool{} // imported or attached
+	for _, f := range inputs {
+		used[f.Name] = true
 	}
 	sort.SliceStable(inputs, func(i, j int) bool { return typeRank(inputs[i].Name) < typeRank(inputs[j].Name) })
 	for _, f := range inputs {
@@ -233,6 +238,7 @@ func (r *Run) Zip(ra io.ReaderAt, size int64, name, passphrase string) error {
 			if !ok {
 				return nil, false, nil
 			}
+			used[p] = true
 			if af.Size > MaxAttachment {
 				return nil, false, fmt.Errorf("attachment %s is larger than %d bytes", p, MaxAttachment)
 			}
@@ -253,6 +259,21 @@ func (r *Run) Zip(ra io.ReaderAt, size int64, name, passphrase string) error {
 		if err != nil {
 			return err
 		}
+	}
+	var other []string
+	for n := range files {
+		if !used[n] {
+			other = append(other, n)
+		}
+	}
+	if len(other) > 0 {
+		sort.Strings(other)
+		more := ""
+		if len(other) > 20 {
+			more = fmt.Sprintf(" and %d more", len(other)-20)
+			other = other[:20]
+		}
+		r.report(issue("information", "informational", "", "%s: not imported (neither FHIR JSON nor an attachment of it): %s%s", name, strings.Join(other, ", "), more))
 	}
 	return nil
 }
