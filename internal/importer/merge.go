@@ -734,21 +734,16 @@ func (r *Run) sameAsStored(ctx context.Context, it *item, ch *chunk, decided map
 		if unknown || err != nil {
 			return ref
 		}
-		out, ok, perr := r.predictRef(ctx, ref, ch, decided)
+		out, st, perr := r.predictRef(ctx, ref, ch, decided, waiting)
 		switch {
 		case perr != nil:
 			err = perr
-		case ok:
+		case st == refKnown:
 			return out
-		case waiting[ref]:
+		case st == refWaits:
 			wait = true
 		default:
-			pr, parsed := fhir.ParseReference(ref)
-			if parsed && waiting[pr.Type+"/"+pr.ID] {
-				wait = true
-			} else {
-				unknown = true
-			}
+			unknown = true
 		}
 		return ref
 	})
@@ -770,60 +765,89 @@ func (r *Run) sameAsStored(ctx context.Context, it *item, ch *chunk, decided map
 	return sameContent(it.tree, cur), false, nil
 }
 
+// refState says how far predictRef can tell a reference's rewrite.
+type refState int
+
+const (
+	refKnown   refState = iota
+	refWaits            // on an item of the chunk still waiting (resolveTaken)
+	refUnknown          // on what is not resolved yet
+)
+
 // predictRef tells what rewrite will make of a reference of an item of
 // the chunk being resolved, from what is known now and without changing
-// anything; ok is false when that depends on what is not resolved yet (an
-// entry or an identity still to come, an identifier an item of the chunk
-// also carries, a match by search).
-func (r *Run) predictRef(ctx context.Context, ref string, ch *chunk, decided map[string]string) (string, bool, error) {
+// anything. It cannot tell for an entry still to come, an identifier an
+// item of the chunk also carries, or a match by search. A resource this
+// source has not sent yet is taken to keep the id the reference gives it:
+// if it never comes, the reference stays as it is; if it comes later and
+// is another than the one stored under that id, the item that relied on
+// it is then merged with the stored one as a conflict, nothing lost.
+// (A record's export lists the Practitioners and Organizations that its
+// resources point at after them.)
+func (r *Run) predictRef(ctx context.Context, ref string, ch *chunk, decided map[string]string, waiting map[string]bool) (string, refState, error) {
 	if local, ok := ch.bundle[ref]; ok {
-		return local, true, nil
+		return local, refKnown, nil
 	}
 	if local, ok := decided[ref]; ok {
-		return local, true, nil
+		return local, refKnown, nil
+	}
+	if waiting[ref] {
+		return "", refWaits, nil
 	}
 	if strings.HasPrefix(ref, "urn:uuid:") || strings.HasPrefix(ref, "urn:oid:") {
-		return "", false, nil
+		return "", refUnknown, nil
 	}
 	if t, q, ok := strings.Cut(ref, "?"); ok && r4.IsResourceType(t) {
 		if local, ok := r.cond[t+"?"+q]; ok {
-			return local, true, nil
+			return local, refKnown, nil
 		}
 		vals, err := url.ParseQuery(q)
 		ids := vals["identifier"]
 		if err != nil || len(vals) != 1 || len(ids) != 1 {
-			return "", false, nil
+			return "", refUnknown, nil
 		}
 		sys, val, hasSys := strings.Cut(ids[0], "|")
 		if !hasSys {
-			return "", false, nil
+			return "", refUnknown, nil
 		}
 		for _, it := range ch.items {
 			if it.typ == t && slices.Contains(it.idents, [2]string{sys, val}) {
-				return "", false, nil
+				return "", refUnknown, nil
 			}
 		}
 		matches, err := r.imp.identifierMatches(ctx, t, sys, val)
 		if err != nil || len(matches) != 1 {
-			return "", false, err
+			return "", refUnknown, err
 		}
-		return t + "/" + matches[0], true, nil
+		return t + "/" + matches[0], refKnown, nil
 	}
 	pr, ok := fhir.ParseReference(ref)
 	if !ok || (pr.Base != "" && pr.Base != r.source) {
-		return ref, true, nil
+		return ref, refKnown, nil
 	}
-	local, ok := r.ids[pr.Type+"/"+pr.ID]
+	key := pr.Type + "/" + pr.ID
+	if waiting[key] {
+		return "", refWaits, nil
+	}
+	local, ok := r.ids[key]
+	if !ok && !r.fresh.on {
+		// What prefetchRefs will find: this source's identity map.
+		known, err := r.imp.lookupIdentities(ctx, r.source, map[string][]string{pr.Type: {pr.ID}})
+		if err != nil {
+			return "", refUnknown, err
+		}
+		if m, found := known[key]; found {
+			local, ok = m[0], true
+		}
+	}
 	if !ok {
-		// (Unless prefetchRefs finds it in the identity map later, or
-		// it points forward.)
-		return "", false, nil
+		local = pr.ID
 	}
 	out := pr.Type + "/" + local
 	if pr.Version != "" {
 		out += "/_history/" + pr.Version
 	}
-	return out, true, nil
+	return out, refKnown, nil
 }
 
 // readVisible reads the current version of typ/id as the run's token

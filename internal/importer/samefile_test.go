@@ -102,6 +102,24 @@ func TestSameFileTwoSources(t *testing.T) {
 					t.Errorf("reversed, from a second source: %s", is.Diagnostics)
 				}
 			}
+			// A resource pointing at one that a later chunk brings (a
+			// record's export lists the Practitioners after what points
+			// at them) is taken for the stored one; when the later one
+			// turns out to be another, the first is a conflict.
+			fw := `{"resourceType":"Observation","id":"o5","status":"final","code":{"text":"w"},"performer":[{"reference":"Practitioner/dr1"}]}` + "\n" +
+				`{"resourceType":"Practitioner","id":"dr1","name":[{"family":"Who"}]}` + "\n"
+			one := importer.New(app.Store, app.Records)
+			one.ChunkSize = 1
+			if sum, issues := importReader(t, one, "fw-1", "ndjson", strings.NewReader(fw)); sum.Created != 2 {
+				t.Fatalf("forward: %+v %v", sum, issues)
+			}
+			if sum, issues := importReader(t, one, "fw-2", "ndjson", strings.NewReader(fw)); sum.Created != 0 || sum.Unchanged != 2 {
+				t.Errorf("forward, from a second source: %+v %v", sum, issues)
+			}
+			sum, issues = importReader(t, one, "fw-3", "ndjson", strings.NewReader(strings.Replace(fw, "Who", "Else", 1)))
+			if sum.Created != 1 || sum.Conflicts != 1 {
+				t.Errorf("forward to another Practitioner, from a third source: %+v %v", sum, issues)
+			}
 		})
 	}
 }
