@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/phr-project/phr/internal/cid"
+	"github.com/phr-project/phr/internal/fhir"
 )
 
 // TokenSource returns a bearer token for the server.
@@ -162,26 +163,10 @@ func redact(u string) string {
 func responseError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	msg := strings.TrimSpace(string(b))
-	var oo struct {
-		ResourceType string `json:"resourceType"`
-		Issue        []struct {
-			Severity    string   `json:"severity"`
-			Code        string   `json:"code"`
-			Diagnostics string   `json:"diagnostics"`
-			Expression  []string `json:"expression"`
-		} `json:"issue"`
-	}
-	if json.Unmarshal(b, &oo) == nil && oo.ResourceType == "OperationOutcome" && len(oo.Issue) > 0 {
+	if issues, ok := fhir.ParseOutcome(b); ok && len(issues) > 0 {
 		var parts []string
-		for _, is := range oo.Issue {
-			p := is.Diagnostics
-			if p == "" {
-				p = is.Code
-			}
-			if len(is.Expression) > 0 {
-				p += " (at " + strings.Join(is.Expression, ", ") + ")"
-			}
-			parts = append(parts, p)
+		for _, is := range issues {
+			parts = append(parts, is.Text())
 		}
 		msg = strings.Join(parts, "; ")
 	}

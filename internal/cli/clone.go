@@ -446,32 +446,13 @@ func reportRemoteIssues(paths []string, errOut io.Writer) (failed int, err error
 			if len(text) == 0 {
 				continue
 			}
-			var oo struct {
-				ResourceType string `json:"resourceType"`
-				Issue        []struct {
-					Severity    string                `json:"severity"`
-					Code        string                `json:"code"`
-					Diagnostics string                `json:"diagnostics"`
-					Details     struct{ Text string } `json:"details"`
-					Expression  []string              `json:"expression"`
-				} `json:"issue"`
-			}
-			if json.Unmarshal(text, &oo) != nil || oo.ResourceType != "OperationOutcome" {
+			issues, ok := fhir.ParseOutcome(text)
+			if !ok {
 				failed++
 				say("error: line %d of %s is not an OperationOutcome", line, filepath.Base(p))
 				continue
 			}
-			for _, is := range oo.Issue {
-				msg := is.Diagnostics
-				if msg == "" {
-					msg = is.Details.Text
-				}
-				if msg == "" {
-					msg = is.Code
-				}
-				if len(is.Expression) > 0 {
-					msg += " (at " + strings.Join(is.Expression, ", ") + ")"
-				}
+			for _, is := range issues {
 				if is.Severity == "error" || is.Severity == "fatal" || is.Severity == "" {
 					failed++
 				}
@@ -479,7 +460,7 @@ func reportRemoteIssues(paths []string, errOut io.Writer) (failed int, err error
 				if sev == "" {
 					sev = "error"
 				}
-				say("%s: %s", sev, msg)
+				say("%s: %s", sev, is.Text())
 			}
 		}
 		err = sc.Err()

@@ -4,6 +4,7 @@
 package fhir
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -146,6 +147,44 @@ func Outcome(issues []Issue) *fhirjson.Value {
 func orDefault(s, d string) string {
 	if s == "" {
 		return d
+	}
+	return s
+}
+
+// ParseOutcome reads the issues of an OperationOutcome's JSON; ok is false
+// when b is not one. An issue without diagnostics gets its details.text.
+func ParseOutcome(b []byte) (issues []Issue, ok bool) {
+	var oo struct {
+		ResourceType string `json:"resourceType"`
+		Issue        []struct {
+			Severity    string                `json:"severity"`
+			Code        string                `json:"code"`
+			Diagnostics string                `json:"diagnostics"`
+			Details     struct{ Text string } `json:"details"`
+			Expression  []string              `json:"expression"`
+		} `json:"issue"`
+	}
+	if json.Unmarshal(b, &oo) != nil || oo.ResourceType != "OperationOutcome" {
+		return nil, false
+	}
+	for _, is := range oo.Issue {
+		d := is.Diagnostics
+		if d == "" {
+			d = is.Details.Text
+		}
+		issues = append(issues, Issue{Severity: is.Severity, Code: is.Code, Diagnostics: d, Expression: is.Expression})
+	}
+	return issues, true
+}
+
+// Text is the issue in one line: its diagnostics (or code) and where.
+func (i Issue) Text() string {
+	s := i.Diagnostics
+	if s == "" {
+		s = i.Code
+	}
+	if len(i.Expression) > 0 {
+		s += " (at " + strings.Join(i.Expression, ", ") + ")"
 	}
 	return s
 }
