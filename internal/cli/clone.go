@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,10 +101,16 @@ func (r *remoteFlags) statePath(cf *clientFlags) (path, into string, err error) 
 // redactDB is a database URL without its password, to name a record by.
 func redactDB(db string) string {
 	u, err := url.Parse(db)
-	if err != nil || u.User == nil {
+	if err != nil {
 		return db
 	}
-	u.User = url.User(u.User.Username())
+	if u.User != nil {
+		u.User = url.User(u.User.Username())
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Del("password")
+		u.RawQuery = q.Encode()
+	}
 	return u.String()
 }
 
@@ -129,6 +136,17 @@ func loadRemotes(path, into string) (*remotesFile, error) {
 		}
 	}
 	return &rf, nil
+}
+
+// servers lists the remote servers of states, once each.
+func servers(states []remoteState) []string {
+	var out []string
+	for _, s := range states {
+		if !slices.Contains(out, s.Remote) {
+			out = append(out, s.Remote)
+		}
+	}
+	return out
 }
 
 // put records st, replacing an earlier state of the same remote export.
@@ -284,10 +302,7 @@ func runPull(ctx context.Context, args []string, out, errOut io.Writer) error {
 			fmt.Fprintf(errOut, "phr: read the remote from %s (written by an older phr clone); it moves to %s\n", legacyState, path)
 		}
 	}
-	var names []string
-	for _, s := range remotes {
-		names = append(names, s.Remote)
-	}
+	names := servers(remotes)
 	if f.NArg() == 1 {
 		want := strings.TrimSuffix(f.Arg(0), "/")
 		var picked []remoteState
@@ -309,7 +324,7 @@ func runPull(ctx context.Context, args []string, out, errOut io.Writer) error {
 	}
 	// A bearer token or a client id is the credential of one server: it
 	// must not be sent to the others.
-	if len(remotes) > 1 && (rf.token != "" || rf.clientID != "") {
+	if len(servers(remotes)) > 1 && (rf.token != "" || rf.clientID != "") {
 		return fmt.Errorf("%w: a remote token or client id is for one server; name the remote to pull: phr pull URL (remotes: %s)", errUsage, strings.Join(names, ", "))
 	}
 	var errs []error

@@ -118,6 +118,14 @@ func TestPullSeveralRemotes(t *testing.T) {
 	if code, out, _ := run(t, "diff", "Patient/pb", "--data", data); code != 0 || !strings.Contains(out, "+ Patient.birthDate") {
 		t.Errorf("diff after pull: %d\n%s", code, out)
 	}
+	// Two exports of one server (system and patient level) share its
+	// token: phr pull URL brings both.
+	if code, out, errOut := run(t, "clone", b.FHIR, "--patient", "--remote-token", tokB, "--data", data); code != 0 {
+		t.Fatalf("clone B at patient level: %d\n%s\n%s", code, out, errOut)
+	}
+	if code, out, errOut := run(t, "pull", b.FHIR, "--remote-token", tokB, "--data", data); code != 0 || strings.Count(errOut, "phr: pulling "+b.FHIR) != 2 {
+		t.Fatalf("pull of B's two exports: %d\n%s\n%s", code, out, errOut)
+	}
 
 	// A state file of an earlier phr clone (one remote, in the working
 	// directory) is read, and the remote moves to the record.
@@ -262,5 +270,19 @@ func TestPullAfterRemoteErrors(t *testing.T) {
 	defer mu.Unlock()
 	if want := []string{"", "", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "2026-03-01T00:00:00Z"}; !slices.Equal(sinces, want) {
 		t.Errorf("_since of the exports: %q, want %q", sinces, want)
+	}
+}
+
+// redactDB names a record by its database URL without the password, in the
+// user part or in the query.
+func TestRedactDB(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://phr:s3cret@db.example:5432/phr?sslmode=require": "postgres://phr@db.example:5432/phr?sslmode=require",
+		"postgres://db.example/phr?password=s3cret&sslmode=disable": "postgres://db.example/phr?sslmode=disable",
+		"postgres://postgres@127.0.0.1:5432/test?sslmode=disable":   "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+	} {
+		if got := redactDB(in); got != want {
+			t.Errorf("redactDB(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
