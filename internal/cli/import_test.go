@@ -241,3 +241,25 @@ func TestImportDirNamesFiles(t *testing.T) {
 		t.Errorf("a file that is not FHIR: %d\n%s\n%s", code, out, errOut)
 	}
 }
+
+// TestImportRenameHint: resources whose ids another source gave other
+// content are stored beside those, and the CLI says how to import data of
+// the same system so that it updates them instead.
+func TestImportRenameHint(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "hospital-2025.ndjson"), filepath.Join(dir, "hospital-2026.ndjson")
+	os.WriteFile(a, []byte(`{"resourceType":"Patient","id":"h1","gender":"female"}`+"\n"+`{"resourceType":"Patient","id":"h2"}`+"\n"), 0o600)
+	os.WriteFile(b, []byte(`{"resourceType":"Patient","id":"h1","gender":"female","birthDate":"1970-01-01"}`+"\n"+`{"resourceType":"Patient","id":"h2"}`+"\n"), 0o600)
+	data := t.TempDir()
+	if code, out, errOut := run(t, "import", "--data", data, a); code != 0 || strings.Contains(errOut, "another source gave") {
+		t.Fatalf("first import: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut := run(t, "import", "--data", data, b)
+	if code != 0 || !strings.Contains(out, "created 1, updated 0, unchanged 1") || !strings.Contains(errOut, "phr: 1 resources have ids that another source gave other content") {
+		t.Fatalf("second import under its own name: %d\n%s\n%s", code, out, errOut)
+	}
+	// As the hint says: under the earlier import's source, a change is an update.
+	if code, out, errOut := run(t, "import", "--data", data, "--source", "hospital-2025.ndjson", b); code != 0 || !strings.Contains(out, "updated 1,") || strings.Contains(errOut, "another source gave") {
+		t.Errorf("under the earlier source: %d\n%s\n%s", code, out, errOut)
+	}
+}

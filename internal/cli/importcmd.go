@@ -476,13 +476,16 @@ func sendImport(ctx context.Context, c *fhirClient, u upload, source, passphrase
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 16<<20)
-	shown, hidden := 0, 0
+	shown, hidden, renamed := 0, 0, 0
 	var summary []byte
 	for sc.Scan() {
 		line := sc.Bytes()
 		if bytes.HasPrefix(line, []byte(`{"resourceType":"Parameters"`)) {
 			summary = append([]byte(nil), line...)
 			continue
+		}
+		if bytes.Contains(line, []byte(importer.Renamed)) {
+			renamed++
 		}
 		if quiet {
 			continue
@@ -518,6 +521,9 @@ func sendImport(ctx context.Context, c *fhirClient, u upload, source, passphrase
 	}
 	fmt.Fprintf(out, "%s %s: batch %s: created %s, updated %s, unchanged %s, conflicts %s, rejected %s, deleted %s (%s resources, %s in %.1fs, %.0f resources/s)\n",
 		verb, u.name, s["batch"], s["created"], s["updated"], s["unchanged"], s["conflicts"], s["rejected"], s["deleted"], s["resources"], humanBytes(prog.bytes.Load()), el.Seconds(), atof(s["resources"])/el.Seconds())
+	if renamed > 0 && !quiet {
+		fmt.Fprintf(errOut, "phr: %d resources have ids that another source gave other content, so they are stored as new resources beside those. If %s comes from the same system as an earlier import, import it with that import's --source (phr log lists them): its changes then update that import's resources.\n", renamed, u.name)
+	}
 	return nil
 }
 

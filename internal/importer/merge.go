@@ -437,6 +437,10 @@ func (r *Run) assigned(it *item) {
 	}
 }
 
+// Renamed is what an import says of a resource stored under a new id
+// because another source uses its id for other content.
+const Renamed = "already exists from another source; stored as"
+
 // resolveTaken decides for the items whose source id another source
 // already uses (merge rule 1): the same resource (sameAsStored) keeps the
 // id and any other gets a new one. An item with a reference to another
@@ -465,7 +469,7 @@ func (r *Run) resolveTaken(ctx context.Context, held []*item, ch *chunk) error {
 			it.localID = it.sid // not free: decide reads it and finds it unchanged
 		} else {
 			it.free, it.localID = true, fhir.NewID()
-			it.issues = append(it.issues, issue("information", "informational", "", "%s/%s already exists from another source; stored as %s/%s", it.typ, it.sid, it.typ, it.localID))
+			it.issues = append(it.issues, issue("information", "informational", "", "%s/%s "+Renamed+" %s/%s", it.typ, it.sid, it.typ, it.localID))
 		}
 		r.assigned(it)
 		delete(waiting, it.key())
