@@ -46,9 +46,9 @@ func (l lookup) with(args ...any) lookup {
 
 // identityLookup reads identity map entries: source, type; source ids.
 var identityLookup = lookup{
-	sqlite: `SELECT source_id, local_id, src_version, src_updated FROM import_identity WHERE source = ? AND type = ? AND source_id %s`,
-	postgres: `SELECT i.source_id, i.local_id, i.src_version, i.src_updated FROM unnest(?::text[]) AS q(sid)
-		CROSS JOIN LATERAL (SELECT source_id, local_id, src_version, src_updated FROM import_identity
+	sqlite: `SELECT source_id, local_id, src_version, src_updated, agreed FROM import_identity WHERE source = ? AND type = ? AND source_id %s`,
+	postgres: `SELECT i.source_id, i.local_id, i.src_version, i.src_updated, i.agreed FROM unnest(?::text[]) AS q(sid)
+		CROSS JOIN LATERAL (SELECT source_id, local_id, src_version, src_updated, agreed FROM import_identity
 			WHERE source = ? AND type = ? AND source_id = q.sid LIMIT 1) i`,
 }
 
@@ -122,12 +122,12 @@ func (imp *Importer) forChunks(ctx context.Context, ids []string, l lookup, scan
 }
 
 // lookupIdentity fills out["Type/sourceId"] = {local id, src version,
-// src updated} for the source's known ids.
-func (imp *Importer) lookupIdentity(ctx context.Context, source, typ string, sids []string, out map[string][3]string) error {
+// src updated, agreed local version} for the source's known ids.
+func (imp *Importer) lookupIdentity(ctx context.Context, source, typ string, sids []string, out map[string][4]string) error {
 	err := imp.forChunks(ctx, sids, identityLookup.with(source, typ), func(rows *sql.Rows) error {
 		var sid string
-		var v [3]string
-		if err := rows.Scan(&sid, &v[0], &v[1], &v[2]); err != nil {
+		var v [4]string
+		if err := rows.Scan(&sid, &v[0], &v[1], &v[2], &v[3]); err != nil {
 			return err
 		}
 		out[typ+"/"+sid] = v
@@ -141,8 +141,8 @@ func (imp *Importer) lookupIdentity(ctx context.Context, source, typ string, sid
 
 // lookupIdentities reads the identity map entries of source for the
 // source ids of each type in byType (see lookupIdentity).
-func (imp *Importer) lookupIdentities(ctx context.Context, source string, byType map[string][]string) (map[string][3]string, error) {
-	known := map[string][3]string{}
+func (imp *Importer) lookupIdentities(ctx context.Context, source string, byType map[string][]string) (map[string][4]string, error) {
+	known := map[string][4]string{}
 	for typ, sids := range byType {
 		if err := imp.lookupIdentity(ctx, source, typ, sids, known); err != nil {
 			return nil, err

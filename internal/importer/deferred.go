@@ -40,6 +40,7 @@ type deferred struct {
 	Known   bool   `json:"k,omitempty"`
 	KnownV  string `json:"kv,omitempty"`
 	KnownUp string `json:"ku,omitempty"`
+	KnownA  string `json:"ka,omitempty"`
 	NewMap  bool   `json:"n,omitempty"`
 	OwnV    int64  `json:"ov,omitempty"`
 	OwnSame bool   `json:"os,omitempty"`
@@ -52,7 +53,7 @@ func newScope() *deferScope {
 // add writes an item to the scope's file.
 func (sc *deferScope) add(file string, it *item) error {
 	err := sc.sp.put(deferred{spooledInput: inputOf(it), File: file,
-		Local: it.localID, Known: it.known, KnownV: it.knownV, KnownUp: it.knownUp, NewMap: it.newMap, OwnV: it.ownVersion, OwnSame: it.ownSame}, it.raw)
+		Local: it.localID, Known: it.known, KnownV: it.knownV, KnownUp: it.knownUp, KnownA: it.knownAgreed, NewMap: it.newMap, OwnV: it.ownVersion, OwnSame: it.ownSame}, it.raw)
 	if err != nil {
 		return fmt.Errorf("defer %s: %w", it.key(), err)
 	}
@@ -73,7 +74,7 @@ func (sc *deferScope) read(f func(*item, string) error) error {
 			return fmt.Errorf("read deferred items: %w", err)
 		}
 		it := d.item(raw)
-		it.localID, it.known, it.knownV, it.knownUp, it.newMap, it.ownVersion, it.ownSame = d.Local, d.Known, d.KnownV, d.KnownUp, d.NewMap, d.OwnV, d.OwnSame
+		it.localID, it.known, it.knownV, it.knownUp, it.knownAgreed, it.newMap, it.ownVersion, it.ownSame = d.Local, d.Known, d.KnownV, d.KnownUp, d.KnownA, d.NewMap, d.OwnV, d.OwnSame
 		if !d.Del {
 			parseItem(it)
 			it.issues = d.Issues // the same parse warnings, and those of resolving

@@ -187,6 +187,11 @@ type Run struct {
 	// the record's own resources (see recogniseOwn): a later version of
 	// one, in a history Bundle, is checked in the same way.
 	own map[string]bool
+	// agreed maps the local "Type/id" of the resources this run wrote, or
+	// found to say what the source says, to that version (see
+	// item.agreed): a later item for one of them from the source updates
+	// it while that version is current.
+	agreed map[string]int64
 	// cond caches conditional reference resolutions ("Type?query" -> "Type/id").
 	cond map[string]string
 	// fileName is the file being read, for reports.
@@ -242,7 +247,7 @@ func (imp *Importer) Begin(ctx context.Context, o Options) (*Run, error) {
 		return nil, fhir.Forbidden("importing needs permission to create resources (and Provenance)")
 	}
 	r := &Run{imp: imp, ctx: ctx, p: p, o: o, source: SourceURI(o.Source), started: time.Now().UTC(),
-		ids: map[string]string{}, own: map[string]bool{}, cond: map[string]string{}, deletedHere: map[string]bool{}}
+		ids: map[string]string{}, own: map[string]bool{}, agreed: map[string]int64{}, cond: map[string]string{}, deletedHere: map[string]bool{}}
 	r.sum.Source = r.source
 	// An import is bulk work: it runs with all CPUs until Finish, and
 	// with a larger Go heap (see ImportMemoryLimit).

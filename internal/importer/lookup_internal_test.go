@@ -71,7 +71,7 @@ func TestLookups(t *testing.T) {
 			imp := &Importer{db: db}
 			ctx := context.Background()
 
-			ident := map[string][3]string{}
+			ident := map[string][4]string{}
 			if err := imp.lookupIdentity(ctx, "s", "Observation", keys("x", 300), ident); err != nil {
 				t.Fatal(err)
 			}

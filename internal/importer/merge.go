@@ -64,7 +64,13 @@ type item struct {
 	known   bool
 	knownUp string // src_updated recorded for the mapping
 	knownV  string
-	newMap  bool // write the identity mapping
+	// knownAgreed is the local version recorded for the mapping: what the
+	// source's last version was written as or found the same as.
+	knownAgreed string
+	// agreed is the local version this item is written as or found the
+	// same as (records writes it to the identity map); empty otherwise.
+	agreed string
+	newMap bool // write the identity mapping
 	// named says that the resource had no id and sid names it by its
 	// content (see parseItem and bundleStream.nameByTargets).
 	named bool
@@ -94,10 +100,11 @@ type item struct {
 
 func (it *item) key() string { return it.typ + "/" + it.sid }
 
-// mapped takes the local id, source version and source lastUpdated of an
-// identity map entry (lookupIdentity's values) for the item.
-func (it *item) mapped(m [3]string) {
-	it.localID, it.known, it.knownV, it.knownUp = m[0], true, m[1], m[2]
+// mapped takes the local id, source version, source lastUpdated and
+// agreed version of an identity map entry (lookupIdentity's values) for
+// the item.
+func (it *item) mapped(m [4]string) {
+	it.localID, it.known, it.knownV, it.knownUp, it.knownAgreed = m[0], true, m[1], m[2], m[3]
 }
 
 // reject marks the item rejected with the issues.
@@ -306,6 +313,7 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 		}
 		clear(r.ids)
 		clear(r.own)
+		clear(r.agreed)
 		r.fresh = freshState{} // the identities of this run are not all here now
 	}
 	byType := map[string][]string{}
@@ -322,7 +330,7 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 		}
 		byType[it.typ] = append(byType[it.typ], it.sid)
 	}
-	var known map[string][3]string
+	var known map[string][4]string
 	if !r.fresh.on { // else nothing recorded of the source but what r.ids holds
 		var err error
 		if known, err = r.imp.lookupIdentities(ctx, r.source, byType); err != nil {
@@ -1148,10 +1156,38 @@ func (r *Run) decide(items []*item) {
 			it.act = actUnchanged
 		case sameContent(it.tree, it.cur):
 			it.act = actUnchanged
+			it.agreed = strconv.FormatInt(it.cur.Version, 10)
 		default:
 			r.decideChange(it)
 		}
+		switch it.act {
+		case actCreate, actUpdate:
+			it.agreed = strconv.FormatInt(it.nextVersion(), 10)
+		}
+		if it.agreed != "" {
+			r.agreed[it.typ+"/"+it.localID], _ = strconv.ParseInt(it.agreed, 10, 64)
+		}
 	}
+}
+
+// nextVersion is the version number a write of the item gives its
+// resource.
+func (it *item) nextVersion() int64 {
+	if it.cur == nil {
+		return 1
+	}
+	return it.cur.Version + 1
+}
+
+// agreesWith reports whether the current version of the item's resource
+// is what the source's last version was written as or found the same as
+// (in this run, or as the identity map records it): the source's own
+// statement, even when another source wrote it.
+func (r *Run) agreesWith(it *item) bool {
+	if v, ok := r.agreed[it.typ+"/"+it.localID]; ok {
+		return v == it.cur.Version
+	}
+	return it.known && it.knownAgreed == strconv.FormatInt(it.cur.Version, 10)
 }
 
 // decideChange decides for an item whose content is not the current
@@ -1162,7 +1198,7 @@ func (r *Run) decide(items []*item) {
 // any other is a conflict.
 func (r *Run) decideChange(it *item) {
 	switch {
-	case metaSource(it.cur.JSON) == r.source:
+	case metaSource(it.cur.JSON) == r.source || r.agreesWith(it):
 		if r.newer(it) {
 			it.act = actUpdate
 		} else {
@@ -1337,10 +1373,7 @@ func (r *Run) prepareItem(it *item, at time.Time) {
 	default:
 		return
 	}
-	version := int64(1)
-	if it.cur != nil {
-		version = it.cur.Version + 1
-	}
+	version := it.nextVersion()
 	method := "PUT"
 	if it.cur == nil {
 		method = "POST"
@@ -1590,8 +1623,10 @@ func (r *Run) records(items []*item) []recordRows {
 		default:
 			continue
 		}
-		if it.sid != "" && (it.newMap || it.act == actUpdate || it.act == actCreate) {
-			row := []any{r.source, it.typ, it.sid, it.localID, it.srcVer, it.srcUpd}
+		// (An unchanged item's entry is written again when the version the
+		// source agrees with moved.)
+		if it.sid != "" && (it.newMap || it.act == actUpdate || it.act == actCreate || it.agreed != "" && it.agreed != it.knownAgreed) {
+			row := []any{r.source, it.typ, it.sid, it.localID, it.srcVer, it.srcUpd, it.agreed}
 			if it.act == actCreate && !it.known {
 				newIDRows = append(newIDRows, row)
 			} else {
@@ -1614,8 +1649,8 @@ func (r *Run) records(items []*item) []recordRows {
 	}
 	const (
 		idTable    = "import_identity"
-		idCols     = "source, type, source_id, local_id, src_version, src_updated"
-		idSuffix   = " ON CONFLICT (source, type, source_id) DO UPDATE SET local_id = excluded.local_id, src_version = excluded.src_version, src_updated = excluded.src_updated"
+		idCols     = "source, type, source_id, local_id, src_version, src_updated, agreed"
+		idSuffix   = " ON CONFLICT (source, type, source_id) DO UPDATE SET local_id = excluded.local_id, src_version = excluded.src_version, src_updated = excluded.src_updated, agreed = excluded.agreed"
 		identTable = "import_identifier"
 		identCols  = "type, system, value, local_id"
 	)

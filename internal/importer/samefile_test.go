@@ -158,3 +158,80 @@ func TestPatientScopedSameAsStored(t *testing.T) {
 		})
 	}
 }
+
+// TestSecondSourceFastForward: a source that once said exactly what the
+// current version says (the same resource under its id, or matched by an
+// identifier) updates it with its newer versions, as a branch level with
+// another fast-forwards. One that said less, or whose version is no longer
+// current, still makes a conflict: nothing another source said is
+// overwritten unseen.
+func TestSecondSourceFastForward(t *testing.T) {
+	pat := func(id, upd, extra string) string {
+		return `{"resourceType":"Patient","id":"` + id + `","meta":{"lastUpdated":"` + upd + `"},"identifier":[{"system":"urn:mrn","value":"` + id + `"}],"name":[{"family":"Level"}]` + extra + `}` + "\n"
+	}
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			app := openApp(t, d)
+			imp := importer.New(app.Store, app.Records)
+			ctx := access.With(context.Background(), access.System{Name: "test"})
+			version := func(id string) int64 {
+				t.Helper()
+				res, err := app.Records.Read(ctx, "Patient", id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res.Version
+			}
+			run := func(source, in string) importer.Summary {
+				t.Helper()
+				sum, _ := importReader(t, imp, source, "ndjson", strings.NewReader(in))
+				return sum
+			}
+			if sum := run("hospital", pat("f1", "2025-01-01T00:00:00Z", "")+pat("f2", "2025-01-01T00:00:00Z", `,"gender":"male"`)); sum.Created != 2 {
+				t.Fatalf("hospital: %+v", sum)
+			}
+			// The server the hospital's file came from: f1 the same (by
+			// id), f2 the same under another id (by identifier), and a
+			// third saying less than the hospital (no gender).
+			server := pat("f1", "2025-06-01T00:00:00Z", "") + strings.Replace(pat("f2", "2025-06-01T00:00:00Z", `,"gender":"male"`), `"id":"f2"`, `"id":"s2"`, 1)
+			if sum := run("server", server); sum.Unchanged != 2 || sum.Created != 0 {
+				t.Fatalf("server, first pull: %+v", sum)
+			}
+			// Its newer versions update both.
+			server2 := pat("f1", "2025-07-01T00:00:00Z", `,"birthDate":"1970-01-01"`) + strings.Replace(pat("f2", "2025-07-01T00:00:00Z", `,"gender":"male","birthDate":"1971-01-01"`), `"id":"f2"`, `"id":"s2"`, 1)
+			if sum := run("server", server2); sum.Updated != 2 || sum.Conflicts != 0 {
+				t.Errorf("server, second pull: %+v", sum)
+			}
+			if version("f1") != 2 || version("f2") != 2 {
+				t.Errorf("versions: f1 %d, f2 %d", version("f1"), version("f2"))
+			}
+			// The hospital's own newer version now meets the server's: a
+			// conflict.
+			if sum := run("hospital", pat("f1", "2025-08-01T00:00:00Z", `,"gender":"female"`)); sum.Conflicts != 1 || sum.Updated != 0 {
+				t.Errorf("hospital after the server's update: %+v", sum)
+			}
+			// In one run: the same as the current version, then newer.
+			if sum := run("hospital", pat("f3", "2025-01-01T00:00:00Z", "")); sum.Created != 1 {
+				t.Fatalf("f3: %+v", sum)
+			}
+			if sum := run("phone", pat("f3", "2025-01-01T00:00:00Z", "")+pat("f3", "2025-02-01T00:00:00Z", `,"gender":"other"`)); sum.Unchanged != 1 || sum.Updated != 1 || sum.Conflicts != 0 {
+				t.Errorf("one run, level then newer: %+v", sum)
+			}
+			// A source that said less than the current version does not
+			// overwrite it later.
+			if sum := run("hospital", pat("f4", "2025-01-01T00:00:00Z", `,"gender":"female","birthDate":"1960-01-01"`)); sum.Created != 1 {
+				t.Fatalf("f4: %+v", sum)
+			}
+			less := `{"resourceType":"Patient","id":"f4","meta":{"lastUpdated":"2025-01-01T00:00:00Z"},"identifier":[{"system":"urn:mrn","value":"f4"}],"name":[{"family":"Level"}]}` + "\n"
+			if sum := run("card", less); sum.Unchanged != 1 {
+				t.Fatalf("card saying less: %+v", sum)
+			}
+			if sum := run("card", strings.Replace(less, "2025-01-01", "2025-03-01", 1)[:len(less)-2]+`,"gender":"male"}`+"\n"); sum.Conflicts != 1 || sum.Updated != 0 {
+				t.Errorf("card's newer version after saying less: %+v", sum)
+			}
+			if version("f4") != 1 {
+				t.Errorf("f4 was overwritten: version %d", version("f4"))
+			}
+		})
+	}
+}
