@@ -187,10 +187,10 @@ type Run struct {
 	// the record's own resources (see recogniseOwn): a later version of
 	// one, in a history Bundle, is checked in the same way.
 	own map[string]bool
-	// agreed maps the local "Type/id" of the resources this run wrote, or
-	// found to say what the source says, to that version (see
-	// item.agreed): a later item for one of them from the source updates
-	// it while that version is current.
+	// agreed maps the local "Type/id" of the resources whose current
+	// version this run found to say what the source says to that version
+	// (see item.agreed): a later item for one of them from the source
+	// updates it while that version is current.
 	agreed map[string]int64
 	// cond caches conditional reference resolutions ("Type?query" -> "Type/id").
 	cond map[string]string

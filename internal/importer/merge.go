@@ -1157,15 +1157,15 @@ func (r *Run) decide(items []*item) {
 		case sameContent(it.tree, it.cur):
 			it.act = actUnchanged
 			it.agreed = strconv.FormatInt(it.cur.Version, 10)
+			// (What this run writes has its source in meta.source: only
+			// another source's version needs remembering here.)
+			r.agreed[it.typ+"/"+it.localID] = it.cur.Version
 		default:
 			r.decideChange(it)
 		}
 		switch it.act {
 		case actCreate, actUpdate:
 			it.agreed = strconv.FormatInt(it.nextVersion(), 10)
-		}
-		if it.agreed != "" {
-			r.agreed[it.typ+"/"+it.localID], _ = strconv.ParseInt(it.agreed, 10, 64)
 		}
 	}
 }
