@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/r4"
 )
 
@@ -147,8 +146,8 @@ func (r *Run) pointsForward(ctx context.Context, it *item, ch *chunk, sc *deferS
 			later = local == ""
 			return ref
 		}
-		pr, ok := fhir.ParseReference(ref)
-		if !ok || (pr.Base != "" && pr.Base != r.source) || !r4.IsResourceType(pr.Type) {
+		pr, ok := r.sourceRef(ref)
+		if !ok || !r4.IsResourceType(pr.Type) {
 			return ref
 		}
 		k := pr.Type + "/" + pr.ID

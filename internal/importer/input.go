@@ -648,33 +648,20 @@ func (bs *bundleStream) nameByTargets(items []*item) {
 			continue
 		}
 		if it.named {
-			// Put the targets in, hash, and put the references back
-			// (walkRefs visits them in the same order each time).
-			var orig map[int]string
-			n := 0
-			walkRefs(it.tree, func(ref string) string {
-				n++
+			// Hashed with the targets in place of the references.
+			replaced := false
+			withRefs(it.tree, func(ref string) string {
 				if k, ok := bs.targets[ref]; ok {
-					if orig == nil {
-						orig = map[int]string{}
-					}
-					orig[n] = ref
+					replaced = true
 					return k
 				}
 				return ref
+			}, func() {
+				if replaced {
+					it.hash = contentHash(it.tree)
+					it.nameByHash()
+				}
 			})
-			if len(orig) > 0 {
-				it.hash = contentHash(it.tree)
-				it.nameByHash()
-				n = 0
-				walkRefs(it.tree, func(ref string) string {
-					n++
-					if o, ok := orig[n]; ok {
-						return o
-					}
-					return ref
-				})
-			}
 		}
 		if it.fullURL != "" && it.sid != "" {
 			bs.targets[it.fullURL] = it.typ + "/" + it.sid

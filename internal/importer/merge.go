@@ -739,10 +739,8 @@ func (r *Run) sameAsStored(ctx context.Context, it *item, ch *chunk, decided map
 	if it.tree == nil {
 		return false, false, nil
 	}
-	var olds []string
 	unknown := false
-	walkRefs(it.tree, func(ref string) string {
-		olds = append(olds, ref)
+	withRefs(it.tree, func(ref string) string {
 		if unknown || err != nil {
 			return ref
 		}
@@ -758,23 +756,19 @@ func (r *Run) sameAsStored(ctx context.Context, it *item, ch *chunk, decided map
 			unknown = true
 		}
 		return ref
+	}, func() {
+		if err != nil || unknown || wait {
+			return
+		}
+		var cur *store.Resource
+		if cur, err = r.readVisible(ctx, it.typ, it.sid); err == nil && cur != nil {
+			same = sameContent(it.tree, cur)
+		}
 	})
-	// The references go back as they were: rewrite takes them from there.
-	defer func() {
-		i := 0
-		walkRefs(it.tree, func(string) string { i++; return olds[i-1] })
-	}()
 	if err != nil || unknown {
 		return false, false, err
 	}
-	if wait {
-		return false, true, nil
-	}
-	cur, err := r.readVisible(ctx, it.typ, it.sid)
-	if err != nil || cur == nil {
-		return false, false, err
-	}
-	return sameContent(it.tree, cur), false, nil
+	return same, wait, nil
 }
 
 // refState says how far predictRef can tell a reference's rewrite.
@@ -814,12 +808,11 @@ func (r *Run) predictRef(ctx context.Context, ref string, ch *chunk, decided map
 			return local, refKnown, nil
 		}
 		vals, err := url.ParseQuery(q)
-		ids := vals["identifier"]
-		if err != nil || len(vals) != 1 || len(ids) != 1 {
+		if err != nil {
 			return "", refUnknown, nil
 		}
-		sys, val, hasSys := strings.Cut(ids[0], "|")
-		if !hasSys {
+		sys, val, hasSys, ok := identifierQuery(vals)
+		if !ok || !hasSys {
 			return "", refUnknown, nil
 		}
 		for _, it := range ch.items {
@@ -833,8 +826,8 @@ func (r *Run) predictRef(ctx context.Context, ref string, ch *chunk, decided map
 		}
 		return t + "/" + matches[0], refKnown, nil
 	}
-	pr, ok := fhir.ParseReference(ref)
-	if !ok || (pr.Base != "" && pr.Base != r.source) {
+	pr, ok := r.sourceRef(ref)
+	if !ok {
 		return ref, refKnown, nil
 	}
 	key := pr.Type + "/" + pr.ID
@@ -855,11 +848,7 @@ func (r *Run) predictRef(ctx context.Context, ref string, ch *chunk, decided map
 	if !ok {
 		local = pr.ID
 	}
-	out := pr.Type + "/" + local
-	if pr.Version != "" {
-		out += "/_history/" + pr.Version
-	}
-	return out, refKnown, nil
+	return localRef(pr, local), refKnown, nil
 }
 
 // readVisible reads the current version of typ/id as the run's token
@@ -911,8 +900,8 @@ func (r *Run) prefetchRefs(ctx context.Context, items []*item, ch *chunk) error 
 			if _, ok := ch.bundle[ref]; ok {
 				return ref
 			}
-			pr, ok := fhir.ParseReference(ref)
-			if !ok || (pr.Base != "" && pr.Base != r.source) {
+			pr, ok := r.sourceRef(ref)
+			if !ok {
 				return ref
 			}
 			k := pr.Type + "/" + pr.ID
@@ -965,16 +954,12 @@ func (r *Run) rewrite(ctx context.Context, it *item, ch *chunk) error {
 			}
 			return local
 		}
-		pr, ok := fhir.ParseReference(ref)
-		if !ok || (pr.Base != "" && pr.Base != r.source) {
+		pr, ok := r.sourceRef(ref)
+		if !ok {
 			return ref
 		}
 		if local, ok := r.ids[pr.Type+"/"+pr.ID]; ok {
-			out := pr.Type + "/" + local
-			if pr.Version != "" {
-				out += "/_history/" + pr.Version
-			}
-			return out
+			return localRef(pr, local)
 		}
 		if pr.Base != "" {
 			return pr.Type + "/" + pr.ID
@@ -1010,6 +995,56 @@ func walkRefs(v *fhirjson.Value, f func(string) string) {
 	}
 }
 
+// withRefs calls f while each Reference.reference string of v reads as
+// sub makes it, then puts back what each was (walkRefs visits them in the
+// same order each time): to compare or hash a resource as if its
+// references were rewritten, without rewriting them.
+func withRefs(v *fhirjson.Value, sub func(string) string, f func()) {
+	var olds []string
+	walkRefs(v, func(ref string) string {
+		olds = append(olds, ref)
+		return sub(ref)
+	})
+	defer func() {
+		i := 0
+		walkRefs(v, func(string) string { i++; return olds[i-1] })
+	}()
+	f()
+}
+
+// sourceRef parses a plain reference to a resource of this source:
+// relative, or under the source's own base. ok is false for any other
+// (another server's, a contained resource's, urn:, conditional), which
+// the identity map does not resolve.
+func (r *Run) sourceRef(ref string) (pr fhir.Reference, ok bool) {
+	pr, ok = fhir.ParseReference(ref)
+	return pr, ok && (pr.Base == "" || pr.Base == r.source)
+}
+
+// localRef is the reference pr pointing at the local id local, with its
+// version when it names one.
+func localRef(pr fhir.Reference, local string) string {
+	out := pr.Type + "/" + local
+	if pr.Version != "" {
+		out += "/_history/" + pr.Version
+	}
+	return out
+}
+
+// identifierQuery reads the query of a conditional reference that asks
+// for one identifier only: its value, and its system when it gives one
+// (hasSys). ok is false for any other query.
+func identifierQuery(q url.Values) (sys, val string, hasSys, ok bool) {
+	ids := q["identifier"]
+	if len(q) != 1 || len(ids) != 1 {
+		return "", "", false, false
+	}
+	if sys, val, hasSys = strings.Cut(ids[0], "|"); !hasSys {
+		sys, val = "", ids[0]
+	}
+	return sys, val, hasSys, true
+}
+
 // resolveConditional resolves "Type?query" to "Type/id" ("" when nothing
 // matches): entries of the same Bundle, imported identifiers, then search.
 func (r *Run) resolveConditional(ctx context.Context, typ, query string, ch *chunk) (string, error) {
@@ -1022,11 +1057,7 @@ func (r *Run) resolveConditional(ctx context.Context, typ, query string, ch *chu
 		return "", nil
 	}
 	local := ""
-	if ids := q["identifier"]; len(q) == 1 && len(ids) == 1 {
-		sys, val, hasSys := strings.Cut(ids[0], "|")
-		if !hasSys {
-			sys, val = "", ids[0]
-		}
+	if sys, val, hasSys, ok := identifierQuery(q); ok {
 		for _, it := range ch.items {
 			if it.typ != typ || it.localID == "" || it.act == actReject {
 				continue
