@@ -64,6 +64,8 @@ type upload struct {
 	// files, for NDJSON files sent as one stream, says which file each
 	// line of the stream came from.
 	files *lineMap
+	// origin is where the content says it came from, if it says.
+	origin origin
 }
 
 // ndjsonUpload sends NDJSON files as one stream (one batch, so the
@@ -171,7 +173,7 @@ func runImport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	cf.add(f)
 	cf.cards = &cardFlags{}
 	cf.cards.add(f)
-	f.string(&source, "source", "", "where the data came from (a label or URL); default: the file or directory name")
+	f.string(&source, "source", "", "where the data came from (a label or URL); default: the FHIR server a Bulk Data manifest names, else the one origin all the NDJSON's resources give in meta.source, else the file or directory name")
 	f.string(&passphrase, "passphrase", "", "passphrase of an encrypted .sphr; prefer the environment variable to the flag, which other users can see")
 	f.bool(&validate, "validate", false, "check and report only; write nothing")
 	f.bool(&quiet, "quiet", false, "print only the summary lines")
@@ -191,15 +193,18 @@ func runImport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	defer c.close()
 	tty := isTerminal(errOut)
 	for _, p := range f.Args() {
-		src := source
-		if src == "" {
-			src = filepath.Base(filepath.Clean(p))
-		}
 		ups, err := uploads(p, errOut)
 		if err != nil {
 			return err
 		}
 		for _, u := range ups {
+			src := source
+			if src == "" && u.origin.label != "" {
+				src = u.origin.label
+				fmt.Fprintf(errOut, "phr: source %s, %s (--source names another)\n", src, u.origin.why)
+			} else if src == "" {
+				src = filepath.Base(filepath.Clean(p))
+			}
 			if err := sendImport(ctx, c, u, src, passphrase, validate, quiet, tty, out, errOut); err != nil {
 				return err
 			}
@@ -227,6 +232,7 @@ func uploads(p string, errOut io.Writer) ([]upload, error) {
 	}
 	var ndjson []string
 	var out []upload
+	var from origin // a manifest's
 	for _, fp := range files {
 		if st.IsDir() && strings.HasPrefix(filepath.Base(fp), "error-") {
 			continue // a Bulk Data export's OperationOutcomes, not the record
@@ -234,6 +240,11 @@ func uploads(p string, errOut io.Writer) ([]upload, error) {
 		kind, err := sniff(fp)
 		if err != nil {
 			return nil, err
+		}
+		if kind == "manifest" {
+			if b := manifestOrigin(fp); b != "" {
+				from = origin{b, "the FHIR server the export's manifest names"}
+			}
 		}
 		if kind == "manifest" && st.IsDir() {
 			continue // the directory's files are imported themselves
@@ -268,7 +279,18 @@ func uploads(p string, errOut io.Writer) ([]upload, error) {
 				size += st.Size()
 			}
 		}
-		out = append([]upload{ndjsonUpload(filepath.Base(filepath.Clean(p)), ndjson, size)}, out...)
+		u := ndjsonUpload(filepath.Base(filepath.Clean(p)), ndjson, size)
+		if from.label == "" {
+			if o := metaSourceOrigin(ndjson); o != "" {
+				u.origin = origin{o, "the origin every resource sampled names in meta.source"}
+			}
+		}
+		out = append([]upload{u}, out...)
+	}
+	for i := range out {
+		if out[i].origin.label == "" {
+			out[i].origin = from
+		}
 	}
 	return out, nil
 }
