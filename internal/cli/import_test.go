@@ -263,3 +263,34 @@ func TestImportRenameHint(t *testing.T) {
 		t.Errorf("under the earlier source: %d\n%s\n%s", code, out, errOut)
 	}
 }
+
+// TestHealthCardJSON: a directory's one-line SMART Health Card files and
+// card payloads are sent as documents, not as NDJSON or skipped, and a
+// resource that mentions such a member is still NDJSON.
+func TestHealthCardJSON(t *testing.T) {
+	for line, want := range map[string]bool{
+		`{"verifiableCredential":["a.b.c"]}`: true,
+		`{"iss":"https://x.example","vc":{"credentialSubject":{"fhirBundle":{"resourceType":"Bundle","type":"collection"}}}}`: true,
+		`{"resourceType":"Basic","id":"b","vc":{"credentialSubject":{"fhirBundle":{}}}}`:                                      false,
+		`{"resourceType":"Observation","valueString":"\"fhirBundle\" and \"verifiableCredential\""}`:                          false,
+		`{"files":["a.ndjson"]}`: false,
+	} {
+		if got := healthCardJSON([]byte(line)); got != want {
+			t.Errorf("healthCardJSON(%s) = %v", line, got)
+		}
+	}
+	dir := t.TempDir()
+	shc := "../../../shared/data/smart-health-cards"
+	payload, err := os.ReadFile(filepath.Join(shc, "example-00-c-jws-payload-minified.json"))
+	if os.IsNotExist(err) {
+		t.Skipf("%s not found; skipping", shc)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "payload.json"), payload, 0o600)
+	code, out, errOut := run(t, "import", "--data", t.TempDir(), "--source", "cards", dir)
+	if code != 0 || !strings.Contains(out, "imported payload.json: batch 1: created 4,") || !strings.Contains(errOut, "without its signature") {
+		t.Errorf("a card's payload in a directory: %d\n%s\n%s", code, out, errOut)
+	}
+}

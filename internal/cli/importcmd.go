@@ -313,10 +313,10 @@ func sniff(fp string) (string, error) {
 	}
 	first = bytes.TrimSpace(first)
 	if len(first) > 0 && json.Valid(first) {
+		if healthCardJSON(first) {
+			return "json", nil // a SMART Health Card file, or a card's payload, on one line
+		}
 		if !bytes.Contains(first, []byte(`"resourceType"`)) {
-			if bytes.Contains(first, []byte(`"verifiableCredential"`)) {
-				return "json", nil // a SMART Health Card file on one line
-			}
 			if bytes.Contains(first, []byte(`"transactionTime"`)) && bytes.Contains(first, []byte(`"output"`)) {
 				return "manifest", nil
 			}
@@ -331,6 +331,25 @@ func sniff(fp string) (string, error) {
 		return "manifest", nil
 	}
 	return "json", nil
+}
+
+// healthCardJSON reports whether line is a SMART Health Card file
+// (verifiableCredential) or a card's payload (vc.credentialSubject, whose
+// fhirBundle has a resourceType, though the payload has none).
+func healthCardJSON(line []byte) bool {
+	var v struct {
+		ResourceType         *string         `json:"resourceType"`
+		VerifiableCredential json.RawMessage `json:"verifiableCredential"`
+		VC                   struct {
+			CredentialSubject struct {
+				FHIRBundle json.RawMessage `json:"fhirBundle"`
+			} `json:"credentialSubject"`
+		} `json:"vc"`
+	}
+	if !bytes.Contains(line, []byte(`"verifiableCredential"`)) && !bytes.Contains(line, []byte(`"fhirBundle"`)) || json.Unmarshal(line, &v) != nil {
+		return false
+	}
+	return v.ResourceType == nil && (v.VerifiableCredential != nil || v.VC.CredentialSubject.FHIRBundle != nil)
 }
 
 // manifestFiles lists the local files of a Bulk Data manifest's output

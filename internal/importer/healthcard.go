@@ -107,3 +107,32 @@ func orUnnamed(iss string) string {
 	}
 	return iss
 }
+
+// payloadBundle returns the FHIR Bundle of a SMART Health Card's payload
+// (the JSON a card's JWS signs: iss, nbf, vc.credentialSubject.fhirBundle),
+// or nil when v is not one.
+func payloadBundle(v *fhirjson.Value) *fhirjson.Value {
+	if v.Kind != fhirjson.Object || v.Get("resourceType") != nil {
+		return nil
+	}
+	b := v.Get("vc").Get("credentialSubject").Get("fhirBundle")
+	if b.GetString("resourceType") != "Bundle" {
+		return nil
+	}
+	return b
+}
+
+// cardPayload imports the Bundle of a card's payload read without its
+// signature (what a decoder of cards shows, or the examples of the
+// specification): nothing vouches for it, no more than for any Bundle
+// file, so it is imported as such, with a warning that says it was not
+// verified and how to have it verified.
+func (r *Run) cardPayload(payload, b *fhirjson.Value) error {
+	where := r.fileName + " line 1"
+	about := "a SMART Health Card of " + orUnnamed(payload.GetString("iss"))
+	r.report(fhir.Issue{Severity: "warning", Code: "security", Diagnostics: fmt.Sprintf("%s: the payload of %s without its signature: its Bundle is imported, but nothing shows that the issuer issued it (import the .smart-health-card file or its QR code to have the signature checked)", where, about)})
+	if fv := payload.Get("vc").Get("credentialSubject").GetString("fhirVersion"); fv != "" && fv != "4.0.1" {
+		r.report(fhir.Issue{Severity: "warning", Code: "not-supported", Diagnostics: fmt.Sprintf("%s: the card says FHIR %s; it is read as R4 (4.0.1)", where, fv)})
+	}
+	return r.bundleTree(b, nil, 1)
+}

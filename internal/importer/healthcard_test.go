@@ -125,6 +125,63 @@ func TestHTTPImportHealthCards(t *testing.T) {
 	}
 }
 
+// TestHTTPImportCardPayload imports the payload of the specification's
+// example card, the JSON its JWS signs, as a decoder of cards shows it
+// (expanded over several lines) and minified: its Bundle is imported with
+// a warning that nothing vouches for it, and the signed card of the same
+// content then adds nothing but the check of its signature.
+func TestHTTPImportCardPayload(t *testing.T) {
+	dir := findData(t, "smart-health-cards")
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	expanded, minified, card := read("example-00-b-jws-payload-expanded.json"), read("example-00-c-jws-payload-minified.json"), read("example-00-e-file.smart-health-card")
+	has := func(issues []string, s string) bool {
+		for _, is := range issues {
+			if strings.Contains(is, s) {
+				return true
+			}
+		}
+		return false
+	}
+	const unsigned = "the payload of a SMART Health Card of https://spec.smarthealth.cards/examples/issuer without its signature: its Bundle is imported, but nothing shows that the issuer issued it"
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d, servertest.Options{Configure: func(c *server.Config) {
+				c.CardKeys = []string{filepath.Join(dir, "issuer/.well-known/jwks.json")}
+			}})
+			tok := s.AdminToken()
+			sum, issues, st := postImport(t, s, tok, "vaccines", "application/fhir+json", bytes.NewReader(expanded))
+			if st != 200 {
+				t.Fatalf("expanded payload: %d %v", st, issues)
+			}
+			want(t, "expanded payload", sum, "created", 4)
+			want(t, "expanded payload", sum, "rejected", 0)
+			if !has(issues, unsigned) || len(issues) != 1 {
+				t.Errorf("expanded payload: no warning that it is unverified: %q", issues)
+			}
+			sum, issues, _ = postImport(t, s, tok, "vaccines", "application/json", bytes.NewReader(minified))
+			want(t, "minified payload", sum, "unchanged", 4)
+			if !has(issues, unsigned) {
+				t.Errorf("minified payload: %q", issues)
+			}
+			sum, issues, _ = postImport(t, s, tok, "vaccines", "application/smart-health-card", bytes.NewReader(card))
+			want(t, "signed card", sum, "unchanged", 4)
+			if !has(issues, "its signature is valid") || has(issues, "without its signature") {
+				t.Errorf("signed card: %q", issues)
+			}
+			r := s.Do("GET", "Immunization?patient.family=Anyperson", tok, nil)
+			if n := bytes.Count(r.Body, []byte(`"resourceType":"Immunization"`)); n != 3 {
+				t.Errorf("%d Immunizations of the payload's Patient, want 3: %.800s", n, r.Body)
+			}
+		})
+	}
+}
+
 // TestHTTPImportHealthCardPatientScoped imports a person's own vaccination
 // card with their patient-scoped token (as the portal does): the card's
 // Patient, a name and a birth date without an identifier, is taken as the

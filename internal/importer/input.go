@@ -322,6 +322,9 @@ func (r *Run) Bundle(rd io.Reader, name string) (err error) {
 		w.Diagnostics = name + " line 1: " + w.Diagnostics
 		r.report(w)
 	}
+	if b := payloadBundle(v); b != nil {
+		return r.cardPayload(v, b)
+	}
 	if v.Kind != fhirjson.Object || v.GetString("resourceType") != "Bundle" {
 		return r.process(&chunk{items: []*item{{line: 1, raw: data, tree: v}}})
 	}
