@@ -121,6 +121,45 @@ func TestHTTPImportHistoryBundle(t *testing.T) {
 	}
 }
 
+// TestHTTPImportHistoryTypeLast imports history Bundles whose type comes
+// after their entries, so that the entries are read before the type: with
+// a request and a response in each entry, as history entries have, the
+// versions are written oldest first; without, they are imported in their
+// order, and a warning says so.
+func TestHTTPImportHistoryTypeLast(t *testing.T) {
+	late := func(b string) string {
+		b = strings.Replace(b, `"type":"history",`, "", 1)
+		return strings.TrimSuffix(b, "}") + `,"type":"history"}`
+	}
+	withResponse := strings.ReplaceAll(historyBundle(false), `"request":{"method":"PUT","url":"Patient/fx"}`, `"request":{"method":"PUT","url":"Patient/fx"},"response":{"status":"200 OK"}`)
+	withResponse = strings.ReplaceAll(withResponse, `"request":{"method":"POST","url":"Observation"}`, `"request":{"method":"POST","url":"Observation"},"response":{"status":"201 Created"}`)
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d)
+			tok := s.AdminToken()
+			sum, issues, st := postImport(t, s, tok, "https://other.example/fhir", "application/fhir+json", strings.NewReader(late(withResponse)))
+			if st != 200 {
+				t.Fatalf("import: %d %v", st, issues)
+			}
+			want(t, "type last", sum, "created", 2)
+			want(t, "type last", sum, "updated", 2)
+			want(t, "type last", sum, "conflicts", 0)
+			if got := strings.Join(historyOf(t, s, tok, "Patient/fx"), ","); got != "One,Two,Three" {
+				t.Errorf("Patient/fx history (oldest first): %s, want One,Two,Three", got)
+			}
+			if strings.Contains(strings.Join(issues, "\n"), "Bundle.type") {
+				t.Errorf("a warning for a history Bundle read as one: %q", issues)
+			}
+			// Entries without a response cannot be told from a
+			// transaction's: imported in their order, with a warning.
+			sum, issues, _ = postImport(t, s, tok, "https://third.example/fhir", "application/fhir+json", strings.NewReader(late(historyBundle(false))))
+			if !strings.Contains(strings.Join(issues, "\n"), "Bundle.type history comes after the entries") {
+				t.Errorf("no warning for a history Bundle read in its order: %v %q", sum, issues)
+			}
+		})
+	}
+}
+
 // TestHTTPImportHistoryDeleteAndRecreate imports a history Bundle in which
 // the source deleted a resource and created it again, and deleted another
 // for good: the local history has the deletion and the version after it,

@@ -264,7 +264,8 @@ func fieldValue(b []byte, prefix string) string {
 // entry, in chunks: memory does not grow with its size. Other documents
 // are read whole (up to MaxBundle). A history Bundle's entries are
 // imported oldest first (see historySpool) when its type comes before its
-// entries, as servers write it.
+// entries, as servers write it, or, when it comes after them, when the
+// first entry has a request and a response, as only history entries do.
 func (r *Run) Bundle(rd io.Reader, name string) (err error) {
 	defer r.settleInto(&err)
 	r.fileName = name
@@ -380,8 +381,17 @@ func (r *Run) streamBundle(br *bufio.Reader) error {
 			if err != nil {
 				return fail(err)
 			}
-			if k == "type" && !sawEntry && string(v) == `"history"` {
-				bs.history = newHistorySpool()
+			switch {
+			case k != "type":
+			case !sawEntry:
+				bs.typeFirst = true
+				if string(v) == `"history"` {
+					bs.history = newHistorySpool()
+				}
+			case string(v) == `"history"` && bs.history == nil:
+				r.report(fhir.Issue{Severity: "warning", Code: "structure", Diagnostics: fmt.Sprintf("%s line 1: Bundle.type history comes after the entries, and its first entry lacks the request and response that history entries have; the entries were imported in their order, not oldest first", r.fileName)})
+			case string(v) != `"history"` && bs.history != nil:
+				r.report(fhir.Issue{Severity: "warning", Code: "structure", Diagnostics: fmt.Sprintf("%s line 1: the entries have a request and a response, as only a history Bundle's do, though Bundle.type, after them, is %s; they were imported as versions, oldest first", r.fileName, v)})
 			}
 		} else {
 			sawEntry = true
@@ -510,6 +520,9 @@ type bundleStream struct {
 	// items as they are read back.
 	history *historySpool
 	pending map[string]bool
+	// typeFirst says Bundle.type came before the entries; when it did
+	// not, the first entry tells a history Bundle (entryOfHistory).
+	typeFirst bool
 }
 
 func (r *Run) newBundleStream() *bundleStream {
@@ -518,8 +531,19 @@ func (r *Run) newBundleStream() *bundleStream {
 	return bs
 }
 
+// entryOfHistory reports whether a Bundle entry has both a request and a
+// response, which only a history Bundle's entries have (bdl-3, bdl-4).
+func entryOfHistory(e *fhirjson.Value) bool {
+	return e.Get("request") != nil && e.Get("response") != nil
+}
+
 // entry turns Bundle.entry[i] into an item.
 func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Value) int) error {
+	if i == 0 && !bs.typeFirst && entryOfHistory(e) {
+		// Bundle.type comes after the entries (or not at all), and the
+		// first is a version: read them as a history Bundle's.
+		bs.history = newHistorySpool()
+	}
 	l := lineOf(e)
 	if e.Kind != fhirjson.Object {
 		return bs.take(&item{line: l, entry: i + 1, raw: e.Marshal(), act: actReject, issues: []fhir.Issue{issue("error", "structure", fmt.Sprintf("Bundle.entry[%d]", i), "the entry is not an object")}}, "")
