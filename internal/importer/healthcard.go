@@ -1,6 +1,7 @@
 package importer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -14,9 +15,11 @@ import (
 // file, a card's JWS or the text of its QR codes, as Find found them in
 // data. Each card's FHIR Bundle is imported as a collection Bundle of the
 // run's source, after its signature is checked with the issuer's key when
-// Importer.CardKeys finds one. A card whose signature does not verify, or
-// that cannot be read, is rejected whole and kept as it is in the
-// quarantine; one that could not be checked is imported with a warning.
+// Importer.CardKeys finds one, and against the issuer's revocation list
+// for that key when it has one. A card whose signature does not verify,
+// that its issuer revoked, or that cannot be read, is rejected whole and
+// kept as it is in the quarantine; one that could not be checked is
+// imported with a warning.
 func (r *Run) healthCards(cards []string, ferr error, data []byte) error {
 	name := r.fileName
 	if ferr != nil {
@@ -58,6 +61,9 @@ func (r *Run) healthCards(cards []string, ferr error, data []byte) error {
 		about := fmt.Sprintf("a SMART Health Card of %s, %s", orUnnamed(card.Issuer), issued)
 		checked, err := r.checkCard(card)
 		switch {
+		case errors.Is(err, shc.ErrNotChecked):
+			r.report(fhir.Issue{Severity: "information", Code: "informational", Diagnostics: fmt.Sprintf("%s: %s: its signature is valid (key %s)", where, about, checked)})
+			r.report(fhir.Issue{Severity: "warning", Code: "security", Diagnostics: fmt.Sprintf("%s: %s: whether its issuer revoked it was not checked: %v", where, about, err)})
 		case errors.Is(err, shc.ErrSignature) || (err != nil && !errors.Is(err, shc.ErrNoKey)):
 			if err := reject("%s: %v; nothing of it was imported", about, err); err != nil {
 				return err
@@ -78,8 +84,16 @@ func (r *Run) healthCards(cards []string, ferr error, data []byte) error {
 	return nil
 }
 
+// revocations checks cards against their issuers' revocation lists
+// (shc.Issuers does).
+type revocations interface {
+	CheckRevocation(ctx context.Context, card *shc.Card, kid string) error
+}
+
 // checkCard verifies a card's signature with the keys Importer.CardKeys
-// finds, and returns the kid of the key that verified it.
+// finds, and returns the kid of the key that verified it; then, when
+// CardKeys can, whether the issuer revoked the card (shc.ErrRevoked), or
+// that this could not be checked (shc.ErrNotChecked).
 func (r *Run) checkCard(card *shc.Card) (string, error) {
 	if r.imp.CardKeys == nil {
 		return "", fmt.Errorf("%w: no issuer keys are configured (--shc-keys, --shc-fetch-keys)", shc.ErrNoKey)
@@ -92,6 +106,9 @@ func (r *Run) checkCard(card *shc.Card) (string, error) {
 	for _, k := range keys {
 		err := card.Verify(k)
 		if err == nil {
+			if rv, ok := r.imp.CardKeys.(revocations); ok {
+				return card.KeyID, rv.CheckRevocation(r.ctx, card, card.KeyID)
+			}
 			return card.KeyID, nil
 		}
 		if first == nil {

@@ -125,6 +125,63 @@ func TestHTTPImportHealthCards(t *testing.T) {
 	}
 }
 
+// TestHTTPImportRevokedCard imports the specification's example card 03,
+// which the example issuer's revocation list (beside its key set) revokes:
+// the card is rejected whole and kept in the quarantine, while example 00,
+// which the list does not name, imports. Without the list, example 03
+// imports with a warning that revocation was not checked.
+func TestHTTPImportRevokedCard(t *testing.T) {
+	dir := findData(t, "smart-health-cards")
+	revoked, err := os.ReadFile(filepath.Join(dir, "example-03-e-file.smart-health-card"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid, err := os.ReadFile(filepath.Join(dir, "example-00-e-file.smart-health-card"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The key set alone, without its crl directory.
+	alone := filepath.Join(t.TempDir(), "jwks.json")
+	ks, _ := os.ReadFile(filepath.Join(dir, "issuer/.well-known/jwks.json"))
+	os.WriteFile(alone, ks, 0o600)
+	joined := func(issues []string) string { return strings.Join(issues, "\n") }
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d, servertest.Options{Configure: func(c *server.Config) {
+				c.CardKeys = []string{filepath.Join(dir, "issuer/.well-known/jwks.json")}
+			}})
+			tok := s.AdminToken()
+			sum, issues, st := postImport(t, s, tok, "vaccines", "application/smart-health-card", bytes.NewReader(revoked))
+			if st != 200 {
+				t.Fatalf("revoked card: %d %v", st, issues)
+			}
+			want(t, "revoked card", sum, "rejected", 1)
+			want(t, "revoked card", sum, "created", 0)
+			if !strings.Contains(joined(issues), "a SMART Health Card of https://spec.smarthealth.cards/examples/issuer, issued 2023-06-22: revoked by its issuer (revocation list 1 of key 3Kfdg-XwP-7gXyywtUfUADwBumDOPKMQx-iELL11W9s); nothing of it was imported") {
+				t.Errorf("revoked card: %q", issues)
+			}
+			resp := s.Do("GET", fmt.Sprintf("$import-quarantine?batch=%v", sum["batch"]), tok, nil, "Accept", "application/x-ndjson")
+			var f struct{ VerifiableCredential []string }
+			json.Unmarshal(revoked, &f)
+			if len(f.VerifiableCredential) != 1 || !bytes.Contains(resp.Body, []byte(f.VerifiableCredential[0])) {
+				t.Errorf("the revoked card is not in the quarantine: %.300s", resp.Body)
+			}
+			sum, issues, _ = postImport(t, s, tok, "vaccines", "application/smart-health-card", bytes.NewReader(valid))
+			want(t, "valid card", sum, "created", 4)
+			if !strings.Contains(joined(issues), "its signature is valid") || strings.Contains(joined(issues), "revoked") {
+				t.Errorf("valid card: %q", issues)
+			}
+
+			s2 := servertest.Start(t, d, servertest.Options{Configure: func(c *server.Config) { c.CardKeys = []string{alone} }})
+			sum, issues, _ = postImport(t, s2, s2.AdminToken(), "vaccines", "application/smart-health-card", bytes.NewReader(revoked))
+			want(t, "no list", sum, "created", 3)
+			if !strings.Contains(joined(issues), "its signature is valid") || !strings.Contains(joined(issues), "whether its issuer revoked it was not checked: revocation not checked: the key declares revocation lists (crlVersion 1)") {
+				t.Errorf("no list: %q", issues)
+			}
+		})
+	}
+}
+
 // TestHTTPImportCardPayload imports the payload of the specification's
 // example card, the JSON its JWS signs, as a decoder of cards shows it
 // (expanded over several lines) and minified: its Bundle is imported with

@@ -217,7 +217,11 @@ func (a *App) build(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		is := &shc.Issuers{Trusted: trusted}
+		lists, err := shc.LoadRevocation(c.CardKeys...)
+		if err != nil {
+			return err
+		}
+		is := &shc.Issuers{Trusted: trusted, TrustedLists: lists}
 		if c.CardFetch {
 			is.Fetch = &jwks.Cache{Client: &http.Client{Timeout: 10 * time.Second}}
 		}

@@ -28,6 +28,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -58,6 +59,9 @@ type Card struct {
 	FHIRVersion string
 	// Bundle is vc.credentialSubject.fhirBundle: the FHIR Bundle's JSON.
 	Bundle []byte
+	// RevocationID is vc.rid, by which the issuer can revoke the card
+	// (see CRL); "" when it has none.
+	RevocationID string
 }
 
 // Parse decodes a card's JWS: its header, and its payload inflated.
@@ -105,6 +109,7 @@ func Parse(jws string) (*Card, error) {
 	}
 	var vc struct {
 		Type              []string `json:"type"`
+		RID               string   `json:"rid"`
 		CredentialSubject struct {
 			FHIRVersion string          `json:"fhirVersion"`
 			FHIRBundle  json.RawMessage `json:"fhirBundle"`
@@ -120,7 +125,7 @@ func Parse(jws string) (*Card, error) {
 		return nil, errors.New("JWS payload: vc.credentialSubject.fhirBundle is missing or not an object")
 	}
 	c := &Card{JWS: jws, KeyID: h.Kid, Alg: h.Alg, Issuer: p.Iss, Types: vc.Type,
-		FHIRVersion: vc.CredentialSubject.FHIRVersion, Bundle: vc.CredentialSubject.FHIRBundle}
+		FHIRVersion: vc.CredentialSubject.FHIRVersion, Bundle: vc.CredentialSubject.FHIRBundle, RevocationID: vc.RID}
 	if p.Nbf != "" {
 		f, err := p.Nbf.Float64()
 		if err != nil || f < 0 || f > math.MaxInt32*4 {
@@ -314,7 +319,13 @@ func numeric(d string) (string, error) {
 // the key set the issuer publishes at iss + "/.well-known/jwks.json".
 type Issuers struct {
 	Trusted []jose.JSONWebKey
-	Fetch   *jwks.Cache
+	// TrustedLists are the revocation lists of trusted keys that declare
+	// them (LoadRevocation), by kid.
+	TrustedLists map[string]KeyLists
+	Fetch        *jwks.Cache
+
+	mu    sync.Mutex
+	lists map[string]fetchedList // by URL
 }
 
 // Key returns the keys with kid for issuer.

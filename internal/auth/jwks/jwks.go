@@ -172,6 +172,15 @@ func (c *Cache) Key(ctx context.Context, u, kid string) ([]jose.JSONWebKey, erro
 	return nil, fmt.Errorf("jwks %s: kid %q: %w", u, kid, ErrUnknownKID)
 }
 
+// StatusError is FetchJSON's error for an answer other than 200 OK.
+type StatusError struct {
+	URL    string
+	Code   int    // the HTTP status code
+	Status string // the status line's text, "404 Not Found"
+}
+
+func (e *StatusError) Error() string { return fmt.Sprintf("fetch %s: status %s", e.URL, e.Status) }
+
 // FetchJSON GETs a JSON document (a key set, an OpenID configuration) with
 // the Cache's client, URL policy and size limit, and returns it with the time
 // until which Cache-Control (or Expires) lets it be reused.
@@ -194,7 +203,7 @@ func (c *Cache) FetchJSON(ctx context.Context, u string) ([]byte, time.Time, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, time.Time{}, fmt.Errorf("fetch %s: status %s", u, resp.Status)
+		return nil, time.Time{}, &StatusError{URL: u, Code: resp.StatusCode, Status: resp.Status}
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
