@@ -1,27 +1,26 @@
 package cli
 
 import (
-	"encoding/json"
 	"io"
 	"strings"
+
+	"github.com/phr-project/phr/internal/fhir"
 )
 
 // outcomeText turns a server's error body (an OperationOutcome, or any
 // text) into one line for the terminal: each issue's location and
 // diagnostics.
 func outcomeText(b []byte) string {
-	var oo struct {
-		Issue []struct {
-			Diagnostics string   `json:"diagnostics"`
-			Expression  []string `json:"expression"`
-		} `json:"issue"`
-	}
-	if json.Unmarshal(b, &oo) != nil || len(oo.Issue) == 0 {
+	issues, ok := fhir.ParseOutcome(b)
+	if !ok || len(issues) == 0 {
 		return strings.TrimSpace(string(b[:min(len(b), 300)]))
 	}
 	var parts []string
-	for _, is := range oo.Issue {
+	for _, is := range issues {
 		s := is.Diagnostics
+		if s == "" {
+			s = is.Code
+		}
 		// The location, unless the diagnostics name it already (an
 		// import's "file line 3, Bundle.entry[2]: ...").
 		if e := strings.Join(is.Expression, ", "); e != "" && !strings.Contains(s, e+":") {

@@ -98,25 +98,7 @@ func (c *client) do(method, path string, body io.Reader, header http.Header) (*r
 // outcomeError turns an error response into a *fhir.Error.
 func outcomeError(res *response) error {
 	fe := &fhir.Error{Status: res.Status}
-	var oo struct {
-		Issue []struct {
-			Severity    string `json:"severity"`
-			Code        string `json:"code"`
-			Diagnostics string `json:"diagnostics"`
-			Details     struct {
-				Text string `json:"text"`
-			} `json:"details"`
-		} `json:"issue"`
-	}
-	if json.Unmarshal(res.Body, &oo) == nil {
-		for _, is := range oo.Issue {
-			d := is.Diagnostics
-			if d == "" {
-				d = is.Details.Text
-			}
-			fe.Issues = append(fe.Issues, fhir.Issue{Severity: is.Severity, Code: is.Code, Diagnostics: d})
-		}
-	}
+	fe.Issues, _ = fhir.ParseOutcome(res.Body)
 	if len(fe.Issues) == 0 {
 		fe.Issues = []fhir.Issue{{Severity: "error", Code: "exception", Diagnostics: http.StatusText(res.Status)}}
 	}
