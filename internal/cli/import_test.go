@@ -294,3 +294,41 @@ func TestHealthCardJSON(t *testing.T) {
 		t.Errorf("a card's payload in a directory: %d\n%s\n%s", code, out, errOut)
 	}
 }
+
+// TestImportLongFirstLine: an NDJSON file whose first line is longer than
+// what is sniffed of it (a Synthea Provenance naming every resource of a
+// patient) is NDJSON, and a Bundle of one long line is a Bundle; a
+// directory imported as "." is named by its own name.
+func TestImportLongFirstLine(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "hospital-export")
+	os.MkdirAll(dir, 0o700)
+	var targets []string
+	for i := range 3000 {
+		targets = append(targets, fmt.Sprintf(`{"reference":"Observation/o-%04d"}`, i))
+	}
+	prov := `{"resourceType":"Provenance","id":"pv1","target":[` + strings.Join(targets, ",") + `],"recorded":"2026-01-01T00:00:00Z","agent":[{"who":{"display":"EHR"}}]}`
+	os.WriteFile(filepath.Join(dir, "Provenance.ndjson"), []byte(prov+"\n"+strings.Replace(prov, `"pv1"`, `"pv2"`, 1)+"\n"), 0o600)
+	bundle := `{"resourceType":"Bundle","type":"collection","entry":[{"resource":` + prov + `},{"resource":` + strings.Replace(prov, `"pv1"`, `"pv3"`, 1) + `}]}`
+	single := filepath.Join(t.TempDir(), "one-line.json")
+	os.WriteFile(single, []byte(bundle), 0o600)
+	data := t.TempDir()
+	code, out, errOut := run(t, "import", "--data", data, filepath.Join(dir, "Provenance.ndjson"))
+	if code != 0 || !strings.Contains(out, "created 2,") || !strings.Contains(out, "rejected 0") {
+		t.Errorf("NDJSON with a long first line: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = run(t, "import", "--data", data, single)
+	if code != 0 || !strings.Contains(out, "created 1, updated 0, unchanged 1") {
+		t.Errorf("a Bundle on one long line: %d\n%s\n%s", code, out, errOut)
+	}
+	wd, _ := os.Getwd()
+	defer os.Chdir(wd)
+	os.Chdir(dir)
+	code, out, errOut = run(t, "import", "--data", data, ".")
+	if code != 0 || !strings.Contains(out, "imported hospital-export: batch 3:") || !strings.Contains(out, "unchanged 2") {
+		t.Errorf("the directory as .: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, _ = run(t, "log", "--data", data)
+	if !strings.Contains(out, "source urn:phr:source:hospital-export ") {
+		t.Errorf("the directory as . is not the source's name:\n%s", out)
+	}
+}

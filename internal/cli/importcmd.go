@@ -203,7 +203,7 @@ func runImport(ctx context.Context, args []string, out, errOut io.Writer) error 
 				src = u.origin.label
 				fmt.Fprintf(errOut, "phr: source %s, %s (--source names another)\n", src, u.origin.why)
 			} else if src == "" {
-				src = filepath.Base(filepath.Clean(p))
+				src = pathName(p)
 			}
 			if err := sendImport(ctx, c, u, src, passphrase, validate, quiet, tty, out, errOut); err != nil {
 				return err
@@ -279,7 +279,7 @@ func uploads(p string, errOut io.Writer) ([]upload, error) {
 				size += st.Size()
 			}
 		}
-		u := ndjsonUpload(filepath.Base(filepath.Clean(p)), ndjson, size)
+		u := ndjsonUpload(pathName(p), ndjson, size)
 		if from.label == "" {
 			if o := metaSourceOrigin(ndjson); o != "" {
 				u.origin = origin{o, "the origin every resource sampled names in meta.source"}
@@ -306,7 +306,13 @@ func sniff(fp string) (string, error) {
 	if bytes.HasPrefix(head, []byte("PK\x03\x04")) {
 		return "zip", nil
 	}
+	full := len(head) == 1<<16    // the file goes on
 	head = importer.TrimBOM(head) // (the importer skips it)
+	if full && head[0] == '{' && bytes.IndexByte(head, '\n') < 0 && bytes.IndexByte(head, '\r') < 0 {
+		if kind := longFirstLine(br); kind != "" {
+			return kind, nil
+		}
+	}
 	first := head
 	if nl := bytes.IndexByte(head, '\n'); nl >= 0 {
 		first = head[:nl]
@@ -331,6 +337,51 @@ func sniff(fp string) (string, error) {
 		return "manifest", nil
 	}
 	return "json", nil
+}
+
+// pathName is the name of a file or directory to import, for the batch
+// and the default source label: its last element, of the absolute path
+// when p is "." or "..".
+func pathName(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		p = abs
+	}
+	return filepath.Base(filepath.Clean(p))
+}
+
+// longFirstLine classifies a file whose first line is longer than sniff's
+// head (a Synthea Provenance naming every resource of a patient runs to
+// 140 KB): NDJSON when that line ends with the end of an object and the
+// next begins another, a JSON document when the file is that one line,
+// and "" (undecided) otherwise. The line is read through, not kept.
+func longFirstLine(br *bufio.Reader) string {
+	var last byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if t := bytes.TrimRight(chunk, " \t\r\n"); len(t) > 0 {
+			last = t[len(t)-1]
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			return "json" // one line: a single document
+		}
+		break
+	}
+	for {
+		c, err := br.ReadByte()
+		switch {
+		case err != nil:
+			return "json" // one line and blank ones
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+			continue
+		case c == '{' && last == '}':
+			return "ndjson"
+		default:
+			return ""
+		}
+	}
 }
 
 // healthCardJSON reports whether line is a SMART Health Card file
