@@ -132,13 +132,22 @@ func (r *Run) File(f io.Reader, name string, size int64, passphrase string) erro
 	return r.document(br, name)
 }
 
-// looksNDJSON peeks at the first line.
+// looksNDJSON peeks at the first line. One longer than the peek (a
+// Synthea Provenance naming every resource of a patient runs to 140 KB)
+// is minified JSON: NDJSON, unless it starts a Bundle, which is read as
+// one document (entry by entry).
 func looksNDJSON(br *bufio.Reader) bool {
 	buf, _ := br.Peek(1 << 16)
+	full := len(buf) == 1<<16
 	buf = TrimBOM(buf)
 	nl := bytes.IndexByte(buf, '\n')
 	if nl < 0 {
-		return len(buf) < 1<<16 && json.Valid(bytes.TrimSpace(buf)) && !bytes.HasPrefix(bytes.TrimSpace(buf), []byte(`{"resourceType":"Bundle"`))
+		t := bytes.TrimSpace(buf)
+		bundle := bytes.HasPrefix(t, []byte(`{"resourceType":"Bundle"`))
+		if full {
+			return bytes.HasPrefix(t, []byte("{")) && !bundle
+		}
+		return json.Valid(t) && !bundle
 	}
 	first := bytes.TrimSpace(buf[:nl])
 	return len(first) > 0 && json.Valid(first)

@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -59,5 +60,45 @@ func TestZipOfAnExport(t *testing.T) {
 	}
 	if !named {
 		t.Errorf("the files not imported are not named (or __MACOSX is): %v", issues)
+	}
+}
+
+// TestZipLongFirstLine: a .phr or .json member whose first line is longer
+// than what is peeked of it (a Synthea Provenance naming every resource of
+// a patient) is NDJSON, and a one-line Bundle that long is a Bundle.
+func TestZipLongFirstLine(t *testing.T) {
+	var targets []string
+	for i := range 3000 {
+		targets = append(targets, fmt.Sprintf(`{"reference":"Observation/o-%04d"}`, i))
+	}
+	prov := func(id string) string {
+		return `{"resourceType":"Provenance","id":"` + id + `","target":[` + strings.Join(targets, ",") + `],"recorded":"2026-01-01T00:00:00Z","agent":[{"who":{"display":"EHR"}}]}`
+	}
+	var zb bytes.Buffer
+	zw := zip.NewWriter(&zb)
+	for name, body := range map[string]string{
+		"record/record.phr":  prov("pa") + "\n" + prov("pb") + "\n",
+		"record/bundle.json": `{"resourceType":"Bundle","type":"collection","entry":[{"resource":` + prov("pc") + `},{"resource":` + prov("pd") + `}]}`,
+	} {
+		w, err := zw.Create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte(body))
+	}
+	zw.Close()
+	app := openApp(t, "sqlite")
+	imp := importer.New(app.Store, app.Records)
+	ctx := access.With(context.Background(), access.System{Name: "test"})
+	var issues []fhir.Issue
+	run, err := imp.Begin(ctx, importer.Options{Source: "record.zip", Report: func(is fhir.Issue) { issues = append(issues, is) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Zip(bytes.NewReader(zb.Bytes()), int64(zb.Len()), "record.zip", ""); err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := run.Finish("done"); err != nil || sum.Created != 4 || sum.Rejected != 0 {
+		t.Errorf("zip: %+v %v %v", sum, err, issues)
 	}
 }

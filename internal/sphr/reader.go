@@ -152,13 +152,18 @@ func (r *Reader) open(f *zipaes.File) error {
 	whole := strings.EqualFold(path.Ext(f.Name), ".json")
 	if !whole {
 		first, _ := r.br.Peek(1 << 16)
+		full := len(first) == 1<<16
 		first = bytes.TrimLeft(first, " \t\r\n\ufeff")
 		nl := bytes.IndexByte(first, '\n')
-		if nl < 0 {
-			nl = len(first)
-		}
-		if len(first) > 0 && !json.Valid(bytes.TrimSpace(first[:nl])) {
-			whole = true
+		switch {
+		case nl < 0 && full:
+			// A first line longer than the peek is minified JSON: a
+			// line of NDJSON, unless a Bundle starts there.
+			whole = bytes.HasPrefix(first, []byte(`{"resourceType":"Bundle"`))
+		case nl < 0:
+			whole = len(first) > 0 && !json.Valid(bytes.TrimSpace(first))
+		default:
+			whole = !json.Valid(bytes.TrimSpace(first[:nl]))
 		}
 	}
 	if !whole {

@@ -292,3 +292,18 @@ func TestRestoreJSON(t *testing.T) {
 		t.Error("IsCoverPage")
 	}
 }
+
+// TestLongFirstLine: a .phr whose first line is longer than the reader's
+// peek (a Provenance naming thousands of resources) is still NDJSON.
+func TestLongFirstLine(t *testing.T) {
+	long := `{"resourceType":"Provenance","id":"p1","target":[` + strings.Repeat(`{"reference":"Observation/o"},`, 3000) + `{"reference":"Patient/x"}]}`
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, _ := zw.Create("rec/rec.phr")
+	w.Write([]byte(long + "\n" + `{"resourceType":"Patient","id":"x"}` + "\n"))
+	zw.Close()
+	_, lines := readAll(t, buf.Bytes(), "")
+	if len(lines) != 2 || lines[0].Number != 1 || len(lines[0].JSON) != len(long) || string(lines[1].JSON) != `{"resourceType":"Patient","id":"x"}` {
+		t.Fatalf("%d lines: %+v", len(lines), lines)
+	}
+}
