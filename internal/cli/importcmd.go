@@ -281,8 +281,10 @@ func uploads(p string, errOut io.Writer) ([]upload, error) {
 		}
 		u := ndjsonUpload(pathName(p), ndjson, size)
 		if from.label == "" {
-			if o := metaSourceOrigin(ndjson); o != "" {
-				u.origin = origin{o, "the origin every resource sampled names in meta.source"}
+			if o := coverOrigin(ndjson[0]); o != "" {
+				u.origin = origin{o, "the server whose export it is, as its cover page says"}
+			} else if o := metaSourceOrigin(ndjson); o != "" {
+				u.origin = origin{o, "the origin every resource names in meta.source"}
 			}
 		}
 		out = append([]upload{u}, out...)

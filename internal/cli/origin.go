@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/phr-project/phr/internal/importer"
+	"github.com/phr-project/phr/internal/sphr"
 )
 
 // An import's source label names the system its data came from: the
@@ -22,6 +23,8 @@ import (
 //     the files, and its FHIR base is the label `phr clone` gives that
 //     server, so a downloaded export and a clone of the server merge as one
 //     source;
+//   - a phr export's cover page names the server that exported it in its
+//     meta.source (that server's FHIR base again);
 //   - otherwise, NDJSON whose resources all name one origin in meta.source
 //     (the URI of the system, without a fragment such as a request id),
 //     such as this record's own export of what one source sent.
@@ -69,6 +72,24 @@ func manifestOrigin(fp string) string {
 	}
 	return exportBase(m.Request)
 }
+
+// coverOrigin returns the server that a phr export came from, when the
+// NDJSON file starts with the export's cover page and that names it
+// (sphr.CoverSource), else "".
+func coverOrigin(fp string) string {
+	br, done, err := openInput(fp)
+	if err != nil {
+		return ""
+	}
+	defer done()
+	head, _ := br.Peek(sampleBytes)
+	head = importer.TrimBOM(head)
+	line, _, _ := bytes.Cut(head, []byte("\n"))
+	return sourceOrigin(sphr.CoverSource(bytes.TrimSpace(line)))
+}
+
+// sampleBytes is how much of a file coverOrigin reads.
+const sampleBytes = 64 << 10
 
 // metaSourceOrigin returns the origin that every resource of the NDJSON
 // files names in meta.source, or "" when one lacks it or two differ. An

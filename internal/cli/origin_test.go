@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/phr-project/phr/internal/phrexport"
 )
 
 func TestExportBase(t *testing.T) {
@@ -84,6 +87,21 @@ func TestImportSourceFromContent(t *testing.T) {
 		t.Fatalf("the manifest: %d\n%s\n%s", code, out, errOut)
 	}
 
+	// Two exports of a record on another phr server, downloaded under two
+	// names: the cover page names the server.
+	cover := string(phrexport.CoverPage("c1", "ann", "Ann", time.Now(), "", "", "https://phr.example/fhir").Marshal()) + "\n"
+	e1, e2 := filepath.Join(root, "Ann-2026-12-06.phr"), filepath.Join(root, "Ann-2026-12-07.phr")
+	write(e1, cover+`{"resourceType":"Patient","id":"ann","meta":{"versionId":"1","lastUpdated":"2026-12-06T10:00:00Z","source":"urn:phr:source:clinic"},"gender":"female"}`+"\n")
+	write(e2, cover+`{"resourceType":"Patient","id":"ann","meta":{"versionId":"2","lastUpdated":"2026-12-07T10:00:00Z","source":"urn:phr:source:clinic"},"gender":"female","birthDate":"1970-01-01"}`+"\n")
+	code, out, errOut = run(t, "import", "--data", data, e1)
+	if code != 0 || !strings.Contains(out, "created 1,") || !strings.Contains(errOut, "phr: source https://phr.example/fhir, the server whose export it is, as its cover page says") {
+		t.Fatalf("first phr export: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = run(t, "import", "--data", data, e2)
+	if code != 0 || !strings.Contains(out, "created 0, updated 1,") {
+		t.Fatalf("second phr export: %d\n%s\n%s", code, out, errOut)
+	}
+
 	// NDJSON whose resources all name one system in meta.source.
 	lab := func(id, ver, extra string) string {
 		return `{"resourceType":"Observation","id":"` + id + `","meta":{"source":"https://lab.example/fhir#` + ver + `"},"status":"final","code":{"text":"Hb"}` + extra + `}` + "\n"
@@ -92,7 +110,7 @@ func TestImportSourceFromContent(t *testing.T) {
 	write(a, lab("o1", "r1", "")+lab("o2", "r2", ""))
 	writeGz(t, b, lab("o1", "r7", `,"valueString":"13.1"`)+lab("o2", "r2", ""))
 	code, out, errOut = run(t, "import", "--data", data, a)
-	if code != 0 || !strings.Contains(out, "created 2,") || !strings.Contains(errOut, "phr: source https://lab.example/fhir, the origin every resource sampled names in meta.source") {
+	if code != 0 || !strings.Contains(out, "created 2,") || !strings.Contains(errOut, "phr: source https://lab.example/fhir, the origin every resource names in meta.source") {
 		t.Fatalf("lab, first file: %d\n%s\n%s", code, out, errOut)
 	}
 	code, out, errOut = run(t, "import", "--data", data, b)
@@ -126,7 +144,7 @@ func TestImportSourceFromContent(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("log: %d\n%s", code, errOut)
 	}
-	for _, want := range []string{"source https://ehr.example/fhir ", "source https://lab.example/fhir ", "source urn:phr:source:one-without.ndjson ",
+	for _, want := range []string{"source https://ehr.example/fhir ", "source https://phr.example/fhir ", "source https://lab.example/fhir ", "source urn:phr:source:one-without.ndjson ",
 		"source urn:phr:source:two-labs.ndjson ", "source urn:phr:source:fragment.ndjson ", "source urn:phr:source:late-other.ndjson ", "source urn:phr:source:my-label "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in the log:\n%s", want, out)

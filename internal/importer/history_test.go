@@ -212,3 +212,56 @@ func TestHTTPImportHistoryDeleteAndRecreate(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPImportAnotherServersExport imports, without a source, the .phr
+// exports of a record on another phr server: the cover page names that
+// server, which becomes the source, so the second export's changes update
+// what the first brought, and a Bulk Data clone of the server would be the
+// same source.
+func TestHTTPImportAnotherServersExport(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			a, b := servertest.Start(t, d), servertest.Start(t, d)
+			ta, tb := a.AdminToken(), b.AdminToken()
+			for _, res := range []string{
+				`{"resourceType":"Patient","id":"ann","name":[{"family":"Cover"}],"birthDate":"1970-01-01"}`,
+				`{"resourceType":"Observation","id":"ob1","status":"final","code":{"text":"weight"},"subject":{"reference":"Patient/ann"},"valueString":"70 kg"}`,
+			} {
+				var v struct{ ResourceType, ID string }
+				json.Unmarshal([]byte(res), &v)
+				if r := a.Do("PUT", v.ResourceType+"/"+v.ID, ta, strings.NewReader(res), "Content-Type", "application/fhir+json"); r.Status >= 300 {
+					t.Fatalf("PUT %s: %d %s", v.ID, r.Status, r.Body)
+				}
+			}
+			export := func() string {
+				r := a.Do("GET", "Patient/ann/$phr-export?outputFormat=phr", ta, nil)
+				if r.Status != 200 {
+					t.Fatalf("export: %d %s", r.Status, r.Body)
+				}
+				return string(r.Body)
+			}
+			// Downloaded on two days, under two names.
+			sum, issues, st := postImport(t, b, tb, "", "application/x-ndjson", strings.NewReader(export()), "Content-Disposition", `attachment; filename="Ann-2026-12-06.phr"`)
+			if st != 200 {
+				t.Fatalf("first export: %d %v", st, issues)
+			}
+			want(t, "first export", sum, "created", 2)
+			r := b.Do("GET", "$import-batches", tb, nil)
+			if !strings.Contains(string(r.Body), a.FHIR) {
+				t.Errorf("the batch's source is not %s: %.600s", a.FHIR, r.Body)
+			}
+			// Changed on the server it came from, exported again.
+			if r := a.Do("PUT", "Observation/ob1", ta, strings.NewReader(`{"resourceType":"Observation","id":"ob1","status":"final","code":{"text":"weight"},"subject":{"reference":"Patient/ann"},"valueString":"71 kg"}`), "Content-Type", "application/fhir+json"); r.Status >= 300 {
+				t.Fatalf("PUT: %d %s", r.Status, r.Body)
+			}
+			sum, issues, _ = postImport(t, b, tb, "", "application/x-ndjson", strings.NewReader(export()), "Content-Disposition", `attachment; filename="Ann-2026-12-07.phr"`)
+			want(t, "second export", sum, "updated", 1)
+			want(t, "second export", sum, "unchanged", 1)
+			want(t, "second export", sum, "created", 0)
+			want(t, "second export", sum, "conflicts", 0)
+			if r := b.Do("GET", "Observation/ob1", tb, nil); !strings.Contains(string(r.Body), "71 kg") {
+				t.Errorf("Observation/ob1 on the importing server: %s (issues %q)", r.Body, issues)
+			}
+		})
+	}
+}

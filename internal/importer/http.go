@@ -2,6 +2,7 @@ package importer
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"github.com/phr-project/phr/internal/api"
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/sphr"
 	"github.com/phr-project/phr/internal/store"
 )
 
@@ -82,6 +85,20 @@ func bodyKind(r *http.Request) (inputKind, error) {
 	return 0, fhir.Errorf(http.StatusUnsupportedMediaType, "not-supported", "Content-Type %q cannot be imported: send application/x-ndjson, application/fhir+ndjson, application/fhir+json (a Bundle), application/smart-health-card or application/zip (.sphr)", mt)
 }
 
+// coverLabel returns the source label that the cover page starting an
+// NDJSON body gives: a phr export's names the FHIR base of the server that
+// exported it (sphr.CoverSource), the label `phr clone` gives that server.
+// "" when there is none.
+func coverLabel(br *bufio.Reader) string {
+	head, _ := br.Peek(64 << 10)
+	line, _, _ := bytes.Cut(TrimBOM(head), []byte("\n"))
+	s := sphr.CoverSource(bytes.TrimSpace(line))
+	if u, err := url.Parse(s); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return ""
+	}
+	return s
+}
+
 func wantsNDJSON(r *http.Request) bool {
 	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
 		mt, _, _ := mime.ParseMediaType(strings.TrimSpace(part))
@@ -120,6 +137,12 @@ func (h *handlers) importOp(w http.ResponseWriter, r *http.Request, typ, id stri
 		name = "upload"
 	}
 	source := q.Get("source")
+	body := io.Reader(r.Body)
+	if source == "" && (kind == kindNDJSON || kind == kindAuto) {
+		br := bufio.NewReaderSize(r.Body, 64<<10)
+		body = br
+		source = coverLabel(br)
+	}
 	if source == "" {
 		source = "upload:" + name
 	}
@@ -171,7 +194,6 @@ func (h *handlers) importOp(w http.ResponseWriter, r *http.Request, typ, id stri
 		api.WriteError(w, r, err)
 		return
 	}
-	body := io.Reader(r.Body)
 	switch kind {
 	case kindNDJSON:
 		err = run.NDJSON(body, name)

@@ -898,7 +898,7 @@ func wellFormed(b []byte) bool {
 
 // cover writes the Composition cover page of a patient's record.
 func (e *exporter) cover(patient, name string) error {
-	c := CoverPage(fhir.NewID(), patient, name, e.s.now(), e.p.Start, e.p.End)
+	c := CoverPage(fhir.NewID(), patient, name, e.s.now(), e.p.Start, e.p.End, e.s.base)
 	if err := e.em.resource(&row{typ: "Composition", id: c.GetString("id"), json: c.Marshal()}); err != nil {
 		return err
 	}
@@ -908,8 +908,12 @@ func (e *exporter) cover(patient, name string) error {
 
 // CoverPage builds the Composition an export starts with: LOINC 11503-0
 // "Medical records", the patient as subject, tagged with
-// sphr.CoverTagSystem so that imports can recognise it.
-func CoverPage(id, patient, name string, now time.Time, start, end string) *fhirjson.Value {
+// sphr.CoverTagSystem so that imports can recognise it. Its meta.source
+// is source, the exporting server's FHIR base: an import of the file
+// elsewhere takes it for the source label (sphr.CoverSource), the one
+// `phr clone` of that server gives, so that a later export of the same
+// record updates what an earlier one brought.
+func CoverPage(id, patient, name string, now time.Time, start, end, source string) *fhirjson.Value {
 	str := fhirjson.NewString
 	coding := fhirjson.NewObject(
 		fhirjson.Field{Name: "system", Value: str("http://loinc.org")},
@@ -936,6 +940,9 @@ func CoverPage(id, patient, name string, now time.Time, start, end string) *fhir
 			subj.Set("display", str(name))
 		}
 		c.Set("subject", subj)
+	}
+	if source != "" {
+		c.Get("meta").Set("source", str(source))
 	}
 	c.Set("date", str(fhir.FormatInstant(now)))
 	c.Set("author", fhirjson.NewArray(fhirjson.NewObject(fhirjson.Field{Name: "display", Value: str("phr export")})))

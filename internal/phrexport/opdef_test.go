@@ -13,7 +13,7 @@ import (
 func TestDefinitionsValid(t *testing.T) {
 	for name, raw := range map[string][]byte{
 		"OperationDefinition": []byte(operationDefinition),
-		"cover page":          CoverPage("c1", "p1", "Ann Smith", time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC), "2010", "2020-06").Marshal(),
+		"cover page":          CoverPage("c1", "p1", "Ann Smith", time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC), "2010", "2020-06", "https://phr.example/fhir").Marshal(),
 	} {
 		v, err := fhirjson.Parse(raw)
 		if err != nil {

@@ -360,6 +360,17 @@ func IsCoverPage(raw []byte) bool {
 	return false
 }
 
+// CoverSource returns the meta.source of an export's cover page (the FHIR
+// base of the server that exported it), or "" when raw is not a cover
+// page or has none.
+func CoverSource(raw []byte) string {
+	if !IsCoverPage(raw) {
+		return ""
+	}
+	v, _ := fhirjson.Parse(raw)
+	return v.Get("meta").GetString("source")
+}
+
 // restore walks a resource: "_data" elements with ExtFile get their data
 // back from load (base64); with relative, attachments whose url load
 // knows get its content as data in place of the url.
