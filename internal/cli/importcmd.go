@@ -269,7 +269,11 @@ func uploads(p string, errOut io.Writer) ([]upload, error) {
 			ndjson = append(ndjson, files...)
 		default:
 			fp := fp
-			out = append(out, upload{name: filepath.Base(fp), contentType: "application/fhir+json", open: func(w io.Writer) error { return copyFile(w, fp) }})
+			u := upload{name: filepath.Base(fp), contentType: "application/fhir+json", open: func(w io.Writer) error { return copyFile(w, fp) }}
+			if o := coverOrigin(fp); o != "" {
+				u.origin = origin{o, "the server whose export it is, as its cover page says"}
+			}
+			out = append(out, u)
 		}
 	}
 	if len(ndjson) > 0 {

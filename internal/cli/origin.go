@@ -74,8 +74,8 @@ func manifestOrigin(fp string) string {
 }
 
 // coverOrigin returns the server that a phr export came from, when the
-// NDJSON file starts with the export's cover page and that names it
-// (sphr.CoverSource), else "".
+// file starts with the export's cover page (the first line of NDJSON, the
+// first entry of a Bundle) and that names it (sphr.CoverSource), else "".
 func coverOrigin(fp string) string {
 	br, done, err := openInput(fp)
 	if err != nil {
@@ -85,7 +85,10 @@ func coverOrigin(fp string) string {
 	head, _ := br.Peek(sampleBytes)
 	head = importer.TrimBOM(head)
 	line, _, _ := bytes.Cut(head, []byte("\n"))
-	return sourceOrigin(sphr.CoverSource(bytes.TrimSpace(line)))
+	if s := sphr.CoverSource(bytes.TrimSpace(line)); s != "" {
+		return sourceOrigin(s)
+	}
+	return sourceOrigin(sphr.BundleCoverSource(head))
 }
 
 // sampleBytes is how much of a file coverOrigin reads.

@@ -101,6 +101,13 @@ func TestImportSourceFromContent(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "created 0, updated 1,") {
 		t.Fatalf("second phr export: %d\n%s\n%s", code, out, errOut)
 	}
+	e3 := filepath.Join(root, "Ann.json") // the document Bundle form
+	write(e3, `{"resourceType":"Bundle","type":"document","entry":[{"fullUrl":"urn:uuid:c1","resource":`+strings.TrimSpace(cover)+`},`+
+		`{"fullUrl":"urn:uuid:p","resource":{"resourceType":"Patient","id":"ann","meta":{"versionId":"2","lastUpdated":"2026-12-07T10:00:00Z","source":"urn:phr:source:clinic"},"gender":"female","birthDate":"1970-01-01"}}]}`)
+	code, out, errOut = run(t, "import", "--data", data, e3)
+	if code != 0 || !strings.Contains(out, "created 0, updated 0, unchanged 1") || !strings.Contains(errOut, "phr: source https://phr.example/fhir, the server whose export it is") {
+		t.Fatalf("Bundle phr export: %d\n%s\n%s", code, out, errOut)
+	}
 
 	// NDJSON whose resources all name one system in meta.source.
 	lab := func(id, ver, extra string) string {

@@ -262,6 +262,14 @@ func TestHTTPImportAnotherServersExport(t *testing.T) {
 			if r := b.Do("GET", "Observation/ob1", tb, nil); !strings.Contains(string(r.Body), "71 kg") {
 				t.Errorf("Observation/ob1 on the importing server: %s (issues %q)", r.Body, issues)
 			}
+			// The document Bundle form of the export says the same.
+			doc := a.Do("GET", "Patient/ann/$phr-export", ta, nil)
+			sum, issues, _ = postImport(t, b, tb, "", "application/fhir+json", strings.NewReader(string(doc.Body)), "Content-Disposition", `attachment; filename="Ann.json"`)
+			want(t, "Bundle export", sum, "unchanged", 2)
+			want(t, "Bundle export", sum, "created", 0)
+			if r := b.Do("GET", fmt.Sprintf("$import-batches?batch=%v", sum["batch"]), tb, nil); !strings.Contains(string(r.Body), `"valueString":"`+a.FHIR+`"`) {
+				t.Errorf("the Bundle's batch source is not %s: %.400s (issues %q)", a.FHIR, r.Body, issues)
+			}
 		})
 	}
 }

@@ -85,14 +85,19 @@ func bodyKind(r *http.Request) (inputKind, error) {
 	return 0, fhir.Errorf(http.StatusUnsupportedMediaType, "not-supported", "Content-Type %q cannot be imported: send application/x-ndjson, application/fhir+ndjson, application/fhir+json (a Bundle), application/smart-health-card or application/zip (.sphr)", mt)
 }
 
-// coverLabel returns the source label that the cover page starting an
-// NDJSON body gives: a phr export's names the FHIR base of the server that
-// exported it (sphr.CoverSource), the label `phr clone` gives that server.
-// "" when there is none.
+// coverLabel returns the source label that the cover page starting a
+// body (NDJSON's first line, or a Bundle's first entry) gives: a phr
+// export's names the FHIR base of the server that exported it
+// (sphr.CoverSource), the label `phr clone` gives that server. "" when
+// there is none.
 func coverLabel(br *bufio.Reader) string {
 	head, _ := br.Peek(64 << 10)
-	line, _, _ := bytes.Cut(TrimBOM(head), []byte("\n"))
+	head = TrimBOM(head)
+	line, _, _ := bytes.Cut(head, []byte("\n"))
 	s := sphr.CoverSource(bytes.TrimSpace(line))
+	if s == "" {
+		s = sphr.BundleCoverSource(head)
+	}
 	if u, err := url.Parse(s); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return ""
 	}
@@ -138,7 +143,7 @@ func (h *handlers) importOp(w http.ResponseWriter, r *http.Request, typ, id stri
 	}
 	source := q.Get("source")
 	body := io.Reader(r.Body)
-	if source == "" && (kind == kindNDJSON || kind == kindAuto) {
+	if source == "" && kind != kindZip {
 		br := bufio.NewReaderSize(r.Body, 64<<10)
 		body = br
 		source = coverLabel(br)

@@ -371,6 +371,40 @@ func CoverSource(raw []byte) string {
 	return v.Get("meta").GetString("source")
 }
 
+// BundleCoverSource returns CoverSource of the first entry of a Bundle
+// document that head (the start of the document) holds, or "" when head
+// does not start a Bundle, or ends before that entry does.
+func BundleCoverSource(head []byte) string {
+	d := json.NewDecoder(bytes.NewReader(head))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return ""
+	}
+	for d.More() {
+		k, err := d.Token()
+		if err != nil {
+			return ""
+		}
+		if k != "entry" {
+			var skip json.RawMessage
+			if d.Decode(&skip) != nil {
+				return ""
+			}
+			continue
+		}
+		if t, err := d.Token(); err != nil || t != json.Delim('[') || !d.More() {
+			return ""
+		}
+		var e struct {
+			Resource json.RawMessage `json:"resource"`
+		}
+		if d.Decode(&e) != nil {
+			return ""
+		}
+		return CoverSource(e.Resource)
+	}
+	return ""
+}
+
 // restore walks a resource: "_data" elements with ExtFile get their data
 // back from load (base64); with relative, attachments whose url load
 // knows get its content as data in place of the url.

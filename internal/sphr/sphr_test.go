@@ -307,3 +307,18 @@ func TestLongFirstLine(t *testing.T) {
 		t.Fatalf("%d lines: %+v", len(lines), lines)
 	}
 }
+
+func TestBundleCoverSource(t *testing.T) {
+	cover := `{"resourceType":"Composition","id":"c","meta":{"tag":[{"system":"` + CoverTagSystem + `","code":"` + CoverTagCode + `"}],"source":"https://phr.example/fhir"},"status":"final"}`
+	for in, want := range map[string]string{
+		`{"resourceType":"Bundle","id":"b","type":"document","entry":[{"fullUrl":"urn:uuid:1","resource":` + cover + `},{"resource":{"resourceType":"Patient"}}]}`: "https://phr.example/fhir",
+		`{"resourceType":"Bundle","type":"document","entry":[{"fullUrl":"urn:uuid:1","resource":` + cover[:40]:                                                     "",
+		`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient"}}]}`:                                                          "",
+		`{"resourceType":"List","entry":[{"item":{"reference":"Patient/x"}}]}`:                                                                                     "",
+		`not json`: "",
+	} {
+		if got := BundleCoverSource([]byte(in)); got != want {
+			t.Errorf("BundleCoverSource(%.80s) = %q, want %q", in, got, want)
+		}
+	}
+}
