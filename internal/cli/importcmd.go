@@ -173,7 +173,7 @@ func runImport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	cf.add(f)
 	cf.cards = &cardFlags{}
 	cf.cards.add(f)
-	f.string(&source, "source", "", "where the data came from (a label or URL); default: the FHIR server a Bulk Data manifest names, else the one origin all the NDJSON's resources give in meta.source, else the file or directory name")
+	f.string(&source, "source", "", "where the data came from (a label or URL); default: the FHIR server that a Bulk Data manifest or a phr export's cover page names, else the one origin all the NDJSON's resources give in meta.source, else the file or directory name")
 	f.string(&passphrase, "passphrase", "", "passphrase of an encrypted .sphr; prefer the environment variable to the flag, which other users can see")
 	f.bool(&validate, "validate", false, "check and report only; write nothing")
 	f.bool(&quiet, "quiet", false, "print only the summary lines")

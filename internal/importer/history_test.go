@@ -150,6 +150,13 @@ func TestHTTPImportHistoryTypeLast(t *testing.T) {
 			if strings.Contains(strings.Join(issues, "\n"), "Bundle.type") {
 				t.Errorf("a warning for a history Bundle read as one: %q", issues)
 			}
+			// A type known before the entries is taken as it is, also
+			// when the Bundle is read whole (type before resourceType).
+			whole := `{"type":"collection",` + strings.TrimPrefix(strings.Replace(withResponse, `"type":"history",`, "", 1), "{")
+			sum, issues, _ = postImport(t, s, tok, "https://fourth.example/fhir", "application/fhir+json", strings.NewReader(whole))
+			if !strings.Contains(strings.Join(issues, "\n"), "appears twice in the Bundle") || strings.Contains(strings.Join(issues, "\n"), "Bundle.type") {
+				t.Errorf("a collection read whole was taken for a history Bundle: %v %q", sum, issues)
+			}
 			// Entries without a response cannot be told from a
 			// transaction's: imported in their order, with a warning.
 			sum, issues, _ = postImport(t, s, tok, "https://third.example/fhir", "application/fhir+json", strings.NewReader(late(historyBundle(false))))

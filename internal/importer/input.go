@@ -487,6 +487,7 @@ func (r *Run) bundleTree(b *fhirjson.Value, data []byte, line int) error {
 	}
 	bs := r.newBundleStream()
 	defer bs.close()
+	bs.typeFirst = true // (read whole: the type is known)
 	if b.GetString("type") == "history" {
 		bs.history = newHistorySpool()
 	}
@@ -520,8 +521,9 @@ type bundleStream struct {
 	// items as they are read back.
 	history *historySpool
 	pending map[string]bool
-	// typeFirst says Bundle.type came before the entries; when it did
-	// not, the first entry tells a history Bundle (entryOfHistory).
+	// typeFirst says Bundle.type was known before the entries (it came
+	// first, or the Bundle was read whole); when it was not, the first
+	// entry tells a history Bundle (entryOfHistory).
 	typeFirst bool
 }
 
@@ -539,7 +541,7 @@ func entryOfHistory(e *fhirjson.Value) bool {
 
 // entry turns Bundle.entry[i] into an item.
 func (bs *bundleStream) entry(e *fhirjson.Value, i int, lineOf func(*fhirjson.Value) int) error {
-	if i == 0 && !bs.typeFirst && entryOfHistory(e) {
+	if i == 0 && !bs.typeFirst && bs.history == nil && entryOfHistory(e) {
 		// Bundle.type comes after the entries (or not at all), and the
 		// first is a version: read them as a history Bundle's.
 		bs.history = newHistorySpool()
