@@ -131,36 +131,53 @@ func (is *Issuers) CheckRevocation(ctx context.Context, card *Card, kid string) 
 	if card.RevocationID == "" {
 		return nil
 	}
-	var list *CRL
-	if kl, ok := is.TrustedLists[kid]; ok {
-		b, err := os.ReadFile(kl.File)
-		switch {
-		case err == nil:
-			if list, err = parseCRL(b, kid); err != nil {
-				return fmt.Errorf("%w: %s: %v", ErrNotChecked, kl.File, err)
-			}
-			if list.Ctr < kl.Version && is.Fetch == nil {
-				return fmt.Errorf("%w: the list at %s is number %d, and the key says %d is out", ErrNotChecked, kl.File, list.Ctr, kl.Version)
-			}
-		case is.Fetch == nil:
-			return fmt.Errorf("%w: the key declares revocation lists (crlVersion %d), and none is at %s (put the issuer's crl/%s.json there, or let phr fetch it with --shc-fetch-keys)", ErrNotChecked, kl.Version, kl.File, kid)
+	revoked := func(l *CRL) error {
+		return fmt.Errorf("%w (revocation list %d of key %s)", ErrRevoked, l.Ctr, kid)
+	}
+	kl, declared := is.TrustedLists[kid]
+	if !declared {
+		if is.Fetch == nil || is.trusted(kid) {
+			return nil // a trusted key without lists
 		}
-		if list == nil || list.Ctr < kl.Version {
-			if list, err = is.fetchList(ctx, card.Issuer, kid); err != nil {
-				return err
-			}
-			if list == nil {
-				return fmt.Errorf("%w: the key declares revocation lists (crlVersion %d), and %s publishes none", ErrNotChecked, kl.Version, card.Issuer)
-			}
-		}
-	} else if is.Fetch != nil && !is.trusted(kid) {
-		var err error
-		if list, err = is.fetchList(ctx, card.Issuer, kid); err != nil {
+		l, err := is.fetchList(ctx, card.Issuer, kid)
+		if err != nil {
 			return err
 		}
+		if l != nil && l.Revokes(card) {
+			return revoked(l)
+		}
+		return nil
 	}
-	if list != nil && list.Revokes(card) {
-		return fmt.Errorf("%w (revocation list %d of key %s)", ErrRevoked, list.Ctr, kid)
+	// The list beside the key set. Lists only grow, so one that revokes
+	// the card settles it even when the key names a newer one.
+	var why error
+	b, err := os.ReadFile(kl.File)
+	if err == nil {
+		l, err := parseCRL(b, kid)
+		switch {
+		case err != nil:
+			why = fmt.Errorf("%s: %v", kl.File, err)
+		case l.Revokes(card):
+			return revoked(l)
+		case l.Ctr >= kl.Version:
+			return nil
+		default:
+			why = fmt.Errorf("the list at %s is number %d, and the key says %d is out", kl.File, l.Ctr, kl.Version)
+		}
+	} else {
+		why = fmt.Errorf("the key declares revocation lists (crlVersion %d), and none is at %s (put the issuer's crl/%s.json there, or let phr fetch it with --shc-fetch-keys)", kl.Version, kl.File, kid)
+	}
+	if is.Fetch == nil {
+		return fmt.Errorf("%w: %v", ErrNotChecked, why)
+	}
+	l, err := is.fetchList(ctx, card.Issuer, kid)
+	switch {
+	case err != nil:
+		return err
+	case l == nil:
+		return fmt.Errorf("%w: %v, and %s publishes none", ErrNotChecked, why, card.Issuer)
+	case l.Revokes(card):
+		return revoked(l)
 	}
 	return nil
 }

@@ -130,6 +130,13 @@ func TestRevocationFetched(t *testing.T) {
 	if err := is.CheckRevocation(ctx, sign(srv.URL+"/iss", "bad1"), jwk.KeyID); !errors.Is(err, shc.ErrRevoked) {
 		t.Errorf("stale local list: %v, want ErrRevoked from the fetched one", err)
 	}
+	// A stale list that already revokes the card settles it: lists only
+	// grow.
+	os.WriteFile(filepath.Join(dir, "crl", jwk.KeyID+".json"), []byte(`{"kid":"`+jwk.KeyID+`","method":"rid","ctr":1,"rids":["old1"]}`), 0o600)
+	offline := &shc.Issuers{Trusted: []jose.JSONWebKey{jwk}, TrustedLists: is.TrustedLists}
+	if err := offline.CheckRevocation(ctx, sign(srv.URL+"/iss", "old1"), jwk.KeyID); !errors.Is(err, shc.ErrRevoked) {
+		t.Errorf("revoked by a stale list: %v, want ErrRevoked", err)
+	}
 	// Without fetching, the stale list is not trusted to say "not revoked".
 	is.Fetch = nil
 	if err := is.CheckRevocation(ctx, sign(srv.URL+"/iss", "bad1"), jwk.KeyID); !errors.Is(err, shc.ErrNotChecked) {

@@ -316,7 +316,9 @@ func numeric(d string) (string, error) {
 // Issuers finds issuers' keys: first among Trusted, the keys the user
 // gave (key sets of issuers they trust, matched by kid, which health
 // cards require to be the key's thumbprint), then, when Fetch is set, in
-// the key set the issuer publishes at iss + "/.well-known/jwks.json".
+// the key set the issuer publishes at iss + "/.well-known/jwks.json". It
+// also checks cards against the issuers' revocation lists
+// (CheckRevocation).
 type Issuers struct {
 	Trusted []jose.JSONWebKey
 	// TrustedLists are the revocation lists of trusted keys that declare
