@@ -19,6 +19,16 @@ import (
 	"github.com/phr-project/phr/internal/store/storetest"
 )
 
+// hasIssue reports whether one of the issues contains s.
+func hasIssue(issues []string, s string) bool {
+	for _, is := range issues {
+		if strings.Contains(is, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // TestHTTPImportHealthCards imports SMART Health Cards over HTTP on both
 // stores: the specification's example card as a .smart-health-card file,
 // checked with the example issuer's key set given to the server (the card
@@ -70,27 +80,19 @@ func TestHTTPImportHealthCards(t *testing.T) {
 				c.CardFetch = true
 			}})
 			tok := s.AdminToken()
-			has := func(issues []string, s string) bool {
-				for _, is := range issues {
-					if strings.Contains(is, s) {
-						return true
-					}
-				}
-				return false
-			}
 			sum, issues, st := postImport(t, s, tok, "vaccines", "application/smart-health-card", bytes.NewReader(file))
 			if st != 200 {
 				t.Fatalf("card file: %d %v", st, issues)
 			}
 			want(t, "card file", sum, "created", 4)
-			if !has(issues, "a SMART Health Card of https://spec.smarthealth.cards/examples/issuer, issued 2023-06-22: its signature is valid") {
+			if !hasIssue(issues, "a SMART Health Card of https://spec.smarthealth.cards/examples/issuer, issued 2023-06-22: its signature is valid") {
 				t.Errorf("card file: the check is not reported: %q", issues)
 			}
 			// The same card as the text of its QR code: nothing new.
 			sum, issues, _ = postImport(t, s, tok, "vaccines", "", bytes.NewReader(qr))
 			want(t, "QR text", sum, "unchanged", 4)
 			want(t, "QR text", sum, "created", 0)
-			if !has(issues, "its signature is valid") {
+			if !hasIssue(issues, "its signature is valid") {
 				t.Errorf("QR text: %q", issues)
 			}
 			// Altered: rejected whole, kept verbatim in the quarantine.
@@ -98,7 +100,7 @@ func TestHTTPImportHealthCards(t *testing.T) {
 			sum, issues, _ = postImport(t, s, tok, "vaccines", "application/smart-health-card", strings.NewReader(body))
 			want(t, "altered card", sum, "rejected", 1)
 			want(t, "altered card", sum, "created", 0)
-			if !has(issues, "the signature does not verify") {
+			if !hasIssue(issues, "the signature does not verify") {
 				t.Errorf("altered card: %q", issues)
 			}
 			resp := s.Do("GET", fmt.Sprintf("$import-quarantine?batch=%v", sum["batch"]), tok, nil, "Accept", "application/x-ndjson")
@@ -111,7 +113,7 @@ func TestHTTPImportHealthCards(t *testing.T) {
 			// A card whose issuer's keys the server fetches.
 			sum, issues, _ = postImport(t, s, tok, "pharmacy", "", strings.NewReader(fetched))
 			want(t, "fetched issuer's card", sum, "created", 2)
-			if !has(issues, "its signature is valid (key "+jwk.KeyID+")") {
+			if !hasIssue(issues, "its signature is valid (key "+jwk.KeyID+")") {
 				t.Errorf("fetched issuer's card: %q", issues)
 			}
 			r := s.Do("GET", "Immunization?patient.family=Cardholder", tok, nil)
@@ -197,14 +199,6 @@ func TestHTTPImportCardPayload(t *testing.T) {
 		return b
 	}
 	expanded, minified, card := read("example-00-b-jws-payload-expanded.json"), read("example-00-c-jws-payload-minified.json"), read("example-00-e-file.smart-health-card")
-	has := func(issues []string, s string) bool {
-		for _, is := range issues {
-			if strings.Contains(is, s) {
-				return true
-			}
-		}
-		return false
-	}
 	const unsigned = "the payload of a SMART Health Card of https://spec.smarthealth.cards/examples/issuer without its signature: its Bundle is imported, but nothing shows that the issuer issued it"
 	for _, d := range storetest.Dialects() {
 		t.Run(d, func(t *testing.T) {
@@ -218,17 +212,17 @@ func TestHTTPImportCardPayload(t *testing.T) {
 			}
 			want(t, "expanded payload", sum, "created", 4)
 			want(t, "expanded payload", sum, "rejected", 0)
-			if !has(issues, unsigned) || len(issues) != 1 {
+			if !hasIssue(issues, unsigned) || len(issues) != 1 {
 				t.Errorf("expanded payload: no warning that it is unverified: %q", issues)
 			}
 			sum, issues, _ = postImport(t, s, tok, "vaccines", "application/json", bytes.NewReader(minified))
 			want(t, "minified payload", sum, "unchanged", 4)
-			if !has(issues, unsigned) {
+			if !hasIssue(issues, unsigned) {
 				t.Errorf("minified payload: %q", issues)
 			}
 			sum, issues, _ = postImport(t, s, tok, "vaccines", "application/smart-health-card", bytes.NewReader(card))
 			want(t, "signed card", sum, "unchanged", 4)
-			if !has(issues, "its signature is valid") || has(issues, "without its signature") {
+			if !hasIssue(issues, "its signature is valid") || hasIssue(issues, "without its signature") {
 				t.Errorf("signed card: %q", issues)
 			}
 			r := s.Do("GET", "Immunization?patient.family=Anyperson", tok, nil)
