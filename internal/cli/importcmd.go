@@ -193,7 +193,7 @@ func runImport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	defer c.close()
 	tty := isTerminal(errOut)
 	for _, p := range f.Args() {
-		ups, err := uploads(p, errOut)
+		ups, err := uploads(p, passphrase, errOut)
 		if err != nil {
 			return err
 		}
@@ -217,7 +217,8 @@ func runImport(ctx context.Context, args []string, out, errOut io.Writer) error 
 // directory (a Bulk Data export) become one stream (one batch), in the
 // order identities are best resolved; Bundles and archives go one by one.
 // A file of a directory that is not FHIR is skipped with a note on errOut.
-func uploads(p string, errOut io.Writer) ([]upload, error) {
+// passphrase opens an encrypted archive to read its cover page.
+func uploads(p, passphrase string, errOut io.Writer) ([]upload, error) {
 	st, err := os.Stat(p)
 	if err != nil {
 		return nil, err
@@ -260,7 +261,11 @@ func uploads(p string, errOut io.Writer) ([]upload, error) {
 		case "zip":
 			fp := fp
 			st, _ := os.Stat(fp)
-			out = append(out, upload{name: filepath.Base(fp), contentType: "application/zip", size: st.Size(), open: func(w io.Writer) error { return copyFile(w, fp) }})
+			u := upload{name: filepath.Base(fp), contentType: "application/zip", size: st.Size(), open: func(w io.Writer) error { return copyFile(w, fp) }}
+			if o := zipCoverOrigin(fp, passphrase); o != "" {
+				u.origin = origin{o, "the server whose export it is, as its cover page says"}
+			}
+			out = append(out, u)
 		case "manifest":
 			files, err := manifestFiles(fp)
 			if err != nil {

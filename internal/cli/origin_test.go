@@ -172,3 +172,44 @@ func writeGz(t *testing.T, fp, s string) {
 		t.Fatal(err)
 	}
 }
+
+// TestImportSphrSourceFromCover: an encrypted .sphr export is labelled by
+// the cover page of the .phr inside, read with the passphrase, so a second
+// export of the changed record updates it.
+func TestImportSphrSourceFromCover(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	nd := filepath.Join(dir, "in.ndjson")
+	os.WriteFile(nd, []byte(`{"resourceType":"Patient","id":"p1","gender":"female"}`+"\n"+`{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"w"},"subject":{"reference":"Patient/p1"},"valueString":"70 kg"}`+"\n"), 0o600)
+	if code, out, errOut := run(t, "import", "--data", a, "--source", "clinic", nd); code != 0 {
+		t.Fatalf("import: %d %s %s", code, out, errOut)
+	}
+	export := func(name string) string {
+		t.Helper()
+		fp := filepath.Join(dir, name)
+		if code, _, errOut := run(t, "export", "--data", a, "--patient", "p1", "--format", "sphr", "--passphrase", "correct horse", "--out", fp); code != 0 {
+			t.Fatalf("export: %d %s", code, errOut)
+		}
+		return fp
+	}
+	first := export("p1-2026-12-06.sphr")
+	code, out, errOut := run(t, "import", "--data", b, "--passphrase", "correct horse", first)
+	// (The Patient, the Observation and the Provenance of their import.)
+	if code != 0 || !strings.Contains(out, "created 3,") || !strings.Contains(errOut, "phr: source http://127.0.0.1:8080/fhir, the server whose export it is, as its cover page says") {
+		t.Fatalf("first .sphr: %d\n%s\n%s", code, out, errOut)
+	}
+	os.WriteFile(nd, []byte(`{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"w"},"subject":{"reference":"Patient/p1"},"valueString":"71 kg"}`+"\n"), 0o600)
+	if code, out, errOut := run(t, "import", "--data", a, "--source", "clinic", nd); code != 0 || !strings.Contains(out, "updated 1,") {
+		t.Fatalf("change: %d %s %s", code, out, errOut)
+	}
+	second := export("p1-2026-12-07.sphr")
+	code, out, errOut = run(t, "import", "--data", b, "--passphrase", "correct horse", second)
+	// (The new Provenance of the change is created.)
+	if code != 0 || !strings.Contains(out, "created 1, updated 1, unchanged 2, conflicts 0") {
+		t.Fatalf("second .sphr: %d\n%s\n%s", code, out, errOut)
+	}
+	// Without the passphrase the archive cannot be read: no label from it.
+	if code, _, errOut := run(t, "import", "--data", t.TempDir(), second); code == 0 || strings.Contains(errOut, "phr: source ") {
+		t.Errorf("without the passphrase: %d %s", code, errOut)
+	}
+}
