@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"io"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/phr-project/phr/internal/importer"
 	"github.com/phr-project/phr/internal/sphr"
-	"github.com/phr-project/phr/internal/zipaes"
 )
 
 // An import's source label names the system its data came from: the
@@ -85,12 +83,12 @@ func coverOrigin(fp string) string {
 	}
 	defer done()
 	head, _ := br.Peek(sampleBytes)
-	return headCoverOrigin(head)
+	return sourceOrigin(sphr.HeadCoverSource(head))
 }
 
-// zipCoverOrigin is coverOrigin of the first export file (.phr, .ndjson
-// or .json) in a zip or .sphr archive, opened with passphrase when it is
-// encrypted; "" when there is none, or the archive cannot be read.
+// zipCoverOrigin is coverOrigin of the first export file of a zip or
+// .sphr archive, opened with passphrase when it is encrypted
+// (sphr.ArchiveCoverSource).
 func zipCoverOrigin(fp, passphrase string) string {
 	f, err := os.Open(fp)
 	if err != nil {
@@ -101,39 +99,7 @@ func zipCoverOrigin(fp, passphrase string) string {
 	if err != nil {
 		return ""
 	}
-	z, err := zipaes.NewReader(f, st.Size(), passphrase)
-	if err != nil {
-		return ""
-	}
-	for _, zf := range z.File {
-		base := path.Base(zf.Name)
-		switch strings.ToLower(path.Ext(zf.Name)) {
-		case ".phr", ".ndjson", ".json":
-		default:
-			continue
-		}
-		if strings.Contains("/"+zf.Name, "/__MACOSX/") || strings.HasPrefix(base, "._") {
-			continue
-		}
-		rc, err := zf.Open()
-		if err != nil {
-			return ""
-		}
-		defer rc.Close()
-		head, _ := bufio.NewReaderSize(rc, sampleBytes).Peek(sampleBytes)
-		return headCoverOrigin(head)
-	}
-	return ""
-}
-
-// headCoverOrigin is coverOrigin of the head of a file.
-func headCoverOrigin(head []byte) string {
-	head = importer.TrimBOM(head)
-	line, _, _ := bytes.Cut(head, []byte("\n"))
-	if s := sphr.CoverSource(bytes.TrimSpace(line)); s != "" {
-		return sourceOrigin(s)
-	}
-	return sourceOrigin(sphr.BundleCoverSource(head))
+	return sourceOrigin(sphr.ArchiveCoverSource(f, st.Size(), passphrase))
 }
 
 // sampleBytes is how much of a file coverOrigin reads.

@@ -1,6 +1,7 @@
 package importer_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -268,6 +269,18 @@ func TestHTTPImportAnotherServersExport(t *testing.T) {
 			want(t, "second export", sum, "conflicts", 0)
 			if r := b.Do("GET", "Observation/ob1", tb, nil); !strings.Contains(string(r.Body), "71 kg") {
 				t.Errorf("Observation/ob1 on the importing server: %s (issues %q)", r.Body, issues)
+			}
+			// The encrypted archive form says the same: the server spools
+			// it, and reads the cover page with the passphrase.
+			arc := a.Do("GET", "Patient/ann/$phr-export?outputFormat=sphr", ta, nil, "X-PHR-Passphrase", "correct horse battery")
+			if arc.Status != 200 {
+				t.Fatalf("sphr export: %d %s", arc.Status, arc.Body)
+			}
+			sum, issues, _ = postImport(t, b, tb, "", "application/zip", bytes.NewReader(arc.Body), "X-PHR-Passphrase", "correct horse battery", "Content-Disposition", `attachment; filename="Ann.sphr"`)
+			want(t, "sphr export", sum, "unchanged", 2)
+			want(t, "sphr export", sum, "created", 0)
+			if r := b.Do("GET", fmt.Sprintf("$import-batches?batch=%v", sum["batch"]), tb, nil); !strings.Contains(string(r.Body), `"valueString":"`+a.FHIR+`"`) {
+				t.Errorf("the archive's batch source is not %s: %.400s (issues %q)", a.FHIR, r.Body, issues)
 			}
 			// The document Bundle form of the export says the same.
 			doc := a.Do("GET", "Patient/ann/$phr-export", ta, nil)

@@ -2,7 +2,6 @@ package importer
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -92,12 +92,11 @@ func bodyKind(r *http.Request) (inputKind, error) {
 // there is none.
 func coverLabel(br *bufio.Reader) string {
 	head, _ := br.Peek(64 << 10)
-	head = TrimBOM(head)
-	line, _, _ := bytes.Cut(head, []byte("\n"))
-	s := sphr.CoverSource(bytes.TrimSpace(line))
-	if s == "" {
-		s = sphr.BundleCoverSource(head)
-	}
+	return serverURL(sphr.HeadCoverSource(head))
+}
+
+// serverURL returns s when it is an http(s) URL, else "".
+func serverURL(s string) string {
 	if u, err := url.Parse(s); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return ""
 	}
@@ -143,7 +142,22 @@ func (h *handlers) importOp(w http.ResponseWriter, r *http.Request, typ, id stri
 	}
 	source := q.Get("source")
 	body := io.Reader(r.Body)
-	if source == "" && kind != kindZip {
+	var archive *os.File // an archive spooled to read its cover page
+	switch {
+	case source != "":
+	case kind == kindZip:
+		f, err := spool(r.Body, name)
+		if err != nil {
+			api.WriteError(w, r, importError(err))
+			return
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		archive = f
+		if st, err := f.Stat(); err == nil {
+			source = serverURL(sphr.ArchiveCoverSource(f, st.Size(), r.Header.Get("X-PHR-Passphrase")))
+		}
+	default:
 		br := bufio.NewReaderSize(r.Body, 64<<10)
 		body = br
 		source = coverLabel(br)
@@ -205,7 +219,14 @@ func (h *handlers) importOp(w http.ResponseWriter, r *http.Request, typ, id stri
 	case kindJSON:
 		err = run.Bundle(body, name)
 	case kindZip:
-		err = run.spoolZip(body, name, r.Header.Get("X-PHR-Passphrase"))
+		if archive != nil {
+			var st os.FileInfo
+			if st, err = archive.Stat(); err == nil {
+				err = run.Zip(archive, st.Size(), name, r.Header.Get("X-PHR-Passphrase"))
+			}
+		} else {
+			err = run.spoolZip(body, name, r.Header.Get("X-PHR-Passphrase"))
+		}
 	default:
 		err = run.File(body, name, -1, r.Header.Get("X-PHR-Passphrase"))
 	}

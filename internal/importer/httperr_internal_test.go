@@ -3,9 +3,12 @@ package importer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/store"
@@ -29,4 +32,26 @@ func TestImportErrorStatus(t *testing.T) {
 	if fe.Status != http.StatusInternalServerError || strings.Contains(fe.Issues[0].Diagnostics, "secret") {
 		t.Errorf("other error: status %d, issues %+v; want a 500 without details", fe.Status, fe.Issues)
 	}
+}
+
+// TestSpoolReadFailure: an archive upload that cannot be read to its end
+// is the client's 400, naming the upload; a FHIR error of the body (bad
+// gzip data) keeps its status.
+func TestSpoolReadFailure(t *testing.T) {
+	broken := io.MultiReader(strings.NewReader("PK\x03\x04 part of an archive"), iotest.ErrReader(io.ErrUnexpectedEOF))
+	_, err := spool(broken, "record.sphr")
+	fe := importError(err)
+	if fe.Status != http.StatusBadRequest || !strings.Contains(fe.Issues[0].Diagnostics, "record.sphr: the upload could not be read to its end: unexpected EOF") {
+		t.Errorf("broken upload: %d %+v", fe.Status, fe.Issues)
+	}
+	_, err = spool(iotest.ErrReader(fhir.Errorf(400, "invalid", "bad gzip data")), "record.sphr")
+	if fe := importError(err); fe.Status != http.StatusBadRequest || !strings.Contains(fe.Issues[0].Diagnostics, "record.sphr: bad gzip data") {
+		t.Errorf("FHIR error of the body: %d %+v", fe.Status, fe.Issues)
+	}
+	f, err := spool(strings.NewReader("PK\x03\x04 whole"), "record.sphr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	os.Remove(f.Name())
 }

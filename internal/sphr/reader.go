@@ -371,6 +371,47 @@ func CoverSource(raw []byte) string {
 	return v.Get("meta").GetString("source")
 }
 
+// HeadCoverSource returns the cover page's meta.source from the head of
+// an export file (up to 64 KiB of its start): its first line (NDJSON), or
+// its first entry (a Bundle); "" when it has none.
+func HeadCoverSource(head []byte) string {
+	head = bytes.TrimPrefix(head, []byte("\xef\xbb\xbf"))
+	line, _, _ := bytes.Cut(head, []byte("\n"))
+	if s := CoverSource(bytes.TrimSpace(line)); s != "" {
+		return s
+	}
+	return BundleCoverSource(head)
+}
+
+// ArchiveCoverSource is HeadCoverSource of the first export file (.phr,
+// .ndjson or .json, not operating-system junk) of a zip or .sphr archive,
+// opened with passphrase when it is encrypted; "" when there is none or
+// the archive cannot be read.
+func ArchiveCoverSource(r io.ReaderAt, size int64, passphrase string) string {
+	z, err := zipaes.NewReader(r, size, passphrase)
+	if err != nil {
+		return ""
+	}
+	for _, f := range z.File {
+		switch strings.ToLower(path.Ext(f.Name)) {
+		case ".phr", ".ndjson", ".json":
+		default:
+			continue
+		}
+		if ignored(f.Name) {
+			continue
+		}
+		rc, err := f.Open()
+		if err != nil {
+			return ""
+		}
+		defer rc.Close()
+		head, _ := bufio.NewReaderSize(rc, 64<<10).Peek(64 << 10)
+		return HeadCoverSource(head)
+	}
+	return ""
+}
+
 // BundleCoverSource returns CoverSource of the first entry of a Bundle
 // document that head (the start of the document) holds, or "" when head
 // does not start a Bundle, or ends before that entry does.
