@@ -223,11 +223,14 @@ func TestImportDirNamesFiles(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "b.ndjson.gz"), gz.Bytes(), 0o600)
 	os.WriteFile(filepath.Join(dir, "c.ndjson"), []byte(p("c1", "")+"\n\n"+p("c2", `,"birthDate":"soon"`)+"\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "notes.json"), []byte(`{"files":["a.ndjson"]}`+"\n"), 0o600)
+	// Pretty-printed, as a SMART Health Link's payload is.
+	os.WriteFile(filepath.Join(dir, "link.json"), []byte("{\n  \"url\": \"https://shl.example/m/x\",\n  \"key\": \"rxTgYlOaKJPFtcEd0qcceN8wEU4p94SqAwIWQe6uX7Q\",\n  \"flag\": \"LU\"\n}\n"), 0o600)
 	code, out, errOut := run(t, "import", "--data", t.TempDir(), dir)
 	if code != 0 || !strings.Contains(out, "created 4,") || !strings.Contains(out, "rejected 3") {
 		t.Fatalf("import: %d\n%s\n%s", code, out, errOut)
 	}
-	for _, want := range []string{"a.ndjson line 3: ", "b.ndjson.gz line 2: ", "c.ndjson line 3: ", "skipped " + filepath.Join(dir, "notes.json") + ": JSON without a resourceType"} {
+	for _, want := range []string{"a.ndjson line 3: ", "b.ndjson.gz line 2: ", "c.ndjson line 3: ", "skipped " + filepath.Join(dir, "notes.json") + ": JSON without a resourceType",
+		"skipped " + filepath.Join(dir, "link.json") + ": JSON without a resourceType"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("no %q in:\n%s", want, errOut)
 		}

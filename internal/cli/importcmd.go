@@ -347,7 +347,35 @@ func sniff(fp string) (string, error) {
 	if bytes.Contains(head, []byte(`"transactionTime"`)) && bytes.Contains(head, []byte(`"output"`)) && !bytes.Contains(head, []byte(`"resourceType"`)) {
 		return "manifest", nil
 	}
+	if !full && notFHIRDocument(head) {
+		return "skip", nil
+	}
 	return "json", nil
+}
+
+// notFHIRDocument reports whether doc, a whole JSON document, is an object
+// without a resourceType that is not a SMART Health Card or a card's
+// payload either (a configuration file, a SMART Health Link's payload...),
+// or an array of such objects.
+func notFHIRDocument(doc []byte) bool {
+	doc = bytes.TrimSpace(doc)
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(doc, &obj) == nil {
+		_, has := obj["resourceType"]
+		return !has && !healthCardJSON(doc)
+	}
+	var arr []map[string]json.RawMessage
+	if json.Unmarshal(doc, &arr) != nil || len(arr) == 0 {
+		return false
+	}
+	for _, o := range arr {
+		_, res := o["resourceType"]
+		_, entry := o["resource"]
+		if res || entry {
+			return false
+		}
+	}
+	return true
 }
 
 // pathName is the name of a file or directory to import, for the batch
