@@ -83,7 +83,7 @@ func coverOrigin(fp string) string {
 	}
 	defer done()
 	head, _ := br.Peek(sampleBytes)
-	return sourceOrigin(sphr.HeadCoverSource(head))
+	return sphr.HeadCoverSource(head)
 }
 
 // zipCoverOrigin is coverOrigin of the first export file of a zip or
@@ -99,7 +99,7 @@ func zipCoverOrigin(fp, passphrase string) string {
 	if err != nil {
 		return ""
 	}
-	return sourceOrigin(sphr.ArchiveCoverSource(f, st.Size(), passphrase))
+	return sphr.ArchiveCoverSource(f, st.Size(), passphrase)
 }
 
 // sampleBytes is how much of a file coverOrigin reads.

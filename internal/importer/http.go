@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -92,15 +91,7 @@ func bodyKind(r *http.Request) (inputKind, error) {
 // there is none.
 func coverLabel(br *bufio.Reader) string {
 	head, _ := br.Peek(64 << 10)
-	return serverURL(sphr.HeadCoverSource(head))
-}
-
-// serverURL returns s when it is an http(s) URL, else "".
-func serverURL(s string) string {
-	if u, err := url.Parse(s); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return ""
-	}
-	return s
+	return sphr.HeadCoverSource(head)
 }
 
 func wantsNDJSON(r *http.Request) bool {
@@ -155,7 +146,7 @@ func (h *handlers) importOp(w http.ResponseWriter, r *http.Request, typ, id stri
 		defer f.Close()
 		archive = f
 		if st, err := f.Stat(); err == nil {
-			source = serverURL(sphr.ArchiveCoverSource(f, st.Size(), r.Header.Get("X-PHR-Passphrase")))
+			source = sphr.ArchiveCoverSource(f, st.Size(), r.Header.Get("X-PHR-Passphrase"))
 		}
 	default:
 		br := bufio.NewReaderSize(r.Body, 64<<10)

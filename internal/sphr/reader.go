@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"path"
 	"strings"
 
@@ -360,15 +361,20 @@ func IsCoverPage(raw []byte) bool {
 	return false
 }
 
-// CoverSource returns the meta.source of an export's cover page (the FHIR
-// base of the server that exported it), or "" when raw is not a cover
-// page or has none.
+// CoverSource returns the meta.source of an export's cover page: the FHIR
+// base of the server that exported it, an http(s) URL (without a fragment
+// or a trailing slash). "" when raw is not a cover page or has no such
+// source.
 func CoverSource(raw []byte) string {
 	if !IsCoverPage(raw) {
 		return ""
 	}
 	v, _ := fhirjson.Parse(raw)
-	return v.Get("meta").GetString("source")
+	s, _, _ := strings.Cut(v.Get("meta").GetString("source"), "#")
+	if u, err := url.Parse(s); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return ""
+	}
+	return strings.TrimSuffix(s, "/")
 }
 
 // HeadCoverSource returns the cover page's meta.source from the head of

@@ -314,6 +314,8 @@ func TestBundleCoverSource(t *testing.T) {
 		`{"resourceType":"Bundle","id":"b","type":"document","entry":[{"fullUrl":"urn:uuid:1","resource":` + cover + `},{"resource":{"resourceType":"Patient"}}]}`: "https://phr.example/fhir",
 		`{"resourceType":"Bundle","type":"document","entry":[{"fullUrl":"urn:uuid:1","resource":` + cover[:40]:                                                     "",
 		`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient"}}]}`:                                                          "",
+		`{"resourceType":"Bundle","entry":[{"resource":` + strings.Replace(cover, "https://phr.example/fhir", "urn:phr:source:x", 1) + `}]}`:                       "",
+		`{"resourceType":"Bundle","entry":[{"resource":` + strings.Replace(cover, "https://phr.example/fhir", "https://phr.example/fhir/#r1", 1) + `}]}`:           "https://phr.example/fhir",
 		`{"resourceType":"List","entry":[{"item":{"reference":"Patient/x"}}]}`:                                                                                     "",
 		`not json`: "",
 	} {
