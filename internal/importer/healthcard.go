@@ -87,7 +87,7 @@ func (r *Run) healthCards(cards []string, ferr error, data []byte) error {
 // revocations checks cards against their issuers' revocation lists
 // (shc.Issuers does).
 type revocations interface {
-	CheckRevocation(ctx context.Context, card *shc.Card, kid string) error
+	CheckRevocation(ctx context.Context, card *shc.Card) error
 }
 
 // checkCard verifies a card's signature with the keys Importer.CardKeys
@@ -107,7 +107,7 @@ func (r *Run) checkCard(card *shc.Card) (string, error) {
 		err := card.Verify(k)
 		if err == nil {
 			if rv, ok := r.imp.CardKeys.(revocations); ok {
-				return card.KeyID, rv.CheckRevocation(r.ctx, card, card.KeyID)
+				return card.KeyID, rv.CheckRevocation(r.ctx, card)
 			}
 			return card.KeyID, nil
 		}

@@ -120,17 +120,18 @@ type fetchedList struct {
 	until time.Time
 }
 
-// CheckRevocation checks card, whose signature key kid verified, against
-// the issuer's revocation list for that key: nil when the list does not
+// CheckRevocation checks card, whose signature its key (card.KeyID)
+// verified, against the issuer's revocation list for that key: nil when the list does not
 // revoke it, or when the key has no list; ErrRevoked (wrapped, with the
 // list's counter) when it does; ErrNotChecked (wrapped) when a list that
 // the key declares could not be read. A trusted key's list is read from
 // beside its key set, else fetched (with Fetch) from the issuer, as is a
 // fetched key's, if the issuer publishes one.
-func (is *Issuers) CheckRevocation(ctx context.Context, card *Card, kid string) error {
+func (is *Issuers) CheckRevocation(ctx context.Context, card *Card) error {
 	if card.RevocationID == "" {
 		return nil
 	}
+	kid := card.KeyID
 	revoked := func(l *CRL) error {
 		return fmt.Errorf("%w (revocation list %d of key %s)", ErrRevoked, l.Ctr, kid)
 	}

@@ -61,11 +61,11 @@ func TestRevocationExamples(t *testing.T) {
 	}
 	ctx := context.Background()
 	is := &shc.Issuers{Trusted: keys, TrustedLists: lists}
-	err = is.CheckRevocation(ctx, card("03"), kid)
+	err = is.CheckRevocation(ctx, card("03"))
 	if !errors.Is(err, shc.ErrRevoked) || !strings.Contains(err.Error(), "revocation list 1 of key "+kid) {
 		t.Errorf("example 03: %v, want ErrRevoked", err)
 	}
-	if err := is.CheckRevocation(ctx, card("00"), kid); err != nil {
+	if err := is.CheckRevocation(ctx, card("00")); err != nil {
 		t.Errorf("example 00: %v", err)
 	}
 	// The key declares lists, and none is beside the key set.
@@ -73,7 +73,7 @@ func TestRevocationExamples(t *testing.T) {
 	b, _ := os.ReadFile(set)
 	os.WriteFile(filepath.Join(dir, "jwks.json"), b, 0o600)
 	lists, _ = shc.LoadRevocation(filepath.Join(dir, "jwks.json"))
-	err = (&shc.Issuers{Trusted: keys, TrustedLists: lists}).CheckRevocation(ctx, card("03"), kid)
+	err = (&shc.Issuers{Trusted: keys, TrustedLists: lists}).CheckRevocation(ctx, card("03"))
 	if !errors.Is(err, shc.ErrNotChecked) || !strings.Contains(err.Error(), "crlVersion 1") {
 		t.Errorf("no list: %v, want ErrNotChecked", err)
 	}
@@ -112,10 +112,10 @@ func TestRevocationFetched(t *testing.T) {
 	ctx := context.Background()
 	list = shc.CRL{Kid: jwk.KeyID, Method: "rid", Ctr: 2, Rids: []string{"bad1"}}
 	is := &shc.Issuers{Fetch: &jwks.Cache{}}
-	if err := is.CheckRevocation(ctx, sign(srv.URL+"/iss", "bad1"), jwk.KeyID); !errors.Is(err, shc.ErrRevoked) {
+	if err := is.CheckRevocation(ctx, sign(srv.URL+"/iss", "bad1")); !errors.Is(err, shc.ErrRevoked) {
 		t.Errorf("listed card: %v, want ErrRevoked", err)
 	}
-	if err := is.CheckRevocation(ctx, sign(srv.URL+"/iss", "good"), jwk.KeyID); err != nil {
+	if err := is.CheckRevocation(ctx, sign(srv.URL+"/iss", "good")); err != nil {
 		t.Errorf("unlisted card: %v", err)
 	}
 	if fetches != 1 {
@@ -127,24 +127,24 @@ func TestRevocationFetched(t *testing.T) {
 	os.MkdirAll(filepath.Join(dir, "crl"), 0o700)
 	os.WriteFile(filepath.Join(dir, "crl", jwk.KeyID+".json"), []byte(`{"kid":"`+jwk.KeyID+`","method":"rid","ctr":1,"rids":[]}`), 0o600)
 	is = &shc.Issuers{Trusted: []jose.JSONWebKey{jwk}, TrustedLists: map[string]shc.KeyLists{jwk.KeyID: {Version: 2, File: filepath.Join(dir, "crl", jwk.KeyID+".json")}}, Fetch: &jwks.Cache{}}
-	if err := is.CheckRevocation(ctx, sign(srv.URL+"/iss", "bad1"), jwk.KeyID); !errors.Is(err, shc.ErrRevoked) {
+	if err := is.CheckRevocation(ctx, sign(srv.URL+"/iss", "bad1")); !errors.Is(err, shc.ErrRevoked) {
 		t.Errorf("stale local list: %v, want ErrRevoked from the fetched one", err)
 	}
 	// A stale list that already revokes the card settles it: lists only
 	// grow.
 	os.WriteFile(filepath.Join(dir, "crl", jwk.KeyID+".json"), []byte(`{"kid":"`+jwk.KeyID+`","method":"rid","ctr":1,"rids":["old1"]}`), 0o600)
 	offline := &shc.Issuers{Trusted: []jose.JSONWebKey{jwk}, TrustedLists: is.TrustedLists}
-	if err := offline.CheckRevocation(ctx, sign(srv.URL+"/iss", "old1"), jwk.KeyID); !errors.Is(err, shc.ErrRevoked) {
+	if err := offline.CheckRevocation(ctx, sign(srv.URL+"/iss", "old1")); !errors.Is(err, shc.ErrRevoked) {
 		t.Errorf("revoked by a stale list: %v, want ErrRevoked", err)
 	}
 	// Without fetching, the stale list is not trusted to say "not revoked".
 	is.Fetch = nil
-	if err := is.CheckRevocation(ctx, sign(srv.URL+"/iss", "bad1"), jwk.KeyID); !errors.Is(err, shc.ErrNotChecked) {
+	if err := is.CheckRevocation(ctx, sign(srv.URL+"/iss", "bad1")); !errors.Is(err, shc.ErrNotChecked) {
 		t.Errorf("stale local list, no fetching: %v, want ErrNotChecked", err)
 	}
 	// An issuer that publishes no list.
 	is = &shc.Issuers{Fetch: &jwks.Cache{}}
-	if err := is.CheckRevocation(ctx, sign(srv.URL+"/other", "bad1"), jwk.KeyID); err != nil {
+	if err := is.CheckRevocation(ctx, sign(srv.URL+"/other", "bad1")); err != nil {
 		t.Errorf("no list published: %v", err)
 	}
 }
