@@ -243,12 +243,22 @@ func uploads(p, passphrase string, errOut io.Writer) ([]upload, error) {
 			return nil, err
 		}
 		if kind == "manifest" {
-			if b := manifestOrigin(fp); b != "" {
+			m, err := readManifest(fp)
+			if err != nil && !st.IsDir() {
+				return nil, err
+			}
+			if b := exportBase(m.Request); b != "" {
 				from = origin{b, "the FHIR server the export's manifest names"}
 			}
-		}
-		if kind == "manifest" && st.IsDir() {
-			continue // the directory's files are imported themselves
+			if st.IsDir() {
+				continue // the directory's files are imported themselves
+			}
+			files, err := m.localFiles(fp)
+			if err != nil {
+				return nil, err
+			}
+			ndjson = append(ndjson, files...)
+			continue
 		}
 		if kind == "skip" && !st.IsDir() {
 			kind = "json" // named on its own: the server says what is wrong with it
@@ -266,12 +276,6 @@ func uploads(p, passphrase string, errOut io.Writer) ([]upload, error) {
 				u.origin = origin{o, "the server whose export it is, as its cover page says"}
 			}
 			out = append(out, u)
-		case "manifest":
-			files, err := manifestFiles(fp)
-			if err != nil {
-				return nil, err
-			}
-			ndjson = append(ndjson, files...)
 		default:
 			fp := fp
 			u := upload{name: filepath.Base(fp), contentType: "application/fhir+json", open: func(w io.Writer) error { return copyFile(w, fp) }}
@@ -442,20 +446,30 @@ func healthCardJSON(line []byte) bool {
 	return v.ResourceType == nil && (v.VerifiableCredential != nil || v.VC.CredentialSubject.FHIRBundle != nil)
 }
 
-// manifestFiles lists the local files of a Bulk Data manifest's output
-// (and deleted) entries, found by name beside the manifest.
-func manifestFiles(fp string) ([]string, error) {
+// bulkManifest is what phr import reads of a Bulk Data manifest.
+type bulkManifest struct {
+	Request string `json:"request"`
+	Output  []struct{ Type, URL string }
+	Deleted []struct{ Type, URL string }
+}
+
+// readManifest reads the Bulk Data manifest at fp. It never returns nil:
+// a manifest that cannot be read is empty, with the error.
+func readManifest(fp string) (*bulkManifest, error) {
+	m := &bulkManifest{}
 	b, err := os.ReadFile(fp)
 	if err != nil {
-		return nil, err
+		return m, err
 	}
-	var m struct {
-		Output  []struct{ Type, URL string }
-		Deleted []struct{ Type, URL string }
+	if err := json.Unmarshal(b, m); err != nil {
+		return &bulkManifest{}, fmt.Errorf("%s: not a Bulk Data manifest: %w", fp, err)
 	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("%s: not a Bulk Data manifest: %w", fp, err)
-	}
+	return m, nil
+}
+
+// localFiles lists the local files of the manifest's output (and
+// deleted) entries, found by name beside the manifest at fp.
+func (m *bulkManifest) localFiles(fp string) ([]string, error) {
 	dir := filepath.Dir(fp)
 	var out []string
 	seq := map[string]int{}

@@ -57,22 +57,6 @@ func exportBase(request string) string {
 	return u.String()
 }
 
-// manifestOrigin reads a Bulk Data manifest's request and returns the
-// FHIR base it names, or "".
-func manifestOrigin(fp string) string {
-	b, err := os.ReadFile(fp)
-	if err != nil {
-		return ""
-	}
-	var m struct {
-		Request string `json:"request"`
-	}
-	if json.Unmarshal(b, &m) != nil {
-		return ""
-	}
-	return exportBase(m.Request)
-}
-
 // coverOrigin returns the server that a phr export came from, when the
 // file starts with the export's cover page (the first line of NDJSON, the
 // first entry of a Bundle) and that names it (sphr.CoverSource), else "".
