@@ -183,42 +183,39 @@ func (r *Run) document(br *bufio.Reader, name string) error {
 // spoolZip copies a streamed archive to a temporary file (zip needs random
 // access) and imports it.
 func (r *Run) spoolZip(rd io.Reader, name, passphrase string) error {
-	tmp, err := spool(countingReader{rd, &r.sum.Bytes}, name)
+	tmp, n, err := spool(countingReader{rd, &r.sum.Bytes}, name)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	st, err := tmp.Stat()
-	if err != nil {
-		return fmt.Errorf("spool %s: %w", name, err)
-	}
-	r.sum.Bytes -= st.Size() // counted again while reading the entries
-	return r.Zip(tmp, st.Size(), name, passphrase)
+	r.sum.Bytes -= n // counted again while reading the entries
+	return r.Zip(tmp, n, name, passphrase)
 }
 
-// spool copies an archive to a temporary file, which the caller removes.
-// An upload that cannot be read to its end is the client's error (400),
-// a file that cannot be written the server's.
-func spool(rd io.Reader, name string) (*os.File, error) {
+// spool copies an archive to a temporary file, which the caller removes,
+// and returns its size. An upload that cannot be read to its end is the
+// client's error (400), a file that cannot be written the server's.
+func spool(rd io.Reader, name string) (*os.File, int64, error) {
 	tmp, err := os.CreateTemp("", "phr-import-*.zip")
 	if err != nil {
-		return nil, fmt.Errorf("spool %s: %w", name, err)
+		return nil, 0, fmt.Errorf("spool %s: %w", name, err)
 	}
 	in := &readFailure{r: rd}
-	if _, err := io.Copy(tmp, in); err != nil {
+	n, err := io.Copy(tmp, in)
+	if err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
 		var fe *fhir.Error
 		switch {
 		case in.err == nil:
-			return nil, fmt.Errorf("spool %s: %w", name, err)
+			return nil, 0, fmt.Errorf("spool %s: %w", name, err)
 		case errors.As(in.err, &fe):
-			return nil, readError(name, in.err)
+			return nil, 0, readError(name, in.err)
 		}
-		return nil, fhir.Errorf(400, "incomplete", "%s: the upload could not be read to its end: %v", name, in.err)
+		return nil, 0, fhir.Errorf(400, "incomplete", "%s: the upload could not be read to its end: %v", name, in.err)
 	}
-	return tmp, nil
+	return tmp, n, nil
 }
 
 // readFailure keeps the error its reader failed with.

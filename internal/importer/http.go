@@ -134,20 +134,19 @@ func (h *handlers) importOp(w http.ResponseWriter, r *http.Request, typ, id stri
 	source := q.Get("source")
 	body := io.Reader(r.Body)
 	var archive *os.File // an archive spooled to read its cover page
+	var archiveSize int64
 	switch {
 	case source != "":
 	case kind == kindZip:
-		f, err := spool(r.Body, name)
+		f, n, err := spool(r.Body, name)
 		if err != nil {
 			api.WriteError(w, r, importError(err))
 			return
 		}
 		defer os.Remove(f.Name())
 		defer f.Close()
-		archive = f
-		if st, err := f.Stat(); err == nil {
-			source = sphr.ArchiveCoverSource(f, st.Size(), r.Header.Get("X-PHR-Passphrase"))
-		}
+		archive, archiveSize = f, n
+		source = sphr.ArchiveCoverSource(f, n, r.Header.Get("X-PHR-Passphrase"))
 	default:
 		br := bufio.NewReaderSize(r.Body, 64<<10)
 		body = br
@@ -211,10 +210,7 @@ func (h *handlers) importOp(w http.ResponseWriter, r *http.Request, typ, id stri
 		err = run.Bundle(body, name)
 	case kindZip:
 		if archive != nil {
-			var st os.FileInfo
-			if st, err = archive.Stat(); err == nil {
-				err = run.Zip(archive, st.Size(), name, r.Header.Get("X-PHR-Passphrase"))
-			}
+			err = run.Zip(archive, archiveSize, name, r.Header.Get("X-PHR-Passphrase"))
 		} else {
 			err = run.spoolZip(body, name, r.Header.Get("X-PHR-Passphrase"))
 		}

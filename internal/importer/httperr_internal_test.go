@@ -39,18 +39,18 @@ func TestImportErrorStatus(t *testing.T) {
 // gzip data) keeps its status.
 func TestSpoolReadFailure(t *testing.T) {
 	broken := io.MultiReader(strings.NewReader("PK\x03\x04 part of an archive"), iotest.ErrReader(io.ErrUnexpectedEOF))
-	_, err := spool(broken, "record.sphr")
+	_, _, err := spool(broken, "record.sphr")
 	fe := importError(err)
 	if fe.Status != http.StatusBadRequest || !strings.Contains(fe.Issues[0].Diagnostics, "record.sphr: the upload could not be read to its end: unexpected EOF") {
 		t.Errorf("broken upload: %d %+v", fe.Status, fe.Issues)
 	}
-	_, err = spool(iotest.ErrReader(fhir.Errorf(400, "invalid", "bad gzip data")), "record.sphr")
+	_, _, err = spool(iotest.ErrReader(fhir.Errorf(400, "invalid", "bad gzip data")), "record.sphr")
 	if fe := importError(err); fe.Status != http.StatusBadRequest || !strings.Contains(fe.Issues[0].Diagnostics, "record.sphr: bad gzip data") {
 		t.Errorf("FHIR error of the body: %d %+v", fe.Status, fe.Issues)
 	}
-	f, err := spool(strings.NewReader("PK\x03\x04 whole"), "record.sphr")
-	if err != nil {
-		t.Fatal(err)
+	f, n, err := spool(strings.NewReader("PK\x03\x04 whole"), "record.sphr")
+	if err != nil || n != 10 {
+		t.Fatal(n, err)
 	}
 	f.Close()
 	os.Remove(f.Name())
