@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -216,11 +215,7 @@ func TestImportDirNamesFiles(t *testing.T) {
 	os.Mkdir(dir, 0o700)
 	p := func(id, extra string) string { return `{"resourceType":"Patient","id":"` + id + `"` + extra + `}` }
 	os.WriteFile(filepath.Join(dir, "a.ndjson"), []byte(p("a1", "")+"\n"+p("a2", "")+"\n"+p("a3", `,"gender":"bogus"`)), 0o600)
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	io.WriteString(zw, p("b1", "")+"\nnot json\n")
-	zw.Close()
-	os.WriteFile(filepath.Join(dir, "b.ndjson.gz"), gz.Bytes(), 0o600)
+	writeGz(t, filepath.Join(dir, "b.ndjson.gz"), p("b1", "")+"\nnot json\n")
 	os.WriteFile(filepath.Join(dir, "c.ndjson"), []byte(p("c1", "")+"\n\n"+p("c2", `,"birthDate":"soon"`)+"\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "notes.json"), []byte(`{"files":["a.ndjson"]}`+"\n"), 0o600)
 	// Pretty-printed, as a SMART Health Link's payload is.
