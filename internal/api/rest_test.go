@@ -468,6 +468,46 @@ func TestPatientCompartment(t *testing.T) {
 	})
 }
 
+// TestPatientDeletedAndMoved: a patient cannot take over the id of another
+// patient's deleted resource (its earlier versions would come with it),
+// and a resource that moved into a patient's compartment shows that
+// patient only the versions in it, in its history as in version reads.
+func TestPatientDeletedAndMoved(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s *servertest.Server) {
+		admin := s.AdminToken()
+		obs := func(id, patient, text string) string {
+			return `{"resourceType":"Observation","id":"` + id + `","status":"final","code":{"text":"` + text + `"},"subject":{"reference":"Patient/` + patient + `"}}`
+		}
+		expect(t, s.Do("PUT", "Patient/alice", admin, `{"resourceType":"Patient","id":"alice"}`), 201)
+		expect(t, s.Do("PUT", "Patient/bob", admin, `{"resourceType":"Patient","id":"bob"}`), 201)
+		expect(t, s.Do("PUT", "Observation/gone", admin, obs("gone", "bob", "bob-secret-1")), 201)
+		if r := s.Do("DELETE", "Observation/gone", admin, nil); r.Status != 204 && r.Status != 200 {
+			t.Fatalf("delete: %d", r.Status)
+		}
+		alice := s.Token("patient/*.cruds", "alice")
+		if r := s.Do("PUT", "Observation/gone", alice, obs("gone", "alice", "mine")); r.Status != 403 {
+			t.Errorf("alice takes over bob's deleted observation: %d %s", r.Status, r.Body)
+		}
+		bundle := `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":` + obs("gone", "alice", "mine") + `,"request":{"method":"PUT","url":"Observation/gone"}}]}`
+		if r := s.Do("POST", "", alice, bundle); r.Status < 400 {
+			t.Errorf("alice takes over bob's deleted observation in a transaction: %d %s", r.Status, r.Body)
+		}
+		if r := s.Do("GET", "Observation/gone/_history", admin, nil); !strings.Contains(string(r.Body), `"total":2`) {
+			t.Errorf("bob's deleted observation changed: %s", r.Body)
+		}
+		// Moved by an admin from bob's record to alice's.
+		expect(t, s.Do("PUT", "Observation/moved", admin, obs("moved", "bob", "bob-secret-2")), 201)
+		expect(t, s.Do("PUT", "Observation/moved", admin, obs("moved", "alice", "now alice's")), 200)
+		r := s.Do("GET", "Observation/moved/_history", alice, nil)
+		if r.Status != 200 || strings.Contains(string(r.Body), "bob-secret-2") || !strings.Contains(string(r.Body), "now alice's") {
+			t.Errorf("alice's history of the moved observation: %d %s", r.Status, r.Body)
+		}
+		if r := s.Do("GET", "Observation/moved/_history/1", alice, nil); r.Status != 404 {
+			t.Errorf("alice reads the moved observation's first version: %d %s", r.Status, r.Body)
+		}
+	})
+}
+
 func TestOperationDefinitionServed(t *testing.T) {
 	s := servertest.Start(t, "sqlite")
 	s.App.FHIR.HandleOperation(&api.Operation{

@@ -49,18 +49,16 @@ func (s *Service) History(ctx context.Context, typ, id string, since time.Time, 
 		}
 	}
 	if id != "" && p.Patient() != "" {
-		// One resource: its visibility is that of its latest live version.
+		// One resource: known to the caller when its latest live version
+		// is theirs. Its versions are still filtered one by one below:
+		// the resource may have been in another compartment before.
 		cur, err := s.store.Read(ctx, typ, id)
 		if err != nil {
 			return nil, fhir.NotFound("%s/%s is not known", typ, id)
 		}
-		if cur.Deleted && cur.Version > 1 {
-			cur, _ = s.store.ReadVersion(ctx, typ, id, cur.Version-1)
-		}
-		if ok, err := s.visible(ctx, p, cur); err != nil || !ok {
+		if ok, err := s.visibleLive(ctx, p, cur); err != nil || !ok {
 			return nil, fhir.NotFound("%s/%s is not known", typ, id)
 		}
-		confined = false
 	}
 	// Walk pages of the store until count visible versions are found.
 	for len(page.Versions) < count {

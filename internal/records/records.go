@@ -141,6 +141,39 @@ func (s *Service) visible(ctx context.Context, p access.Principal, res *store.Re
 	return slices.Contains(pats, pid), nil
 }
 
+// visibleLive reports whether a patient-confined principal may see the
+// resource whose current version cur is: for a deleted resource, that of
+// the version its deletion ended. The id of another patient's deleted
+// resource is still that patient's: writing over it would put their
+// earlier versions in the writer's history.
+func (s *Service) visibleLive(ctx context.Context, p access.Principal, cur *store.Resource) (bool, error) {
+	if p.Patient() == "" || Shared(cur.Type) {
+		return true, nil
+	}
+	if cur.Deleted {
+		if cur.Version <= 1 {
+			return true, nil
+		}
+		prev, err := s.store.ReadVersion(ctx, cur.Type, cur.ID, cur.Version-1)
+		if err != nil {
+			return false, fmt.Errorf("read %s/%s version %d: %w", cur.Type, cur.ID, cur.Version-1, err)
+		}
+		cur = prev
+	}
+	return s.visible(ctx, p, cur)
+}
+
+// Owns reports whether the principal of ctx may write over the resource
+// whose stored current version cur is (deleted or not): a patient-confined
+// principal only over resources of its own compartment (visibleLive).
+func (s *Service) Owns(ctx context.Context, cur *store.Resource) (bool, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return false, err
+	}
+	return s.visibleLive(ctx, p, cur)
+}
+
 // patientsOfStored computes the compartments of a stored version from its
 // content (also right for old versions, whose index rows are gone).
 func (s *Service) patientsOfStored(res *store.Resource) ([]string, error) {

@@ -219,8 +219,8 @@ func (s *Service) checkWrite(ctx context.Context, p access.Principal, i access.I
 	if !(prep.typ == "Patient" && prep.id == pid) && !containsStr(prep.put.Patients, pid) {
 		return fhir.Forbidden("%s/%s would not be in the compartment of Patient/%s, the only one this token may write", prep.typ, prep.id, pid)
 	}
-	if old != nil && !old.Deleted {
-		if ok, err := s.visible(ctx, p, old); err != nil {
+	if old != nil {
+		if ok, err := s.visibleLive(ctx, p, old); err != nil {
 			return err
 		} else if !ok {
 			return fhir.Forbidden("%s/%s belongs to another patient's record", prep.typ, prep.id)
