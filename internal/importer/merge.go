@@ -1463,8 +1463,8 @@ func (r *Run) checkAccess(ctx context.Context, items []*item) {
 			it.reject(issue("error", "forbidden", "", "%s/%s would not be in the compartment of Patient/%s, the only one this token may write", it.typ, it.localID, pid))
 			continue
 		}
-		if it.cur != nil && !it.cur.Deleted {
-			if _, err := r.imp.rec.Read(ctx, it.typ, it.localID); err != nil {
+		if it.cur != nil {
+			if ok, err := r.imp.rec.Owns(ctx, it.cur); err != nil || !ok {
 				it.reject(issue("error", "forbidden", "", "%s/%s belongs to another patient's record", it.typ, it.localID))
 			}
 		}

@@ -67,6 +67,14 @@ func (r *Run) recogniseOwn(ctx context.Context, items []*item) error {
 		if err != nil || !at.Equal(v.LastUpdated) {
 			continue
 		}
+		// A patient-scoped run recognises only what its token may read:
+		// another record's resource is not this record's own, and the
+		// answer must not tell that its version exists.
+		if ok, err := r.mayMatch(ctx, it.typ, it.sid); err != nil {
+			return err
+		} else if !ok {
+			continue
+		}
 		it.localID = it.sid
 		it.ownVersion = v.Version
 		it.ownSame = sameContent(it.tree, v)

@@ -3,6 +3,7 @@ package importer_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -151,6 +152,61 @@ func TestPatientScopedSameAsStored(t *testing.T) {
 			sum, issues, st = postImport(t, s, pa, "my-phone-2", "application/x-ndjson", strings.NewReader(obs("ob", "pb")))
 			if st != 200 || sum["unchanged"] != 0 || sum["created"] != 0 {
 				t.Errorf("another patient's Observation: %d %v %v", st, sum, issues)
+			}
+			if r := s.Do("GET", "Observation/ob", admin, nil); !bytes.Contains(r.Body, []byte(`"versionId":"1"`)) || !bytes.Contains(r.Body, []byte(`"Patient/pb"`)) {
+				t.Errorf("the other patient's Observation changed: %.500s", r.Body)
+			}
+		})
+	}
+}
+
+// TestPatientScopedOtherRecords: a patient-scoped import never writes
+// into another patient's resource, live or deleted, and never takes one
+// for its own. An exact copy of another record's version (its id,
+// versionId and lastUpdated) is stored under a new id like any upload
+// whose id another record uses, not refused as that record's (which would
+// confirm the version exists). An id the source once gave another
+// patient's resource, since deleted, writes nothing: writing over it would
+// put the other patient's versions in this patient's history.
+func TestPatientScopedOtherRecords(t *testing.T) {
+	obs := func(id, patient, extra string) string {
+		return `{"resourceType":"Observation","id":"` + id + `",` + extra + `"status":"final","code":{"text":"pulse"},"subject":{"reference":"Patient/` + patient + `"}}` + "\n"
+	}
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d)
+			admin := s.AdminToken()
+			sum, issues, st := postImport(t, s, admin, "hospital", "application/x-ndjson", strings.NewReader(`{"resourceType":"Patient","id":"pa"}`+"\n"+`{"resourceType":"Patient","id":"pb"}`+"\n"+obs("ob", "pb", "")+obs("gone", "pb", "")))
+			if st != 200 || sum["created"] != 4 {
+				t.Fatalf("the hospital's import: %d %v %v", st, sum, issues)
+			}
+			if r := s.Do("DELETE", "Observation/gone", admin, nil); r.Status >= 300 {
+				t.Fatalf("delete: %d %s", r.Status, r.Body)
+			}
+			var stored struct {
+				Meta struct{ VersionID, LastUpdated string }
+			}
+			if err := json.Unmarshal(s.Do("GET", "Observation/ob", admin, nil).Body, &stored); err != nil || stored.Meta.LastUpdated == "" {
+				t.Fatalf("read Observation/ob: %v %+v", err, stored)
+			}
+			pa := s.Token("patient/*.cruds", "pa")
+			copyOfOb := obs("ob", "pa", `"meta":{"versionId":"`+stored.Meta.VersionID+`","lastUpdated":"`+stored.Meta.LastUpdated+`"},`)
+			sum, issues, st = postImport(t, s, pa, "my-export", "application/x-ndjson", strings.NewReader(copyOfOb))
+			if st != 200 || sum["created"] != 1 || sum["rejected"] != 0 {
+				t.Errorf("a copy of another record's version: %d %v %v", st, sum, issues)
+			}
+			for _, is := range issues {
+				if strings.Contains(is, "another patient") {
+					t.Errorf("the answer tells of another record's version: %s", is)
+				}
+			}
+			sum, issues, st = postImport(t, s, pa, "hospital", "application/x-ndjson", strings.NewReader(obs("gone", "pa", "")))
+			if st != 200 || sum["created"]+sum["updated"]+sum["conflicts"] != 0 {
+				t.Errorf("the id of another patient's deleted resource: %d %v %v", st, sum, issues)
+			}
+			r := s.Do("GET", "Observation/gone/_history", admin, nil)
+			if !bytes.Contains(r.Body, []byte(`"total":2`)) || bytes.Contains(r.Body, []byte("Patient/pa")) {
+				t.Errorf("the other patient's deleted Observation changed: %.800s", r.Body)
 			}
 			if r := s.Do("GET", "Observation/ob", admin, nil); !bytes.Contains(r.Body, []byte(`"versionId":"1"`)) || !bytes.Contains(r.Body, []byte(`"Patient/pb"`)) {
 				t.Errorf("the other patient's Observation changed: %.500s", r.Body)
