@@ -361,20 +361,45 @@ func IsCoverPage(raw []byte) bool {
 	return false
 }
 
+// StoreFragment starts the fragment with which an export's cover page
+// names the store it came from (StoreFragment and the store's id), after
+// a FHIR base that does not name one server: a loopback address, which
+// every phr serve has by default. Two such stores are two sources.
+const StoreFragment = "store-"
+
 // CoverSource returns the meta.source of an export's cover page: the FHIR
-// base of the server that exported it, an http(s) URL (without a fragment
-// or a trailing slash). "" when raw is not a cover page or has no such
-// source.
+// base of the server that exported it, an http(s) URL without a trailing
+// slash, and without a fragment unless the fragment names the store
+// (StoreFragment: a base on a loopback address). "" when raw is not a
+// cover page or has no such source.
 func CoverSource(raw []byte) string {
 	if !IsCoverPage(raw) {
 		return ""
 	}
 	v, _ := fhirjson.Parse(raw)
-	s, _, _ := strings.Cut(v.Get("meta").GetString("source"), "#")
+	s, frag, _ := strings.Cut(v.Get("meta").GetString("source"), "#")
 	if u, err := url.Parse(s); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return ""
 	}
-	return strings.TrimSuffix(s, "/")
+	s = strings.TrimSuffix(s, "/")
+	if id, ok := strings.CutPrefix(frag, StoreFragment); ok && storeID(id) {
+		s += "#" + frag
+	}
+	return s
+}
+
+// storeID reports whether id can be a store's id: 1 to 64 letters,
+// digits and hyphens (a UUID).
+func storeID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // HeadCoverSource returns the cover page's meta.source from the head of

@@ -311,12 +311,14 @@ func TestLongFirstLine(t *testing.T) {
 func TestBundleCoverSource(t *testing.T) {
 	cover := `{"resourceType":"Composition","id":"c","meta":{"tag":[{"system":"` + CoverTagSystem + `","code":"` + CoverTagCode + `"}],"source":"https://phr.example/fhir"},"status":"final"}`
 	for in, want := range map[string]string{
-		`{"resourceType":"Bundle","id":"b","type":"document","entry":[{"fullUrl":"urn:uuid:1","resource":` + cover + `},{"resource":{"resourceType":"Patient"}}]}`: "https://phr.example/fhir",
-		`{"resourceType":"Bundle","type":"document","entry":[{"fullUrl":"urn:uuid:1","resource":` + cover[:40]:                                                     "",
-		`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient"}}]}`:                                                          "",
-		`{"resourceType":"Bundle","entry":[{"resource":` + strings.Replace(cover, "https://phr.example/fhir", "urn:phr:source:x", 1) + `}]}`:                       "",
-		`{"resourceType":"Bundle","entry":[{"resource":` + strings.Replace(cover, "https://phr.example/fhir", "https://phr.example/fhir/#r1", 1) + `}]}`:           "https://phr.example/fhir",
-		`{"resourceType":"List","entry":[{"item":{"reference":"Patient/x"}}]}`:                                                                                     "",
+		`{"resourceType":"Bundle","id":"b","type":"document","entry":[{"fullUrl":"urn:uuid:1","resource":` + cover + `},{"resource":{"resourceType":"Patient"}}]}`:    "https://phr.example/fhir",
+		`{"resourceType":"Bundle","type":"document","entry":[{"fullUrl":"urn:uuid:1","resource":` + cover[:40]:                                                        "",
+		`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient"}}]}`:                                                             "",
+		`{"resourceType":"Bundle","entry":[{"resource":` + strings.Replace(cover, "https://phr.example/fhir", "urn:phr:source:x", 1) + `}]}`:                          "",
+		`{"resourceType":"Bundle","entry":[{"resource":` + strings.Replace(cover, "https://phr.example/fhir", "https://phr.example/fhir/#r1", 1) + `}]}`:              "https://phr.example/fhir",
+		`{"resourceType":"Bundle","entry":[{"resource":` + strings.Replace(cover, "https://phr.example/fhir", "http://127.0.0.1:8080/fhir/#store-2b7e-44", 1) + `}]}`: "http://127.0.0.1:8080/fhir#store-2b7e-44",
+		`{"resourceType":"Bundle","entry":[{"resource":` + strings.Replace(cover, "https://phr.example/fhir", "http://127.0.0.1:8080/fhir#store-a/b", 1) + `}]}`:      "http://127.0.0.1:8080/fhir",
+		`{"resourceType":"List","entry":[{"item":{"reference":"Patient/x"}}]}`:                                                                                        "",
 		`not json`: "",
 	} {
 		if got := BundleCoverSource([]byte(in)); got != want {
