@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -175,27 +176,34 @@ func writeGz(t *testing.T, fp, s string) {
 
 // TestImportSphrSourceFromCover: an encrypted .sphr export is labelled by
 // the cover page of the .phr inside, read with the passphrase, so a second
-// export of the changed record updates it.
+// export of the changed record updates it. The exports of two stores with
+// the default base (http://127.0.0.1:8080/fhir, the same on every machine)
+// are two sources: the cover page names the store too.
 func TestImportSphrSourceFromCover(t *testing.T) {
 	dir := t.TempDir()
-	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	a, b, c := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "c")
 	nd := filepath.Join(dir, "in.ndjson")
-	os.WriteFile(nd, []byte(`{"resourceType":"Patient","id":"p1","gender":"female"}`+"\n"+`{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"w"},"subject":{"reference":"Patient/p1"},"valueString":"70 kg"}`+"\n"), 0o600)
+	record := func(weight string) string {
+		return `{"resourceType":"Patient","id":"p1","gender":"female"}` + "\n" + `{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"w"},"subject":{"reference":"Patient/p1"},"valueString":"` + weight + `"}` + "\n"
+	}
+	os.WriteFile(nd, []byte(record("70 kg")), 0o600)
 	if code, out, errOut := run(t, "import", "--data", a, "--source", "clinic", nd); code != 0 {
 		t.Fatalf("import: %d %s %s", code, out, errOut)
 	}
-	export := func(name string) string {
+	exportOf := func(data, name string) string {
 		t.Helper()
 		fp := filepath.Join(dir, name)
-		if code, _, errOut := run(t, "export", "--data", a, "--patient", "p1", "--format", "sphr", "--passphrase", "correct horse", "--out", fp); code != 0 {
+		if code, _, errOut := run(t, "export", "--data", data, "--patient", "p1", "--format", "sphr", "--passphrase", "correct horse", "--out", fp); code != 0 {
 			t.Fatalf("export: %d %s", code, errOut)
 		}
 		return fp
 	}
+	export := func(name string) string { return exportOf(a, name) }
 	first := export("p1-2026-12-06.sphr")
 	code, out, errOut := run(t, "import", "--data", b, "--passphrase", "correct horse", first)
 	// (The Patient, the Observation and the Provenance of their import.)
-	if code != 0 || !strings.Contains(out, "created 3,") || !strings.Contains(errOut, "phr: source http://127.0.0.1:8080/fhir, the server whose export it is, as its cover page says") {
+	label := regexp.MustCompile(`phr: source (http://127\.0\.0\.1:8080/fhir#store-[0-9a-f-]{36}), the server whose export it is, as its cover page says`).FindStringSubmatch(errOut)
+	if code != 0 || !strings.Contains(out, "created 3,") || label == nil {
 		t.Fatalf("first .sphr: %d\n%s\n%s", code, out, errOut)
 	}
 	os.WriteFile(nd, []byte(`{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"w"},"subject":{"reference":"Patient/p1"},"valueString":"71 kg"}`+"\n"), 0o600)
@@ -207,6 +215,16 @@ func TestImportSphrSourceFromCover(t *testing.T) {
 	// (The new Provenance of the change is created.)
 	if code != 0 || !strings.Contains(out, "created 1, updated 1, unchanged 2, conflicts 0") {
 		t.Fatalf("second .sphr: %d\n%s\n%s", code, out, errOut)
+	}
+	// Another store, the same ids, another weight: another source, whose
+	// Observation is another resource (merge rule 1), not a newer version.
+	os.WriteFile(nd, []byte(record("75 kg")), 0o600)
+	if code, out, errOut := run(t, "import", "--data", c, "--source", "clinic", nd); code != 0 {
+		t.Fatalf("import into the other store: %d %s %s", code, out, errOut)
+	}
+	code, out, errOut = run(t, "import", "--data", b, "--passphrase", "correct horse", exportOf(c, "p1-other.sphr"))
+	if code != 0 || !strings.Contains(out, "updated 0,") || strings.Contains(errOut, label[1]) || !strings.Contains(errOut, "phr: source http://127.0.0.1:8080/fhir#store-") {
+		t.Errorf("the other store's .sphr: %d\n%s\n%s", code, out, errOut)
 	}
 	// Without the passphrase the archive cannot be read: no label from it.
 	if code, _, errOut := run(t, "import", "--data", t.TempDir(), second); code == 0 || strings.Contains(errOut, "phr: source ") {

@@ -224,39 +224,47 @@ func TestHTTPImportHistoryDeleteAndRecreate(t *testing.T) {
 // TestHTTPImportAnotherServersExport imports, without a source, the .phr
 // exports of a record on another phr server: the cover page names that
 // server, which becomes the source, so the second export's changes update
-// what the first brought, and a Bulk Data clone of the server would be the
-// same source.
+// what the first brought. The servers of the test listen on 127.0.0.1, as
+// every phr serve does by default, so the cover page also names the store
+// (sphr.StoreFragment): the export by a third such server of a record
+// with the same ids, which says something else, is another source's: its
+// Observation does not update the first's.
 func TestHTTPImportAnotherServersExport(t *testing.T) {
 	for _, d := range storetest.Dialects() {
 		t.Run(d, func(t *testing.T) {
-			a, b := servertest.Start(t, d), servertest.Start(t, d)
-			ta, tb := a.AdminToken(), b.AdminToken()
-			for _, res := range []string{
-				`{"resourceType":"Patient","id":"ann","name":[{"family":"Cover"}],"birthDate":"1970-01-01"}`,
-				`{"resourceType":"Observation","id":"ob1","status":"final","code":{"text":"weight"},"subject":{"reference":"Patient/ann"},"valueString":"70 kg"}`,
-			} {
-				var v struct{ ResourceType, ID string }
-				json.Unmarshal([]byte(res), &v)
-				if r := a.Do("PUT", v.ResourceType+"/"+v.ID, ta, strings.NewReader(res), "Content-Type", "application/fhir+json"); r.Status >= 300 {
-					t.Fatalf("PUT %s: %d %s", v.ID, r.Status, r.Body)
+			a, b, c := servertest.Start(t, d), servertest.Start(t, d), servertest.Start(t, d)
+			ta, tb, tc := a.AdminToken(), b.AdminToken(), c.AdminToken()
+			put := func(s *servertest.Server, tok, weight string) {
+				t.Helper()
+				for _, res := range []string{
+					`{"resourceType":"Patient","id":"ann","name":[{"family":"Cover"}],"birthDate":"1970-01-01"}`,
+					`{"resourceType":"Observation","id":"ob1","status":"final","code":{"text":"weight"},"subject":{"reference":"Patient/ann"},"valueString":"` + weight + `"}`,
+				} {
+					var v struct{ ResourceType, ID string }
+					json.Unmarshal([]byte(res), &v)
+					if r := s.Do("PUT", v.ResourceType+"/"+v.ID, tok, strings.NewReader(res), "Content-Type", "application/fhir+json"); r.Status >= 300 {
+						t.Fatalf("PUT %s: %d %s", v.ID, r.Status, r.Body)
+					}
 				}
 			}
-			export := func() string {
-				r := a.Do("GET", "Patient/ann/$phr-export?outputFormat=phr", ta, nil)
+			put(a, ta, "70 kg")
+			exportOf := func(s *servertest.Server, tok string) string {
+				r := s.Do("GET", "Patient/ann/$phr-export?outputFormat=phr", tok, nil)
 				if r.Status != 200 {
 					t.Fatalf("export: %d %s", r.Status, r.Body)
 				}
 				return string(r.Body)
 			}
+			export := func() string { return exportOf(a, ta) }
 			// Downloaded on two days, under two names.
 			sum, issues, st := postImport(t, b, tb, "", "application/x-ndjson", strings.NewReader(export()), "Content-Disposition", `attachment; filename="Ann-2026-12-06.phr"`)
 			if st != 200 {
 				t.Fatalf("first export: %d %v", st, issues)
 			}
 			want(t, "first export", sum, "created", 2)
-			r := b.Do("GET", "$import-batches", tb, nil)
-			if !strings.Contains(string(r.Body), a.FHIR) {
-				t.Errorf("the batch's source is not %s: %.600s", a.FHIR, r.Body)
+			label := batchSource(t, b, tb, sum["batch"])
+			if !strings.HasPrefix(label, a.FHIR+"#store-") || len(label) < len(a.FHIR)+len("#store-")+36 {
+				t.Errorf("the batch's source is %q, not %s and its store", label, a.FHIR)
 			}
 			// Changed on the server it came from, exported again.
 			if r := a.Do("PUT", "Observation/ob1", ta, strings.NewReader(`{"resourceType":"Observation","id":"ob1","status":"final","code":{"text":"weight"},"subject":{"reference":"Patient/ann"},"valueString":"71 kg"}`), "Content-Type", "application/fhir+json"); r.Status >= 300 {
@@ -279,17 +287,59 @@ func TestHTTPImportAnotherServersExport(t *testing.T) {
 			sum, issues, _ = postImport(t, b, tb, "", "application/zip", bytes.NewReader(arc.Body), "X-PHR-Passphrase", "correct horse battery", "Content-Disposition", `attachment; filename="Ann.sphr"`)
 			want(t, "sphr export", sum, "unchanged", 2)
 			want(t, "sphr export", sum, "created", 0)
-			if r := b.Do("GET", fmt.Sprintf("$import-batches?batch=%v", sum["batch"]), tb, nil); !strings.Contains(string(r.Body), `"valueString":"`+a.FHIR+`"`) {
-				t.Errorf("the archive's batch source is not %s: %.400s (issues %q)", a.FHIR, r.Body, issues)
+			if got := batchSource(t, b, tb, sum["batch"]); got != label {
+				t.Errorf("the archive's batch source is %q, not %q (issues %q)", got, label, issues)
 			}
 			// The document Bundle form of the export says the same.
 			doc := a.Do("GET", "Patient/ann/$phr-export", ta, nil)
 			sum, issues, _ = postImport(t, b, tb, "", "application/fhir+json", strings.NewReader(string(doc.Body)), "Content-Disposition", `attachment; filename="Ann.json"`)
 			want(t, "Bundle export", sum, "unchanged", 2)
 			want(t, "Bundle export", sum, "created", 0)
-			if r := b.Do("GET", fmt.Sprintf("$import-batches?batch=%v", sum["batch"]), tb, nil); !strings.Contains(string(r.Body), `"valueString":"`+a.FHIR+`"`) {
-				t.Errorf("the Bundle's batch source is not %s: %.400s (issues %q)", a.FHIR, r.Body, issues)
+			if got := batchSource(t, b, tb, sum["batch"]); got != label {
+				t.Errorf("the Bundle's batch source is %q, not %q (issues %q)", got, label, issues)
+			}
+			// Another store on a loopback base, with the same ids and
+			// another weight: another source, whose Observation is
+			// another resource (merge rule 1), not a newer version of
+			// the first's.
+			put(c, tc, "75 kg")
+			sum, issues, _ = postImport(t, b, tb, "", "application/x-ndjson", strings.NewReader(exportOf(c, tc)), "Content-Disposition", `attachment; filename="Ann-from-c.phr"`)
+			want(t, "the other store's export", sum, "created", 1)
+			want(t, "the other store's export", sum, "unchanged", 1)
+			want(t, "the other store's export", sum, "updated", 0)
+			if got := batchSource(t, b, tb, sum["batch"]); got == label || !strings.HasPrefix(got, c.FHIR+"#store-") {
+				t.Errorf("the other store's export is labelled %q (the first's: %q)", got, label)
+			}
+			if r := b.Do("GET", "Observation/ob1", tb, nil); !strings.Contains(string(r.Body), "71 kg") {
+				t.Errorf("Observation/ob1 after the other store's export: %s (issues %q)", r.Body, issues)
 			}
 		})
 	}
+}
+
+// batchSource returns the source label of import batch n on s.
+func batchSource(t *testing.T, s *servertest.Server, tok string, n float64) string {
+	t.Helper()
+	r := s.Do("GET", fmt.Sprintf("$import-batches?batch=%v", n), tok, nil)
+	var p struct {
+		Parameter []struct {
+			Name string
+			Part []struct {
+				Name        string
+				ValueString string
+			}
+		}
+	}
+	if err := json.Unmarshal(r.Body, &p); err != nil {
+		t.Fatalf("batch %v: %v %.300s", n, err, r.Body)
+	}
+	for _, prm := range p.Parameter {
+		for _, part := range prm.Part {
+			if prm.Name == "batch" && part.Name == "source" {
+				return part.ValueString
+			}
+		}
+	}
+	t.Fatalf("batch %v has no source: %.300s", n, r.Body)
+	return ""
 }

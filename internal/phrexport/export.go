@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -898,7 +899,11 @@ func wellFormed(b []byte) bool {
 
 // cover writes the Composition cover page of a patient's record.
 func (e *exporter) cover(patient, name string) error {
-	c := CoverPage(fhir.NewID(), patient, name, e.s.now(), e.p.Start, e.p.End, e.s.base)
+	source, err := e.s.source(e.ctx)
+	if err != nil {
+		return err
+	}
+	c := CoverPage(fhir.NewID(), patient, name, e.s.now(), e.p.Start, e.p.End, source)
 	if err := e.em.resource(&row{typ: "Composition", id: c.GetString("id"), json: c.Marshal()}); err != nil {
 		return err
 	}
@@ -906,13 +911,49 @@ func (e *exporter) cover(patient, name string) error {
 	return nil
 }
 
+// storeIDKey is the setting that holds the store's id (source).
+const storeIDKey = "store-id"
+
+// source is what the cover page gives as the export's origin: the FHIR
+// base, and when that is on a loopback address (every phr serve's default,
+// the same on every machine) the store's own id after it as its fragment
+// (sphr.StoreFragment). The id is made the first time it is needed and
+// kept in the store, so every export of one store says the same, and two
+// stores are two sources to an import of their exports.
+func (s *Service) source(ctx context.Context) (string, error) {
+	if !loopbackURL(s.base) {
+		return s.base, nil
+	}
+	id, err := s.db.InitKV(ctx, storeIDKey, []byte(fhir.NewID()))
+	if err != nil {
+		return "", fmt.Errorf("store id: %w", err)
+	}
+	return s.base + "#" + sphr.StoreFragment + string(id), nil
+}
+
+// loopbackURL reports whether u is an http(s) URL on a loopback address
+// (localhost, 127.0.0.0/8, ::1).
+func loopbackURL(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") {
+		return false
+	}
+	h := p.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
 // CoverPage builds the Composition an export starts with: LOINC 11503-0
 // "Medical records", the patient as subject, tagged with
 // sphr.CoverTagSystem so that imports can recognise it. Its meta.source
-// is source, the exporting server's FHIR base: an import of the file
-// elsewhere takes it for the source label (sphr.CoverSource), the one
-// `phr clone` of that server gives, so that a later export of the same
-// record updates what an earlier one brought.
+// is source, the exporting server's FHIR base (Service.source: with the
+// store's id on a loopback base): an import of the file elsewhere takes
+// it for the source label (sphr.CoverSource), the one `phr clone` of that
+// server gives (when the base names the server), so that a later export
+// of the same record updates what an earlier one brought.
 func CoverPage(id, patient, name string, now time.Time, start, end, source string) *fhirjson.Value {
 	str := fhirjson.NewString
 	coding := fhirjson.NewObject(

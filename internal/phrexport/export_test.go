@@ -21,6 +21,7 @@ import (
 
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/phrexport"
+	"github.com/phr-project/phr/internal/server"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/sphr"
 	"github.com/phr-project/phr/internal/store/storetest"
@@ -962,4 +963,41 @@ func bundleOf(t *testing.T, body []byte) []line {
 		out[i].Raw = e.Resource
 	}
 	return out
+}
+
+// TestCoverSourceNamesStore: on a FHIR base that names a server, the
+// cover page's meta.source is that base; on a loopback base (phr serve's
+// default, the same on every machine) the store's id follows as the
+// fragment, the same in every export of the store and another in another
+// store's.
+func TestCoverSourceNamesStore(t *testing.T) {
+	ctx := access.With(t.Context(), access.System{Name: "test"})
+	sourceOf := func(app *server.App, base string) string {
+		t.Helper()
+		svc := phrexport.New(phrexport.Options{DB: app.Store, Records: app.Records, BaseURL: base})
+		p := &phrexport.Params{Format: "ndjson", Patient: "p1"}
+		if err := svc.Prepare(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if _, err := svc.Export(ctx, p, &buf, nil); err != nil {
+			t.Fatal(err)
+		}
+		first, _, _ := bytes.Cut(buf.Bytes(), []byte("\n"))
+		return sphr.CoverSource(first)
+	}
+	one, other := setup(t, "sqlite").srv.App, setup(t, "sqlite").srv.App
+	if got := sourceOf(one, "https://phr.example/fhir"); got != "https://phr.example/fhir" {
+		t.Errorf("a named server's export: %q", got)
+	}
+	a := sourceOf(one, "http://127.0.0.1:8080/fhir")
+	if !regexp.MustCompile(`^http://127\.0\.0\.1:8080/fhir#store-[0-9a-f-]{36}$`).MatchString(a) {
+		t.Errorf("a loopback server's export: %q", a)
+	}
+	if again := sourceOf(one, "http://localhost:8080/fhir"); again != "http://localhost:8080/fhir"+a[strings.Index(a, "#"):] {
+		t.Errorf("the store's next export: %q, then %q", a, again)
+	}
+	if b := sourceOf(other, "http://127.0.0.1:8080/fhir"); b == a || !strings.HasPrefix(b, "http://127.0.0.1:8080/fhir#store-") {
+		t.Errorf("two stores' exports: %q and %q", a, b)
+	}
 }
