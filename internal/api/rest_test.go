@@ -508,6 +508,96 @@ func TestPatientDeletedAndMoved(t *testing.T) {
 	})
 }
 
+// TestPatientBinary: a Binary is in no compartment, so a patient sees one
+// only through its securityContext or, without one, through an attachment
+// of their own record; searching Binaries is not open to them. A patient
+// cannot make another's Binary theirs by pointing an attachment of their
+// own at it, over REST or by an import.
+func TestPatientBinary(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s *servertest.Server) {
+		admin := s.AdminToken()
+		binary := func(id, extra string) string {
+			return `{"resourceType":"Binary","id":"` + id + `","contentType":"text/plain",` + extra + `"data":"U0VDUkVU"}`
+		}
+		doc := func(id, patient, url string) string {
+			return `{"resourceType":"DocumentReference","id":"` + id + `","status":"current","subject":{"reference":"Patient/` + patient + `"},"content":[{"attachment":{"contentType":"text/plain","url":"` + url + `"}}]}`
+		}
+		for path, body := range map[string]string{
+			"Patient/alice":             `{"resourceType":"Patient","id":"alice"}`,
+			"Patient/bob":               `{"resourceType":"Patient","id":"bob"}`,
+			"Binary/of-bob":             binary("of-bob", ""),
+			"DocumentReference/d-bob":   doc("d-bob", "bob", "Binary/of-bob"),
+			"Binary/of-alice":           binary("of-alice", ""),
+			"DocumentReference/d-alice": doc("d-alice", "alice", s.FHIR+"/Binary/of-alice"),
+			"Binary/ctx-alice":          binary("ctx-alice", `"securityContext":{"reference":"Patient/alice"},`),
+			"Binary/ctx-bob":            binary("ctx-bob", `"securityContext":{"reference":"DocumentReference/d-bob"},`),
+			"DocumentReference/d-a2":    doc("d-a2", "alice", "Binary/ctx-bob"),
+		} {
+			if r := s.Do("PUT", path, admin, body); r.Status >= 300 {
+				t.Fatalf("PUT %s: %d %s", path, r.Status, r.Body)
+			}
+		}
+		alice := s.Token("patient/*.cruds", "alice")
+		for id, status := range map[string]int{"of-alice": 200, "ctx-alice": 200, "of-bob": 404, "ctx-bob": 404} {
+			if r := s.Do("GET", "Binary/"+id, alice, nil); r.Status != status {
+				t.Errorf("alice reads Binary/%s: %d, want %d: %.200s", id, r.Status, status, r.Body)
+			}
+			if r := s.Do("GET", "Binary/"+id, alice, nil, "Accept", "text/plain"); r.Status != status {
+				t.Errorf("alice reads Binary/%s raw: %d, want %d", id, r.Status, status)
+			}
+			if r := s.Do("GET", "Binary/"+id+"/_history/1", alice, nil); r.Status != status {
+				t.Errorf("alice reads Binary/%s version 1: %d, want %d", id, r.Status, status)
+			}
+		}
+		if r := s.Do("GET", "Binary/of-bob/_history", alice, nil); r.Status != 404 {
+			t.Errorf("alice reads the history of bob's Binary: %d %.200s", r.Status, r.Body)
+		}
+		if r := s.Do("GET", "Binary", alice, nil); r.Status != 403 {
+			t.Errorf("alice searches Binaries: %d %.300s", r.Status, r.Body)
+		}
+		if r := s.Do("GET", "_history", alice, nil); strings.Contains(string(r.Body), "/Binary/of-bob\"") || strings.Contains(string(r.Body), "/Binary/ctx-bob\"") || !strings.Contains(string(r.Body), "/Binary/ctx-alice\"") {
+			t.Errorf("alice's system history shows bob's Binaries: %.500s", r.Body)
+		}
+		if r := s.Do("GET", "Binary", admin, nil); r.Status != 200 || !strings.Contains(string(r.Body), `"total":4`) {
+			t.Errorf("the admin searches Binaries: %d %.300s", r.Status, r.Body)
+		}
+		// Pointing an attachment of her own at bob's Binary: refused, in
+		// any form that names this server's Binary.
+		for _, url := range []string{"Binary/of-bob", s.FHIR + "/Binary/of-bob", "Binary/not-yet"} {
+			if r := s.Do("POST", "DocumentReference", alice, doc("x", "alice", url)); r.Status != 403 {
+				t.Errorf("alice points at %s: %d %.300s", url, r.Status, r.Body)
+			}
+		}
+		if r := s.Do("PUT", "DocumentReference/d-alice", alice, doc("d-alice", "alice", "Binary/of-bob")); r.Status != 403 {
+			t.Errorf("alice repoints her document at bob's Binary: %d %.300s", r.Status, r.Body)
+		}
+		bundle := `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":` + doc("x", "alice", "Binary/of-bob") + `,"request":{"method":"POST","url":"DocumentReference"}}]}`
+		if r := s.Do("POST", "", alice, bundle); r.Status < 400 {
+			t.Errorf("alice points at bob's Binary in a transaction: %d %.300s", r.Status, r.Body)
+		}
+		r := s.Do("POST", "Bundle/$import?source=app", alice, doc("imp", "alice", "Binary/of-bob")+"\n", "Content-Type", "application/x-ndjson")
+		if r.Status != 200 || !strings.Contains(string(r.Body), `"name":"rejected","valueInteger":1`) {
+			t.Errorf("alice imports a pointer at bob's Binary: %d %.600s", r.Status, r.Body)
+		}
+		// Her own Binary, and a Binary elsewhere, she may point at.
+		expect(t, s.Do("POST", "DocumentReference", alice, doc("x", "alice", "Binary/of-alice")), 201)
+		expect(t, s.Do("POST", "DocumentReference", alice, doc("x", "alice", "https://other.example/fhir/Binary/of-bob")), 201)
+		// A reference (not an attachment) may name any resource; it does
+		// not make bob's Binary part of alice's record, nor of her export.
+		expect(t, s.Do("POST", "Observation", alice, `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/alice"},"focus":[{"reference":"Binary/of-bob"}]}`), 201)
+		if r := s.Do("GET", "Binary/of-bob", alice, nil); r.Status != 404 {
+			t.Errorf("alice reads bob's Binary in the end: %d", r.Status)
+		}
+		if r := s.Do("GET", "Observation?_include=Observation:focus", alice, nil); strings.Contains(string(r.Body), `"id":"of-bob"`) {
+			t.Errorf("alice includes bob's Binary: %.600s", r.Body)
+		}
+		exp := string(s.Do("GET", "Patient/alice/$phr-export", alice, nil).Body)
+		if strings.Contains(exp, `"id":"of-bob"`) || !strings.Contains(exp, `"id":"of-alice"`) {
+			t.Errorf("alice's export: of-bob %v, of-alice %v", strings.Contains(exp, `"id":"of-bob"`), strings.Contains(exp, `"id":"of-alice"`))
+		}
+	})
+}
+
 func TestOperationDefinitionServed(t *testing.T) {
 	s := servertest.Start(t, "sqlite")
 	s.App.FHIR.HandleOperation(&api.Operation{

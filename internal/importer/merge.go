@@ -1463,6 +1463,17 @@ func (r *Run) checkAccess(ctx context.Context, items []*item) {
 			it.reject(issue("error", "forbidden", "", "%s/%s would not be in the compartment of Patient/%s, the only one this token may write", it.typ, it.localID, pid))
 			continue
 		}
+		if it.prep != nil {
+			if err := r.imp.rec.CheckAttachments(ctx, it.typ, it.localID, it.prep.Put.JSON); err != nil {
+				var fe *fhir.Error
+				if !errors.As(err, &fe) || fe.Status >= 500 || len(fe.Issues) == 0 {
+					it.reject(issue("error", "exception", "", "%s/%s: %v", it.typ, it.localID, err))
+				} else {
+					it.reject(fe.Issues[0])
+				}
+				continue
+			}
+		}
 		if it.cur != nil {
 			if ok, err := r.imp.rec.Owns(ctx, it.cur); err != nil || !ok {
 				it.reject(issue("error", "forbidden", "", "%s/%s belongs to another patient's record", it.typ, it.localID))

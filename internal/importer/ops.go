@@ -501,6 +501,9 @@ func (imp *Importer) writeVersion(ctx context.Context, p access.Principal, cur *
 		if !(cur.Type == "Patient" && cur.ID == pid) && !contains(prep.Put.Patients, pid) {
 			return fhir.Forbidden("%s/%s would leave the compartment of Patient/%s", cur.Type, cur.ID, pid)
 		}
+		if err := imp.rec.CheckAttachments(ctx, cur.Type, cur.ID, prep.Put.JSON); err != nil {
+			return err
+		}
 	}
 	if err := imp.rec.StoreBlob(ctx, prep); err != nil {
 		return err

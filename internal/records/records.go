@@ -125,11 +125,15 @@ func allow(p access.Principal, i access.Interaction, typ string) error {
 func Shared(typ string) bool { return len(r4.PatientCompartmentParams(typ)) == 0 }
 
 // visible reports whether a patient-confined principal may see a stored
-// resource: shared types always, others when in its compartment.
+// resource: shared types always but Binary (binaryVisible), others when
+// in its compartment.
 func (s *Service) visible(ctx context.Context, p access.Principal, res *store.Resource) (bool, error) {
 	pid := p.Patient()
-	if pid == "" || Shared(res.Type) {
+	if pid == "" || !confinedRead(res.Type) {
 		return true, nil
+	}
+	if res.Type == "Binary" {
+		return s.binaryVisible(ctx, p, res)
 	}
 	if res.Type == "Patient" && res.ID == pid {
 		return true, nil
@@ -147,7 +151,7 @@ func (s *Service) visible(ctx context.Context, p access.Principal, res *store.Re
 // resource is still that patient's: writing over it would put their
 // earlier versions in the writer's history.
 func (s *Service) visibleLive(ctx context.Context, p access.Principal, cur *store.Resource) (bool, error) {
-	if p.Patient() == "" || Shared(cur.Type) {
+	if p.Patient() == "" || !confinedRead(cur.Type) {
 		return true, nil
 	}
 	if cur.Deleted {

@@ -219,6 +219,9 @@ func (s *Service) checkWrite(ctx context.Context, p access.Principal, i access.I
 	if !(prep.typ == "Patient" && prep.id == pid) && !containsStr(prep.put.Patients, pid) {
 		return fhir.Forbidden("%s/%s would not be in the compartment of Patient/%s, the only one this token may write", prep.typ, prep.id, pid)
 	}
+	if err := s.checkAttachments(ctx, p, prep.typ, prep.id, prep.put.JSON); err != nil {
+		return err
+	}
 	if old != nil {
 		if ok, err := s.visibleLive(ctx, p, old); err != nil {
 			return err

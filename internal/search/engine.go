@@ -721,6 +721,16 @@ func principal(ctx context.Context) (access.Principal, error) {
 func restrict(p access.Principal, pl *plan) error {
 	pl.confined = p.Patient()
 	pl.who = p
+	if pl.confined != "" && slices.Contains(pl.q.types, "Binary") {
+		// A Binary is a patient's by its securityContext or by the
+		// attachments of their record (records.Service reads decide it),
+		// which a search cannot tell: patient-confined callers read
+		// Binaries by id.
+		if len(pl.q.types) == 1 {
+			return fhir.Forbidden("a patient-scoped token cannot search Binary: read Binary/[id], which an attachment of the record names")
+		}
+		pl.q.types = slices.DeleteFunc(slices.Clone(pl.q.types), func(t string) bool { return t == "Binary" })
+	}
 	// chained and _has conditions read other types: the caller must be
 	// allowed to read them
 	for _, c := range pl.q.clauses {

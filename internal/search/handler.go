@@ -477,9 +477,14 @@ func (e *Engine) visible(ctx context.Context, p access.Principal, rs []*row) ([]
 		var check []*row
 		var out []*row
 		for _, r := range keep {
-			if records.Shared(r.res.Type) {
+			switch {
+			case r.res.Type == "Binary":
+				// A patient's Binaries are theirs by securityContext or by
+				// their record's attachments (records.Service), not by
+				// what points at them: an include leaves them out.
+			case records.Shared(r.res.Type):
 				out = append(out, r)
-			} else {
+			default:
 				check = append(check, r)
 			}
 		}

@@ -86,6 +86,10 @@ type Store interface {
 	History(ctx context.Context, q HistoryQuery) ([]*Resource, error)
 	// CountHistory counts the versions q selects (ignoring BeforeSeq/Limit).
 	CountHistory(ctx context.Context, q HistoryQuery) (int64, error)
+	// ScanCompartment calls fn with the current version of each live
+	// resource of the given types in patient's compartment, until fn
+	// returns false.
+	ScanCompartment(ctx context.Context, patient string, types []string, fn func(*Resource) bool) error
 	// Write runs fn in one write transaction and commits when fn returns nil.
 	// When a concurrent writer gets in the way (ErrConflict) fn is run again
 	// on a fresh transaction, a few times, so fn must not keep state that a

@@ -181,6 +181,36 @@ func (db *DB) CountHistory(ctx context.Context, q store.HistoryQuery) (int64, er
 	return n, nil
 }
 
+// ScanCompartment implements store.Store.
+func (db *DB) ScanCompartment(ctx context.Context, patient string, types []string, fn func(*store.Resource) bool) error {
+	if len(types) == 0 {
+		return nil
+	}
+	args := []any{patient}
+	for _, t := range types {
+		args = append(args, t)
+	}
+	rows, err := db.Query(ctx, `SELECT `+versionCols+` FROM compartment c JOIN resource r ON r.rid = c.rid JOIN resource_version v ON v.seq = r.seq
+		WHERE c.patient = ? AND NOT r.deleted AND r.type IN (`+Placeholders(len(types))+`)`, args...)
+	if err != nil {
+		return fmt.Errorf("scan the compartment of Patient/%s: %w", patient, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		res, err := scanVersion(rows)
+		if err != nil {
+			return fmt.Errorf("scan the compartment of Patient/%s: %w", patient, err)
+		}
+		if !fn(res) {
+			return nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("scan the compartment of Patient/%s: %w", patient, err)
+	}
+	return nil
+}
+
 // GetKV implements store.Store.
 func (db *DB) GetKV(ctx context.Context, key string) ([]byte, error) {
 	var v []byte

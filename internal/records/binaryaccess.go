@@ -1,0 +1,172 @@
+package records
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/r4"
+	"github.com/phr-project/phr/internal/store"
+)
+
+// A Binary is in no patient compartment, yet it is the most sensitive
+// part of a record: the PDF of a report, a scan, a clinical note. A
+// patient-confined principal sees a Binary only when
+//   - its securityContext names a resource the principal may see (FHIR's
+//     own mechanism; the patient themself, or a resource of their record),
+//     or, without a securityContext,
+//   - an attachment of a current resource in their compartment points at
+//     it (its url is Binary/[id], or [base]/Binary/[id] of this server).
+//
+// The second rule holds because a patient-confined principal cannot make
+// such a pointer: it may not write a Binary (Shared), and a write of
+// theirs whose attachment points at a Binary of this server they may not
+// see is refused (checkAttachments).
+
+// confinedRead reports whether a patient-confined principal's reads of
+// type typ are checked resource by resource: the compartment types, and
+// Binary.
+func confinedRead(typ string) bool { return !Shared(typ) || typ == "Binary" }
+
+// attachmentTypes are the compartment types with Attachment elements,
+// whose attachments may point at a Binary.
+var attachmentTypes = sync.OnceValue(func() []string {
+	var out []string
+	for _, typ := range r4.ResourceTypes() {
+		if Shared(typ) {
+			continue
+		}
+		t := r4.LookupType(typ)
+		if t == nil {
+			continue
+		}
+		for _, e := range t.Elements {
+			if slices.Contains(e.Types, "Attachment") {
+				out = append(out, typ)
+				break
+			}
+		}
+	}
+	return out
+})
+
+// binaryVisible decides whether patient-confined p may see a version of a
+// Binary (see above).
+func (s *Service) binaryVisible(ctx context.Context, p access.Principal, res *store.Resource) (bool, error) {
+	pid := p.Patient()
+	if res.Deleted || res.JSON == nil {
+		return false, nil
+	}
+	v, err := fhirjson.Parse(res.JSON)
+	if err != nil {
+		return false, fmt.Errorf("parse stored Binary/%s: %w", res.ID, err)
+	}
+	if sc := v.Get("securityContext"); sc != nil {
+		ref, ok := s.localReference(sc.GetString("reference"))
+		if !ok || ref.Type == "Binary" {
+			return false, nil
+		}
+		if ref.Type == "Patient" {
+			return ref.ID == pid, nil
+		}
+		cur, err := s.store.Read(ctx, ref.Type, ref.ID)
+		if err != nil {
+			return false, nil
+		}
+		return s.visibleLive(ctx, p, cur)
+	}
+	found := false
+	err = s.store.ScanCompartment(ctx, pid, attachmentTypes(), func(r *store.Resource) bool {
+		found = slices.Contains(s.localBinaries(r.JSON), res.ID)
+		return !found
+	})
+	if err != nil {
+		return false, fmt.Errorf("find what points at Binary/%s: %w", res.ID, err)
+	}
+	return found, nil
+}
+
+// localReference parses a reference to a resource of this server:
+// relative, or absolute under its base.
+func (s *Service) localReference(ref string) (fhir.Reference, bool) {
+	r, ok := fhir.ParseReference(ref)
+	if !ok || r.Type == "" || r.ID == "" || r.Base != "" && r.Base != s.baseURL {
+		return fhir.Reference{}, false
+	}
+	return r, true
+}
+
+// localBinaries returns the ids of this server's Binaries that the
+// attachments (objects with a url) of a resource's JSON point at. A
+// quick look for "Binary/" spares the parse of the many resources
+// without one.
+func (s *Service) localBinaries(raw []byte) []string {
+	if !bytes.Contains(raw, []byte("Binary/")) {
+		return nil
+	}
+	v, err := fhirjson.Parse(raw)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	var walk func(v *fhirjson.Value)
+	walk = func(v *fhirjson.Value) {
+		switch v.Kind {
+		case fhirjson.Object:
+			if u := v.Get("url"); u != nil && u.Kind == fhirjson.String && strings.Contains(u.Str, "Binary/") {
+				if r, ok := s.localReference(u.Str); ok && r.Type == "Binary" {
+					out = append(out, r.ID)
+				}
+			}
+			for _, f := range v.Fields {
+				walk(f.Value)
+			}
+		case fhirjson.Array:
+			for _, it := range v.Items {
+				walk(it)
+			}
+		}
+	}
+	walk(v)
+	return out
+}
+
+// checkAttachments refuses a write of patient-confined p whose
+// attachments point at a Binary of this server that p may not see (or
+// that does not exist: one stored later under that id would be taken for
+// p's). Without this, a patient could make another's Binary theirs by
+// pointing a DocumentReference of their own at it.
+func (s *Service) checkAttachments(ctx context.Context, p access.Principal, typ, id string, raw []byte) error {
+	if p.Patient() == "" {
+		return nil
+	}
+	for _, bid := range s.localBinaries(raw) {
+		b, err := s.store.Read(ctx, "Binary", bid)
+		ok := false
+		if err == nil {
+			if ok, err = s.binaryVisible(ctx, p, b); err != nil {
+				return err
+			}
+		}
+		if !ok {
+			return fhir.Forbidden("%s/%s: an attachment points at Binary/%s, which is not part of this patient's record", typ, id, bid)
+		}
+	}
+	return nil
+}
+
+// CheckAttachments is checkAttachments for the principal of ctx, for
+// writers outside the service (the importer).
+func (s *Service) CheckAttachments(ctx context.Context, typ, id string, raw []byte) error {
+	p, err := principal(ctx)
+	if err != nil {
+		return err
+	}
+	return s.checkAttachments(ctx, p, typ, id, raw)
+}
