@@ -617,3 +617,30 @@ func mapsEqual(a, b map[string]int) bool {
 	}
 	return true
 }
+
+// TestPatientExportBinary: a patient's own export leaves out a Binary
+// that a resource of their record references (any resource may reference
+// any other), where an admin's export of the patients brings it.
+func TestPatientExportBinary(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			e := start(t, d, nil)
+			e.put("Patient", "alice", map[string]any{"gender": "female"})
+			e.put("Patient", "bob", map[string]any{"gender": "male"})
+			e.put("Binary", "of-bob", map[string]any{"contentType": "text/plain", "securityContext": map[string]any{"reference": "Patient/bob"}, "data": "Qk9C"})
+			alice := e.s.Token("patient/*.cruds", "alice")
+			obs := `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/alice"},"focus":[{"reference":"Binary/of-bob"}]}`
+			if r := e.s.Do("POST", "Observation", alice, obs); r.Status != 201 {
+				t.Fatalf("alice's Observation: %d %s", r.Status, r.Body)
+			}
+			got := e.ids(alice, e.wait(alice, e.kick(alice, "Patient/$export")))
+			if slices.Contains(got, "Binary/of-bob") || !slices.Contains(got, "Patient/alice") {
+				t.Errorf("alice's export: %v", got)
+			}
+			got = e.ids(e.admin, e.wait(e.admin, e.kick(e.admin, "Patient/$export")))
+			if !slices.Contains(got, "Binary/of-bob") {
+				t.Errorf("the admin's export of the patients: %v", got)
+			}
+		})
+	}
+}

@@ -181,6 +181,13 @@ func (e *exporter) where(typ string) (string, []any) {
 				args = append(args, memberArgs...)
 			}
 			conds = append(conds, cond)
+		} else if typ == "Binary" && req.Patient != "" {
+			// A patient's own export leaves Binaries out: any resource of
+			// a record may reference any Binary (Observation.focus), and
+			// a Binary is a patient's only by its securityContext or the
+			// record's attachments (records), which this query cannot
+			// tell.
+			conds = append(conds, "1 = 0")
 		} else {
 			// Shared resources referenced from the compartments.
 			conds = append(conds, "EXISTS (SELECT 1 FROM idx_ref i JOIN compartment c ON c.rid = i.rid"+member+" WHERE (i.target_rid = r.rid OR i.target_rid = 0 AND i.target_type = r.type AND i.target_id = r.id))")

@@ -559,27 +559,38 @@ func (e *exporter) rest() error {
 }
 
 // sharedTypes are the resource types outside the patient compartment, as a
-// SQL list of literals (the names come from the R4 tables).
-var sharedTypes = func() string {
+// SQL list of literals (the names come from the R4 tables);
+// sharedNotBinary the same without Binary.
+var sharedTypes, sharedNotBinary = func() (string, string) {
 	var b []string
 	for _, t := range r4.ResourceTypes() {
-		if records.Shared(t) {
+		if records.Shared(t) && t != "Binary" {
 			b = append(b, "'"+t+"'")
 		}
 	}
-	return strings.Join(b, ",")
+	return strings.Join(append(slices.Clone(b), "'Binary'"), ","), strings.Join(b, ",")
 }()
 
 // shared writes the shared resources a patient's record references
 // (transitively: a PractitionerRole's Organization...) and the Binaries
 // its attachments point at.
+//
+// For a patient-confined caller a Binary comes only through the record's
+// attachments, not through a reference: any resource of the record may
+// reference any resource (Observation.focus, Provenance.target), while an
+// attachment of the record points only at a Binary that is the patient's
+// (records: a patient's write that points elsewhere is refused).
 func (e *exporter) shared(patient string) error {
+	types := sharedTypes
+	if pr := access.From(e.ctx); pr != nil && pr.Patient() != "" {
+		types = sharedNotBinary
+	}
 	rows, err := e.s.db.Query(e.ctx, `WITH RECURSIVE refd(rid) AS (
 		SELECT t.rid FROM compartment c JOIN idx_ref x ON x.rid = c.rid JOIN resource t ON t.type = x.target_type AND t.id = x.target_id
-		WHERE c.patient = ? AND x.target_type IN (`+sharedTypes+`)
+		WHERE c.patient = ? AND x.target_type IN (`+types+`)
 		UNION
 		SELECT t.rid FROM refd JOIN idx_ref x ON x.rid = refd.rid JOIN resource t ON t.type = x.target_type AND t.id = x.target_id
-		WHERE x.target_type IN (`+sharedTypes+`)
+		WHERE x.target_type IN (`+types+`)
 	) SELECT rid FROM refd`, patient)
 	if err != nil {
 		return fmt.Errorf("find referenced resources: %w", err)
@@ -835,18 +846,23 @@ func unsafeString(b []byte) string {
 }
 
 // findBinaries records the local Binary resources a resource points at
-// (attachment urls, references).
+// (attachment urls, and references unless the caller is patient-confined:
+// see shared).
 func (e *exporter) findBinaries(raw []byte) {
 	v, err := fhirjson.Parse(raw)
 	if err != nil {
 		return
+	}
+	refs := true
+	if pr := access.From(e.ctx); pr != nil && pr.Patient() != "" {
+		refs = false
 	}
 	var walk func(v *fhirjson.Value)
 	walk = func(v *fhirjson.Value) {
 		switch v.Kind {
 		case fhirjson.Object:
 			for _, f := range v.Fields {
-				if (f.Name == "url" || f.Name == "reference") && f.Value.Kind == fhirjson.String {
+				if (f.Name == "url" || refs && f.Name == "reference") && f.Value.Kind == fhirjson.String {
 					if ref, ok := fhir.ParseReference(f.Value.Str); ok && ref.Type == "Binary" && (ref.Base == "" || ref.Base == e.s.base) {
 						e.binaries[ref.ID] = true
 					}
