@@ -598,6 +598,61 @@ func TestPatientBinary(t *testing.T) {
 	})
 }
 
+// TestPatientConditionalSearches: a patient's conditional searches
+// (conditional references, If-None-Exist, conditional update) match only
+// what the patient may see, so that none tells them of another patient:
+// a national identifier of another person answers as one no one has, and
+// the patient's own resources still match.
+func TestPatientConditionalSearches(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s *servertest.Server) {
+		admin := s.AdminToken()
+		expect(t, s.Do("PUT", "Patient/alice", admin, `{"resourceType":"Patient","id":"alice","identifier":[{"system":"urn:ssn","value":"111"}]}`), 201)
+		expect(t, s.Do("PUT", "Patient/bob", admin, `{"resourceType":"Patient","id":"bob","identifier":[{"system":"urn:ssn","value":"222"}]}`), 201)
+		expect(t, s.Do("PUT", "Observation/bob-obs", admin, `{"resourceType":"Observation","id":"bob-obs","identifier":[{"system":"urn:acc","value":"B1"}],"status":"final","code":{"text":"x"},"subject":{"reference":"Patient/bob"}}`), 201)
+		alice := s.Token("patient/*.cruds", "alice")
+		tx := func(ssn string) *servertest.Response {
+			return s.Do("POST", "", alice, `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/alice"},"focus":[{"reference":"Patient?identifier=urn:ssn|`+ssn+`"}]},"request":{"method":"POST","url":"Observation"}}]}`)
+		}
+		other, nobody := tx("222"), tx("999")
+		if other.Status != nobody.Status || strings.Contains(string(other.Body), "bob") || strings.ReplaceAll(outcomeText(t, other), "222", "999") != outcomeText(t, nobody) {
+			t.Errorf("another patient's identifier: %d %s; no one's: %d %s", other.Status, other.Body, nobody.Status, nobody.Body)
+		}
+		if r := tx("111"); r.Status != 200 || !strings.Contains(string(r.Body), `"focus":[{"reference":"Patient/alice"}]`) {
+			t.Errorf("her own identifier: %d %.400s", r.Status, r.Body)
+		}
+		// If-None-Exist: bob's Observation is no match; she creates hers.
+		obs := `{"resourceType":"Observation","identifier":[{"system":"urn:acc","value":"B1"}],"status":"final","code":{"text":"mine"},"subject":{"reference":"Patient/alice"}}`
+		r := s.Do("POST", "Observation", alice, obs, "If-None-Exist", "identifier=urn:acc|B1")
+		if r.Status != 201 || strings.Contains(string(r.Body), "bob") {
+			t.Errorf("conditional create: %d %.400s", r.Status, r.Body)
+		}
+		// Again: now her own matches.
+		if r := s.Do("POST", "Observation", alice, obs, "If-None-Exist", "identifier=urn:acc|B1"); r.Status != 200 || !strings.Contains(string(r.Body), "mine") {
+			t.Errorf("conditional create again: %d %.400s", r.Status, r.Body)
+		}
+		// Conditional update: hers, not bob's.
+		if r := s.Do("PUT", "Observation?identifier=urn:acc|B1", alice, strings.Replace(obs, "mine", "mine, updated", 1)); r.Status != 200 || !strings.Contains(string(r.Body), "mine, updated") {
+			t.Errorf("conditional update: %d %.400s", r.Status, r.Body)
+		}
+		if r := s.Do("GET", "Observation/bob-obs", admin, nil); !strings.Contains(string(r.Body), `"versionId":"1"`) {
+			t.Errorf("bob's Observation changed: %s", r.Body)
+		}
+		// An import resolves her conditional references the same way.
+		line := func(ssn string) string {
+			return `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/alice"},"focus":[{"reference":"Patient?identifier=urn:ssn|` + ssn + `"}]}` + "\n"
+		}
+		for _, ssn := range []string{"222", "999"} {
+			r := s.Do("POST", "Bundle/$import?source=app-"+ssn, alice, line(ssn), "Content-Type", "application/x-ndjson")
+			if strings.Contains(string(r.Body), "bob") {
+				t.Errorf("an import with another patient's identifier: %.600s", r.Body)
+			}
+		}
+		if r := s.Do("GET", "Observation?focus=Patient/bob", admin, nil); strings.Contains(string(r.Body), `"total":1`) || strings.Contains(string(r.Body), `"total":2`) {
+			t.Errorf("alice's writes point at bob: %.600s", r.Body)
+		}
+	})
+}
+
 func TestOperationDefinitionServed(t *testing.T) {
 	s := servertest.Start(t, "sqlite")
 	s.App.FHIR.HandleOperation(&api.Operation{

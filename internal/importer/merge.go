@@ -549,7 +549,7 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 			ids := known[identKey{it.typ, idn[0], idn[1]}]
 			var err error
 			if len(ids) == 0 && r.imp.Matcher != nil && searchIdentifiers[it.typ] {
-				ids, err = r.imp.Matcher.Match(ctx, it.typ, url.Values{"identifier": {idn[0] + "|" + idn[1]}}, 2)
+				ids, err = r.imp.Matcher.Match(ctx, it.typ, url.Values{"identifier": {idn[0] + "|" + idn[1]}}, r.matchLimit(2))
 				if err != nil {
 					return err
 				}
@@ -724,6 +724,34 @@ func (r *Run) mayMatch(ctx context.Context, typ, id string) (bool, error) {
 	}
 	r.readable[k] = res != nil
 	return res != nil, nil
+}
+
+// matchLimit is how many matches of a search to read for n: n, or for a
+// patient-scoped run, which drops those of other records (mayMatch),
+// enough that the ones it may see are among them.
+func (r *Run) matchLimit(n int) int {
+	if r.p != nil && r.p.Patient() != "" {
+		return 1000
+	}
+	return n
+}
+
+// mayMatchAll keeps the ids of typ that mayMatch allows.
+func (r *Run) mayMatchAll(ctx context.Context, typ string, ids []string) ([]string, error) {
+	if r.p == nil || r.p.Patient() == "" {
+		return ids, nil
+	}
+	var out []string
+	for _, id := range ids {
+		ok, err := r.mayMatch(ctx, typ, id)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, id)
+		}
+	}
+	return out, nil
 }
 
 // sameAsStored reports whether the resource that another source stored
@@ -1074,6 +1102,9 @@ func (r *Run) resolveConditional(ctx context.Context, typ, query string, ch *chu
 				return "", err
 			}
 			ids, err := r.imp.identifierMatches(ctx, typ, sys, val)
+			if err == nil {
+				ids, err = r.mayMatchAll(ctx, typ, ids)
+			}
 			if err != nil {
 				return "", err
 			}
@@ -1086,7 +1117,10 @@ func (r *Run) resolveConditional(ctx context.Context, typ, query string, ch *chu
 		if err := r.settleForConditional(typ, q["identifier"], len(q) != 1); err != nil {
 			return "", err
 		}
-		ids, err := r.imp.Matcher.Match(ctx, typ, q, 2)
+		ids, err := r.imp.Matcher.Match(ctx, typ, q, r.matchLimit(2))
+		if err == nil {
+			ids, err = r.mayMatchAll(ctx, typ, ids)
+		}
 		if err != nil {
 			return "", err
 		}

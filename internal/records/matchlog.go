@@ -8,7 +8,9 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/store"
 )
 
 // A Bundle's conditional searches (ifNoneExist, conditional update and
@@ -36,7 +38,7 @@ var errMatchesChanged = errors.New("a concurrent write changed what the Bundle's
 // match runs a search for a conditional interaction and records it in l
 // (when not nil).
 func (s *Service) match(ctx context.Context, l *matchLog, typ string, q url.Values, limit int) ([]string, error) {
-	ids, err := s.matcher.Match(ctx, typ, q, limit)
+	ids, err := s.matchVisible(ctx, typ, q, limit)
 	if err != nil || l == nil {
 		return ids, err
 	}
@@ -53,7 +55,7 @@ func (s *Service) verify(ctx context.Context, l *matchLog) error {
 		return nil
 	}
 	for _, r := range l.recs {
-		ids, err := s.matcher.Match(ctx, r.typ, r.q, r.limit)
+		ids, err := s.matchVisible(ctx, r.typ, r.q, r.limit)
 		if err != nil {
 			return err
 		}
@@ -63,4 +65,46 @@ func (s *Service) verify(ctx context.Context, l *matchLog) error {
 		}
 	}
 	return nil
+}
+
+// confinedMatches is how many matches of a conditional search are read
+// for a patient-confined caller, before those it may not see are dropped.
+const confinedMatches = 1000
+
+// matchVisible runs a conditional search (If-None-Exist, conditional
+// update and delete, conditional references) among what the caller of
+// ctx may see: up to limit ids. For a patient-confined caller, another
+// patient's resource is no match: a conditional reference resolved to it
+// would tell the caller that it exists, and its id (a Patient found by a
+// national identifier), and a conditional create would answer with it.
+func (s *Service) matchVisible(ctx context.Context, typ string, q url.Values, limit int) ([]string, error) {
+	p := access.From(ctx)
+	if p == nil || p.Patient() == "" || !confinedRead(typ) {
+		return s.matcher.Match(ctx, typ, q, limit)
+	}
+	ids, err := s.matcher.Match(ctx, typ, q, confinedMatches)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, id := range ids {
+		res, err := s.store.Read(ctx, typ, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		ok, err := s.visible(ctx, p, res)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, id)
+			if len(out) == limit {
+				break
+			}
+		}
+	}
+	return out, nil
 }
