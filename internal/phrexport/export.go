@@ -28,6 +28,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -73,6 +74,8 @@ type Service struct {
 	level     int
 	signer    Signer
 	matcher   records.Matcher
+	// storeID caches the store's id (source).
+	storeID atomic.Pointer[string]
 	// OnExport, when set, is called after every export (audit).
 	OnExport func(ctx context.Context, e Event)
 }
@@ -940,11 +943,18 @@ func (s *Service) source(ctx context.Context) (string, error) {
 	if !loopbackURL(s.base) {
 		return s.base, nil
 	}
-	id, err := s.db.InitKV(ctx, storeIDKey, []byte(fhir.NewID()))
+	// Kept once read: InitKV writes, and would wait for an import's
+	// transaction on SQLite's one writer.
+	if id := s.storeID.Load(); id != nil {
+		return s.base + "#" + sphr.StoreFragment + *id, nil
+	}
+	b, err := s.db.InitKV(ctx, storeIDKey, []byte(fhir.NewID()))
 	if err != nil {
 		return "", fmt.Errorf("store id: %w", err)
 	}
-	return s.base + "#" + sphr.StoreFragment + string(id), nil
+	id := string(b)
+	s.storeID.Store(&id)
+	return s.base + "#" + sphr.StoreFragment + id, nil
 }
 
 // loopbackURL reports whether u is an http(s) URL on a loopback address
