@@ -41,7 +41,9 @@ func TestShareAndFetch(t *testing.T) {
 		t.Fatalf("link %q: %+v %v", link, p, err)
 	}
 	if zbar, err := exec.LookPath("zbarimg"); err == nil {
-		got, err := exec.Command(zbar, "--quiet", "--raw", png).Output()
+		// QR codes only: with every symbology on, zbarimg now and then
+		// also reads a bar code in the QR code's modules.
+		got, err := exec.Command(zbar, "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", png).Output()
 		if err != nil || strings.TrimSpace(string(got)) != link {
 			t.Fatalf("zbarimg read %q (%v), want %q", got, err, link)
 		}
