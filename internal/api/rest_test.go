@@ -592,8 +592,13 @@ func TestPatientBinary(t *testing.T) {
 			t.Errorf("alice includes bob's Binary: %.600s", r.Body)
 		}
 		exp := string(s.Do("GET", "Patient/alice/$phr-export", alice, nil).Body)
-		if strings.Contains(exp, `"id":"of-bob"`) || !strings.Contains(exp, `"id":"of-alice"`) {
-			t.Errorf("alice's export: of-bob %v, of-alice %v", strings.Contains(exp, `"id":"of-bob"`), strings.Contains(exp, `"id":"of-alice"`))
+		if strings.Contains(exp, `"id":"of-bob"`) || strings.Contains(exp, `"id":"ctx-bob"`) || !strings.Contains(exp, `"id":"of-alice"`) {
+			t.Errorf("alice's export: of-bob %v, ctx-bob %v, of-alice %v", strings.Contains(exp, `"id":"of-bob"`), strings.Contains(exp, `"id":"ctx-bob"`), strings.Contains(exp, `"id":"of-alice"`))
+		}
+		// An admin's export of her record keeps every Binary her
+		// attachments point at.
+		if exp := string(s.Do("GET", "Patient/alice/$phr-export", admin, nil).Body); !strings.Contains(exp, `"id":"ctx-bob"`) || !strings.Contains(exp, `"id":"of-alice"`) {
+			t.Errorf("the admin's export of alice's record lacks a Binary her attachments point at")
 		}
 	})
 }

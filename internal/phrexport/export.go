@@ -634,6 +634,30 @@ func (e *exporter) shared(patient string) error {
 	if !e.allowed("Binary") {
 		return nil
 	}
+	if pr := access.From(e.ctx); pr != nil && pr.Patient() != "" && e.s.rec != nil {
+		// The record's attachments point only at Binaries of its own
+		// (records refuses a patient's write that points elsewhere), but
+		// one whose securityContext names another record is not the
+		// patient's, as a read would say.
+		kept := ids[:0]
+		for _, id := range ids {
+			b, err := e.s.db.Read(e.ctx, "Binary", id)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("read Binary/%s: %w", id, err)
+			}
+			ok, err := e.s.rec.SecurityContextAllows(e.ctx, b)
+			if err != nil {
+				return err
+			}
+			if ok {
+				kept = append(kept, id)
+			}
+		}
+		ids = kept
+	}
 	for len(ids) > 0 {
 		n := min(len(ids), e.s.pageSize)
 		part := ids[:n]

@@ -59,30 +59,14 @@ var attachmentTypes = sync.OnceValue(func() []string {
 // binaryVisible decides whether patient-confined p may see a version of a
 // Binary (see above).
 func (s *Service) binaryVisible(ctx context.Context, p access.Principal, res *store.Resource) (bool, error) {
-	pid := p.Patient()
 	if res.Deleted || res.JSON == nil {
 		return false, nil
 	}
-	v, err := fhirjson.Parse(res.JSON)
-	if err != nil {
-		return false, fmt.Errorf("parse stored Binary/%s: %w", res.ID, err)
-	}
-	if sc := v.Get("securityContext"); sc != nil {
-		ref, ok := s.localReference(sc.GetString("reference"))
-		if !ok || ref.Type == "Binary" {
-			return false, nil
-		}
-		if ref.Type == "Patient" {
-			return ref.ID == pid, nil
-		}
-		cur, err := s.store.Read(ctx, ref.Type, ref.ID)
-		if err != nil {
-			return false, nil
-		}
-		return s.visibleLive(ctx, p, cur)
+	if ok, has, err := s.securityContextVisible(ctx, p, res); has || err != nil {
+		return ok, err
 	}
 	found := false
-	err = s.store.ScanCompartment(ctx, pid, attachmentTypes(), func(r *store.Resource) bool {
+	err := s.store.ScanCompartment(ctx, p.Patient(), attachmentTypes(), func(r *store.Resource) bool {
 		found = slices.Contains(s.localBinaries(r.JSON), res.ID)
 		return !found
 	})
@@ -90,6 +74,49 @@ func (s *Service) binaryVisible(ctx context.Context, p access.Principal, res *st
 		return false, fmt.Errorf("find what points at Binary/%s: %w", res.ID, err)
 	}
 	return found, nil
+}
+
+// securityContextVisible decides by a Binary's securityContext (has)
+// whether patient-confined p may see it: when it names the patient or
+// something p may see. has is false for a Binary without one.
+func (s *Service) securityContextVisible(ctx context.Context, p access.Principal, res *store.Resource) (ok, has bool, err error) {
+	v, err := fhirjson.Parse(res.JSON)
+	if err != nil {
+		return false, true, fmt.Errorf("parse stored Binary/%s: %w", res.ID, err)
+	}
+	sc := v.Get("securityContext")
+	if sc == nil {
+		return false, false, nil
+	}
+	ref, ok := s.localReference(sc.GetString("reference"))
+	if !ok || ref.Type == "Binary" {
+		return false, true, nil
+	}
+	if ref.Type == "Patient" {
+		return ref.ID == p.Patient(), true, nil
+	}
+	cur, err := s.store.Read(ctx, ref.Type, ref.ID)
+	if err != nil {
+		return false, true, nil
+	}
+	ok, err = s.visibleLive(ctx, p, cur)
+	return ok, true, err
+}
+
+// SecurityContextAllows reports whether the principal of ctx may see the
+// Binary res by its securityContext: true without one, or for a principal
+// that is not patient-confined. An export of the patient's record, which
+// finds Binaries through its attachments, asks it of each.
+func (s *Service) SecurityContextAllows(ctx context.Context, res *store.Resource) (bool, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return false, err
+	}
+	if p.Patient() == "" || res.JSON == nil {
+		return true, nil
+	}
+	ok, has, err := s.securityContextVisible(ctx, p, res)
+	return ok || !has, err
 }
 
 // localReference parses a reference to a resource of this server:
