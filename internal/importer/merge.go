@@ -1466,7 +1466,10 @@ func (r *Run) prepareItem(it *item, at time.Time) {
 	}
 }
 
-// checkAccess applies the principal's scopes and patient compartment.
+// checkAccess applies the principal's scopes and patient compartment:
+// records' checks of a write (records.Service.CheckWrite) for a prepared
+// version; for a delete or a conflict (nothing prepared), the scopes and
+// whose the stored resource is.
 func (r *Run) checkAccess(ctx context.Context, items []*item) {
 	p := r.p
 	for _, it := range items {
@@ -1481,32 +1484,27 @@ func (r *Run) checkAccess(ctx context.Context, items []*item) {
 		default:
 			continue
 		}
-		if !p.Allows(i, it.typ) {
-			it.reject(issue("error", "forbidden", "", "the access token does not allow %s of %s", i, it.typ))
-			continue
-		}
-		pid := p.Patient()
-		if pid == "" {
-			continue
-		}
-		if records.Shared(it.typ) {
-			it.reject(issue("error", "forbidden", "", "a patient-scoped token cannot write %s resources, which are outside every patient compartment", it.typ))
-			continue
-		}
-		if it.prep != nil && !(it.typ == "Patient" && it.localID == pid) && !contains(it.prep.Put.Patients, pid) {
-			it.reject(issue("error", "forbidden", "", "%s/%s would not be in the compartment of Patient/%s, the only one this token may write", it.typ, it.localID, pid))
-			continue
-		}
 		if it.prep != nil {
-			if err := r.imp.rec.CheckAttachments(ctx, it.typ, it.localID, it.prep.Put.JSON); err != nil {
+			if err := r.imp.rec.CheckWrite(ctx, p, i, it.prep, it.cur); err != nil {
 				var fe *fhir.Error
 				if !errors.As(err, &fe) || fe.Status >= 500 || len(fe.Issues) == 0 {
 					it.reject(issue("error", "exception", "", "%s/%s: %v", it.typ, it.localID, err))
 				} else {
 					it.reject(fe.Issues[0])
 				}
-				continue
 			}
+			continue
+		}
+		if !p.Allows(i, it.typ) {
+			it.reject(issue("error", "forbidden", "", "the access token does not allow %s of %s", i, it.typ))
+			continue
+		}
+		if p.Patient() == "" {
+			continue
+		}
+		if records.Shared(it.typ) {
+			it.reject(issue("error", "forbidden", "", "a patient-scoped token cannot write %s resources, which are outside every patient compartment", it.typ))
+			continue
 		}
 		if it.cur != nil {
 			if ok, err := r.imp.rec.Owns(ctx, it.cur); err != nil || !ok {
@@ -1514,15 +1512,6 @@ func (r *Run) checkAccess(ctx context.Context, items []*item) {
 			}
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // write counts and reports the chunk's items, then commits them (in the

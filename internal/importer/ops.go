@@ -494,16 +494,8 @@ func (imp *Importer) writeVersion(ctx context.Context, p access.Principal, cur *
 	if prep.Put.Blob == "" && cur.Blob != "" && tree.Get("data") == nil {
 		prep.Put.Blob = cur.Blob
 	}
-	if pid := p.Patient(); pid != "" {
-		if records.Shared(cur.Type) {
-			return fhir.Forbidden("a patient-scoped token cannot write %s resources", cur.Type)
-		}
-		if !(cur.Type == "Patient" && cur.ID == pid) && !contains(prep.Put.Patients, pid) {
-			return fhir.Forbidden("%s/%s would leave the compartment of Patient/%s", cur.Type, cur.ID, pid)
-		}
-		if err := imp.rec.CheckAttachments(ctx, cur.Type, cur.ID, prep.Put.JSON); err != nil {
-			return err
-		}
+	if err := imp.rec.CheckWrite(ctx, p, access.Update, prep, cur); err != nil {
+		return err
 	}
 	if err := imp.rec.StoreBlob(ctx, prep); err != nil {
 		return err

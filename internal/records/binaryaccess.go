@@ -187,13 +187,3 @@ func (s *Service) checkAttachments(ctx context.Context, p access.Principal, typ,
 	}
 	return nil
 }
-
-// CheckAttachments is checkAttachments for the principal of ctx, for
-// writers outside the service (the importer).
-func (s *Service) CheckAttachments(ctx context.Context, typ, id string, raw []byte) error {
-	p, err := principal(ctx)
-	if err != nil {
-		return err
-	}
-	return s.checkAttachments(ctx, p, typ, id, raw)
-}

@@ -2,6 +2,7 @@ package records
 
 import (
 	"context"
+	"github.com/phr-project/phr/internal/access"
 	"time"
 
 	"github.com/phr-project/phr/internal/fhirjson"
@@ -35,6 +36,15 @@ func (s *Service) PrepareVersion(res *fhirjson.Value, typ, id string, version in
 // StoreBlob writes a prepared Binary's content to the blob store (nothing
 // for other types); call it before the version is committed.
 func (s *Service) StoreBlob(ctx context.Context, p *Prepared) error { return s.storeBlob(ctx, p.p) }
+
+// CheckWrite checks that principal p may do i with the prepared version
+// over old (the stored current version, nil for a new resource): the
+// checks of the REST writes (scopes; for a patient-confined principal
+// its compartment, the Binaries its attachments point at, and whose old
+// is), for writers outside the service (the importer).
+func (s *Service) CheckWrite(ctx context.Context, p access.Principal, i access.Interaction, prep *Prepared, old *store.Resource) error {
+	return s.checkWrite(ctx, p, i, prep.p, old)
+}
 
 // Now returns the service clock's current time.
 func (s *Service) Now() time.Time { return s.now() }
