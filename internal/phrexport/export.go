@@ -336,6 +336,9 @@ func (s *Service) Export(ctx context.Context, p *Params, w io.Writer, flush func
 		out = hw
 	}
 	e := &exporter{s: s, p: p, ctx: ctx, flush: flush, cw: cw, sharedDone: map[string]bool{}, binaries: map[string]bool{}}
+	if pr := access.From(ctx); pr != nil && pr.Patient() != "" {
+		e.confined = true
+	}
 	if e.em, err = s.newEmitter(ctx, p, out); err != nil {
 		return st, err
 	}
@@ -399,6 +402,8 @@ type exporter struct {
 	// ids the record's attachments point at
 	sharedDone map[string]bool
 	binaries   map[string]bool
+	// confined: the caller is patient-confined (see shared).
+	confined bool
 }
 
 func (e *exporter) run() error {
@@ -585,7 +590,7 @@ var sharedTypes, sharedNotBinary = func() (string, string) {
 // (records: a patient's write that points elsewhere is refused).
 func (e *exporter) shared(patient string) error {
 	types := sharedTypes
-	if pr := access.From(e.ctx); pr != nil && pr.Patient() != "" {
+	if e.confined {
 		types = sharedNotBinary
 	}
 	rows, err := e.s.db.Query(e.ctx, `WITH RECURSIVE refd(rid) AS (
@@ -634,7 +639,7 @@ func (e *exporter) shared(patient string) error {
 	if !e.allowed("Binary") {
 		return nil
 	}
-	if pr := access.From(e.ctx); pr != nil && pr.Patient() != "" && e.s.rec != nil {
+	if e.confined && e.s.rec != nil {
 		// The record's attachments point only at Binaries of its own
 		// (records refuses a patient's write that points elsewhere), but
 		// one whose securityContext names another record is not the
@@ -810,9 +815,7 @@ func (e *exporter) page(q string, args []any, single bool) (more bool, last int6
 			if records.Shared(r.typ) {
 				e.sharedDone[r.typ+"/"+r.id] = true // the concatenation copies
 			}
-			if bytes.Contains(r.json, []byte("Binary/")) {
-				e.findBinaries(r.json)
-			}
+			e.findBinaries(r.json)
 		}
 		if err := e.emit(&r); err != nil {
 			return false, last, err
@@ -876,34 +879,9 @@ func unsafeString(b []byte) string {
 // (attachment urls, and references unless the caller is patient-confined:
 // see shared).
 func (e *exporter) findBinaries(raw []byte) {
-	v, err := fhirjson.Parse(raw)
-	if err != nil {
-		return
+	for _, id := range records.BinariesOf(raw, e.s.base, !e.confined) {
+		e.binaries[id] = true
 	}
-	refs := true
-	if pr := access.From(e.ctx); pr != nil && pr.Patient() != "" {
-		refs = false
-	}
-	var walk func(v *fhirjson.Value)
-	walk = func(v *fhirjson.Value) {
-		switch v.Kind {
-		case fhirjson.Object:
-			for _, f := range v.Fields {
-				if (f.Name == "url" || refs && f.Name == "reference") && f.Value.Kind == fhirjson.String {
-					if ref, ok := fhir.ParseReference(f.Value.Str); ok && ref.Type == "Binary" && (ref.Base == "" || ref.Base == e.s.base) {
-						e.binaries[ref.ID] = true
-					}
-				} else {
-					walk(f.Value)
-				}
-			}
-		case fhirjson.Array:
-			for _, it := range v.Items {
-				walk(it)
-			}
-		}
-	}
-	walk(v)
 }
 
 // emit writes one resource, or an inline OperationOutcome when it cannot.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/phr-project/phr/internal/access"
@@ -130,10 +129,15 @@ func (s *Service) localReference(ref string) (fhir.Reference, bool) {
 }
 
 // localBinaries returns the ids of this server's Binaries that the
-// attachments (objects with a url) of a resource's JSON point at. A
+// attachments of a resource's JSON point at (BinariesOf).
+func (s *Service) localBinaries(raw []byte) []string { return BinariesOf(raw, s.baseURL, false) }
+
+// BinariesOf returns the ids of the Binaries of the server with FHIR base
+// base that a resource's JSON points at: the url of its attachments
+// (Binary/[id] or [base]/Binary/[id]) and, with refs, its references. A
 // quick look for "Binary/" spares the parse of the many resources
 // without one.
-func (s *Service) localBinaries(raw []byte) []string {
+func BinariesOf(raw []byte, base string, refs bool) []string {
 	if !bytes.Contains(raw, []byte("Binary/")) {
 		return nil
 	}
@@ -146,13 +150,14 @@ func (s *Service) localBinaries(raw []byte) []string {
 	walk = func(v *fhirjson.Value) {
 		switch v.Kind {
 		case fhirjson.Object:
-			if u := v.Get("url"); u != nil && u.Kind == fhirjson.String && strings.Contains(u.Str, "Binary/") {
-				if r, ok := s.localReference(u.Str); ok && r.Type == "Binary" {
-					out = append(out, r.ID)
-				}
-			}
 			for _, f := range v.Fields {
-				walk(f.Value)
+				if (f.Name == "url" || refs && f.Name == "reference") && f.Value.Kind == fhirjson.String {
+					if r, ok := fhir.ParseReference(f.Value.Str); ok && r.Type == "Binary" && (r.Base == "" || r.Base == base) {
+						out = append(out, r.ID)
+					}
+				} else {
+					walk(f.Value)
+				}
 			}
 		case fhirjson.Array:
 			for _, it := range v.Items {
