@@ -731,7 +731,7 @@ func (r *Run) mayMatch(ctx context.Context, typ, id string) (bool, error) {
 // enough that the ones it may see are among them.
 func (r *Run) matchLimit(n int) int {
 	if r.p != nil && r.p.Patient() != "" {
-		return 1000
+		return records.ConfinedMatches
 	}
 	return n
 }

@@ -67,9 +67,10 @@ func (s *Service) verify(ctx context.Context, l *matchLog) error {
 	return nil
 }
 
-// confinedMatches is how many matches of a conditional search are read
-// for a patient-confined caller, before those it may not see are dropped.
-const confinedMatches = 1000
+// ConfinedMatches is how many matches of a conditional search are read
+// for a patient-confined caller, before those it may not see are dropped
+// (here and in the importer).
+const ConfinedMatches = 1000
 
 // matchVisible runs a conditional search (If-None-Exist, conditional
 // update and delete, conditional references) among what the caller of
@@ -82,7 +83,7 @@ func (s *Service) matchVisible(ctx context.Context, typ string, q url.Values, li
 	if p == nil || p.Patient() == "" || !confinedRead(typ) {
 		return s.matcher.Match(ctx, typ, q, limit)
 	}
-	ids, err := s.matcher.Match(ctx, typ, q, confinedMatches)
+	ids, err := s.matcher.Match(ctx, typ, q, ConfinedMatches)
 	if err != nil {
 		return nil, err
 	}
