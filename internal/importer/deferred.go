@@ -26,8 +26,10 @@ type deferScope struct {
 	// keys are the "Type/sourceId" of deferred items: a later item for
 	// the same resource is deferred too, to keep their order.
 	keys map[string]bool
-	// ids keeps the local ids of deferred items (r.ids may be cleared).
-	ids map[string]string
+	// ids keeps the local ids of deferred items (r.ids may be cleared);
+	// local has their local "Type/id".
+	ids   map[string]string
+	local map[string]bool
 }
 
 // deferred is what a deferred item keeps: its input and the identity
@@ -46,7 +48,7 @@ type deferred struct {
 }
 
 func newScope() *deferScope {
-	return &deferScope{sp: itemSpool{pattern: "phr-import-deferred-*"}, keys: map[string]bool{}, ids: map[string]string{}}
+	return &deferScope{sp: itemSpool{pattern: "phr-import-deferred-*"}, keys: map[string]bool{}, ids: map[string]string{}, local: map[string]bool{}}
 }
 
 // add writes an item to the scope's file.
@@ -58,6 +60,7 @@ func (sc *deferScope) add(file string, it *item) error {
 	}
 	sc.keys[it.key()] = true
 	sc.ids[it.key()] = it.localID
+	sc.local[it.typ+"/"+it.localID] = true
 	return nil
 }
 
@@ -156,6 +159,11 @@ func (r *Run) pointsForward(ctx context.Context, it *item, ch *chunk, sc *deferS
 				later = true
 			}
 		}
+		if pr.Type == "Binary" && sc.keys[k] && r.p != nil && r.p.Patient() != "" {
+			// A patient may point only at a Binary their run has
+			// accepted (see checkAccess): wait for it.
+			later = true
+		}
 		return ref
 	})
 	return later, ferr
@@ -171,7 +179,8 @@ func (r *Run) replay(sc *deferScope, bundle map[string]string) error {
 	}
 	slog.DebugContext(r.ctx, "import: writing the resources whose references pointed forward", "batch", r.sum.Batch, "count", sc.sp.len())
 	r.replaying = true
-	defer func() { r.replaying = false }()
+	r.replayed = sc
+	defer func() { r.replaying, r.replayed = false, nil }()
 	// Identities of deferred items are known: put them back where
 	// references are rewritten from.
 	for k, local := range sc.ids {

@@ -180,6 +180,11 @@ type Run struct {
 	// brings one back, where a resource deleted before the run stays
 	// deleted.
 	deletedHere map[string]bool
+	// accepted are the local "Type/id" this patient-scoped run is writing,
+	// having passed records' checks (records.Pending): its documents may
+	// point at its Binaries before they are committed. Bounded
+	// (maxAccepted); past it, only what is committed counts.
+	accepted map[string]bool
 	// cache of resolved identities and reference targets: key
 	// "Type/sourceId" -> local id.
 	ids map[string]string
@@ -205,8 +210,10 @@ type Run struct {
 	// scope receives the items deferred for forward references: the
 	// current Bundle's, else runScope (replayed by Complete).
 	scope, runScope *deferScope
-	// replaying is set while deferred items are processed.
+	// replaying is set while deferred items are processed; replayed is
+	// their scope.
 	replaying bool
+	replayed  *deferScope
 	// fls are the chunks being written in the background, oldest first
 	// (see startWrite).
 	fls []*flight
@@ -247,7 +254,7 @@ func (imp *Importer) Begin(ctx context.Context, o Options) (*Run, error) {
 		return nil, fhir.Forbidden("importing needs permission to create resources (and Provenance)")
 	}
 	r := &Run{imp: imp, ctx: ctx, p: p, o: o, source: SourceURI(o.Source), started: time.Now().UTC(),
-		ids: map[string]string{}, own: map[string]bool{}, agreed: map[string]int64{}, cond: map[string]string{}, deletedHere: map[string]bool{}}
+		ids: map[string]string{}, own: map[string]bool{}, agreed: map[string]int64{}, cond: map[string]string{}, deletedHere: map[string]bool{}, accepted: map[string]bool{}}
 	r.sum.Source = r.source
 	// An import is bulk work: it runs with all CPUs until Finish, and
 	// with a larger Go heap (see ImportMemoryLimit).

@@ -790,7 +790,12 @@ func (r *Run) sameAsStored(ctx context.Context, it *item, ch *chunk, decided map
 		}
 		var cur *store.Resource
 		if cur, err = r.readVisible(ctx, it.typ, it.sid); err == nil && cur != nil {
-			same = sameContent(it.tree, cur)
+			tree := it.tree
+			if it.typ == "Binary" && r.p != nil && r.p.Patient() != "" {
+				tree = tree.Clone()
+				records.ConfineBinary(r.p, it.typ, tree, cur)
+			}
+			same = sameContent(tree, cur)
 		}
 	})
 	if err != nil || unknown {
@@ -997,14 +1002,15 @@ func (r *Run) rewrite(ctx context.Context, it *item, ch *chunk) error {
 	return ferr
 }
 
-// walkRefs calls f on every Reference.reference string in v and replaces
-// it with the result.
+// walkRefs calls f on every Reference.reference string in v, and on
+// every url that points at a Binary (linkURL), and replaces it with the
+// result.
 func walkRefs(v *fhirjson.Value, f func(string) string) {
 	switch v.Kind {
 	case fhirjson.Object:
 		for i := range v.Fields {
 			fl := &v.Fields[i]
-			if fl.Name == "reference" && fl.Value.Kind == fhirjson.String {
+			if fl.Value.Kind == fhirjson.String && (fl.Name == "reference" || fl.Name == "url" && linkURL(fl.Value.Str)) {
 				if out := f(fl.Value.Str); out != fl.Value.Str {
 					fl.Value = fhirjson.NewString(out)
 				}
@@ -1021,6 +1027,21 @@ func walkRefs(v *fhirjson.Value, f func(string) string) {
 			}
 		}
 	}
+}
+
+// linkURL reports whether the value of a url element is a link the
+// identity map rewrites like a reference: an attachment's url that points
+// at a Binary of the source (Binary/[id], [base]/Binary/[id]) or at a
+// Bundle entry (urn:uuid:). FHIR's transaction rules replace such links
+// in url elements too; without it, a source's document whose Binary is
+// stored under a new id (its id taken by another source's) would show
+// the other source's content.
+func linkURL(s string) bool {
+	if strings.HasPrefix(s, "urn:uuid:") {
+		return true
+	}
+	i := strings.Index(s, "Binary/")
+	return i == 0 || i > 0 && s[i-1] == '/'
 }
 
 // withRefs calls f while each Reference.reference string of v reads as
@@ -1200,6 +1221,7 @@ func (r *Run) decide(items []*item) {
 			continue
 		}
 		it.tree.SetAfter("id", fhirjson.NewString(it.localID), "resourceType")
+		records.ConfineBinary(r.p, it.typ, it.tree, it.cur)
 		switch {
 		case it.cur == nil:
 			it.act = actCreate
@@ -1470,8 +1492,52 @@ func (r *Run) prepareItem(it *item, at time.Time) {
 // records' checks of a write (records.Service.CheckWrite) for a prepared
 // version; for a delete or a conflict (nothing prepared), the scopes and
 // whose the stored resource is.
+//
+// A patient-scoped run's documents may point at Binaries it writes, and a
+// Binary's securityContext may name a document it writes (FHIR's own
+// pattern), before either is committed (records.Pending): what the chunk
+// writes and what earlier chunks accepted count as accepted, so a
+// rejection takes its item out of them, and the items checked before it
+// are checked again until none relied on a rejected one. A deferred item
+// (one to come later in the run) a Binary's securityContext may name, not
+// an attachment: so a record's export, whose documents come first and
+// wait for their Binaries, arrives whole however its chunks fall.
 func (r *Run) checkAccess(ctx context.Context, items []*item) {
 	p := r.p
+	confined := p.Patient() != ""
+	local := func(it *item) string { return it.typ + "/" + it.localID }
+	var writing map[string]bool
+	if confined {
+		writing = map[string]bool{}
+		for _, it := range items {
+			if it.prep != nil && (it.act == actCreate || it.act == actUpdate) {
+				writing[local(it)] = true
+			}
+		}
+	}
+	pending := records.Pending{
+		Accepted: func(typ, id string) bool {
+			k := typ + "/" + id
+			return writing[k] || r.accepted[k]
+		},
+		Later: r.deferredHere,
+	}
+	rejected := false
+	check := func(it *item, i access.Interaction) {
+		if err := r.imp.rec.CheckWrite(ctx, p, i, it.prep, it.cur, pending); err != nil {
+			var fe *fhir.Error
+			if !errors.As(err, &fe) || fe.Status >= 500 || len(fe.Issues) == 0 {
+				it.reject(issue("error", "exception", "", "%s/%s: %v", it.typ, it.localID, err))
+			} else {
+				it.reject(fe.Issues[0])
+			}
+			if writing[local(it)] {
+				delete(writing, local(it))
+				rejected = true
+			}
+			r.forgetDeferred(local(it))
+		}
+	}
 	for _, it := range items {
 		var i access.Interaction
 		switch it.act {
@@ -1485,24 +1551,17 @@ func (r *Run) checkAccess(ctx context.Context, items []*item) {
 			continue
 		}
 		if it.prep != nil {
-			if err := r.imp.rec.CheckWrite(ctx, p, i, it.prep, it.cur); err != nil {
-				var fe *fhir.Error
-				if !errors.As(err, &fe) || fe.Status >= 500 || len(fe.Issues) == 0 {
-					it.reject(issue("error", "exception", "", "%s/%s: %v", it.typ, it.localID, err))
-				} else {
-					it.reject(fe.Issues[0])
-				}
-			}
+			check(it, i)
 			continue
 		}
 		if !p.Allows(i, it.typ) {
 			it.reject(issue("error", "forbidden", "", "the access token does not allow %s of %s", i, it.typ))
 			continue
 		}
-		if p.Patient() == "" {
+		if !confined {
 			continue
 		}
-		if records.Shared(it.typ) {
+		if !records.PatientOwned(it.typ) {
 			it.reject(issue("error", "forbidden", "", "a patient-scoped token cannot write %s resources, which are outside every patient compartment", it.typ))
 			continue
 		}
@@ -1510,6 +1569,50 @@ func (r *Run) checkAccess(ctx context.Context, items []*item) {
 			if ok, err := r.imp.rec.Owns(ctx, it.cur); err != nil || !ok {
 				it.reject(issue("error", "forbidden", "", "%s/%s belongs to another patient's record", it.typ, it.localID))
 			}
+		}
+	}
+	for rejected {
+		rejected = false
+		for _, it := range items {
+			if writing[local(it)] && it.act != actReject {
+				i := access.Update
+				if it.act == actCreate {
+					i = access.Create
+				}
+				check(it, i)
+			}
+		}
+	}
+	for k := range writing {
+		if len(r.accepted) >= maxAccepted {
+			break
+		}
+		r.accepted[k] = true
+	}
+}
+
+// maxAccepted bounds Run.accepted: a patient's record rarely holds more.
+const maxAccepted = 200000
+
+// deferredHere reports whether the run has deferred an item for the local
+// typ/id, to be written once its scope (or the enclosing run's) ends, or
+// being written now that it does; one that was refused is forgotten
+// (forgetDeferred).
+func (r *Run) deferredHere(typ, id string) bool {
+	k := typ + "/" + id
+	for _, sc := range []*deferScope{r.scope, r.runScope, r.replayed} {
+		if sc != nil && sc.local[k] {
+			return true
+		}
+	}
+	return false
+}
+
+// forgetDeferred takes a refused item out of deferredHere's answers.
+func (r *Run) forgetDeferred(k string) {
+	for _, sc := range []*deferScope{r.scope, r.runScope, r.replayed} {
+		if sc != nil {
+			delete(sc.local, k)
 		}
 	}
 }

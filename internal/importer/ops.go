@@ -494,7 +494,7 @@ func (imp *Importer) writeVersion(ctx context.Context, p access.Principal, cur *
 	if prep.Put.Blob == "" && cur.Blob != "" && tree.Get("data") == nil {
 		prep.Put.Blob = cur.Blob
 	}
-	if err := imp.rec.CheckWrite(ctx, p, access.Update, prep, cur); err != nil {
+	if err := imp.rec.CheckWrite(ctx, p, access.Update, prep, cur, records.Pending{}); err != nil {
 		return err
 	}
 	if err := imp.rec.StoreBlob(ctx, prep); err != nil {

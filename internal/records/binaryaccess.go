@@ -3,6 +3,7 @@ package records
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -24,14 +25,20 @@ import (
 //     it (its url is Binary/[id], or [base]/Binary/[id] of this server).
 //
 // The second rule holds because a patient-confined principal cannot make
-// such a pointer: it may not write a Binary (Shared), and a write of
-// theirs whose attachment points at a Binary of this server they may not
-// see is refused (checkAttachments).
+// such a pointer: a write of theirs whose attachment points at a Binary of
+// this server they may not see (or that does not exist yet) is refused
+// (checkAttachments), and a Binary they write always has a securityContext
+// naming their record (ConfineBinary, checkBinary), so it is theirs by the
+// first rule. They may change or delete only Binaries whose securityContext
+// names their record: one without (an admin's, perhaps pointed at by
+// several records) stays as it is.
 
-// confinedRead reports whether a patient-confined principal's reads of
-// type typ are checked resource by resource: the compartment types, and
-// Binary.
-func confinedRead(typ string) bool { return !Shared(typ) || typ == "Binary" }
+// PatientOwned reports whether resources of type typ belong to one
+// patient's record or another's: the compartment types, and Binary (by its
+// securityContext, see above). A patient-confined principal's reads of
+// them are checked resource by resource, and it may write them (shared
+// types it may only read).
+func PatientOwned(typ string) bool { return !Shared(typ) || typ == "Binary" }
 
 // attachmentTypes are the compartment types with Attachment elements,
 // whose attachments may point at a Binary.
@@ -83,6 +90,13 @@ func (s *Service) securityContextVisible(ctx context.Context, p access.Principal
 	if err != nil {
 		return false, true, fmt.Errorf("parse stored Binary/%s: %w", res.ID, err)
 	}
+	return s.securityContextOf(ctx, p, v, Pending{})
+}
+
+// securityContextOf is securityContextVisible for a parsed Binary; pending
+// names resources a writer is storing for p that the store may not hold
+// yet.
+func (s *Service) securityContextOf(ctx context.Context, p access.Principal, v *fhirjson.Value, pending Pending) (ok, has bool, err error) {
 	sc := v.Get("securityContext")
 	if sc == nil {
 		return false, false, nil
@@ -91,15 +105,115 @@ func (s *Service) securityContextVisible(ctx context.Context, p access.Principal
 	if !ok || ref.Type == "Binary" {
 		return false, true, nil
 	}
+	if ref.Type == "Patient" && ref.ID == p.Patient() {
+		return true, true, nil
+	}
+	if pending.accepted(ref.Type, ref.ID) {
+		return true, true, nil
+	}
 	if ref.Type == "Patient" {
-		return ref.ID == p.Patient(), true, nil
+		return false, true, nil
 	}
 	cur, err := s.store.Read(ctx, ref.Type, ref.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return pending.later(ref.Type, ref.ID), true, nil
+	}
 	if err != nil {
 		return false, true, nil
 	}
 	ok, err = s.visibleLive(ctx, p, cur)
 	return ok, true, err
+}
+
+// Pending tells records' checks what a writer is storing for a
+// patient-confined principal in writes not committed yet. The zero value
+// is none.
+type Pending struct {
+	// Accepted names resources the writer stores having checked them as
+	// records does (or that fail the whole write if they fail): an
+	// attachment may point at such a Binary, a securityContext name such
+	// a resource.
+	Accepted func(typ, id string) bool
+	// Later names resources the writer will store later in the same
+	// write, not checked yet (an importer's deferred items). A Binary's
+	// securityContext may name one while the store holds nothing under
+	// its id: should it then fail its checks, the Binary names what does
+	// not exist, and is seen by no patient. An attachment may not point
+	// at one (that would make another's Binary, or one stored later
+	// under that id, the patient's).
+	Later func(typ, id string) bool
+}
+
+func (pe Pending) accepted(typ, id string) bool { return pe.Accepted != nil && pe.Accepted(typ, id) }
+func (pe Pending) later(typ, id string) bool    { return pe.Later != nil && pe.Later(typ, id) }
+
+// ConfineBinary gives a Binary that patient-confined p writes without a
+// securityContext the one that makes it theirs: that of cur, the version
+// it replaces (nil for none), when cur has one, else their Patient. Over a
+// current version without one (a Binary that is not theirs to change, see
+// above) it adds nothing, so that the same content sent again is found
+// unchanged rather than refused. Other principals and types are left as
+// they are.
+func ConfineBinary(p access.Principal, typ string, res *fhirjson.Value, cur *store.Resource) {
+	if p == nil || p.Patient() == "" || typ != "Binary" || res.Get("securityContext") != nil {
+		return
+	}
+	sc := fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString("Patient/" + p.Patient())})
+	if cur != nil && !cur.Deleted && cur.JSON != nil {
+		old, err := fhirjson.Parse(cur.JSON)
+		if err != nil {
+			return
+		}
+		if sc = old.Get("securityContext"); sc == nil {
+			return
+		}
+	}
+	res.SetAfter("securityContext", sc, "contentType", "meta", "id", "resourceType")
+}
+
+// checkBinary checks a Binary that patient-confined p writes (prep) over
+// old (nil for none): its securityContext must name their record, and
+// old's too (binaryOwned).
+func (s *Service) checkBinary(ctx context.Context, p access.Principal, prep *prepared, old *store.Resource, pending Pending) error {
+	ok, has, err := s.securityContextOf(ctx, p, prep.tree, pending)
+	switch {
+	case err != nil:
+		return err
+	case !has:
+		return fhir.Forbidden("Binary/%s has no securityContext: a patient-scoped token writes only Binaries whose securityContext names their own record", prep.id)
+	case !ok:
+		return fhir.Forbidden("Binary/%s: its securityContext names what is not part of this patient's record", prep.id)
+	}
+	if old == nil {
+		return nil
+	}
+	if ok, err := s.binaryOwned(ctx, p, old); err != nil {
+		return err
+	} else if !ok {
+		return fhir.Forbidden("Binary/%s is not this patient's to change: its securityContext does not name their record", prep.id)
+	}
+	return nil
+}
+
+// binaryOwned reports whether patient-confined p may write over or delete
+// the Binary whose current version cur is: when the live version (the one
+// a deletion ended) has a securityContext naming their record.
+func (s *Service) binaryOwned(ctx context.Context, p access.Principal, cur *store.Resource) (bool, error) {
+	if cur.Deleted {
+		if cur.Version <= 1 {
+			return true, nil
+		}
+		prev, err := s.store.ReadVersion(ctx, cur.Type, cur.ID, cur.Version-1)
+		if err != nil {
+			return false, fmt.Errorf("read %s/%s version %d: %w", cur.Type, cur.ID, cur.Version-1, err)
+		}
+		cur = prev
+	}
+	if cur.Deleted || cur.JSON == nil {
+		return false, nil
+	}
+	ok, has, err := s.securityContextVisible(ctx, p, cur)
+	return ok && has, err
 }
 
 // SecurityContextAllows reports whether the principal of ctx may see the
@@ -172,13 +286,17 @@ func BinariesOf(raw []byte, base string, refs bool) []string {
 // checkAttachments refuses a write of patient-confined p whose
 // attachments point at a Binary of this server that p may not see (or
 // that does not exist: one stored later under that id would be taken for
-// p's). Without this, a patient could make another's Binary theirs by
-// pointing a DocumentReference of their own at it.
-func (s *Service) checkAttachments(ctx context.Context, p access.Principal, typ, id string, raw []byte) error {
+// p's), unless pending has accepted it. Without this, a patient could make
+// another's Binary theirs by pointing a DocumentReference of their own at
+// it.
+func (s *Service) checkAttachments(ctx context.Context, p access.Principal, typ, id string, raw []byte, pending Pending) error {
 	if p.Patient() == "" {
 		return nil
 	}
 	for _, bid := range s.localBinaries(raw) {
+		if pending.accepted("Binary", bid) {
+			continue
+		}
 		b, err := s.store.Read(ctx, "Binary", bid)
 		ok := false
 		if err == nil {

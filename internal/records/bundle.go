@@ -366,6 +366,7 @@ func (s *Service) prepareEntry(p access.Principal, e *bundleEntry) (*prepared, e
 		return nil, nil
 	}
 	res.SetAfter("id", fhirjson.NewString(e.id), "resourceType")
+	ConfineBinary(p, e.typ, res, nil)
 	prep, err := s.prepareTree(res, e.typ, e.id, 1, s.now().UTC().Truncate(time.Microsecond), e.method, WriteOptions{IfMatch: e.ifMatch}, false)
 	if err != nil {
 		return nil, err
@@ -478,11 +479,33 @@ type entryWriter struct {
 	// fresh are first versions waiting for one PutNew; freshKeys their keys.
 	fresh     []*store.Put
 	freshKeys map[string]bool
+	// pending names, for a patient-confined principal, the resources the
+	// transaction creates or updates: each passes its own checks or the
+	// whole transaction fails, so an attachment may point at a Binary of
+	// the transaction, and a Binary's securityContext name a resource of
+	// it, before it is written (Pending).
+	pending map[string]bool
+}
+
+// isPending is the entryWriter's Pending.
+func (w *entryWriter) isPending() Pending {
+	if w.pending == nil {
+		return Pending{}
+	}
+	return Pending{Accepted: func(typ, id string) bool { return w.pending[typ+"/"+id] }}
 }
 
 func (s *Service) newEntryWriter(ctx context.Context, tx store.Tx, p access.Principal, entries []*bundleEntry) (*entryWriter, error) {
 	w := &entryWriter{s: s, ctx: ctx, tx: tx, p: p, at: s.now().UTC().Truncate(time.Microsecond), cur: map[string]*store.Resource{}, freshKeys: map[string]bool{}}
 	w.bulk, _ = tx.(store.BulkTx)
+	if p.Patient() != "" {
+		w.pending = map[string]bool{}
+		for _, e := range entries {
+			if e.done == nil && e.id != "" && (e.method == "POST" || e.method == "PUT") {
+				w.pending[e.typ+"/"+e.id] = true
+			}
+		}
+	}
 	byType := map[string][]string{}
 	for _, e := range entries {
 		if e.done != nil || e.id == "" || e.method == "POST" || e.method == "GET" || e.method == "HEAD" {
@@ -578,8 +601,8 @@ func (w *entryWriter) write(e *bundleEntry) (EntryResponse, error) {
 		} else if !ok {
 			return EntryResponse{Status: http.StatusNoContent}, nil
 		}
-		if p.Patient() != "" && Shared(e.typ) {
-			return EntryResponse{}, fhir.Forbidden("a patient-scoped token cannot delete %s resources", e.typ)
+		if err := s.checkDelete(w.ctx, p, cur); err != nil {
+			return EntryResponse{}, err
 		}
 		if cur.Deleted {
 			return EntryResponse{Status: http.StatusNoContent, Resource: cur}, nil
@@ -596,7 +619,7 @@ func (w *entryWriter) write(e *bundleEntry) (EntryResponse, error) {
 		if e.prepErr != nil {
 			return EntryResponse{}, e.prepErr
 		}
-		if err := s.checkWrite(w.ctx, p, access.Create, e.prep, nil); err != nil {
+		if err := s.checkWrite(w.ctx, p, access.Create, e.prep, nil, w.isPending()); err != nil {
 			return EntryResponse{}, err
 		}
 		e.prep.stamp(1, w.at) // rendered in prepareEntry: the time only
@@ -686,7 +709,7 @@ func (w *entryWriter) update(typ, id string, prep *prepared, prepErr error, cur 
 		version = cur.Version + 1
 		interaction = access.Update
 	}
-	if err := w.s.checkWrite(w.ctx, w.p, interaction, prep, cur); err != nil {
+	if err := w.s.checkWrite(w.ctx, w.p, interaction, prep, cur, w.isPending()); err != nil {
 		return nil, err
 	}
 	prep.stamp(version, w.timeAfter(cur))
@@ -775,8 +798,9 @@ func newCondCache(entries []*bundleEntry) *condCache {
 }
 
 // rewriteRefs rewrites the references of an entry's resource: fullUrls of
-// other entries become their local references, conditional references
-// (Type?search) are resolved by search (within the bundle first).
+// other entries become their local references (in url elements too, such
+// as an attachment's), conditional references (Type?search) are resolved
+// by search (within the bundle first).
 func (s *Service) rewriteRefs(ctx context.Context, e *bundleEntry, refs map[string]string, cond *condCache) error {
 	// path holds the element names down to the current node; the location
 	// text is only built for an error.
@@ -791,6 +815,15 @@ func (s *Service) rewriteRefs(ctx context.Context, e *bundleEntry, refs map[stri
 		case fhirjson.Object:
 			for i := range v.Fields {
 				f := &v.Fields[i]
+				if f.Name == "url" && f.Value.Kind == fhirjson.String {
+					// An attachment's link to another entry (FHIR's
+					// transaction rules replace matching links in url
+					// elements as well as in references).
+					if local, ok := refs[f.Value.Str]; ok {
+						f.Value = fhirjson.NewString(local)
+					}
+					continue
+				}
 				if f.Name == "reference" && f.Value.Kind == fhirjson.String {
 					ref := f.Value.Str
 					if local, ok := refs[ref]; ok {

@@ -75,7 +75,7 @@ func (s *Service) History(ctx context.Context, typ, id string, since time.Time, 
 					if err != nil {
 						return nil, err
 					}
-				} else if ok && v.Deleted && p.Patient() != "" && confinedRead(v.Type) {
+				} else if ok && v.Deleted && p.Patient() != "" && PatientOwned(v.Type) {
 					prev, perr := s.store.ReadVersion(ctx, v.Type, v.ID, v.Version-1)
 					ok = perr == nil
 					if ok {

@@ -80,7 +80,7 @@ const ConfinedMatches = 1000
 // national identifier), and a conditional create would answer with it.
 func (s *Service) matchVisible(ctx context.Context, typ string, q url.Values, limit int) ([]string, error) {
 	p := access.From(ctx)
-	if p == nil || p.Patient() == "" || !confinedRead(typ) {
+	if p == nil || p.Patient() == "" || !PatientOwned(typ) {
 		return s.matcher.Match(ctx, typ, q, limit)
 	}
 	ids, err := s.matcher.Match(ctx, typ, q, ConfinedMatches)

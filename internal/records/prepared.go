@@ -40,10 +40,12 @@ func (s *Service) StoreBlob(ctx context.Context, p *Prepared) error { return s.s
 // CheckWrite checks that principal p may do i with the prepared version
 // over old (the stored current version, nil for a new resource): the
 // checks of the REST writes (scopes; for a patient-confined principal
-// its compartment, the Binaries its attachments point at, and whose old
-// is), for writers outside the service (the importer).
-func (s *Service) CheckWrite(ctx context.Context, p access.Principal, i access.Interaction, prep *Prepared, old *store.Resource) error {
-	return s.checkWrite(ctx, p, i, prep.p, old)
+// its compartment, the Binaries its attachments point at, a Binary's
+// securityContext, and whose old is), for writers outside the service
+// (the importer). pending names what the writer is storing for p in
+// writes not committed yet.
+func (s *Service) CheckWrite(ctx context.Context, p access.Principal, i access.Interaction, prep *Prepared, old *store.Resource, pending Pending) error {
+	return s.checkWrite(ctx, p, i, prep.p, old, pending)
 }
 
 // Now returns the service clock's current time.

@@ -129,7 +129,7 @@ func Shared(typ string) bool { return len(r4.PatientCompartmentParams(typ)) == 0
 // in its compartment.
 func (s *Service) visible(ctx context.Context, p access.Principal, res *store.Resource) (bool, error) {
 	pid := p.Patient()
-	if pid == "" || !confinedRead(res.Type) {
+	if pid == "" || !PatientOwned(res.Type) {
 		return true, nil
 	}
 	if res.Type == "Binary" {
@@ -151,7 +151,7 @@ func (s *Service) visible(ctx context.Context, p access.Principal, res *store.Re
 // resource is still that patient's: writing over it would put their
 // earlier versions in the writer's history.
 func (s *Service) visibleLive(ctx context.Context, p access.Principal, cur *store.Resource) (bool, error) {
-	if p.Patient() == "" || !confinedRead(cur.Type) {
+	if p.Patient() == "" || !PatientOwned(cur.Type) {
 		return true, nil
 	}
 	if cur.Deleted {
@@ -169,11 +169,15 @@ func (s *Service) visibleLive(ctx context.Context, p access.Principal, cur *stor
 
 // Owns reports whether the principal of ctx may write over the resource
 // whose stored current version cur is (deleted or not): a patient-confined
-// principal only over resources of its own compartment (visibleLive).
+// principal only over resources of its own compartment (visibleLive), and
+// Binaries whose securityContext names its record (binaryOwned).
 func (s *Service) Owns(ctx context.Context, cur *store.Resource) (bool, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return false, err
+	}
+	if p.Patient() != "" && cur.Type == "Binary" {
+		return s.binaryOwned(ctx, p, cur)
 	}
 	return s.visibleLive(ctx, p, cur)
 }

@@ -204,8 +204,9 @@ func (s *Service) storeBlob(ctx context.Context, p *prepared) error {
 }
 
 // checkWrite checks the principal may write res (new content) and, for an
-// update, the version it replaces.
-func (s *Service) checkWrite(ctx context.Context, p access.Principal, i access.Interaction, prep *prepared, old *store.Resource) error {
+// update, the version it replaces. pending names what the writer is
+// storing for a patient-confined principal in writes not yet committed.
+func (s *Service) checkWrite(ctx context.Context, p access.Principal, i access.Interaction, prep *prepared, old *store.Resource, pending Pending) error {
 	if err := allow(p, i, prep.typ); err != nil {
 		return err
 	}
@@ -213,13 +214,16 @@ func (s *Service) checkWrite(ctx context.Context, p access.Principal, i access.I
 	if pid == "" {
 		return nil
 	}
+	if prep.typ == "Binary" {
+		return s.checkBinary(ctx, p, prep, old, pending)
+	}
 	if Shared(prep.typ) {
 		return fhir.Forbidden("a patient-scoped token cannot write %s resources, which are outside every patient compartment", prep.typ)
 	}
 	if !(prep.typ == "Patient" && prep.id == pid) && !containsStr(prep.put.Patients, pid) {
 		return fhir.Forbidden("%s/%s would not be in the compartment of Patient/%s, the only one this token may write", prep.typ, prep.id, pid)
 	}
-	if err := s.checkAttachments(ctx, p, prep.typ, prep.id, prep.put.JSON); err != nil {
+	if err := s.checkAttachments(ctx, p, prep.typ, prep.id, prep.put.JSON, pending); err != nil {
 		return err
 	}
 	if old != nil {
@@ -292,12 +296,13 @@ func (s *Service) CreateTree(ctx context.Context, typ string, res *fhirjson.Valu
 	}
 	id := fhir.NewID()
 	res.SetAfter("id", fhirjson.NewString(id), "resourceType")
+	ConfineBinary(p, typ, res, nil)
 	at := s.nextTime(nil)
 	prep, err := s.prepare(res, typ, id, 1, at, "POST", o, false)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.checkWrite(ctx, p, access.Create, prep, nil); err != nil {
+	if err := s.checkWrite(ctx, p, access.Create, prep, nil, Pending{}); err != nil {
 		return nil, err
 	}
 	if err := s.storeBlob(ctx, prep); err != nil {
@@ -419,11 +424,12 @@ func (s *Service) updateTx(ctx context.Context, tx store.Tx, p access.Principal,
 		version = cur.Version + 1
 		interaction = access.Update
 	}
+	ConfineBinary(p, typ, res, cur)
 	prep, err := s.prepare(res, typ, id, version, s.nextTime(cur), method, o, false)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.checkWrite(ctx, p, interaction, prep, cur); err != nil {
+	if err := s.checkWrite(ctx, p, interaction, prep, cur, Pending{}); err != nil {
 		return nil, err
 	}
 	if err := s.storeBlob(ctx, prep); err != nil {
@@ -556,8 +562,8 @@ func (s *Service) deleteTx(ctx context.Context, tx store.Tx, p access.Principal,
 	} else if !ok {
 		return &Result{Unchanged: true}, nil
 	}
-	if p.Patient() != "" && Shared(typ) {
-		return nil, fhir.Forbidden("a patient-scoped token cannot delete %s resources", typ)
+	if err := s.checkDelete(ctx, p, cur); err != nil {
+		return nil, err
 	}
 	if cur.Deleted {
 		return &Result{Resource: cur, Unchanged: true}, nil
@@ -585,6 +591,27 @@ func (s *Service) ConditionalDelete(ctx context.Context, typ, query string, o Wr
 		return &Result{Unchanged: true}, nil
 	}
 	return s.Delete(ctx, typ, match.ID, o)
+}
+
+// checkDelete checks that patient-confined p may delete the visible
+// resource whose current version cur is: not a shared one, and a Binary
+// only when its securityContext names their record (binaryOwned).
+func (s *Service) checkDelete(ctx context.Context, p access.Principal, cur *store.Resource) error {
+	if p.Patient() == "" {
+		return nil
+	}
+	if cur.Type == "Binary" {
+		if ok, err := s.binaryOwned(ctx, p, cur); err != nil {
+			return err
+		} else if !ok {
+			return fhir.Forbidden("Binary/%s is not this patient's to delete: its securityContext does not name their record", cur.ID)
+		}
+		return nil
+	}
+	if Shared(cur.Type) {
+		return fhir.Forbidden("a patient-scoped token cannot delete %s resources", cur.Type)
+	}
+	return nil
 }
 
 // stripSpace removes the whitespace base64Binary allows.
