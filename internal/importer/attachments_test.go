@@ -97,10 +97,15 @@ func TestAttachmentURLsFollowIdentities(t *testing.T) {
 			// urn:uuid:, the Binary's id again taken.
 			bundle := `{"resourceType":"Bundle","type":"collection","entry":[
 				{"fullUrl":"urn:uuid:7b2e0c1a-0000-4000-8000-000000000001","resource":{"resourceType":"DocumentReference","id":"d3","status":"current","subject":{"reference":"Patient/p1"},"content":[{"attachment":{"contentType":"text/plain","url":"urn:uuid:7b2e0c1a-0000-4000-8000-000000000002"}}]}},
-				{"fullUrl":"urn:uuid:7b2e0c1a-0000-4000-8000-000000000002","resource":{"resourceType":"Binary","id":"b1","contentType":"text/plain","data":"` + b64("clinic note") + `"}}]}`
+				{"fullUrl":"urn:uuid:7b2e0c1a-0000-4000-8000-000000000002","resource":{"resourceType":"Binary","id":"b1","contentType":"text/plain","data":"` + b64("clinic note") + `"}},
+				{"fullUrl":"urn:uuid:7b2e0c1a-0000-4000-8000-000000000009","resource":{"resourceType":"ValueSet","id":"vs1","url":"urn:uuid:7b2e0c1a-0000-4000-8000-000000000009","status":"active"}}]}`
 			sum, issues, st = postImport(t, s, admin, "clinic", "application/fhir+json", strings.NewReader(bundle))
-			if st != 200 || sum["created"] != 2 || sum["rejected"] != 0 {
+			if st != 200 || sum["created"] != 3 || sum["rejected"] != 0 {
 				t.Fatalf("the clinic's Bundle: %d %v %v", st, sum, issues)
+			}
+			// A resource's own canonical URL is not a link to rewrite.
+			if r := s.Do("GET", "ValueSet/vs1", admin, nil); !strings.Contains(string(r.Body), `"url":"urn:uuid:7b2e0c1a-0000-4000-8000-000000000009"`) {
+				t.Errorf("the ValueSet's canonical URL: %.300s", r.Body)
 			}
 			u = attachmentURL(t, s, admin, "d3")
 			if !strings.HasPrefix(u, "Binary/") || u == "Binary/b1" {
@@ -126,6 +131,15 @@ func TestAttachmentURLsFollowIdentities(t *testing.T) {
 			docID := strings.Split(resp.Entry[1].Response.Location, "/")[1]
 			if u := attachmentURL(t, s, admin, docID); u != "Binary/"+binID {
 				t.Errorf("the transaction's document points at %q, want Binary/%s", u, binID)
+			}
+			tx = `{"resourceType":"Bundle","type":"transaction","entry":[
+				{"fullUrl":"urn:uuid:7b2e0c1a-0000-4000-8000-000000000008","resource":{"resourceType":"ValueSet","url":"urn:uuid:7b2e0c1a-0000-4000-8000-000000000008","status":"active"},"request":{"method":"POST","url":"ValueSet"}}]}`
+			r = s.Do("POST", "", admin, strings.NewReader(tx), "Content-Type", "application/fhir+json")
+			if err := json.Unmarshal(r.Body, &resp); err != nil || r.Status != 200 || len(resp.Entry) != 1 {
+				t.Fatalf("transaction of a ValueSet: %d %v %.500s", r.Status, err, r.Body)
+			}
+			if r := s.Do("GET", resp.Entry[0].Response.Location, admin, nil); !strings.Contains(string(r.Body), `"url":"urn:uuid:7b2e0c1a-0000-4000-8000-000000000008"`) {
+				t.Errorf("the transaction's ValueSet's canonical URL: %.300s", r.Body)
 			}
 		})
 	}

@@ -1010,7 +1010,7 @@ func walkRefs(v *fhirjson.Value, f func(string) string) {
 	case fhirjson.Object:
 		for i := range v.Fields {
 			fl := &v.Fields[i]
-			if fl.Value.Kind == fhirjson.String && (fl.Name == "reference" || fl.Name == "url" && linkURL(fl.Value.Str)) {
+			if fl.Value.Kind == fhirjson.String && (fl.Name == "reference" || fl.Name == "url" && linkURL(fl.Value.Str) && v.Get("resourceType") == nil) {
 				if out := f(fl.Value.Str); out != fl.Value.Str {
 					fl.Value = fhirjson.NewString(out)
 				}
@@ -1032,7 +1032,8 @@ func walkRefs(v *fhirjson.Value, f func(string) string) {
 // linkURL reports whether the value of a url element is a link the
 // identity map rewrites like a reference: an attachment's url that points
 // at a Binary of the source (Binary/[id], [base]/Binary/[id]) or at a
-// Bundle entry (urn:uuid:). FHIR's transaction rules replace such links
+// Bundle entry (urn:uuid:). (walkRefs leaves alone the url of a resource
+// itself, its canonical URL, which may be a urn:uuid: too.) FHIR's transaction rules replace such links
 // in url elements too; without it, a source's document whose Binary is
 // stored under a new id (its id taken by another source's) would show
 // the other source's content.

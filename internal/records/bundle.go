@@ -818,8 +818,9 @@ func (s *Service) rewriteRefs(ctx context.Context, e *bundleEntry, refs map[stri
 				if f.Name == "url" && f.Value.Kind == fhirjson.String {
 					// An attachment's link to another entry (FHIR's
 					// transaction rules replace matching links in url
-					// elements as well as in references).
-					if local, ok := refs[f.Value.Str]; ok {
+					// elements as well as in references); not a
+					// resource's own canonical URL.
+					if local, ok := refs[f.Value.Str]; ok && v.Get("resourceType") == nil {
 						f.Value = fhirjson.NewString(local)
 					}
 					continue
