@@ -29,7 +29,8 @@ func securityContextOf(t *testing.T, s *servertest.Server, id string) string {
 // their record: not an admin's shared one, not another patient's (nor,
 // once deleted, its id). A transaction may carry the Binary and the
 // document that points at it, and the Binary's securityContext may name
-// that document.
+// that document. A Binary no document points at yet is still in the
+// exports of the record its securityContext names.
 func TestPatientWritesBinary(t *testing.T) {
 	forEachStore(t, func(t *testing.T, s *servertest.Server) {
 		admin := s.AdminToken()
@@ -145,6 +146,21 @@ func TestPatientWritesBinary(t *testing.T) {
 		}
 		if r := s.Do("GET", "DocumentReference?patient=alice", admin, nil); !strings.Contains(string(r.Body), `"total":3`) {
 			t.Errorf("alice's documents after the failed transaction: %.300s", r.Body)
+		}
+
+		// An upload no document points at yet is part of her record: her
+		// export and the admin's export of her record carry it, bob's
+		// does not.
+		expect(t, s.Do("PUT", "Binary/orphan", alice, binary("orphan", "")), 201)
+		expect(t, s.Do("PUT", "Binary/orphan-doc", alice, binary("orphan-doc", `"securityContext":{"reference":"DocumentReference/d-alice"},`)), 201)
+		for who, tok := range map[string]string{"alice": alice, "the admin": admin} {
+			exp := string(s.Do("GET", "Patient/alice/$phr-export", tok, nil).Body)
+			if !strings.Contains(exp, `"id":"orphan"`) || !strings.Contains(exp, `"id":"orphan-doc"`) || strings.Contains(exp, `"id":"of-bob"`) {
+				t.Errorf("%s's export of alice's record: orphan %v, orphan-doc %v, of-bob %v", who, strings.Contains(exp, `"id":"orphan"`), strings.Contains(exp, `"id":"orphan-doc"`), strings.Contains(exp, `"id":"of-bob"`))
+			}
+		}
+		if exp := string(s.Do("GET", "Patient/bob/$phr-export", bob, nil).Body); strings.Contains(exp, `"id":"orphan"`) || !strings.Contains(exp, `"id":"of-bob"`) {
+			t.Errorf("bob's export: alice's orphan %v, his own %v", strings.Contains(exp, `"id":"orphan"`), strings.Contains(exp, `"id":"of-bob"`))
 		}
 	})
 }

@@ -644,3 +644,47 @@ func TestPatientExportBinary(t *testing.T) {
 		})
 	}
 }
+
+// TestPatientExportBinaries: a Patient-level export brings the Binaries
+// of the patients' records that no reference names: those their
+// attachments point at, and those whose securityContext names them (an
+// upload no document describes yet). A patient's own export brings
+// theirs and no other's; an export of some patients, theirs only.
+func TestPatientExportBinaries(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			e := start(t, d, nil)
+			e.put("Patient", "alice", map[string]any{"gender": "female"})
+			e.put("Patient", "bob", map[string]any{"gender": "male"})
+			e.put("Binary", "letter", map[string]any{"contentType": "text/plain", "data": "TEVUVEVS"})
+			e.put("DocumentReference", "d1", map[string]any{"status": "current", "subject": map[string]any{"reference": "Patient/alice"},
+				"content": []any{map[string]any{"attachment": map[string]any{"contentType": "text/plain", "url": e.s.FHIR + "/Binary/letter"}}}})
+			e.put("Binary", "alice-upload", map[string]any{"contentType": "text/plain", "securityContext": map[string]any{"reference": "Patient/alice"}, "data": "U0NBTg=="})
+			e.put("Binary", "bob-upload", map[string]any{"contentType": "text/plain", "securityContext": map[string]any{"reference": "Patient/bob"}, "data": "Qk9C"})
+			e.put("Binary", "unrelated", map[string]any{"contentType": "text/plain", "data": "Tk8="})
+			binaries := func(got []string) []string {
+				var out []string
+				for _, id := range got {
+					if strings.HasPrefix(id, "Binary/") {
+						out = append(out, id)
+					}
+				}
+				slices.Sort(out)
+				return out
+			}
+			check := func(who, tok, path string, want ...string) {
+				t.Helper()
+				got := binaries(e.ids(tok, e.wait(tok, e.kick(tok, path))))
+				if !slices.Equal(got, want) {
+					t.Errorf("%s %s: Binaries %v, want %v", who, path, got, want)
+				}
+			}
+			check("the admin", e.admin, "Patient/$export", "Binary/alice-upload", "Binary/bob-upload", "Binary/letter")
+			e.put("Group", "g1", map[string]any{"type": "person", "actual": true, "member": []any{map[string]any{"entity": map[string]any{"reference": "Patient/alice"}}}})
+			check("the admin", e.admin, "Group/g1/$export", "Binary/alice-upload", "Binary/letter")
+			check("alice", e.s.Token("patient/*.cruds", "alice"), "Patient/$export", "Binary/alice-upload", "Binary/letter")
+			check("bob", e.s.Token("patient/*.cruds", "bob"), "Patient/$export", "Binary/bob-upload")
+			check("the admin", e.admin, "$export?_type=Binary", "Binary/alice-upload", "Binary/bob-upload", "Binary/letter", "Binary/unrelated")
+		})
+	}
+}

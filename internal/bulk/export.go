@@ -102,6 +102,9 @@ func (s *Service) runExport(ctx context.Context, run *jobs.Run) error {
 	if err := e.prepareTypeFilters(ctx); err != nil {
 		return err
 	}
+	if err := e.prepareBinaries(ctx); err != nil {
+		return err
+	}
 	// Types are exported by Parallel goroutines (the store's read pool
 	// serves them at once; gzip and JSON work spread over the cores).
 	if req.Level == LevelSystem && !req.Confined && len(req.Types) > 3 {
@@ -181,13 +184,9 @@ func (e *exporter) where(typ string) (string, []any) {
 				args = append(args, memberArgs...)
 			}
 			conds = append(conds, cond)
-		} else if typ == "Binary" && req.Patient != "" {
-			// A patient's own export leaves Binaries out: any resource of
-			// a record may reference any Binary (Observation.focus), and
-			// a Binary is a patient's only by its securityContext or the
-			// record's attachments (records), which this query cannot
-			// tell.
-			conds = append(conds, "1 = 0")
+		} else if typ == "Binary" {
+			// Every current Binary is looked at; prepareBinaries chose
+			// those of the patients (typeMatches).
 		} else {
 			// Shared resources referenced from the compartments.
 			conds = append(conds, "EXISTS (SELECT 1 FROM idx_ref i JOIN compartment c ON c.rid = i.rid"+member+" WHERE (i.target_rid = r.rid OR i.target_rid = 0 AND i.target_type = r.type AND i.target_id = r.id))")
@@ -195,6 +194,126 @@ func (e *exporter) where(typ string) (string, []any) {
 		}
 	}
 	return strings.Join(conds, " AND "), args
+}
+
+// prepareBinaries chooses the Binaries of an export limited to patients
+// (Patient or Group level, or a patient's token), as a type filter: those
+// the attachments of their current resources point at (Binary/[id],
+// [base]/Binary/[id]; an attachment is not a reference, so the reference
+// rows cannot tell), those whose securityContext names one of them
+// (records.BinariesInContext) and, but for a patient's own export, those
+// their resources reference. A patient's own export keeps only Binaries
+// whose securityContext is absent or names their record, as a read would:
+// any resource of a record may reference any Binary (Observation.focus).
+func (e *exporter) prepareBinaries(ctx context.Context) error {
+	req := e.req
+	if req.Level == LevelSystem && !req.Confined || !slices.Contains(req.Types, "Binary") {
+		return nil
+	}
+	ids := map[string]bool{}
+	member, memberArgs := "", []any(nil)
+	var members map[string]bool
+	if req.Confined {
+		member = " JOIN bulk_member m ON m.patient = c.patient AND m.job = ?"
+		memberArgs = []any{e.run.ID}
+		list, err := e.s.members(ctx, e.run.ID)
+		if err != nil {
+			return err
+		}
+		members = map[string]bool{}
+		for _, m := range list {
+			members[m] = true
+		}
+	}
+	types := records.AttachmentTypes()
+	q := `SELECT r.rid, v.json FROM resource r JOIN resource_version v ON v.seq = r.seq
+		WHERE r.type IN (` + sqldb.Placeholders(len(types)) + `) AND NOT r.deleted AND r.last_updated <= ?
+		AND EXISTS (SELECT 1 FROM compartment c` + member + ` WHERE c.rid = r.rid) AND r.rid > ? ORDER BY r.rid LIMIT ?`
+	var after int64
+	for {
+		args := make([]any, 0, len(types)+5)
+		for _, t := range types {
+			args = append(args, t)
+		}
+		args = append(args, sqldb.Micros(req.TransactionTime))
+		args = append(args, memberArgs...)
+		args = append(args, after, e.o.PageSize)
+		rows, err := e.s.db.Query(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("find the Binaries attachments point at: %w", err)
+		}
+		n := 0
+		for rows.Next() {
+			var raw []byte
+			if err := rows.Scan(&after, &raw); err != nil {
+				rows.Close()
+				return fmt.Errorf("find the Binaries attachments point at: %w", err)
+			}
+			n++
+			for _, id := range records.BinariesOf(raw, e.s.base, false) {
+				ids[id] = true
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("find the Binaries attachments point at: %w", err)
+		}
+		if n < e.o.PageSize {
+			break
+		}
+	}
+	if req.Patient == "" {
+		rows, err := e.s.db.Query(ctx, `SELECT r.id FROM resource r WHERE r.type = 'Binary' AND NOT r.deleted
+			AND EXISTS (SELECT 1 FROM idx_ref i JOIN compartment c ON c.rid = i.rid`+member+` WHERE (i.target_rid = r.rid OR i.target_rid = 0 AND i.target_type = r.type AND i.target_id = r.id))`, memberArgs...)
+		if err != nil {
+			return fmt.Errorf("find the Binaries the records reference: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return fmt.Errorf("find the Binaries the records reference: %w", err)
+			}
+			ids[id] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("find the Binaries the records reference: %w", err)
+		}
+	}
+	want := func(p string) bool { return members == nil || members[p] }
+	if err := e.s.records.BinariesInContext(ctx, want, func(id string) { ids[id] = true }); err != nil {
+		return err
+	}
+	if req.Patient != "" {
+		for id := range ids {
+			b, err := e.s.db.Read(ctx, "Binary", id)
+			if errors.Is(err, store.ErrNotFound) {
+				delete(ids, id)
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("read Binary/%s: %w", id, err)
+			}
+			if ok, err := e.s.records.SecurityContextAllowsPatient(ctx, req.Patient, b); err != nil {
+				return err
+			} else if !ok {
+				delete(ids, id)
+			}
+		}
+	}
+	if e.typeMatches == nil {
+		e.typeMatches = map[string]map[string]bool{}
+	}
+	if prev, ok := e.typeMatches["Binary"]; ok {
+		for id := range ids {
+			if !prev[id] {
+				delete(ids, id)
+			}
+		}
+	}
+	e.typeMatches["Binary"] = ids
+	return nil
 }
 
 // count sets the total number of resources the export will look at.

@@ -580,8 +580,8 @@ var sharedTypes, sharedNotBinary = func() (string, string) {
 }()
 
 // shared writes the shared resources a patient's record references
-// (transitively: a PractitionerRole's Organization...) and the Binaries
-// its attachments point at.
+// (transitively: a PractitionerRole's Organization...), the Binaries its
+// attachments point at, and those whose securityContext names it.
 //
 // For a patient-confined caller a Binary comes only through the record's
 // attachments, not through a reference: any resource of the record may
@@ -628,7 +628,14 @@ func (e *exporter) shared(patient string) error {
 			return err
 		}
 	}
-	// Binaries found in attachments, not yet written.
+	// Binaries whose securityContext names the record (also those no
+	// attachment points at), and those found in attachments, not yet
+	// written.
+	if e.allowed("Binary") && e.s.rec != nil {
+		if err := e.s.rec.BinariesInContext(e.ctx, func(p string) bool { return p == patient }, func(id string) { e.binaries[id] = true }); err != nil {
+			return fmt.Errorf("find the Binaries of Patient/%s: %w", patient, err)
+		}
+	}
 	var ids []string
 	for id := range e.binaries {
 		if !e.sharedDone["Binary/"+id] {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"sync"
 
@@ -40,9 +41,9 @@ import (
 // types it may only read).
 func PatientOwned(typ string) bool { return !Shared(typ) || typ == "Binary" }
 
-// attachmentTypes are the compartment types with Attachment elements,
+// AttachmentTypes are the compartment types with Attachment elements,
 // whose attachments may point at a Binary.
-var attachmentTypes = sync.OnceValue(func() []string {
+var AttachmentTypes = sync.OnceValue(func() []string {
 	var out []string
 	for _, typ := range r4.ResourceTypes() {
 		if Shared(typ) {
@@ -72,7 +73,7 @@ func (s *Service) binaryVisible(ctx context.Context, p access.Principal, res *st
 		return ok, err
 	}
 	found := false
-	err := s.store.ScanCompartment(ctx, p.Patient(), attachmentTypes(), func(r *store.Resource) bool {
+	err := s.store.ScanCompartment(ctx, p.Patient(), AttachmentTypes(), func(r *store.Resource) bool {
 		found = slices.Contains(s.localBinaries(r.JSON), res.ID)
 		return !found
 	})
@@ -231,6 +232,76 @@ func (s *Service) SecurityContextAllows(ctx context.Context, res *store.Resource
 	ok, has, err := s.securityContextVisible(ctx, p, res)
 	return ok || !has, err
 }
+
+// SecurityContextAllowsPatient is SecurityContextAllows for a principal
+// confined to patient (a background job's, such as a patient's Bulk Data
+// export, which runs without the requester's token).
+func (s *Service) SecurityContextAllowsPatient(ctx context.Context, patient string, res *store.Resource) (bool, error) {
+	if res.JSON == nil {
+		return true, nil
+	}
+	ok, has, err := s.securityContextVisible(ctx, patientOnly(patient), res)
+	return ok || !has, err
+}
+
+// BinariesInContext calls fn with the id of each current Binary whose
+// securityContext names a patient that want accepts: their Patient, or a
+// resource of their compartment. Such a Binary is part of the patient's
+// record even when no attachment points at it (content a patient or
+// their app stored before, or without, the document that describes it),
+// so their exports carry it. Binary has no search parameter: the current
+// Binaries are read (store.ScanType).
+func (s *Service) BinariesInContext(ctx context.Context, want func(patient string) bool, fn func(id string)) error {
+	var werr error
+	err := s.store.ScanType(ctx, "Binary", func(res *store.Resource) bool {
+		if res.JSON == nil || !bytes.Contains(res.JSON, []byte(`"securityContext"`)) {
+			return true
+		}
+		v, err := fhirjson.Parse(res.JSON)
+		if err != nil {
+			return true
+		}
+		sc := v.Get("securityContext")
+		if sc == nil {
+			return true
+		}
+		ref, ok := s.localReference(sc.GetString("reference"))
+		switch {
+		case !ok || ref.Type == "Binary":
+		case ref.Type == "Patient":
+			if want(ref.ID) {
+				fn(res.ID)
+			}
+		default:
+			cur, err := s.store.Read(ctx, ref.Type, ref.ID)
+			if err != nil || cur.Deleted {
+				break
+			}
+			pats, err := s.patientsOfStored(cur)
+			if err != nil {
+				werr = err
+				return false
+			}
+			if slices.ContainsFunc(pats, want) {
+				fn(res.ID)
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return werr
+}
+
+// patientOnly is a principal confined to one patient, for visibility
+// checks made on a patient's behalf outside their request.
+type patientOnly string
+
+func (patientOnly) Allows(access.Interaction, string) bool { return true }
+func (p patientOnly) Patient() string                      { return string(p) }
+func (patientOnly) Filters(string) []url.Values            { return nil }
+func (p patientOnly) Subject() string                      { return "Patient/" + string(p) }
 
 // localReference parses a reference to a resource of this server:
 // relative, or absolute under its base.

@@ -90,6 +90,11 @@ type Store interface {
 	// resource of the given types in patient's compartment, until fn
 	// returns false.
 	ScanCompartment(ctx context.Context, patient string, types []string, fn func(*Resource) bool) error
+	// ScanType calls fn with the current version of each live resource of
+	// type typ, in id order, until fn returns false. (For types without a
+	// search parameter to select by, such as Binary, whose rows are
+	// small: its content is in the blob store.)
+	ScanType(ctx context.Context, typ string, fn func(*Resource) bool) error
 	// Write runs fn in one write transaction and commits when fn returns nil.
 	// When a concurrent writer gets in the way (ErrConflict) fn is run again
 	// on a fresh transaction, a few times, so fn must not keep state that a

@@ -211,6 +211,45 @@ func (db *DB) ScanCompartment(ctx context.Context, patient string, types []strin
 	return nil
 }
 
+// scanPage is how many rows ScanType reads per query.
+const scanPage = 500
+
+// ScanType implements store.Store. It reads in pages by id (the resource
+// table's unique index on type and id), so no statement stays open while
+// fn runs.
+func (db *DB) ScanType(ctx context.Context, typ string, fn func(*store.Resource) bool) error {
+	after := ""
+	for {
+		rows, err := db.Query(ctx, `SELECT `+versionCols+` FROM resource r JOIN resource_version v ON v.seq = r.seq
+			WHERE r.type = ? AND r.id > ? AND NOT r.deleted ORDER BY r.id LIMIT ?`, typ, after, scanPage)
+		if err != nil {
+			return fmt.Errorf("scan %s: %w", typ, err)
+		}
+		var page []*store.Resource
+		for rows.Next() {
+			res, err := scanVersion(rows)
+			if err != nil {
+				rows.Close()
+				return fmt.Errorf("scan %s: %w", typ, err)
+			}
+			page = append(page, res)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("scan %s: %w", typ, err)
+		}
+		for _, res := range page {
+			if !fn(res) {
+				return nil
+			}
+		}
+		if len(page) < scanPage {
+			return nil
+		}
+		after = page[len(page)-1].ID
+	}
+}
+
 // GetKV implements store.Store.
 func (db *DB) GetKV(ctx context.Context, key string) ([]byte, error) {
 	var v []byte
