@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/server"
 	"github.com/phr-project/phr/internal/server/servertest"
 )
@@ -77,5 +79,54 @@ func TestCloneAndPull(t *testing.T) {
 	}
 	if code, _, errOut := run(t, "clone", remote.FHIR, "--remote-token", tok, "--state", filepath.Join(t.TempDir(), "s.json"), "--server", "http://127.0.0.1:1"); code != 2 || !strings.Contains(errOut, "needs a token") || strings.Contains(errOut, "export") {
 		t.Errorf("clone to --server without a token: %d %s", code, errOut)
+	}
+}
+
+// TestCloneBringsDocuments: a clone of a person's record (with an
+// admin's token, or with the person's own) brings their documents'
+// content: the Binary an attachment points at, and an upload whose
+// securityContext names them; not another patient's.
+func TestCloneBringsDocuments(t *testing.T) {
+	remote := servertest.Start(t, "sqlite", servertest.Options{Configure: func(c *server.Config) { c.ExportRate = 50 * time.Millisecond }})
+	admin := remote.AdminToken()
+	for path, body := range map[string]string{
+		"Patient/alice":           `{"resourceType":"Patient","id":"alice"}`,
+		"Patient/bob":             `{"resourceType":"Patient","id":"bob"}`,
+		"Binary/letter":           `{"resourceType":"Binary","id":"letter","contentType":"text/plain","data":"TEVUVEVS"}`,
+		"DocumentReference/d1":    `{"resourceType":"DocumentReference","id":"d1","status":"current","subject":{"reference":"Patient/alice"},"content":[{"attachment":{"contentType":"text/plain","url":"Binary/letter"}}]}`,
+		"Binary/alice-upload":     `{"resourceType":"Binary","id":"alice-upload","contentType":"text/plain","securityContext":{"reference":"Patient/alice"},"data":"U0NBTg=="}`,
+		"Binary/bob-upload":       `{"resourceType":"Binary","id":"bob-upload","contentType":"text/plain","securityContext":{"reference":"Patient/bob"},"data":"Qk9C"}`,
+		"Observation/alice-focus": `{"resourceType":"Observation","id":"alice-focus","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/alice"},"focus":[{"reference":"Binary/bob-upload"}]}`,
+	} {
+		if r := remote.Do("PUT", path, admin, body); r.Status >= 300 {
+			t.Fatalf("PUT %s: %d %s", path, r.Status, r.Body)
+		}
+	}
+	for who, tok := range map[string]string{"alice": remote.Token("patient/*.read", "alice"), "the admin": remote.Token("system/*.read", "")} {
+		data := t.TempDir()
+		code, out, errOut := run(t, "clone", remote.FHIR, "--remote-token", tok, "--state", filepath.Join(t.TempDir(), "remote.json"), "--data", data)
+		if code != 0 || !strings.Contains(out, "rejected 0") {
+			t.Fatalf("%s's clone: %d\n%s\n%s", who, code, out, errOut)
+		}
+		app, err := server.Open(context.Background(), server.Config{DataDir: data, Addr: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := access.With(context.Background(), access.System{Name: "test"})
+		has := func(typ, id string) bool {
+			res, err := app.Records.Read(ctx, typ, id)
+			return err == nil && !res.Deleted
+		}
+		for _, id := range []string{"letter", "alice-upload"} {
+			if !has("Binary", id) {
+				t.Errorf("%s's clone lacks Binary/%s", who, id)
+			}
+		}
+		// bob's upload comes with the admin's clone (alice's
+		// Observation references it), not with alice's.
+		if has("Binary", "bob-upload") != (who == "the admin") {
+			t.Errorf("%s's clone: Binary/bob-upload %v", who, has("Binary", "bob-upload"))
+		}
+		app.Close()
 	}
 }
