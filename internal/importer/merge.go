@@ -1032,11 +1032,11 @@ func walkRefs(v *fhirjson.Value, f func(string) string) {
 // linkURL reports whether the value of a url element is a link the
 // identity map rewrites like a reference: an attachment's url that points
 // at a Binary of the source (Binary/[id], [base]/Binary/[id]) or at a
-// Bundle entry (urn:uuid:). (walkRefs leaves alone the url of a resource
-// itself, its canonical URL, which may be a urn:uuid: too.) FHIR's transaction rules replace such links
+// Bundle entry (urn:uuid:). FHIR's transaction rules replace such links
 // in url elements too; without it, a source's document whose Binary is
 // stored under a new id (its id taken by another source's) would show
-// the other source's content.
+// the other source's content. (walkRefs leaves alone the url of a
+// resource itself, its canonical URL, which may be a urn:uuid: too.)
 func linkURL(s string) bool {
 	if strings.HasPrefix(s, "urn:uuid:") {
 		return true
@@ -1508,11 +1508,15 @@ func (r *Run) checkAccess(ctx context.Context, items []*item) {
 	confined := p.Patient() != ""
 	local := func(it *item) string { return it.typ + "/" + it.localID }
 	var writing map[string]bool
+	// binaries: a Binary is written, the only kind of item others rely on
+	// (by an attachment, or its securityContext naming another).
+	binaries := false
 	if confined {
 		writing = map[string]bool{}
 		for _, it := range items {
 			if it.prep != nil && (it.act == actCreate || it.act == actUpdate) {
 				writing[local(it)] = true
+				binaries = binaries || it.typ == "Binary"
 			}
 		}
 	}
@@ -1572,7 +1576,7 @@ func (r *Run) checkAccess(ctx context.Context, items []*item) {
 			}
 		}
 	}
-	for rejected {
+	for rejected && binaries {
 		rejected = false
 		for _, it := range items {
 			if writing[local(it)] && it.act != actReject {
