@@ -685,6 +685,32 @@ func TestPatientExportBinaries(t *testing.T) {
 			check("alice", e.s.Token("patient/*.cruds", "alice"), "Patient/$export", "Binary/alice-upload", "Binary/letter")
 			check("bob", e.s.Token("patient/*.cruds", "bob"), "Patient/$export", "Binary/bob-upload")
 			check("the admin", e.admin, "$export?_type=Binary", "Binary/alice-upload", "Binary/bob-upload", "Binary/letter", "Binary/unrelated")
+			// Deletions since: a patient's export lists their Binaries',
+			// not another's.
+			time.Sleep(5 * time.Millisecond)
+			since := time.Now().UTC()
+			time.Sleep(5 * time.Millisecond)
+			e.del("Binary", "alice-upload")
+			e.del("Binary", "bob-upload")
+			e.del("Binary", "unrelated")
+			q := url.Values{"_since": {since.Format(time.RFC3339Nano)}}
+			deleted := func(tok string) []string {
+				m := e.wait(tok, e.kick(tok, "Patient/$export?"+q.Encode()))
+				var out []string
+				for _, it := range m.Deleted {
+					for _, b := range e.download(tok, it) {
+						out = append(out, b["entry"].([]any)[0].(map[string]any)["request"].(map[string]any)["url"].(string))
+					}
+				}
+				slices.Sort(out)
+				return out
+			}
+			if got := deleted(e.s.Token("patient/*.read", "alice")); !slices.Equal(got, []string{"Binary/alice-upload"}) {
+				t.Errorf("alice's deletions since: %v", got)
+			}
+			if got := deleted(e.admin); !slices.Contains(got, "Binary/bob-upload") || !slices.Contains(got, "Binary/alice-upload") {
+				t.Errorf("the admin's deletions since: %v", got)
+			}
 		})
 	}
 }

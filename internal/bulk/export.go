@@ -2,6 +2,7 @@ package bulk
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -794,6 +795,17 @@ func (e *exporter) deletedInScope(ctx context.Context, typ, id string, version i
 	}
 	if err != nil {
 		return false, err
+	}
+	if typ == "Binary" && e.req.Patient != "" {
+		// A patient's own export: a Binary of their record (as
+		// prepareBinaries chose them), not every deleted Binary's id.
+		if e.typeMatches["Binary"][id] {
+			return true, nil
+		}
+		if !bytes.Contains(prev.JSON, []byte(`"securityContext"`)) {
+			return false, nil
+		}
+		return e.s.records.SecurityContextAllowsPatient(ctx, e.req.Patient, prev)
 	}
 	if !inCompartment(typ) {
 		// Shared resources are reported deleted to every patient export
