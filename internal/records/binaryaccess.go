@@ -273,11 +273,7 @@ func (s *Service) BinariesInContext(ctx context.Context, want func(patient strin
 				fn(res.ID)
 			}
 		default:
-			cur, err := s.store.Read(ctx, ref.Type, ref.ID)
-			if err != nil || cur.Deleted {
-				break
-			}
-			pats, err := s.patientsOfStored(cur)
+			pats, err := s.store.Compartments(ctx, ref.Type, ref.ID)
 			if err != nil {
 				werr = err
 				return false

@@ -95,6 +95,9 @@ type Store interface {
 	// search parameter to select by, such as Binary, whose rows are
 	// small: its content is in the blob store.)
 	ScanType(ctx context.Context, typ string, fn func(*Resource) bool) error
+	// Compartments returns the patients whose compartment holds the
+	// current version of typ/id (none for a deleted or unknown resource).
+	Compartments(ctx context.Context, typ, id string) ([]string, error)
 	// Write runs fn in one write transaction and commits when fn returns nil.
 	// When a concurrent writer gets in the way (ErrConflict) fn is run again
 	// on a fresh transaction, a few times, so fn must not keep state that a

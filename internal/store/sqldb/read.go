@@ -250,6 +250,27 @@ func (db *DB) ScanType(ctx context.Context, typ string, fn func(*store.Resource)
 	}
 }
 
+// Compartments implements store.Store.
+func (db *DB) Compartments(ctx context.Context, typ, id string) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT c.patient FROM resource r JOIN compartment c ON c.rid = r.rid WHERE r.type = ? AND r.id = ? AND NOT r.deleted`, typ, id)
+	if err != nil {
+		return nil, fmt.Errorf("compartments of %s/%s: %w", typ, id, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, fmt.Errorf("compartments of %s/%s: %w", typ, id, err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("compartments of %s/%s: %w", typ, id, err)
+	}
+	return out, nil
+}
+
 // GetKV implements store.Store.
 func (db *DB) GetKV(ctx context.Context, key string) ([]byte, error) {
 	var v []byte
