@@ -292,3 +292,48 @@ func TestPatientBinariesAcrossChunks(t *testing.T) {
 		})
 	}
 }
+
+// TestBinaryConflictShowsBothContents: a conflict over a Binary shows
+// what both sides hold. The current version's content is in the blob
+// store, not in its stored JSON; the conflict's current side carries it,
+// as a read does.
+func TestBinaryConflictShowsBothContents(t *testing.T) {
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	bin := func(version, data string) string {
+		return `{"resourceType":"Binary","id":"b1","meta":{"versionId":"` + version + `"},"contentType":"text/plain","data":"` + b64(data) + `"}` + "\n"
+	}
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d)
+			admin := s.AdminToken()
+			if sum, issues, st := postImport(t, s, admin, "hospital", "application/x-ndjson", strings.NewReader(bin("3", "first"))); st != 200 || sum["created"] != 1 {
+				t.Fatalf("first: %d %v %v", st, sum, issues)
+			}
+			// An older version from the same source: a conflict.
+			if sum, issues, st := postImport(t, s, admin, "hospital", "application/x-ndjson", strings.NewReader(bin("2", "second"))); st != 200 || sum["conflicts"] != 1 {
+				t.Fatalf("second: %d %v %v", st, sum, issues)
+			}
+			r := s.Do("GET", "$conflicts?id=1", admin, nil)
+			var out struct {
+				Parameter []struct {
+					Part []struct {
+						Name     string
+						Resource *struct{ Data string }
+					}
+				}
+			}
+			if err := json.Unmarshal(r.Body, &out); err != nil || r.Status != 200 || len(out.Parameter) != 1 {
+				t.Fatalf("conflict: %d %v %.500s", r.Status, err, r.Body)
+			}
+			sides := map[string]string{}
+			for _, p := range out.Parameter[0].Part {
+				if p.Resource != nil {
+					sides[p.Name] = p.Resource.Data
+				}
+			}
+			if sides["current"] != b64("first") || sides["incoming"] != b64("second") {
+				t.Errorf("the conflict's sides: %v", sides)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package importer
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -329,7 +330,26 @@ func (imp *Importer) GetConflict(ctx context.Context, id int64) (*Conflict, *sto
 	return c, cur, nil
 }
 
-func conflictParam(c *Conflict, detail bool, cur *store.Resource) *fhirjson.Value {
+// currentJSON is the JSON of a conflict's current version as a read gives
+// it: a Binary's with its content (kept in the blob store), so that both
+// sides of a conflict over a Binary show what they hold.
+func (imp *Importer) currentJSON(ctx context.Context, cur *store.Resource) ([]byte, error) {
+	if cur == nil || cur.JSON == nil {
+		return nil, nil
+	}
+	if cur.Blob == "" {
+		return cur.JSON, nil
+	}
+	var buf bytes.Buffer
+	if err := imp.rec.WriteJSON(ctx, &buf, cur); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// conflictParam renders a conflict; with detail, both sides: the incoming
+// resource and cur, the current version's JSON (currentJSON).
+func conflictParam(c *Conflict, detail bool, cur []byte) *fhirjson.Value {
 	ps := []*fhirjson.Value{
 		intParam("id", c.ID),
 		param1("resource", "valueString", fhirjson.NewString(c.Type+"/"+c.LocalID)),
@@ -350,8 +370,8 @@ func conflictParam(c *Conflict, detail bool, cur *store.Resource) *fhirjson.Valu
 		if in, err := fhirjson.Parse(c.Incoming); err == nil {
 			ps = append(ps, param1("incoming", "resource", in))
 		}
-		if cur != nil && cur.JSON != nil {
-			if cv, err := fhirjson.Parse(cur.JSON); err == nil {
+		if cur != nil {
+			if cv, err := fhirjson.Parse(cur); err == nil {
 				ps = append(ps, param1("current", "resource", cv))
 			}
 		}
@@ -373,7 +393,12 @@ func (h *handlers) conflicts(w http.ResponseWriter, r *http.Request, _, _ string
 			api.WriteError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, parameters(conflictParam(c, true, cur)).Marshal())
+		js, err := h.imp.currentJSON(ctx, cur)
+		if err != nil {
+			api.WriteError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, parameters(conflictParam(c, true, js)).Marshal())
 		return
 	}
 	list, err := h.imp.Conflicts(ctx, r.URL.Query().Get("status"), 1000)
