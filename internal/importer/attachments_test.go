@@ -2,7 +2,9 @@ package importer_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"net/url"
 	"strings"
@@ -296,7 +298,7 @@ func TestPatientBinariesAcrossChunks(t *testing.T) {
 // TestBinaryConflictShowsBothContents: a conflict over a Binary shows
 // what both sides hold. The current version's content is in the blob
 // store, not in its stored JSON; the conflict's current side carries it,
-// as a read does.
+// as a read does, and a diff of two versions names the change.
 func TestBinaryConflictShowsBothContents(t *testing.T) {
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 	bin := func(version, data string) string {
@@ -333,6 +335,16 @@ func TestBinaryConflictShowsBothContents(t *testing.T) {
 			}
 			if sides["current"] != b64("first") || sides["incoming"] != b64("second") {
 				t.Errorf("the conflict's sides: %v", sides)
+			}
+			// Taken, the new version's content differs: $diff says so,
+			// by the contents' SHA-256.
+			if r := s.Do("POST", "$resolve-conflict?id=1&action=take", admin, nil); r.Status != 200 {
+				t.Fatalf("take: %d %s", r.Status, r.Body)
+			}
+			sum := func(s string) string { h := sha256.Sum256([]byte(s)); return "sha256:" + hex.EncodeToString(h[:]) }
+			r = s.Do("GET", "Binary/b1/$diff", admin, nil)
+			if !strings.Contains(string(r.Body), `"valueString":"Binary.data"`) || !strings.Contains(string(r.Body), sum("first")) || !strings.Contains(string(r.Body), sum("second")) {
+				t.Errorf("the diff of the two versions: %d %s", r.Status, r.Body)
 			}
 		})
 	}

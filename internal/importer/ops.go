@@ -722,6 +722,7 @@ func (h *handlers) diff(w http.ResponseWriter, r *http.Request, typ, id string) 
 		api.WriteError(w, r, err)
 		return
 	}
+	changes = append(changes, blobChange(a, b)...)
 	out := []*fhirjson.Value{intParam("from", a.Version), intParam("to", b.Version)}
 	for _, c := range changes {
 		ps := []*fhirjson.Value{param1("type", "valueCode", fhirjson.NewString(c.Op)), param1("path", "valueString", fhirjson.NewString(c.Path))}
@@ -734,6 +735,30 @@ func (h *handlers) diff(w http.ResponseWriter, r *http.Request, typ, id string) 
 		out = append(out, parts("operation", ps...))
 	}
 	writeJSON(w, http.StatusOK, parameters(out...).Marshal())
+}
+
+// blobChange is the change of a Binary's content between versions a and
+// b, which the stored JSON does not show: the content is in the blob
+// store, named by its SHA-256 (store.Put.Blob). Each side is given as
+// "sha256:[hex]" rather than the base64 data, which may run to megabytes.
+func blobChange(a, b *store.Resource) []Change {
+	if a.Blob == b.Blob || bytes.Contains(a.JSON, []byte(`"data":`)) || bytes.Contains(b.JSON, []byte(`"data":`)) {
+		return nil
+	}
+	desc := func(blob string) []byte {
+		if blob == "" {
+			return nil
+		}
+		return fhirjson.AppendString(nil, "sha256:"+strings.TrimPrefix(blob, "binary/"))
+	}
+	c := Change{Op: "replace", Path: a.Type + ".data", Old: desc(a.Blob), New: desc(b.Blob)}
+	switch {
+	case c.Old == nil:
+		c.Op = "add"
+	case c.New == nil:
+		c.Op = "delete"
+	}
+	return []Change{c}
 }
 
 // Change is one difference between two versions.
