@@ -200,20 +200,17 @@ func (s *Service) checkBinary(ctx context.Context, p access.Principal, prep *pre
 // the Binary whose current version cur is: when the live version (the one
 // a deletion ended) has a securityContext naming their record.
 func (s *Service) binaryOwned(ctx context.Context, p access.Principal, cur *store.Resource) (bool, error) {
-	if cur.Deleted {
-		if cur.Version <= 1 {
-			return true, nil
-		}
-		prev, err := s.store.ReadVersion(ctx, cur.Type, cur.ID, cur.Version-1)
-		if err != nil {
-			return false, fmt.Errorf("read %s/%s version %d: %w", cur.Type, cur.ID, cur.Version-1, err)
-		}
-		cur = prev
+	live, err := s.liveVersion(ctx, cur)
+	if err != nil {
+		return false, err
 	}
-	if cur.Deleted || cur.JSON == nil {
+	if live == nil {
+		return true, nil
+	}
+	if live.Deleted || live.JSON == nil {
 		return false, nil
 	}
-	ok, has, err := s.securityContextVisible(ctx, p, cur)
+	ok, has, err := s.securityContextVisible(ctx, p, live)
 	return ok && has, err
 }
 

@@ -154,17 +154,31 @@ func (s *Service) visibleLive(ctx context.Context, p access.Principal, cur *stor
 	if p.Patient() == "" || !PatientOwned(cur.Type) {
 		return true, nil
 	}
-	if cur.Deleted {
-		if cur.Version <= 1 {
-			return true, nil
-		}
-		prev, err := s.store.ReadVersion(ctx, cur.Type, cur.ID, cur.Version-1)
-		if err != nil {
-			return false, fmt.Errorf("read %s/%s version %d: %w", cur.Type, cur.ID, cur.Version-1, err)
-		}
-		cur = prev
+	live, err := s.liveVersion(ctx, cur)
+	if err != nil {
+		return false, err
 	}
-	return s.visible(ctx, p, cur)
+	if live == nil {
+		return true, nil
+	}
+	return s.visible(ctx, p, live)
+}
+
+// liveVersion returns the version that a deletion cur ended (cur itself
+// when it is not a deletion), or nil for a deletion with no version before
+// it.
+func (s *Service) liveVersion(ctx context.Context, cur *store.Resource) (*store.Resource, error) {
+	if !cur.Deleted {
+		return cur, nil
+	}
+	if cur.Version <= 1 {
+		return nil, nil
+	}
+	prev, err := s.store.ReadVersion(ctx, cur.Type, cur.ID, cur.Version-1)
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%s version %d: %w", cur.Type, cur.ID, cur.Version-1, err)
+	}
+	return prev, nil
 }
 
 // Owns reports whether the principal of ctx may write over the resource
