@@ -226,41 +226,38 @@ func (e *exporter) prepareBinaries(ctx context.Context) error {
 			members[m] = true
 		}
 	}
-	types := records.AttachmentTypes()
+	// Type by type, in rid order: the (type, rid) index gives each page
+	// without sorting what follows it.
 	q := `SELECT r.rid, v.json FROM resource r JOIN resource_version v ON v.seq = r.seq
-		WHERE r.type IN (` + sqldb.Placeholders(len(types)) + `) AND NOT r.deleted AND r.last_updated <= ?
-		AND EXISTS (SELECT 1 FROM compartment c` + member + ` WHERE c.rid = r.rid) AND r.rid > ? ORDER BY r.rid LIMIT ?`
-	var after int64
-	for {
-		args := make([]any, 0, len(types)+5)
-		for _, t := range types {
-			args = append(args, t)
-		}
-		args = append(args, sqldb.Micros(req.TransactionTime))
-		args = append(args, memberArgs...)
-		args = append(args, after, e.o.PageSize)
-		rows, err := e.s.db.Query(ctx, q, args...)
-		if err != nil {
-			return fmt.Errorf("find the Binaries attachments point at: %w", err)
-		}
-		n := 0
-		for rows.Next() {
-			var raw []byte
-			if err := rows.Scan(&after, &raw); err != nil {
-				rows.Close()
+		WHERE r.type = ? AND r.rid > ? AND NOT r.deleted AND r.last_updated <= ?
+		AND EXISTS (SELECT 1 FROM compartment c` + member + ` WHERE c.rid = r.rid) ORDER BY r.rid LIMIT ?`
+	for _, typ := range records.AttachmentTypes() {
+		var after int64
+		for {
+			args := append([]any{typ, after, sqldb.Micros(req.TransactionTime)}, memberArgs...)
+			rows, err := e.s.db.Query(ctx, q, append(args, e.o.PageSize)...)
+			if err != nil {
 				return fmt.Errorf("find the Binaries attachments point at: %w", err)
 			}
-			n++
-			for _, id := range records.BinariesOf(raw, e.s.base, false) {
-				ids[id] = true
+			n := 0
+			for rows.Next() {
+				var raw []byte
+				if err := rows.Scan(&after, &raw); err != nil {
+					rows.Close()
+					return fmt.Errorf("find the Binaries attachments point at: %w", err)
+				}
+				n++
+				for _, id := range records.BinariesOf(raw, e.s.base, false) {
+					ids[id] = true
+				}
 			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("find the Binaries attachments point at: %w", err)
-		}
-		if n < e.o.PageSize {
-			break
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("find the Binaries attachments point at: %w", err)
+			}
+			if n < e.o.PageSize {
+				break
+			}
 		}
 	}
 	if req.Patient == "" {
