@@ -714,3 +714,55 @@ func TestPatientExportBinaries(t *testing.T) {
 		})
 	}
 }
+
+// TestIncrementalExportBringsTargets: an incremental patient-level
+// export (_since, what phr pull asks for) brings the shared resources and
+// Binaries that the resources changed since point at, even when those did
+// not change: else a pulled document would point at content the clone
+// never received.
+func TestIncrementalExportBringsTargets(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			e := start(t, d, nil)
+			e.put("Patient", "alice", map[string]any{"gender": "female"})
+			e.put("Practitioner", "dr-old", map[string]any{"name": []any{map[string]any{"family": "Old"}}})
+			e.put("Practitioner", "dr-other", map[string]any{"name": []any{map[string]any{"family": "Other"}}})
+			e.put("Binary", "old-letter", map[string]any{"contentType": "text/plain", "data": "T0xE"})
+			e.put("Binary", "other-letter", map[string]any{"contentType": "text/plain", "data": "T1RIRVI="})
+			e.put("Observation", "o-other", map[string]any{"status": "final", "code": map[string]any{"text": "x"}, "subject": map[string]any{"reference": "Patient/alice"},
+				"performer": []any{map[string]any{"reference": "Practitioner/dr-other"}}})
+			e.put("DocumentReference", "d-other", map[string]any{"status": "current", "subject": map[string]any{"reference": "Patient/alice"},
+				"content": []any{map[string]any{"attachment": map[string]any{"contentType": "text/plain", "url": "Binary/other-letter"}}}})
+			time.Sleep(5 * time.Millisecond)
+			since := time.Now().UTC()
+			time.Sleep(5 * time.Millisecond)
+			e.put("Observation", "o-new", map[string]any{"status": "final", "code": map[string]any{"text": "x"}, "subject": map[string]any{"reference": "Patient/alice"},
+				"performer": []any{map[string]any{"reference": "Practitioner/dr-old"}}})
+			e.put("DocumentReference", "d-new", map[string]any{"status": "current", "subject": map[string]any{"reference": "Patient/alice"},
+				"content": []any{map[string]any{"attachment": map[string]any{"contentType": "text/plain", "url": "Binary/old-letter"}}}})
+			q := url.Values{"_since": {since.Format(time.RFC3339Nano)}}
+			want := []string{"Binary/old-letter", "DocumentReference/d-new", "Observation/o-new", "Practitioner/dr-old"}
+			check := func() {
+				t.Helper()
+				for who, tok := range map[string]string{"the admin": e.admin, "alice": e.s.Token("patient/*.read", "alice")} {
+					var got []string
+					for _, id := range e.ids(tok, e.wait(tok, e.kick(tok, "Patient/$export?"+q.Encode()))) {
+						if !strings.HasPrefix(id, "AuditEvent/") && !strings.HasPrefix(id, "Provenance/") {
+							got = append(got, id)
+						}
+					}
+					slices.Sort(got)
+					if !slices.Equal(got, want) {
+						t.Errorf("%s's export since: %v, want %v", who, got, want)
+					}
+				}
+			}
+			check()
+			// A Binary that changed itself, which an unchanged document
+			// points at, comes too.
+			e.put("Binary", "other-letter", map[string]any{"contentType": "text/plain", "data": "TkVX"})
+			want = []string{"Binary/old-letter", "Binary/other-letter", "DocumentReference/d-new", "Observation/o-new", "Practitioner/dr-old"}
+			check()
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/url"
 	"slices"
 	"strings"
@@ -160,7 +161,27 @@ func (e *exporter) where(typ string) (string, []any) {
 	req := e.req
 	conds := []string{"r.type = ?", "NOT r.deleted", "r.last_updated <= ?"}
 	args := []any{typ, sqldb.Micros(req.TransactionTime)}
-	if !req.Since.IsZero() {
+	limited := req.Level != LevelSystem || req.Confined
+	// member is the join that limits compartments to the members.
+	member, memberArgs := "", []any(nil)
+	if req.Confined {
+		member = " JOIN bulk_member m ON m.patient = c.patient AND m.job = ?"
+		memberArgs = []any{e.run.ID}
+	}
+	switch {
+	case req.Since.IsZero():
+	case limited && typ == "Binary":
+		// prepareBinaries applies _since.
+	case limited && !inCompartment(typ):
+		// A shared resource changed since, or referenced by a resource
+		// of the compartments that changed since: an incremental export
+		// (phr pull) must bring what the changed resources point at.
+		conds = append(conds, "(r.last_updated > ? OR EXISTS (SELECT 1 FROM idx_ref i JOIN resource s ON s.rid = i.rid JOIN compartment c ON c.rid = i.rid"+member+
+			" WHERE (i.target_rid = r.rid OR i.target_rid = 0 AND i.target_type = r.type AND i.target_id = r.id) AND s.last_updated > ?))")
+		args = append(args, sqldb.Micros(req.Since))
+		args = append(args, memberArgs...)
+		args = append(args, sqldb.Micros(req.Since))
+	default:
 		conds = append(conds, "r.last_updated > ?")
 		args = append(args, sqldb.Micros(req.Since))
 	}
@@ -168,13 +189,7 @@ func (e *exporter) where(typ string) (string, []any) {
 		conds = append(conds, "r.last_updated <= ?")
 		args = append(args, sqldb.Micros(req.Until))
 	}
-	if req.Level != LevelSystem || req.Confined {
-		// member is the join that limits compartments to the members.
-		member, memberArgs := "", []any(nil)
-		if req.Confined {
-			member = " JOIN bulk_member m ON m.patient = c.patient AND m.job = ?"
-			memberArgs = []any{e.run.ID}
-		}
+	if limited {
 		if inCompartment(typ) {
 			cond := "EXISTS (SELECT 1 FROM compartment c" + member + " WHERE c.rid = r.rid)"
 			args = append(args, memberArgs...)
@@ -228,27 +243,51 @@ func (e *exporter) prepareBinaries(ctx context.Context) error {
 	}
 	// Type by type, in rid order: the (type, rid) index gives each page
 	// without sorting what follows it.
-	q := `SELECT r.rid, v.json FROM resource r JOIN resource_version v ON v.seq = r.seq
-		WHERE r.type = ? AND r.rid > ? AND NOT r.deleted AND r.last_updated <= ?
+	// fresh: Binaries that resources changed since _since point at, sent
+	// by an incremental export whether or not they changed themselves.
+	fresh := map[string]bool{}
+	since := sqldb.Micros(req.Since)
+	// An incremental export in which no Binary changed needs only the
+	// attachments of what changed (fresh); else every attachment of the
+	// compartments, to tell whether a changed Binary is theirs.
+	from := int64(math.MinInt64)
+	if !req.Since.IsZero() {
+		var changed int
+		if err := e.s.db.QueryRow(ctx, `SELECT COUNT(*) FROM resource WHERE type = 'Binary' AND NOT deleted AND last_updated > ? AND last_updated <= ?`,
+			since, sqldb.Micros(req.TransactionTime)).Scan(&changed); err != nil {
+			return fmt.Errorf("count the Binaries changed since: %w", err)
+		}
+		if changed == 0 {
+			from = since
+		}
+	}
+	q := `SELECT r.rid, r.last_updated, v.json FROM resource r JOIN resource_version v ON v.seq = r.seq
+		WHERE r.type = ? AND r.rid > ? AND NOT r.deleted AND r.last_updated <= ? AND r.last_updated > ?
 		AND EXISTS (SELECT 1 FROM compartment c` + member + ` WHERE c.rid = r.rid) ORDER BY r.rid LIMIT ?`
 	for _, typ := range records.AttachmentTypes() {
 		var after int64
 		for {
-			args := append([]any{typ, after, sqldb.Micros(req.TransactionTime)}, memberArgs...)
+			args := append([]any{typ, after, sqldb.Micros(req.TransactionTime), from}, memberArgs...)
 			rows, err := e.s.db.Query(ctx, q, append(args, e.o.PageSize)...)
 			if err != nil {
 				return fmt.Errorf("find the Binaries attachments point at: %w", err)
 			}
 			n := 0
 			for rows.Next() {
-				var raw []byte
-				if err := rows.Scan(&after, &raw); err != nil {
+				var (
+					raw     []byte
+					updated int64
+				)
+				if err := rows.Scan(&after, &updated, &raw); err != nil {
 					rows.Close()
 					return fmt.Errorf("find the Binaries attachments point at: %w", err)
 				}
 				n++
 				for _, id := range records.BinariesOf(raw, e.s.base, false) {
 					ids[id] = true
+					if updated > since {
+						fresh[id] = true
+					}
 				}
 			}
 			rows.Close()
@@ -261,18 +300,27 @@ func (e *exporter) prepareBinaries(ctx context.Context) error {
 		}
 	}
 	if req.Patient == "" {
-		rows, err := e.s.db.Query(ctx, `SELECT r.id FROM resource r WHERE r.type = 'Binary' AND NOT r.deleted
-			AND EXISTS (SELECT 1 FROM idx_ref i JOIN compartment c ON c.rid = i.rid`+member+` WHERE (i.target_rid = r.rid OR i.target_rid = 0 AND i.target_type = r.type AND i.target_id = r.id))`, memberArgs...)
+		rows, err := e.s.db.Query(ctx, `SELECT r.id, (SELECT MAX(s.last_updated) FROM idx_ref i JOIN resource s ON s.rid = i.rid JOIN compartment c ON c.rid = i.rid`+member+`
+			WHERE (i.target_rid = r.rid OR i.target_rid = 0 AND i.target_type = r.type AND i.target_id = r.id)) FROM resource r WHERE r.type = 'Binary' AND NOT r.deleted`, memberArgs...)
 		if err != nil {
 			return fmt.Errorf("find the Binaries the records reference: %w", err)
 		}
 		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
+			var (
+				id      string
+				updated *int64
+			)
+			if err := rows.Scan(&id, &updated); err != nil {
 				rows.Close()
 				return fmt.Errorf("find the Binaries the records reference: %w", err)
 			}
+			if updated == nil {
+				continue // referenced by no resource of the compartments
+			}
 			ids[id] = true
+			if *updated > since {
+				fresh[id] = true
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -283,7 +331,7 @@ func (e *exporter) prepareBinaries(ctx context.Context) error {
 	if err := e.s.records.BinariesInContext(ctx, want, func(id string) { ids[id] = true }); err != nil {
 		return err
 	}
-	if req.Patient != "" {
+	if req.Patient != "" || !req.Since.IsZero() {
 		for id := range ids {
 			b, err := e.s.db.Read(ctx, "Binary", id)
 			if errors.Is(err, store.ErrNotFound) {
@@ -292,6 +340,13 @@ func (e *exporter) prepareBinaries(ctx context.Context) error {
 			}
 			if err != nil {
 				return fmt.Errorf("read Binary/%s: %w", id, err)
+			}
+			if !req.Since.IsZero() && !b.LastUpdated.After(req.Since) && !fresh[id] {
+				delete(ids, id)
+				continue
+			}
+			if req.Patient == "" {
+				continue
 			}
 			if ok, err := e.s.records.SecurityContextAllowsPatient(ctx, req.Patient, b); err != nil {
 				return err
