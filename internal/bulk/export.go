@@ -2,7 +2,6 @@ package bulk
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -155,6 +154,20 @@ func inCompartment(typ string) bool {
 	return typ == "Patient" || len(r4.PatientCompartmentParams(typ)) > 0
 }
 
+// refersToR is the condition that reference row i points at resource r
+// (by rid, or by type and id while the target was not yet stored).
+const refersToR = "(i.target_rid = r.rid OR i.target_rid = 0 AND i.target_type = r.type AND i.target_id = r.id)"
+
+// memberJoin is the join (on compartment c) that limits a confined
+// export's compartments to its members, with its argument; none for an
+// export that is not confined.
+func (e *exporter) memberJoin() (string, []any) {
+	if !e.req.Confined {
+		return "", nil
+	}
+	return " JOIN bulk_member m ON m.patient = c.patient AND m.job = ?", []any{e.run.ID}
+}
+
 // where returns the conditions selecting the current resources of typ the
 // export covers (on "resource r").
 func (e *exporter) where(typ string) (string, []any) {
@@ -162,12 +175,7 @@ func (e *exporter) where(typ string) (string, []any) {
 	conds := []string{"r.type = ?", "NOT r.deleted", "r.last_updated <= ?"}
 	args := []any{typ, sqldb.Micros(req.TransactionTime)}
 	limited := req.Level != LevelSystem || req.Confined
-	// member is the join that limits compartments to the members.
-	member, memberArgs := "", []any(nil)
-	if req.Confined {
-		member = " JOIN bulk_member m ON m.patient = c.patient AND m.job = ?"
-		memberArgs = []any{e.run.ID}
-	}
+	member, memberArgs := e.memberJoin()
 	switch {
 	case req.Since.IsZero():
 	case limited && typ == "Binary":
@@ -177,7 +185,7 @@ func (e *exporter) where(typ string) (string, []any) {
 		// of the compartments that changed since: an incremental export
 		// (phr pull) must bring what the changed resources point at.
 		conds = append(conds, "(r.last_updated > ? OR EXISTS (SELECT 1 FROM idx_ref i JOIN resource s ON s.rid = i.rid JOIN compartment c ON c.rid = i.rid"+member+
-			" WHERE (i.target_rid = r.rid OR i.target_rid = 0 AND i.target_type = r.type AND i.target_id = r.id) AND s.last_updated > ?))")
+			" WHERE "+refersToR+" AND s.last_updated > ?))")
 		args = append(args, sqldb.Micros(req.Since))
 		args = append(args, memberArgs...)
 		args = append(args, sqldb.Micros(req.Since))
@@ -205,7 +213,7 @@ func (e *exporter) where(typ string) (string, []any) {
 			// those of the patients (typeMatches).
 		} else {
 			// Shared resources referenced from the compartments.
-			conds = append(conds, "EXISTS (SELECT 1 FROM idx_ref i JOIN compartment c ON c.rid = i.rid"+member+" WHERE (i.target_rid = r.rid OR i.target_rid = 0 AND i.target_type = r.type AND i.target_id = r.id))")
+			conds = append(conds, "EXISTS (SELECT 1 FROM idx_ref i JOIN compartment c ON c.rid = i.rid"+member+" WHERE "+refersToR+")")
 			args = append(args, memberArgs...)
 		}
 	}
@@ -227,11 +235,9 @@ func (e *exporter) prepareBinaries(ctx context.Context) error {
 		return nil
 	}
 	ids := map[string]bool{}
-	member, memberArgs := "", []any(nil)
+	member, memberArgs := e.memberJoin()
 	var members map[string]bool
 	if req.Confined {
-		member = " JOIN bulk_member m ON m.patient = c.patient AND m.job = ?"
-		memberArgs = []any{e.run.ID}
 		list, err := e.s.members(ctx, e.run.ID)
 		if err != nil {
 			return err
@@ -301,7 +307,7 @@ func (e *exporter) prepareBinaries(ctx context.Context) error {
 	}
 	if req.Patient == "" {
 		rows, err := e.s.db.Query(ctx, `SELECT r.id, (SELECT MAX(s.last_updated) FROM idx_ref i JOIN resource s ON s.rid = i.rid JOIN compartment c ON c.rid = i.rid`+member+`
-			WHERE (i.target_rid = r.rid OR i.target_rid = 0 AND i.target_type = r.type AND i.target_id = r.id)) FROM resource r WHERE r.type = 'Binary' AND NOT r.deleted`, memberArgs...)
+			WHERE `+refersToR+`) FROM resource r WHERE r.type = 'Binary' AND NOT r.deleted`, memberArgs...)
 		if err != nil {
 			return fmt.Errorf("find the Binaries the records reference: %w", err)
 		}
@@ -348,9 +354,9 @@ func (e *exporter) prepareBinaries(ctx context.Context) error {
 			if req.Patient == "" {
 				continue
 			}
-			if ok, err := e.s.records.SecurityContextAllowsPatient(ctx, req.Patient, b); err != nil {
+			if ok, has, err := e.s.records.PatientSecurityContext(ctx, req.Patient, b); err != nil {
 				return err
-			} else if !ok {
+			} else if has && !ok {
 				delete(ids, id)
 			}
 		}
@@ -854,10 +860,8 @@ func (e *exporter) deletedInScope(ctx context.Context, typ, id string, version i
 		if e.typeMatches["Binary"][id] {
 			return true, nil
 		}
-		if !bytes.Contains(prev.JSON, []byte(`"securityContext"`)) {
-			return false, nil
-		}
-		return e.s.records.SecurityContextAllowsPatient(ctx, e.req.Patient, prev)
+		ok, has, err := e.s.records.PatientSecurityContext(ctx, e.req.Patient, prev)
+		return ok && has, err
 	}
 	if !inCompartment(typ) {
 		// Shared resources are reported deleted to every patient export

@@ -230,15 +230,16 @@ func (s *Service) SecurityContextAllows(ctx context.Context, res *store.Resource
 	return ok || !has, err
 }
 
-// SecurityContextAllowsPatient is SecurityContextAllows for a principal
-// confined to patient (a background job's, such as a patient's Bulk Data
-// export, which runs without the requester's token).
-func (s *Service) SecurityContextAllowsPatient(ctx context.Context, patient string, res *store.Resource) (bool, error) {
+// PatientSecurityContext decides by a Binary's securityContext whether a
+// principal confined to patient may see it (ok), and whether it has one
+// (has), for work done on a patient's behalf without their token: a
+// patient's Bulk Data export, a background job. A Binary without one is
+// theirs only through their attachments, which the caller judges.
+func (s *Service) PatientSecurityContext(ctx context.Context, patient string, res *store.Resource) (ok, has bool, err error) {
 	if res.JSON == nil {
-		return true, nil
+		return false, false, nil
 	}
-	ok, has, err := s.securityContextVisible(ctx, patientOnly(patient), res)
-	return ok || !has, err
+	return s.securityContextVisible(ctx, patientOnly(patient), res)
 }
 
 // BinariesInContext calls fn with the id of each current Binary whose
