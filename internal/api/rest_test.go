@@ -436,9 +436,11 @@ func TestPatientCompartment(t *testing.T) {
 		if r := s.Do("GET", "Observation/bob-obs", admin, nil); r.Status != 200 {
 			t.Fatalf("alice's delete removed bob's observation: %d", r.Status)
 		}
-		r = s.Do("POST", "Organization", alice, `{"resourceType":"Organization","name":"x"}`)
+		// shared reference data she may not change (her own shared
+		// resources: TestPatientOwnsSharedResources)
+		r = s.Do("PUT", "Organization/org", alice, `{"resourceType":"Organization","id":"org","name":"x"}`)
 		if r.Status != 403 {
-			t.Fatalf("a patient token wrote shared data: %d", r.Status)
+			t.Fatalf("a patient token changed shared data: %d", r.Status)
 		}
 		// in her compartment: allowed
 		expect(t, s.Do("POST", "Observation", alice, `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/alice"}}`), 201)

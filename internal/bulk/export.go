@@ -212,9 +212,17 @@ func (e *exporter) where(typ string) (string, []any) {
 			// Every current Binary is looked at; prepareBinaries chose
 			// those of the patients (typeMatches).
 		} else {
-			// Shared resources referenced from the compartments.
-			conds = append(conds, "EXISTS (SELECT 1 FROM idx_ref i JOIN compartment c ON c.rid = i.rid"+member+" WHERE "+refersToR+")")
+			// Shared resources referenced from the compartments, or
+			// owned by one of their patients (records: owner.go).
+			conds = append(conds, "(EXISTS (SELECT 1 FROM idx_ref i JOIN compartment c ON c.rid = i.rid"+member+" WHERE "+refersToR+
+				") OR EXISTS (SELECT 1 FROM compartment c"+member+" WHERE c.rid = r.rid))")
 			args = append(args, memberArgs...)
+			args = append(args, memberArgs...)
+			if req.Patient != "" {
+				// A patient's own export: not what another patient owns.
+				conds = append(conds, "(NOT EXISTS (SELECT 1 FROM compartment o WHERE o.rid = r.rid) OR EXISTS (SELECT 1 FROM compartment o WHERE o.rid = r.rid AND o.patient = ?))")
+				args = append(args, req.Patient)
+			}
 		}
 	}
 	return strings.Join(conds, " AND "), args
@@ -863,9 +871,7 @@ func (e *exporter) deletedInScope(ctx context.Context, typ, id string, version i
 		ok, has, err := e.s.records.PatientSecurityContext(ctx, e.req.Patient, prev)
 		return ok && has, err
 	}
-	if !inCompartment(typ) {
-		// Shared resources are reported deleted to every patient export
-		// that may have received them.
+	if !inCompartment(typ) && !index.Ownable(typ) {
 		return true, nil
 	}
 	v, err := fhirjson.Parse(prev.JSON)
@@ -877,6 +883,12 @@ func (e *exporter) deletedInScope(ctx context.Context, typ, id string, version i
 		return false, err
 	}
 	pats := records.Patients(typ, id, &ent)
+	if !inCompartment(typ) && len(pats) == 0 {
+		// Shared resources nobody owns are reported deleted to every
+		// patient export that may have received them; an owned one (in
+		// its owner's compartment) only to its owner's.
+		return true, nil
+	}
 	if !e.req.Confined {
 		return len(pats) > 0, nil
 	}

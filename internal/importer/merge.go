@@ -791,9 +791,9 @@ func (r *Run) sameAsStored(ctx context.Context, it *item, ch *chunk, decided map
 		var cur *store.Resource
 		if cur, err = r.readVisible(ctx, it.typ, it.sid); err == nil && cur != nil {
 			tree := it.tree
-			if it.typ == "Binary" && r.p != nil && r.p.Patient() != "" {
+			if records.Shared(it.typ) && r.p != nil && r.p.Patient() != "" {
 				tree = tree.Clone()
-				records.ConfineBinary(r.p, it.typ, tree, cur)
+				records.Confine(r.p, it.typ, tree, cur)
 			}
 			same = sameContent(tree, cur)
 		}
@@ -1222,7 +1222,7 @@ func (r *Run) decide(items []*item) {
 			continue
 		}
 		it.tree.SetAfter("id", fhirjson.NewString(it.localID), "resourceType")
-		records.ConfineBinary(r.p, it.typ, it.tree, it.cur)
+		records.Confine(r.p, it.typ, it.tree, it.cur)
 		switch {
 		case it.cur == nil:
 			it.act = actCreate

@@ -297,6 +297,50 @@ var expressionOverrides = map[string]string{
 	"http://hl7.org/fhir/SearchParameter/Provenance-patient": "Provenance.target.where(resolve() is Patient) | Provenance.extension('" + ProvenancePatientExtension + "').value.ofType(Reference).where(resolve() is Patient)",
 }
 
+// OwnerExtension is the extension (valueReference to a Patient) that
+// makes a resource of a type outside every patient compartment (a
+// Medication, a Practitioner) part of that patient's record: the patient
+// who wrote it owns it, and other patients do not see it. It is indexed
+// as OwnerParam, and so decides the resource's compartment like the
+// compartment parameters of other types do.
+const OwnerExtension = "http://phr-project.github.io/fhir/StructureDefinition/owner"
+
+// OwnerParam is the index code of OwnerExtension's reference. It is not a
+// search parameter (Supported does not list it, and search refuses it);
+// its rows serve the compartment and the references exports follow.
+const OwnerParam = "_owner"
+
+// Ownable reports whether resources of type rt may carry OwnerExtension:
+// the types outside every patient compartment that may have extensions,
+// Binary aside (its securityContext does that).
+func Ownable(rt string) bool {
+	if rt == "Binary" || len(r4.PatientCompartmentParams(rt)) > 0 {
+		return false
+	}
+	def := r4.LookupType(rt)
+	if def == nil {
+		return false
+	}
+	for _, el := range def.Elements {
+		if el.Path == rt+".extension" {
+			return true
+		}
+	}
+	return false
+}
+
+// ownerParam is the synthetic parameter OwnerParam of an ownable type.
+func ownerParam(rt string) *r4.SearchParam {
+	return &r4.SearchParam{
+		Code:       OwnerParam,
+		URL:        OwnerExtension,
+		Type:       r4.ParamReference,
+		Base:       []string{rt},
+		Expression: rt + ".extension('" + OwnerExtension + "').value.ofType(Reference).where(resolve() is Patient)",
+		Targets:    []string{"Patient"},
+	}
+}
+
 func newExtractor(rt string) *Extractor {
 	x := &Extractor{resourceType: rt}
 	all := r4.SearchParams(rt)
@@ -305,6 +349,13 @@ func newExtractor(rt string) *Extractor {
 		codes = append(codes, c)
 	}
 	sort.Strings(codes)
+	if Ownable(rt) {
+		p, gaps := compileParam(rt, ownerParam(rt))
+		if p == nil || len(gaps) > 0 {
+			panic(fmt.Sprintf("index: the owner parameter of %s does not compile: %v", rt, gaps))
+		}
+		x.params = append(x.params, *p)
+	}
 	for _, code := range codes {
 		sp := all[code]
 		if expr, ok := expressionOverrides[sp.URL]; ok {

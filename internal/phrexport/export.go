@@ -590,15 +590,20 @@ var sharedTypes, sharedNotBinary = func() (string, string) {
 // (records: a patient's write that points elsewhere is refused).
 func (e *exporter) shared(patient string) error {
 	types := sharedTypes
+	// A shared resource a patient owns is in their compartment, so the
+	// patient's own are written already; for a patient-confined caller
+	// those of other patients are not theirs to see (records: owner.go).
+	owned := ""
 	if e.confined {
 		types = sharedNotBinary
+		owned = ` AND NOT EXISTS (SELECT 1 FROM compartment o WHERE o.rid = t.rid)`
 	}
 	rows, err := e.s.db.Query(e.ctx, `WITH RECURSIVE refd(rid) AS (
 		SELECT t.rid FROM compartment c JOIN idx_ref x ON x.rid = c.rid JOIN resource t ON t.type = x.target_type AND t.id = x.target_id
-		WHERE c.patient = ? AND x.target_type IN (`+types+`)
+		WHERE c.patient = ? AND x.target_type IN (`+types+`)`+owned+`
 		UNION
 		SELECT t.rid FROM refd JOIN idx_ref x ON x.rid = refd.rid JOIN resource t ON t.type = x.target_type AND t.id = x.target_id
-		WHERE x.target_type IN (`+types+`)
+		WHERE x.target_type IN (`+types+`)`+owned+`
 	) SELECT rid FROM refd`, patient)
 	if err != nil {
 		return fmt.Errorf("find referenced resources: %w", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/index"
 	"github.com/phr-project/phr/internal/r4"
 	"github.com/phr-project/phr/internal/store"
 )
@@ -34,12 +35,13 @@ import (
 // names their record: one without (an admin's, perhaps pointed at by
 // several records) stays as it is.
 
-// PatientOwned reports whether resources of type typ belong to one
-// patient's record or another's: the compartment types, and Binary (by its
-// securityContext, see above). A patient-confined principal's reads of
-// them are checked resource by resource, and it may write them (shared
-// types it may only read).
-func PatientOwned(typ string) bool { return !Shared(typ) || typ == "Binary" }
+// PatientOwned reports whether resources of type typ may belong to one
+// patient's record or another's: the compartment types, Binary (by its
+// securityContext, see above) and the shared types a patient may own
+// (index.Ownable, see owner.go). A patient-confined principal's reads of
+// them are checked resource by resource, and it may write them (the other
+// shared types, Bundle and Parameters, it may only read).
+func PatientOwned(typ string) bool { return !Shared(typ) || typ == "Binary" || index.Ownable(typ) }
 
 // AttachmentTypes are the compartment types with Attachment elements,
 // whose attachments may point at a Binary.
@@ -148,15 +150,14 @@ type Pending struct {
 func (pe Pending) accepted(typ, id string) bool { return pe.Accepted != nil && pe.Accepted(typ, id) }
 func (pe Pending) later(typ, id string) bool    { return pe.Later != nil && pe.Later(typ, id) }
 
-// ConfineBinary gives a Binary that patient-confined p writes without a
+// confineBinary gives a Binary that patient-confined p writes without a
 // securityContext the one that makes it theirs: that of cur, the version
 // it replaces (nil for none), when cur has one, else their Patient. Over a
 // current version without one (a Binary that is not theirs to change, see
 // above) it adds nothing, so that the same content sent again is found
-// unchanged rather than refused. Other principals and types are left as
-// they are.
-func ConfineBinary(p access.Principal, typ string, res *fhirjson.Value, cur *store.Resource) {
-	if p == nil || p.Patient() == "" || typ != "Binary" || res.Get("securityContext") != nil {
+// unchanged rather than refused.
+func confineBinary(p access.Principal, res *fhirjson.Value, cur *store.Resource) {
+	if res.Get("securityContext") != nil {
 		return
 	}
 	sc := fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString("Patient/" + p.Patient())})

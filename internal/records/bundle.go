@@ -366,7 +366,7 @@ func (s *Service) prepareEntry(p access.Principal, e *bundleEntry) (*prepared, e
 		return nil, nil
 	}
 	res.SetAfter("id", fhirjson.NewString(e.id), "resourceType")
-	ConfineBinary(p, e.typ, res, nil)
+	Confine(p, e.typ, res, nil)
 	prep, err := s.prepareTree(res, e.typ, e.id, 1, s.now().UTC().Truncate(time.Microsecond), e.method, WriteOptions{IfMatch: e.ifMatch}, false)
 	if err != nil {
 		return nil, err

@@ -125,8 +125,8 @@ func allow(p access.Principal, i access.Interaction, typ string) error {
 func Shared(typ string) bool { return len(r4.PatientCompartmentParams(typ)) == 0 }
 
 // visible reports whether a patient-confined principal may see a stored
-// resource: shared types always but Binary (binaryVisible), others when
-// in its compartment.
+// resource: a Binary by binaryVisible, one of a shared type unless another
+// patient owns it (sharedVisible), others when in its compartment.
 func (s *Service) visible(ctx context.Context, p access.Principal, res *store.Resource) (bool, error) {
 	pid := p.Patient()
 	if pid == "" || !PatientOwned(res.Type) {
@@ -137,6 +137,9 @@ func (s *Service) visible(ctx context.Context, p access.Principal, res *store.Re
 	}
 	if res.Type == "Patient" && res.ID == pid {
 		return true, nil
+	}
+	if Shared(res.Type) {
+		return s.sharedVisible(p, res)
 	}
 	pats, err := s.patientsOfStored(res)
 	if err != nil {
@@ -183,15 +186,20 @@ func (s *Service) liveVersion(ctx context.Context, cur *store.Resource) (*store.
 
 // Owns reports whether the principal of ctx may write over the resource
 // whose stored current version cur is (deleted or not): a patient-confined
-// principal only over resources of its own compartment (visibleLive), and
-// Binaries whose securityContext names its record (binaryOwned).
+// principal only over resources of its own compartment (visibleLive),
+// Binaries whose securityContext names its record (binaryOwned), and
+// shared resources it owns (sharedOwned).
 func (s *Service) Owns(ctx context.Context, cur *store.Resource) (bool, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return false, err
 	}
-	if p.Patient() != "" && cur.Type == "Binary" {
+	switch {
+	case p.Patient() == "":
+	case cur.Type == "Binary":
 		return s.binaryOwned(ctx, p, cur)
+	case Shared(cur.Type):
+		return s.sharedOwned(ctx, p, cur)
 	}
 	return s.visibleLive(ctx, p, cur)
 }
@@ -254,6 +262,10 @@ func compartmentParams(typ string) []string {
 		case a.TargetType == "" || a.TargetType == "Patient":
 			out = append(out, a.Sources...)
 		}
+	}
+	if index.Ownable(typ) {
+		// a shared resource is in the compartment of its owner (owner.go)
+		out = append(out, index.OwnerParam)
 	}
 	slices.Sort(out)
 	out = slices.Compact(out)

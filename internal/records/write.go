@@ -17,6 +17,7 @@ import (
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
 	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/index"
 	"github.com/phr-project/phr/internal/store"
 )
 
@@ -218,7 +219,7 @@ func (s *Service) checkWrite(ctx context.Context, p access.Principal, i access.I
 		return s.checkBinary(ctx, p, prep, old, pending)
 	}
 	if Shared(prep.typ) {
-		return fhir.Forbidden("a patient-scoped token cannot write %s resources, which are outside every patient compartment", prep.typ)
+		return s.checkShared(ctx, p, prep, old, pending)
 	}
 	if !(prep.typ == "Patient" && prep.id == pid) && !containsStr(prep.put.Patients, pid) {
 		return fhir.Forbidden("%s/%s would not be in the compartment of Patient/%s, the only one this token may write", prep.typ, prep.id, pid)
@@ -296,7 +297,7 @@ func (s *Service) CreateTree(ctx context.Context, typ string, res *fhirjson.Valu
 	}
 	id := fhir.NewID()
 	res.SetAfter("id", fhirjson.NewString(id), "resourceType")
-	ConfineBinary(p, typ, res, nil)
+	Confine(p, typ, res, nil)
 	at := s.nextTime(nil)
 	prep, err := s.prepare(res, typ, id, 1, at, "POST", o, false)
 	if err != nil {
@@ -424,7 +425,7 @@ func (s *Service) updateTx(ctx context.Context, tx store.Tx, p access.Principal,
 		version = cur.Version + 1
 		interaction = access.Update
 	}
-	ConfineBinary(p, typ, res, cur)
+	Confine(p, typ, res, cur)
 	prep, err := s.prepare(res, typ, id, version, s.nextTime(cur), method, o, false)
 	if err != nil {
 		return nil, err
@@ -594,8 +595,9 @@ func (s *Service) ConditionalDelete(ctx context.Context, typ, query string, o Wr
 }
 
 // checkDelete checks that patient-confined p may delete the visible
-// resource whose current version cur is: not a shared one, and a Binary
-// only when its securityContext names their record (binaryOwned).
+// resource whose current version cur is: a Binary only when its
+// securityContext names their record (binaryOwned), a shared one only when
+// they own it (sharedOwned).
 func (s *Service) checkDelete(ctx context.Context, p access.Principal, cur *store.Resource) error {
 	if p.Patient() == "" {
 		return nil
@@ -609,7 +611,11 @@ func (s *Service) checkDelete(ctx context.Context, p access.Principal, cur *stor
 		return nil
 	}
 	if Shared(cur.Type) {
-		return fhir.Forbidden("a patient-scoped token cannot delete %s resources", cur.Type)
+		if ok, err := s.sharedOwned(ctx, p, cur); err != nil {
+			return err
+		} else if !ok || !index.Ownable(cur.Type) {
+			return fhir.Forbidden("%s/%s is not this patient's to delete: it is reference data of the store, or another patient's", cur.Type, cur.ID)
+		}
 	}
 	return nil
 }

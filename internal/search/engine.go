@@ -249,22 +249,14 @@ func (e *Engine) where(b *builder, pl *plan) error {
 				shared = append(shared, t)
 			}
 		}
-		switch {
-		case len(shared) == len(q.types):
-		case len(shared) == 0:
+		if len(shared) == 0 {
 			lists = append(lists, func() error {
 				b.arg("SELECT cc.rid FROM compartment cc WHERE cc.patient = ?", pl.confined)
 				return nil
 			})
-		default:
-			b.arg(" AND (r.rid IN (SELECT cc.rid FROM compartment cc WHERE cc.patient = ?) OR r.type IN (", pl.confined)
-			for i, t := range shared {
-				if i > 0 {
-					b.w(", ")
-				}
-				b.arg("?", t)
-			}
-			b.w("))")
+		} else {
+			b.w(" AND ")
+			b.confinedTo("r", pl.confined, shared)
 		}
 	}
 	for t, alts := range pl.filters {

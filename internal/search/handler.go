@@ -474,7 +474,7 @@ func (e *Engine) visible(ctx context.Context, p access.Principal, rs []*row) ([]
 		}
 	}
 	if pid := p.Patient(); pid != "" {
-		var check []*row
+		var check, shared []*row
 		var out []*row
 		for _, r := range keep {
 			switch {
@@ -483,18 +483,26 @@ func (e *Engine) visible(ctx context.Context, p access.Principal, rs []*row) ([]
 				// their record's attachments (records.Service), not by
 				// what points at them: an include leaves them out.
 			case records.Shared(r.res.Type):
-				out = append(out, r)
+				shared = append(shared, r)
 			default:
 				check = append(check, r)
 			}
 		}
+		check = append(check, shared...)
 		if len(check) > 0 {
 			in, err := e.inCompartment(ctx, pid, check)
 			if err != nil {
 				return nil, err
 			}
+			// a shared resource is seen by all unless a patient owns it
+			owned := map[int64]bool{}
+			if len(shared) > 0 {
+				if owned, err = e.inCompartment(ctx, "", shared); err != nil {
+					return nil, err
+				}
+			}
 			for _, r := range check {
-				if in[r.rid] {
+				if in[r.rid] || records.Shared(r.res.Type) && !owned[r.rid] {
 					out = append(out, r)
 				}
 			}
@@ -552,9 +560,15 @@ func (e *Engine) visible(ctx context.Context, p access.Principal, rs []*row) ([]
 	return out, nil
 }
 
+// inCompartment returns which of rs are in patient pid's compartment, or
+// with pid empty, in anyone's (a shared resource there has an owner).
 func (e *Engine) inCompartment(ctx context.Context, pid string, rs []*row) (map[int64]bool, error) {
 	b := e.builder(ctx)
-	b.arg("SELECT c.rid FROM compartment c WHERE c.patient = ? AND c.rid IN (", pid)
+	b.w("SELECT c.rid FROM compartment c WHERE ")
+	if pid != "" {
+		b.arg("c.patient = ? AND ", pid)
+	}
+	b.w("c.rid IN (")
 	for i, r := range rs {
 		if i > 0 {
 			b.w(",")

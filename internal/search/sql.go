@@ -171,13 +171,8 @@ func (b *builder) innerAccess(t string, types []string) error {
 				shared = append(shared, ty)
 			}
 		}
-		if len(shared) < len(types) {
-			b.arg(" AND ("+t+".rid IN (SELECT ic.rid FROM compartment ic WHERE ic.patient = ?)", pid)
-			for _, ty := range shared {
-				b.arg(" OR "+t+".type = ?", ty)
-			}
-			b.w(")")
-		}
+		b.w(" AND ")
+		b.confinedTo(t, pid, shared)
 	}
 	for _, ty := range types {
 		fs := b.who.Filters(ty)
@@ -204,6 +199,20 @@ func (b *builder) innerAccess(t string, types []string) error {
 		b.w(")")
 	}
 	return nil
+}
+
+// confinedTo writes the condition that keeps a resource alias t within
+// what patient pid may see: their compartment, which holds the shared
+// resources they own (records: owner.go), and of the shared types among
+// the searched ones, the resources nobody owns.
+func (b *builder) confinedTo(t, pid string, shared []string) {
+	b.arg("("+t+".rid IN (SELECT ic.rid FROM compartment ic WHERE ic.patient = ?)", pid)
+	if len(shared) > 0 {
+		b.w(" OR ")
+		inList(b, t+".type", shared)
+		b.w(" AND NOT EXISTS (SELECT 1 FROM compartment io WHERE io.rid = " + t + ".rid)")
+	}
+	b.w(")")
 }
 
 func (b *builder) w(s string)          { b.sb.WriteString(s) }

@@ -1,0 +1,149 @@
+package records
+
+import (
+	"bytes"
+	"context"
+	"slices"
+
+	"github.com/phr-project/phr/internal/access"
+	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/fhirjson"
+	"github.com/phr-project/phr/internal/index"
+	"github.com/phr-project/phr/internal/store"
+)
+
+// A resource of a shared type (a Medication, a Practitioner, an
+// Organization) is reference data that every patient may read. A person
+// who brings their own record brings such resources too: the Medication
+// their prescriptions name, the clinic that treats them. Were those
+// visible to every patient of the store, a family's store would tell each
+// member what the others take and where they are treated. So a shared
+// resource that a patient-confined principal writes is owned by them: it
+// carries index.OwnerExtension naming their Patient, which puts it in
+// their compartment (Patients), and other patients neither see it nor find
+// it (search, includes, exports). A shared resource without an owner (an
+// admin's, a hospital's import) stays visible to all, and read-only to
+// patients.
+
+// Confine makes what patient-confined p writes theirs, where the type
+// decides it by content: a Binary gets a securityContext (confineBinary),
+// a resource of an ownable shared type an owner (confineOwner). cur is the
+// version it replaces (nil for none). Other principals and types are left
+// as they are.
+func Confine(p access.Principal, typ string, res *fhirjson.Value, cur *store.Resource) {
+	if p == nil || p.Patient() == "" {
+		return
+	}
+	switch {
+	case typ == "Binary":
+		confineBinary(p, res, cur)
+	case index.Ownable(typ):
+		confineOwner(p, res, cur)
+	}
+}
+
+// confineOwner gives a shared resource that patient-confined p writes
+// without an owner the one that makes it theirs: that of cur, the version
+// it replaces, when cur has one, else their Patient. Over a current
+// version without one (reference data that is not theirs to change) it
+// adds nothing, so that the same content sent again is found unchanged
+// rather than refused.
+func confineOwner(p access.Principal, res *fhirjson.Value, cur *store.Resource) {
+	if ownerExtension(res) != nil {
+		return
+	}
+	ext := fhirjson.NewObject(
+		fhirjson.Field{Name: "url", Value: fhirjson.NewString(index.OwnerExtension)},
+		fhirjson.Field{Name: "valueReference", Value: fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString("Patient/" + p.Patient())})},
+	)
+	if cur != nil && !cur.Deleted && cur.JSON != nil {
+		old, err := fhirjson.Parse(cur.JSON)
+		if err != nil {
+			return
+		}
+		if ext = ownerExtension(old); ext == nil {
+			return
+		}
+	}
+	exts := res.Get("extension")
+	if exts == nil || exts.Kind != fhirjson.Array {
+		exts = fhirjson.NewArray()
+		res.SetAfter("extension", exts, "contained", "text", "language", "implicitRules", "meta", "id", "resourceType")
+	}
+	exts.Items = append(exts.Items, ext)
+}
+
+// ownerExtension returns the first OwnerExtension of res (nil for none).
+func ownerExtension(res *fhirjson.Value) *fhirjson.Value {
+	exts := res.Get("extension")
+	if exts == nil || exts.Kind != fhirjson.Array {
+		return nil
+	}
+	for _, e := range exts.Items {
+		if e.GetString("url") == index.OwnerExtension {
+			return e
+		}
+	}
+	return nil
+}
+
+// owners returns the patients who own a stored version of a shared type
+// (none for reference data without an owner, or a deletion).
+func (s *Service) owners(res *store.Resource) ([]string, error) {
+	if res.Deleted || !bytes.Contains(res.JSON, []byte(index.OwnerExtension)) {
+		return nil, nil
+	}
+	return s.patientsOfStored(res)
+}
+
+// sharedVisible reports whether patient-confined p may see a version of a
+// shared type: one without an owner, or one they own.
+func (s *Service) sharedVisible(p access.Principal, res *store.Resource) (bool, error) {
+	own, err := s.owners(res)
+	if err != nil {
+		return false, err
+	}
+	return len(own) == 0 || slices.Contains(own, p.Patient()), nil
+}
+
+// sharedOwned reports whether patient-confined p may write over or delete
+// the shared resource whose current version cur is: when the live version
+// (the one a deletion ended) is owned by them.
+func (s *Service) sharedOwned(ctx context.Context, p access.Principal, cur *store.Resource) (bool, error) {
+	live, err := s.liveVersion(ctx, cur)
+	if err != nil {
+		return false, err
+	}
+	if live == nil {
+		return true, nil
+	}
+	own, err := s.owners(live)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(own, p.Patient()), nil
+}
+
+// checkShared checks a shared resource that patient-confined p writes
+// (prep) over old (nil for none): of an ownable type, owned by them, and
+// over a version they own.
+func (s *Service) checkShared(ctx context.Context, p access.Principal, prep *prepared, old *store.Resource, pending Pending) error {
+	if !index.Ownable(prep.typ) {
+		return fhir.Forbidden("a patient-scoped token cannot write %s resources, which are outside every patient compartment", prep.typ)
+	}
+	if !slices.Contains(prep.put.Patients, p.Patient()) {
+		return fhir.Forbidden("%s/%s would not be this patient's: a patient-scoped token writes %s resources whose owner extension (%s) names Patient/%s", prep.typ, prep.id, prep.typ, index.OwnerExtension, p.Patient())
+	}
+	if err := s.checkAttachments(ctx, p, prep.typ, prep.id, prep.put.JSON, pending); err != nil {
+		return err
+	}
+	if old == nil {
+		return nil
+	}
+	if ok, err := s.sharedOwned(ctx, p, old); err != nil {
+		return err
+	} else if !ok {
+		return fhir.Forbidden("%s/%s is not this patient's to change: it is reference data of the store, or another patient's", prep.typ, prep.id)
+	}
+	return nil
+}
