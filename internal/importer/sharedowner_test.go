@@ -1,0 +1,143 @@
+package importer_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/phr-project/phr/internal/index"
+	"github.com/phr-project/phr/internal/server/servertest"
+	"github.com/phr-project/phr/internal/store/storetest"
+)
+
+// TestPatientImportsOwnSharedResources: a Synthea patient takes their
+// record from a hospital's server (their own $phr-export, with the
+// Medications, Practitioners, Organizations and Locations it names) and
+// imports it, with their own token, into a server where they have another
+// id. Nothing is rejected: the shared resources become theirs (an owner
+// extension naming their Patient there), every reference of the record
+// finds its target, another patient of that server sees none of them, and
+// importing the file again changes nothing.
+func TestPatientImportsOwnSharedResources(t *testing.T) {
+	dir := findData(t, "synthea-120-bundles")
+	var bundles [][]byte
+	for _, f := range []string{"0-hospitalInformation1625911868739.json.gz", "0-practitionerInformation1625911868739.json.gz", "53eac4c0-8d6b-72da-2768-a6d08e687f48.json.gz"} {
+		b, err := gunzip(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundles = append(bundles, b)
+	}
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			hospital := servertest.Start(t, d)
+			admin := hospital.AdminToken()
+			for _, b := range bundles {
+				if sum, issues, st := postImport(t, hospital, admin, "synthea", "application/fhir+json", bytes.NewReader(b)); st != 200 || sum["rejected"] != 0 {
+					t.Fatalf("the hospital's import: %d %v %v", st, sum, issues)
+				}
+			}
+			var pats struct {
+				Entry []struct{ Resource struct{ ID string } }
+			}
+			if err := json.Unmarshal(hospital.Do("GET", "Patient", admin, nil).Body, &pats); err != nil || len(pats.Entry) != 1 {
+				t.Fatalf("the hospital's patients: %v %v", err, pats)
+			}
+			pid := pats.Entry[0].Resource.ID
+			exp := hospital.Do("GET", "Patient/"+pid+"/$phr-export", hospital.Token("patient/*.rs", pid), nil)
+			if exp.Status != 200 {
+				t.Fatalf("the patient's export: %d %.300s", exp.Status, exp.Body)
+			}
+			shared := map[string]int{}
+			for _, typ := range []string{"Medication", "Practitioner", "Organization", "Location"} {
+				shared[typ] = strings.Count(string(exp.Body), `"resourceType":"`+typ+`","id":"`)
+			}
+			if shared["Medication"] == 0 || shared["Practitioner"] == 0 || shared["Organization"] == 0 {
+				t.Fatalf("the export lacks shared resources: %v", shared)
+			}
+
+			home := servertest.Start(t, d)
+			me, other := home.Token("patient/*.cruds", "me"), home.Token("patient/*.cruds", "other")
+			sum, issues, st := postImport(t, home, me, hospital.FHIR, exp.Header.Get("Content-Type"), bytes.NewReader(exp.Body))
+			if st != 200 || sum["rejected"] != 0 || sum["created"] == 0 {
+				t.Fatalf("her record into her own server: %d %v %v", st, sum, issues)
+			}
+			for typ, n := range shared {
+				r := home.Do("GET", typ+"?_count=500", me, nil)
+				if got := strings.Count(string(r.Body), `"resourceType":"`+typ+`","id":"`); got != n {
+					t.Errorf("%s: she sees %d of the %d of her record", typ, got, n)
+				}
+				if !strings.Contains(string(r.Body), `"url":"`+index.OwnerExtension+`","valueReference":{"reference":"Patient/me"}`) && n > 0 {
+					t.Errorf("%s: not hers: %.400s", typ, r.Body)
+				}
+				if r := home.Do("GET", typ, other, nil); strings.Contains(string(r.Body), `"resourceType":"`+typ+`","id":"`) {
+					t.Errorf("%s: another patient sees hers: %.300s", typ, r.Body)
+				}
+			}
+			// Every reference of her record finds its target.
+			mine := home.Do("GET", "Patient/me/$phr-export", me, nil)
+			var doc struct {
+				Entry []struct{ Resource map[string]any }
+			}
+			if err := json.Unmarshal(mine.Body, &doc); err != nil || mine.Status != 200 {
+				t.Fatalf("her export at home: %d %v %.300s", mine.Status, err, mine.Body)
+			}
+			have := map[string]bool{}
+			var refs []string
+			for _, e := range doc.Entry {
+				have[e.Resource["resourceType"].(string)+"/"+e.Resource["id"].(string)] = true
+				walkReferences(e.Resource, func(ref string) { refs = append(refs, ref) })
+			}
+			dangling := 0
+			for _, ref := range refs {
+				ref, _, _ = strings.Cut(ref, "/_history/")
+				if !have[ref] && !strings.Contains(ref, ":") && !strings.Contains(ref, "?") && !strings.HasPrefix(ref, "#") {
+					dangling++
+					if dangling < 5 {
+						t.Errorf("her record points at %s, which it lacks", ref)
+					}
+				}
+			}
+			if len(refs) == 0 {
+				t.Fatal("no references found in her record")
+			}
+			sum, issues, st = postImport(t, home, me, hospital.FHIR, exp.Header.Get("Content-Type"), bytes.NewReader(exp.Body))
+			if st != 200 || sum["created"]+sum["updated"]+sum["conflicts"]+sum["rejected"] != 0 {
+				t.Errorf("her record again: %d %v %v", st, sum, issues)
+			}
+			// Her export from home, whose shared resources name Patient/me
+			// as their owner, into a third server where she is "x": the
+			// owner follows her Patient's identity like any reference.
+			third := servertest.Start(t, d)
+			x := third.Token("patient/*.cruds", "x")
+			sum, issues, st = postImport(t, third, x, home.FHIR, mine.Header.Get("Content-Type"), bytes.NewReader(mine.Body))
+			if st != 200 || sum["rejected"] != 0 || sum["created"] == 0 {
+				t.Fatalf("her record into a third server: %d %v %v", st, sum, issues)
+			}
+			r := third.Do("GET", "Medication", x, nil)
+			if got := strings.Count(string(r.Body), `"valueReference":{"reference":"Patient/x"}`); got != shared["Medication"] || strings.Contains(string(r.Body), "Patient/me") {
+				t.Errorf("third server: %d of %d Medications owned by Patient/x: %.400s", got, shared["Medication"], r.Body)
+			}
+		})
+	}
+}
+
+// walkReferences calls fn with the reference of every Reference in v.
+func walkReferences(v any, fn func(string)) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if s, ok := e.(string); ok && k == "reference" {
+				fn(s)
+				continue
+			}
+			walkReferences(e, fn)
+		}
+	case []any:
+		for _, e := range x {
+			walkReferences(e, fn)
+		}
+	}
+}
