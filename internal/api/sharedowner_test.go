@@ -186,6 +186,12 @@ func TestPatientOwnsSharedResources(t *testing.T) {
 			t.Errorf("the reference data changed: %s", r.Body)
 		}
 
+		// An admin's conditional create does not take alice's own copy
+		// for the store's reference data.
+		if r := s.Do("POST", "Medication", admin, med("", "alice-code-2", ""), "If-None-Exist", "code=http://www.nlm.nih.gov/research/umls/rxnorm|alice-code-2"); r.Status != 201 {
+			t.Errorf("the admin's conditional create matched alice's Medication: %d %.300s", r.Status, r.Body)
+		}
+
 		// Exports: hers carries her Medication, not bob's (which her
 		// prescription names); bob's carries his.
 		for _, c := range []struct {

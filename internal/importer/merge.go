@@ -703,9 +703,11 @@ func samePerson(a, b *fhirjson.Value) string {
 // only resources the token may read: another patient's resource that
 // carries the identifier is not the same fact, and the run's answer must
 // not tell that it exists (it would be rejected as belonging to another
-// record, and the item with it).
+// record, and the item with it). Other runs do not match a patient's own
+// copy of reference data (records.Service.Unowned).
 func (r *Run) mayMatch(ctx context.Context, typ, id string) (bool, error) {
-	if r.p == nil || r.p.Patient() == "" {
+	confined := r.p != nil && r.p.Patient() != ""
+	if !confined && !index.Ownable(typ) {
 		return true, nil
 	}
 	k := typ + "/" + id
@@ -715,6 +717,13 @@ func (r *Run) mayMatch(ctx context.Context, typ, id string) (bool, error) {
 	res, err := r.readVisible(ctx, typ, id)
 	if err != nil {
 		return false, err
+	}
+	if !confined && res != nil {
+		if ok, err := r.imp.rec.Unowned(res); err != nil {
+			return false, err
+		} else if !ok {
+			res = nil
+		}
 	}
 	if r.readable == nil {
 		r.readable = map[string]bool{}
@@ -738,7 +747,7 @@ func (r *Run) matchLimit(n int) int {
 
 // mayMatchAll keeps the ids of typ that mayMatch allows.
 func (r *Run) mayMatchAll(ctx context.Context, typ string, ids []string) ([]string, error) {
-	if r.p == nil || r.p.Patient() == "" {
+	if (r.p == nil || r.p.Patient() == "") && !index.Ownable(typ) {
 		return ids, nil
 	}
 	var out []string

@@ -69,11 +69,15 @@ func (r *Run) recogniseOwn(ctx context.Context, items []*item) error {
 		}
 		// A patient-scoped run recognises only what its token may read:
 		// another record's resource is not this record's own, and the
-		// answer must not tell that its version exists.
-		if ok, err := r.mayMatch(ctx, it.typ, it.sid); err != nil {
-			return err
-		} else if !ok {
-			continue
+		// answer must not tell that its version exists. (Other runs
+		// recognise everything: a patient's own copy of reference data
+		// that comes back is theirs still, which mayMatch would refuse.)
+		if r.p != nil && r.p.Patient() != "" {
+			if ok, err := r.mayMatch(ctx, it.typ, it.sid); err != nil {
+				return err
+			} else if !ok {
+				continue
+			}
 		}
 		it.localID = it.sid
 		it.ownVersion = v.Version

@@ -141,3 +141,58 @@ func walkReferences(v any, fn func(string)) {
 		}
 	}
 }
+
+// TestHospitalDoesNotMatchPatientCopies: a patient's own copy of a
+// Practitioner (owned by them) is not the hospital's. An admin's import
+// whose Practitioner carries the same identifier, and whose Encounters
+// point at it by that identifier, gets a Practitioner of its own, which
+// the hospital's patients can read; the patient's copy stays as it was.
+func TestHospitalDoesNotMatchPatientCopies(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d)
+			admin := s.AdminToken()
+			for _, p := range []string{"alice", "bob"} {
+				if r := s.Do("PUT", "Patient/"+p, admin, `{"resourceType":"Patient","id":"`+p+`"}`); r.Status >= 300 {
+					t.Fatalf("PUT Patient/%s: %d %s", p, r.Status, r.Body)
+				}
+			}
+			dr := func(id, family string) string {
+				return `{"resourceType":"Practitioner","id":"` + id + `","identifier":[{"system":"http://hl7.org/fhir/sid/us-npi","value":"1234567893"}],"name":[{"family":"` + family + `"}]}` + "\n"
+			}
+			enc := func(id, patient, ref string) string {
+				return `{"resourceType":"Encounter","id":"` + id + `","status":"finished","class":{"code":"AMB"},"subject":{"reference":"Patient/` + patient + `"},"participant":[{"individual":{"reference":"` + ref + `"}}]}` + "\n"
+			}
+			alice, bob := s.Token("patient/*.cruds", "alice"), s.Token("patient/*.cruds", "bob")
+			sum, issues, st := postImport(t, s, alice, "my-app", "application/x-ndjson", strings.NewReader(dr("dr", "Alice's spelling")+enc("e1", "alice", "Practitioner/dr")))
+			if st != 200 || sum["created"] != 2 || sum["rejected"] != 0 {
+				t.Fatalf("alice's upload: %d %v %v", st, sum, issues)
+			}
+			hospital := dr("h-dr", "Smith") + enc("e2", "bob", "Practitioner/h-dr") +
+				enc("e3", "bob", "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|1234567893")
+			sum, issues, st = postImport(t, s, admin, "hospital", "application/x-ndjson", strings.NewReader(hospital))
+			if st != 200 || sum["created"] != 3 || sum["rejected"] != 0 {
+				t.Fatalf("the hospital's import: %d %v %v", st, sum, issues)
+			}
+			for _, e := range []string{"e2", "e3"} {
+				r := s.Do("GET", "Encounter/"+e, bob, nil)
+				var enc struct {
+					Participant []struct{ Individual struct{ Reference string } }
+				}
+				if err := json.Unmarshal(r.Body, &enc); err != nil || r.Status != 200 || len(enc.Participant) != 1 {
+					t.Fatalf("bob reads Encounter/%s: %d %v %.300s", e, r.Status, err, r.Body)
+				}
+				ref := enc.Participant[0].Individual.Reference
+				if ref == "Practitioner/dr" {
+					t.Errorf("the hospital's Encounter/%s points at alice's own Practitioner", e)
+				}
+				if r := s.Do("GET", ref, bob, nil); r.Status != 200 || !strings.Contains(string(r.Body), "Smith") {
+					t.Errorf("bob reads %s, which Encounter/%s points at: %d %.300s", ref, e, r.Status, r.Body)
+				}
+			}
+			if r := s.Do("GET", "Practitioner/dr", alice, nil); r.Status != 200 || !strings.Contains(string(r.Body), "Alice's spelling") {
+				t.Errorf("alice's Practitioner after the hospital's import: %d %.300s", r.Status, r.Body)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/index"
 	"github.com/phr-project/phr/internal/store"
 )
 
@@ -78,9 +79,13 @@ const ConfinedMatches = 1000
 // patient's resource is no match: a conditional reference resolved to it
 // would tell the caller that it exists, and its id (a Patient found by a
 // national identifier), and a conditional create would answer with it.
+// For other callers, a patient's own copy of reference data (owner.go) is
+// no match either: a hospital's resources that pointed at it would point
+// at what their patients cannot see.
 func (s *Service) matchVisible(ctx context.Context, typ string, q url.Values, limit int) ([]string, error) {
 	p := access.From(ctx)
-	if p == nil || p.Patient() == "" || !PatientOwned(typ) {
+	confined := p != nil && p.Patient() != ""
+	if !PatientOwned(typ) || !confined && !index.Ownable(typ) {
 		return s.matcher.Match(ctx, typ, q, limit)
 	}
 	ids, err := s.matcher.Match(ctx, typ, q, ConfinedMatches)
@@ -96,7 +101,12 @@ func (s *Service) matchVisible(ctx context.Context, typ string, q url.Values, li
 		if err != nil {
 			return nil, err
 		}
-		ok, err := s.visible(ctx, p, res)
+		var ok bool
+		if confined {
+			ok, err = s.visible(ctx, p, res)
+		} else {
+			ok, err = s.Unowned(res)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -96,6 +96,18 @@ func (s *Service) owners(res *store.Resource) ([]string, error) {
 	return s.patientsOfStored(res)
 }
 
+// Unowned reports whether no patient owns a stored version (always true
+// for types a patient cannot own). Matching by identifier for callers that
+// are not patient-confined takes only such resources: a hospital's
+// records must not point at one patient's private copy of a Practitioner.
+func (s *Service) Unowned(res *store.Resource) (bool, error) {
+	if !index.Ownable(res.Type) {
+		return true, nil
+	}
+	own, err := s.owners(res)
+	return len(own) == 0, err
+}
+
 // sharedVisible reports whether patient-confined p may see a version of a
 // shared type: one without an owner, or one they own.
 func (s *Service) sharedVisible(p access.Principal, res *store.Resource) (bool, error) {
