@@ -82,6 +82,8 @@ func TestPatientOwnsSharedResources(t *testing.T) {
 			}
 			expect(t, s.Do("POST", "MedicationRequest", tok, request(who, who+"-med")), 201)
 		}
+		// One of hers that nothing points at.
+		expect(t, s.Do("PUT", "Medication/alice-spare", alice, med("alice-spare", "spare", "")), 201)
 		// alice's prescription also names bob's Medication (she learnt its id).
 		expect(t, s.Do("POST", "MedicationRequest", alice, request("alice", "bob-med")), 201)
 
@@ -118,7 +120,9 @@ func TestPatientOwnsSharedResources(t *testing.T) {
 			{"MedicationRequest?_include=MedicationRequest:medication", bob, "bob", []string{"Medication/bob-med"}, []string{"Medication/alice-med"}},
 			{"Medication/_history", bob, "bob", []string{"Medication/bob-med"}, []string{"Medication/alice-med"}},
 			{"_history", bob, "bob", []string{"Medication/bob-med"}, []string{"Medication/alice-med"}},
-			{"Patient/alice/$everything", alice, "alice", []string{"Medication/alice-med"}, []string{"Medication/bob-med"}},
+			{"Patient/alice/$everything", alice, "alice", []string{"Medication/alice-med", "Medication/alice-spare"}, []string{"Medication/bob-med"}},
+			{"Patient/alice/$everything", admin, "admin", []string{"Medication/alice-med", "Medication/alice-spare", "Medication/bob-med"}, nil},
+			{"Patient/bob/$everything", bob, "bob", []string{"Medication/bob-med"}, []string{"Medication/alice-med", "Medication/alice-spare"}},
 		} {
 			path := c.q
 			if strings.HasPrefix(path, "Medication,Organization") {

@@ -29,6 +29,7 @@ import (
 	"github.com/phr-project/phr/internal/access"
 	"github.com/phr-project/phr/internal/api"
 	"github.com/phr-project/phr/internal/fhir"
+	"github.com/phr-project/phr/internal/index"
 	"github.com/phr-project/phr/internal/r4"
 	"github.com/phr-project/phr/internal/records"
 	"github.com/phr-project/phr/internal/store"
@@ -339,14 +340,19 @@ func compartmentComplement(compartment string, types []string) []string {
 	if compartment == "" || len(types) < 2 {
 		return nil
 	}
+	// compartment rows are of the compartment types and of the shared
+	// resources a patient owns (records: owner.go)
+	in := func(t string) bool {
+		return t == "Patient" || len(r4.PatientCompartmentParams(t)) > 0 || index.Ownable(t)
+	}
 	out := []string{}
 	for _, t := range r4.ResourceTypes() {
-		if (t == "Patient" || len(r4.PatientCompartmentParams(t)) > 0) && !slices.Contains(types, t) {
+		if in(t) && !slices.Contains(types, t) {
 			out = append(out, t)
 		}
 	}
 	for _, t := range types {
-		if t != "Patient" && len(r4.PatientCompartmentParams(t)) == 0 {
+		if !in(t) {
 			return nil // a type outside the compartment: keep the plain list
 		}
 	}

@@ -16,8 +16,9 @@ import (
 )
 
 // serveEverything answers Patient/[id]/$everything: the patient's
-// compartment (AuditEvents only when _type asks for them) with the shared
-// resources it references (practitioners, organizations, medications...),
+// compartment (AuditEvents only when _type asks for them; the shared
+// resources the patient owns are in it) with the shared resources it
+// references (practitioners, organizations, medications...),
 // paged like a search; _since, _type, start and end narrow it.
 func (e *Engine) serveEverything(w http.ResponseWriter, r *http.Request, typ, id string) {
 	if err := e.everything(w, r, id); err != nil {
@@ -60,7 +61,9 @@ func (e *Engine) everything(w http.ResponseWriter, r *http.Request, id string) e
 		}
 	} else {
 		for _, t := range r4.ResourceTypes() {
-			if t == auditType || (t != "Patient" && len(r4.PatientCompartmentParams(t)) == 0) {
+			// the compartment, with the shared resources the patient
+			// owns (records: owner.go)
+			if t == auditType || (t != "Patient" && len(r4.PatientCompartmentParams(t)) == 0 && !index.Ownable(t)) {
 				continue
 			}
 			if p.Allows(access.Read, t) {
