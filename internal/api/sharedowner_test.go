@@ -82,6 +82,20 @@ func TestPatientOwnsSharedResources(t *testing.T) {
 			}
 			expect(t, s.Do("POST", "MedicationRequest", tok, request(who, who+"-med")), 201)
 		}
+		// A transaction: her prescription and its Medication together.
+		tx := `{"resourceType":"Bundle","type":"transaction","entry":[
+			{"fullUrl":"urn:uuid:6d1e8f0a-0000-4000-8000-000000000001","resource":` + med("", "tx-code", "") + `,"request":{"method":"POST","url":"Medication"}},
+			{"fullUrl":"urn:uuid:6d1e8f0a-0000-4000-8000-000000000002","resource":{"resourceType":"MedicationRequest","status":"active","intent":"order","subject":{"reference":"Patient/alice"},"medicationReference":{"reference":"urn:uuid:6d1e8f0a-0000-4000-8000-000000000001"}},"request":{"method":"POST","url":"MedicationRequest"}}]}`
+		r := s.Do("POST", "", alice, tx)
+		var resp struct {
+			Entry []struct{ Response struct{ Location string } }
+		}
+		if err := json.Unmarshal(r.Body, &resp); err != nil || r.Status != 200 || len(resp.Entry) != 2 {
+			t.Fatalf("alice's transaction: %d %v %.500s", r.Status, err, r.Body)
+		}
+		if txMed := strings.Split(resp.Entry[0].Response.Location, "/")[1]; ownerOf(t, s, "Medication", txMed) != "Patient/alice" {
+			t.Errorf("the Medication of her transaction is not hers")
+		}
 		// One of hers that nothing points at.
 		expect(t, s.Do("PUT", "Medication/alice-spare", alice, med("alice-spare", "spare", "")), 201)
 		// alice's prescription also names bob's Medication (she learnt its id).
