@@ -512,6 +512,9 @@ func (imp *Importer) writeVersion(ctx context.Context, p access.Principal, cur *
 	if !at.After(cur.LastUpdated) {
 		at = cur.LastUpdated.Add(time.Microsecond)
 	}
+	// a patient's merged resource or Binary stays theirs, as any write
+	// of theirs does
+	records.Confine(p, cur.Type, tree, cur)
 	prep, err := imp.rec.PrepareVersion(tree, cur.Type, cur.ID, cur.Version+1, at, "PUT", records.WriteOptions{Source: source})
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -168,6 +169,34 @@ func TestHospitalDoesNotMatchPatientCopies(t *testing.T) {
 			if st != 200 || sum["created"] != 2 || sum["rejected"] != 0 {
 				t.Fatalf("alice's upload: %d %v %v", st, sum, issues)
 			}
+			// Her second app spells her Practitioner otherwise: a conflict
+			// she resolves with a merged resource, which stays hers.
+			sum, issues, st = postImport(t, s, alice, "other-app", "application/x-ndjson", strings.NewReader(dr("x", "Other spelling")))
+			if st != 200 || sum["conflicts"] != 1 {
+				t.Fatalf("alice's second app: %d %v %v", st, sum, issues)
+			}
+			var list struct {
+				Parameter []struct {
+					Part []struct {
+						Name         string
+						ValueInteger int
+					}
+				}
+			}
+			r := s.Do("GET", "$conflicts", alice, nil)
+			if err := json.Unmarshal(r.Body, &list); err != nil || len(list.Parameter) != 1 || len(list.Parameter[0].Part) == 0 || list.Parameter[0].Part[0].Name != "id" {
+				t.Fatalf("alice's conflicts: %v %.400s", err, r.Body)
+			}
+			r = s.Do("POST", "$resolve-conflict?id="+strconv.Itoa(list.Parameter[0].Part[0].ValueInteger), alice, dr("dr", "Merged spelling"))
+			if r.Status != 200 {
+				t.Fatalf("alice resolves with a merged resource: %d %.400s", r.Status, r.Body)
+			}
+			if r := s.Do("GET", "Practitioner/dr", admin, nil); !strings.Contains(string(r.Body), "Merged spelling") || !strings.Contains(string(r.Body), `"valueReference":{"reference":"Patient/alice"}`) {
+				t.Errorf("her resolved Practitioner: %.400s", r.Body)
+			}
+			if r := s.Do("GET", "Practitioner/dr", bob, nil); r.Status != 404 {
+				t.Errorf("bob reads her resolved Practitioner: %d", r.Status)
+			}
 			hospital := dr("h-dr", "Smith") + enc("e2", "bob", "Practitioner/h-dr") +
 				enc("e3", "bob", "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|1234567893")
 			sum, issues, st = postImport(t, s, admin, "hospital", "application/x-ndjson", strings.NewReader(hospital))
@@ -190,7 +219,7 @@ func TestHospitalDoesNotMatchPatientCopies(t *testing.T) {
 					t.Errorf("bob reads %s, which Encounter/%s points at: %d %.300s", ref, e, r.Status, r.Body)
 				}
 			}
-			if r := s.Do("GET", "Practitioner/dr", alice, nil); r.Status != 200 || !strings.Contains(string(r.Body), "Alice's spelling") {
+			if r := s.Do("GET", "Practitioner/dr", alice, nil); r.Status != 200 || !strings.Contains(string(r.Body), "Merged spelling") {
 				t.Errorf("alice's Practitioner after the hospital's import: %d %.300s", r.Status, r.Body)
 			}
 		})
