@@ -139,18 +139,6 @@ func (imp *Importer) lookupIdentity(ctx context.Context, source, typ string, sid
 	return nil
 }
 
-// lookupIdentities reads the identity map entries of source for the
-// source ids of each type in byType (see lookupIdentity).
-func (imp *Importer) lookupIdentities(ctx context.Context, source string, byType map[string][]string) (map[string][4]string, error) {
-	known := map[string][4]string{}
-	for typ, sids := range byType {
-		if err := imp.lookupIdentity(ctx, source, typ, sids, known); err != nil {
-			return nil, err
-		}
-	}
-	return known, nil
-}
-
 // existing marks out["Type/id"] for ids that exist locally (in any state).
 func (imp *Importer) existing(ctx context.Context, typ string, ids []string, out map[string]bool) error {
 	err := imp.forChunks(ctx, ids, existingLookup.with(typ), func(rows *sql.Rows) error {

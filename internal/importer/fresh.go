@@ -46,8 +46,11 @@ func keyOf(h string) digestKey {
 // beginFresh sets r.fresh when nothing of the source is recorded yet.
 func (r *Run) beginFresh(ctx context.Context) error {
 	var recorded bool
-	err := r.imp.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM import_identity WHERE source = ?) OR EXISTS (SELECT 1 FROM import_seen WHERE source = ?)`,
-		r.source, r.source).Scan(&recorded)
+	// (what a patient's runs recorded of their own shared resources is
+	// under a key of its own: ownsource.go)
+	own := r.identSource("Medication")
+	err := r.imp.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM import_identity WHERE source = ? OR source = ?) OR EXISTS (SELECT 1 FROM import_seen WHERE source = ? OR source = ?)`,
+		r.source, own, r.source, own).Scan(&recorded)
 	if err != nil {
 		return fmt.Errorf("check import source: %w", err)
 	}

@@ -333,7 +333,7 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 	var known map[string][4]string
 	if !r.fresh.on { // else nothing recorded of the source but what r.ids holds
 		var err error
-		if known, err = r.imp.lookupIdentities(ctx, r.source, byType); err != nil {
+		if known, err = r.lookupIdentities(ctx, byType); err != nil {
 			return err
 		}
 	}
@@ -879,7 +879,7 @@ func (r *Run) predictRef(ctx context.Context, ref string, ch *chunk, decided map
 	local, ok := r.ids[key]
 	if !ok && !r.fresh.on {
 		// What prefetchRefs will find: this source's identity map.
-		known, err := r.imp.lookupIdentities(ctx, r.source, map[string][]string{pr.Type: {pr.ID}})
+		known, err := r.lookupIdentities(ctx, map[string][]string{pr.Type: {pr.ID}})
 		if err != nil {
 			return "", refUnknown, err
 		}
@@ -959,7 +959,7 @@ func (r *Run) prefetchRefs(ctx context.Context, items []*item, ch *chunk) error 
 		// Targets this source sent before map through its identity map;
 		// others are kept as they are (unresolvable ones are reported by
 		// validation only when malformed).
-		known, err := r.imp.lookupIdentities(ctx, r.source, need)
+		known, err := r.lookupIdentities(ctx, need)
 		if err != nil {
 			return err
 		}
@@ -1187,20 +1187,14 @@ func (r *Run) loadCurrent(ctx context.Context, items []*item) error {
 		}
 		byType[it.typ] = append(byType[it.typ], it.localID)
 	}
-	var hashes []string
-	for _, it := range items {
-		if it.hash != "" && it.act != actReject && !it.del {
-			hashes = append(hashes, it.hash)
-		}
-	}
 	seen := map[string]bool{}
 	if r.fresh.on {
-		for _, h := range hashes {
-			if r.fresh.digests[keyOf(h)] {
-				seen[h] = true
+		for _, it := range items {
+			if it.hash != "" && it.act != actReject && !it.del && r.fresh.digests[keyOf(it.hash)] {
+				seen[it.hash] = true
 			}
 		}
-	} else if err := r.imp.seenHashes(ctx, r.source, hashes, seen); err != nil {
+	} else if err := r.seenHashes(ctx, items, seen); err != nil {
 		return err
 	}
 	for _, it := range items {
@@ -1808,7 +1802,7 @@ func (r *Run) records(items []*item) []recordRows {
 		// (An unchanged item's entry is written again when the version the
 		// source agrees with moved.)
 		if it.sid != "" && (it.newMap || it.act == actUpdate || it.act == actCreate || it.agreed != "" && it.agreed != it.knownAgreed) {
-			row := []any{r.source, it.typ, it.sid, it.localID, it.srcVer, it.srcUpd, it.agreed}
+			row := []any{r.identSource(it.typ), it.typ, it.sid, it.localID, it.srcVer, it.srcUpd, it.agreed}
 			if it.act == actCreate && !it.known {
 				newIDRows = append(newIDRows, row)
 			} else {
@@ -1816,7 +1810,7 @@ func (r *Run) records(items []*item) []recordRows {
 			}
 		}
 		if !it.seen && it.hash != "" {
-			seenRows = append(seenRows, []any{r.source, it.hash})
+			seenRows = append(seenRows, []any{r.identSource(it.typ), it.hash})
 		}
 		if it.act == actCreate || it.act == actUpdate {
 			for _, idn := range it.idents {

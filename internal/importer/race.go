@@ -130,7 +130,7 @@ func (r *Run) takenMapped(ctx context.Context, items []*item, taken map[string]b
 			byType[it.typ] = append(byType[it.typ], it.sid)
 		}
 	}
-	known, err := r.imp.lookupIdentities(ctx, r.source, byType)
+	known, err := r.lookupIdentities(ctx, byType)
 	if err != nil {
 		return err
 	}

@@ -225,3 +225,90 @@ func TestHospitalDoesNotMatchPatientCopies(t *testing.T) {
 		})
 	}
 }
+
+// TestFamilyTakesRecordsFromOneHospital: two patients of one store take
+// their records from the same hospital, which names the same Practitioner
+// under the same id in both, and then the admin imports the hospital's
+// data too. Each patient's Practitioner is their own copy, each
+// Encounter points at one its patient can read, the admin's is reference
+// data of its own, and importing any of the three again changes nothing.
+func TestFamilyTakesRecordsFromOneHospital(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := servertest.Start(t, d)
+			admin := s.AdminToken()
+			for _, p := range []string{"alice", "bob"} {
+				if r := s.Do("PUT", "Patient/"+p, admin, `{"resourceType":"Patient","id":"`+p+`"}`); r.Status >= 300 {
+					t.Fatalf("PUT Patient/%s: %d %s", p, r.Status, r.Body)
+				}
+			}
+			const hospital = "http://hospital.example/fhir"
+			dr := `{"resourceType":"Practitioner","id":"dr","name":[{"family":"Smith"}]}` + "\n"
+			file := func(enc, patient string) string {
+				return dr + `{"resourceType":"Encounter","id":"` + enc + `","status":"finished","class":{"code":"AMB"},"subject":{"reference":"Patient/` + patient + `"},"participant":[{"individual":{"reference":"Practitioner/dr"}}]}` + "\n"
+			}
+			alice, bob := s.Token("patient/*.cruds", "alice"), s.Token("patient/*.cruds", "bob")
+			runs := []struct {
+				who, tok, enc, patient, owner string
+			}{
+				{"alice", alice, "e1", "alice", "Patient/alice"},
+				{"bob", bob, "e2", "bob", "Patient/bob"},
+				{"the admin", admin, "e3", "bob", ""},
+			}
+			drs := map[string]string{}
+			for _, c := range runs {
+				sum, issues, st := postImport(t, s, c.tok, hospital, "application/x-ndjson", strings.NewReader(file(c.enc, c.patient)))
+				if st != 200 || sum["created"] != 2 || sum["rejected"] != 0 {
+					t.Fatalf("%s's import: %d %v %v", c.who, st, sum, issues)
+				}
+				r := s.Do("GET", "Encounter/"+c.enc, s.Token("patient/*.cruds", c.patient), nil)
+				var enc struct {
+					Participant []struct{ Individual struct{ Reference string } }
+				}
+				if err := json.Unmarshal(r.Body, &enc); err != nil || r.Status != 200 || len(enc.Participant) != 1 {
+					t.Fatalf("%s reads Encounter/%s: %d %v %.300s", c.patient, c.enc, r.Status, err, r.Body)
+				}
+				ref := enc.Participant[0].Individual.Reference
+				drs[c.who] = ref
+				if r := s.Do("GET", ref, s.Token("patient/*.cruds", c.patient), nil); r.Status != 200 {
+					t.Errorf("%s's import: %s reads %s, which Encounter/%s points at: %d", c.who, c.patient, ref, c.enc, r.Status)
+				}
+				typ, id, _ := strings.Cut(ref, "/")
+				if o := ownerOf(t, s, typ, id); o != c.owner {
+					t.Errorf("%s's import: %s is owned by %q, want %q", c.who, ref, o, c.owner)
+				}
+			}
+			if drs["alice"] == drs["bob"] || drs["bob"] == drs["the admin"] || drs["alice"] == drs["the admin"] {
+				t.Errorf("the Practitioners: %v", drs)
+			}
+			for _, c := range runs {
+				sum, issues, st := postImport(t, s, c.tok, hospital, "application/x-ndjson", strings.NewReader(file(c.enc, c.patient)))
+				if st != 200 || sum["created"]+sum["updated"]+sum["conflicts"]+sum["rejected"] != 0 {
+					t.Errorf("%s's import again: %d %v %v", c.who, st, sum, issues)
+				}
+			}
+		})
+	}
+}
+
+// ownerOf reads typ/id as the admin and returns the reference of its
+// owner extension ("" without one).
+func ownerOf(t *testing.T, s *servertest.Server, typ, id string) string {
+	t.Helper()
+	r := s.Do("GET", typ+"/"+id, s.AdminToken(), nil)
+	var res struct {
+		Extension []struct {
+			URL            string
+			ValueReference struct{ Reference string }
+		}
+	}
+	if err := json.Unmarshal(r.Body, &res); err != nil || r.Status != 200 {
+		t.Fatalf("read %s/%s: %d %v %.300s", typ, id, r.Status, err, r.Body)
+	}
+	for _, e := range res.Extension {
+		if e.URL == index.OwnerExtension {
+			return e.ValueReference.Reference
+		}
+	}
+	return ""
+}

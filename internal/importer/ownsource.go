@@ -1,0 +1,63 @@
+package importer
+
+import (
+	"context"
+
+	"github.com/phr-project/phr/internal/index"
+)
+
+// A patient's own shared resources (records: owner.go) are theirs alone,
+// yet two patients of one store who take their records from the same
+// hospital bring the same Practitioner under the same source id, in the
+// same words. Were the source's identity map and digests one for both, the
+// second patient's Practitioner would be an exact duplicate of the first's
+// (skipped), or map to the first one's copy, and their Encounters would
+// point at what they cannot read; an admin's import of the hospital would
+// point its records at the first patient's copy too. So what a
+// patient-scoped run records of the shared types a patient may own is
+// recorded under a source key of its own, the source and the patient
+// (identSource); everything else under the source, as before.
+
+// patientKeySep separates the source from the patient in identSource; a
+// control character no source label has (PostgreSQL text takes it, unlike
+// NUL).
+const patientKeySep = "\x1fpatient/"
+
+// identSource is the source key of the identity map and digests for items
+// of type typ in this run (see above).
+func (r *Run) identSource(typ string) string {
+	if r.p != nil && r.p.Patient() != "" && index.Ownable(typ) {
+		return r.source + patientKeySep + r.p.Patient()
+	}
+	return r.source
+}
+
+// lookupIdentities reads the identity map entries of the run's source for
+// the source ids of each type in byType (see lookupIdentity).
+func (r *Run) lookupIdentities(ctx context.Context, byType map[string][]string) (map[string][4]string, error) {
+	known := map[string][4]string{}
+	for typ, sids := range byType {
+		if err := r.imp.lookupIdentity(ctx, r.identSource(typ), typ, sids, known); err != nil {
+			return nil, err
+		}
+	}
+	return known, nil
+}
+
+// seenHashes marks in out the digests of items that the run's source sent
+// before, each under its type's source key.
+func (r *Run) seenHashes(ctx context.Context, items []*item, out map[string]bool) error {
+	byKey := map[string][]string{}
+	for _, it := range items {
+		if it.hash != "" && it.act != actReject && !it.del {
+			k := r.identSource(it.typ)
+			byKey[k] = append(byKey[k], it.hash)
+		}
+	}
+	for k, hashes := range byKey {
+		if err := r.imp.seenHashes(ctx, k, hashes, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
