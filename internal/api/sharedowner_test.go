@@ -204,6 +204,23 @@ func TestPatientOwnsSharedResources(t *testing.T) {
 			t.Errorf("the reference data changed: %s", r.Body)
 		}
 
+		// An admin who corrects her Medication does not publish it.
+		if r := s.Do("PUT", "Medication/alice-med", admin, med("alice-med", "alice-code-2", "")); r.Status != 200 {
+			t.Errorf("the admin corrects alice's Medication: %d %.300s", r.Status, r.Body)
+		}
+		if o := ownerOf(t, s, "Medication", "alice-med"); o != "Patient/alice" {
+			t.Errorf("alice's Medication after the admin's update: owned by %q", o)
+		}
+		// In a transaction, whose entries are prepared before the
+		// versions they replace are read, an update without the owner is
+		// refused rather than publish her Medication.
+		txPut := `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":` + med("alice-med", "alice-code-3", "") + `,"request":{"method":"PUT","url":"Medication/alice-med"}}]}`
+		if r := s.Do("POST", "", admin, txPut); r.Status != 422 {
+			t.Errorf("the admin's transaction that leaves her owner out: %d %.300s", r.Status, r.Body)
+		}
+		if o := ownerOf(t, s, "Medication", "alice-med"); o != "Patient/alice" {
+			t.Errorf("alice's Medication after the admin's transaction: owned by %q", o)
+		}
 		// An admin's conditional create does not take alice's own copy
 		// for the store's reference data.
 		if r := s.Do("POST", "Medication", admin, med("", "alice-code-2", ""), "If-None-Exist", "code=http://www.nlm.nih.gov/research/umls/rxnorm|alice-code-2"); r.Status != 201 {

@@ -3,6 +3,7 @@ package records
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"slices"
 
 	"github.com/phr-project/phr/internal/access"
@@ -28,42 +29,47 @@ import (
 // Confine makes what patient-confined p writes theirs, where the type
 // decides it by content: a Binary gets a securityContext (confineBinary),
 // a resource of an ownable shared type an owner (confineOwner). cur is the
-// version it replaces (nil for none). Other principals and types are left
-// as they are.
+// version it replaces (nil for none). Other principals' writes of an
+// ownable type keep the owner cur has when they name none: an admin who
+// corrects a patient's Medication does not publish it to every patient.
 func Confine(p access.Principal, typ string, res *fhirjson.Value, cur *store.Resource) {
-	if p == nil || p.Patient() == "" {
-		return
-	}
+	confined := p != nil && p.Patient() != ""
 	switch {
-	case typ == "Binary":
+	case typ == "Binary" && confined:
 		confineBinary(p, res, cur)
 	case index.Ownable(typ):
 		confineOwner(p, res, cur)
 	}
 }
 
-// confineOwner gives a shared resource that patient-confined p writes
-// without an owner the one that makes it theirs: that of cur, the version
-// it replaces, when cur has one, else their Patient. Over a current
-// version without one (reference data that is not theirs to change) it
-// adds nothing, so that the same content sent again is found unchanged
-// rather than refused.
+// confineOwner gives a shared resource written without an owner the one of
+// cur, the version it replaces, when cur has one, else, when
+// patient-confined p writes it, their Patient. Over a current version
+// without one (reference data that is not theirs to change) it adds
+// nothing, so that the same content sent again is found unchanged rather
+// than refused.
 func confineOwner(p access.Principal, res *fhirjson.Value, cur *store.Resource) {
 	if ownerExtension(res) != nil {
 		return
 	}
-	ext := fhirjson.NewObject(
-		fhirjson.Field{Name: "url", Value: fhirjson.NewString(index.OwnerExtension)},
-		fhirjson.Field{Name: "valueReference", Value: fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString("Patient/" + p.Patient())})},
-	)
-	if cur != nil && !cur.Deleted && cur.JSON != nil {
+	var ext *fhirjson.Value
+	switch live := cur != nil && !cur.Deleted && cur.JSON != nil; {
+	case live && !bytes.Contains(cur.JSON, []byte(index.OwnerExtension)):
+		return // reference data, no one's to own
+	case live:
 		old, err := fhirjson.Parse(cur.JSON)
 		if err != nil {
 			return
 		}
-		if ext = ownerExtension(old); ext == nil {
-			return
-		}
+		ext = ownerExtension(old)
+	case p != nil && p.Patient() != "":
+		ext = fhirjson.NewObject(
+			fhirjson.Field{Name: "url", Value: fhirjson.NewString(index.OwnerExtension)},
+			fhirjson.Field{Name: "valueReference", Value: fhirjson.NewObject(fhirjson.Field{Name: "reference", Value: fhirjson.NewString("Patient/" + p.Patient())})},
+		)
+	}
+	if ext == nil {
+		return
 	}
 	exts := res.Get("extension")
 	if exts == nil || exts.Kind != fhirjson.Array {
@@ -71,6 +77,18 @@ func confineOwner(p access.Principal, res *fhirjson.Value, cur *store.Resource) 
 		res.SetAfter("extension", exts, "contained", "text", "language", "implicitRules", "meta", "id", "resourceType")
 	}
 	exts.Items = append(exts.Items, ext)
+}
+
+// keepsOwner refuses a version prep of a shared resource without an owner
+// over old, a live version with one (Confine carries the owner where the
+// writer knows the version it replaces; a transaction's entries are
+// prepared before): a patient's own resource does not become reference
+// data that every patient sees by an update that leaves the owner out.
+func keepsOwner(prep *prepared, old *store.Resource) error {
+	if old == nil || old.Deleted || !index.Ownable(prep.typ) || !bytes.Contains(old.JSON, []byte(index.OwnerExtension)) || ownerExtension(prep.tree) != nil {
+		return nil
+	}
+	return fhir.Errorf(http.StatusUnprocessableEntity, "business-rule", "%s/%s is part of a patient's record (its owner extension %s names them); an update must keep that extension", prep.typ, prep.id, index.OwnerExtension)
 }
 
 // ownerExtension returns the first OwnerExtension of res (nil for none).

@@ -211,6 +211,9 @@ func (s *Service) checkWrite(ctx context.Context, p access.Principal, i access.I
 	if err := allow(p, i, prep.typ); err != nil {
 		return err
 	}
+	if err := keepsOwner(prep, old); err != nil {
+		return err
+	}
 	pid := p.Patient()
 	if pid == "" {
 		return nil
