@@ -13,9 +13,11 @@ import (
 // second patient's Practitioner would be an exact duplicate of the first's
 // (skipped), or map to the first one's copy, and their Encounters would
 // point at what they cannot read; an admin's import of the hospital would
-// point its records at the first patient's copy too. So what a
-// patient-scoped run records of the shared types a patient may own is
-// recorded under a source key of its own, the source and the patient
+// point its records at the first patient's copy too. The same holds for a
+// Binary (a leaflet the hospital gives every patient), which is a
+// patient's by its securityContext. So what a patient-scoped run records
+// of the shared types a patient may own, and of Binaries, is recorded
+// under a source key of its own, the source and the patient
 // (identSource); everything else under the source, as before.
 
 // patientKeySep separates the source from the patient in identSource; a
@@ -26,7 +28,7 @@ const patientKeySep = "\x1fpatient/"
 // identSource is the source key of the identity map and digests for items
 // of type typ in this run (see above).
 func (r *Run) identSource(typ string) string {
-	if r.p != nil && r.p.Patient() != "" && index.Ownable(typ) {
+	if r.p != nil && r.p.Patient() != "" && (typ == "Binary" || index.Ownable(typ)) {
 		return r.source + patientKeySep + r.p.Patient()
 	}
 	return r.source

@@ -232,6 +232,7 @@ func TestHospitalDoesNotMatchPatientCopies(t *testing.T) {
 // data too. Each patient's Practitioner is their own copy, each
 // Encounter points at one its patient can read, the admin's is reference
 // data of its own, and importing any of the three again changes nothing.
+// So with a leaflet (a Binary) the hospital gives every patient.
 func TestFamilyTakesRecordsFromOneHospital(t *testing.T) {
 	for _, d := range storetest.Dialects() {
 		t.Run(d, func(t *testing.T) {
@@ -245,7 +246,9 @@ func TestFamilyTakesRecordsFromOneHospital(t *testing.T) {
 			const hospital = "http://hospital.example/fhir"
 			dr := `{"resourceType":"Practitioner","id":"dr","name":[{"family":"Smith"}]}` + "\n"
 			file := func(enc, patient string) string {
-				return dr + `{"resourceType":"Encounter","id":"` + enc + `","status":"finished","class":{"code":"AMB"},"subject":{"reference":"Patient/` + patient + `"},"participant":[{"individual":{"reference":"Practitioner/dr"}}]}` + "\n"
+				return dr + `{"resourceType":"Encounter","id":"` + enc + `","status":"finished","class":{"code":"AMB"},"subject":{"reference":"Patient/` + patient + `"},"participant":[{"individual":{"reference":"Practitioner/dr"}}]}` + "\n" +
+					`{"resourceType":"Binary","id":"leaflet","contentType":"text/plain","data":"TEVBRkxFVA=="}` + "\n" +
+					`{"resourceType":"DocumentReference","id":"doc-` + enc + `","status":"current","subject":{"reference":"Patient/` + patient + `"},"content":[{"attachment":{"contentType":"text/plain","url":"Binary/leaflet"}}]}` + "\n"
 			}
 			alice, bob := s.Token("patient/*.cruds", "alice"), s.Token("patient/*.cruds", "bob")
 			runs := []struct {
@@ -258,8 +261,12 @@ func TestFamilyTakesRecordsFromOneHospital(t *testing.T) {
 			drs := map[string]string{}
 			for _, c := range runs {
 				sum, issues, st := postImport(t, s, c.tok, hospital, "application/x-ndjson", strings.NewReader(file(c.enc, c.patient)))
-				if st != 200 || sum["created"] != 2 || sum["rejected"] != 0 {
+				if st != 200 || sum["created"] != 4 || sum["rejected"] != 0 {
 					t.Fatalf("%s's import: %d %v %v", c.who, st, sum, issues)
+				}
+				tok := s.Token("patient/*.cruds", c.patient)
+				if got := binaryData(t, s, tok, attachmentURL(t, s, tok, "doc-"+c.enc)); got != "LEAFLET" {
+					t.Errorf("%s's import: the leaflet holds %q", c.who, got)
 				}
 				r := s.Do("GET", "Encounter/"+c.enc, s.Token("patient/*.cruds", c.patient), nil)
 				var enc struct {
