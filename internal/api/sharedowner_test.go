@@ -9,28 +9,6 @@ import (
 	"github.com/phr-project/phr/internal/server/servertest"
 )
 
-// ownerOf reads typ/id as the admin and returns the reference of its
-// owner extension ("" without one).
-func ownerOf(t *testing.T, s *servertest.Server, typ, id string) string {
-	t.Helper()
-	r := s.Do("GET", typ+"/"+id, s.AdminToken(), nil)
-	var res struct {
-		Extension []struct {
-			URL            string
-			ValueReference struct{ Reference string }
-		}
-	}
-	if err := json.Unmarshal(r.Body, &res); err != nil || r.Status != 200 {
-		t.Fatalf("read %s/%s: %d %v %.300s", typ, id, r.Status, err, r.Body)
-	}
-	for _, e := range res.Extension {
-		if e.URL == index.OwnerExtension {
-			return e.ValueReference.Reference
-		}
-	}
-	return ""
-}
-
 // ids returns the ids of the resources of type typ a Bundle (search,
 // history) or an NDJSON/Bundle export holds, as "Type/id".
 func idsIn(body []byte, typ string) map[string]bool {
@@ -77,7 +55,7 @@ func TestPatientOwnsSharedResources(t *testing.T) {
 			if r := s.Do("PUT", "Medication/"+who+"-med", tok, med(who+"-med", who+"-code", "")); r.Status != 201 {
 				t.Fatalf("%s writes a Medication: %d %s", who, r.Status, r.Body)
 			}
-			if o := ownerOf(t, s, "Medication", who+"-med"); o != "Patient/"+who {
+			if o := s.Owner("Medication", who+"-med"); o != "Patient/"+who {
 				t.Errorf("%s's Medication is owned by %q", who, o)
 			}
 			expect(t, s.Do("POST", "MedicationRequest", tok, request(who, who+"-med")), 201)
@@ -93,7 +71,7 @@ func TestPatientOwnsSharedResources(t *testing.T) {
 		if err := json.Unmarshal(r.Body, &resp); err != nil || r.Status != 200 || len(resp.Entry) != 2 {
 			t.Fatalf("alice's transaction: %d %v %.500s", r.Status, err, r.Body)
 		}
-		if txMed := strings.Split(resp.Entry[0].Response.Location, "/")[1]; ownerOf(t, s, "Medication", txMed) != "Patient/alice" {
+		if txMed := strings.Split(resp.Entry[0].Response.Location, "/")[1]; s.Owner("Medication", txMed) != "Patient/alice" {
 			t.Errorf("the Medication of her transaction is not hers")
 		}
 		// One of hers that nothing points at.
@@ -197,7 +175,7 @@ func TestPatientOwnsSharedResources(t *testing.T) {
 		if r := s.Do("GET", "Medication/bob-med", bob, nil); r.Status != 200 {
 			t.Errorf("bob's Medication after alice's delete: %d", r.Status)
 		}
-		if o := ownerOf(t, s, "Medication", "alice-med"); o != "Patient/alice" {
+		if o := s.Owner("Medication", "alice-med"); o != "Patient/alice" {
 			t.Errorf("alice's update without an owner: owned by %q", o)
 		}
 		if r := s.Do("GET", "Organization/org", admin, nil); !strings.Contains(string(r.Body), "General Hospital") {
@@ -208,7 +186,7 @@ func TestPatientOwnsSharedResources(t *testing.T) {
 		if r := s.Do("PUT", "Medication/alice-med", admin, med("alice-med", "alice-code-2", "")); r.Status != 200 {
 			t.Errorf("the admin corrects alice's Medication: %d %.300s", r.Status, r.Body)
 		}
-		if o := ownerOf(t, s, "Medication", "alice-med"); o != "Patient/alice" {
+		if o := s.Owner("Medication", "alice-med"); o != "Patient/alice" {
 			t.Errorf("alice's Medication after the admin's update: owned by %q", o)
 		}
 		// In a transaction, whose entries are prepared before the
@@ -218,7 +196,7 @@ func TestPatientOwnsSharedResources(t *testing.T) {
 		if r := s.Do("POST", "", admin, txPut); r.Status != 422 {
 			t.Errorf("the admin's transaction that leaves her owner out: %d %.300s", r.Status, r.Body)
 		}
-		if o := ownerOf(t, s, "Medication", "alice-med"); o != "Patient/alice" {
+		if o := s.Owner("Medication", "alice-med"); o != "Patient/alice" {
 			t.Errorf("alice's Medication after the admin's transaction: owned by %q", o)
 		}
 		// An admin's conditional create does not take alice's own copy

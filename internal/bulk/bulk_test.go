@@ -51,6 +51,22 @@ func (e *env) put(typ, id string, body map[string]any) {
 	}
 }
 
+// deletedSince runs a Patient-level export with _since and returns the
+// "Type/id" its deleted[] files list, sorted.
+func (e *env) deletedSince(tok string, since time.Time) []string {
+	e.t.Helper()
+	q := url.Values{"_since": {since.Format(time.RFC3339Nano)}}
+	m := e.wait(tok, e.kick(tok, "Patient/$export?"+q.Encode()))
+	var out []string
+	for _, it := range m.Deleted {
+		for _, b := range e.download(tok, it) {
+			out = append(out, b["entry"].([]any)[0].(map[string]any)["request"].(map[string]any)["url"].(string))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 func (e *env) del(typ, id string) {
 	e.t.Helper()
 	if r := e.s.Do("DELETE", typ+"/"+id, e.admin, nil); r.Status >= 300 {
@@ -693,22 +709,10 @@ func TestPatientExportBinaries(t *testing.T) {
 			e.del("Binary", "alice-upload")
 			e.del("Binary", "bob-upload")
 			e.del("Binary", "unrelated")
-			q := url.Values{"_since": {since.Format(time.RFC3339Nano)}}
-			deleted := func(tok string) []string {
-				m := e.wait(tok, e.kick(tok, "Patient/$export?"+q.Encode()))
-				var out []string
-				for _, it := range m.Deleted {
-					for _, b := range e.download(tok, it) {
-						out = append(out, b["entry"].([]any)[0].(map[string]any)["request"].(map[string]any)["url"].(string))
-					}
-				}
-				slices.Sort(out)
-				return out
-			}
-			if got := deleted(e.s.Token("patient/*.read", "alice")); !slices.Equal(got, []string{"Binary/alice-upload"}) {
+			if got := e.deletedSince(e.s.Token("patient/*.read", "alice"), since); !slices.Equal(got, []string{"Binary/alice-upload"}) {
 				t.Errorf("alice's deletions since: %v", got)
 			}
-			if got := deleted(e.admin); !slices.Contains(got, "Binary/bob-upload") || !slices.Contains(got, "Binary/alice-upload") {
+			if got := e.deletedSince(e.admin, since); !slices.Contains(got, "Binary/bob-upload") || !slices.Contains(got, "Binary/alice-upload") {
 				t.Errorf("the admin's deletions since: %v", got)
 			}
 		})

@@ -1,7 +1,6 @@
 package bulk_test
 
 import (
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -71,22 +70,10 @@ func TestPatientExportOwnedShared(t *testing.T) {
 			e.del("Medication", "a-spare")
 			e.del("Medication", "b-med")
 			e.del("Medication", "unused")
-			q := url.Values{"_since": {since.Format(time.RFC3339Nano)}}
-			deleted := func(tok string) []string {
-				m := e.wait(tok, e.kick(tok, "Patient/$export?"+q.Encode()))
-				var out []string
-				for _, it := range m.Deleted {
-					for _, b := range e.download(tok, it) {
-						out = append(out, b["entry"].([]any)[0].(map[string]any)["request"].(map[string]any)["url"].(string))
-					}
-				}
-				slices.Sort(out)
-				return out
-			}
-			if got := deleted(alice); slices.Contains(got, "Medication/b-med") || !slices.Contains(got, "Medication/a-spare") {
+			if got := e.deletedSince(alice, since); slices.Contains(got, "Medication/b-med") || !slices.Contains(got, "Medication/a-spare") {
 				t.Errorf("alice's deletions since: %v", got)
 			}
-			if got := deleted(bob); slices.Contains(got, "Medication/a-spare") || !slices.Contains(got, "Medication/b-med") {
+			if got := e.deletedSince(bob, since); slices.Contains(got, "Medication/a-spare") || !slices.Contains(got, "Medication/b-med") {
 				t.Errorf("bob's deletions since: %v", got)
 			}
 		})

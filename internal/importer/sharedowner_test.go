@@ -89,7 +89,7 @@ func TestPatientImportsOwnSharedResources(t *testing.T) {
 			var refs []string
 			for _, e := range doc.Entry {
 				have[e.Resource["resourceType"].(string)+"/"+e.Resource["id"].(string)] = true
-				walkReferences(e.Resource, func(ref string) { refs = append(refs, ref) })
+				servertest.References(e.Resource, &refs)
 			}
 			dangling := 0
 			for _, ref := range refs {
@@ -125,24 +125,6 @@ func TestPatientImportsOwnSharedResources(t *testing.T) {
 	}
 }
 
-// walkReferences calls fn with the reference of every Reference in v.
-func walkReferences(v any, fn func(string)) {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			if s, ok := e.(string); ok && k == "reference" {
-				fn(s)
-				continue
-			}
-			walkReferences(e, fn)
-		}
-	case []any:
-		for _, e := range x {
-			walkReferences(e, fn)
-		}
-	}
-}
-
 // TestHospitalDoesNotMatchPatientCopies: a patient's own copy of a
 // Practitioner (owned by them) is not the hospital's. An admin's import
 // whose Practitioner carries the same identifier, and whose Encounters
@@ -151,13 +133,8 @@ func walkReferences(v any, fn func(string)) {
 func TestHospitalDoesNotMatchPatientCopies(t *testing.T) {
 	for _, d := range storetest.Dialects() {
 		t.Run(d, func(t *testing.T) {
-			s := servertest.Start(t, d)
+			s := aliceAndBob(t, d)
 			admin := s.AdminToken()
-			for _, p := range []string{"alice", "bob"} {
-				if r := s.Do("PUT", "Patient/"+p, admin, `{"resourceType":"Patient","id":"`+p+`"}`); r.Status >= 300 {
-					t.Fatalf("PUT Patient/%s: %d %s", p, r.Status, r.Body)
-				}
-			}
 			dr := func(id, family string) string {
 				return `{"resourceType":"Practitioner","id":"` + id + `","identifier":[{"system":"http://hl7.org/fhir/sid/us-npi","value":"1234567893"}],"name":[{"family":"` + family + `"}]}` + "\n"
 			}
@@ -204,14 +181,7 @@ func TestHospitalDoesNotMatchPatientCopies(t *testing.T) {
 				t.Fatalf("the hospital's import: %d %v %v", st, sum, issues)
 			}
 			for _, e := range []string{"e2", "e3"} {
-				r := s.Do("GET", "Encounter/"+e, bob, nil)
-				var enc struct {
-					Participant []struct{ Individual struct{ Reference string } }
-				}
-				if err := json.Unmarshal(r.Body, &enc); err != nil || r.Status != 200 || len(enc.Participant) != 1 {
-					t.Fatalf("bob reads Encounter/%s: %d %v %.300s", e, r.Status, err, r.Body)
-				}
-				ref := enc.Participant[0].Individual.Reference
+				ref := participant(t, s, bob, e)
 				if ref == "Practitioner/dr" {
 					t.Errorf("the hospital's Encounter/%s points at alice's own Practitioner", e)
 				}
@@ -236,13 +206,8 @@ func TestHospitalDoesNotMatchPatientCopies(t *testing.T) {
 func TestFamilyTakesRecordsFromOneHospital(t *testing.T) {
 	for _, d := range storetest.Dialects() {
 		t.Run(d, func(t *testing.T) {
-			s := servertest.Start(t, d)
+			s := aliceAndBob(t, d)
 			admin := s.AdminToken()
-			for _, p := range []string{"alice", "bob"} {
-				if r := s.Do("PUT", "Patient/"+p, admin, `{"resourceType":"Patient","id":"`+p+`"}`); r.Status >= 300 {
-					t.Fatalf("PUT Patient/%s: %d %s", p, r.Status, r.Body)
-				}
-			}
 			const hospital = "http://hospital.example/fhir"
 			dr := `{"resourceType":"Practitioner","id":"dr","name":[{"family":"Smith"}]}` + "\n"
 			file := func(enc, patient string) string {
@@ -268,20 +233,13 @@ func TestFamilyTakesRecordsFromOneHospital(t *testing.T) {
 				if got := binaryData(t, s, tok, attachmentURL(t, s, tok, "doc-"+c.enc)); got != "LEAFLET" {
 					t.Errorf("%s's import: the leaflet holds %q", c.who, got)
 				}
-				r := s.Do("GET", "Encounter/"+c.enc, s.Token("patient/*.cruds", c.patient), nil)
-				var enc struct {
-					Participant []struct{ Individual struct{ Reference string } }
-				}
-				if err := json.Unmarshal(r.Body, &enc); err != nil || r.Status != 200 || len(enc.Participant) != 1 {
-					t.Fatalf("%s reads Encounter/%s: %d %v %.300s", c.patient, c.enc, r.Status, err, r.Body)
-				}
-				ref := enc.Participant[0].Individual.Reference
+				ref := participant(t, s, s.Token("patient/*.cruds", c.patient), c.enc)
 				drs[c.who] = ref
 				if r := s.Do("GET", ref, s.Token("patient/*.cruds", c.patient), nil); r.Status != 200 {
 					t.Errorf("%s's import: %s reads %s, which Encounter/%s points at: %d", c.who, c.patient, ref, c.enc, r.Status)
 				}
 				typ, id, _ := strings.Cut(ref, "/")
-				if o := ownerOf(t, s, typ, id); o != c.owner {
+				if o := s.Owner(typ, id); o != c.owner {
 					t.Errorf("%s's import: %s is owned by %q, want %q", c.who, ref, o, c.owner)
 				}
 			}
@@ -298,24 +256,28 @@ func TestFamilyTakesRecordsFromOneHospital(t *testing.T) {
 	}
 }
 
-// ownerOf reads typ/id as the admin and returns the reference of its
-// owner extension ("" without one).
-func ownerOf(t *testing.T, s *servertest.Server, typ, id string) string {
+// aliceAndBob starts a server with Patient/alice and Patient/bob.
+func aliceAndBob(t *testing.T, d string) *servertest.Server {
 	t.Helper()
-	r := s.Do("GET", typ+"/"+id, s.AdminToken(), nil)
-	var res struct {
-		Extension []struct {
-			URL            string
-			ValueReference struct{ Reference string }
+	s := servertest.Start(t, d)
+	for _, p := range []string{"alice", "bob"} {
+		if r := s.Do("PUT", "Patient/"+p, s.AdminToken(), `{"resourceType":"Patient","id":"`+p+`"}`); r.Status >= 300 {
+			t.Fatalf("PUT Patient/%s: %d %s", p, r.Status, r.Body)
 		}
 	}
-	if err := json.Unmarshal(r.Body, &res); err != nil || r.Status != 200 {
-		t.Fatalf("read %s/%s: %d %v %.300s", typ, id, r.Status, err, r.Body)
+	return s
+}
+
+// participant reads Encounter/id with tok and returns the reference of its
+// one participant.
+func participant(t *testing.T, s *servertest.Server, tok, id string) string {
+	t.Helper()
+	r := s.Do("GET", "Encounter/"+id, tok, nil)
+	var enc struct {
+		Participant []struct{ Individual struct{ Reference string } }
 	}
-	for _, e := range res.Extension {
-		if e.URL == index.OwnerExtension {
-			return e.ValueReference.Reference
-		}
+	if err := json.Unmarshal(r.Body, &enc); err != nil || r.Status != 200 || len(enc.Participant) != 1 {
+		t.Fatalf("read Encounter/%s: %d %v %.300s", id, r.Status, err, r.Body)
 	}
-	return ""
+	return enc.Participant[0].Individual.Reference
 }

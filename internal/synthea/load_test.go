@@ -231,7 +231,7 @@ func checkReferences(t *testing.T, s *servertest.Server, want int) {
 		if err := json.Unmarshal(b, &v); err != nil {
 			t.Fatal(err)
 		}
-		collectRefs(v, &refs)
+		servertest.References(v, &refs)
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
@@ -255,25 +255,6 @@ func checkReferences(t *testing.T, s *servertest.Server, want int) {
 		}
 	}
 	t.Logf("%d resources, %d references (%d distinct), all resolve", n, len(refs), len(seen))
-}
-
-func collectRefs(v any, out *[]string) {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			if k == "reference" {
-				if s, ok := e.(string); ok {
-					*out = append(*out, s)
-					continue
-				}
-			}
-			collectRefs(e, out)
-		}
-	case []any:
-		for _, e := range x {
-			collectRefs(e, out)
-		}
-	}
 }
 
 // BenchmarkIngestHTTP measures transaction-Bundle ingest over HTTP: the

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/phr-project/phr/internal/auth/token"
+	"github.com/phr-project/phr/internal/index"
 	"github.com/phr-project/phr/internal/server"
 	"github.com/phr-project/phr/internal/store/storetest"
 )
@@ -165,4 +166,48 @@ func (s *Server) Do(method, path, tok string, body any, headers ...string) *Resp
 		s.t.Fatalf("%s %s: reading body: %v", method, u, err)
 	}
 	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// Owner reads typ/id as the admin and returns the reference of its owner
+// extension (index.OwnerExtension: the patient whose own copy of a shared
+// resource it is), "" without one.
+func (s *Server) Owner(typ, id string) string {
+	s.t.Helper()
+	r := s.Do("GET", typ+"/"+id, s.AdminToken(), nil)
+	var res struct {
+		Extension []struct {
+			URL            string
+			ValueReference struct{ Reference string }
+		}
+	}
+	if err := json.Unmarshal(r.Body, &res); err != nil || r.Status != 200 {
+		s.t.Fatalf("read %s/%s: %d %v %.300s", typ, id, r.Status, err, r.Body)
+	}
+	for _, e := range res.Extension {
+		if e.URL == index.OwnerExtension {
+			return e.ValueReference.Reference
+		}
+	}
+	return ""
+}
+
+// References appends the reference of every Reference in v (JSON decoded
+// into any) to out.
+func References(v any, out *[]string) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if k == "reference" {
+				if s, ok := e.(string); ok {
+					*out = append(*out, s)
+					continue
+				}
+			}
+			References(e, out)
+		}
+	case []any:
+		for _, e := range x {
+			References(e, out)
+		}
+	}
 }
