@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/phr-project/phr/internal/cid"
 	"github.com/phr-project/phr/internal/fhir"
@@ -169,6 +170,18 @@ func responseError(resp *http.Response) error {
 			parts = append(parts, is.Text())
 		}
 		msg = strings.Join(parts, "; ")
+	}
+	if ct := strings.ToLower(resp.Header.Get("Content-Type")); strings.HasPrefix(ct, "text/html") {
+		// A web page (a portal's or a proxy's) rather than a FHIR
+		// answer: most often a URL that is not the FHIR base.
+		msg = http.StatusText(resp.StatusCode) + " (an HTML page, not a FHIR response: is the URL the server's FHIR base, such as https://host/fhir?)"
+	}
+	if len(msg) > 2000 {
+		cut := 2000
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "..."
 	}
 	if msg == "" {
 		msg = http.StatusText(resp.StatusCode)

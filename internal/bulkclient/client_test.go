@@ -182,3 +182,16 @@ func TestBackendServicesExport(t *testing.T) {
 		t.Fatalf("wrong key: %v", err)
 	}
 }
+
+// TestNotTheFHIRBase: a URL that is a web site's root, not its FHIR base,
+// answers the kick-off with an HTML page; the error says so in a line,
+// without the page.
+func TestNotTheFHIRBase(t *testing.T) {
+	s := servertest.Start(t, "sqlite")
+	root := strings.TrimSuffix(s.FHIR, "/fhir")
+	c := &bulkclient.Client{Base: root, Tokens: bulkclient.StaticToken(s.AdminToken())}
+	_, err := c.KickOff(context.Background(), bulkclient.Request{Patient: true})
+	if err == nil || !strings.Contains(err.Error(), "FHIR base") || strings.Contains(err.Error(), "<") {
+		t.Fatalf("kick-off at the site's root: %v", err)
+	}
+}
