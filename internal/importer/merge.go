@@ -555,7 +555,7 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 				}
 			}
 			for _, id := range ids {
-				if ok, err := r.mayMatch(ctx, it.typ, id); err != nil {
+				if ok, err := r.mayMerge(ctx, it.typ, id); err != nil {
 					return err
 				} else if !ok {
 					continue
@@ -733,6 +733,26 @@ func (r *Run) mayMatch(ctx context.Context, typ, id string) (bool, error) {
 	}
 	r.readable[k] = res != nil
 	return res != nil, nil
+}
+
+// mayMerge reports whether the run may take an item for the resource
+// typ/id because their business identifiers match (mayMatch). A
+// patient-scoped run does not take its shared resources for the store's
+// reference data: what it says otherwise could neither update that (it is
+// not the patient's) nor be kept, so the item becomes the patient's own
+// copy instead (records: owner.go). One sent under the reference data's
+// own id and saying the same is still found the same (resolveTaken).
+func (r *Run) mayMerge(ctx context.Context, typ, id string) (bool, error) {
+	ok, err := r.mayMatch(ctx, typ, id)
+	if !ok || err != nil || r.p == nil || r.p.Patient() == "" || !index.Ownable(typ) {
+		return ok, err
+	}
+	res, err := r.readVisible(ctx, typ, id)
+	if err != nil || res == nil {
+		return false, err
+	}
+	unowned, err := r.imp.rec.Unowned(res)
+	return !unowned, err
 }
 
 // matchLimit is how many matches of a search to read for n: n, or for a

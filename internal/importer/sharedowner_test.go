@@ -130,6 +130,10 @@ func TestPatientImportsOwnSharedResources(t *testing.T) {
 // whose Practitioner carries the same identifier, and whose Encounters
 // point at it by that identifier, gets a Practitioner of its own, which
 // the hospital's patients can read; the patient's copy stays as it was.
+// A patient's conflict over their copy is theirs to resolve, and the copy
+// stays theirs. Their lab's Practitioner with the NPI of the store's
+// reference data, in other words, becomes a copy of their own rather than
+// a rejected line.
 func TestHospitalDoesNotMatchPatientCopies(t *testing.T) {
 	for _, d := range storetest.Dialects() {
 		t.Run(d, func(t *testing.T) {
@@ -191,6 +195,27 @@ func TestHospitalDoesNotMatchPatientCopies(t *testing.T) {
 			}
 			if r := s.Do("GET", "Practitioner/dr", alice, nil); r.Status != 200 || !strings.Contains(string(r.Body), "Merged spelling") {
 				t.Errorf("alice's Practitioner after the hospital's import: %d %.300s", r.Status, r.Body)
+			}
+			// Her lab names a Practitioner of the store's reference data
+			// (by its NPI) in other words: not hers to change, so a copy
+			// of her own, which her lab's Encounter points at.
+			jones := func(id, name string) string {
+				return `{"resourceType":"Practitioner","id":"` + id + `","identifier":[{"system":"http://hl7.org/fhir/sid/us-npi","value":"9999999991"}],"name":[{"family":"` + name + `"}]}`
+			}
+			if r := s.Do("PUT", "Practitioner/jones", admin, jones("jones", "Jones")); r.Status != 201 {
+				t.Fatalf("PUT Practitioner/jones: %d %s", r.Status, r.Body)
+			}
+			sum, issues, st = postImport(t, s, alice, "lab", "application/x-ndjson", strings.NewReader(jones("lab-dr", "Jones, MD")+"\n"+enc("e4", "alice", "Practitioner/lab-dr")))
+			if st != 200 || sum["created"] != 2 || sum["rejected"]+sum["conflicts"] != 0 {
+				t.Fatalf("alice's lab: %d %v %v", st, sum, issues)
+			}
+			ref := participant(t, s, alice, "e4")
+			typ, id, _ := strings.Cut(ref, "/")
+			if r := s.Do("GET", ref, alice, nil); r.Status != 200 || !strings.Contains(string(r.Body), "Jones, MD") || s.Owner(typ, id) != "Patient/alice" {
+				t.Errorf("her lab's Encounter points at %s: %d %.300s", ref, r.Status, r.Body)
+			}
+			if r := s.Do("GET", "Practitioner/jones", bob, nil); r.Status != 200 || strings.Contains(string(r.Body), "Jones, MD") {
+				t.Errorf("the reference data after alice's lab: %d %.300s", r.Status, r.Body)
 			}
 		})
 	}
