@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -263,8 +264,43 @@ func runClone(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	st := &remoteState{Into: into, Remote: strings.TrimSuffix(f.Arg(0), "/"), Group: group, Patient: patient, TokenURL: rf.tokenURL, Scope: rf.scope}
+	remote := fhirBase(ctx, strings.TrimSuffix(f.Arg(0), "/"))
+	if remote != strings.TrimSuffix(f.Arg(0), "/") {
+		fmt.Fprintf(errOut, "phr: %s is the FHIR base of %s\n", remote, f.Arg(0))
+	}
+	st := &remoteState{Into: into, Remote: remote, Group: group, Patient: patient, TokenURL: rf.tokenURL, Scope: rf.scope}
 	return fetch(ctx, &cf, &rf, st, time.Time{}, path, out, errOut)
+}
+
+// fhirBase returns the FHIR base of the server at u: u itself when its
+// /metadata is a CapabilityStatement (or neither answers one: the export
+// then says what is wrong), else u/fhir when that one's is. People give
+// a server's address (that of phr serve is its root, its FHIR base being
+// /fhir), and clone remembers the base for pull.
+func fhirBase(ctx context.Context, u string) string {
+	if isFHIRBase(ctx, u) || !isFHIRBase(ctx, u+"/fhir") {
+		return u
+	}
+	return u + "/fhir"
+}
+
+// isFHIRBase reports whether GET base/metadata answers a CapabilityStatement
+// (a FHIR server's, which needs no token).
+func isFHIRBase(ctx context.Context, base string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metadata", nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Accept", "application/fhir+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var cs struct{ ResourceType string }
+	return resp.StatusCode == http.StatusOK && json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&cs) == nil && cs.ResourceType == "CapabilityStatement"
 }
 
 func runPull(ctx context.Context, args []string, out, errOut io.Writer) error {
@@ -307,7 +343,8 @@ func runPull(ctx context.Context, args []string, out, errOut io.Writer) error {
 		want := strings.TrimSuffix(f.Arg(0), "/")
 		var picked []remoteState
 		for _, s := range remotes {
-			if s.Remote == want {
+			// (the server's address names its FHIR base, as for clone)
+			if s.Remote == want || s.Remote == want+"/fhir" {
 				picked = append(picked, s)
 			}
 		}

@@ -32,9 +32,13 @@ func TestCloneAndPull(t *testing.T) {
 	data := t.TempDir()
 	state := filepath.Join(t.TempDir(), "remote.json")
 	tok := remote.Token("system/*.read", "")
-	code, out, errOut := run(t, "clone", remote.FHIR, "--remote-token", tok, "--state", state, "--data", data)
+	// (the server's address: clone finds its FHIR base)
+	code, out, errOut := run(t, "clone", strings.TrimSuffix(remote.FHIR, "/fhir"), "--remote-token", tok, "--state", state, "--data", data)
 	if code != 0 || !strings.Contains(out, "conflicts 0") || !strings.Contains(out, "rejected 0") || !strings.Contains(out, "created ") {
 		t.Fatalf("clone: %d\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, remote.FHIR+" is the FHIR base") {
+		t.Errorf("clone of the server's address: %s", errOut)
 	}
 	// Nothing changed: pull writes nothing.
 	code, out, errOut = run(t, "pull", "--remote-token", tok, "--state", state, "--data", data)
@@ -50,7 +54,7 @@ func TestCloneAndPull(t *testing.T) {
 	if r := remote.Do("DELETE", "Observation/op2", admin, nil); r.Status >= 300 {
 		t.Fatal(r.Status)
 	}
-	code, out, errOut = run(t, "pull", "--remote-token", tok, "--state", state, "--data", data)
+	code, out, errOut = run(t, "pull", strings.TrimSuffix(remote.FHIR, "/fhir"), "--remote-token", tok, "--state", state, "--data", data)
 	if code != 0 || !strings.Contains(out, "updated 1,") || !strings.Contains(out, "deleted 1") || !strings.Contains(out, "conflicts 0") {
 		t.Fatalf("pull: %d\n%s\n%s", code, out, errOut)
 	}
