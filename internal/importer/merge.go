@@ -337,7 +337,7 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 			return err
 		}
 	}
-	var unresolved, ownMapped []*item
+	var unresolved, ownMapped, shared []*item
 	for _, it := range items {
 		if it.act == actReject {
 			continue
@@ -348,6 +348,8 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 				r.ids[it.key()] = it.localID
 				if r.own[it.key()] {
 					ownMapped = append(ownMapped, it)
+				} else if r.forksShared(it) {
+					shared = append(shared, it)
 				}
 				continue
 			}
@@ -374,12 +376,16 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 		}
 		unresolved = append(unresolved, it)
 	}
-	if len(unresolved) == 0 && len(ownMapped) == 0 {
+	if len(unresolved) == 0 && len(ownMapped) == 0 && len(shared) == 0 {
 		return nil
 	}
 	// What follows reads resources, identifiers and ids that the chunk
 	// being written may be adding.
-	if err := r.settleForItems(ctx, slices.Concat(unresolved, ownMapped), true); err != nil {
+	if err := r.settleForItems(ctx, slices.Concat(unresolved, ownMapped, shared), true); err != nil {
+		return err
+	}
+	held, err := r.referenceData(ctx, shared)
+	if err != nil {
 		return err
 	}
 	// Versions of this record read back (its own export, or its own
@@ -389,7 +395,7 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 		return err
 	}
 	if len(unresolved) == 0 {
-		return nil
+		return r.resolveTaken(ctx, held, ch)
 	}
 	// Business identifiers.
 	if err := r.matchIdentifiers(ctx, unresolved); err != nil {
@@ -419,7 +425,8 @@ func (r *Run) resolveIdentities(ctx context.Context, items []*item, ch *chunk) e
 			return err
 		}
 	}
-	var held []*item // their ids another source uses: resolveTaken
+	// held: their ids another source uses, or the store's reference data
+	// (referenceData): resolveTaken
 	for _, it := range unresolved {
 		if it.localID == "" {
 			switch {

@@ -63,3 +63,41 @@ func (r *Run) seenHashes(ctx context.Context, items []*item, out map[string]bool
 	}
 	return nil
 }
+
+// forksShared reports whether an item that the identity map took for the
+// resource stored under its own source id is checked again by
+// referenceData: a patient-scoped run's item of a type the patient may
+// own.
+func (r *Run) forksShared(it *item) bool {
+	return r.p != nil && r.p.Patient() != "" && index.Ownable(it.typ) && it.localID == it.sid
+}
+
+// referenceData returns those of items (forksShared) that the identity
+// map took for the store's reference data (no patient owns it), with
+// their local ids cleared, for resolveTaken to decide again: one that says
+// the same is still that resource, and one that says something else (the
+// hospital's newer version of a Practitioner that an admin imported
+// before the patient did) becomes the patient's own copy under a new id,
+// where before it was rejected, since a patient may not change reference
+// data.
+func (r *Run) referenceData(ctx context.Context, items []*item) ([]*item, error) {
+	var out []*item
+	for _, it := range items {
+		cur, err := r.readVisible(ctx, it.typ, it.localID)
+		if err != nil {
+			return nil, err
+		}
+		if cur == nil || cur.Deleted {
+			continue
+		}
+		unowned, err := r.imp.rec.Unowned(cur)
+		if err != nil {
+			return nil, err
+		}
+		if unowned {
+			it.localID = ""
+			out = append(out, it)
+		}
+	}
+	return out, nil
+}

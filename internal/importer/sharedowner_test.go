@@ -306,3 +306,52 @@ func participant(t *testing.T, s *servertest.Server, tok, id string) string {
 	}
 	return enc.Participant[0].Individual.Reference
 }
+
+// TestPatientForksChangedReferenceData: the admin imported a hospital's
+// data, and then a patient took their record from the same hospital: its
+// Practitioner is the store's reference data, found by its id. When the
+// hospital's newer version of that Practitioner comes in the patient's
+// next pull, it is not the patient's to change: it becomes their own copy,
+// which their new Encounter points at, and the reference data stays as it
+// was. Nothing is rejected.
+func TestPatientForksChangedReferenceData(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			s := aliceAndBob(t, d)
+			admin := s.AdminToken()
+			const hospital = "http://hospital.example/fhir"
+			dr := func(family string) string {
+				return `{"resourceType":"Practitioner","id":"dr2","name":[{"family":"` + family + `"}]}` + "\n"
+			}
+			enc := func(id, patient string) string {
+				return `{"resourceType":"Encounter","id":"` + id + `","status":"finished","class":{"code":"AMB"},"subject":{"reference":"Patient/` + patient + `"},"participant":[{"individual":{"reference":"Practitioner/dr2"}}]}` + "\n"
+			}
+			alice := s.Token("patient/*.cruds", "alice")
+			for _, c := range []struct {
+				who, tok, body     string
+				created, unchanged float64
+			}{
+				{"the admin", admin, dr("Old") + enc("b1", "bob"), 2, 0},
+				{"alice", alice, dr("Old") + enc("a1", "alice"), 1, 1},
+				{"alice's pull", alice, dr("New") + enc("a2", "alice"), 2, 0},
+				{"alice's pull again", alice, dr("New") + enc("a2", "alice"), 0, 2},
+			} {
+				sum, issues, st := postImport(t, s, c.tok, hospital, "application/x-ndjson", strings.NewReader(c.body))
+				if st != 200 || sum["created"] != c.created || sum["unchanged"] != c.unchanged || sum["rejected"]+sum["conflicts"]+sum["updated"] != 0 {
+					t.Fatalf("%s: %d %v %v", c.who, st, sum, issues)
+				}
+			}
+			if ref := participant(t, s, alice, "a1"); ref != "Practitioner/dr2" {
+				t.Errorf("her first Encounter points at %s", ref)
+			}
+			ref := participant(t, s, alice, "a2")
+			typ, id, _ := strings.Cut(ref, "/")
+			if r := s.Do("GET", ref, alice, nil); ref == "Practitioner/dr2" || r.Status != 200 || !strings.Contains(string(r.Body), "New") || s.Owner(typ, id) != "Patient/alice" {
+				t.Errorf("her pulled Encounter points at %s: %d %.300s", ref, r.Status, r.Body)
+			}
+			if r := s.Do("GET", "Practitioner/dr2", admin, nil); !strings.Contains(string(r.Body), "Old") || s.Owner("Practitioner", "dr2") != "" {
+				t.Errorf("the reference data: %.300s", r.Body)
+			}
+		})
+	}
+}
