@@ -159,7 +159,7 @@ func (r *Run) pointsForward(ctx context.Context, it *item, ch *chunk, sc *deferS
 				later = true
 			}
 		}
-		if pr.Type == "Binary" && sc.keys[k] && r.p != nil && r.p.Patient() != "" {
+		if pr.Type == "Binary" && sc.keys[k] && r.confined() {
 			// A patient may point only at a Binary their run has
 			// accepted (see checkAccess): wait for it.
 			later = true

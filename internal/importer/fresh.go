@@ -48,7 +48,10 @@ func (r *Run) beginFresh(ctx context.Context) error {
 	var recorded bool
 	// (what a patient's runs recorded of their own shared resources is
 	// under a key of its own: ownsource.go)
-	own := r.identSource("Medication")
+	own := r.patientSource()
+	if own == "" {
+		own = r.source
+	}
 	err := r.imp.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM import_identity WHERE source = ? OR source = ?) OR EXISTS (SELECT 1 FROM import_seen WHERE source = ? OR source = ?)`,
 		r.source, own, r.source, own).Scan(&recorded)
 	if err != nil {

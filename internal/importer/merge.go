@@ -630,7 +630,7 @@ func (r *Run) matchIdentifiers(ctx context.Context, items []*item) error {
 // points at it. One whose family name or birth date differs is left to
 // be rejected.
 func (r *Run) matchOwnPatient(ctx context.Context, items []*item) error {
-	if r.p == nil || r.p.Patient() == "" {
+	if !r.confined() {
 		return nil
 	}
 	pid := r.p.Patient()
@@ -713,7 +713,7 @@ func samePerson(a, b *fhirjson.Value) string {
 // record, and the item with it). Other runs do not match a patient's own
 // copy of reference data (records.Service.Unowned).
 func (r *Run) mayMatch(ctx context.Context, typ, id string) (bool, error) {
-	confined := r.p != nil && r.p.Patient() != ""
+	confined := r.confined()
 	if !confined && !index.Ownable(typ) {
 		return true, nil
 	}
@@ -751,7 +751,7 @@ func (r *Run) mayMatch(ctx context.Context, typ, id string) (bool, error) {
 // own id and saying the same is still found the same (resolveTaken).
 func (r *Run) mayMerge(ctx context.Context, typ, id string) (bool, error) {
 	ok, err := r.mayMatch(ctx, typ, id)
-	if !ok || err != nil || r.p == nil || r.p.Patient() == "" || !index.Ownable(typ) {
+	if !ok || err != nil || !r.confined() || !index.Ownable(typ) {
 		return ok, err
 	}
 	res, err := r.readVisible(ctx, typ, id)
@@ -766,7 +766,7 @@ func (r *Run) mayMerge(ctx context.Context, typ, id string) (bool, error) {
 // patient-scoped run, which drops those of other records (mayMatch),
 // enough that the ones it may see are among them.
 func (r *Run) matchLimit(n int) int {
-	if r.p != nil && r.p.Patient() != "" {
+	if r.confined() {
 		return records.ConfinedMatches
 	}
 	return n
@@ -774,7 +774,7 @@ func (r *Run) matchLimit(n int) int {
 
 // mayMatchAll keeps the ids of typ that mayMatch allows.
 func (r *Run) mayMatchAll(ctx context.Context, typ string, ids []string) ([]string, error) {
-	if (r.p == nil || r.p.Patient() == "") && !index.Ownable(typ) {
+	if !r.confined() && !index.Ownable(typ) {
 		return ids, nil
 	}
 	var out []string
@@ -827,7 +827,7 @@ func (r *Run) sameAsStored(ctx context.Context, it *item, ch *chunk, decided map
 		var cur *store.Resource
 		if cur, err = r.readVisible(ctx, it.typ, it.sid); err == nil && cur != nil {
 			tree := it.tree
-			if records.Shared(it.typ) && r.p != nil && r.p.Patient() != "" {
+			if records.Shared(it.typ) && r.confined() {
 				tree = tree.Clone()
 				records.Confine(r.p, it.typ, tree, cur)
 			}

@@ -72,7 +72,7 @@ func (r *Run) recogniseOwn(ctx context.Context, items []*item) error {
 		// answer must not tell that its version exists. (Other runs
 		// recognise everything: a patient's own copy of reference data
 		// that comes back is theirs still, which mayMatch would refuse.)
-		if r.p != nil && r.p.Patient() != "" {
+		if r.confined() {
 			if ok, err := r.mayMatch(ctx, it.typ, it.sid); err != nil {
 				return err
 			} else if !ok {

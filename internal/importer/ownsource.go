@@ -25,11 +25,23 @@ import (
 // NUL).
 const patientKeySep = "\x1fpatient/"
 
+// confined reports whether the run is a patient-scoped token's.
+func (r *Run) confined() bool { return r.p != nil && r.p.Patient() != "" }
+
+// patientSource is the source key under which a patient-scoped run records
+// what its patient owns (see above); "" for other runs.
+func (r *Run) patientSource() string {
+	if !r.confined() {
+		return ""
+	}
+	return r.source + patientKeySep + r.p.Patient()
+}
+
 // identSource is the source key of the identity map and digests for items
 // of type typ in this run (see above).
 func (r *Run) identSource(typ string) string {
-	if r.p != nil && r.p.Patient() != "" && (typ == "Binary" || index.Ownable(typ)) {
-		return r.source + patientKeySep + r.p.Patient()
+	if k := r.patientSource(); k != "" && (typ == "Binary" || index.Ownable(typ)) {
+		return k
 	}
 	return r.source
 }
@@ -69,7 +81,7 @@ func (r *Run) seenHashes(ctx context.Context, items []*item, out map[string]bool
 // referenceData: a patient-scoped run's item of a type the patient may
 // own.
 func (r *Run) forksShared(it *item) bool {
-	return r.p != nil && r.p.Patient() != "" && index.Ownable(it.typ) && it.localID == it.sid
+	return r.confined() && index.Ownable(it.typ) && it.localID == it.sid
 }
 
 // referenceData returns those of items (forksShared) that the identity
