@@ -750,10 +750,10 @@ func (r *Run) mayMatch(ctx context.Context, typ, id string) (bool, error) {
 // copy instead (records: owner.go). One sent under the reference data's
 // own id and saying the same is still found the same (resolveTaken).
 func (r *Run) mayMerge(ctx context.Context, typ, id string) (bool, error) {
-	ok, err := r.mayMatch(ctx, typ, id)
-	if !ok || err != nil || !r.confined() || !index.Ownable(typ) {
-		return ok, err
+	if !r.confined() || !index.Ownable(typ) {
+		return r.mayMatch(ctx, typ, id)
 	}
+	// (mayMatch of a patient-scoped run is this read, not nil)
 	res, err := r.readVisible(ctx, typ, id)
 	if err != nil || res == nil {
 		return false, err

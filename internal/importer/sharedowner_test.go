@@ -142,11 +142,8 @@ func TestHospitalDoesNotMatchPatientCopies(t *testing.T) {
 			dr := func(id, family string) string {
 				return `{"resourceType":"Practitioner","id":"` + id + `","identifier":[{"system":"http://hl7.org/fhir/sid/us-npi","value":"1234567893"}],"name":[{"family":"` + family + `"}]}` + "\n"
 			}
-			enc := func(id, patient, ref string) string {
-				return `{"resourceType":"Encounter","id":"` + id + `","status":"finished","class":{"code":"AMB"},"subject":{"reference":"Patient/` + patient + `"},"participant":[{"individual":{"reference":"` + ref + `"}}]}` + "\n"
-			}
 			alice, bob := s.Token("patient/*.cruds", "alice"), s.Token("patient/*.cruds", "bob")
-			sum, issues, st := postImport(t, s, alice, "my-app", "application/x-ndjson", strings.NewReader(dr("dr", "Alice's spelling")+enc("e1", "alice", "Practitioner/dr")))
+			sum, issues, st := postImport(t, s, alice, "my-app", "application/x-ndjson", strings.NewReader(dr("dr", "Alice's spelling")+encounterLine("e1", "alice", "Practitioner/dr")))
 			if st != 200 || sum["created"] != 2 || sum["rejected"] != 0 {
 				t.Fatalf("alice's upload: %d %v %v", st, sum, issues)
 			}
@@ -178,8 +175,8 @@ func TestHospitalDoesNotMatchPatientCopies(t *testing.T) {
 			if r := s.Do("GET", "Practitioner/dr", bob, nil); r.Status != 404 {
 				t.Errorf("bob reads her resolved Practitioner: %d", r.Status)
 			}
-			hospital := dr("h-dr", "Smith") + enc("e2", "bob", "Practitioner/h-dr") +
-				enc("e3", "bob", "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|1234567893")
+			hospital := dr("h-dr", "Smith") + encounterLine("e2", "bob", "Practitioner/h-dr") +
+				encounterLine("e3", "bob", "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|1234567893")
 			sum, issues, st = postImport(t, s, admin, "hospital", "application/x-ndjson", strings.NewReader(hospital))
 			if st != 200 || sum["created"] != 3 || sum["rejected"] != 0 {
 				t.Fatalf("the hospital's import: %d %v %v", st, sum, issues)
@@ -205,7 +202,7 @@ func TestHospitalDoesNotMatchPatientCopies(t *testing.T) {
 			if r := s.Do("PUT", "Practitioner/jones", admin, jones("jones", "Jones")); r.Status != 201 {
 				t.Fatalf("PUT Practitioner/jones: %d %s", r.Status, r.Body)
 			}
-			sum, issues, st = postImport(t, s, alice, "lab", "application/x-ndjson", strings.NewReader(jones("lab-dr", "Jones, MD")+"\n"+enc("e4", "alice", "Practitioner/lab-dr")))
+			sum, issues, st = postImport(t, s, alice, "lab", "application/x-ndjson", strings.NewReader(jones("lab-dr", "Jones, MD")+"\n"+encounterLine("e4", "alice", "Practitioner/lab-dr")))
 			if st != 200 || sum["created"] != 2 || sum["rejected"]+sum["conflicts"] != 0 {
 				t.Fatalf("alice's lab: %d %v %v", st, sum, issues)
 			}
@@ -236,7 +233,7 @@ func TestFamilyTakesRecordsFromOneHospital(t *testing.T) {
 			const hospital = "http://hospital.example/fhir"
 			dr := `{"resourceType":"Practitioner","id":"dr","name":[{"family":"Smith"}]}` + "\n"
 			file := func(enc, patient string) string {
-				return dr + `{"resourceType":"Encounter","id":"` + enc + `","status":"finished","class":{"code":"AMB"},"subject":{"reference":"Patient/` + patient + `"},"participant":[{"individual":{"reference":"Practitioner/dr"}}]}` + "\n" +
+				return dr + encounterLine(enc, patient, "Practitioner/dr") +
 					`{"resourceType":"Binary","id":"leaflet","contentType":"text/plain","data":"TEVBRkxFVA=="}` + "\n" +
 					`{"resourceType":"DocumentReference","id":"doc-` + enc + `","status":"current","subject":{"reference":"Patient/` + patient + `"},"content":[{"attachment":{"contentType":"text/plain","url":"Binary/leaflet"}}]}` + "\n"
 			}
@@ -323,9 +320,7 @@ func TestPatientForksChangedReferenceData(t *testing.T) {
 			dr := func(family string) string {
 				return `{"resourceType":"Practitioner","id":"dr2","name":[{"family":"` + family + `"}]}` + "\n"
 			}
-			enc := func(id, patient string) string {
-				return `{"resourceType":"Encounter","id":"` + id + `","status":"finished","class":{"code":"AMB"},"subject":{"reference":"Patient/` + patient + `"},"participant":[{"individual":{"reference":"Practitioner/dr2"}}]}` + "\n"
-			}
+			enc := func(id, patient string) string { return encounterLine(id, patient, "Practitioner/dr2") }
 			alice := s.Token("patient/*.cruds", "alice")
 			for _, c := range []struct {
 				who, tok, body     string
@@ -354,4 +349,10 @@ func TestPatientForksChangedReferenceData(t *testing.T) {
 			}
 		})
 	}
+}
+
+// encounterLine is an NDJSON line of an Encounter of patient whose one
+// participant is ref.
+func encounterLine(id, patient, ref string) string {
+	return `{"resourceType":"Encounter","id":"` + id + `","status":"finished","class":{"code":"AMB"},"subject":{"reference":"Patient/` + patient + `"},"participant":[{"individual":{"reference":"` + ref + `"}}]}` + "\n"
 }
