@@ -456,6 +456,13 @@ func (r *Run) assigned(it *item) {
 // because another source uses its id for other content.
 const Renamed = "already exists from another source; stored as"
 
+// RenamedCopy is what a patient-scoped import says instead of a shared
+// resource or Binary that becomes their own copy under a new id (see
+// identSource): what holds its id may be the store's reference data or
+// another member's copy from the very same source, so "another source"
+// would send them looking for a label that changes nothing.
+const RenamedCopy = "is stored already, but not as this record's (reference data, another record's copy or another source's); stored as this record's own copy"
+
 // resolveTaken decides for the items whose source id another source
 // already uses (merge rule 1): the same resource (sameAsStored) keeps the
 // id and any other gets a new one. An item with a reference to another
@@ -484,7 +491,11 @@ func (r *Run) resolveTaken(ctx context.Context, held []*item, ch *chunk) error {
 			it.localID = it.sid // not free: decide reads it and finds it unchanged
 		} else {
 			it.free, it.localID = true, fhir.NewID()
-			it.issues = append(it.issues, issue("information", "informational", "", "%s/%s "+Renamed+" %s/%s", it.typ, it.sid, it.typ, it.localID))
+			msg := Renamed
+			if r.identSource(it.typ) != r.source {
+				msg = RenamedCopy
+			}
+			it.issues = append(it.issues, issue("information", "informational", "", "%s/%s "+msg+" %s/%s", it.typ, it.sid, it.typ, it.localID))
 		}
 		r.assigned(it)
 		delete(waiting, it.key())

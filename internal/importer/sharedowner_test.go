@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/phr-project/phr/internal/importer"
 	"github.com/phr-project/phr/internal/index"
 	"github.com/phr-project/phr/internal/server/servertest"
 	"github.com/phr-project/phr/internal/store/storetest"
@@ -250,6 +252,18 @@ func TestFamilyTakesRecordsFromOneHospital(t *testing.T) {
 				sum, issues, st := postImport(t, s, c.tok, hospital, "application/x-ndjson", strings.NewReader(file(c.enc, c.patient)))
 				if st != 200 || sum["created"] != 4 || sum["rejected"] != 0 {
 					t.Fatalf("%s's import: %d %v %v", c.who, st, sum, issues)
+				}
+				if c.who == "bob" {
+					// Alice's copies hold the ids: Bob's are his own copies,
+					// from the same source.
+					for _, res := range []string{"Practitioner/dr ", "Binary/leaflet "} {
+						if !slices.ContainsFunc(issues, func(is string) bool { return strings.Contains(is, res+importer.RenamedCopy) }) {
+							t.Errorf("bob's import does not say that %sbecame his own copy: %q", res, issues)
+						}
+					}
+					if slices.ContainsFunc(issues, func(is string) bool { return strings.Contains(is, importer.Renamed) }) {
+						t.Errorf("bob's import says another source has the ids: %q", issues)
+					}
 				}
 				tok := s.Token("patient/*.cruds", c.patient)
 				if got := binaryData(t, s, tok, attachmentURL(t, s, tok, "doc-"+c.enc)); got != "LEAFLET" {
