@@ -456,11 +456,12 @@ func (r *Run) assigned(it *item) {
 // because another source uses its id for other content.
 const Renamed = "already exists from another source; stored as"
 
-// RenamedCopy is what a patient-scoped import says instead of a shared
-// resource or Binary that becomes their own copy under a new id (see
-// identSource): what holds its id may be the store's reference data or
-// another member's copy from the very same source, so "another source"
-// would send them looking for a label that changes nothing.
+// RenamedCopy is what a patient-scoped import says, instead of Renamed,
+// of a shared resource or Binary that becomes the patient's own copy
+// under a new id (see identSource): what holds its id may be the store's
+// reference data or another member's copy from the very same source, so
+// "another source" would send them looking for a label that changes
+// nothing.
 const RenamedCopy = "is stored already, but not as this record's (reference data, another record's copy or another source's); stored as this record's own copy"
 
 // resolveTaken decides for the items whose source id another source
