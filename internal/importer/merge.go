@@ -96,6 +96,10 @@ type item struct {
 	// prevAct is what the merge decided the first time, for an item
 	// merged again (see redo); actNone otherwise.
 	prevAct action
+	// heldByPatient says that the resource stored under the item's source
+	// id, which resolveTaken found to be another, is a patient's own
+	// (records' PatientsOwn), for what the import says of it.
+	heldByPatient bool
 }
 
 func (it *item) key() string { return it.typ + "/" + it.sid }
@@ -456,6 +460,12 @@ func (r *Run) assigned(it *item) {
 // because another source uses its id for other content.
 const Renamed = "already exists from another source; stored as"
 
+// RenamedOwned is what an import that is not a patient's says, instead
+// of Renamed, of a resource whose id a patient's own copy holds (records'
+// PatientsOwn): that patient's upload brought it, under a source key of
+// its own, so no --source makes this import's resource that one.
+const RenamedOwned = "is held here by a patient's own copy; stored as"
+
 // RenamedCopy is what a patient-scoped import says, instead of Renamed,
 // of a shared resource or Binary that becomes the patient's own copy
 // under a new id (see identSource): what holds its id may be the store's
@@ -493,8 +503,11 @@ func (r *Run) resolveTaken(ctx context.Context, held []*item, ch *chunk) error {
 		} else {
 			it.free, it.localID = true, fhir.NewID()
 			msg := Renamed
-			if r.identSource(it.typ) != r.source {
+			switch {
+			case r.identSource(it.typ) != r.source:
 				msg = RenamedCopy
+			case it.heldByPatient:
+				msg = RenamedOwned
 			}
 			it.issues = append(it.issues, issue("information", "informational", "", "%s/%s "+msg+" %s/%s", it.typ, it.sid, it.typ, it.localID))
 		}
@@ -843,7 +856,9 @@ func (r *Run) sameAsStored(ctx context.Context, it *item, ch *chunk, decided map
 				tree = tree.Clone()
 				records.Confine(r.p, it.typ, tree, cur)
 			}
-			same = sameContent(tree, cur)
+			if same = sameContent(tree, cur); !same && !r.confined() && records.Shared(it.typ) {
+				it.heldByPatient, err = r.imp.rec.PatientsOwn(ctx, cur)
+			}
 		}
 	})
 	if err != nil || unknown {

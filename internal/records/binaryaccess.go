@@ -253,33 +253,13 @@ func (s *Service) PatientSecurityContext(ctx context.Context, patient string, re
 func (s *Service) BinariesInContext(ctx context.Context, want func(patient string) bool, fn func(id string)) error {
 	var werr error
 	err := s.store.ScanType(ctx, "Binary", func(res *store.Resource) bool {
-		if res.JSON == nil || !bytes.Contains(res.JSON, []byte(`"securityContext"`)) {
-			return true
-		}
-		v, err := fhirjson.Parse(res.JSON)
+		pats, err := s.securityContextPatients(ctx, res)
 		if err != nil {
-			return true
+			werr = err
+			return false
 		}
-		sc := v.Get("securityContext")
-		if sc == nil {
-			return true
-		}
-		ref, ok := s.localReference(sc.GetString("reference"))
-		switch {
-		case !ok || ref.Type == "Binary":
-		case ref.Type == "Patient":
-			if want(ref.ID) {
-				fn(res.ID)
-			}
-		default:
-			pats, err := s.store.Compartments(ctx, ref.Type, ref.ID)
-			if err != nil {
-				werr = err
-				return false
-			}
-			if slices.ContainsFunc(pats, want) {
-				fn(res.ID)
-			}
+		if slices.ContainsFunc(pats, want) {
+			fn(res.ID)
 		}
 		return true
 	})
@@ -287,6 +267,29 @@ func (s *Service) BinariesInContext(ctx context.Context, want func(patient strin
 		return err
 	}
 	return werr
+}
+
+// securityContextPatients returns the patients whose record the
+// securityContext of a stored Binary version names: the Patient it
+// names, or the patients of the resource it names in their compartment.
+// None for a Binary without one (or one that does not parse, or names
+// what is not of this server).
+func (s *Service) securityContextPatients(ctx context.Context, res *store.Resource) ([]string, error) {
+	if res.Deleted || res.JSON == nil || !bytes.Contains(res.JSON, []byte(`"securityContext"`)) {
+		return nil, nil
+	}
+	v, err := fhirjson.Parse(res.JSON)
+	if err != nil {
+		return nil, nil
+	}
+	ref, ok := s.localReference(v.Get("securityContext").GetString("reference"))
+	switch {
+	case !ok || ref.Type == "Binary":
+		return nil, nil
+	case ref.Type == "Patient":
+		return []string{ref.ID}, nil
+	}
+	return s.store.Compartments(ctx, ref.Type, ref.ID)
 }
 
 // patientOnly is a principal confined to one patient, for visibility

@@ -126,6 +126,21 @@ func (s *Service) Unowned(res *store.Resource) (bool, error) {
 	return len(own) == 0, err
 }
 
+// PatientsOwn reports whether a stored version of a type outside the
+// patient compartments is part of a patient's record all the same: a
+// shared resource a patient owns, or a Binary whose securityContext names
+// a Patient or a resource of a patient's compartment. An import that finds
+// such a resource holding an id reports so (another source did not send
+// it).
+func (s *Service) PatientsOwn(ctx context.Context, res *store.Resource) (bool, error) {
+	if res.Type != "Binary" {
+		ok, err := s.Unowned(res)
+		return !ok, err
+	}
+	pats, err := s.securityContextPatients(ctx, res)
+	return len(pats) > 0, err
+}
+
 // sharedVisible reports whether patient-confined p may see a version of a
 // shared type: one without an owner, or one they own.
 func (s *Service) sharedVisible(p access.Principal, res *store.Resource) (bool, error) {
