@@ -95,6 +95,12 @@ type Store interface {
 	// search parameter to select by, such as Binary, whose rows are
 	// small: its content is in the blob store.)
 	ScanType(ctx context.Context, typ string, fn func(*Resource) bool) error
+	// ScanReferences calls fn with the id of each live resource of type
+	// typ and each reference that its reference index parameter param
+	// holds ("Type/id" for a relative one, else the reference as
+	// written), in resource order, until fn returns false. No statement
+	// stays open while fn runs.
+	ScanReferences(ctx context.Context, typ, param string, fn func(id, ref string) bool) error
 	// Compartments returns the patients whose compartment holds the
 	// current version of typ/id (none for a deleted or unknown resource).
 	Compartments(ctx context.Context, typ, id string) ([]string, error)
@@ -145,6 +151,16 @@ type Tx interface {
 	Put(ctx context.Context, p *Put) error
 	// PutKV writes a setting inside the transaction.
 	PutKV(ctx context.Context, key string, value []byte) error
+}
+
+// Reindexer is implemented by transactions that can rewrite the rows
+// derived from a resource's current version without writing a version:
+// for index parameters added after the version was stored.
+type Reindexer interface {
+	// Reindex replaces the index and compartment rows of cur, the current
+	// version that Current returned in this transaction, with e and
+	// patients.
+	Reindex(ctx context.Context, cur *Resource, e *index.Entries, patients []string) error
 }
 
 // BulkTx is implemented by transactions that can read and write many

@@ -250,6 +250,72 @@ func (db *DB) ScanType(ctx context.Context, typ string, fn func(*store.Resource)
 	}
 }
 
+// ScanReferences implements store.Store. It reads in pages by rid (the
+// index rows' rid index); a page that ends inside a resource's rows stops
+// before that resource, which the next page starts with.
+func (db *DB) ScanReferences(ctx context.Context, typ, param string, fn func(id, ref string) bool) error {
+	pid, err := db.ParamID(ctx, typ, param)
+	if err != nil || pid == 0 {
+		return err // no rows when the parameter was never indexed
+	}
+	type row struct {
+		rid     int64
+		id, ref string
+	}
+	read := func(q string, args ...any) ([]row, error) {
+		rows, err := db.Query(ctx, `SELECT x.rid, r.id, CASE WHEN x.target_id <> '' THEN x.target_type || '/' || x.target_id ELSE x.url END
+			FROM idx_ref x JOIN resource r ON r.rid = x.rid WHERE x.pid = ? AND NOT r.deleted AND `+q, append([]any{pid}, args...)...)
+		if err != nil {
+			return nil, fmt.Errorf("scan %s.%s: %w", typ, param, err)
+		}
+		defer rows.Close()
+		var out []row
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.rid, &r.id, &r.ref); err != nil {
+				return nil, fmt.Errorf("scan %s.%s: %w", typ, param, err)
+			}
+			out = append(out, r)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("scan %s.%s: %w", typ, param, err)
+		}
+		return out, nil
+	}
+	var after int64
+	for {
+		page, err := read(`x.rid > ? ORDER BY x.rid LIMIT ?`, after, scanPage)
+		if err != nil {
+			return err
+		}
+		full := len(page) == scanPage
+		if full {
+			last := page[len(page)-1].rid
+			cut := len(page)
+			for cut > 0 && page[cut-1].rid == last {
+				cut--
+			}
+			if cut == 0 {
+				// One resource with a page of references or more.
+				if page, err = read(`x.rid = ?`, last); err != nil {
+					return err
+				}
+			} else {
+				page = page[:cut]
+			}
+		}
+		for _, r := range page {
+			if !fn(r.id, r.ref) {
+				return nil
+			}
+		}
+		if !full {
+			return nil
+		}
+		after = page[len(page)-1].rid
+	}
+}
+
 // Compartments implements store.Store.
 func (db *DB) Compartments(ctx context.Context, typ, id string) ([]string, error) {
 	rows, err := db.Query(ctx, `SELECT c.patient FROM resource r JOIN compartment c ON c.rid = r.rid WHERE r.type = ? AND r.id = ? AND NOT r.deleted`, typ, id)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/phr-project/phr/internal/index"
 	"github.com/phr-project/phr/internal/store"
 )
 
@@ -306,6 +307,28 @@ func (t *Tx) Put(ctx context.Context, p *store.Put) error {
 		}
 		t.queued[rid] = true
 	}
+	if len(t.pend.clear) > 500 || t.pend.pendingRows() > 20000 {
+		return t.flush(ctx)
+	}
+	return nil
+}
+
+// Reindex implements store.Reindexer.
+func (t *Tx) Reindex(ctx context.Context, cur *store.Resource, e *index.Entries, patients []string) error {
+	rv, ok := t.rids[resKey{cur.Type, cur.ID}]
+	if !ok || rv.version != cur.Version || cur.Deleted {
+		return fmt.Errorf("reindex %s/%s: version %d is not the current version read in this transaction", cur.Type, cur.ID, cur.Version)
+	}
+	if t.queued[rv.rid] {
+		if err := t.flush(ctx); err != nil {
+			return err
+		}
+	}
+	t.pend.clear = append(t.pend.clear, rv.rid)
+	if err := t.queue(ctx, rv.rid, &store.Put{Resource: *cur, Index: e, Patients: patients}); err != nil {
+		return err
+	}
+	t.queued[rv.rid] = true
 	if len(t.pend.clear) > 500 || t.pend.pendingRows() > 20000 {
 		return t.flush(ctx)
 	}

@@ -24,6 +24,7 @@ func Run(t *testing.T, open func(t *testing.T) *sqldb.DB) {
 	t.Run("PutNew", func(t *testing.T) { testPutNew(t, open(t)) })
 	t.Run("KV", func(t *testing.T) { testKV(t, open(t)) })
 	t.Run("Bulk", func(t *testing.T) { testBulk(t, open(t)) })
+	t.Run("ScanReferences", func(t *testing.T) { testScanReferences(t, open(t)) })
 }
 
 var t0 = time.Date(2024, 5, 6, 7, 8, 9, 123456000, time.UTC)
