@@ -341,6 +341,24 @@ func ownerParam(rt string) *r4.SearchParam {
 	}
 }
 
+// SecurityContextParam is the index code of Binary.securityContext, the
+// resource whose access rules a Binary follows (records: binaryaccess.go).
+// Like OwnerParam it is not a search parameter (R4 gives Binary none); its
+// rows let a patient's exports find the Binaries that name their record
+// without reading every Binary.
+const SecurityContextParam = "_securityContext"
+
+// securityContextParam is the synthetic parameter SecurityContextParam.
+func securityContextParam() *r4.SearchParam {
+	return &r4.SearchParam{
+		Code:       SecurityContextParam,
+		URL:        "http://hl7.org/fhir/StructureDefinition/Binary#Binary.securityContext",
+		Type:       r4.ParamReference,
+		Base:       []string{"Binary"},
+		Expression: "Binary.securityContext",
+	}
+}
+
 func newExtractor(rt string) *Extractor {
 	x := &Extractor{resourceType: rt}
 	all := r4.SearchParams(rt)
@@ -353,6 +371,13 @@ func newExtractor(rt string) *Extractor {
 		p, gaps := compileParam(rt, ownerParam(rt))
 		if p == nil || len(gaps) > 0 {
 			panic(fmt.Sprintf("index: the owner parameter of %s does not compile: %v", rt, gaps))
+		}
+		x.params = append(x.params, *p)
+	}
+	if rt == "Binary" {
+		p, gaps := compileParam(rt, securityContextParam())
+		if p == nil || len(gaps) > 0 {
+			panic(fmt.Sprintf("index: the securityContext parameter of Binary does not compile: %v", gaps))
 		}
 		x.params = append(x.params, *p)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"slices"
 	"sync"
@@ -248,18 +249,18 @@ func (s *Service) PatientSecurityContext(ctx context.Context, patient string, re
 // resource of their compartment. Such a Binary is part of the patient's
 // record even when no attachment points at it (content a patient or
 // their app stored before, or without, the document that describes it),
-// so their exports carry it. Binary has no search parameter: the current
-// Binaries are read (store.ScanType).
+// so their exports carry it. The securityContexts are read from the
+// index (index.SecurityContextParam), not from every Binary.
 func (s *Service) BinariesInContext(ctx context.Context, want func(patient string) bool, fn func(id string)) error {
 	var werr error
-	err := s.store.ScanType(ctx, "Binary", func(res *store.Resource) bool {
-		pats, err := s.securityContextPatients(ctx, res)
+	err := s.store.ScanReferences(ctx, "Binary", index.SecurityContextParam, func(id, ref string) bool {
+		pats, err := s.patientsNamed(ctx, ref)
 		if err != nil {
 			werr = err
 			return false
 		}
 		if slices.ContainsFunc(pats, want) {
-			fn(res.ID)
+			fn(id)
 		}
 		return true
 	})
@@ -270,10 +271,8 @@ func (s *Service) BinariesInContext(ctx context.Context, want func(patient strin
 }
 
 // securityContextPatients returns the patients whose record the
-// securityContext of a stored Binary version names: the Patient it
-// names, or the patients of the resource it names in their compartment.
-// None for a Binary without one (or one that does not parse, or names
-// what is not of this server).
+// securityContext of a stored Binary version names (patientsNamed); none
+// for a Binary without one, or one that does not parse.
 func (s *Service) securityContextPatients(ctx context.Context, res *store.Resource) ([]string, error) {
 	if res.Deleted || res.JSON == nil || !bytes.Contains(res.JSON, []byte(`"securityContext"`)) {
 		return nil, nil
@@ -282,7 +281,15 @@ func (s *Service) securityContextPatients(ctx context.Context, res *store.Resour
 	if err != nil {
 		return nil, nil
 	}
-	ref, ok := s.localReference(v.Get("securityContext").GetString("reference"))
+	return s.patientsNamed(ctx, v.Get("securityContext").GetString("reference"))
+}
+
+// patientsNamed returns the patients whose record a Binary's
+// securityContext reference names: the Patient it names, or the patients
+// of the resource it names in their compartment; none for what is not a
+// resource of this server, or another Binary.
+func (s *Service) patientsNamed(ctx context.Context, reference string) ([]string, error) {
+	ref, ok := s.localReference(reference)
 	switch {
 	case !ok || ref.Type == "Binary":
 		return nil, nil
@@ -290,6 +297,89 @@ func (s *Service) securityContextPatients(ctx context.Context, res *store.Resour
 		return []string{ref.ID}, nil
 	}
 	return s.store.Compartments(ctx, ref.Type, ref.ID)
+}
+
+// securityContextsIndexed is the setting that marks a store whose Binaries
+// all have their index.SecurityContextParam rows (IndexSecurityContexts).
+const securityContextsIndexed = "index-backfill:Binary." + index.SecurityContextParam
+
+// IndexSecurityContexts gives the Binaries stored before the index had
+// index.SecurityContextParam (which BinariesInContext reads) their rows,
+// once per store: the server calls it when it starts. Binaries without a
+// securityContext have none to add. It reads the Binaries in pages, and
+// rewrites the index rows of each page's in one transaction, with the
+// version read again there; one written since has its rows already.
+func (s *Service) IndexSecurityContexts(ctx context.Context) error {
+	if _, err := s.store.GetKV(ctx, securityContextsIndexed); err == nil {
+		return nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	var ids []string
+	flush := func() error {
+		if len(ids) == 0 {
+			return nil
+		}
+		err := s.store.Write(ctx, func(tx store.Tx) error {
+			rx, ok := tx.(store.Reindexer)
+			if !ok {
+				return fmt.Errorf("the store cannot rewrite index rows")
+			}
+			for _, id := range ids {
+				cur, err := tx.Current(ctx, "Binary", id)
+				if errors.Is(err, store.ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if cur.Deleted || cur.JSON == nil {
+					continue
+				}
+				v, err := fhirjson.Parse(cur.JSON)
+				if err != nil {
+					continue // what does not parse has nothing to index
+				}
+				e, err := s.indexer.Extract("Binary", v)
+				if err != nil {
+					// What was stored is kept as it is: the server
+					// starts, and this Binary is found as before the
+					// index had the parameter (by its attachments).
+					slog.WarnContext(ctx, "index the securityContext of a stored Binary", "id", id, "err", err)
+					continue
+				}
+				if err := rx.Reindex(ctx, cur, e, Patients("Binary", id, e)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		ids = ids[:0]
+		if err != nil {
+			return fmt.Errorf("index the securityContext of stored Binaries: %w", err)
+		}
+		return nil
+	}
+	var werr error
+	err := s.store.ScanType(ctx, "Binary", func(res *store.Resource) bool {
+		if res.JSON == nil || !bytes.Contains(res.JSON, []byte(`"securityContext"`)) {
+			return true
+		}
+		if ids = append(ids, res.ID); len(ids) == 500 {
+			werr = flush()
+		}
+		return werr == nil
+	})
+	if err == nil {
+		err = werr
+	}
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return err
+	}
+	return s.store.PutKV(ctx, securityContextsIndexed, []byte("1"))
 }
 
 // patientOnly is a principal confined to one patient, for visibility

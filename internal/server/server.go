@@ -205,6 +205,9 @@ func (a *App) build(ctx context.Context) error {
 	}
 	fhirBase := c.BaseURL + "/fhir"
 	a.Records = records.New(records.Options{Store: a.Store, Blobs: blobs, Validator: validator{}, Indexer: indexer{}, BaseURL: fhirBase})
+	if err := a.Records.IndexSecurityContexts(ctx); err != nil {
+		return err
+	}
 	ips := &clientip.Resolver{Trusted: c.TrustedProxies}
 	a.Audit = audit.New(audit.Options{DB: a.Store, ClientIP: ips.From, Auth: a.Auth})
 	a.FHIR = api.New(api.Options{Records: a.Records, Auth: audit.Capture(a.Auth), BaseURL: fhirBase, MaxBody: c.MaxBody})
