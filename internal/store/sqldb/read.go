@@ -263,8 +263,13 @@ func (db *DB) ScanReferences(ctx context.Context, typ, param string, fn func(id,
 		id, ref string
 	}
 	read := func(q string, args ...any) ([]row, error) {
-		rows, err := db.Query(ctx, `SELECT x.rid, r.id, CASE WHEN x.target_id <> '' THEN x.target_type || '/' || x.target_id ELSE x.url END
-			FROM idx_ref x JOIN resource r ON r.rid = x.rid WHERE x.pid = ? AND NOT r.deleted AND `+q, append([]any{pid}, args...)...)
+		// Each row's resource id by its own lookup: a plan that does not
+		// depend on the tables' statistics (with a join, PostgreSQL read
+		// the whole resource table for a page, or, without statistics,
+		// for each page). Index rows exist for live versions only.
+		rows, err := db.Query(ctx, `SELECT x.rid, (SELECT r.id FROM resource r WHERE r.rid = x.rid),
+			CASE WHEN x.target_id <> '' THEN x.target_type || '/' || x.target_id ELSE x.url END
+			FROM idx_ref x WHERE x.pid = ? AND `+q, append([]any{pid}, args...)...)
 		if err != nil {
 			return nil, fmt.Errorf("scan %s.%s: %w", typ, param, err)
 		}
