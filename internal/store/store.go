@@ -98,8 +98,8 @@ type Store interface {
 	// ScanReferences calls fn with the id of each live resource of type
 	// typ and each reference that its reference index parameter param
 	// holds ("Type/id" for a relative one, else the reference as
-	// written), in resource order, until fn returns false. No statement
-	// stays open while fn runs.
+	// written), in the order the resources were first stored, until fn
+	// returns false. No statement stays open while fn runs.
 	ScanReferences(ctx context.Context, typ, param string, fn func(id, ref string) bool) error
 	// Compartments returns the patients whose compartment holds the
 	// current version of typ/id (none for a deleted or unknown resource).

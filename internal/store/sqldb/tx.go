@@ -307,6 +307,11 @@ func (t *Tx) Put(ctx context.Context, p *store.Put) error {
 		}
 		t.queued[rid] = true
 	}
+	return t.flushIfFull(ctx)
+}
+
+// flushIfFull writes the pending index rows once there are many.
+func (t *Tx) flushIfFull(ctx context.Context) error {
 	if len(t.pend.clear) > 500 || t.pend.pendingRows() > 20000 {
 		return t.flush(ctx)
 	}
@@ -329,10 +334,7 @@ func (t *Tx) Reindex(ctx context.Context, cur *store.Resource, e *index.Entries,
 		return err
 	}
 	t.queued[rv.rid] = true
-	if len(t.pend.clear) > 500 || t.pend.pendingRows() > 20000 {
-		return t.flush(ctx)
-	}
-	return nil
+	return t.flushIfFull(ctx)
 }
 
 func (t *Tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
